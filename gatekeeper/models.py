@@ -1,0 +1,263 @@
+"""The data gatekeeper passes around: calls, verdicts, requests, decisions, audit events.
+
+Every model round-trips through JSON (``model_dump_json`` / ``model_validate_json``).
+Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+__all__ = [
+    "ApprovalRequest",
+    "ApprovalRequirement",
+    "AuditEvent",
+    "Classification",
+    "Decision",
+    "Halt",
+    "HaltScope",
+    "RequestStatus",
+    "Risk",
+    "ToolCall",
+    "Verdict",
+    "utc",
+]
+
+
+def utc(ms: int) -> dt.datetime:
+    """A UTC datetime from milliseconds since the epoch."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+
+
+class Verdict(str, enum.Enum):
+    """What happens to a call. Stricter verdicts win: halt > deny > require_approval > allow."""
+
+    ALLOW = "allow"
+    REQUIRE_APPROVAL = "require_approval"
+    DENY = "deny"
+    HALT = "halt"
+
+    @property
+    def strictness(self) -> int:
+        return _VERDICT_ORDER[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_VERDICT_ORDER = {
+    Verdict.ALLOW: 0,
+    Verdict.REQUIRE_APPROVAL: 1,
+    Verdict.DENY: 2,
+    Verdict.HALT: 3,
+}
+
+
+class Risk(str, enum.Enum):
+    """How bad it is if the call does the wrong thing: low < medium < high < critical."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def level(self) -> int:
+        return _RISK_ORDER[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RISK_ORDER = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.HIGH: 2, Risk.CRITICAL: 3}
+
+
+class RequestStatus(str, enum.Enum):
+    """Where an approval request is in its state machine (see docs/concepts.md)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+
+    @property
+    def decided(self) -> bool:
+        """True once the request has left ``pending``."""
+        return self is not RequestStatus.PENDING
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class HaltScope(str, enum.Enum):
+    """What a halt covers."""
+
+    ALL = "all"
+    AGENT = "agent"
+    SESSION = "session"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ToolCall(_Model):
+    """One call an agent wants to make, with its arguments in canonical JSON form."""
+
+    id: str
+    tool: str
+    args: dict[str, JsonValue]
+    args_digest: str = Field(description="hex sha256 of the canonical JSON of args")
+    agent: str
+    session_id: str
+    granted_scopes: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
+    irreversible: bool = False
+    declared_risk: Risk | None = None
+    reason: str | None = Field(default=None, description="the agent's stated reason")
+    created_at: dt.datetime
+
+
+class ApprovalRequirement(_Model):
+    """Who must approve a held call, how many of them, and by when."""
+
+    group: str | None = None
+    quorum: int = Field(default=1, ge=1)
+    timeout: float | None = Field(default=None, gt=0, description="seconds; None = config default")
+
+
+class Classification(_Model):
+    """The policy's answer for one call."""
+
+    verdict: Verdict
+    risk: Risk
+    rules: tuple[str, ...] = Field(default=(), description="ids of the rules that decided")
+    reasons: tuple[str, ...] = Field(default=(), description="sentences a person can read")
+    approval: ApprovalRequirement = ApprovalRequirement()
+    halt_scope: HaltScope = HaltScope.AGENT
+
+
+class Decision(_Model):
+    """One approver's vote on a request."""
+
+    approver: str
+    approve: bool
+    comment: str | None = None
+    at: dt.datetime
+    args_digest: str
+    edited: bool = False
+    via: str = "api"
+
+
+class ApprovalRequest(_Model):
+    """A held call waiting for (or past) a human decision."""
+
+    id: str
+    call: ToolCall
+    classification: Classification
+    status: RequestStatus = RequestStatus.PENDING
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    quorum: int = 1
+    group: str | None = None
+    args: dict[str, JsonValue] = Field(description="the arguments that will run if approved")
+    args_digest: str
+    decisions: tuple[Decision, ...] = ()
+    decided_at: dt.datetime | None = None
+    decided_by: str | None = None
+    comment: str | None = None
+    outcome: str | None = Field(default=None, description="bounded result or error text")
+    finished_at: dt.datetime | None = None
+
+    @property
+    def edited(self) -> bool:
+        """True when an approver changed the arguments."""
+        return self.args_digest != self.call.args_digest
+
+    @property
+    def approvals(self) -> tuple[Decision, ...]:
+        """Approvals that count toward the quorum (those for the current arguments)."""
+        return tuple(d for d in self.decisions if d.approve and d.args_digest == self.args_digest)
+
+    def effective_status(self, now: dt.datetime) -> RequestStatus:
+        """The status as a transition at ``now`` would see it (pending past expiry reads expired)."""
+        if self.status is RequestStatus.PENDING and now >= self.expires_at:
+            return RequestStatus.EXPIRED
+        return self.status
+
+
+class Halt(_Model):
+    """The kill switch, on for one scope."""
+
+    scope: HaltScope
+    target: str = Field(description="agent name or session id; '*' for all")
+    by: str
+    reason: str | None = None
+    at: dt.datetime
+
+    @property
+    def key(self) -> str:
+        return halt_key(self.scope, self.target)
+
+
+def halt_key(scope: HaltScope, target: str) -> str:
+    """The field a halt is stored under: ``all``, ``agent:NAME`` or ``session:ID``."""
+    return "all" if scope is HaltScope.ALL else f"{scope.value}:{target}"
+
+
+AuditKind = Literal[
+    "call.allowed",
+    "call.denied",
+    "call.held",
+    "call.refused",
+    "call.executed",
+    "call.failed",
+    "call.observed",
+    "request.vote",
+    "request.approved",
+    "request.denied",
+    "request.expired",
+    "request.cancelled",
+    "request.released",
+    "request.executed",
+    "request.failed",
+    "halt.set",
+    "halt.cleared",
+    "channel.failed",
+    "audit.unreadable",
+]
+
+
+class AuditEvent(_Model):
+    """One link of the hash-chained audit log.
+
+    ``hash = sha256(prev_hash || canonical_json(event without "hash"))``, hex.
+    """
+
+    seq: int
+    at: dt.datetime
+    kind: AuditKind
+    actor: str
+    request_id: str | None = None
+    call_id: str | None = None
+    tool: str | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    data: dict[str, JsonValue] = {}
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object the hash covers (everything but ``hash``)."""
+        return self.model_dump(mode="json", exclude={"hash"})

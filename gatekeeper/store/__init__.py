@@ -1,0 +1,11 @@
+"""Stores: where approval requests, halts and the audit chain live.
+
+``MemoryStore`` is embedded (one process); ``RedisStore`` is shared by every
+agent and console process. Both pass one contract test suite.
+"""
+
+from ._base import AsyncStore, Store
+from ._memory import MemoryStore
+from ._redis import RedisStore, RetryPolicy
+
+__all__ = ["AsyncStore", "MemoryStore", "RedisStore", "RetryPolicy", "Store"]

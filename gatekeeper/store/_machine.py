@@ -1,0 +1,198 @@
+"""The approval state machine as pure functions (no I/O, no clock of its own).
+
+::
+
+    pending ──approve (quorum reached)──▶ approved ──claim──▶ executing ──▶ executed | failed
+       │ ──deny──────────────────────────▶ denied
+       │ ──expires_at passes─────────────▶ expired      (fail-safe: = deny)
+       └ ──requester cancels─────────────▶ cancelled
+
+``MemoryStore`` applies these directly under its lock; ``RedisStore`` runs the
+same rules as Lua scripts (``lua/*.lua``), and one contract test suite holds
+both to the same behaviour. Each function returns a :class:`Step`: the request
+after the step, the audit drafts to append, and the refusal to raise (a step
+can change the request *and* refuse, as a late approval does: the request
+expires and the vote is refused).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import TransitionRefused
+from ..audit import draft
+from ..models import ApprovalRequest, Decision, RequestStatus
+
+__all__ = ["Step", "cancel", "claim", "decide", "expire", "finish"]
+
+P = RequestStatus
+
+
+@dataclass
+class Step:
+    request: ApprovalRequest
+    events: list[dict[str, Any]] = field(default_factory=list)
+    refused: TransitionRefused | None = None
+    changed: bool = True
+
+
+def _ms(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _event(req: ApprovalRequest, kind: str, now: dt.datetime, actor: str, **data: Any) -> dict[str, Any]:
+    call = req.call
+    return draft(
+        kind,
+        at_ms=_ms(now),
+        actor=actor,
+        request_id=req.id,
+        call_id=call.id,
+        tool=call.tool,
+        agent=call.agent,
+        session_id=call.session_id,
+        data={k: v for k, v in data.items() if v is not None},
+    )
+
+
+def _refuse(req: ApprovalRequest, action: str, why: str) -> TransitionRefused:
+    return TransitionRefused(
+        f"can't {action} request {req.id}: {why}",
+        request_id=req.id,
+        status=req.status.value,
+        action=action,
+    )
+
+
+def _lapse(req: ApprovalRequest, now: dt.datetime, action: str) -> Step | None:
+    """If a pending request is past its expiry, the step is: expire it, refuse ``action``."""
+    if req.status is P.PENDING and now >= req.expires_at:
+        expired = req.model_copy(update={"status": P.EXPIRED, "decided_at": now})
+        step = Step(expired, [_event(req, "request.expired", now, "system")])
+        step.refused = _refuse(expired, action, "it expired before a decision (expiry = deny)")
+        return step
+    return None
+
+
+def decide(
+    req: ApprovalRequest,
+    decision: Decision,
+    now: dt.datetime,
+    *,
+    args: Mapping[str, Any] | None = None,
+) -> Step:
+    """One approver's vote. Quorum counts distinct approvers for the current arguments."""
+    action = "approve" if decision.approve else "deny"
+    lapsed = _lapse(req, now, action)
+    if lapsed:
+        return lapsed
+    repeat = any(
+        d.approver == decision.approver
+        and d.approve == decision.approve
+        and d.args_digest == decision.args_digest
+        for d in req.decisions
+    )
+    if req.status is not P.PENDING:
+        if repeat:  # a retried vote that already counted: nothing to do
+            return Step(req, changed=False)
+        return Step(req, refused=_refuse(req, action, f"it is already {req.status.value}"), changed=False)
+    actor = f"approver:{decision.approver}"
+    if not decision.approve:
+        denied = req.model_copy(
+            update={
+                "status": P.DENIED,
+                "decisions": (*req.decisions, decision),
+                "decided_at": now,
+                "decided_by": decision.approver,
+                "comment": decision.comment,
+            }
+        )
+        ev = _event(req, "request.denied", now, actor, comment=decision.comment, via=decision.via)
+        return Step(denied, [ev])
+    if repeat:
+        return Step(req, changed=False)
+    update: dict[str, Any] = {}
+    if decision.args_digest != req.args_digest:
+        if args is None:
+            why = "its arguments changed since you reviewed them; review them again"
+            return Step(req, refused=_refuse(req, action, why), changed=False)
+        # The approver edited the arguments: earlier approvals were for other
+        # arguments and no longer count toward the quorum.
+        update["args"] = dict(args)
+        update["args_digest"] = decision.args_digest
+    digest = update.get("args_digest", req.args_digest)
+    voters = {d.approver for d in req.decisions if d.approve and d.args_digest == digest}
+    voters.add(decision.approver)
+    update["decisions"] = (*req.decisions, decision)
+    reached = len(voters) >= req.quorum
+    data: dict[str, Any] = {
+        "comment": decision.comment,
+        "via": decision.via,
+        "args_digest": digest,
+        "approvals": len(voters),
+        "quorum": req.quorum,
+    }
+    if "args" in update:
+        data["edited_args"] = update["args"]
+    if reached:
+        update.update(
+            status=P.APPROVED, decided_at=now, decided_by=decision.approver, comment=decision.comment
+        )
+    kind = "request.approved" if reached else "request.vote"
+    return Step(req.model_copy(update=update), [_event(req, kind, now, actor, **data)])
+
+
+def expire(req: ApprovalRequest, now: dt.datetime) -> Step:
+    """pending -> expired once ``expires_at`` has passed."""
+    if req.status is not P.PENDING:
+        if req.status is P.EXPIRED:
+            return Step(req, changed=False)
+        return Step(req, refused=_refuse(req, "expire", f"it is {req.status.value}"), changed=False)
+    if now < req.expires_at:
+        return Step(req, refused=_refuse(req, "expire", "it has not expired yet"), changed=False)
+    expired = req.model_copy(update={"status": P.EXPIRED, "decided_at": now})
+    return Step(expired, [_event(req, "request.expired", now, "system")])
+
+
+def cancel(req: ApprovalRequest, now: dt.datetime, *, by: str, reason: str | None) -> Step:
+    """pending -> cancelled."""
+    lapsed = _lapse(req, now, "cancel")
+    if lapsed:
+        return lapsed
+    if req.status is not P.PENDING:
+        if req.status is P.CANCELLED:
+            return Step(req, changed=False)
+        return Step(req, refused=_refuse(req, "cancel", f"it is {req.status.value}"), changed=False)
+    cancelled = req.model_copy(
+        update={"status": P.CANCELLED, "decided_at": now, "decided_by": by, "comment": reason}
+    )
+    return Step(cancelled, [_event(req, "request.cancelled", now, by, reason=reason)])
+
+
+def claim(req: ApprovalRequest, now: dt.datetime, *, args_digest: str) -> Step:
+    """approved -> executing, at most once, for exactly the approved arguments."""
+    if req.status is not P.APPROVED:
+        why = f"it is {req.effective_status(now).value}"
+        if req.status is P.EXECUTING:
+            why = "it was already released (a request runs at most once)"
+        return Step(req, refused=_refuse(req, "release", why), changed=False)
+    if args_digest != req.args_digest:
+        why = "the arguments to run are not the approved ones"
+        return Step(req, refused=_refuse(req, "release", why), changed=False)
+    executing = req.model_copy(update={"status": P.EXECUTING})
+    ev = _event(req, "request.released", now, f"agent:{req.call.agent}", args_digest=args_digest)
+    return Step(executing, [ev])
+
+
+def finish(req: ApprovalRequest, now: dt.datetime, *, ok: bool, outcome: str | None) -> Step:
+    """executing -> executed | failed."""
+    if req.status is not P.EXECUTING:
+        why = f"it is {req.status.value}, not executing"
+        return Step(req, refused=_refuse(req, "finish", why), changed=False)
+    status = P.EXECUTED if ok else P.FAILED
+    done = req.model_copy(update={"status": status, "outcome": outcome, "finished_at": now})
+    kind = "request.executed" if ok else "request.failed"
+    return Step(done, [_event(req, kind, now, f"agent:{req.call.agent}", outcome=outcome)])

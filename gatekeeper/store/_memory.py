@@ -1,0 +1,348 @@
+"""``MemoryStore``: the embedded store for one process (demo, notebooks, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .._clock import Clock, SystemClock
+from .._errors import AgentHalted, RequestNotFound, TransitionRefused
+from ..audit import GENESIS, StoredEvent, draft, seal
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, halt_key
+from . import _machine
+from ._base import AsyncStore, Draft
+from ._halts import halted_message, ms
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Everything in this process's memory, guarded by one lock.
+
+    Same state machine and audit chain as :class:`~gatekeeper.store.RedisStore`;
+    nothing survives the process, and other processes can't see it.
+
+    Example::
+
+        store = MemoryStore()
+        gate = Gatekeeper(policy=policy, store=store)
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._requests: dict[str, ApprovalRequest] = {}
+        self._halts: dict[str, Halt] = {}
+        self._entries: list[StoredEvent] = []
+        self._drafts: list[Mapping[str, Any]] = []
+        self._head: tuple[int, str] = (0, GENESIS)
+        self._async_waiters: dict[str, list[Callable[[], None]]] = {}
+        self._aio = _AsyncMemoryStore(self)
+
+    @property
+    def aio(self) -> AsyncStore:
+        return self._aio
+
+    # -- audit ---------------------------------------------------------------
+    def _seal_locked(self) -> None:
+        if not self._drafts:
+            return
+        seq, prev = self._head
+        sealed = seal(prev, seq + 1, self._drafts)
+        for raw, hash_ in sealed:
+            seq += 1
+            self._entries.append(StoredEvent(str(seq), raw, hash_))
+        self._head = (seq, sealed[-1][1])
+        self._drafts.clear()
+
+    def record(self, events: Sequence[Draft]) -> None:
+        with self._lock:
+            self._drafts.extend(events)
+
+    record_soon = record
+
+    def flush(self) -> None:
+        with self._lock:
+            self._seal_locked()
+
+    def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
+        with self._lock:
+            self._seal_locked()
+            entries = list(self._entries)
+        start = int(after) if after else 0
+        return iter(entries[start:])
+
+    def audit_head(self) -> tuple[int, str]:
+        with self._lock:
+            self._seal_locked()
+            return self._head
+
+    # -- halts -----------------------------------------------------------------
+    def _halted_locked(self, agent: str, session_id: str) -> Halt | None:
+        halts = self._halts
+        if not halts:
+            return None
+        return (
+            halts.get("all")
+            or halts.get(f"agent:{agent}")
+            or halts.get(f"session:{session_id}")
+        )
+
+    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        with self._lock:
+            halt = self._halted_locked(agent, session_id)
+            if halt is None:
+                self._drafts.append(event)
+                return
+        raise AgentHalted(halted_message(halt), scope=halt.key, tool=event.get("tool"))
+
+    def halt(
+        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+    ) -> list[str]:
+        now = self.clock.now()
+        target = "*" if scope is HaltScope.ALL else target
+        record = Halt(scope=scope, target=target, by=by, reason=reason, at=now)
+        cancelled: list[str] = []
+        with self._lock:
+            self._halts[record.key] = record
+            for req in list(self._requests.values()):
+                if req.status is not RequestStatus.PENDING or not _covers(record, req):
+                    continue
+                step = _machine.cancel(req, now, by=by, reason=f"halted: {reason or 'kill switch'}")
+                self._apply_locked(step)
+                if step.refused is None:
+                    cancelled.append(req.id)
+            self._drafts.append(
+                draft(
+                    "halt.set",
+                    at_ms=ms(now),
+                    actor=by,
+                    agent=target if scope is HaltScope.AGENT else None,
+                    session_id=target if scope is HaltScope.SESSION else None,
+                    data={"scope": scope.value, "target": target, "reason": reason,
+                          "cancelled": cancelled},
+                )
+            )
+        return cancelled
+
+    def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
+        now = self.clock.now()
+        target = "*" if scope is HaltScope.ALL else target
+        with self._lock:
+            removed = self._halts.pop(halt_key(scope, target), None)
+            if removed is not None:
+                self._drafts.append(
+                    draft(
+                        "halt.cleared",
+                        at_ms=ms(now),
+                        actor=by,
+                        agent=target if scope is HaltScope.AGENT else None,
+                        session_id=target if scope is HaltScope.SESSION else None,
+                        data={"scope": scope.value, "target": target},
+                    )
+                )
+        return removed is not None
+
+    def halts(self) -> list[Halt]:
+        with self._lock:
+            return list(self._halts.values())
+
+    # -- requests ----------------------------------------------------------------
+    def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        with self._lock:
+            halt = self._halted_locked(request.call.agent, request.call.session_id)
+            if halt is not None:
+                raise AgentHalted(
+                    halted_message(halt), scope=halt.key, tool=request.call.tool
+                )
+            if request.id in self._requests:
+                raise TransitionRefused(
+                    f"request {request.id} already exists",
+                    request_id=request.id,
+                    status=self._requests[request.id].status.value,
+                    action="hold",
+                )
+            self._requests[request.id] = request
+            self._drafts.append(event)
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        with self._lock:
+            return self._get_locked(request_id)
+
+    def _get_locked(self, request_id: str) -> ApprovalRequest:
+        try:
+            return self._requests[request_id]
+        except KeyError:
+            raise RequestNotFound(request_id) from None
+
+    def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
+        now = self.clock.now()
+        with self._lock:
+            live = [
+                r
+                for r in self._requests.values()
+                if r.status is RequestStatus.PENDING and r.expires_at > now
+            ]
+        live.sort(key=lambda r: (r.created_at, r.id))
+        return live[offset : offset + limit]
+
+    def _apply_locked(self, step: _machine.Step) -> None:
+        if step.changed:
+            self._requests[step.request.id] = step.request
+            self._drafts.extend(step.events)
+            self._changed.notify_all()
+            for wake in self._async_waiters.get(step.request.id, ()):
+                wake()
+
+    def _transition(
+        self, request_id: str, fn: Callable[[ApprovalRequest], _machine.Step]
+    ) -> ApprovalRequest:
+        with self._lock:
+            step = fn(self._get_locked(request_id))
+            self._apply_locked(step)
+        if step.refused is not None:
+            raise step.refused
+        return step.request
+
+    def decide(
+        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        now = self.clock.now()
+        return self._transition(request_id, lambda r: _machine.decide(r, decision, now, args=args))
+
+    def expire(self, request_id: str) -> ApprovalRequest:
+        now = self.clock.now()
+        return self._transition(request_id, lambda r: _machine.expire(r, now))
+
+    def cancel(self, request_id: str, *, by: str, reason: str | None = None) -> ApprovalRequest:
+        now = self.clock.now()
+        return self._transition(request_id, lambda r: _machine.cancel(r, now, by=by, reason=reason))
+
+    def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
+        now = self.clock.now()
+        with self._lock:
+            req = self._get_locked(request_id)
+            halt = self._halted_locked(req.call.agent, req.call.session_id)
+            if halt is not None and req.status is RequestStatus.APPROVED:
+                raise AgentHalted(
+                    halted_message(halt), scope=halt.key, tool=req.call.tool, request_id=req.id
+                )
+            step = _machine.claim(req, now, args_digest=args_digest)
+            self._apply_locked(step)
+        if step.refused is not None:
+            raise step.refused
+        return step.request
+
+    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+        now = self.clock.now()
+        return self._transition(
+            request_id, lambda r: _machine.finish(r, now, ok=ok, outcome=outcome)
+        )
+
+    def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._get_locked(request_id).status.decided, timeout=max(timeout, 0.0)
+            )
+            return self._get_locked(request_id)
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _covers(halt: Halt, req: ApprovalRequest) -> bool:
+    if halt.scope is HaltScope.ALL:
+        return True
+    if halt.scope is HaltScope.AGENT:
+        return req.call.agent == halt.target
+    return req.call.session_id == halt.target
+
+
+class _AsyncMemoryStore:
+    """The async face of a :class:`MemoryStore`: same state, never blocks the loop."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        self._store.admit(event, agent=agent, session_id=session_id)
+
+    async def record(self, events: Sequence[Draft]) -> None:
+        self._store.record(events)
+
+    def record_soon(self, events: Sequence[Draft]) -> None:
+        self._store.record(events)
+
+    async def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        self._store.hold(request, event)
+
+    async def get(self, request_id: str) -> ApprovalRequest:
+        return self._store.get(request_id)
+
+    async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
+        return self._store.pending(limit=limit, offset=offset)
+
+    async def decide(
+        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        return self._store.decide(request_id, decision, args=args)
+
+    async def expire(self, request_id: str) -> ApprovalRequest:
+        return self._store.expire(request_id)
+
+    async def cancel(
+        self, request_id: str, *, by: str, reason: str | None = None
+    ) -> ApprovalRequest:
+        return self._store.cancel(request_id, by=by, reason=reason)
+
+    async def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
+        return self._store.claim(request_id, args_digest=args_digest)
+
+    async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+        return self._store.finish(request_id, ok=ok, outcome=outcome)
+
+    async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
+        store = self._store
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        with store._lock:
+            store._async_waiters.setdefault(request_id, []).append(wake)
+        try:
+            deadline = loop.time() + max(timeout, 0.0)
+            while True:
+                woken.clear()  # before reading, so a wake-up in between is not lost
+                req = store.get(request_id)
+                remaining = deadline - loop.time()
+                if req.status.decided or remaining <= 0:
+                    return req
+                try:
+                    await asyncio.wait_for(woken.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return store.get(request_id)
+        finally:
+            with store._lock:
+                waiters = store._async_waiters.get(request_id, [])
+                waiters.remove(wake)
+                if not waiters:
+                    store._async_waiters.pop(request_id, None)
+
+    async def halt(
+        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+    ) -> list[str]:
+        return self._store.halt(scope, target, by=by, reason=reason)
+
+    async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
+        return self._store.resume(scope, target, by=by)
+
+    async def halts(self) -> list[Halt]:
+        return self._store.halts()
+
+    async def aclose(self) -> None:
+        self._store.close()

@@ -1,0 +1,454 @@
+"""``RedisStore``: the production store, shared by every agent and console process.
+
+Every state change is one Lua script (``lua/*.lua``) that also appends its
+audit draft to a journal list in the same atomic step; a sealer moves journal
+drafts into the hash-chained stream (see :mod:`gatekeeper.audit`). Blocking
+waiters block on their request's wake key; async waiters of one event loop
+share one pub/sub subscription.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.exceptions as rexc
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from .._clock import Clock, SystemClock
+from .._errors import GatekeeperError, StoreError, StoreUnavailable
+from ..audit import GENESIS, StoredEvent, draft, seal
+from ..models import ApprovalRequest, Decision, Halt, HaltScope
+from . import _redis_ops as ops
+from ._base import AsyncStore, Draft
+from ._halts import ms
+
+__all__ = ["RedisStore", "translate_redis_error"]
+
+T = TypeVar("T")
+log = logging.getLogger("gatekeeper.store")
+
+#: redis-py errors worth another try: the server may be back in a moment.
+RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, rexc.AuthenticationError)
+
+
+def translate_redis_error(exc: BaseException) -> GatekeeperError:
+    """The gatekeeper error for a redis-py error (the store is where they enter)."""
+    if isinstance(exc, rexc.AuthenticationError):
+        return StoreUnavailable(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, RETRYABLE):
+        return StoreUnavailable(f"Redis is unavailable: {exc}")
+    if isinstance(exc, rexc.ResponseError):
+        return StoreError(f"Redis refused a command: {exc}")
+    return StoreError(f"Redis error: {exc}")
+
+
+class RetryPolicy:
+    """How long the store keeps trying a Redis that is down before failing closed."""
+
+    def __init__(self, *, attempts: int = 5, within: float = 2.0, max_wait: float = 0.5) -> None:
+        self.attempts = attempts
+        self.within = within
+        self.max_wait = max_wait
+
+    def tenacity_kwargs(self) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.attempts) | stop_after_delay(self.within),
+            "wait": wait_exponential(multiplier=0.05, max=self.max_wait),
+            "retry": retry_if_exception(_retryable),
+            "reraise": True,
+        }
+
+
+class RedisStore:
+    """The store on Redis (or Redis Cluster): requests, halts, audit chain.
+
+    Example::
+
+        store = RedisStore("redis://localhost:6379/0", prefix="gatekeeper")
+        gate = Gatekeeper(policy=policy, store=store)
+
+    ``prefix`` names the deployment: all its keys share the hash tag
+    ``{prefix}``. Redis errors are retried within ``retry`` and then raised as
+    :class:`~gatekeeper.StoreUnavailable`; nothing runs on that path.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "gatekeeper",
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 32,
+        seal_linger: float = 0.05,
+    ) -> None:
+        self.url = url
+        self.keys = ops.Keys(prefix)
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self._max_connections = max_connections
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=5, socket_timeout=10,
+            socket_connect_timeout=2,
+        )
+        self.client = redis.Redis(connection_pool=pool)
+        # Blocking waits hold their connection for as long as they wait, so
+        # they get a pool of their own with no read timeout.
+        self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2)
+        self._scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
+        self._sealer = _Sealer(self, seal_linger)
+        self._aio: AsyncStore | None = None
+        _OPEN.add(self)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.keys.prefix!r})"
+
+    @property
+    def aio(self) -> AsyncStore:
+        if self._aio is None:
+            from ._redis_async import AsyncRedisStore
+
+            self._aio = AsyncRedisStore(self)
+        return self._aio
+
+    # -- plumbing ---------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()  # the common case, without building a retry loop
+        except rexc.RedisError as exc:
+            if not _retryable(exc):
+                raise translate_redis_error(exc) from exc
+        try:
+            for attempt in Retrying(**self.retry.tenacity_kwargs()):
+                with attempt:
+                    return fn()
+        except rexc.RedisError as exc:
+            raise translate_redis_error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(self, op: ops.Op[T]) -> T:
+        script = self._scripts[op.script]
+        reply = self._call(lambda: script(keys=op.keys, args=op.args))
+        return op.parse(reply)
+
+    def _now_ms(self) -> int:
+        return ms(self.clock.now())
+
+    def _changed(self, result: T) -> T:
+        self._sealer.kick()
+        return result
+
+    # -- hot path -----------------------------------------------------------------
+    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        self._run(ops.admit(self.keys, event, agent, session_id))
+        self._sealer.kick()
+
+    def record(self, events: Sequence[Draft]) -> None:
+        if events:
+            payload = [json.dumps(e) for e in events]
+            self._call(lambda: self.client.rpush(self.keys.journal, *payload))
+            self._sealer.kick()
+
+    def record_soon(self, events: Sequence[Draft]) -> None:
+        self._sealer.enqueue(events)
+
+    def flush(self) -> None:
+        self._sealer.flush()
+
+    # -- requests -------------------------------------------------------------------
+    def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        self._changed(self._run(ops.hold(self.keys, request, event)))
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        from .._errors import RequestNotFound
+
+        k = self.keys
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(k.req(request_id))
+            pipe.lrange(k.votes(request_id), 0, -1)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        fields, votes = self._call(read)
+        if not fields:
+            raise RequestNotFound(request_id)
+        return ops.request_from_hash(fields, votes)
+
+    def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
+        ids = self._call(
+            lambda: self.client.zrange(self.keys.pending, offset, offset + limit - 1)
+        )
+        now = self.clock.now()
+        out = []
+        for raw in ids:
+            try:
+                req = self.get(raw.decode())
+            except GatekeeperError:
+                continue
+            if req.effective_status(now).value == "pending":
+                out.append(req)
+        return out
+
+    def decide(
+        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        op = ops.decide(self.keys, request_id, decision, self._now_ms(), args)
+        return self._after(request_id, op)
+
+    def _after(self, request_id: str, op: ops.Op[None]) -> ApprovalRequest:
+        try:
+            self._run(op)
+        finally:
+            self._sealer.kick()
+        return self.get(request_id)
+
+    def expire(self, request_id: str) -> ApprovalRequest:
+        return self._after(request_id, ops.expire(self.keys, request_id, self._now_ms()))
+
+    def cancel(self, request_id: str, *, by: str, reason: str | None = None) -> ApprovalRequest:
+        op = ops.cancel(self.keys, request_id, self._now_ms(), by, reason)
+        return self._after(request_id, op)
+
+    def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
+        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest)
+        return self._after(request_id, op)
+
+    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+        op = ops.finish(self.keys, request_id, self._now_ms(), ok, outcome)
+        return self._after(request_id, op)
+
+    def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        wake_key = self.keys.wake(request_id)
+        while True:
+            req = self.get(request_id)
+            remaining = deadline - time.monotonic()
+            if req.status.decided or remaining <= 0:
+                return req
+            # Blocks until a transition pushes a token (or the time is up); a
+            # token pushed between the read above and this call is still there.
+            self._call(lambda r=remaining: self._blocking.blpop([wake_key], timeout=r))
+
+    # -- kill switch -------------------------------------------------------------------
+    def halt(
+        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+    ) -> list[str]:
+        record, event = _halt_record(self.clock, scope, target, by, reason)
+        ids = self._changed(self._run(ops.halt(self.keys, record, event)))
+        return [rid for rid in ids if self._cancel_for_halt(rid, by, reason)]
+
+    def _cancel_for_halt(self, rid: str, by: str, reason: str | None) -> bool:
+        try:
+            self.cancel(rid, by=by, reason=f"halted: {reason or 'kill switch'}")
+        except GatekeeperError:
+            return False
+        return True
+
+    def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
+        target = "*" if scope is HaltScope.ALL else target
+        event = _resume_event(self.clock, scope, target, by)
+        return self._changed(self._run(ops.resume(self.keys, scope, target, event)))
+
+    def halts(self) -> list[Halt]:
+        raw = self._call(lambda: self.client.hgetall(self.keys.halts))
+        return [Halt.model_validate_json(v) for v in raw.values()]
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
+        self.flush()
+        start = f"({after}" if after else "-"
+        while True:
+            batch = self._call(
+                lambda s=start: self.client.xrange(self.keys.audit, min=s, max="+", count=500)
+            )
+            for entry_id, fields in batch:
+                eid = entry_id.decode()
+                yield StoredEvent(eid, fields.get(b"b", b""), fields.get(b"h", b"").decode())
+            if len(batch) < 500:
+                return
+            start = f"({batch[-1][0].decode()}"
+
+    def audit_head(self) -> tuple[int, str]:
+        self.flush()
+        seq, hash_ = self._call(lambda: self.client.hmget(self.keys.head, "seq", "hash"))
+        return (int(seq), hash_.decode()) if seq else (0, GENESIS)
+
+    def close(self) -> None:
+        try:
+            self._sealer.stop()
+        finally:
+            self.client.connection_pool.disconnect()
+            self._blocking.connection_pool.disconnect()
+            _OPEN.discard(self)
+
+
+def _halt_record(
+    clock: Clock, scope: HaltScope, target: str, by: str, reason: str | None
+) -> tuple[Halt, dict[str, Any]]:
+    now = clock.now()
+    target = "*" if scope is HaltScope.ALL else target
+    record = Halt(scope=scope, target=target, by=by, reason=reason, at=now)
+    event = draft(
+        "halt.set",
+        at_ms=ms(now),
+        actor=by,
+        agent=target if scope is HaltScope.AGENT else None,
+        session_id=target if scope is HaltScope.SESSION else None,
+        data={"scope": scope.value, "target": target, "reason": reason},
+    )
+    return record, event
+
+
+def _resume_event(clock: Clock, scope: HaltScope, target: str, by: str) -> dict[str, Any]:
+    return draft(
+        "halt.cleared",
+        at_ms=ms(clock.now()),
+        actor=by,
+        agent=target if scope is HaltScope.AGENT else None,
+        session_id=target if scope is HaltScope.SESSION else None,
+        data={"scope": scope.value, "target": target},
+    )
+
+
+class _Sealer:
+    """Moves journal drafts into the chained stream, off the callers' path.
+
+    Also writes the events queued with ``record_soon``. Runs in one daemon
+    thread per store, started on first use; ``flush`` does the same work now,
+    in the calling thread.
+    """
+
+    BATCH = 500
+
+    def __init__(self, store: RedisStore, linger: float) -> None:
+        self._store = store
+        self._linger = linger
+        self._queue: deque[Draft] = deque()
+        self._kicked = threading.Event()
+        self._work = threading.Lock()
+        self._start = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def kick(self) -> None:
+        if self._thread is None:
+            with self._start:
+                if self._thread is None and not self._stopping:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="gatekeeper-audit-sealer", daemon=True
+                    )
+                    self._thread.start()
+        self._kicked.set()
+
+    def enqueue(self, events: Sequence[Draft]) -> None:
+        self._queue.extend(events)
+        self.kick()
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            self._kicked.wait()
+            if self._stopping:
+                return
+            time.sleep(self._linger)  # gather what arrives meanwhile into one batch
+            self._kicked.clear()
+            try:
+                self.flush()
+                backoff = 0.1
+            except GatekeeperError as exc:
+                log.warning("audit sealer could not reach the store, will retry: %s", exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._kicked.set()
+
+    def flush(self) -> None:
+        store = self._store
+        with self._work:
+            if self._queue:
+                drafts = []
+                while self._queue:
+                    drafts.append(self._queue.popleft())
+                try:
+                    store.record(drafts)
+                except GatekeeperError:
+                    self._queue.extendleft(reversed(drafts))
+                    raise
+            while self._seal_batch():
+                pass
+
+    def _seal_batch(self) -> bool:
+        """Seal up to BATCH journal drafts; True if there may be more."""
+        store, k = self._store, self._store.keys
+
+        def read() -> list[Any]:
+            pipe = store.client.pipeline(transaction=False)
+            pipe.lrange(k.journal, 0, self.BATCH - 1)
+            pipe.hmget(k.head, "seq", "hash")
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        raw, (seq, hash_) = store._call(read)
+        if not raw:
+            return False
+        head_seq = int(seq) if seq else 0
+        head_hash = hash_.decode() if hash_ else GENESIS
+        drafts = [_parse_draft(r) for r in raw]
+        sealed = seal(head_hash, head_seq + 1, drafts)
+        argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed)]
+        for body, h in sealed:
+            argv += [body, h]
+        script = store._scripts["seal"]
+        store._call(lambda: script(keys=[k.journal, k.audit, k.head], args=argv))
+        # Sealed or not (another process sealed first), read again.
+        return True
+
+    def stop(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._stopping = True
+            self._kicked.set()
+
+
+def _parse_draft(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+        if isinstance(value, dict) and isinstance(value.get("kind"), str):
+            return value
+    except ValueError:
+        pass
+    # Never drop what the journal holds: keep it, flagged, in the chain.
+    text = raw.decode("utf-8", "replace")
+    return draft("audit.unreadable", at_ms=int(time.time() * 1000), actor="system",
+                 data={"raw": text[:10_000]})
+
+
+_OPEN: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_stores() -> None:
+    for store in list(_OPEN):
+        try:
+            store._sealer.stop()
+        except Exception as exc:  # noqa: BLE001 - at exit, report and go on
+            log.warning("could not flush the audit log of %r at exit: %s", store, exc)

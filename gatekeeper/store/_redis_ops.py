@@ -1,0 +1,231 @@
+"""What the Redis store sends and how it reads the answers, shared by both faces.
+
+Each operation is an :class:`Op`: which Lua script, its keys and arguments, and
+a function that turns the reply into a result or an error. The blocking and
+async faces only differ in how they send it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Generic, TypeVar
+
+from .._canonical import canonical_json
+from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, halt_key, utc
+from ._halts import halted_message, ms
+
+__all__ = ["SCRIPTS", "Keys", "Op", "request_from_hash"]
+
+T = TypeVar("T")
+
+_SCRIPT_NAMES = (
+    "admit", "hold", "decide", "expire", "cancel", "claim", "finish", "halt", "resume", "seal",
+)
+
+
+def _load_scripts() -> dict[str, str]:
+    base = resources.files("gatekeeper.store") / "lua"
+    prelude = (base / "_prelude.lua").read_text(encoding="utf-8")
+    return {
+        name: prelude + "\n" + (base / f"{name}.lua").read_text(encoding="utf-8")
+        for name in _SCRIPT_NAMES
+    }
+
+
+SCRIPTS = _load_scripts()
+
+
+class Keys:
+    """The key layout of one deployment. Every key shares the hash tag ``{prefix}``."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ValueError("prefix must be non-empty and must not contain braces")
+        tag = f"{{{prefix}}}"
+        self.prefix = prefix
+        self.pending = f"{tag}:pending"
+        self.owners = f"{tag}:owners"
+        self.halts = f"{tag}:halts"
+        self.journal = f"{tag}:journal"
+        self.audit = f"{tag}:audit"
+        self.head = f"{tag}:head"
+        self.channel = f"{tag}:decided"
+        self._req = f"{tag}:req:"
+
+    def req(self, rid: str) -> str:
+        return self._req + rid
+
+    def voters(self, rid: str) -> str:
+        return f"{self._req}{rid}:voters"
+
+    def votes(self, rid: str) -> str:
+        return f"{self._req}{rid}:votes"
+
+    def seen(self, rid: str) -> str:
+        return f"{self._req}{rid}:seen"
+
+    def wake(self, rid: str) -> str:
+        return f"{self._req}{rid}:wake"
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    script: str
+    keys: list[str]
+    args: list[Any]
+    parse: Callable[[Any], T]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[str]:
+    parts = [_text(p) for p in reply]
+    tag = parts[0]
+    if tag == "ok":
+        return parts
+    if tag == "halted":
+        halt = Halt.model_validate_json(parts[1])
+        raise AgentHalted(halted_message(halt), scope=halt.key, tool=tool, request_id=rid)
+    if tag == "missing" and rid is not None:
+        raise RequestNotFound(rid)
+    if tag == "refused" and rid is not None:
+        status, action, why = parts[1], parts[2], parts[3]
+        raise TransitionRefused(
+            f"can't {action} request {rid}: {why}", request_id=rid, status=status, action=action
+        )
+    raise StoreError(f"unexpected reply from the store: {parts!r}")
+
+
+def _json(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+def admit(k: Keys, event: Mapping[str, Any], agent: str, session_id: str) -> Op[None]:
+    def parse(reply: Any) -> None:
+        _check(reply, tool=event.get("tool"))
+
+    return Op("admit", [k.halts, k.journal], [agent, session_id, json.dumps(event)], parse)
+
+
+def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None]:
+    call = request.call
+    rid = request.id
+
+    def parse(reply: Any) -> None:
+        parts = [_text(p) for p in reply]
+        if parts[0] == "exists":
+            raise TransitionRefused(
+                f"request {rid} already exists", request_id=rid, status=parts[1], action="hold"
+            )
+        _check(reply, rid, call.tool)
+
+    args = [
+        rid,
+        call.agent,
+        call.session_id,
+        call.tool,
+        call.id,
+        request.model_dump_json(),
+        ms(request.expires_at),
+        request.quorum,
+        _json(request.args),
+        request.args_digest,
+        ms(request.created_at),
+        json.dumps(event),
+    ]
+    return Op("hold", [k.req(rid), k.halts, k.pending, k.owners, k.journal], args, parse)
+
+
+def _transition(rid: str) -> Callable[[Any], None]:
+    def parse(reply: Any) -> None:
+        _check(reply, rid)
+
+    return parse
+
+
+def decide(
+    k: Keys, rid: str, decision: Decision, now_ms: int, args: Mapping[str, Any] | None
+) -> Op[None]:
+    keys = [
+        k.req(rid), k.voters(rid), k.votes(rid), k.seen(rid), k.wake(rid),
+        k.pending, k.owners, k.journal,
+    ]
+    argv = [
+        k.channel,
+        now_ms,
+        decision.approver,
+        "1" if decision.approve else "0",
+        decision.args_digest,
+        _decision_json(decision),
+        _json(args) if args is not None else "",
+    ]
+    return Op("decide", keys, argv, _transition(rid))
+
+
+def _decision_json(decision: Decision) -> str:
+    body = decision.model_dump(mode="json")
+    body["at"] = ms(decision.at)
+    return _json(body)
+
+
+def expire(k: Keys, rid: str, now_ms: int) -> Op[None]:
+    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal]
+    return Op("expire", keys, [k.channel, now_ms], _transition(rid))
+
+
+def cancel(k: Keys, rid: str, now_ms: int, by: str, reason: str | None) -> Op[None]:
+    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal]
+    return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid))
+
+
+def claim(k: Keys, rid: str, now_ms: int, args_digest: str) -> Op[None]:
+    keys = [k.req(rid), k.halts, k.wake(rid), k.journal]
+    return Op("claim", keys, [k.channel, now_ms, args_digest], _transition(rid))
+
+
+def finish(k: Keys, rid: str, now_ms: int, ok: bool, outcome: str | None) -> Op[None]:
+    keys = [k.req(rid), k.wake(rid), k.journal]
+    argv = [k.channel, now_ms, "1" if ok else "0", outcome or ""]
+    return Op("finish", keys, argv, _transition(rid))
+
+
+def halt(k: Keys, record: Halt, event: Mapping[str, Any]) -> Op[list[str]]:
+    def parse(reply: Any) -> list[str]:
+        return [_text(r) for r in reply]
+
+    argv = [record.key, record.model_dump_json(), record.scope.value, record.target,
+            json.dumps(event)]
+    return Op("halt", [k.halts, k.owners, k.journal], argv, parse)
+
+
+def resume(k: Keys, scope: HaltScope, target: str, event: Mapping[str, Any]) -> Op[bool]:
+    return Op("resume", [k.halts, k.journal], [halt_key(scope, target), json.dumps(event)], bool)
+
+
+def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> ApprovalRequest:
+    """Rebuild an :class:`ApprovalRequest` from its hash and its votes list."""
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    doc = json.loads(f["doc"])
+    decisions = []
+    for raw in votes:
+        d = json.loads(raw)
+        d["at"] = utc(int(d["at"]))
+        decisions.append(Decision.model_validate(d))
+    doc.update(
+        status=f["status"],
+        args=json.loads(f["args"]),
+        args_digest=f["digest"],
+        decisions=decisions,
+        decided_at=utc(int(f["decided_at"])) if "decided_at" in f else None,
+        decided_by=f.get("decided_by"),
+        comment=f.get("comment"),
+        outcome=f.get("outcome"),
+        finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
+    )
+    return ApprovalRequest.model_validate(doc)

@@ -1,0 +1,64 @@
+-- Shared by every gatekeeper script (prepended when the scripts are loaded).
+-- All keys of one deployment share the hash tag {prefix}: every script touches
+-- one slot, so it runs unchanged on Redis Cluster.
+
+local function halted(halts_key, agent, session)
+  local v = redis.call('HMGET', halts_key, 'all', 'agent:' .. agent, 'session:' .. session)
+  return v[1] or v[2] or v[3]
+end
+
+-- An audit draft, as JSON. `raw` (optional) is spliced in verbatim as
+-- data.edited_args, so JSON the client built is never re-encoded by cjson.
+local function event_json(kind, now, actor, f, data, raw)
+  local ev = {
+    kind = kind, at = now, actor = actor, request_id = f.id, call_id = f.call_id,
+    tool = f.tool, agent = f.agent, session_id = f.session, data = data or {}
+  }
+  if raw then ev.data.edited_args = '\0RAW\0' end
+  local text = cjson.encode(ev)
+  if raw then
+    local s, e = string.find(text, '"\\u0000RAW\\u0000"', 1, true)
+    if not s then s, e = string.find(text, '"\0RAW\0"', 1, true) end
+    text = string.sub(text, 1, s - 1) .. raw .. string.sub(text, e + 1)
+  end
+  return text
+end
+
+local function fields(req_key)
+  local v = redis.call('HMGET', req_key, 'id', 'status', 'expires', 'quorum', 'digest',
+    'agent', 'session', 'tool', 'call_id')
+  if not v[1] then return nil end
+  return { id = v[1], status = v[2], expires = tonumber(v[3]), quorum = tonumber(v[4]),
+    digest = v[5], agent = v[6], session = v[7], tool = v[8], call_id = v[9] }
+end
+
+-- Something about this request changed: wake its blocking waiter (one token is
+-- enough; the waiter re-reads the state) and tell async waiters and consoles.
+local function wake(wake_key, channel, id)
+  redis.call('LPUSH', wake_key, '1')
+  redis.call('LTRIM', wake_key, 0, 0)
+  redis.call('PEXPIRE', wake_key, 86400000)
+  redis.call('PUBLISH', channel, id)
+end
+
+local function settle(req_key, pending_key, owners_key, id)
+  redis.call('ZREM', pending_key, id)
+  redis.call('HDEL', owners_key, id)
+end
+
+-- A pending request past its expiry expires now, and the step asked for is refused.
+local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake_key, channel)
+  if f.status == 'pending' and now >= f.expires then
+    redis.call('HSET', req_key, 'status', 'expired', 'decided_at', now)
+    settle(req_key, pending_key, owners_key, f.id)
+    redis.call('RPUSH', journal_key, event_json('request.expired', now, 'system', f))
+    wake(wake_key, channel, f.id)
+    return true
+  end
+  return false
+end
+
+local function opt(v)
+  if v == nil or v == cjson.null then return nil end
+  return v
+end

@@ -1,0 +1,58 @@
+-- KEYS: req, voters, votes, seen, wake, pending, owners, journal
+-- ARGV: channel, now, approver, approve (1|0), digest, decision, edited args ('' if none)
+local now = tonumber(ARGV[2])
+local f = fields(KEYS[1])
+if not f then return {'missing'} end
+local approve = ARGV[4] == '1'
+local action = approve and 'approve' or 'deny'
+if lapse(f, now, KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[5], ARGV[1]) then
+  return {'refused', 'expired', action, 'it expired before a decision (expiry = deny)'}
+end
+local mark = ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5]
+local repeated = redis.call('SISMEMBER', KEYS[4], mark) == 1
+if f.status ~= 'pending' then
+  if repeated then return {'ok'} end
+  return {'refused', f.status, action, 'it is already ' .. f.status}
+end
+local d = cjson.decode(ARGV[6])
+local actor = 'approver:' .. ARGV[3]
+if not approve then
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'decided_at', now, 'decided_by', ARGV[3])
+  if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment) end
+  redis.call('RPUSH', KEYS[3], ARGV[6])
+  redis.call('SADD', KEYS[4], mark)
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  redis.call('RPUSH', KEYS[8], event_json('request.denied', now, actor, f,
+    { comment = opt(d.comment), via = opt(d.via) }))
+  wake(KEYS[5], ARGV[1], f.id)
+  return {'ok'}
+end
+if repeated then return {'ok'} end
+local raw = nil
+if ARGV[5] ~= f.digest then
+  if ARGV[7] == '' then
+    return {'refused', 'pending', action,
+      'its arguments changed since you reviewed them; review them again'}
+  end
+  -- The approver edited the arguments: earlier approvals were for other
+  -- arguments and no longer count toward the quorum.
+  redis.call('HSET', KEYS[1], 'args', ARGV[7], 'digest', ARGV[5])
+  redis.call('DEL', KEYS[2])
+  raw = ARGV[7]
+end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[6])
+redis.call('SADD', KEYS[4], mark)
+local n = redis.call('SCARD', KEYS[2])
+local kind = 'request.vote'
+if n >= f.quorum then
+  kind = 'request.approved'
+  redis.call('HSET', KEYS[1], 'status', 'approved', 'decided_at', now, 'decided_by', ARGV[3])
+  if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment)
+  else redis.call('HDEL', KEYS[1], 'comment') end
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+end
+redis.call('RPUSH', KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
+  via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum }, raw))
+wake(KEYS[5], ARGV[1], f.id)
+return {'ok'}
