@@ -1,2 +1,90 @@
-"""gatekeeper: a person between an AI agent and the tool calls that matter."""
+"""gatekeeper: a person between an AI agent and the tool calls that matter.
+
+Example::
+
+    from gatekeeper import Gatekeeper
+
+    gate = Gatekeeper.from_config("gatekeeper.yaml")
+
+    @gate.guard(irreversible=True, scopes={"payments:write"})
+    def refund(order_id: str, amount: float) -> str: ...
+
+    with gate.session(agent="billing-bot", reason="customer asked for a refund"):
+        refund("A-1", 20.0)   # held until a person approves; then runs exactly as approved
+"""
+
+from ._errors import (
+    AgentHalted,
+    ApprovalCancelled,
+    ApprovalDenied,
+    ApprovalTimeout,
+    ArgumentsChanged,
+    ConfigError,
+    GatekeeperError,
+    InvalidToolCall,
+    NotAuthorized,
+    PolicyError,
+    RequestNotFound,
+    StoreError,
+    StoreUnavailable,
+    ToolCallBlocked,
+    ToolCallDenied,
+    TransitionRefused,
+)
+from ._gate import Gatekeeper
+from ._session import Session, current_session
 from ._version import __version__
+from .models import (
+    ApprovalRequest,
+    ApprovalRequirement,
+    Approver,
+    AuditEvent,
+    Classification,
+    Decision,
+    Halt,
+    HaltScope,
+    RequestStatus,
+    Risk,
+    ToolCall,
+    Verdict,
+)
+from .policy import Policy
+from .store import MemoryStore, RedisStore
+
+__all__ = [
+    "AgentHalted",
+    "ApprovalCancelled",
+    "ApprovalDenied",
+    "ApprovalRequest",
+    "ApprovalRequirement",
+    "ApprovalTimeout",
+    "Approver",
+    "ArgumentsChanged",
+    "AuditEvent",
+    "Classification",
+    "ConfigError",
+    "Decision",
+    "Gatekeeper",
+    "GatekeeperError",
+    "Halt",
+    "HaltScope",
+    "InvalidToolCall",
+    "MemoryStore",
+    "NotAuthorized",
+    "Policy",
+    "PolicyError",
+    "RedisStore",
+    "RequestNotFound",
+    "RequestStatus",
+    "Risk",
+    "Session",
+    "StoreError",
+    "StoreUnavailable",
+    "ToolCall",
+    "ToolCallBlocked",
+    "ToolCallDenied",
+    "TransitionRefused",
+    "Verdict",
+    "__version__",
+    "current_session",
+]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
     "ApprovalRequest",
+    "Approver",
     "ApprovalRequirement",
     "AuditEvent",
     "Classification",
@@ -195,6 +196,19 @@ class ApprovalRequest(_Model):
         if self.status is RequestStatus.PENDING and now >= self.expires_at:
             return RequestStatus.EXPIRED
         return self.status
+
+
+class Approver(_Model):
+    """A person who may decide requests, and how the channels know them."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@+-]+$")
+    groups: tuple[str, ...] = ()
+    slack_user_id: str | None = None
+    email: str | None = None
+
+    def may_decide(self, request: ApprovalRequest) -> bool:
+        """True when the request names no group, or a group this approver is in."""
+        return request.group is None or request.group in self.groups
 
 
 class Halt(_Model):

@@ -1,11 +1,28 @@
-"""Helpers for testing agents that use gatekeeper: a manual clock, channels that record or decide."""
+"""Helpers for testing agents that use gatekeeper.
+
+- :class:`ManualClock`: time that moves only when told to.
+- :class:`RecordingChannel`: remembers every request it was told about.
+- :class:`AutoDecider`: a channel that approves or denies at once, by a rule you give.
+
+Example::
+
+    decider = AutoDecider(approve=lambda req: req.call.args["amount"] < 100)
+    gate = Gatekeeper(policy=policy, channels=[decider])
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ManualClock"]
+from .models import ApprovalRequest
+
+if TYPE_CHECKING:
+    from ._gate import Gatekeeper
+
+__all__ = ["AutoDecider", "ManualClock", "RecordingChannel"]
 
 
 class ManualClock:
@@ -29,3 +46,78 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += dt.timedelta(seconds=seconds)
+
+
+class RecordingChannel:
+    """A channel that records what it is told; ``wait_for_request`` blocks until one arrives."""
+
+    def __init__(self) -> None:
+        self.notified: list[ApprovalRequest] = []
+        self.updated: list[ApprovalRequest] = []
+        self._arrived = threading.Condition()
+
+    def bind(self, gate: Gatekeeper) -> None:
+        self.gate = gate
+
+    def notify(self, request: ApprovalRequest) -> None:
+        with self._arrived:
+            self.notified.append(request)
+            self._arrived.notify_all()
+
+    def update(self, request: ApprovalRequest) -> None:
+        with self._arrived:
+            self.updated.append(request)
+            self._arrived.notify_all()
+
+    def wait_for_request(self, count: int = 1, timeout: float = 10.0) -> ApprovalRequest:
+        """The ``count``-th request notified, waiting up to ``timeout`` seconds for it."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.notified) >= count, timeout):
+                raise TimeoutError(f"no request #{count} within {timeout}s")
+            return self.notified[count - 1]
+
+
+Rule = Callable[[ApprovalRequest], bool]
+
+
+class AutoDecider:
+    """A channel that decides every request at once, as ``approver``.
+
+    ``approve`` is True, False, or a function of the request. ``args`` (a
+    mapping or a function of the request) approves with edited arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        approve: bool | Rule = True,
+        approver: str = "auto-decider",
+        comment: str | None = None,
+        args: Mapping[str, Any] | Callable[[ApprovalRequest], Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self._rule = approve if callable(approve) else (lambda _req, _v=approve: _v)
+        self.approver = approver
+        self.comment = comment
+        self._args = args
+        self.decided: list[ApprovalRequest] = []
+        self._gate: Gatekeeper | None = None
+
+    def bind(self, gate: Gatekeeper) -> None:
+        self._gate = gate
+
+    def notify(self, request: ApprovalRequest) -> None:
+        if self._gate is None:
+            raise RuntimeError("AutoDecider is not bound to a Gatekeeper")
+        if self._rule(request):
+            args = self._args(request) if callable(self._args) else self._args
+            after = self._gate.approve(
+                request.id, approver=self.approver, comment=self.comment, args=args, via="test"
+            )
+        else:
+            after = self._gate.deny(
+                request.id, approver=self.approver, comment=self.comment, via="test"
+            )
+        self.decided.append(after)
+
+    def update(self, request: ApprovalRequest) -> None:
+        pass

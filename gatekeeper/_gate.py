@@ -1,0 +1,643 @@
+"""``Gatekeeper``: guards tools, holds calls for people, releases approved ones."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from . import _pipeline as pipe
+from ._canonical import canonical_json, digest, to_json_safe
+from ._clock import Clock, SystemClock, new_id
+from ._errors import (
+    AgentHalted,
+    ArgumentsChanged,
+    GatekeeperError,
+    InvalidToolCall,
+    NotAuthorized,
+    StoreUnavailable,
+    TransitionRefused,
+)
+from ._session import Session, current_session
+from ._tool import ToolSpec
+from .audit import ChainReport, draft, verify_chain
+from .models import (
+    ApprovalRequest,
+    Approver,
+    Decision,
+    HaltScope,
+    RequestStatus,
+    Risk,
+    ToolCall,
+    Verdict,
+)
+from .policy import Policy
+from .store import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .channels import Channel
+
+__all__ = ["Gatekeeper"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = logging.getLogger("gatekeeper")
+
+
+class Gatekeeper:
+    """The checkpoint between an agent and its tools.
+
+    Example::
+
+        gate = Gatekeeper(policy=Policy.from_file("policy.yaml"))
+
+        @gate.guard(irreversible=True, scopes={"payments:write"})
+        def refund(order_id: str, amount: float) -> str: ...
+
+        with gate.session(agent="billing-bot", reason="customer asked"):
+            refund("A-1", 20.0)   # waits for a person; runs only if approved
+
+    ``approvers=None`` accepts any approver name (handy in notebooks and
+    tests); configs made by :meth:`from_config` always list them.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        channels: Sequence[Channel] = (),
+        approvers: Iterable[Approver] | None = None,
+        clock: Clock | None = None,
+        ids: Callable[[], str] = new_id,
+        default_agent: str = "default",
+        default_timeout: float = 900.0,
+        max_args_bytes: int = 2 * 1024 * 1024,
+    ) -> None:
+        self.clock = clock or getattr(store, "clock", None) or SystemClock()
+        self.policy = policy or Policy.default()
+        self.store: Store = store if store is not None else MemoryStore(clock=self.clock)
+        self.approvers = None if approvers is None else {a.name: a for a in approvers}
+        self.default_timeout = default_timeout
+        self.max_args_bytes = max_args_bytes
+        self._ids = ids
+        self._default_session = Session.create(default_agent)
+        self.channels: list[Channel] = []
+        for channel in channels:
+            self.add_channel(channel)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **overrides: Any) -> Gatekeeper:
+        """A gate built from a ``gatekeeper.yaml`` (default: ``$GATEKEEPER_CONFIG``)."""
+        from ._config import load_config
+
+        return load_config(path).build_gate(**overrides)
+
+    def add_channel(self, channel: Channel) -> None:
+        """Tell ``channel`` about every new request from now on."""
+        bind = getattr(channel, "bind", None)
+        if callable(bind):
+            bind(self)
+        self.channels.append(channel)
+
+    # -- guarding ---------------------------------------------------------------------
+    @overload
+    def guard(self, func: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def guard(
+        self,
+        *,
+        name: str | None = None,
+        scopes: Iterable[str] = (),
+        irreversible: bool = False,
+        risk: Risk | str | None = None,
+        exclude: Iterable[str] = (),
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def guard(
+        self,
+        func: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        scopes: Iterable[str] = (),
+        irreversible: bool = False,
+        risk: Risk | str | None = None,
+        exclude: Iterable[str] = (),
+    ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+        """Put every call of a function through the gate. Bare or with options.
+
+        ``scopes`` are what the tool needs; ``irreversible`` tools never run
+        unattended unless a rule allows it explicitly; ``exclude`` names
+        parameters that are not shown, hashed or policy-checked (framework
+        context objects). The wrapper keeps the function's name, docstring,
+        signature and ``__wrapped__``.
+        """
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            spec = ToolSpec.create(
+                fn, name=name, scopes=scopes, irreversible=irreversible, risk=risk,
+                exclude=exclude,
+            )
+            wrapper: Callable[..., Any]
+            if spec.is_async:
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await self._acall(spec, args, kwargs)
+
+                wrapper = async_wrapper
+            else:
+
+                @functools.wraps(fn)
+                def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return self._call(spec, args, kwargs)
+
+                wrapper = sync_wrapper
+            wrapper.__gatekeeper_tool__ = spec  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
+
+        return decorate(func) if func is not None else decorate
+
+    def session(
+        self,
+        agent: str | None = None,
+        *,
+        scopes: Iterable[str] = (),
+        reason: str | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """A session to run calls in: ``with gate.session(agent=...):`` (or ``async with``)."""
+        return Session.create(
+            agent or self._default_session.agent,
+            scopes=scopes,
+            reason=reason,
+            session_id=session_id,
+        )
+
+    # -- the blocking path ---------------------------------------------------------------
+    def _prepare(
+        self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any], reason: str | None
+    ) -> tuple[ToolCall, Any, Any]:
+        session = current_session() or self._default_session
+        bound = spec.bind(args, kwargs, self.max_args_bytes)
+        call = pipe.build_call(self._ids(), spec, bound, session, self.clock.now(), reason)
+        return call, bound.bound, self.policy.classify(call)
+
+    def _call(
+        self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        reason: str | None = None,
+    ) -> Any:
+        call, bound, cls = self._prepare(spec, args, kwargs, reason)
+        verdict = cls.verdict
+        store = self.store
+        if verdict is Verdict.ALLOW:
+            try:
+                store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+            except AgentHalted:
+                self._refused(call, cls)
+                raise
+            except StoreUnavailable:
+                if self.policy.on_store_error != "allow":
+                    raise
+                log.warning("store unavailable; running allowed call %s unaudited", call.tool)
+            return self._run(spec, bound, call)
+        if verdict is Verdict.REQUIRE_APPROVAL:
+            return self._hold(spec, bound, call, cls)
+        try:
+            store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+        except AgentHalted:
+            self._refused(call, cls)
+            raise
+        except StoreUnavailable as exc:
+            log.warning("store unavailable; refusing %s without an audit record: %s", call.tool, exc)
+        if verdict is Verdict.HALT:
+            cancelled = store.halt(
+                *self._halt_target(call, cls), by=self._halted_by(cls), reason="; ".join(cls.reasons)
+            )
+            raise self._halt_for(call, cls, cancelled)
+        raise pipe.denied_error(call, cls)
+
+    def _run(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall) -> Any:
+        start = time.perf_counter()
+        try:
+            result = spec.func(*bound.args, **bound.kwargs)
+        except BaseException as exc:
+            self._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
+            raise
+        self._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
+        return result
+
+    def _outcome(self, call: ToolCall, start: float, *, ok: bool, outcome: str) -> None:
+        took = (time.perf_counter() - start) * 1000
+        event = pipe.outcome_event(call, self.clock.now(), ok=ok, outcome=outcome, duration_ms=took)
+        self.store.record_soon([event])
+
+    def _refused(self, call: ToolCall, cls: Any) -> None:
+        self.store.record_soon([pipe.call_event(call, cls, kind="call.refused")])
+
+    def _halt_target(self, call: ToolCall, cls: Any) -> tuple[HaltScope, str]:
+        scope = cls.halt_scope
+        target = {HaltScope.ALL: "*", HaltScope.AGENT: call.agent}.get(scope, call.session_id)
+        return scope, target
+
+    def _halt_for(self, call: ToolCall, cls: Any, _cancelled: list[str]) -> AgentHalted:
+        scope, target = self._halt_target(call, cls)
+        reasons = "; ".join(cls.reasons)
+        return AgentHalted(
+            f"Tool call {call.tool} halted the {scope.value} {target}: {reasons}".replace(
+                "the all *", "every agent"
+            ),
+            scope=scope.value,
+            tool=call.tool,
+            call_id=call.id,
+        )
+
+    def _hold(
+        self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
+    ) -> Any:
+        timeout = cls.approval.timeout or self.default_timeout
+        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout)
+        store = self.store
+        try:
+            store.hold(req, pipe.call_event(call, cls, request=req))
+        except AgentHalted:
+            self._refused(call, cls)
+            raise
+        self._notify(req)
+        try:
+            final = self._await_decision(req)
+        except BaseException:
+            self._abandon(req)
+            raise
+        if final.status is not RequestStatus.APPROVED:
+            self._update(final)
+            raise pipe.blocked_error(final)
+        return self._release(spec, bound, final)
+
+    def _await_decision(self, req: ApprovalRequest) -> ApprovalRequest:
+        store = self.store
+        while True:
+            remaining = (req.expires_at - self.clock.now()).total_seconds()
+            current = store.wait(req.id, max(remaining, 0.0))
+            if current.status.decided:
+                return current
+            try:
+                return store.expire(req.id)
+            except TransitionRefused:
+                current = store.get(req.id)
+                if current.status.decided:
+                    return current
+                store.wait(req.id, 0.05)  # our clock is a little ahead of the store's
+
+    def _abandon(self, req: ApprovalRequest) -> None:
+        """The waiting caller went away (interrupt, cancel): nobody may approve it now."""
+        try:
+            self.store.cancel(req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting")
+        except GatekeeperError:
+            pass
+
+    def _release_args(
+        self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest
+    ) -> inspect.BoundArguments:
+        if req.edited:
+            return spec.rebind(req.args, bound)
+        if digest(spec.json_of(bound)) != req.args_digest:
+            self.store.record_soon(
+                [pipe.call_event(req.call, req.classification, request=req, kind="call.refused")]
+            )
+            raise ArgumentsChanged(
+                f"Tool call {req.call.tool}: the arguments changed after they were approved",
+                tool=req.call.tool,
+                request_id=req.id,
+                call_id=req.call.id,
+            )
+        return bound
+
+    def _release(
+        self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest
+    ) -> Any:
+        store = self.store
+        try:
+            run_args = self._release_args(spec, bound, req)
+        except InvalidToolCall as exc:
+            store.claim(req.id, args_digest=req.args_digest)
+            self._finish(req, ok=False, outcome=f"edited arguments rejected, not run: {exc}")
+            raise
+        store.claim(req.id, args_digest=req.args_digest)
+        try:
+            result = spec.func(*run_args.args, **run_args.kwargs)
+        except BaseException as exc:
+            self._finish(req, ok=False, outcome=pipe.outcome_text(exc=exc))
+            raise
+        self._finish(req, ok=True, outcome=pipe.outcome_text(result))
+        return result
+
+    def _finish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
+        try:
+            done = self.store.finish(req.id, ok=ok, outcome=outcome)
+        except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
+            log.error("could not record the outcome of request %s: %s", req.id, exc)
+            return
+        self._update(done)
+
+    # -- channels --------------------------------------------------------------------------
+    def _notify(self, req: ApprovalRequest) -> None:
+        for channel in self.channels:
+            try:
+                channel.notify(req)
+            except Exception as exc:  # noqa: BLE001 - a channel never decides by failing
+                self._channel_failed(channel, req, exc)
+
+    def _update(self, req: ApprovalRequest) -> None:
+        for channel in self.channels:
+            try:
+                channel.update(req)
+            except Exception as exc:  # noqa: BLE001
+                self._channel_failed(channel, req, exc)
+
+    def _channel_failed(self, channel: object, req: ApprovalRequest, exc: BaseException) -> None:
+        log.warning("channel %s failed for request %s: %s", type(channel).__name__, req.id, exc)
+        event = draft(
+            "channel.failed",
+            at_ms=int(self.clock.now().timestamp() * 1000),
+            actor="system",
+            request_id=req.id,
+            call_id=req.call.id,
+            tool=req.call.tool,
+            agent=req.call.agent,
+            session_id=req.call.session_id,
+            data={"channel": type(channel).__name__, "error": pipe.outcome_text(exc=exc)},
+        )
+        self.store.record_soon([event])
+
+    # -- the async path ------------------------------------------------------------------------
+    async def _acall(
+        self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        reason: str | None = None,
+    ) -> Any:
+        call, bound, cls = self._prepare(spec, args, kwargs, reason)
+        verdict = cls.verdict
+        aio = self.store.aio
+        if verdict is Verdict.ALLOW:
+            try:
+                await aio.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+            except AgentHalted:
+                self._refused(call, cls)
+                raise
+            except StoreUnavailable:
+                if self.policy.on_store_error != "allow":
+                    raise
+                log.warning("store unavailable; running allowed call %s unaudited", call.tool)
+            start = time.perf_counter()
+            try:
+                result = await spec.func(*bound.args, **bound.kwargs)
+            except BaseException as exc:
+                self._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
+                raise
+            self._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
+            return result
+        if verdict is Verdict.REQUIRE_APPROVAL:
+            return await self._ahold(spec, bound, call, cls)
+        try:
+            await aio.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+        except AgentHalted:
+            self._refused(call, cls)
+            raise
+        except StoreUnavailable as exc:
+            log.warning("store unavailable; refusing %s without an audit record: %s", call.tool, exc)
+        if verdict is Verdict.HALT:
+            cancelled = await aio.halt(
+                *self._halt_target(call, cls), by=self._halted_by(cls), reason="; ".join(cls.reasons)
+            )
+            raise self._halt_for(call, cls, cancelled)
+        raise pipe.denied_error(call, cls)
+
+    async def _ahold(
+        self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
+    ) -> Any:
+        timeout = cls.approval.timeout or self.default_timeout
+        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout)
+        aio = self.store.aio
+        try:
+            await aio.hold(req, pipe.call_event(call, cls, request=req))
+        except AgentHalted:
+            self._refused(call, cls)
+            raise
+        await self._anotify(req)
+        try:
+            final = await self._aawait_decision(req)
+        except BaseException:
+            await asyncio.shield(self._aabandon(req))
+            raise
+        if final.status is not RequestStatus.APPROVED:
+            await self._aupdate(final)
+            raise pipe.blocked_error(final)
+        try:
+            run_args = self._release_args(spec, bound, final)
+        except InvalidToolCall as exc:
+            await aio.claim(final.id, args_digest=final.args_digest)
+            await self._afinish(final, ok=False, outcome=f"edited arguments rejected, not run: {exc}")
+            raise
+        await aio.claim(final.id, args_digest=final.args_digest)
+        try:
+            result = await spec.func(*run_args.args, **run_args.kwargs)
+        except BaseException as exc:
+            await self._afinish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
+            raise
+        await self._afinish(final, ok=True, outcome=pipe.outcome_text(result))
+        return result
+
+    async def _aawait_decision(self, req: ApprovalRequest) -> ApprovalRequest:
+        aio = self.store.aio
+        while True:
+            remaining = (req.expires_at - self.clock.now()).total_seconds()
+            current = await aio.wait(req.id, max(remaining, 0.0))
+            if current.status.decided:
+                return current
+            try:
+                return await aio.expire(req.id)
+            except TransitionRefused:
+                current = await aio.get(req.id)
+                if current.status.decided:
+                    return current
+                await aio.wait(req.id, 0.05)
+
+    async def _aabandon(self, req: ApprovalRequest) -> None:
+        try:
+            await self.store.aio.cancel(
+                req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting"
+            )
+        except GatekeeperError:
+            pass
+
+    async def _afinish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
+        try:
+            done = await self.store.aio.finish(req.id, ok=ok, outcome=outcome)
+        except GatekeeperError as exc:
+            log.error("could not record the outcome of request %s: %s", req.id, exc)
+            return
+        await self._aupdate(done)
+
+    async def _anotify(self, req: ApprovalRequest) -> None:
+        for channel in self.channels:
+            try:
+                anotify = getattr(channel, "anotify", None)
+                if anotify is not None:
+                    await anotify(req)
+                else:
+                    await asyncio.to_thread(channel.notify, req)
+            except Exception as exc:  # noqa: BLE001
+                self._channel_failed(channel, req, exc)
+
+    async def _aupdate(self, req: ApprovalRequest) -> None:
+        for channel in self.channels:
+            try:
+                aupdate = getattr(channel, "aupdate", None)
+                if aupdate is not None:
+                    await aupdate(req)
+                else:
+                    await asyncio.to_thread(channel.update, req)
+            except Exception as exc:  # noqa: BLE001
+                self._channel_failed(channel, req, exc)
+
+    # -- deciding (CLI, channels, web) ----------------------------------------------------------
+    def approver(self, name: str, request: ApprovalRequest | None = None) -> Approver:
+        """The configured approver ``name``, checked against ``request``'s group."""
+        if self.approvers is None:
+            found = Approver(name=name) if name else None
+        else:
+            found = self.approvers.get(name)
+        if found is None:
+            raise NotAuthorized(f"{name!r} is not a configured approver", approver=name)
+        if request is not None and self.approvers is not None and not found.may_decide(request):
+            raise NotAuthorized(
+                f"{name} may not decide request {request.id}: it needs an approver "
+                f"of group {request.group!r}",
+                approver=name,
+                request_id=request.id,
+            )
+        return found
+
+    def _decision(
+        self, req: ApprovalRequest, approver: str, approve: bool, comment: str | None,
+        via: str, args: Mapping[str, Any] | None, expect_digest: str | None,
+    ) -> tuple[Decision, dict[str, Any] | None]:
+        self.approver(approver, req)
+        if expect_digest is not None and not req.args_digest.startswith(expect_digest):
+            raise TransitionRefused(
+                f"can't decide request {req.id}: its arguments are not the ones you reviewed "
+                f"(digest {req.args_digest[:12]}, you expected {expect_digest})",
+                request_id=req.id, status=req.status.value, action="approve" if approve else "deny",
+            )
+        edited: dict[str, Any] | None = None
+        args_digest = req.args_digest
+        if args is not None:
+            edited = to_json_safe(dict(args), where="edited args")
+            if len(canonical_json(edited)) > self.max_args_bytes:
+                raise InvalidToolCall("edited arguments are over the size limit", tool=req.call.tool)
+            args_digest = digest(edited)
+            if args_digest == req.args_digest:
+                edited = None
+        decision = Decision(
+            approver=approver,
+            approve=approve,
+            comment=comment or None,
+            at=self.clock.now(),
+            args_digest=args_digest,
+            edited=edited is not None,
+            via=via,
+        )
+        return decision, edited
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        comment: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        via: str = "api",
+        expect_digest: str | None = None,
+    ) -> ApprovalRequest:
+        """Approve as ``approver`` (optionally with edited ``args``); returns the request after."""
+        req = self.store.get(request_id)
+        decision, edited = self._decision(req, approver, True, comment, via, args, expect_digest)
+        return self.store.decide(request_id, decision, args=edited)
+
+    def deny(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        comment: str | None = None,
+        via: str = "api",
+    ) -> ApprovalRequest:
+        """Deny as ``approver``; the waiting call raises ApprovalDenied with ``comment``."""
+        req = self.store.get(request_id)
+        decision, _ = self._decision(req, approver, False, comment, via, None, None)
+        return self.store.decide(request_id, decision)
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        """One request, by id."""
+        return self.store.get(request_id)
+
+    def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
+        """Requests waiting for a decision, oldest first."""
+        return self.store.pending(limit=limit, offset=offset)
+
+    def halt(
+        self,
+        *,
+        agent: str | None = None,
+        session: str | None = None,
+        everything: bool = False,
+        by: str,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
+        scope, target = _halt_scope(agent, session, everything)
+        return self.store.halt(scope, target, by=by, reason=reason)
+
+    def resume(
+        self, *, agent: str | None = None, session: str | None = None,
+        everything: bool = False, by: str,
+    ) -> bool:
+        """Release the kill switch again; False if it was not on."""
+        scope, target = _halt_scope(agent, session, everything)
+        return self.store.resume(scope, target, by=by)
+
+    def _halted_by(self, cls: Any) -> str:
+        return f"policy:{cls.rules[0]}" if cls.rules else "policy"
+
+    def verify_audit(self) -> ChainReport:
+        """Check the audit chain from its first event to the store's head."""
+        self.store.flush()
+        return verify_chain(self.store.audit_entries(), head=self.store.audit_head())
+
+    def close(self) -> None:
+        """Flush the audit log and release the store's connections."""
+        self.store.close()
+
+
+def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tuple[HaltScope, str]:
+    chosen = [x for x in (agent, session) if x] + (["*"] if everything else [])
+    if len(chosen) != 1:
+        raise ValueError("halt exactly one of: agent=..., session=..., everything=True")
+    if everything:
+        return HaltScope.ALL, "*"
+    if agent:
+        return HaltScope.AGENT, agent
+    return HaltScope.SESSION, str(session)
+
+
+def tool_spec(func: Callable[..., Any]) -> ToolSpec | None:
+    """The :class:`ToolSpec` of a guarded function, or None."""
+    spec = getattr(func, "__gatekeeper_tool__", None)
+    return spec if isinstance(spec, ToolSpec) else None

@@ -1,0 +1,216 @@
+"""The pure steps of a guarded call: what to record, what to raise. No I/O here.
+
+The sync and async drivers in ``_gate.py`` call these in the same order:
+build the call -> classify -> admit / hold -> wait -> release -> record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ._canonical import digest, truncate
+from ._errors import (
+    AgentHalted,
+    ApprovalCancelled,
+    ApprovalDenied,
+    ApprovalTimeout,
+    ToolCallBlocked,
+    ToolCallDenied,
+)
+from ._session import Session
+from ._tool import BoundCall, ToolSpec
+from .audit import draft
+from .models import (
+    ApprovalRequest,
+    Classification,
+    RequestStatus,
+    ToolCall,
+    Verdict,
+)
+
+__all__ = [
+    "OUTCOME_LIMIT",
+    "REASON_LIMIT",
+    "blocked_error",
+    "build_call",
+    "call_event",
+    "denied_error",
+    "new_request",
+    "outcome_event",
+    "outcome_text",
+]
+
+REASON_LIMIT = 4000
+OUTCOME_LIMIT = 2000
+
+
+def _ms(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def build_call(
+    call_id: str,
+    spec: ToolSpec,
+    bound: BoundCall,
+    session: Session,
+    now: dt.datetime,
+    reason: str | None,
+) -> ToolCall:
+    """The :class:`ToolCall` record of one call (already validated, so constructed directly)."""
+    stated = reason if reason is not None else session.reason
+    return ToolCall.model_construct(
+        id=call_id,
+        tool=spec.name,
+        args=bound.json_args,
+        args_digest=digest(bound.json_args),
+        agent=session.agent,
+        session_id=session.id,
+        granted_scopes=tuple(sorted(session.scopes)),
+        required_scopes=spec.scopes,
+        irreversible=spec.irreversible,
+        declared_risk=spec.risk,
+        reason=truncate(stated, REASON_LIMIT) if stated else None,
+        created_at=now,
+    )
+
+
+_KIND = {
+    Verdict.ALLOW: "call.allowed",
+    Verdict.DENY: "call.denied",
+    Verdict.HALT: "call.denied",
+    Verdict.REQUIRE_APPROVAL: "call.held",
+}
+
+
+def call_event(
+    call: ToolCall,
+    cls: Classification,
+    *,
+    request: ApprovalRequest | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
+    """The audit draft recording a call and how it was classified."""
+    data: dict[str, Any] = {
+        "args": call.args,
+        "args_digest": call.args_digest,
+        "verdict": cls.verdict.value,
+        "risk": cls.risk.value,
+        "rules": list(cls.rules),
+        "reasons": list(cls.reasons),
+    }
+    if call.reason:
+        data["reason"] = call.reason
+    if call.granted_scopes:
+        data["granted_scopes"] = list(call.granted_scopes)
+    if call.required_scopes:
+        data["required_scopes"] = list(call.required_scopes)
+    if request is not None:
+        data["expires_at"] = request.expires_at.isoformat()
+        data["quorum"] = request.quorum
+        if request.group:
+            data["group"] = request.group
+    return draft(
+        kind or _KIND[cls.verdict],
+        at_ms=_ms(call.created_at),
+        actor=f"agent:{call.agent}",
+        request_id=request.id if request else None,
+        call_id=call.id,
+        tool=call.tool,
+        agent=call.agent,
+        session_id=call.session_id,
+        data=data,
+    )
+
+
+def outcome_text(result: Any = None, exc: BaseException | None = None) -> str:
+    """A bounded, one-value summary of what the tool returned or raised."""
+    if exc is not None:
+        return truncate(f"{type(exc).__name__}: {exc}", OUTCOME_LIMIT)
+    return truncate(repr(result), OUTCOME_LIMIT)
+
+
+def outcome_event(
+    call: ToolCall, now: dt.datetime, *, ok: bool, outcome: str, duration_ms: float
+) -> dict[str, Any]:
+    """The audit draft recording how an allowed call ended."""
+    return draft(
+        "call.executed" if ok else "call.failed",
+        at_ms=_ms(now),
+        actor=f"agent:{call.agent}",
+        call_id=call.id,
+        tool=call.tool,
+        agent=call.agent,
+        session_id=call.session_id,
+        data={"outcome": outcome, "duration_ms": round(duration_ms, 3)},
+    )
+
+
+def new_request(
+    request_id: str, call: ToolCall, cls: Classification, now: dt.datetime, timeout: float
+) -> ApprovalRequest:
+    """A pending request for a held call."""
+    return ApprovalRequest(
+        id=request_id,
+        call=call,
+        classification=cls,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=timeout),
+        quorum=cls.approval.quorum,
+        group=cls.approval.group,
+        args=call.args,
+        args_digest=call.args_digest,
+    )
+
+
+def denied_error(call: ToolCall, cls: Classification) -> ToolCallDenied:
+    reasons = "; ".join(cls.reasons)
+    return ToolCallDenied(
+        f"Tool call {call.tool} denied by policy: {reasons}",
+        rules=cls.rules,
+        reasons=cls.reasons,
+        tool=call.tool,
+        call_id=call.id,
+    )
+
+
+def blocked_error(req: ApprovalRequest) -> ToolCallBlocked:
+    """The error for a request that ended without approval."""
+    tool, rid, cid = req.call.tool, req.id, req.call.id
+    if req.status is RequestStatus.DENIED:
+        approver = req.decided_by or "an approver"
+        said = f': "{req.comment}"' if req.comment else ""
+        return ApprovalDenied(
+            f"Tool call {tool} denied by {approver}{said}",
+            approver=approver,
+            comment=req.comment,
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    if req.status is RequestStatus.EXPIRED:
+        return ApprovalTimeout(
+            f"Tool call {tool} was not approved before {req.expires_at:%H:%M:%S} UTC "
+            "(no decision counts as a denial)",
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    if req.status is RequestStatus.CANCELLED:
+        comment = req.comment or ""
+        if comment.startswith("halted"):
+            return AgentHalted(
+                f"Tool call {tool} cancelled: {comment}", tool=tool, request_id=rid, call_id=cid
+            )
+        return ApprovalCancelled(
+            f"Tool call {tool} was cancelled by {req.decided_by}: {comment}".rstrip(": "),
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    return ToolCallBlocked(
+        f"Tool call {tool} can't run: its request is {req.status.value}",
+        tool=tool,
+        request_id=rid,
+        call_id=cid,
+    )

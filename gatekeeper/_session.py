@@ -1,0 +1,108 @@
+"""Sessions: who is calling (agent), what they were granted (scopes) and why (reason).
+
+The current session lives in a context variable, so it follows the code into
+asyncio tasks and ``asyncio.to_thread`` on its own; for other threads use
+:meth:`Session.wrap`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._clock import new_id
+
+__all__ = ["Session", "current_session"]
+
+R = TypeVar("R")
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "gatekeeper_session", default=None
+)
+
+
+def current_session() -> Session | None:
+    """The session the calling code runs in, or None outside any session."""
+    return _current.get()
+
+
+@dataclass(frozen=True)
+class Session:
+    """An agent at work: its name, granted scopes, stated reason and session id.
+
+    Use it as a context manager, sync or async::
+
+        with gate.session(agent="billing-bot", scopes={"orders:read"}, reason="refund A-1"):
+            search_docs("refund policy")
+    """
+
+    agent: str
+    scopes: frozenset[str] = frozenset()
+    reason: str | None = None
+    id: str = field(default_factory=new_id)
+    _tokens: list[contextvars.Token[Session | None]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    @classmethod
+    def create(
+        cls,
+        agent: str,
+        *,
+        scopes: Iterable[str] = (),
+        reason: str | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        if not agent or not isinstance(agent, str):
+            raise ValueError("a session needs an agent name")
+        return cls(
+            agent=agent,
+            scopes=frozenset(scopes),
+            reason=reason,
+            id=session_id or new_id(),
+        )
+
+    def __enter__(self) -> Session:
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _current.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> Session:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def wrap(self, fn: Callable[..., R]) -> Callable[..., R]:
+        """``fn`` made to run inside this session, in whatever thread calls it.
+
+        Example::
+
+            pool.submit(session.wrap(refund), "A-1", 20.0)
+        """
+
+        @functools.wraps(fn)
+        def in_session(*args: Any, **kwargs: Any) -> R:
+            token = _current.set(self)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return in_session

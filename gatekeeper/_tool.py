@@ -1,0 +1,170 @@
+"""A guarded tool: the function, what it declares, and how its arguments are bound."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ._canonical import canonical_json, to_json_safe
+from ._errors import InvalidToolCall
+from .models import Risk
+
+__all__ = ["BoundCall", "ToolSpec"]
+
+_SELF_NAMES = ("self", "cls")
+
+
+@dataclass(frozen=True)
+class BoundCall:
+    """A call's arguments: as JSON (shown, hashed) and as Python (to run)."""
+
+    json_args: dict[str, Any]
+    size: int
+    bound: inspect.BoundArguments
+
+
+@dataclass
+class ToolSpec:
+    """What a guarded function declares about itself."""
+
+    func: Callable[..., Any]
+    name: str
+    scopes: tuple[str, ...] = ()
+    irreversible: bool = False
+    risk: Risk | None = None
+    exclude: frozenset[str] = frozenset()
+    is_async: bool = False
+    signature: inspect.Signature = field(init=False)
+    _skip: frozenset[str] = field(init=False)
+    _adapters: dict[str, TypeAdapter[Any] | None] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:  # resolve string annotations (`from __future__ import annotations`)
+            self.signature = inspect.signature(self.func, eval_str=True)
+        except Exception:  # noqa: BLE001 - unresolvable names: keep them as strings
+            self.signature = inspect.signature(self.func)
+        params = list(self.signature.parameters.values())
+        skip = set(self.exclude)
+        if params and params[0].name in _SELF_NAMES:
+            skip.add(params[0].name)  # the instance or class of a method is not an argument
+        unknown = set(self.exclude) - {p.name for p in params}
+        if unknown:
+            raise ValueError(f"guard(exclude=...) names no parameter of {self.name}: {unknown}")
+        self._skip = frozenset(skip)
+
+    @classmethod
+    def create(
+        cls,
+        func: Callable[..., Any],
+        *,
+        name: str | None,
+        scopes: Iterable[str],
+        irreversible: bool,
+        risk: Risk | str | None,
+        exclude: Iterable[str],
+    ) -> ToolSpec:
+        return cls(
+            func=func,
+            name=name or getattr(func, "__name__", "tool"),
+            scopes=tuple(sorted(set(scopes))),
+            irreversible=irreversible,
+            risk=Risk(risk) if risk is not None else None,
+            exclude=frozenset(exclude),
+            is_async=inspect.iscoroutinefunction(func),
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], max_bytes: int) -> BoundCall:
+        """Bind a call's arguments by the signature and convert them to JSON."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidToolCall(f"{self.name}: {exc}", tool=self.name) from None
+        bound.apply_defaults()
+        skip = self._skip
+        raw = {k: v for k, v in bound.arguments.items() if k not in skip}
+        json_args = to_json_safe(raw, where=f"{self.name} args")
+        size = len(canonical_json(json_args))
+        if size > max_bytes:
+            raise InvalidToolCall(
+                f"{self.name}: arguments are {size} bytes as JSON, over the limit of {max_bytes}",
+                tool=self.name,
+            )
+        return BoundCall(json_args, size, bound)
+
+    def json_of(self, bound: inspect.BoundArguments) -> dict[str, Any]:
+        """The JSON form of arguments as they are *now* (to catch later mutation)."""
+        raw = {k: v for k, v in bound.arguments.items() if k not in self._skip}
+        result: dict[str, Any] = to_json_safe(raw, where=f"{self.name} args")
+        return result
+
+    def rebind(self, edited: Mapping[str, Any], original: inspect.BoundArguments) -> inspect.BoundArguments:
+        """Arguments an approver edited, checked against the signature and its annotations.
+
+        Excluded parameters (and ``self``) keep the caller's values.
+        """
+        given = dict(edited)
+        for name in self._skip:
+            if name in given:
+                raise InvalidToolCall(f"{self.name}: {name!r} can't be edited", tool=self.name)
+        values: dict[str, Any] = {n: original.arguments[n] for n in self._skip if n in original.arguments}
+        for pname, param in self.signature.parameters.items():
+            if pname in self._skip or pname not in given:
+                continue
+            values[pname] = self._validate(param, given.pop(pname))
+        if given:
+            raise InvalidToolCall(
+                f"{self.name}: edited arguments name unknown parameters {sorted(given)}",
+                tool=self.name,
+            )
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for pname, param in self.signature.parameters.items():
+            if pname not in values:
+                continue
+            value = values[pname]
+            if param.kind is param.VAR_POSITIONAL:
+                args.extend(value)
+            elif param.kind is param.VAR_KEYWORD:
+                kwargs.update(value)
+            elif param.kind is param.POSITIONAL_ONLY:
+                args.append(value)
+            else:
+                kwargs[pname] = value
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidToolCall(f"{self.name}: edited arguments: {exc}", tool=self.name) from None
+        bound.apply_defaults()
+        return bound
+
+    def _validate(self, param: inspect.Parameter, value: Any) -> Any:
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty:
+            return value
+        if param.kind is param.VAR_POSITIONAL:
+            annotation = tuple[annotation, ...]  # type: ignore[valid-type]
+        elif param.kind is param.VAR_KEYWORD:
+            annotation = dict[str, annotation]  # type: ignore[valid-type]
+        if param.name not in self._adapters:
+            try:
+                self._adapters[param.name] = TypeAdapter(annotation)
+            except Exception:  # noqa: BLE001 - pydantic can't describe every annotation
+                self._adapters[param.name] = None
+        adapter = self._adapters[param.name]
+        if adapter is None:
+            raise InvalidToolCall(
+                f"{self.name}: can't check an edited value for {param.name!r} "
+                f"(annotation {annotation!r}); edits to it are refused",
+                tool=self.name,
+            )
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]["msg"]
+            raise InvalidToolCall(
+                f"{self.name}: edited value of {param.name!r} is invalid: {first}", tool=self.name
+            ) from None

@@ -1,0 +1,10 @@
+"""Channels: where people see held calls and decide them.
+
+``ConsoleChannel`` asks in the terminal; Slack, the web console and webhooks
+come as their own channels.
+"""
+
+from ._base import AsyncChannel, Channel
+from .console import ConsoleChannel
+
+__all__ = ["AsyncChannel", "Channel", "ConsoleChannel"]

@@ -1,0 +1,100 @@
+"""``ConsoleChannel``: ask in the terminal (local development, the demo)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, TextIO
+
+from .._errors import GatekeeperError
+from .._text import for_terminal, pretty_json
+from ..models import ApprovalRequest
+
+if TYPE_CHECKING:
+    from .._gate import Gatekeeper
+
+__all__ = ["ConsoleChannel", "describe_request"]
+
+
+def describe_request(req: ApprovalRequest) -> str:
+    """What an approver needs to decide, as terminal-safe text."""
+    call, cls = req.call, req.classification
+    lines = [
+        f"Request {req.id}  [{cls.risk.value.upper()} risk]",
+        f"  tool:    {for_terminal(call.tool, 200)}",
+        f"  agent:   {for_terminal(call.agent, 200)}  (session {for_terminal(call.session_id, 100)})",
+    ]
+    if call.reason:
+        lines.append(f"  reason:  {for_terminal(call.reason, 1000)}")
+    lines.append(f"  why held: {for_terminal('; '.join(cls.reasons), 2000)}")
+    if cls.rules:
+        lines.append(f"  rules:   {', '.join(for_terminal(r, 100) for r in cls.rules)}")
+    group = f" from group {req.group}" if req.group else ""
+    lines.append(
+        f"  needs:   {req.quorum} approval(s){group}; {len(req.approvals)} so far; "
+        f"expires {req.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    label = "args (edited by an approver)" if req.edited else "args"
+    lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
+    lines.extend("    " + line for line in pretty_json(req.args).splitlines())
+    return "\n".join(lines)
+
+
+class ConsoleChannel:
+    """Shows each held call in the terminal and asks the person there to decide.
+
+    Decisions are made as ``approver`` (a configured approver name). Answers:
+    ``y`` approves, ``n`` denies (a comment is asked for), anything else
+    leaves the request pending for another channel or the CLI.
+    """
+
+    def __init__(
+        self,
+        approver: str,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self.approver = approver
+        self._in = stdin
+        self._out = stdout
+        self._gate: Gatekeeper | None = None
+        self._lock = threading.Lock()  # one prompt at a time
+
+    def bind(self, gate: Gatekeeper) -> None:
+        self._gate = gate
+
+    def _write(self, text: str) -> None:
+        out = self._out or sys.stdout
+        out.write(text)
+        out.flush()
+
+    def _ask(self, prompt: str) -> str:
+        self._write(prompt)
+        line = (self._in or sys.stdin).readline()
+        return line.strip()
+
+    def notify(self, request: ApprovalRequest) -> None:
+        if self._gate is None:
+            raise RuntimeError("ConsoleChannel is not bound to a Gatekeeper")
+        with self._lock:
+            self._write("\n" + describe_request(request) + "\n")
+            answer = self._ask(f"Approve as {self.approver}? [y/n/skip] ").lower()
+            try:
+                if answer in ("y", "yes"):
+                    comment = self._ask("Comment (optional): ") or None
+                    self._gate.approve(
+                        request.id, approver=self.approver, comment=comment, via="console",
+                        expect_digest=request.args_digest,
+                    )
+                elif answer in ("n", "no"):
+                    comment = self._ask("Why deny? (the agent reads this): ") or None
+                    self._gate.deny(request.id, approver=self.approver, comment=comment, via="console")
+                else:
+                    self._write("Left pending.\n")
+            except GatekeeperError as exc:
+                self._write(f"Not recorded: {for_terminal(str(exc))}\n")
+
+    def update(self, request: ApprovalRequest) -> None:
+        who = f" by {request.decided_by}" if request.decided_by else ""
+        self._write(f"Request {request.id}: {request.status.value}{who}\n")
