@@ -80,7 +80,7 @@ class Gatekeeper:
         max_args_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
-        self.policy = policy or Policy.default()
+        self.policy = policy or Policy.empty()
         self.store: Store = store if store is not None else MemoryStore(clock=self.clock)
         self.approvers = None if approvers is None else {a.name: a for a in approvers}
         self.default_timeout = default_timeout
@@ -270,8 +270,8 @@ class Gatekeeper:
         except AgentHalted:
             self._refused(call, cls)
             raise
-        self._notify(req)
-        try:
+        try:  # from here on, a caller that goes away must not leave the request pending
+            self._notify(req)
             final = self._await_decision(req)
         except BaseException:
             self._abandon(req)
@@ -326,9 +326,9 @@ class Gatekeeper:
         store = self.store
         try:
             run_args = self._release_args(spec, bound, req)
-        except InvalidToolCall as exc:
+        except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
             store.claim(req.id, args_digest=req.args_digest)
-            self._finish(req, ok=False, outcome=f"edited arguments rejected, not run: {exc}")
+            self._finish(req, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
         store.claim(req.id, args_digest=req.args_digest)
         try:
@@ -430,8 +430,8 @@ class Gatekeeper:
         except AgentHalted:
             self._refused(call, cls)
             raise
-        await self._anotify(req)
         try:
+            await self._anotify(req)
             final = await self._aawait_decision(req)
         except BaseException:
             await asyncio.shield(self._aabandon(req))
@@ -441,9 +441,9 @@ class Gatekeeper:
             raise pipe.blocked_error(final)
         try:
             run_args = self._release_args(spec, bound, final)
-        except InvalidToolCall as exc:
+        except (InvalidToolCall, ArgumentsChanged) as exc:
             await aio.claim(final.id, args_digest=final.args_digest)
-            await self._afinish(final, ok=False, outcome=f"edited arguments rejected, not run: {exc}")
+            await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
         await aio.claim(final.id, args_digest=final.args_digest)
         try:

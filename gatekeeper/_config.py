@@ -1,0 +1,274 @@
+"""``gatekeeper.yaml``: one file for the store, the approvers, the channels and the policy.
+
+Strings may use ``${VAR}`` or ``${VAR:-default}`` to read the environment
+(secrets stay out of the file); ``$${`` writes a literal ``${``. Every problem
+is reported as a :class:`~gatekeeper.ConfigError` naming the file, the line
+and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import ConfigError, PolicyError
+from .models import Approver
+from .policy import Policy, parse_duration
+from .policy._loading import _dotted, _problem, _real_path, _yaml_line
+
+if TYPE_CHECKING:
+    from ._gate import Gatekeeper
+    from .channels import Channel
+    from .store import Store
+
+__all__ = ["Config", "find_config", "load_config", "starter_config"]
+
+ENV_CONFIG = "GATEKEEPER_CONFIG"
+ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"
+DEFAULT_FILE = "gatekeeper.yaml"
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Model):
+    """Where requests and the audit log live."""
+
+    url: str = Field(
+        default="memory://",
+        description="redis://host:6379/0, rediss://..., unix:///path, or memory:// (embedded)",
+    )
+    prefix: str = Field(default="gatekeeper", pattern=r"^[^{}\s]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+        return url
+
+
+class ConsoleChannelConfig(_Model):
+    type: Literal["console"]
+    approver: str = Field(description="the approver the terminal's answers are recorded as")
+
+
+ChannelConfig = Annotated[ConsoleChannelConfig, Field(discriminator="type")]
+
+
+class Defaults(_Model):
+    timeout: float = Field(default=900.0, gt=0, description="seconds a held call waits")
+    agent: str = Field(default="default", min_length=1)
+    max_args_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class Config(_Model):
+    """The validated contents of a ``gatekeeper.yaml``."""
+
+    version: Literal[1]
+    store: StoreConfig = StoreConfig()
+    approvers: tuple[Approver, ...] = ()
+    channels: tuple[ChannelConfig, ...] = ()
+    defaults: Defaults = Defaults()
+    policy: str | dict[str, Any] | None = Field(
+        default=None, description="a path (relative to this file) or the policy inline"
+    )
+
+    # Set by load_config, not read from the file.
+    source: str = Field(default="<config>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @property
+    def store_url(self) -> str:
+        """The store URL: ``$GATEKEEPER_REDIS_URL`` if set, else the file's ``store.url``."""
+        return os.environ.get(ENV_REDIS_URL) or self.store.url
+
+    def load_policy(self) -> Policy:
+        if self.policy is None:
+            return Policy.empty()
+        if isinstance(self.policy, str):
+            path = Path(self.base_dir, self.policy)
+            return Policy.from_file(path)
+        return Policy.from_mapping(self.policy, source=f"{self.source} (policy)")
+
+    def build_store(self) -> Store:
+        from .store import MemoryStore, RedisStore
+
+        url = self.store_url
+        if url.startswith("memory://"):
+            return MemoryStore()
+        return RedisStore(url, prefix=self.store.prefix)
+
+    def build_channels(self) -> list[Channel]:
+        from .channels import ConsoleChannel
+
+        channels: list[Channel] = []
+        for spec in self.channels:
+            if isinstance(spec, ConsoleChannelConfig):
+                channels.append(ConsoleChannel(approver=spec.approver))
+        return channels
+
+    def build_gate(self, **overrides: Any) -> Gatekeeper:
+        """A :class:`~gatekeeper.Gatekeeper` as this file describes it."""
+        from ._gate import Gatekeeper
+
+        options: dict[str, Any] = {
+            "policy": self.load_policy(),
+            "approvers": self.approvers,
+            "default_agent": self.defaults.agent,
+            "default_timeout": self.defaults.timeout,
+            "max_args_bytes": self.defaults.max_args_bytes,
+        }
+        options.update(overrides)
+        if "store" not in options:
+            options["store"] = self.build_store()
+        if "channels" not in options:
+            options["channels"] = self.build_channels()
+        return Gatekeeper(**options)
+
+    def check(self, policy: Policy) -> None:
+        """Cross-checks between the approvers, the channels and the policy."""
+        names = {a.name for a in self.approvers}
+        if len(names) != len(self.approvers):
+            seen: set[str] = set()
+            dup = next(a.name for a in self.approvers if a.name in seen or seen.add(a.name))
+            raise ConfigError(f"{self.source}: approvers: {dup!r} is listed twice",
+                              source=self.source, field="approvers")
+        for i, channel in enumerate(self.channels):
+            if channel.approver not in names:
+                raise ConfigError(
+                    f"{self.source}: channels[{i}].approver: {channel.approver!r} is not "
+                    "one of the approvers",
+                    source=self.source,
+                    field=f"channels[{i}].approver",
+                )
+        members: dict[str | None, int] = {None: len(names)}
+        for approver in self.approvers:
+            for group in approver.groups:
+                members[group] = members.get(group, 0) + 1
+        needs = [("defaults.approval", policy.document.defaults.approval)] + [
+            (f"rule '{r.id}'", r.approval) for r in policy.rules if r.approval is not None
+        ]
+        for where, spec in needs:
+            if spec is None or (spec.group is None and not self.approvers):
+                continue
+            have = members.get(spec.group, 0)
+            if have < spec.quorum:
+                who = f"group {spec.group!r}" if spec.group else "the approvers"
+                raise ConfigError(
+                    f"{self.source}: policy {where} needs {spec.quorum} approver(s) from "
+                    f"{who}, but the config lists {have}",
+                    source=self.source,
+                    field="approvers",
+                )
+
+
+def find_config(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: ``path``, else ``$GATEKEEPER_CONFIG``, else ./gatekeeper.yaml."""
+    chosen = path or os.environ.get(ENV_CONFIG) or DEFAULT_FILE
+    return Path(chosen)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; the policy is loaded and cross-checked."""
+    file = find_config(path)
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        hint = " (run `gatekeeper init` to write one)" if not file.exists() else ""
+        raise ConfigError(f"{source}: can't read the config: {exc.strerror}{hint}",
+                          source=source) from None
+    return parse_config(text, source=source, base_dir=str(file.parent))
+
+
+def parse_config(text: str, *, source: str = "<config>", base_dir: str = ".") -> Config:
+    """Validate config ``text`` (YAML)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: YAML syntax error: {exc}", source=source) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the config must be a mapping, starting with 'version: 1'",
+                          source=source)
+    data = _interpolate(data, source, [])
+    try:
+        config = Config.model_validate({**data, "source": source, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise _config_error(exc, data, source, text) from None
+    try:
+        policy = config.load_policy()
+    except PolicyError as exc:
+        raise ConfigError(f"{source}: policy: {exc}", source=source, field="policy") from exc
+    config.check(policy)
+    return config
+
+
+def _interpolate(value: Any, source: str, path: list[str | int]) -> Any:
+    if isinstance(value, str):
+        return _substitute(value, source, path)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, source, [*path, k]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, source, [*path, i]) for i, v in enumerate(value)]
+    return value
+
+
+def _substitute(text: str, source: str, path: list[str | int]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is not None:
+                return default
+            field = _dotted(path)
+            raise ConfigError(
+                f"{source}: {field}: environment variable {name} is not set "
+                f"(write ${{{name}:-default}} to give a default)",
+                source=source,
+                field=field,
+            )
+        return value
+
+    return _VAR.sub(replace, text)
+
+
+def _config_error(exc: ValidationError, data: Mapping[str, Any], source: str, text: str) -> ConfigError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = _real_path(data, list(first["loc"]))
+    if first["type"] == "extra_forbidden" and loc and loc[-1] != first["loc"][-1]:
+        loc.append(first["loc"][-1])
+    field = _dotted(loc) or None
+    line = _yaml_line(text, loc)
+    where = f"{source}:{line}" if line else source
+    message = f"{where}: {field}: {_problem(first)}" if field else f"{where}: {_problem(first)}"
+    if first["type"] == "extra_forbidden":
+        message = f"{where}: {field}: unknown key"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return ConfigError(message, source=source, field=field)
+
+
+def starter_config() -> str:
+    """The commented ``gatekeeper.yaml`` that ``gatekeeper init`` writes."""
+    return (resources.files("gatekeeper") / "templates" / "gatekeeper.yaml").read_text("utf-8")

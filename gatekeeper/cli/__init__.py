@@ -1,0 +1,183 @@
+"""The ``gatekeeper`` command: decide, halt, audit and check policies from a terminal.
+
+Every command reads the same config file as the agents (``--config``, else
+``$GATEKEEPER_CONFIG``, else ./gatekeeper.yaml); the store URL may come from
+``$GATEKEEPER_REDIS_URL``. Agent-controlled text is made visible before it is
+printed (see :mod:`gatekeeper._text`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .._errors import ConfigError, GatekeeperError, NotAuthorized
+from .._version import __version__
+from . import _commands as cmd
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatekeeper",
+        description="A person between an AI agent and the tool calls that matter.",
+    )
+    parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
+    parser.add_argument("--config", "-c", help="config file (default: $GATEKEEPER_CONFIG or ./gatekeeper.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write a commented starter gatekeeper.yaml")
+    p.add_argument("path", nargs="?", default="gatekeeper.yaml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = sub.add_parser("pending", help="list requests waiting for a decision")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("show", help="everything about one request")
+    p.add_argument("id", help="request id (or a unique prefix of a pending one)")
+    p.add_argument("--json", action="store_true")
+
+    for name, verb in (("approve", "approve"), ("deny", "deny")):
+        p = sub.add_parser(name, help=f"{verb} a request")
+        p.add_argument("id", help="request id (or a unique prefix of a pending one)")
+        p.add_argument("--as", dest="approver", default=os.environ.get("GATEKEEPER_APPROVER"),
+                       help="your approver name from the config (default: $GATEKEEPER_APPROVER)")
+        p.add_argument("--comment", "-m", help="why (the agent reads a denial's comment)")
+        if name == "approve":
+            p.add_argument("--args", dest="edited", help="approve these edited arguments (JSON object)")
+            p.add_argument("--digest", help="refuse unless the arguments' sha256 starts with this")
+
+    for name in ("halt", "resume"):
+        p = sub.add_parser(name, help=("stop" if name == "halt" else "restart") + " agents")
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--agent")
+        target.add_argument("--session")
+        target.add_argument("--all", action="store_true", help="every agent")
+        p.add_argument("--as", dest="approver", default=os.environ.get("GATEKEEPER_APPROVER"),
+                       help="who you are (resume needs a configured approver)")
+        if name == "halt":
+            p.add_argument("--reason", "-m")
+
+    sub.add_parser("halts", help="list the halts in force")
+
+    audit = sub.add_parser("audit", help="read and check the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="SUBCOMMAND"
+    )
+    p = audit.add_parser("tail", help="the newest events")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    audit.add_parser("verify", help="check the hash chain from the first event to the head")
+    p = audit.add_parser("export", help="write every event as JSON lines")
+    p.add_argument("--output", "-o", help="file to write (default: stdout)")
+
+    policy = sub.add_parser("policy", help="check, describe and try out policies").add_subparsers(
+        dest="policy_command", required=True, metavar="SUBCOMMAND"
+    )
+    p = policy.add_parser("check", help="validate a policy file")
+    p.add_argument("file")
+    policy.add_parser("schema", help="print the policy file's JSON Schema (for editors)")
+    p = policy.add_parser("explain", help="classify one call and say why")
+    p.add_argument("file")
+    p.add_argument("tool")
+    p.add_argument("args", nargs="?", default="{}", help="the call's arguments as a JSON object")
+    p.add_argument("--agent", default="default")
+    p.add_argument("--scopes", default="", help="granted scopes, comma-separated")
+    p.add_argument("--tool-scopes", default="", help="scopes the tool declares, comma-separated")
+    p.add_argument("--irreversible", action="store_true", help="the tool declares irreversible")
+
+    p = sub.add_parser("demo", help="a scripted agent; approve its held calls in this terminal")
+    p.add_argument("--redis-url", help="use this Redis instead of the embedded store")
+    p.add_argument("--approver", default="you", help="the name your decisions are recorded as")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 refused or failed, 2 usage)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    io = cmd.IO(out=out, err=err, inp=stdin or sys.stdin)
+    try:
+        return _dispatch(args, io)
+    except NotAuthorized as exc:
+        err.write(f"refused: {exc}\n")
+        return 1
+    except (ConfigError, GatekeeperError) as exc:
+        err.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
+    command = args.command
+    if command == "init":
+        return cmd.init(Path(args.path), force=args.force, io=io)
+    if command == "policy":
+        if args.policy_command == "check":
+            return cmd.policy_check(args.file, io)
+        if args.policy_command == "schema":
+            return cmd.policy_schema(io)
+        return cmd.policy_explain(
+            args.file, args.tool, _json_object(args.args, "args"), agent=args.agent,
+            scopes=_csv(args.scopes), tool_scopes=_csv(args.tool_scopes),
+            irreversible=args.irreversible, io=io,
+        )
+    if command == "demo":
+        from .._demo import run_demo
+
+        return run_demo(redis_url=args.redis_url, approver=args.approver, out=io.out, inp=io.inp)
+    gate = cmd.shared_gate(args.config)
+    try:
+        if command == "pending":
+            return cmd.pending(gate, limit=args.limit, as_json=args.json, io=io)
+        if command == "show":
+            return cmd.show(gate, args.id, as_json=args.json, io=io)
+        if command == "approve":
+            edited = _json_object(args.edited, "--args") if args.edited else None
+            return cmd.decide(gate, args.id, approve=True, approver=args.approver,
+                              comment=args.comment, edited=edited, digest=args.digest, io=io)
+        if command == "deny":
+            return cmd.decide(gate, args.id, approve=False, approver=args.approver,
+                              comment=args.comment, edited=None, digest=None, io=io)
+        if command in ("halt", "resume"):
+            return cmd.halt_or_resume(gate, args, io)
+        if command == "halts":
+            return cmd.halts(gate, io)
+        if command == "audit":
+            if args.audit_command == "tail":
+                return cmd.audit_tail(gate, args.n, as_json=args.json, io=io)
+            if args.audit_command == "verify":
+                return cmd.audit_verify(gate, io)
+            return cmd.audit_export(gate, args.output, io)
+    finally:
+        gate.close()
+    raise AssertionError(f"unhandled command {command}")  # pragma: no cover
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise GatekeeperError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise GatekeeperError(f"{what} must be a JSON object, like '{{\"amount\": 500}}'")
+    return value

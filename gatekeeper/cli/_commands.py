@@ -1,0 +1,283 @@
+"""What each ``gatekeeper`` command does; ``cli/__init__.py`` only parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .._canonical import digest, to_json_safe
+from .._config import load_config, starter_config
+from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
+from .._gate import Gatekeeper
+from .._text import for_terminal
+from ..audit import parse_event
+from ..channels.console import describe_request
+from ..models import ApprovalRequest, RequestStatus, ToolCall
+from ..policy import Policy
+
+__all__ = ["IO", "shared_gate"]
+
+
+@dataclass
+class IO:
+    out: TextIO
+    err: TextIO
+    inp: TextIO
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+
+def shared_gate(config_path: str | None) -> Gatekeeper:
+    """The gate of the config file, on its shared store (the CLI never prompts)."""
+    config = load_config(config_path)
+    if config.store_url.startswith("memory://"):
+        raise ConfigError(
+            f"{config.source}: store.url is memory://, which lives inside one process; the CLI "
+            "needs the store the agents share (set store.url or $GATEKEEPER_REDIS_URL to a Redis URL)",
+            source=config.source,
+            field="store.url",
+        )
+    return config.build_gate(channels=[])
+
+
+def init(path: Path, *, force: bool, io: IO) -> int:
+    if path.exists() and not force:
+        io.err.write(f"{path} exists; use --force to overwrite it\n")
+        return 1
+    path.write_text(starter_config(), encoding="utf-8")
+    io.say(f"wrote {path}; check it with: gatekeeper policy check {path}")
+    return 0
+
+
+# -- requests -------------------------------------------------------------------------------
+def _left(req: ApprovalRequest) -> str:
+    seconds = int((req.expires_at - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
+    requests = gate.pending(limit=limit)
+    if as_json:
+        for req in requests:
+            io.say(req.model_dump_json())
+        return 0
+    if not requests:
+        io.say("no pending requests")
+        return 0
+    io.say(f"{'ID':<26}  {'RISK':<8}  {'LEFT':>7}  {'VOTES':>5}  {'AGENT':<16}  {'TOOL':<20}  ARGS")
+    for req in requests:
+        args = json.dumps(req.args, ensure_ascii=False, sort_keys=True)
+        io.say(
+            f"{req.id:<26}  {req.classification.risk.value:<8}  {_left(req):>7}  "
+            f"{len(req.approvals)}/{req.quorum:<3}  {for_terminal(req.call.agent, 16):<16}  "
+            f"{for_terminal(req.call.tool, 20):<20}  {for_terminal(args, 60)}"
+        )
+    return 0
+
+
+def resolve(gate: Gatekeeper, given: str) -> ApprovalRequest:
+    """A request by id, or by a prefix that names exactly one pending request."""
+    try:
+        return gate.get(given)
+    except RequestNotFound:
+        matches = [r for r in gate.pending(limit=1000) if r.id.startswith(given)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise GatekeeperError(f"{given!r} is the start of {len(matches)} pending requests") from None
+        raise
+
+
+def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
+    req = resolve(gate, given)
+    if as_json:
+        io.say(req.model_dump_json(indent=2))
+        return 0
+    io.say(describe_request(req))
+    io.say(f"  status:  {req.status.value}")
+    for d in req.decisions:
+        verb = "approved" if d.approve else "denied"
+        note = f": {for_terminal(d.comment, 500)}" if d.comment else ""
+        edited = " (edited the arguments)" if d.edited else ""
+        io.say(f"    {d.at:%H:%M:%S} {verb} by {d.approver} via {d.via}{edited}{note}")
+    if req.outcome:
+        io.say(f"  outcome: {for_terminal(req.outcome, 2000)}")
+    io.say("  history:")
+    for entry in gate.store.audit_entries():
+        event = parse_event(entry.body, entry.hash)
+        if event.request_id == req.id:
+            io.say(f"    #{event.seq} {event.at:%Y-%m-%d %H:%M:%S} {event.kind} ({for_terminal(event.actor, 80)})")
+    return 0
+
+
+def decide(
+    gate: Gatekeeper,
+    given: str,
+    *,
+    approve: bool,
+    approver: str | None,
+    comment: str | None,
+    edited: dict[str, Any] | None,
+    digest: str | None,
+    io: IO,
+) -> int:
+    if not approver:
+        raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    req = resolve(gate, given)
+    if approve:
+        after = gate.approve(req.id, approver=approver, comment=comment, args=edited,
+                             via="cli", expect_digest=digest)
+    else:
+        after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
+    io.say(_decided(after, approver))
+    return 0
+
+
+def _decided(req: ApprovalRequest, approver: str) -> str:
+    if req.status is RequestStatus.PENDING:
+        return f"{req.id}: recorded; {len(req.approvals)} of {req.quorum} approvals"
+    if req.status is RequestStatus.APPROVED:
+        edited = " with edited arguments" if req.edited else ""
+        return f"{req.id}: approved{edited} by {req.decided_by}; the agent's call will now run"
+    if req.status is RequestStatus.DENIED:
+        return f"{req.id}: denied by {req.decided_by}; the call will not run"
+    return f"{req.id}: {req.status.value}"
+
+
+def halt_or_resume(gate: Gatekeeper, args: argparse.Namespace, io: IO) -> int:
+    target = {"agent": args.agent, "session": args.session, "everything": bool(args.all)}
+    what = "every agent" if args.all else (f"agent {args.agent}" if args.agent else f"session {args.session}")
+    if args.command == "halt":
+        # Stopping is always allowed; it is recorded under the name given.
+        by = args.approver or f"cli:{getpass.getuser()}"
+        cancelled = gate.halt(**target, by=by, reason=args.reason)
+        io.say(f"halted {what}; cancelled {len(cancelled)} pending request(s)")
+        return 0
+    if not args.approver:
+        raise NotAuthorized("resuming needs an approver: --as NAME", approver="")
+    gate.approver(args.approver)
+    if gate.resume(**target, by=args.approver):
+        io.say(f"resumed {what}")
+        return 0
+    io.say(f"{what} was not halted")
+    return 1
+
+
+def halts(gate: Gatekeeper, io: IO) -> int:
+    found = gate.store.halts()
+    if not found:
+        io.say("nothing is halted")
+    for h in found:
+        reason = f": {for_terminal(h.reason, 200)}" if h.reason else ""
+        io.say(f"{h.scope.value} {for_terminal(h.target, 100)} halted by {h.by} at {h.at:%Y-%m-%d %H:%M:%S}{reason}")
+    return 0
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
+    last = deque(gate.store.audit_entries(), maxlen=max(n, 0))
+    for entry in last:
+        event = parse_event(entry.body, entry.hash)
+        if as_json:
+            io.say(event.model_dump_json())
+            continue
+        subject = " ".join(
+            for_terminal(x, 60) for x in (event.tool, event.request_id) if x
+        )
+        io.say(f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
+               f"{for_terminal(event.actor, 40):<24} {subject}")
+    return 0
+
+
+def audit_verify(gate: Gatekeeper, io: IO) -> int:
+    report = gate.verify_audit()
+    if report.ok:
+        io.say(f"ok: {report.count} events, chain intact, head {report.head_hash[:16]}")
+        return 0
+    where = f"entry {report.entry_id}" if report.entry_id else "the end of the log"
+    seq = f" (event #{report.seq})" if report.seq is not None else ""
+    io.say(f"BROKEN at {where}{seq}: {report.problem}; the {report.count} events before it are intact")
+    return 1
+
+
+def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
+    target = open(output, "w", encoding="utf-8") if output else io.out  # noqa: SIM115
+    count = 0
+    try:
+        for entry in gate.store.audit_entries():
+            target.write(parse_event(entry.body, entry.hash).model_dump_json() + "\n")
+            count += 1
+    finally:
+        if output:
+            target.close()
+    if output:
+        io.say(f"wrote {count} events to {output}")
+    return 0
+
+
+# -- policies -------------------------------------------------------------------------------------------
+def policy_check(file: str, io: IO) -> int:
+    policy = Policy.from_file(file)
+    doc = policy.document
+    io.say(f"ok: {file}: {len(doc.rules)} rule(s), default {doc.default.value}")
+    if doc.sequences or doc.limits:
+        io.say(
+            f"note: {len(doc.sequences)} sequence rule(s) and {len(doc.limits)} limit(s) are "
+            "validated but not enforced in this release"
+        )
+    return 0
+
+
+def policy_schema(io: IO) -> int:
+    io.say(json.dumps(Policy.json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def policy_explain(
+    file: str,
+    tool: str,
+    args: dict[str, Any],
+    *,
+    agent: str,
+    scopes: list[str],
+    tool_scopes: list[str],
+    irreversible: bool,
+    io: IO,
+) -> int:
+    policy = Policy.from_file(file)
+    json_args = to_json_safe(args)
+    call = ToolCall(
+        id="explain",
+        tool=tool,
+        args=json_args,
+        args_digest=digest(json_args),
+        agent=agent,
+        session_id="explain",
+        granted_scopes=tuple(sorted(scopes)),
+        required_scopes=tuple(sorted(tool_scopes)),
+        irreversible=irreversible,
+        created_at=dt.datetime.now(dt.timezone.utc),
+    )
+    cls = policy.classify(call)
+    io.say(f"verdict: {cls.verdict.value}")
+    io.say(f"risk:    {cls.risk.value}")
+    io.say(f"rules:   {', '.join(cls.rules) or '(none)'}")
+    io.say("reasons:")
+    for reason in cls.reasons:
+        io.say(f"  - {for_terminal(reason, 500)}")
+    if cls.verdict.value == "require_approval":
+        a = cls.approval
+        timeout = f"{a.timeout:g}s" if a.timeout else "the config default"
+        io.say(f"approval: {a.quorum} approver(s) from {a.group or 'any group'}, waits {timeout}")
+    if cls.verdict.value == "halt":
+        io.say(f"halts:   the {cls.halt_scope.value}")
+    return 0

@@ -1,0 +1,332 @@
+"""The compiled policy: an index of rules by tool name, and ``classify``.
+
+Rules are compiled once, at load. ``classify`` looks up the rules that can
+concern ``call.tool`` (a dict for exact names, a bounded cache for names that
+glob patterns match), so its cost does not grow with rules for other tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from .._canonical import digest as _digest
+from .._errors import PolicyError
+from ..models import ApprovalRequirement, Classification, HaltScope, Risk, ToolCall, Verdict
+from ._compiled import Applied, CompiledRule, glob_regex
+from ._loading import parse_toml, parse_yaml, validate_document
+from ._schema import (
+    DEFAULT_RISK,
+    AgentSpec,
+    LimitRule,
+    PolicyDocument,
+    Rule,
+    SequenceRule,
+    ToolSpec,
+    resolve_predicate,
+)
+
+__all__ = ["Policy"]
+
+_GLOB_CHARS = frozenset("*?[")
+_CACHE_SIZE: Final = 4096
+_RISKS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+
+
+class Policy:
+    """A validated, compiled policy. Immutable; safe to share between threads.
+
+    >>> policy = Policy.from_yaml('''
+    ... version: 1
+    ... rules:
+    ...   - {id: read-only, match: {tool: "search_*"}, verdict: allow}
+    ... ''')
+    >>> policy.rules[0].id
+    'read-only'
+    """
+
+    __slots__ = (
+        "_agents",
+        "_approval_default",
+        "_cache",
+        "_exact",
+        "_globbed",
+        "_tools",
+        "digest",
+        "document",
+        "limits",
+        "on_store_error",
+        "rules",
+        "sequences",
+        "source",
+    )
+
+    document: PolicyDocument
+    source: str
+    digest: str
+    rules: tuple[Rule, ...]
+    sequences: tuple[SequenceRule, ...]
+    limits: tuple[LimitRule, ...]
+    on_store_error: Literal["fail_closed", "allow"]
+    _agents: dict[str, frozenset[str]]
+    _approval_default: ApprovalRequirement
+    _cache: dict[str, tuple[CompiledRule, ...]]
+    _exact: dict[str, tuple[CompiledRule, ...]]
+    _globbed: tuple[tuple[Callable[[str], object], CompiledRule], ...]
+    _tools: dict[str, ToolSpec]
+
+    def __init__(self, document: PolicyDocument, *, source: str = "<policy>") -> None:
+        compiled = tuple(
+            CompiledRule(rule, index, _predicate(rule, source))
+            for index, rule in enumerate(document.rules)
+        )
+        exact: dict[str, list[CompiledRule]] = {}
+        globbed: list[tuple[Callable[[str], object], CompiledRule]] = []
+        for rule in compiled:
+            patterns = rule.rule.match.tool
+            for name in dict.fromkeys(patterns):  # a name listed twice is still one candidate
+                if _GLOB_CHARS.isdisjoint(name):
+                    exact.setdefault(name, []).append(rule)
+            wild = tuple(p for p in patterns if not _GLOB_CHARS.isdisjoint(p))
+            if wild:
+                globbed.append((glob_regex(wild), rule))
+        defaults = document.defaults.approval
+        sets = object.__setattr__
+        sets(self, "document", document)
+        sets(self, "source", source)
+        sets(self, "digest", _digest(document.model_dump(mode="json", by_alias=True)))
+        sets(self, "rules", tuple(document.rules))
+        sets(self, "sequences", tuple(document.sequences))
+        sets(self, "limits", tuple(document.limits))
+        sets(self, "on_store_error", document.on_store_error)
+        sets(self, "_exact", {name: tuple(rules) for name, rules in exact.items()})
+        sets(self, "_globbed", tuple(globbed))
+        sets(self, "_cache", {})
+        sets(self, "_tools", dict(document.tools))
+        sets(self, "_agents", {name: frozenset(a.scopes) for name, a in document.agents.items()})
+        sets(
+            self,
+            "_approval_default",
+            ApprovalRequirement(
+                group=defaults.group, quorum=defaults.quorum, timeout=defaults.timeout
+            ),
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Policy is immutable; can't set {name!r}")
+
+    @property
+    def default(self) -> Verdict:
+        """The verdict when no rule matches (require_approval unless the file says otherwise)."""
+        return self.document.default
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.source} rules={len(self.rules)} digest={self.digest[:12]}>"
+
+    # -- constructors ---------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+        """Validate a mapping (as parsed from YAML/TOML/JSON); raises :class:`PolicyError`."""
+        return cls(validate_document(data, source), source=source)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        """Validate YAML text; errors name the line."""
+        return cls(parse_yaml(text, source), source=source)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        """Validate TOML text."""
+        return cls(parse_toml(text, source), source=source)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Policy:
+        """Load ``.yaml``/``.yml`` or ``.toml`` by suffix; raises :class:`PolicyError`."""
+        file = Path(path)
+        source = str(path)
+        suffix = file.suffix.lower()
+        if suffix not in (".yaml", ".yml", ".toml"):
+            raise PolicyError(
+                f"{source}: unknown policy file type {suffix or '(none)'!r}; "
+                "use .yaml, .yml or .toml",
+                source=source,
+            )
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(
+                f"{source}: the policy file is not UTF-8 text: {exc}", source=source
+            ) from exc
+        except OSError as exc:
+            raise PolicyError(
+                f"{source}: can't read the policy file: {exc.strerror or exc}", source=source
+            ) from exc
+        if suffix == ".toml":
+            return cls.from_toml(text, source=source)
+        return cls.from_yaml(text, source=source)
+
+    @classmethod
+    def empty(cls) -> Policy:
+        """The fail-safe policy: no rules, every call requires approval."""
+        return cls(PolicyDocument(version=1), source="<default>")
+
+    @staticmethod
+    def json_schema() -> dict[str, Any]:
+        """The JSON Schema of a policy file, for editors and ``gatekeeper policy schema``."""
+        schema = PolicyDocument.model_json_schema(by_alias=True)
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def tool_spec(self, name: str) -> ToolSpec | None:
+        """What the policy's ``tools`` section declares for tool ``name``."""
+        return self._tools.get(name)
+
+    def agent_spec(self, name: str) -> AgentSpec | None:
+        """The policy's ``agents`` entry for ``name``."""
+        return self.document.agents.get(name)
+
+    def agent_scopes(self, agent: str) -> frozenset[str]:
+        """Scopes the policy grants ``agent`` (empty for an agent it does not list)."""
+        return self._agents.get(agent, frozenset())
+
+    def rules_for_tool(self, tool: str) -> tuple[Rule, ...]:
+        """The rules ``classify`` evaluates for a call to ``tool``, in file order."""
+        return tuple(c.rule for c in self._candidates(tool))
+
+    def _candidates(self, tool: str) -> tuple[CompiledRule, ...]:
+        cached: tuple[CompiledRule, ...] | None = self._cache.get(tool)
+        if cached is not None:
+            return cached
+        exact: tuple[CompiledRule, ...] = self._exact.get(tool, ())
+        if not self._globbed:
+            return exact
+        matched = [rule for match, rule in self._globbed if match(tool)]
+        if matched:
+            by_index = {rule.index: rule for rule in (*exact, *matched)}
+            found = tuple(by_index[i] for i in sorted(by_index))
+        else:
+            found = exact
+        cache: dict[str, tuple[CompiledRule, ...]] = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            # Evict the oldest name: tool names come from agents and are unbounded. Another
+            # thread may evict at the same moment; losing that race is harmless.
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del cache[next(iter(cache))]
+        cache[tool] = found
+        return found
+
+    # -- classification -------------------------------------------------------------------
+
+    def classify(self, call: ToolCall) -> Classification:
+        """The verdict, risk, reasons and approval requirement for ``call``. Pure; no I/O.
+
+        See docs/policy.md, "Precedence", for the exact rules.
+        """
+        applied = [a for a in (r.evaluate(call) for r in self._candidates(call.tool)) if a]
+        reasons: list[str] = []
+        risk_level = -1
+        if applied:
+            top = max(applied, key=lambda a: a.verdict.strictness).verdict
+            winners = [a for a in applied if a.verdict is top]
+            verdict = top
+            reasons.extend(a.reason for a in winners)
+            rule_ids = tuple(a.rule.id for a in winners)
+            risk_level = max(a.risk.level for a in applied)
+        else:
+            winners = []
+            verdict = self.document.default
+            rule_ids = ()
+            reasons.append(
+                f"no rule matched tool {call.tool!r}; the policy default is {verdict.value}"
+            )
+
+        spec = self._tools.get(call.tool)
+        if call.declared_risk is not None:
+            risk_level = max(risk_level, call.declared_risk.level)
+        if spec is not None and spec.risk is not None:
+            risk_level = max(risk_level, spec.risk.level)
+
+        rules_verdict = verdict
+        irreversible = call.irreversible or (spec is not None and spec.irreversible)
+        if irreversible:
+            # Whatever the rules say, an irreversible call is at least high risk,
+            # and only an allow rule that says allow_irreversible lets it pass.
+            risk_level = max(risk_level, Risk.HIGH.level)
+            explicitly_allowed = rules_verdict is Verdict.ALLOW and any(
+                a.rule.allow_irreversible for a in winners
+            )
+            if not explicitly_allowed and verdict.strictness <= Verdict.REQUIRE_APPROVAL.strictness:
+                verdict = Verdict.REQUIRE_APPROVAL
+                reasons.append(f"{call.tool} is irreversible: a person must approve it")
+
+        missing = self._missing_scopes(call, spec)
+        if missing:
+            names = ", ".join(missing)
+            noun = "scope" if len(missing) == 1 else "scopes"
+            reasons.append(f"needs {noun} {names}, which agent {call.agent} was not granted")
+            if verdict is Verdict.ALLOW:
+                verdict = Verdict.REQUIRE_APPROVAL
+            risk_level = max(risk_level, Risk.MEDIUM.level)
+
+        risk = _RISKS[risk_level] if risk_level >= 0 else DEFAULT_RISK[verdict]
+        approval = (
+            self._approval(applied)
+            if verdict is Verdict.REQUIRE_APPROVAL
+            else ApprovalRequirement()
+        )
+        halt_scope = winners[0].rule.halt_scope if verdict is Verdict.HALT else HaltScope.AGENT
+        return Classification(
+            verdict=verdict,
+            risk=risk,
+            rules=rule_ids,
+            reasons=tuple(reasons),
+            approval=approval,
+            halt_scope=halt_scope,
+        )
+
+    def _missing_scopes(self, call: ToolCall, spec: ToolSpec | None) -> list[str]:
+        if not call.required_scopes and (spec is None or not spec.scopes):
+            return []
+        required = set(call.required_scopes)
+        if spec is not None:
+            required.update(spec.scopes)
+        granted = self._agents.get(call.agent, frozenset()).union(call.granted_scopes)
+        return sorted(required - granted)
+
+    def _approval(self, applied: list[Applied]) -> ApprovalRequirement:
+        specs = [
+            a.rule.approval
+            for a in applied
+            if a.verdict is Verdict.REQUIRE_APPROVAL and a.rule.approval is not None
+        ]
+        if not specs:
+            return self._approval_default
+        default = self._approval_default
+        group = next((s.group for s in specs if s.group is not None), default.group)
+        quorums = [s.quorum for s in specs if "quorum" in s.model_fields_set]
+        timeouts = [s.timeout for s in specs if s.timeout is not None]
+        return ApprovalRequirement(
+            group=group,
+            quorum=max(quorums) if quorums else default.quorum,
+            timeout=min(timeouts) if timeouts else default.timeout,
+        )
+
+
+def _predicate(rule: Rule, source: str) -> Callable[[ToolCall], object] | None:
+    path = rule.match.python
+    if path is None:
+        return None
+    try:
+        return resolve_predicate(path)
+    except ValueError as exc:  # validated at load; only a module changing underneath gets here
+        raise PolicyError(
+            f"{source}: rule '{rule.id}': match.python: {exc}",
+            source=source,
+            rule=rule.id,
+            field="match.python",
+        ) from exc
