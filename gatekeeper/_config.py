@@ -143,12 +143,15 @@ class Config(_Model):
 
     def check(self, policy: Policy) -> None:
         """Cross-checks between the approvers, the channels and the policy."""
-        names = {a.name for a in self.approvers}
-        if len(names) != len(self.approvers):
-            seen: set[str] = set()
-            dup = next(a.name for a in self.approvers if a.name in seen or seen.add(a.name))
-            raise ConfigError(f"{self.source}: approvers: {dup!r} is listed twice",
-                              source=self.source, field="approvers")
+        names: set[str] = set()
+        for i, approver in enumerate(self.approvers):
+            if approver.name in names:
+                raise ConfigError(
+                    f"{self.source}: approvers[{i}].name: {approver.name!r} is listed twice",
+                    source=self.source,
+                    field=f"approvers[{i}].name",
+                )
+            names.add(approver.name)
         for i, channel in enumerate(self.channels):
             if channel.approver not in names:
                 raise ConfigError(

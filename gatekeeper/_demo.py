@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from ._errors import ToolCallBlocked
@@ -89,7 +90,7 @@ def run_demo(
     def open_tunnel(host: str, port: int) -> str:
         return f"tunnel to {host}:{port}"
 
-    steps = [
+    steps: list[tuple[str, Callable[[], str]]] = [
         ("Read the training config", lambda: read_file("/srv/train/config.yaml")),
         ("Submit a small training job", lambda: submit_job("train.py", gpus=4)),
         ("Read the root SSH key (refused by policy)", lambda: read_file("/root/.ssh/id_rsa")),

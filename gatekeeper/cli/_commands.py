@@ -142,12 +142,17 @@ def decide(
     return 0
 
 
+_RELEASED = (
+    RequestStatus.APPROVED, RequestStatus.EXECUTING, RequestStatus.EXECUTED, RequestStatus.FAILED,
+)
+
+
 def _decided(req: ApprovalRequest, approver: str) -> str:
     if req.status is RequestStatus.PENDING:
         return f"{req.id}: recorded; {len(req.approvals)} of {req.quorum} approvals"
-    if req.status is RequestStatus.APPROVED:
+    if req.status in _RELEASED:  # the agent may already be running it
         edited = " with edited arguments" if req.edited else ""
-        return f"{req.id}: approved{edited} by {req.decided_by}; the agent's call will now run"
+        return f"{req.id}: approved{edited} by {req.decided_by}; the agent's call runs now"
     if req.status is RequestStatus.DENIED:
         return f"{req.id}: denied by {req.decided_by}; the call will not run"
     return f"{req.id}: {req.status.value}"

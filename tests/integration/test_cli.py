@@ -1,0 +1,223 @@
+"""The gatekeeper CLI against a real Redis shared with an agent process (here: a thread)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from gatekeeper import AgentHalted, ApprovalDenied, Gatekeeper
+from gatekeeper.cli import main
+from gatekeeper.testing import RecordingChannel
+from tests.conftest import RedisServer
+
+CONFIG = """\
+version: 1
+store: {{url: "{url}", prefix: {prefix}}}
+approvers:
+  - {{name: alice, groups: [ops]}}
+  - {{name: bob, groups: [support]}}
+defaults: {{timeout: 30s, agent: billing-bot}}
+policy:
+  version: 1
+  default: require_approval
+  rules:
+    - id: read-only
+      match: {{tool: "search_*"}}
+      verdict: allow
+    - id: refunds
+      match: {{tool: refund}}
+      verdict: require_approval
+      risk: high
+      approval: {{group: ops}}
+"""
+
+
+def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> Path:
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(CONFIG.format(url=redis_server.url, prefix=redis_prefix))
+    return path
+
+
+class Agent:
+    """An agent in a thread of its own, making one guarded call."""
+
+    def __init__(self, config: Path) -> None:
+        self.channel = RecordingChannel()
+        self.gate = Gatekeeper.from_config(config, channels=[self.channel])
+        self.ran: list[dict[str, Any]] = []
+        self.outcome: Any = None
+
+        @self.gate.guard(irreversible=True)
+        def refund(order_id: str, amount: float) -> str:
+            self.ran.append({"order_id": order_id, "amount": amount})
+            return "refunded"
+
+        self.refund = refund
+
+    def call(self, fn: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                with self.gate.session(agent="billing-bot", reason="customer asked"):
+                    self.outcome = fn()
+            except Exception as exc:  # the test reads what the agent got
+                self.outcome = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def agent(config: Path) -> Iterator[Agent]:
+    a = Agent(config)
+    yield a
+    a.gate.close()
+
+
+def test_pending_show_approve_runs_the_agents_call(config: Path, agent: Agent) -> None:
+    thread = agent.call(lambda: agent.refund("A-1", 20.0))
+    req = agent.channel.wait_for_request()
+    code, out, _ = run("--config", str(config), "pending")
+    assert code == 0
+    assert req.id in out and "refund" in out and "high" in out
+    code, out, _ = run("--config", str(config), "pending", "--json")
+    assert json.loads(out.splitlines()[0])["id"] == req.id
+    code, out, _ = run("--config", str(config), "show", req.id[:20])
+    assert code == 0
+    assert '"order_id": "A-1"' in out and "customer asked" in out and "call.held" in out
+    code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice", "-m", "ok")
+    assert code == 0, out
+    assert "approved" in out
+    thread.join(10)
+    assert agent.outcome == "refunded"
+    assert agent.ran == [{"order_id": "A-1", "amount": 20.0}]
+
+
+def test_deny_gives_the_agent_the_comment(config: Path, agent: Agent) -> None:
+    thread = agent.call(lambda: agent.refund("A-2", 900.0))
+    req = agent.channel.wait_for_request()
+    code, out, _ = run("--config", str(config), "deny", req.id, "--as", "alice",
+                       "--comment", "use the sandbox account")
+    assert code == 0
+    thread.join(10)
+    assert isinstance(agent.outcome, ApprovalDenied)
+    assert agent.outcome.approver == "alice"
+    assert agent.outcome.comment == "use the sandbox account"
+    assert agent.ran == []
+
+
+def test_unknown_approver_and_wrong_group_are_refused(config: Path, agent: Agent) -> None:
+    thread = agent.call(lambda: agent.refund("A-3", 5.0))
+    req = agent.channel.wait_for_request()
+    code, _, err = run("--config", str(config), "approve", req.id, "--as", "mallory")
+    assert (code, "not a configured approver" in err) == (1, True)
+    code, _, err = run("--config", str(config), "approve", req.id, "--as", "bob")
+    assert code == 1 and "group 'ops'" in err
+    code, _, err = run("--config", str(config), "approve", req.id)
+    assert code == 1 and "--as" in err
+    assert run("--config", str(config), "show", req.id)[1].count("status:  pending") == 1
+    run("--config", str(config), "deny", req.id, "--as", "alice")
+    thread.join(10)
+    assert agent.ran == []
+
+
+def test_edited_args_from_the_cli_run_as_edited(config: Path, agent: Agent) -> None:
+    thread = agent.call(lambda: agent.refund("A-4", 500.0))
+    req = agent.channel.wait_for_request()
+    code, _, err = run("--config", str(config), "approve", req.id, "--as", "alice",
+                       "--digest", "ffff")
+    assert code == 1 and "not the ones you reviewed" in err
+    code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice",
+                       "--args", '{"order_id": "A-4", "amount": 50}', "--digest", req.args_digest[:8])
+    assert code == 0 and "edited" in out
+    thread.join(10)
+    assert agent.ran == [{"order_id": "A-4", "amount": 50.0}]
+
+
+def test_halt_cancels_waiting_calls_and_resume_needs_an_approver(
+    config: Path, agent: Agent
+) -> None:
+    thread = agent.call(lambda: agent.refund("A-5", 1.0))
+    agent.channel.wait_for_request()
+    code, out, _ = run("--config", str(config), "halt", "--agent", "billing-bot", "-m", "runaway")
+    assert code == 0 and "cancelled 1" in out
+    thread.join(10)
+    assert isinstance(agent.outcome, AgentHalted)
+    code, out, _ = run("--config", str(config), "halts")
+    assert "agent billing-bot halted" in out and "runaway" in out
+    code, _, err = run("--config", str(config), "resume", "--agent", "billing-bot")
+    assert code == 1 and "approver" in err
+    code, out, _ = run("--config", str(config), "resume", "--agent", "billing-bot", "--as", "alice")
+    assert (code, out.strip()) == (0, "resumed agent billing-bot")
+    assert agent.ran == []
+
+
+def test_audit_tail_export_and_verify_catch_tampering(
+    config: Path, agent: Agent, redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+) -> None:
+    thread = agent.call(lambda: agent.refund("A-6", 3.0))
+    req = agent.channel.wait_for_request()
+    run("--config", str(config), "approve", req.id, "--as", "alice")
+    thread.join(10)
+    agent.gate.store.flush()
+    code, out, _ = run("--config", str(config), "audit", "verify")
+    assert code == 0 and "chain intact" in out
+    code, out, _ = run("--config", str(config), "audit", "tail", "-n", "2")
+    assert "request.released" in out and "request.executed" in out
+    export = tmp_path / "audit.jsonl"
+    code, out, _ = run("--config", str(config), "audit", "export", "-o", str(export))
+    lines = export.read_text().splitlines()
+    assert [json.loads(x)["kind"] for x in lines] == [
+        "call.held", "request.approved", "request.released", "request.executed",
+    ]
+    # Someone with Redis access deletes the approval from the stream.
+    r = redis.Redis.from_url(redis_server.url)
+    stream = f"{{{redis_prefix}}}:audit"
+    second = r.xrange(stream)[1][0]
+    r.xdel(stream, second)
+    r.close()
+    code, out, _ = run("--config", str(config), "audit", "verify")
+    assert code == 1
+    assert "BROKEN" in out and "inserted or deleted" in out and "#3" in out
+
+
+def test_cli_refuses_the_embedded_store(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("version: 1\nstore: {url: 'memory://'}\n")
+    code, _, err = run("--config", str(path), "pending")
+    assert code == 1 and "memory://" in err and "GATEKEEPER_REDIS_URL" in err
+
+
+def test_gatekeeper_redis_url_overrides_the_file(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("version: 1\nstore: {url: 'memory://'}\n")
+    monkeypatch.setenv("GATEKEEPER_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("GATEKEEPER_CONFIG", str(path))
+    code, out, _ = run("pending")
+    assert (code, out.strip()) == (0, "no pending requests")
+
+
+def test_console_script_is_installed() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("gatekeeper")), "--version"],
+        capture_output=True, text=True, check=True,
+    )
+    assert done.stdout.startswith("gatekeeper ")
