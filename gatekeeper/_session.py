@@ -23,6 +23,12 @@ R = TypeVar("R")
 _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "gatekeeper_session", default=None
 )
+# The reset tokens of the sessions entered in *this* context, innermost last. Kept in
+# a context variable (not on the Session) so tasks sharing one Session object may
+# leave it in any order.
+_entered: contextvars.ContextVar[tuple[contextvars.Token[Session | None], ...]] = (
+    contextvars.ContextVar("gatekeeper_session_tokens", default=())
+)
 
 
 def current_session() -> Session | None:
@@ -44,9 +50,6 @@ class Session:
     scopes: frozenset[str] = frozenset()
     reason: str | None = None
     id: str = field(default_factory=new_id)
-    _tokens: list[contextvars.Token[Session | None]] = field(
-        default_factory=list, repr=False, compare=False
-    )
 
     @classmethod
     def create(
@@ -67,7 +70,7 @@ class Session:
         )
 
     def __enter__(self) -> Session:
-        self._tokens.append(_current.set(self))
+        _entered.set((*_entered.get(), _current.set(self)))
         return self
 
     def __exit__(
@@ -76,7 +79,9 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _current.reset(self._tokens.pop())
+        tokens = _entered.get()
+        _entered.set(tokens[:-1])
+        _current.reset(tokens[-1])
 
     async def __aenter__(self) -> Session:
         return self.__enter__()

@@ -108,13 +108,16 @@ class MemoryStore:
         cancelled: list[str] = []
         with self._lock:
             self._halts[record.key] = record
-            for req in list(self._requests.values()):
-                if req.status is not RequestStatus.PENDING or not _covers(record, req):
-                    continue
-                step = _machine.cancel(req, now, by=by, reason=f"halted: {reason or 'kill switch'}")
-                self._apply_locked(step)
-                if step.refused is None:
-                    cancelled.append(req.id)
+            covered = sorted(
+                r.id
+                for r in self._requests.values()
+                if r.status is RequestStatus.PENDING and _covers(record, r)
+            )
+            # Same order and content as halt.lua: the halt first, naming the pending
+            # requests it covers, then one cancellation (or expiry) per request.
+            data: dict[str, Any] = {"scope": scope.value, "target": target, "reason": reason}
+            if covered:
+                data["pending"] = covered
             self._drafts.append(
                 draft(
                     "halt.set",
@@ -122,10 +125,16 @@ class MemoryStore:
                     actor=by,
                     agent=target if scope is HaltScope.AGENT else None,
                     session_id=target if scope is HaltScope.SESSION else None,
-                    data={"scope": scope.value, "target": target, "reason": reason,
-                          "cancelled": cancelled},
+                    data=data,
                 )
             )
+            for rid in covered:
+                step = _machine.cancel(
+                    self._requests[rid], now, by=by, reason=f"halted: {reason or 'kill switch'}"
+                )
+                self._apply_locked(step)
+                if step.refused is None:
+                    cancelled.append(rid)
         return cancelled
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:

@@ -373,7 +373,12 @@ class _Sealer:
             time.sleep(self._linger)  # gather what arrives meanwhile into one batch
             self._kicked.clear()
             try:
-                self.flush()
+                with self._work:
+                    # Checked under the lock: once stop() has run, the store's
+                    # connections are closed and must not be opened again.
+                    if self._stopping:
+                        return
+                    self._flush_locked()
                 backoff = 0.1
             except GatekeeperError as exc:
                 log.warning("audit sealer could not reach the store, will retry: %s", exc)
@@ -382,19 +387,21 @@ class _Sealer:
                 self._kicked.set()
 
     def flush(self) -> None:
-        store = self._store
         with self._work:
-            if self._queue:
-                drafts = []
-                while self._queue:
-                    drafts.append(self._queue.popleft())
-                try:
-                    store.record(drafts)
-                except GatekeeperError:
-                    self._queue.extendleft(reversed(drafts))
-                    raise
-            while self._seal_batch():
-                pass
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._queue:
+            drafts = []
+            while self._queue:
+                drafts.append(self._queue.popleft())
+            try:
+                self._store.record(drafts)
+            except GatekeeperError:
+                self._queue.extendleft(reversed(drafts))
+                raise
+        while self._seal_batch():
+            pass
 
     def _seal_batch(self) -> bool:
         """Seal up to BATCH journal drafts; True if there may be more."""
@@ -423,9 +430,12 @@ class _Sealer:
 
     def stop(self) -> None:
         try:
-            self.flush()
+            with self._work:
+                try:
+                    self._flush_locked()
+                finally:
+                    self._stopping = True
         finally:
-            self._stopping = True
             self._kicked.set()
 
 

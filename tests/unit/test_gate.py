@@ -218,7 +218,10 @@ def test_held_call_approved_runs_with_exactly_the_approved_args(gate: Gatekeeper
     assert req.status is S.EXECUTED
     assert req.args == {"order_id": "A-1", "amount": 20.0}
     assert audit_kinds(gate) == [
-        "call.held", "request.approved", "request.released", "request.executed",
+        "call.held",
+        "request.approved",
+        "request.released",
+        "request.executed",
     ]
 
 
@@ -346,10 +349,12 @@ class Opaque:
     pass
 
 
-@pytest.mark.parametrize("make_bad", [Opaque, lambda: tempfile.TemporaryFile()])
-def test_non_json_args_are_refused_before_anything_runs(
-    gate: Gatekeeper, make_bad: Any
-) -> None:
+def _open_file() -> Any:
+    return tempfile.TemporaryFile()  # no `with`: the test closes it after the call
+
+
+@pytest.mark.parametrize("make_bad", [Opaque, _open_file])
+def test_non_json_args_are_refused_before_anything_runs(gate: Gatekeeper, make_bad: Any) -> None:
     runs: list[object] = []
 
     @gate.guard

@@ -34,10 +34,17 @@ if ARGV[5] ~= f.digest then
     return {'refused', 'pending', action,
       'its arguments changed since you reviewed them; review them again'}
   end
-  -- The approver edited the arguments: earlier approvals were for other
-  -- arguments and no longer count toward the quorum.
+  -- The approver edited the arguments: only approvals of exactly these
+  -- arguments count toward the quorum (as in _machine.decide), so the voters
+  -- are rebuilt from the votes cast for this digest.
   redis.call('HSET', KEYS[1], 'args', ARGV[7], 'digest', ARGV[5])
   redis.call('DEL', KEYS[2])
+  for _, cast in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    local v = cjson.decode(cast)
+    if v.approve == true and v.args_digest == ARGV[5] then
+      redis.call('SADD', KEYS[2], v.approver)
+    end
+  end
   raw = ARGV[7]
 end
 redis.call('SADD', KEYS[2], ARGV[3])
