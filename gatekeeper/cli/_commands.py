@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
@@ -133,6 +135,10 @@ def decide(
     if not approver:
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
     req = resolve(gate, given)
+    if req.status is not RequestStatus.PENDING:
+        by = f" by {req.decided_by}" if req.decided_by else ""
+        io.say(f"{req.id}: already {req.status.value}{by}; nothing recorded")
+        return 1
     if approve:
         after = gate.approve(req.id, approver=approver, comment=comment, args=edited,
                              via="cli", expect_digest=digest)
@@ -230,10 +236,28 @@ def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
 
 
 # -- policies -------------------------------------------------------------------------------------------
+_CONFIG_KEYS = frozenset({"store", "approvers", "channels", "defaults", "policy"})
+
+
+def _is_config(file: str) -> bool:
+    """A gatekeeper.yaml (as opposed to a bare policy file)."""
+    try:
+        data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # let the policy loader report it
+    return isinstance(data, dict) and bool(_CONFIG_KEYS & data.keys())
+
+
 def policy_check(file: str, io: IO) -> int:
-    policy = Policy.from_file(file)
+    if _is_config(file):
+        config = load_config(file)
+        policy = config.load_policy()
+        io.say(f"ok: config {file}: {len(config.approvers)} approver(s), "
+               f"{len(config.channels)} channel(s), store {config.store.url}")
+    else:
+        policy = Policy.from_file(file)
     doc = policy.document
-    io.say(f"ok: {file}: {len(doc.rules)} rule(s), default {doc.default.value}")
+    io.say(f"ok: policy {policy.source}: {len(doc.rules)} rule(s), default {doc.default.value}")
     if doc.sequences or doc.limits:
         io.say(
             f"note: {len(doc.sequences)} sequence rule(s) and {len(doc.limits)} limit(s) are "

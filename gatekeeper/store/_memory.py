@@ -167,7 +167,10 @@ class MemoryStore:
                 raise AgentHalted(
                     halted_message(halt), scope=halt.key, tool=request.call.tool
                 )
-            if request.id in self._requests:
+            existing = self._requests.get(request.id)
+            if existing is not None and existing.call.id == request.call.id:
+                return  # the same call retried: already held
+            if existing is not None:
                 raise TransitionRefused(
                     f"request {request.id} already exists",
                     request_id=request.id,

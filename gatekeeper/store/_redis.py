@@ -99,6 +99,7 @@ class RedisStore:
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
+        socket_timeout: float = 10.0,
         seal_linger: float = 0.05,
     ) -> None:
         self.url = url
@@ -106,14 +107,15 @@ class RedisStore:
         self.clock = clock or SystemClock()
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
+        self._socket_timeout = socket_timeout
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5, socket_timeout=10,
+            url, max_connections=max_connections, timeout=5, socket_timeout=socket_timeout,
             socket_connect_timeout=2,
         )
         self.client = redis.Redis(connection_pool=pool)
         # Blocking waits hold their connection for as long as they wait, so
         # they get a pool of their own with no read timeout.
-        self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2)
+        self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=None)
         self._scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
         self._sealer = _Sealer(self, seal_linger)
         self._aio: AsyncStore | None = None
@@ -408,7 +410,9 @@ class _Sealer:
         store, k = self._store, self._store.keys
 
         def read() -> list[Any]:
-            pipe = store.client.pipeline(transaction=False)
+            # One MULTI/EXEC: the drafts and the head must be one snapshot, or a
+            # seal by another process in between could have us seal drafts twice.
+            pipe = store.client.pipeline(transaction=True)
             pipe.lrange(k.journal, 0, self.BATCH - 1)
             pipe.hmget(k.head, "seq", "hash")
             return pipe.execute()  # type: ignore[no-any-return]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aredis
 import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
 from .._errors import GatekeeperError, RequestNotFound
@@ -38,7 +40,7 @@ class _LoopState:
     def __init__(self, store: RedisStore) -> None:
         pool = aredis.BlockingConnectionPool.from_url(
             store.url, max_connections=store._max_connections, timeout=5,
-            socket_timeout=10, socket_connect_timeout=2,
+            socket_timeout=store._socket_timeout, socket_connect_timeout=2,
         )
         self.client = aredis.Redis(connection_pool=pool)
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
@@ -167,8 +169,8 @@ class AsyncRedisStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         dispatcher = self._state().dispatcher
-        # Subscribe before the first read, so no decision can slip in between.
-        woken = await dispatcher.watch(request_id)
+        # Watch before the first read, so no decision can slip in between.
+        woken = dispatcher.watch(request_id)
         try:
             while True:
                 woken.clear()
@@ -237,13 +239,24 @@ class _Dispatcher:
         self._client: aredis.Redis | None = None
         self.reconnects = 0
 
-    async def watch(self, request_id: str) -> asyncio.Event:
+    def watch(self, request_id: str) -> asyncio.Event:
+        """An event set whenever ``request_id`` may have changed.
+
+        No need to wait for the subscription: every (re)subscription wakes all
+        waiters, so a decision published before it is still seen on re-read.
+        """
         if self._task is None or self._task.done():
-            self._client = aredis.Redis.from_url(self._url, socket_connect_timeout=2)
+            # No silent reconnects inside redis-py: a lost subscription must
+            # reach _listen, which re-subscribes and wakes every waiter.
+            self._client = aredis.Redis.from_url(
+                self._url,
+                socket_connect_timeout=2,
+                socket_timeout=None,  # a quiet channel is not a dead one
+                retry=Retry(NoBackoff(), 0),
+            )
             self._task = asyncio.get_running_loop().create_task(self._listen())
         event = asyncio.Event()
         self._waiters.setdefault(request_id, set()).add(event)
-        await self._subscribed.wait()
         return event
 
     def unwatch(self, request_id: str, event: asyncio.Event) -> None:

@@ -136,18 +136,23 @@ async def test_async_waiter_survives_a_killed_subscription(
         req = make_request(clock)
         agent.hold(req, held_event(req))
         aio = agent.aio
-        first_read = asyncio.Event()
+        reads: list[object] = []
+        settled = asyncio.Event()  # the waiter has read twice: before and after subscribing
         real_get = aio.get
 
         async def get_and_tell(request_id: str):  # type: ignore[no-untyped-def]
             try:
                 return await real_get(request_id)
             finally:
-                first_read.set()
+                reads.append(request_id)
+                if len(reads) >= 2:
+                    settled.set()
 
         aio.get = get_and_tell  # type: ignore[method-assign]
         waiter = asyncio.create_task(aio.wait(req.id, 60))
-        await first_read.wait()  # the waiter now blocks on its wake-up event
+        await asyncio.wait_for(settled.wait(), 5)  # now blocked on its wake-up event
+        # Kill the subscription and decide while the loop can't notice: the
+        # PUBLISH reaches nobody; only the re-subscription's wake-up can help.
         assert admin.client_kill_filter(_type="pubsub") >= 1
         console.decide(req.id, vote(clock, req, "alice"))
         after = await asyncio.wait_for(waiter, 10)  # far less than the waiter's own 60 s

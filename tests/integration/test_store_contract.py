@@ -11,7 +11,7 @@ import pytest
 from gatekeeper import audit
 from gatekeeper._errors import AgentHalted, RequestNotFound, TransitionRefused
 from gatekeeper.models import HaltScope, RequestStatus
-from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.store import MemoryStore, RedisStore, RetryPolicy, Store
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
@@ -53,6 +53,18 @@ def test_held_request_reads_back_as_created(clock: ManualClock, store: Store) ->
     store.hold(req, held_event(req))
     assert store.get(req.id) == req
     assert [r.id for r in store.pending()] == [req.id]
+
+
+def test_holding_is_idempotent_for_the_same_call_only(clock: ManualClock, store: Store) -> None:
+    """A retried hold (lost reply) is a no-op; another call can't take the same id."""
+    req = make_request(clock)
+    store.hold(req, held_event(req))
+    store.hold(req, held_event(req))
+    assert [r.id for r in store.pending()] == [req.id]
+    assert kinds(store) == ["call.held"]
+    other = make_request(clock).model_copy(update={"id": req.id})
+    with pytest.raises(TransitionRefused, match="already exists"):
+        store.hold(other, held_event(other))
 
 
 def test_unknown_request_is_not_found(store: Store) -> None:
@@ -304,3 +316,34 @@ async def test_async_face_runs_the_same_machine(clock: ManualClock, store: Store
         await aio.admit(held_event(req), agent="x", session_id="s")
     assert await aio.resume(HaltScope.AGENT, "x", by="ops")
     await aio.aclose()
+
+
+def test_waits_outlast_the_socket_timeout(redis_server: RedisServer, redis_prefix: str) -> None:
+    """A blocked waiter is not a dead connection: waits longer than socket_timeout work."""
+    clock = ManualClock()
+    store = RedisStore(
+        redis_server.url, prefix=redis_prefix, clock=clock, socket_timeout=0.2,
+        retry=RetryPolicy(attempts=1, within=0.1),  # a timed-out wait would not be retried away
+    )
+    try:
+        req = make_request(clock)
+        store.hold(req, held_event(req))
+        timer = threading.Timer(0.8, lambda: store.decide(req.id, vote(clock, req, "alice")))
+        timer.start()
+        assert store.wait(req.id, timeout=10).status is S.APPROVED
+        timer.join()
+
+        async def async_wait() -> RequestStatus:
+            other = make_request(clock)
+            await store.aio.hold(other, held_event(other))
+            later = threading.Timer(0.8, lambda: store.decide(other.id, vote(clock, other, "bob")))
+            later.start()
+            try:
+                return (await store.aio.wait(other.id, timeout=10)).status
+            finally:
+                later.join()
+                await store.aio.aclose()
+
+        assert asyncio.run(async_wait()) is S.APPROVED
+    finally:
+        store.close()

@@ -141,6 +141,18 @@ def test_policy_check_reports_unenforced_sections(tmp_path: Path) -> None:
     assert code == 1 and "rule 'big-refund'" in err and "match.args.amount" in err
 
 
+def test_policy_check_takes_a_whole_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEKEEPER_REDIS_URL", raising=False)
+    target = tmp_path / "gatekeeper.yaml"
+    run("init", str(target))
+    code, out, _ = run("policy", "check", str(target))
+    assert code == 0
+    assert "ok: config" in out and "2 approver(s)" in out and "3 rule(s)" in out
+    target.write_text(target.read_text().replace("quorum: 2", "quorum: 3"))
+    code, _, err = run("policy", "check", str(target))
+    assert code == 1 and "needs 3 approver(s) from group 'finance'" in err
+
+
 def test_policy_schema_is_json_schema() -> None:
     code, out, _ = run("policy", "schema")
     schema = json.loads(out)
