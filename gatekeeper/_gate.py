@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -112,6 +113,8 @@ class Gatekeeper:
     @overload
     def guard(
         self,
+        func: None = None,
+        /,
         *,
         name: str | None = None,
         scopes: Iterable[str] = (),
@@ -122,7 +125,7 @@ class Gatekeeper:
 
     def guard(
         self,
-        func: Callable[P, R] | None = None,
+        func: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -130,7 +133,7 @@ class Gatekeeper:
         irreversible: bool = False,
         risk: Risk | str | None = None,
         exclude: Iterable[str] = (),
-    ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    ) -> Any:
         """Put every call of a function through the gate. Bare or with options.
 
         ``scopes`` are what the tool needs; ``irreversible`` tools never run
@@ -140,9 +143,13 @@ class Gatekeeper:
         signature and ``__wrapped__``.
         """
 
-        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             spec = ToolSpec.create(
-                fn, name=name, scopes=scopes, irreversible=irreversible, risk=risk,
+                fn,
+                name=name,
+                scopes=scopes,
+                irreversible=irreversible,
+                risk=risk,
                 exclude=exclude,
             )
             wrapper: Callable[..., Any]
@@ -160,8 +167,8 @@ class Gatekeeper:
                     return self._call(spec, args, kwargs)
 
                 wrapper = sync_wrapper
-            wrapper.__gatekeeper_tool__ = spec  # type: ignore[attr-defined]
-            return wrapper  # type: ignore[return-value]
+            wrapper.__dict__["__gatekeeper_tool__"] = spec  # adapters find the spec here
+            return wrapper
 
         return decorate(func) if func is not None else decorate
 
@@ -191,7 +198,10 @@ class Gatekeeper:
         return call, bound.bound, self.policy.classify(call)
 
     def _call(
-        self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        self,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
         reason: str | None = None,
     ) -> Any:
         call, bound, cls = self._prepare(spec, args, kwargs, reason)
@@ -199,7 +209,9 @@ class Gatekeeper:
         store = self.store
         if verdict is Verdict.ALLOW:
             try:
-                store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+                store.admit(
+                    pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
+                )
             except AgentHalted:
                 self._refused(call, cls)
                 raise
@@ -216,10 +228,14 @@ class Gatekeeper:
             self._refused(call, cls)
             raise
         except StoreUnavailable as exc:
-            log.warning("store unavailable; refusing %s without an audit record: %s", call.tool, exc)
+            log.warning(
+                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
+            )
         if verdict is Verdict.HALT:
             cancelled = store.halt(
-                *self._halt_target(call, cls), by=self._halted_by(cls), reason="; ".join(cls.reasons)
+                *self._halt_target(call, cls),
+                by=self._halted_by(cls),
+                reason="; ".join(cls.reasons),
             )
             raise self._halt_for(call, cls, cancelled)
         raise pipe.denied_error(call, cls)
@@ -259,9 +275,7 @@ class Gatekeeper:
             call_id=call.id,
         )
 
-    def _hold(
-        self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
-    ) -> Any:
+    def _hold(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any) -> Any:
         timeout = cls.approval.timeout or self.default_timeout
         req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout)
         store = self.store
@@ -298,10 +312,10 @@ class Gatekeeper:
 
     def _abandon(self, req: ApprovalRequest) -> None:
         """The waiting caller went away (interrupt, cancel): nobody may approve it now."""
-        try:
-            self.store.cancel(req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting")
-        except GatekeeperError:
-            pass
+        with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
+            self.store.cancel(
+                req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting"
+            )
 
     def _release_args(
         self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest
@@ -320,9 +334,7 @@ class Gatekeeper:
             )
         return bound
 
-    def _release(
-        self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest
-    ) -> Any:
+    def _release(self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest) -> Any:
         store = self.store
         try:
             run_args = self._release_args(spec, bound, req)
@@ -352,14 +364,14 @@ class Gatekeeper:
         for channel in self.channels:
             try:
                 channel.notify(req)
-            except Exception as exc:  # noqa: BLE001 - a channel never decides by failing
+            except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
     def _update(self, req: ApprovalRequest) -> None:
         for channel in self.channels:
             try:
                 channel.update(req)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
     def _channel_failed(self, channel: object, req: ApprovalRequest, exc: BaseException) -> None:
@@ -379,7 +391,10 @@ class Gatekeeper:
 
     # -- the async path ------------------------------------------------------------------------
     async def _acall(
-        self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        self,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
         reason: str | None = None,
     ) -> Any:
         call, bound, cls = self._prepare(spec, args, kwargs, reason)
@@ -387,7 +402,9 @@ class Gatekeeper:
         aio = self.store.aio
         if verdict is Verdict.ALLOW:
             try:
-                await aio.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+                await aio.admit(
+                    pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
+                )
             except AgentHalted:
                 self._refused(call, cls)
                 raise
@@ -406,15 +423,21 @@ class Gatekeeper:
         if verdict is Verdict.REQUIRE_APPROVAL:
             return await self._ahold(spec, bound, call, cls)
         try:
-            await aio.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+            await aio.admit(
+                pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
+            )
         except AgentHalted:
             self._refused(call, cls)
             raise
         except StoreUnavailable as exc:
-            log.warning("store unavailable; refusing %s without an audit record: %s", call.tool, exc)
+            log.warning(
+                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
+            )
         if verdict is Verdict.HALT:
             cancelled = await aio.halt(
-                *self._halt_target(call, cls), by=self._halted_by(cls), reason="; ".join(cls.reasons)
+                *self._halt_target(call, cls),
+                by=self._halted_by(cls),
+                reason="; ".join(cls.reasons),
             )
             raise self._halt_for(call, cls, cancelled)
         raise pipe.denied_error(call, cls)
@@ -470,12 +493,10 @@ class Gatekeeper:
                 await aio.wait(req.id, 0.05)
 
     async def _aabandon(self, req: ApprovalRequest) -> None:
-        try:
+        with contextlib.suppress(GatekeeperError):
             await self.store.aio.cancel(
                 req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting"
             )
-        except GatekeeperError:
-            pass
 
     async def _afinish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
         try:
@@ -493,7 +514,7 @@ class Gatekeeper:
                     await anotify(req)
                 else:
                     await asyncio.to_thread(channel.notify, req)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
     async def _aupdate(self, req: ApprovalRequest) -> None:
@@ -504,7 +525,7 @@ class Gatekeeper:
                     await aupdate(req)
                 else:
                     await asyncio.to_thread(channel.update, req)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
     # -- deciding (CLI, channels, web) ----------------------------------------------------------
@@ -526,22 +547,32 @@ class Gatekeeper:
         return found
 
     def _decision(
-        self, req: ApprovalRequest, approver: str, approve: bool, comment: str | None,
-        via: str, args: Mapping[str, Any] | None, expect_digest: str | None,
+        self,
+        req: ApprovalRequest,
+        approver: str,
+        approve: bool,
+        comment: str | None,
+        via: str,
+        args: Mapping[str, Any] | None,
+        expect_digest: str | None,
     ) -> tuple[Decision, dict[str, Any] | None]:
         self.approver(approver, req)
         if expect_digest is not None and not req.args_digest.startswith(expect_digest):
             raise TransitionRefused(
                 f"can't decide request {req.id}: its arguments are not the ones you reviewed "
                 f"(digest {req.args_digest[:12]}, you expected {expect_digest})",
-                request_id=req.id, status=req.status.value, action="approve" if approve else "deny",
+                request_id=req.id,
+                status=req.status.value,
+                action="approve" if approve else "deny",
             )
         edited: dict[str, Any] | None = None
         args_digest = req.args_digest
         if args is not None:
             edited = to_json_safe(dict(args), where="edited args")
             if len(canonical_json(edited)) > self.max_args_bytes:
-                raise InvalidToolCall("edited arguments are over the size limit", tool=req.call.tool)
+                raise InvalidToolCall(
+                    "edited arguments are over the size limit", tool=req.call.tool
+                )
             args_digest = digest(edited)
             if args_digest == req.args_digest:
                 edited = None
@@ -606,8 +637,12 @@ class Gatekeeper:
         return self.store.halt(scope, target, by=by, reason=reason)
 
     def resume(
-        self, *, agent: str | None = None, session: str | None = None,
-        everything: bool = False, by: str,
+        self,
+        *,
+        agent: str | None = None,
+        session: str | None = None,
+        everything: bool = False,
+        by: str,
     ) -> bool:
         """Release the kill switch again; False if it was not on."""
         scope, target = _halt_scope(agent, session, everything)

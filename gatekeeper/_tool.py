@@ -45,7 +45,7 @@ class ToolSpec:
     def __post_init__(self) -> None:
         try:  # resolve string annotations (`from __future__ import annotations`)
             self.signature = inspect.signature(self.func, eval_str=True)
-        except Exception:  # noqa: BLE001 - unresolvable names: keep them as strings
+        except Exception:
             self.signature = inspect.signature(self.func)
         params = list(self.signature.parameters.values())
         skip = set(self.exclude)
@@ -69,7 +69,7 @@ class ToolSpec:
     ) -> ToolSpec:
         return cls(
             func=func,
-            name=name or getattr(func, "__name__", "tool"),
+            name=name or str(getattr(func, "__name__", "tool")),
             scopes=tuple(sorted(set(scopes))),
             irreversible=irreversible,
             risk=Risk(risk) if risk is not None else None,
@@ -101,7 +101,9 @@ class ToolSpec:
         result: dict[str, Any] = to_json_safe(raw, where=f"{self.name} args")
         return result
 
-    def rebind(self, edited: Mapping[str, Any], original: inspect.BoundArguments) -> inspect.BoundArguments:
+    def rebind(
+        self, edited: Mapping[str, Any], original: inspect.BoundArguments
+    ) -> inspect.BoundArguments:
         """Arguments an approver edited, checked against the signature and its annotations.
 
         Excluded parameters (and ``self``) keep the caller's values.
@@ -110,7 +112,9 @@ class ToolSpec:
         for name in self._skip:
             if name in given:
                 raise InvalidToolCall(f"{self.name}: {name!r} can't be edited", tool=self.name)
-        values: dict[str, Any] = {n: original.arguments[n] for n in self._skip if n in original.arguments}
+        values: dict[str, Any] = {
+            n: original.arguments[n] for n in self._skip if n in original.arguments
+        }
         for pname, param in self.signature.parameters.items():
             if pname in self._skip or pname not in given:
                 continue
@@ -152,7 +156,7 @@ class ToolSpec:
         if param.name not in self._adapters:
             try:
                 self._adapters[param.name] = TypeAdapter(annotation)
-            except Exception:  # noqa: BLE001 - pydantic can't describe every annotation
+            except Exception:
                 self._adapters[param.name] = None
         adapter = self._adapters[param.name]
         if adapter is None:

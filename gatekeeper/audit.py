@@ -89,7 +89,9 @@ def draft(
 _DRAFT_FIELDS = ("kind", "actor", "request_id", "call_id", "tool", "agent", "session_id")
 
 
-def seal(prev_hash: str, next_seq: int, drafts: Sequence[Mapping[str, Any]]) -> list[tuple[bytes, str]]:
+def seal(
+    prev_hash: str, next_seq: int, drafts: Sequence[Mapping[str, Any]]
+) -> list[tuple[bytes, str]]:
     """Chain ``drafts`` after ``prev_hash``: the body bytes and hash of each, in order."""
     out: list[tuple[bytes, str]] = []
     for offset, d in enumerate(drafts):

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
     "ApprovalRequest",
-    "Approver",
     "ApprovalRequirement",
+    "Approver",
     "AuditEvent",
     "Classification",
     "Decision",
@@ -192,7 +192,7 @@ class ApprovalRequest(_Model):
         return tuple(d for d in self.decisions if d.approve and d.args_digest == self.args_digest)
 
     def effective_status(self, now: dt.datetime) -> RequestStatus:
-        """The status as a transition at ``now`` would see it (pending past expiry reads expired)."""
+        """The status a transition at ``now`` would see (pending past expiry reads expired)."""
         if self.status is RequestStatus.PENDING and now >= self.expires_at:
             return RequestStatus.EXPIRED
         return self.status

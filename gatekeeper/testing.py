@@ -93,7 +93,9 @@ class AutoDecider:
         approve: bool | Rule = True,
         approver: str = "auto-decider",
         comment: str | None = None,
-        args: Mapping[str, Any] | Callable[[ApprovalRequest], Mapping[str, Any] | None] | None = None,
+        args: Mapping[str, Any]
+        | Callable[[ApprovalRequest], Mapping[str, Any] | None]
+        | None = None,
     ) -> None:
         self._rule = approve if callable(approve) else (lambda _req, _v=approve: _v)
         self.approver = approver

@@ -22,7 +22,8 @@ def describe_request(req: ApprovalRequest) -> str:
     lines = [
         f"Request {req.id}  [{cls.risk.value.upper()} risk]",
         f"  tool:    {for_terminal(call.tool, 200)}",
-        f"  agent:   {for_terminal(call.agent, 200)}  (session {for_terminal(call.session_id, 100)})",
+        f"  agent:   {for_terminal(call.agent, 200)}"
+        f"  (session {for_terminal(call.session_id, 100)})",
     ]
     if call.reason:
         lines.append(f"  reason:  {for_terminal(call.reason, 1000)}")
@@ -84,12 +85,17 @@ class ConsoleChannel:
                 if answer in ("y", "yes"):
                     comment = self._ask("Comment (optional): ") or None
                     self._gate.approve(
-                        request.id, approver=self.approver, comment=comment, via="console",
+                        request.id,
+                        approver=self.approver,
+                        comment=comment,
+                        via="console",
                         expect_digest=request.args_digest,
                     )
                 elif answer in ("n", "no"):
                     comment = self._ask("Why deny? (the agent reads this): ") or None
-                    self._gate.deny(request.id, approver=self.approver, comment=comment, via="console")
+                    self._gate.deny(
+                        request.id, approver=self.approver, comment=comment, via="console"
+                    )
                 else:
                     self._write("Left pending.\n")
             except GatekeeperError as exc:

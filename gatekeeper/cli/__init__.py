@@ -23,13 +23,15 @@ from . import _commands as cmd
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per option
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="A person between an AI agent and the tool calls that matter.",
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
-    parser.add_argument("--config", "-c", help="config file (default: $GATEKEEPER_CONFIG or ./gatekeeper.yaml)")
+    parser.add_argument(
+        "--config", "-c", help="config file (default: $GATEKEEPER_CONFIG or ./gatekeeper.yaml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="write a commented starter gatekeeper.yaml")
@@ -47,11 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     for name, verb in (("approve", "approve"), ("deny", "deny")):
         p = sub.add_parser(name, help=f"{verb} a request")
         p.add_argument("id", help="request id (or a unique prefix of a pending one)")
-        p.add_argument("--as", dest="approver", default=os.environ.get("GATEKEEPER_APPROVER"),
-                       help="your approver name from the config (default: $GATEKEEPER_APPROVER)")
+        p.add_argument(
+            "--as",
+            dest="approver",
+            default=os.environ.get("GATEKEEPER_APPROVER"),
+            help="your approver name from the config (default: $GATEKEEPER_APPROVER)",
+        )
         p.add_argument("--comment", "-m", help="why (the agent reads a denial's comment)")
         if name == "approve":
-            p.add_argument("--args", dest="edited", help="approve these edited arguments (JSON object)")
+            p.add_argument(
+                "--args", dest="edited", help="approve these edited arguments (JSON object)"
+            )
             p.add_argument("--digest", help="refuse unless the arguments' sha256 starts with this")
 
     for name in ("halt", "resume"):
@@ -60,8 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         target.add_argument("--agent")
         target.add_argument("--session")
         target.add_argument("--all", action="store_true", help="every agent")
-        p.add_argument("--as", dest="approver", default=os.environ.get("GATEKEEPER_APPROVER"),
-                       help="who you are (resume needs a configured approver)")
+        p.add_argument(
+            "--as",
+            dest="approver",
+            default=os.environ.get("GATEKEEPER_APPROVER"),
+            help="who you are (resume needs a configured approver)",
+        )
         if name == "halt":
             p.add_argument("--reason", "-m")
 
@@ -133,9 +145,14 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
         if args.policy_command == "schema":
             return cmd.policy_schema(io)
         return cmd.policy_explain(
-            args.file, args.tool, _json_object(args.args, "args"), agent=args.agent,
-            scopes=_csv(args.scopes), tool_scopes=_csv(args.tool_scopes),
-            irreversible=args.irreversible, io=io,
+            args.file,
+            args.tool,
+            _json_object(args.args, "args"),
+            agent=args.agent,
+            scopes=_csv(args.scopes),
+            tool_scopes=_csv(args.tool_scopes),
+            irreversible=args.irreversible,
+            io=io,
         )
     if command == "demo":
         from .._demo import run_demo
@@ -149,11 +166,27 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             return cmd.show(gate, args.id, as_json=args.json, io=io)
         if command == "approve":
             edited = _json_object(args.edited, "--args") if args.edited else None
-            return cmd.decide(gate, args.id, approve=True, approver=args.approver,
-                              comment=args.comment, edited=edited, digest=args.digest, io=io)
+            return cmd.decide(
+                gate,
+                args.id,
+                approve=True,
+                approver=args.approver,
+                comment=args.comment,
+                edited=edited,
+                digest=args.digest,
+                io=io,
+            )
         if command == "deny":
-            return cmd.decide(gate, args.id, approve=False, approver=args.approver,
-                              comment=args.comment, edited=None, digest=None, io=io)
+            return cmd.decide(
+                gate,
+                args.id,
+                approve=False,
+                approver=args.approver,
+                comment=args.comment,
+                edited=None,
+                digest=None,
+                io=io,
+            )
         if command in ("halt", "resume"):
             return cmd.halt_or_resume(gate, args, io)
         if command == "halts":

@@ -42,7 +42,8 @@ def shared_gate(config_path: str | None) -> Gatekeeper:
     if config.store_url.startswith("memory://"):
         raise ConfigError(
             f"{config.source}: store.url is memory://, which lives inside one process; the CLI "
-            "needs the store the agents share (set store.url or $GATEKEEPER_REDIS_URL to a Redis URL)",
+            "needs the store the agents share (set store.url or $GATEKEEPER_REDIS_URL "
+            "to a Redis URL)",
             source=config.source,
             field="store.url",
         )
@@ -95,7 +96,9 @@ def resolve(gate: Gatekeeper, given: str) -> ApprovalRequest:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise GatekeeperError(f"{given!r} is the start of {len(matches)} pending requests") from None
+            raise GatekeeperError(
+                f"{given!r} is the start of {len(matches)} pending requests"
+            ) from None
         raise
 
 
@@ -117,7 +120,10 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     for entry in gate.store.audit_entries():
         event = parse_event(entry.body, entry.hash)
         if event.request_id == req.id:
-            io.say(f"    #{event.seq} {event.at:%Y-%m-%d %H:%M:%S} {event.kind} ({for_terminal(event.actor, 80)})")
+            io.say(
+                f"    #{event.seq} {event.at:%Y-%m-%d %H:%M:%S} {event.kind} "
+                f"({for_terminal(event.actor, 80)})"
+            )
     return 0
 
 
@@ -140,8 +146,9 @@ def decide(
         io.say(f"{req.id}: already {req.status.value}{by}; nothing recorded")
         return 1
     if approve:
-        after = gate.approve(req.id, approver=approver, comment=comment, args=edited,
-                             via="cli", expect_digest=digest)
+        after = gate.approve(
+            req.id, approver=approver, comment=comment, args=edited, via="cli", expect_digest=digest
+        )
     else:
         after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
     io.say(_decided(after, approver))
@@ -149,7 +156,10 @@ def decide(
 
 
 _RELEASED = (
-    RequestStatus.APPROVED, RequestStatus.EXECUTING, RequestStatus.EXECUTED, RequestStatus.FAILED,
+    RequestStatus.APPROVED,
+    RequestStatus.EXECUTING,
+    RequestStatus.EXECUTED,
+    RequestStatus.FAILED,
 )
 
 
@@ -166,7 +176,11 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
 
 def halt_or_resume(gate: Gatekeeper, args: argparse.Namespace, io: IO) -> int:
     target = {"agent": args.agent, "session": args.session, "everything": bool(args.all)}
-    what = "every agent" if args.all else (f"agent {args.agent}" if args.agent else f"session {args.session}")
+    what = (
+        "every agent"
+        if args.all
+        else (f"agent {args.agent}" if args.agent else f"session {args.session}")
+    )
     if args.command == "halt":
         # Stopping is always allowed; it is recorded under the name given.
         by = args.approver or f"cli:{getpass.getuser()}"
@@ -189,7 +203,10 @@ def halts(gate: Gatekeeper, io: IO) -> int:
         io.say("nothing is halted")
     for h in found:
         reason = f": {for_terminal(h.reason, 200)}" if h.reason else ""
-        io.say(f"{h.scope.value} {for_terminal(h.target, 100)} halted by {h.by} at {h.at:%Y-%m-%d %H:%M:%S}{reason}")
+        io.say(
+            f"{h.scope.value} {for_terminal(h.target, 100)} halted by {h.by} "
+            f"at {h.at:%Y-%m-%d %H:%M:%S}{reason}"
+        )
     return 0
 
 
@@ -201,11 +218,11 @@ def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
         if as_json:
             io.say(event.model_dump_json())
             continue
-        subject = " ".join(
-            for_terminal(x, 60) for x in (event.tool, event.request_id) if x
+        subject = " ".join(for_terminal(x, 60) for x in (event.tool, event.request_id) if x)
+        io.say(
+            f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
+            f"{for_terminal(event.actor, 40):<24} {subject}"
         )
-        io.say(f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
-               f"{for_terminal(event.actor, 40):<24} {subject}")
     return 0
 
 
@@ -216,7 +233,9 @@ def audit_verify(gate: Gatekeeper, io: IO) -> int:
         return 0
     where = f"entry {report.entry_id}" if report.entry_id else "the end of the log"
     seq = f" (event #{report.seq})" if report.seq is not None else ""
-    io.say(f"BROKEN at {where}{seq}: {report.problem}; the {report.count} events before it are intact")
+    io.say(
+        f"BROKEN at {where}{seq}: {report.problem}; the {report.count} events before it are intact"
+    )
     return 1
 
 
@@ -235,7 +254,7 @@ def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
     return 0
 
 
-# -- policies -------------------------------------------------------------------------------------------
+# -- policies ---------------------------------------------------------------------------
 _CONFIG_KEYS = frozenset({"store", "approvers", "channels", "defaults", "policy"})
 
 
@@ -252,8 +271,10 @@ def policy_check(file: str, io: IO) -> int:
     if _is_config(file):
         config = load_config(file)
         policy = config.load_policy()
-        io.say(f"ok: config {file}: {len(config.approvers)} approver(s), "
-               f"{len(config.channels)} channel(s), store {config.store.url}")
+        io.say(
+            f"ok: config {file}: {len(config.approvers)} approver(s), "
+            f"{len(config.channels)} channel(s), store {config.store.url}"
+        )
     else:
         policy = Policy.from_file(file)
     doc = policy.document

@@ -43,7 +43,9 @@ def _ms(at: dt.datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def _event(req: ApprovalRequest, kind: str, now: dt.datetime, actor: str, **data: Any) -> dict[str, Any]:
+def _event(
+    req: ApprovalRequest, kind: str, now: dt.datetime, actor: str, **data: Any
+) -> dict[str, Any]:
     call = req.call
     return draft(
         kind,
@@ -98,7 +100,9 @@ def decide(
     if req.status is not P.PENDING:
         if repeat:  # a retried vote that already counted: nothing to do
             return Step(req, changed=False)
-        return Step(req, refused=_refuse(req, action, f"it is already {req.status.value}"), changed=False)
+        return Step(
+            req, refused=_refuse(req, action, f"it is already {req.status.value}"), changed=False
+        )
     actor = f"approver:{decision.approver}"
     if not decision.approve:
         denied = req.model_copy(
@@ -139,7 +143,10 @@ def decide(
         data["edited_args"] = update["args"]
     if reached:
         update.update(
-            status=P.APPROVED, decided_at=now, decided_by=decision.approver, comment=decision.comment
+            status=P.APPROVED,
+            decided_at=now,
+            decided_by=decision.approver,
+            comment=decision.comment,
         )
     kind = "request.approved" if reached else "request.vote"
     return Step(req.model_copy(update=update), [_event(req, kind, now, actor, **data)])

@@ -85,11 +85,7 @@ class MemoryStore:
         halts = self._halts
         if not halts:
             return None
-        return (
-            halts.get("all")
-            or halts.get(f"agent:{agent}")
-            or halts.get(f"session:{session_id}")
-        )
+        return halts.get("all") or halts.get(f"agent:{agent}") or halts.get(f"session:{session_id}")
 
     def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
         with self._lock:
@@ -164,9 +160,7 @@ class MemoryStore:
         with self._lock:
             halt = self._halted_locked(request.call.agent, request.call.session_id)
             if halt is not None:
-                raise AgentHalted(
-                    halted_message(halt), scope=halt.key, tool=request.call.tool
-                )
+                raise AgentHalted(halted_message(halt), scope=halt.key, tool=request.call.tool)
             existing = self._requests.get(request.id)
             if existing is not None and existing.call.id == request.call.id:
                 return  # the same call retried: already held

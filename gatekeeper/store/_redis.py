@@ -109,14 +109,19 @@ class RedisStore:
         self._max_connections = max_connections
         self._socket_timeout = socket_timeout
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5, socket_timeout=socket_timeout,
+            url,
+            max_connections=max_connections,
+            timeout=5,
+            socket_timeout=socket_timeout,
             socket_connect_timeout=2,
         )
         self.client = redis.Redis(connection_pool=pool)
         # Blocking waits hold their connection for as long as they wait, so
         # they get a pool of their own with no read timeout.
         self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=None)
-        self._scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
+        self._scripts = {
+            name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
+        }
         self._sealer = _Sealer(self, seal_linger)
         self._aio: AsyncStore | None = None
         _OPEN.add(self)
@@ -189,7 +194,8 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(k.req(request_id))
             pipe.lrange(k.votes(request_id), 0, -1)
-            return pipe.execute()  # type: ignore[no-any-return]
+            replies: list[Any] = pipe.execute()
+            return replies
 
         fields, votes = self._call(read)
         if not fields:
@@ -197,7 +203,7 @@ class RedisStore:
         return ops.request_from_hash(fields, votes)
 
     def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
-        ids = self._call(
+        ids: list[Any] = self._call(
             lambda: self.client.zrange(self.keys.pending, offset, offset + limit - 1)
         )
         now = self.clock.now()
@@ -247,9 +253,13 @@ class RedisStore:
             remaining = deadline - time.monotonic()
             if req.status.decided or remaining <= 0:
                 return req
+
             # Blocks until a transition pushes a token (or the time is up); a
             # token pushed between the read above and this call is still there.
-            self._call(lambda r=remaining: self._blocking.blpop([wake_key], timeout=r))
+            def block(seconds: float = remaining) -> Any:
+                return self._blocking.blpop([wake_key], timeout=seconds)
+
+            self._call(block)
 
     # -- kill switch -------------------------------------------------------------------
     def halt(
@@ -280,9 +290,11 @@ class RedisStore:
         self.flush()
         start = f"({after}" if after else "-"
         while True:
-            batch = self._call(
-                lambda s=start: self.client.xrange(self.keys.audit, min=s, max="+", count=500)
-            )
+
+            def read(since: str = start) -> Any:
+                return self.client.xrange(self.keys.audit, min=since, max="+", count=500)
+
+            batch: list[Any] = self._call(read)
             for entry_id, fields in batch:
                 eid = entry_id.decode()
                 yield StoredEvent(eid, fields.get(b"b", b""), fields.get(b"h", b"").decode())
@@ -292,7 +304,8 @@ class RedisStore:
 
     def audit_head(self) -> tuple[int, str]:
         self.flush()
-        seq, hash_ = self._call(lambda: self.client.hmget(self.keys.head, "seq", "hash"))
+        head: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, "seq", "hash"))
+        seq, hash_ = head
         return (int(seq), hash_.decode()) if seq else (0, GENESIS)
 
     def close(self) -> None:
@@ -415,7 +428,8 @@ class _Sealer:
             pipe = store.client.pipeline(transaction=True)
             pipe.lrange(k.journal, 0, self.BATCH - 1)
             pipe.hmget(k.head, "seq", "hash")
-            return pipe.execute()  # type: ignore[no-any-return]
+            replies: list[Any] = pipe.execute()
+            return replies
 
         raw, (seq, hash_) = store._call(read)
         if not raw:
@@ -452,8 +466,12 @@ def _parse_draft(raw: bytes) -> dict[str, Any]:
         pass
     # Never drop what the journal holds: keep it, flagged, in the chain.
     text = raw.decode("utf-8", "replace")
-    return draft("audit.unreadable", at_ms=int(time.time() * 1000), actor="system",
-                 data={"raw": text[:10_000]})
+    return draft(
+        "audit.unreadable",
+        at_ms=int(time.time() * 1000),
+        actor="system",
+        data={"raw": text[:10_000]},
+    )
 
 
 _OPEN: weakref.WeakSet[RedisStore] = weakref.WeakSet()
@@ -464,5 +482,5 @@ def _flush_open_stores() -> None:
     for store in list(_OPEN):
         try:
             store._sealer.stop()
-        except Exception as exc:  # noqa: BLE001 - at exit, report and go on
+        except Exception as exc:
             log.warning("could not flush the audit log of %r at exit: %s", store, exc)

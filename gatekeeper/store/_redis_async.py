@@ -9,6 +9,7 @@ connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import weakref
@@ -39,8 +40,11 @@ log = logging.getLogger("gatekeeper.store")
 class _LoopState:
     def __init__(self, store: RedisStore) -> None:
         pool = aredis.BlockingConnectionPool.from_url(
-            store.url, max_connections=store._max_connections, timeout=5,
-            socket_timeout=store._socket_timeout, socket_connect_timeout=2,
+            store.url,
+            max_connections=store._max_connections,
+            timeout=5,
+            socket_timeout=store._socket_timeout,
+            socket_connect_timeout=2,
         )
         self.client = aredis.Redis(connection_pool=pool)
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
@@ -114,7 +118,8 @@ class AsyncRedisStore:
             pipe = client.pipeline(transaction=False)
             pipe.hgetall(k.req(request_id))
             pipe.lrange(k.votes(request_id), 0, -1)
-            return await pipe.execute()  # type: ignore[no-any-return]
+            replies: list[Any] = await pipe.execute()
+            return replies
 
         fields, votes = await self._call(read)
         if not fields:
@@ -123,7 +128,9 @@ class AsyncRedisStore:
 
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
         client = self._state().client
-        ids = await self._call(lambda: client.zrange(self.keys.pending, offset, offset + limit - 1))
+        ids: list[Any] = await self._call(
+            lambda: client.zrange(self.keys.pending, offset, offset + limit - 1)
+        )
         now = self._store.clock.now()
         out = []
         for raw in ids:
@@ -298,17 +305,13 @@ class _Dispatcher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                try:
-                    await pubsub.aclose()
-                except (rexc.RedisError, OSError):
-                    pass
+                with contextlib.suppress(rexc.RedisError, OSError):  # it is gone either way
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self._client is not None:
             await self._client.aclose()

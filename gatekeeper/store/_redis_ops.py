@@ -23,7 +23,16 @@ __all__ = ["SCRIPTS", "Keys", "Op", "request_from_hash"]
 T = TypeVar("T")
 
 _SCRIPT_NAMES = (
-    "admit", "hold", "decide", "expire", "cancel", "claim", "finish", "halt", "resume", "seal",
+    "admit",
+    "hold",
+    "decide",
+    "expire",
+    "cancel",
+    "claim",
+    "finish",
+    "halt",
+    "resume",
+    "seal",
 )
 
 
@@ -153,8 +162,14 @@ def decide(
     k: Keys, rid: str, decision: Decision, now_ms: int, args: Mapping[str, Any] | None
 ) -> Op[None]:
     keys = [
-        k.req(rid), k.voters(rid), k.votes(rid), k.seen(rid), k.wake(rid),
-        k.pending, k.owners, k.journal,
+        k.req(rid),
+        k.voters(rid),
+        k.votes(rid),
+        k.seen(rid),
+        k.wake(rid),
+        k.pending,
+        k.owners,
+        k.journal,
     ]
     argv = [
         k.channel,
@@ -199,8 +214,13 @@ def halt(k: Keys, record: Halt, event: Mapping[str, Any]) -> Op[list[str]]:
     def parse(reply: Any) -> list[str]:
         return [_text(r) for r in reply]
 
-    argv = [record.key, record.model_dump_json(), record.scope.value, record.target,
-            json.dumps(event)]
+    argv = [
+        record.key,
+        record.model_dump_json(),
+        record.scope.value,
+        record.target,
+        json.dumps(event),
+    ]
     return Op("halt", [k.halts, k.owners, k.journal], argv, parse)
 
 

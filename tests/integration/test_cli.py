@@ -114,9 +114,18 @@ def test_pending_show_approve_runs_the_agents_call(config: Path, agent: Agent) -
 def test_deny_gives_the_agent_the_comment(config: Path, agent: Agent) -> None:
     thread = agent.call(lambda: agent.refund("A-2", 900.0))
     req = agent.channel.wait_for_request()
-    code, out, _ = run("--config", str(config), "deny", req.id, "--as", "alice",
-                       "--comment", "use the sandbox account")
+    code, out, _ = run(
+        "--config",
+        str(config),
+        "deny",
+        req.id,
+        "--as",
+        "alice",
+        "--comment",
+        "use the sandbox account",
+    )
     assert code == 0
+    assert "denied by alice; the call will not run" in out
     thread.join(10)
     assert isinstance(agent.outcome, ApprovalDenied)
     assert agent.outcome.approver == "alice"
@@ -142,11 +151,22 @@ def test_unknown_approver_and_wrong_group_are_refused(config: Path, agent: Agent
 def test_edited_args_from_the_cli_run_as_edited(config: Path, agent: Agent) -> None:
     thread = agent.call(lambda: agent.refund("A-4", 500.0))
     req = agent.channel.wait_for_request()
-    code, _, err = run("--config", str(config), "approve", req.id, "--as", "alice",
-                       "--digest", "ffff")
+    code, _, err = run(
+        "--config", str(config), "approve", req.id, "--as", "alice", "--digest", "ffff"
+    )
     assert code == 1 and "not the ones you reviewed" in err
-    code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice",
-                       "--args", '{"order_id": "A-4", "amount": 50}', "--digest", req.args_digest[:8])
+    code, out, _ = run(
+        "--config",
+        str(config),
+        "approve",
+        req.id,
+        "--as",
+        "alice",
+        "--args",
+        '{"order_id": "A-4", "amount": 50}',
+        "--digest",
+        req.args_digest[:8],
+    )
     assert code == 0 and "edited" in out
     thread.join(10)
     assert agent.ran == [{"order_id": "A-4", "amount": 50.0}]
@@ -183,10 +203,13 @@ def test_audit_tail_export_and_verify_catch_tampering(
     code, out, _ = run("--config", str(config), "audit", "tail", "-n", "2")
     assert "request.released" in out and "request.executed" in out
     export = tmp_path / "audit.jsonl"
-    code, out, _ = run("--config", str(config), "audit", "export", "-o", str(export))
+    assert run("--config", str(config), "audit", "export", "-o", str(export))[0] == 0
     lines = export.read_text().splitlines()
     assert [json.loads(x)["kind"] for x in lines] == [
-        "call.held", "request.approved", "request.released", "request.executed",
+        "call.held",
+        "request.approved",
+        "request.released",
+        "request.executed",
     ]
     # Someone with Redis access deletes the approval from the stream.
     r = redis.Redis.from_url(redis_server.url)
@@ -220,6 +243,8 @@ def test_gatekeeper_redis_url_overrides_the_file(
 def test_console_script_is_installed() -> None:
     done = subprocess.run(
         [str(Path(sys.executable).with_name("gatekeeper")), "--version"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert done.stdout.startswith("gatekeeper ")

@@ -13,9 +13,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "-q", "-w", str(out), str(source)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = out.glob("hitl_gatekeeper-*.whl")
     return zipfile.ZipFile(wheel)
@@ -25,7 +37,8 @@ def test_wheel_contents_and_adapter_mapping(tmp_path: Path) -> None:
     """Lua scripts, templates and py.typed ship; adapters/X/ installs as top-level X."""
     source = tmp_path / "src"
     shutil.copytree(
-        ROOT, source,
+        ROOT,
+        source,
         ignore=shutil.ignore_patterns(".venv", ".git", "site", "*.pyc", "__pycache__", ".*_cache"),
     )
     dummy = source / "adapters" / "gatekeeper_dummy"

@@ -54,8 +54,10 @@ def test_env_interpolation_with_default_and_escape(monkeypatch: pytest.MonkeyPat
 def test_missing_env_var_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GK_TOKEN", raising=False)
     with pytest.raises(ConfigError) as info:
-        parse_config("version: 1\napprovers: [{name: alice, slack_user_id: '${GK_TOKEN}'}]\n",
-                     source="g.yaml")
+        parse_config(
+            "version: 1\napprovers: [{name: alice, slack_user_id: '${GK_TOKEN}'}]\n",
+            source="g.yaml",
+        )
     assert "approvers[0].slack_user_id" in str(info.value)
     assert "GK_TOKEN is not set" in str(info.value)
 
@@ -64,12 +66,21 @@ def test_missing_env_var_names_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
     ("text", "expected"),
     [
         ("version: 2\n", "g.yaml:1: version"),
-        ("version: 1\nstore: {url: 'http://x'}\n", "g.yaml:2: store.url: must start with memory://"),
+        (
+            "version: 1\nstore: {url: 'http://x'}\n",
+            "g.yaml:2: store.url: must start with memory://",
+        ),
         ("version: 1\napprovers: [{name: alice, group: [x]}]\n", "approvers[0].group: unknown key"),
         ("version: 1\nchannels: [{type: carrier-pigeon}]\n", "channels[0]"),
         ("version: 1\ndefaults: {timeout: soon}\n", "defaults.timeout"),
-        ("version: 1\nchannels: [{type: console, approver: zed}]\n", "'zed' is not one of the approvers"),
-        ("version: 1\napprovers: [{name: a}, {name: a}]\n", "approvers[1].name: 'a' is listed twice"),
+        (
+            "version: 1\nchannels: [{type: console, approver: zed}]\n",
+            "'zed' is not one of the approvers",
+        ),
+        (
+            "version: 1\napprovers: [{name: a}, {name: a}]\n",
+            "approvers[1].name: 'a' is listed twice",
+        ),
         ("version: 1\npolicy: {version: 1, default: maybe}\n", "policy: "),
         ("version: [1\n", "YAML syntax error"),
         ("- 1\n", "must be a mapping"),
@@ -166,8 +177,7 @@ def test_policy_explain_says_why(tmp_path: Path) -> None:
     assert code == 0
     assert "verdict: require_approval" in out and "big-refund" in out
     assert "2 approver(s) from finance, waits 900s" in out
-    code, out, _ = run("policy", "explain", str(path), "refund", '{"amount": 5}',
-                       "--irreversible")
+    code, out, _ = run("policy", "explain", str(path), "refund", '{"amount": 5}', "--irreversible")
     assert "refund is irreversible" in out and "risk:    high" in out
     code, _, err = run("policy", "explain", str(path), "refund", "[1]")
     assert code == 1 and "JSON object" in err

@@ -19,8 +19,9 @@ def _models() -> list[BaseModel]:
     clock = ManualClock()
     req = make_request(clock, args={"url": "https://x", "n": [1, 2.5, None, {"k": True}]})
     decided = req.model_copy(update={"decisions": (vote(clock, req, "alice", comment="ok"),)})
-    ((body, hash_),) = seal("0" * 64, 1, [{"kind": "call.allowed", "at": 1, "actor": "a",
-                                          "data": {"args": {"x": 1}}}])
+    ((body, hash_),) = seal(
+        "0" * 64, 1, [{"kind": "call.allowed", "at": 1, "actor": "a", "data": {"args": {"x": 1}}}]
+    )
     return [
         req.call,
         req.classification,
