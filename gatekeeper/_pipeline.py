@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ._canonical import digest, truncate
+from ._canonical import truncate
 from ._errors import (
     AgentHalted,
     ApprovalCancelled,
@@ -63,7 +63,7 @@ def build_call(
         id=call_id,
         tool=spec.name,
         args=bound.json_args,
-        args_digest=digest(bound.json_args),
+        args_digest=bound.digest,
         agent=session.agent,
         session_id=session.id,
         granted_scopes=tuple(sorted(session.scopes)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +24,13 @@ class BoundCall:
     """A call's arguments: as JSON (shown, hashed) and as Python (to run)."""
 
     json_args: dict[str, Any]
-    size: int
+    canonical: bytes
     bound: inspect.BoundArguments
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: what an approval binds to."""
+        return hashlib.sha256(self.canonical).hexdigest()
 
 
 @dataclass
@@ -87,13 +93,14 @@ class ToolSpec:
         skip = self._skip
         raw = {k: v for k, v in bound.arguments.items() if k not in skip}
         json_args = to_json_safe(raw, where=f"{self.name} args")
-        size = len(canonical_json(json_args))
+        canonical = canonical_json(json_args)
+        size = len(canonical)
         if size > max_bytes:
             raise InvalidToolCall(
                 f"{self.name}: arguments are {size} bytes as JSON, over the limit of {max_bytes}",
                 tool=self.name,
             )
-        return BoundCall(json_args, size, bound)
+        return BoundCall(json_args, canonical, bound)
 
     def json_of(self, bound: inspect.BoundArguments) -> dict[str, Any]:
         """The JSON form of arguments as they are *now* (to catch later mutation)."""

@@ -1,8 +1,9 @@
 """The hash chain behind the audit log: sealing events and checking the chain.
 
-Each event is stored as the canonical JSON of its body (every field but
-``hash``) next to ``hash = sha256(prev_hash || body)``; the first event's
-``prev_hash`` is 64 zeros. Editing an event breaks its hash; inserting or
+Each event is stored as the canonical JSON of its body,
+``{"event": {...}, "prev_hash": P, "seq": N}``, next to
+``hash = sha256(prev_hash || body)``; the first event's ``prev_hash`` is 64
+zeros. Editing an event breaks its hash; inserting or
 deleting one breaks the next event's ``prev_hash`` or the sequence numbers;
 cutting the tail is caught against the head the store keeps beside the chain.
 
@@ -15,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,9 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._canonical import canonical_json
-from .models import AuditEvent
+from .models import AuditEvent, utc
 
-__all__ = ["GENESIS", "ChainReport", "StoredEvent", "draft", "parse_event", "seal", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "ChainReport",
+    "StoredEvent",
+    "draft",
+    "encode_draft",
+    "parse_event",
+    "seal",
+    "seal_encoded",
+    "verify_chain",
+]
 
 GENESIS = "0" * 64
 
@@ -52,12 +62,6 @@ class ChainReport:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def iso_ms(ms: int) -> str:
-    """``2026-11-28T07:34:33.123Z`` for milliseconds since the epoch."""
-    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def draft(
@@ -89,28 +93,56 @@ def draft(
 _DRAFT_FIELDS = ("kind", "actor", "request_id", "call_id", "tool", "agent", "session_id")
 
 
+def encode_draft(d: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a draft: every field present, ``at`` in epoch milliseconds."""
+    data = d.get("data") or {}
+    body: dict[str, Any] = {k: d.get(k) for k in _DRAFT_FIELDS}
+    body["at"] = int(d["at"])
+    body["data"] = data if isinstance(data, dict) else {}
+    return canonical_json(body)
+
+
+def seal_encoded(
+    prev_hash: str, next_seq: int, encoded: Sequence[bytes]
+) -> list[tuple[bytes, str]]:
+    """Chain already-encoded drafts after ``prev_hash``: the body and hash of each.
+
+    The body is ``{"event": E, "prev_hash": P, "seq": S}`` in canonical JSON;
+    with ``E`` canonical already it is built by concatenation, no parsing.
+    """
+    out: list[tuple[bytes, str]] = []
+    for offset, event in enumerate(encoded):
+        body = b"".join(
+            (
+                b'{"event":',
+                event,
+                b',"prev_hash":"',
+                prev_hash.encode("ascii"),
+                b'","seq":',
+                str(next_seq + offset).encode("ascii"),
+                b"}",
+            )
+        )
+        prev_hash = hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
+        out.append((body, prev_hash))
+    return out
+
+
 def seal(
     prev_hash: str, next_seq: int, drafts: Sequence[Mapping[str, Any]]
 ) -> list[tuple[bytes, str]]:
     """Chain ``drafts`` after ``prev_hash``: the body bytes and hash of each, in order."""
-    out: list[tuple[bytes, str]] = []
-    for offset, d in enumerate(drafts):
-        at = d["at"]
-        data = d.get("data") or {}
-        body: dict[str, Any] = {k: d.get(k) for k in _DRAFT_FIELDS}
-        body["at"] = iso_ms(at) if isinstance(at, int) else str(at)
-        body["data"] = data if isinstance(data, dict) else {}
-        body["seq"] = next_seq + offset
-        body["prev_hash"] = prev_hash
-        raw = canonical_json(body)
-        prev_hash = hashlib.sha256(prev_hash.encode("ascii") + raw).hexdigest()
-        out.append((raw, prev_hash))
-    return out
+    return seal_encoded(prev_hash, next_seq, [encode_draft(d) for d in drafts])
 
 
 def parse_event(body: bytes, hash_: str) -> AuditEvent:
     """The :class:`AuditEvent` stored as ``body`` and ``hash_``."""
-    return AuditEvent.model_validate({**json.loads(body), "hash": hash_})
+    outer = json.loads(body)
+    event = dict(outer["event"])
+    event["at"] = utc(int(event["at"]))
+    return AuditEvent.model_validate(
+        {**event, "seq": outer["seq"], "prev_hash": outer["prev_hash"], "hash": hash_}
+    )
 
 
 def verify_chain(

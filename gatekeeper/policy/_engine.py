@@ -280,7 +280,8 @@ class Policy:
             else ApprovalRequirement()
         )
         halt_scope = winners[0].rule.halt_scope if verdict is Verdict.HALT else HaltScope.AGENT
-        return Classification(
+        # Every field is already of its type: skip re-validation on the hot path.
+        return Classification.model_construct(
             verdict=verdict,
             risk=risk,
             rules=rule_ids,

@@ -31,7 +31,7 @@ from tenacity import (
 
 from .._clock import Clock, SystemClock
 from .._errors import GatekeeperError, StoreError, StoreUnavailable
-from ..audit import GENESIS, StoredEvent, draft, seal
+from ..audit import GENESIS, StoredEvent, draft, encode_draft, seal_encoded
 from ..models import ApprovalRequest, Decision, Halt, HaltScope
 from . import _redis_ops as ops
 from ._base import AsyncStore, Draft
@@ -108,14 +108,13 @@ class RedisStore:
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
         self._socket_timeout = socket_timeout
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=5,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=2,
+        # Blocking callers are threads, each holding at most one connection at
+        # a time, so a plain pool (one connection per busy thread) is enough
+        # here and is cheaper per command than a BlockingConnectionPool. The
+        # async face, where thousands of tasks share a loop, caps its pool.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=2
         )
-        self.client = redis.Redis(connection_pool=pool)
         # Blocking waits hold their connection for as long as they wait, so
         # they get a pool of their own with no read timeout.
         self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=None)
@@ -171,7 +170,7 @@ class RedisStore:
 
     def record(self, events: Sequence[Draft]) -> None:
         if events:
-            payload = [json.dumps(e) for e in events]
+            payload = [ops.journal_entry(e) for e in events]
             self._call(lambda: self.client.rpush(self.keys.journal, *payload))
             self._sealer.kick()
 
@@ -223,12 +222,11 @@ class RedisStore:
         op = ops.decide(self.keys, request_id, decision, self._now_ms(), args)
         return self._after(request_id, op)
 
-    def _after(self, request_id: str, op: ops.Op[None]) -> ApprovalRequest:
+    def _after(self, request_id: str, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
         try:
-            self._run(op)
+            return self._run(op)  # the script answers with the request after the step
         finally:
             self._sealer.kick()
-        return self.get(request_id)
 
     def expire(self, request_id: str) -> ApprovalRequest:
         return self._after(request_id, ops.expire(self.keys, request_id, self._now_ms()))
@@ -436,8 +434,8 @@ class _Sealer:
             return False
         head_seq = int(seq) if seq else 0
         head_hash = hash_.decode() if hash_ else GENESIS
-        drafts = [_parse_draft(r) for r in raw]
-        sealed = seal(head_hash, head_seq + 1, drafts)
+        encoded = [r[1:] if r[:1] == b"=" else encode_draft(_parse_draft(r)) for r in raw]
+        sealed = seal_encoded(head_hash, head_seq + 1, encoded)
         argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed)]
         for body, h in sealed:
             argv += [body, h]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,7 +41,9 @@ class _LoopState:
         pool = aredis.BlockingConnectionPool.from_url(
             store.url,
             max_connections=store._max_connections,
-            timeout=5,
+            # None: under a burst (10,000 waiters woken at once) a command
+            # waits its turn for a connection instead of failing.
+            timeout=None,
             socket_timeout=store._socket_timeout,
             socket_connect_timeout=2,
         )
@@ -99,7 +100,7 @@ class AsyncRedisStore:
     async def record(self, events: Sequence[Draft]) -> None:
         if events:
             client = self._state().client
-            payload = [json.dumps(e) for e in events]
+            payload = [ops.journal_entry(e) for e in events]
             await self._call(lambda: client.rpush(self.keys.journal, *payload))
             self._store._sealer.kick()
 
@@ -142,12 +143,11 @@ class AsyncRedisStore:
                 out.append(req)
         return out
 
-    async def _after(self, request_id: str, op: ops.Op[None]) -> ApprovalRequest:
+    async def _after(self, request_id: str, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
         try:
-            await self._run(op)
+            return await self._run(op)  # the script answers with the request after the step
         finally:
             self._store._sealer.kick()
-        return await self.get(request_id)
 
     async def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None

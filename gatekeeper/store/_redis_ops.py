@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from .._canonical import canonical_json
 from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
+from ..audit import encode_draft
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, halt_key, utc
 from ._halts import halted_message, ms
 
@@ -93,11 +94,11 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[str]:
-    parts = [_text(p) for p in reply]
-    tag = parts[0]
+def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[Any]:
+    tag = _text(reply[0])
     if tag == "ok":
-        return parts
+        return list(reply)
+    parts = [_text(p) for p in reply]
     if tag == "halted":
         halt = Halt.model_validate_json(parts[1])
         raise AgentHalted(halted_message(halt), scope=halt.key, tool=tool, request_id=rid)
@@ -111,6 +112,15 @@ def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[
     raise StoreError(f"unexpected reply from the store: {parts!r}")
 
 
+def journal_entry(event: Mapping[str, Any]) -> bytes:
+    """A draft as the journal holds it: ``=`` then its canonical JSON.
+
+    Lua scripts journal drafts of their own as plain (cjson) JSON; the ``=``
+    tells the sealer which drafts are canonical already and need no parsing.
+    """
+    return b"=" + encode_draft(event)
+
+
 def _json(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
@@ -119,7 +129,7 @@ def admit(k: Keys, event: Mapping[str, Any], agent: str, session_id: str) -> Op[
     def parse(reply: Any) -> None:
         _check(reply, tool=event.get("tool"))
 
-    return Op("admit", [k.halts, k.journal], [agent, session_id, json.dumps(event)], parse)
+    return Op("admit", [k.halts, k.journal], [agent, session_id, journal_entry(event)], parse)
 
 
 def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None]:
@@ -146,21 +156,22 @@ def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None
         _json(request.args),
         request.args_digest,
         ms(request.created_at),
-        json.dumps(event),
+        journal_entry(event),
     ]
     return Op("hold", [k.req(rid), k.halts, k.pending, k.owners, k.journal], args, parse)
 
 
-def _transition(rid: str) -> Callable[[Any], None]:
-    def parse(reply: Any) -> None:
-        _check(reply, rid)
+def _transition(rid: str) -> Callable[[Any], ApprovalRequest]:
+    def parse(reply: Any) -> ApprovalRequest:
+        _, flat, votes = _check(reply, rid)
+        return request_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)), votes)
 
     return parse
 
 
 def decide(
     k: Keys, rid: str, decision: Decision, now_ms: int, args: Mapping[str, Any] | None
-) -> Op[None]:
+) -> Op[ApprovalRequest]:
     keys = [
         k.req(rid),
         k.voters(rid),
@@ -189,23 +200,23 @@ def _decision_json(decision: Decision) -> str:
     return _json(body)
 
 
-def expire(k: Keys, rid: str, now_ms: int) -> Op[None]:
-    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal]
+def expire(k: Keys, rid: str, now_ms: int) -> Op[ApprovalRequest]:
+    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
     return Op("expire", keys, [k.channel, now_ms], _transition(rid))
 
 
-def cancel(k: Keys, rid: str, now_ms: int, by: str, reason: str | None) -> Op[None]:
-    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal]
+def cancel(k: Keys, rid: str, now_ms: int, by: str, reason: str | None) -> Op[ApprovalRequest]:
+    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
     return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid))
 
 
-def claim(k: Keys, rid: str, now_ms: int, args_digest: str) -> Op[None]:
-    keys = [k.req(rid), k.halts, k.wake(rid), k.journal]
+def claim(k: Keys, rid: str, now_ms: int, args_digest: str) -> Op[ApprovalRequest]:
+    keys = [k.req(rid), k.halts, k.wake(rid), k.journal, k.votes(rid)]
     return Op("claim", keys, [k.channel, now_ms, args_digest], _transition(rid))
 
 
-def finish(k: Keys, rid: str, now_ms: int, ok: bool, outcome: str | None) -> Op[None]:
-    keys = [k.req(rid), k.wake(rid), k.journal]
+def finish(k: Keys, rid: str, now_ms: int, ok: bool, outcome: str | None) -> Op[ApprovalRequest]:
+    keys = [k.req(rid), k.wake(rid), k.journal, k.votes(rid)]
     argv = [k.channel, now_ms, "1" if ok else "0", outcome or ""]
     return Op("finish", keys, argv, _transition(rid))
 
@@ -225,7 +236,7 @@ def halt(k: Keys, record: Halt, event: Mapping[str, Any]) -> Op[list[str]]:
 
 
 def resume(k: Keys, scope: HaltScope, target: str, event: Mapping[str, Any]) -> Op[bool]:
-    return Op("resume", [k.halts, k.journal], [halt_key(scope, target), json.dumps(event)], bool)
+    return Op("resume", [k.halts, k.journal], [halt_key(scope, target), journal_entry(event)], bool)
 
 
 def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> ApprovalRequest:

@@ -151,5 +151,5 @@ def test_concurrent_audit_appends_make_one_chain(stores: tuple[ManualClock, list
     assert report.ok, report.problem
     bodies = [json.loads(e.body) for e in entries]
     assert [x["seq"] for x in bodies] == list(range(1, THREADS * per_thread + 1))
-    marks = sorted(x["data"]["n"] for x in bodies)
+    marks = sorted(x["event"]["data"]["n"] for x in bodies)
     assert marks == sorted(f"{i}-{j}" for i in range(THREADS) for j in range(per_thread))

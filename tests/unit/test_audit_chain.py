@@ -41,7 +41,7 @@ def test_empty_chain_verifies_against_empty_head() -> None:
 def test_edited_entry_is_found() -> None:
     entries, head = _chain()
     body = json.loads(entries[2].body)
-    body["tool"] = "rm_rf"
+    body["event"]["tool"] = "rm_rf"
     forged = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     entries[2] = StoredEvent(entries[2].entry_id, forged, entries[2].hash)
     report = verify_chain(entries, head=head)

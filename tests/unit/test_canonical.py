@@ -102,3 +102,17 @@ def test_digest_does_not_depend_on_dict_order() -> None:
 def test_truncate_says_how_much_was_cut() -> None:
     assert truncate("abc", 5) == "abc"
     assert truncate("abcdef", 2) == "ab… [4 more characters]"
+
+
+def test_ids_are_unique_sortable_crockford() -> None:
+    """Request and call ids: 26 lower-case Crockford characters, sorted by creation time."""
+    import time as _time
+
+    from gatekeeper._clock import new_id
+
+    first = new_id()
+    _time.sleep(0.002)
+    later = [new_id() for _ in range(1000)]
+    assert len(set(later)) == 1000
+    assert all(len(i) == 26 and set(i) <= set("0123456789abcdefghjkmnpqrstvwxyz") for i in later)
+    assert first < min(later)

@@ -58,6 +58,11 @@ local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake
   return false
 end
 
+-- The request after a step, so the caller needs no second round trip to read it.
+local function state(req_key, votes_key)
+  return {'ok', redis.call('HGETALL', req_key), redis.call('LRANGE', votes_key, 0, -1)}
+end
+
 local function opt(v)
   if v == nil or v == cjson.null then return nil end
   return v

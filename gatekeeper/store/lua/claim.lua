@@ -1,4 +1,4 @@
--- KEYS: req, halts, wake, journal   ARGV: channel, now, digest
+-- KEYS: req, halts, wake, journal, votes   ARGV: channel, now, digest
 local now = tonumber(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
@@ -18,4 +18,4 @@ redis.call('HSET', KEYS[1], 'status', 'executing')
 redis.call('RPUSH', KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
   { args_digest = ARGV[3] }))
 wake(KEYS[3], ARGV[1], f.id)
-return {'ok'}
+return state(KEYS[1], KEYS[5])

@@ -11,7 +11,7 @@ end
 local mark = ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5]
 local repeated = redis.call('SISMEMBER', KEYS[4], mark) == 1
 if f.status ~= 'pending' then
-  if repeated then return {'ok'} end
+  if repeated then return state(KEYS[1], KEYS[3]) end
   return {'refused', f.status, action, 'it is already ' .. f.status}
 end
 local d = cjson.decode(ARGV[6])
@@ -25,9 +25,9 @@ if not approve then
   redis.call('RPUSH', KEYS[8], event_json('request.denied', now, actor, f,
     { comment = opt(d.comment), via = opt(d.via) }))
   wake(KEYS[5], ARGV[1], f.id)
-  return {'ok'}
+  return state(KEYS[1], KEYS[3])
 end
-if repeated then return {'ok'} end
+if repeated then return state(KEYS[1], KEYS[3]) end
 local raw = nil
 if ARGV[5] ~= f.digest then
   if ARGV[7] == '' then
@@ -62,4 +62,4 @@ end
 redis.call('RPUSH', KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
   via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum }, raw))
 wake(KEYS[5], ARGV[1], f.id)
-return {'ok'}
+return state(KEYS[1], KEYS[3])

@@ -1,4 +1,4 @@
--- KEYS: req, wake, journal   ARGV: channel, now, ok (1|0), outcome ('' if none)
+-- KEYS: req, wake, journal, votes   ARGV: channel, now, ok (1|0), outcome ('' if none)
 local now = tonumber(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
@@ -13,4 +13,4 @@ redis.call('HSET', KEYS[1], 'status', status, 'finished_at', now)
 if outcome then redis.call('HSET', KEYS[1], 'outcome', outcome) end
 redis.call('RPUSH', KEYS[3], event_json(kind, now, 'agent:' .. f.agent, f, { outcome = outcome }))
 wake(KEYS[2], ARGV[1], f.id)
-return {'ok'}
+return state(KEYS[1], KEYS[4])
