@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._canonical import canonical_json
 from .models import AuditEvent, utc
@@ -40,9 +40,12 @@ __all__ = [
 GENESIS = "0" * 64
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """One entry as the store holds it: its position id, body bytes and hash."""
+class StoredEvent(NamedTuple):
+    """One entry as the store holds it: its position id, body bytes and hash.
+
+    A tuple of strings and bytes, so a long in-memory log costs the garbage
+    collector nothing to scan.
+    """
 
     entry_id: str
     body: bytes
