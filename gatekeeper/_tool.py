@@ -46,6 +46,7 @@ class ToolSpec:
     is_async: bool = False
     signature: inspect.Signature = field(init=False)
     _skip: frozenset[str] = field(init=False)
+    _plain: tuple[str, ...] | None = field(init=False)
     _adapters: dict[str, TypeAdapter[Any] | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class ToolSpec:
         if unknown:
             raise ValueError(f"guard(exclude=...) names no parameter of {self.name}: {unknown}")
         self._skip = frozenset(skip)
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        self._plain = tuple(p.name for p in params) if plain else None
 
     @classmethod
     def create(
@@ -85,11 +88,17 @@ class ToolSpec:
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], max_bytes: int) -> BoundCall:
         """Bind a call's arguments by the signature and convert them to JSON."""
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidToolCall(f"{self.name}: {exc}", tool=self.name) from None
-        bound.apply_defaults()
+        names = self._plain
+        if names is not None and not kwargs and len(args) == len(names):
+            # The common case (every parameter given by position, none with a
+            # default or a *): what Signature.bind would do, without its cost.
+            bound = inspect.BoundArguments(self.signature, dict(zip(names, args, strict=True)))
+        else:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidToolCall(f"{self.name}: {exc}", tool=self.name) from None
+            bound.apply_defaults()
         skip = self._skip
         raw = {k: v for k, v in bound.arguments.items() if k not in skip}
         json_args = to_json_safe(raw, where=f"{self.name} args")

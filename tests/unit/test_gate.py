@@ -633,3 +633,19 @@ def test_audit_chain_verifies_after_a_mixed_run(gate: Gatekeeper) -> None:
     report = gate.verify_audit()
     assert report.ok, report.problem
     assert report.count == len(audit_kinds(gate)) >= 8
+
+
+def test_positional_and_keyword_calls_record_the_same_args() -> None:
+    """The positional fast path binds exactly as Signature.bind does; wrong arity is refused."""
+    from gatekeeper._tool import ToolSpec
+
+    def move(src: str, dst: str) -> None: ...
+
+    spec = ToolSpec.create(move, name=None, scopes=(), irreversible=False, risk=None, exclude=())
+    by_position = spec.bind(("a", "b"), {}, 1024)
+    by_keyword = spec.bind((), {"dst": "b", "src": "a"}, 1024)
+    assert by_position.json_args == by_keyword.json_args == {"src": "a", "dst": "b"}
+    assert by_position.digest == by_keyword.digest
+    assert by_position.bound.args == ("a", "b")
+    with pytest.raises(InvalidToolCall, match="missing a required argument"):
+        spec.bind(("a",), {}, 1024)
