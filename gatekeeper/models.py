@@ -205,6 +205,11 @@ class Approver(_Model):
     groups: tuple[str, ...] = ()
     slack_user_id: str | None = None
     email: str | None = None
+    web_secret_hash: str | None = Field(
+        default=None,
+        description="scrypt hash of the web console secret (`gatekeeper web hash-secret`)",
+        repr=False,
+    )
 
     def may_decide(self, request: ApprovalRequest) -> bool:
         """True when the request names no group, or a group this approver is in."""
