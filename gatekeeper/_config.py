@@ -22,6 +22,7 @@ from ._errors import ConfigError, PolicyError
 from .models import Approver
 from .policy import Policy, parse_duration
 from .policy._loading import _dotted, _problem, _real_path, _yaml_line
+from .web._settings import WebSettings  # pydantic only: no web framework is imported
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
@@ -87,6 +88,9 @@ class Config(_Model):
     defaults: Defaults = Defaults()
     policy: str | dict[str, Any] | None = Field(
         default=None, description="a path (relative to this file) or the policy inline"
+    )
+    web: WebSettings | None = Field(
+        default=None, description="the web console (`gatekeeper serve`); needs secret_key"
     )
 
     # Set by load_config, not read from the file.

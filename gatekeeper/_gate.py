@@ -339,10 +339,10 @@ class Gatekeeper:
         try:
             run_args = self._release_args(spec, bound, req)
         except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
-            store.claim(req.id, args_digest=req.args_digest)
+            store.claim(req.id, args_digest=req.args_digest, token=self._ids())
             self._finish(req, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        store.claim(req.id, args_digest=req.args_digest)
+        store.claim(req.id, args_digest=req.args_digest, token=self._ids())
         try:
             result = spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
@@ -465,10 +465,10 @@ class Gatekeeper:
         try:
             run_args = self._release_args(spec, bound, final)
         except (InvalidToolCall, ArgumentsChanged) as exc:
-            await aio.claim(final.id, args_digest=final.args_digest)
+            await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
             await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        await aio.claim(final.id, args_digest=final.args_digest)
+        await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
         try:
             result = await spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
@@ -557,6 +557,8 @@ class Gatekeeper:
         expect_digest: str | None,
     ) -> tuple[Decision, dict[str, Any] | None]:
         self.approver(approver, req)
+        if expect_digest is not None and len(expect_digest) < 8:
+            raise ValueError("expect_digest needs at least 8 characters of the sha256")
         if expect_digest is not None and not req.args_digest.startswith(expect_digest):
             raise TransitionRefused(
                 f"can't decide request {req.id}: its arguments are not the ones you reviewed "
@@ -568,6 +570,12 @@ class Gatekeeper:
         edited: dict[str, Any] | None = None
         args_digest = req.args_digest
         if args is not None:
+            if set(args) != set(req.args):
+                raise InvalidToolCall(
+                    "edited arguments must name the same parameters as the call: "
+                    f"{sorted(req.args)}",
+                    tool=req.call.tool,
+                )
             edited = to_json_safe(dict(args), where="edited args")
             if len(canonical_json(edited)) > self.max_args_bytes:
                 raise InvalidToolCall(
@@ -653,8 +661,8 @@ class Gatekeeper:
 
     def verify_audit(self) -> ChainReport:
         """Check the audit chain from its first event to the store's head."""
-        self.store.flush()
-        return verify_chain(self.store.audit_entries(), head=self.store.audit_head())
+        head = self.store.audit_head()  # first: events sealed during the walk aren't judged
+        return verify_chain(self.store.audit_entries(), head=head)
 
     def close(self) -> None:
         """Flush the audit log and release the store's connections."""

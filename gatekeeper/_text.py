@@ -15,7 +15,7 @@ from typing import Any
 
 from ._canonical import truncate
 
-__all__ = ["for_terminal", "pretty_json", "visible"]
+__all__ = ["for_terminal", "inline", "pretty_json", "quoted_block", "visible"]
 
 _KEEP = frozenset("\n\t")
 
@@ -45,3 +45,20 @@ def pretty_json(value: Any, limit: int = 20_000) -> str:
     """Arguments as indented JSON, exactly as they will run, made visible and bounded."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return for_terminal(text, limit)
+
+
+def inline(text: str | None, limit: int = 200) -> str:
+    """Agent text for a one-line field: newlines and tabs shown as codes too.
+
+    A name or a reason must not be able to start a line of its own and so
+    forge a field of what the approver reads.
+    """
+    if text is None:
+        return ""
+    shown = visible(truncate(text, limit))
+    return shown.replace("\n", "<U+000A>").replace("\t", "<U+0009>")
+
+
+def quoted_block(text: str, limit: int = 4000, prefix: str = "    | ") -> str:
+    """Multi-line agent text, every line marked as quoted so none can pass for ours."""
+    return "\n".join(prefix + line for line in for_terminal(text, limit).split("\n"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -122,9 +123,20 @@ class ToolSpec:
     ) -> inspect.BoundArguments:
         """Arguments an approver edited, checked against the signature and its annotations.
 
-        Excluded parameters (and ``self``) keep the caller's values.
+        An edit changes values; it names exactly the parameters the call had
+        (nothing silently falls back to a default). Excluded parameters (and
+        ``self``) keep the caller's values.
         """
         given = dict(edited)
+        recorded = {n for n in original.arguments if n not in self._skip}
+        if set(given) != recorded:
+            missing, extra = sorted(recorded - set(given)), sorted(set(given) - recorded)
+            raise InvalidToolCall(
+                f"{self.name}: edited arguments must name the same parameters as the call"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else ""),
+                tool=self.name,
+            )
         for name in self._skip:
             if name in given:
                 raise InvalidToolCall(f"{self.name}: {name!r} can't be edited", tool=self.name)
@@ -149,6 +161,12 @@ class ToolSpec:
             if param.kind is param.VAR_POSITIONAL:
                 args.extend(value)
             elif param.kind is param.VAR_KEYWORD:
+                clash = set(value) & set(self.signature.parameters)
+                if clash:  # would silently override a named parameter's value
+                    raise InvalidToolCall(
+                        f"{self.name}: edited {pname} repeats parameters {sorted(clash)}",
+                        tool=self.name,
+                    )
                 kwargs.update(value)
             elif param.kind is param.POSITIONAL_ONLY:
                 args.append(value)
@@ -162,6 +180,7 @@ class ToolSpec:
         return bound
 
     def _validate(self, param: inspect.Parameter, value: Any) -> Any:
+        value = _from_json(value)
         annotation = param.annotation
         if annotation is inspect.Parameter.empty:
             return value
@@ -188,3 +207,13 @@ class ToolSpec:
             raise InvalidToolCall(
                 f"{self.name}: edited value of {param.name!r} is invalid: {first}", tool=self.name
             ) from None
+
+
+def _from_json(value: Any) -> Any:
+    """Undo the JSON form of bytes (``{"$bytes": base64}``) made by to_json_safe."""
+    if isinstance(value, dict) and set(value) == {"$bytes"} and isinstance(value["$bytes"], str):
+        try:
+            return base64.b64decode(value["$bytes"], validate=True)
+        except ValueError:
+            return value
+    return value

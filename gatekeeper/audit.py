@@ -153,13 +153,17 @@ def verify_chain(
 ) -> ChainReport:
     """Walk the chain from its start; report the first entry that breaks it.
 
-    ``head`` is the ``(seq, hash)`` the store keeps of the newest event; when
-    given, a chain that ends early (deleted tail) is reported too.
+    ``head`` is the ``(seq, hash)`` the store kept of the newest event when
+    the check began; when given, the walk stops there (events sealed while
+    it runs are not judged), and a chain that ends early (deleted tail) or
+    whose last event is not the head is reported too.
     """
     prev = GENESIS
     expected_seq = 1
     count = 0
     for entry in entries:
+        if head is not None and expected_seq > head[0]:
+            break  # sealed after the head was read: for the next check
         try:
             body = json.loads(entry.body)
             seq = body["seq"]
@@ -186,7 +190,7 @@ def verify_chain(
         prev = entry.hash
         expected_seq += 1
         count += 1
-    if head is not None and head != (count, prev) and not (head[0] == 0 and count == 0):
+    if head is not None and count < head[0]:
         return ChainReport(
             count,
             prev,
@@ -194,5 +198,9 @@ def verify_chain(
             "events were removed from the end",
             None,
             head[0],
+        )
+    if head is not None and head[0] > 0 and prev != head[1]:
+        return ChainReport(
+            count, prev, "the newest event does not match the head the store keeps", None, head[0]
         )
     return ChainReport(count, prev)

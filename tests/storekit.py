@@ -30,6 +30,7 @@ def make_request(
     quorum: int = 1,
     timeout: float = 60,
     tool: str = "refund",
+    risk: Risk = Risk.HIGH,
 ) -> ApprovalRequest:
     n = next(_ids)
     args = {"order_id": "A-1", "amount": 20.0} if args is None else args
@@ -43,7 +44,7 @@ def make_request(
         session_id=session_id,
         created_at=now,
     )
-    cls = Classification(verdict=Verdict.REQUIRE_APPROVAL, risk=Risk.HIGH, reasons=("test",))
+    cls = Classification(verdict=Verdict.REQUIRE_APPROVAL, risk=risk, reasons=("test",))
     return ApprovalRequest(
         id=f"r{n}-{now.timestamp():.0f}",
         call=call,

@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from .._errors import GatekeeperError
-from .._text import for_terminal, pretty_json
+from .._text import inline, pretty_json, quoted_block
 from ..models import ApprovalRequest
 
 if TYPE_CHECKING:
@@ -21,15 +21,15 @@ def describe_request(req: ApprovalRequest) -> str:
     call, cls = req.call, req.classification
     lines = [
         f"Request {req.id}  [{cls.risk.value.upper()} risk]",
-        f"  tool:    {for_terminal(call.tool, 200)}",
-        f"  agent:   {for_terminal(call.agent, 200)}"
-        f"  (session {for_terminal(call.session_id, 100)})",
+        f"  tool:    {inline(call.tool)}",
+        f"  agent:   {inline(call.agent)}  (session {inline(call.session_id, 100)})",
     ]
     if call.reason:
-        lines.append(f"  reason:  {for_terminal(call.reason, 1000)}")
-    lines.append(f"  why held: {for_terminal('; '.join(cls.reasons), 2000)}")
+        lines.append("  reason (the agent's words):")
+        lines.append(quoted_block(call.reason, 1000))
+    lines.append(f"  why held: {inline('; '.join(cls.reasons), 2000)}")
     if cls.rules:
-        lines.append(f"  rules:   {', '.join(for_terminal(r, 100) for r in cls.rules)}")
+        lines.append(f"  rules:   {', '.join(inline(r, 100) for r in cls.rules)}")
     group = f" from group {req.group}" if req.group else ""
     lines.append(
         f"  needs:   {req.quorum} approval(s){group}; {len(req.approvals)} so far; "
@@ -99,8 +99,8 @@ class ConsoleChannel:
                 else:
                     self._write("Left pending.\n")
             except GatekeeperError as exc:
-                self._write(f"Not recorded: {for_terminal(str(exc))}\n")
+                self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
 
     def update(self, request: ApprovalRequest) -> None:
-        who = f" by {request.decided_by}" if request.decided_by else ""
+        who = f" by {inline(request.decided_by)}" if request.decided_by else ""
         self._write(f"Request {request.id}: {request.status.value}{who}\n")

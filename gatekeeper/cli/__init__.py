@@ -104,6 +104,26 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--tool-scopes", default="", help="scopes the tool declares, comma-separated")
     p.add_argument("--irreversible", action="store_true", help="the tool declares irreversible")
 
+    p = sub.add_parser("serve", help="run the web console and its JSON API")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+
+    web = sub.add_parser("web", help="web console helpers").add_subparsers(
+        dest="web_command", required=True, metavar="SUBCOMMAND"
+    )
+    web.add_parser(
+        "hash-secret",
+        help="hash an approver's console secret for web_secret_hash (reads stdin or prompts)",
+    )
+    p = web.add_parser("login-link", help="print a one-time sign-in link")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=os.environ.get("GATEKEEPER_APPROVER"),
+        help="the approver it signs in (default: $GATEKEEPER_APPROVER)",
+    )
+    p.add_argument("--ttl", default="15m", help="how long the link works (default 15m)")
+
     p = sub.add_parser("demo", help="a scripted agent; approve its held calls in this terminal")
     p.add_argument("--redis-url", help="use this Redis instead of the embedded store")
     p.add_argument("--approver", default="you", help="the name your decisions are recorded as")
@@ -154,6 +174,12 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             irreversible=args.irreversible,
             io=io,
         )
+    if command == "serve":
+        return cmd.serve(args.config, host=args.host, port=args.port, io=io)
+    if command == "web":
+        if args.web_command == "hash-secret":
+            return cmd.web_hash_secret(io)
+        return cmd.web_login_link(args.config, args.approver, args.ttl, io)
     if command == "demo":
         from .._demo import run_demo
 

@@ -17,7 +17,7 @@ from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
 from .._gate import Gatekeeper
-from .._text import for_terminal
+from .._text import inline
 from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, RequestStatus, ToolCall
@@ -71,7 +71,7 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
     requests = gate.pending(limit=limit)
     if as_json:
         for req in requests:
-            io.say(req.model_dump_json())
+            io.say(_ascii_json(req.model_dump(mode="json")))
         return 0
     if not requests:
         io.say("no pending requests")
@@ -81,8 +81,8 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
         args = json.dumps(req.args, ensure_ascii=False, sort_keys=True)
         io.say(
             f"{req.id:<26}  {req.classification.risk.value:<8}  {_left(req):>7}  "
-            f"{len(req.approvals)}/{req.quorum:<3}  {for_terminal(req.call.agent, 16):<16}  "
-            f"{for_terminal(req.call.tool, 20):<20}  {for_terminal(args, 60)}"
+            f"{len(req.approvals)}/{req.quorum:<3}  {inline(req.call.agent, 16):<16}  "
+            f"{inline(req.call.tool, 20):<20}  {inline(args, 60)}"
         )
     return 0
 
@@ -105,24 +105,25 @@ def resolve(gate: Gatekeeper, given: str) -> ApprovalRequest:
 def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     req = resolve(gate, given)
     if as_json:
-        io.say(req.model_dump_json(indent=2))
+        io.say(_ascii_json(req.model_dump(mode="json"), indent=2))
         return 0
     io.say(describe_request(req))
     io.say(f"  status:  {req.status.value}")
     for d in req.decisions:
         verb = "approved" if d.approve else "denied"
-        note = f": {for_terminal(d.comment, 500)}" if d.comment else ""
+        note = f": {inline(d.comment, 500)}" if d.comment else ""
         edited = " (edited the arguments)" if d.edited else ""
-        io.say(f"    {d.at:%H:%M:%S} {verb} by {d.approver} via {d.via}{edited}{note}")
+        who = f"{inline(d.approver, 80)} via {inline(d.via, 40)}"
+        io.say(f"    {d.at:%H:%M:%S} {verb} by {who}{edited}{note}")
     if req.outcome:
-        io.say(f"  outcome: {for_terminal(req.outcome, 2000)}")
+        io.say(f"  outcome: {inline(req.outcome, 2000)}")
     io.say("  history:")
     for entry in gate.store.audit_entries():
         event = parse_event(entry.body, entry.hash)
         if event.request_id == req.id:
             io.say(
                 f"    #{event.seq} {event.at:%Y-%m-%d %H:%M:%S} {event.kind} "
-                f"({for_terminal(event.actor, 80)})"
+                f"({inline(event.actor, 80)})"
             )
     return 0
 
@@ -142,9 +143,16 @@ def decide(
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
     req = resolve(gate, given)
     if req.status is not RequestStatus.PENDING:
-        by = f" by {req.decided_by}" if req.decided_by else ""
+        by = f" by {inline(req.decided_by, 80)}" if req.decided_by else ""
         io.say(f"{req.id}: already {req.status.value}{by}; nothing recorded")
         return 1
+    if approve and req.edited and not digest and not edited:
+        # Another approver changed the arguments: a bare approve would count
+        # toward arguments this person may not have looked at.
+        raise GatekeeperError(
+            f"the arguments of {req.id} were edited by an approver; review them with "
+            f"`gatekeeper show {req.id}` and approve with --digest {req.args_digest[:12]}"
+        )
     if approve:
         after = gate.approve(
             req.id, approver=approver, comment=comment, args=edited, via="cli", expect_digest=digest
@@ -168,9 +176,11 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
         return f"{req.id}: recorded; {len(req.approvals)} of {req.quorum} approvals"
     if req.status in _RELEASED:  # the agent may already be running it
         edited = " with edited arguments" if req.edited else ""
-        return f"{req.id}: approved{edited} by {req.decided_by}; the agent's call runs now"
+        return (
+            f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}; the agent's call runs now"
+        )
     if req.status is RequestStatus.DENIED:
-        return f"{req.id}: denied by {req.decided_by}; the call will not run"
+        return f"{req.id}: denied by {inline(req.decided_by, 80)}; the call will not run"
     return f"{req.id}: {req.status.value}"
 
 
@@ -202,9 +212,9 @@ def halts(gate: Gatekeeper, io: IO) -> int:
     if not found:
         io.say("nothing is halted")
     for h in found:
-        reason = f": {for_terminal(h.reason, 200)}" if h.reason else ""
+        reason = f": {inline(h.reason, 200)}" if h.reason else ""
         io.say(
-            f"{h.scope.value} {for_terminal(h.target, 100)} halted by {h.by} "
+            f"{h.scope.value} {inline(h.target, 100)} halted by {inline(h.by, 80)} "
             f"at {h.at:%Y-%m-%d %H:%M:%S}{reason}"
         )
     return 0
@@ -216,12 +226,12 @@ def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
     for entry in last:
         event = parse_event(entry.body, entry.hash)
         if as_json:
-            io.say(event.model_dump_json())
+            io.say(_ascii_json(event.model_dump(mode="json")))
             continue
-        subject = " ".join(for_terminal(x, 60) for x in (event.tool, event.request_id) if x)
+        subject = " ".join(inline(x, 60) for x in (event.tool, event.request_id) if x)
         io.say(
             f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
-            f"{for_terminal(event.actor, 40):<24} {subject}"
+            f"{inline(event.actor, 40):<24} {subject}"
         )
     return 0
 
@@ -323,7 +333,7 @@ def policy_explain(
     io.say(f"rules:   {', '.join(cls.rules) or '(none)'}")
     io.say("reasons:")
     for reason in cls.reasons:
-        io.say(f"  - {for_terminal(reason, 500)}")
+        io.say(f"  - {inline(reason, 500)}")
     if cls.verdict.value == "require_approval":
         a = cls.approval
         timeout = f"{a.timeout:g}s" if a.timeout else "the config default"
@@ -331,3 +341,83 @@ def policy_explain(
     if cls.verdict.value == "halt":
         io.say(f"halts:   the {cls.halt_scope.value}")
     return 0
+
+
+# -- the web console ----------------------------------------------------------------------------
+def _web_config(config_path: str | None) -> Any:
+    config = load_config(config_path)
+    if config.web is None:
+        raise ConfigError(
+            f"{config.source}: the web console needs a 'web:' section with secret_key "
+            "(for example secret_key: ${GATEKEEPER_WEB_SECRET})",
+            source=config.source,
+            field="web",
+        )
+    return config
+
+
+def serve(config_path: str | None, *, host: str, port: int, io: IO) -> int:
+    """Run the web console (and its API) until interrupted."""
+    try:
+        import uvicorn
+
+        from ..web import create_app
+    except ImportError as exc:
+        raise GatekeeperError(
+            f"the web console needs the 'web' extra: pip install 'hitl-gatekeeper[web]' ({exc})"
+        ) from None
+    config = _web_config(config_path)
+    if config.store_url.startswith("memory://"):
+        io.err.write(
+            "warning: store.url is memory://; this console sees only requests made in this "
+            "process (set store.url or $GATEKEEPER_REDIS_URL to the agents' Redis)\n"
+        )
+    gate = config.build_gate(channels=[])
+    try:
+        app = create_app(gate, config.web)
+        io.say(f"gatekeeper console on http://{host}:{port} (public URL {config.web.base_url})")
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    finally:
+        gate.close()
+    return 0
+
+
+def web_hash_secret(io: IO) -> int:
+    """Read a console secret (stdin, or a prompt twice) and print its scrypt hash."""
+    from ..web._auth import hash_secret
+
+    if io.inp.isatty():
+        secret = getpass.getpass("console secret: ")
+        if getpass.getpass("again: ") != secret:
+            io.err.write("the two secrets differ; nothing printed\n")
+            return 1
+    else:
+        secret = io.inp.readline().rstrip("\r\n")
+    if len(secret) < 8:
+        io.err.write("the secret must be at least 8 characters\n")
+        return 1
+    io.say(hash_secret(secret))
+    return 0
+
+
+def web_login_link(config_path: str | None, approver: str | None, ttl: str, io: IO) -> int:
+    """Print a one-time sign-in link for ``approver``."""
+    from ..policy import parse_duration
+    from ..web._auth import make_login_link
+
+    if not approver:
+        raise NotAuthorized("say who the link signs in: --as NAME", approver="")
+    config = _web_config(config_path)
+    if approver not in {a.name for a in config.approvers}:
+        raise NotAuthorized(f"{approver!r} is not a configured approver", approver=approver)
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise GatekeeperError(f"--ttl: {exc}") from None
+    io.say(make_login_link(config.web, approver, ttl=seconds))
+    return 0
+
+
+def _ascii_json(value: Any, indent: int | None = None) -> str:
+    """JSON for a terminal: every non-ASCII character escaped, so none can act on it."""
+    return json.dumps(value, ensure_ascii=True, indent=indent)

@@ -10,11 +10,12 @@ the store seals them into the hash chain.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..audit import StoredEvent
-from ..models import ApprovalRequest, Decision, Halt, HaltScope
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 
 __all__ = ["AsyncStore", "Draft", "Store"]
 
@@ -63,6 +64,62 @@ class Store(Protocol):
         """Pending, unexpired requests, oldest first."""
         ...
 
+    # -- what the console reads -------------------------------------------
+    def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
+        """The requests with these ids, in the order given; ids with no request are skipped."""
+        ...
+
+    def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]:
+        """One page of the approval queue, and how many requests match in all.
+
+        Pending requests whose expiry is still ahead (by the store's clock),
+        most urgent first: risk critical > high > medium > low, then the one
+        expiring soonest, then by id. ``agent``, ``tool`` and ``risk`` narrow
+        it (an unknown risk name is a ValueError). Expiry is compared to the
+        millisecond.
+
+        Example::
+
+            page, total = store.queue(risk="critical", limit=20)
+        """
+        ...
+
+    def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        """Requests of any status, newest first (created_at, then id, both descending).
+
+        ``approver`` matches a request on which that approver cast any vote;
+        ``status`` matches the status a transition would find now (a pending
+        request past its expiry counts as expired); ``since`` (inclusive) and
+        ``until`` (exclusive) bound ``created_at``, to the millisecond. At
+        most the newest 10,000 requests in ``[since, until)`` are looked at
+        per call (``offset`` included): a rare match further back needs a
+        narrower time range.
+
+        Example::
+
+            denied_by_bob = store.history(status="denied", approver="bob")
+        """
+        ...
+
     def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
@@ -77,8 +134,14 @@ class Store(Protocol):
         """pending -> cancelled."""
         ...
 
-    def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
-        """approved -> executing, at most once, unless halted; ``args_digest`` must match."""
+    def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest:
+        """approved -> executing, at most once, unless halted; ``args_digest`` must match.
+
+        ``token`` (one per release attempt) makes a retry idempotent: claiming
+        again with the same token returns the claim instead of refusing it.
+        """
         ...
 
     def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
@@ -113,6 +176,37 @@ class Store(Protocol):
         """``(seq, hash)`` of the newest sealed event; ``(0, GENESIS)`` when empty."""
         ...
 
+    def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
+        """Up to ``limit`` sealed entries, newest first, strictly older than entry id ``before``.
+
+        Queued events are sealed first. Pass the last entry id of one page as
+        ``before`` to get the next; ``before`` that is not an entry id of this
+        store is a ValueError.
+
+        Example::
+
+            page = store.audit_page(limit=50)
+            older = store.audit_page(before=page[-1].entry_id)
+        """
+        ...
+
+    # -- shared by every console process ---------------------------------------
+    def use_once(self, key: str, ttl: float) -> bool:
+        """True the first time ``key`` is used within ``ttl`` seconds, False after that.
+
+        For one-time tokens: ``if not store.use_once("login:" + nonce, ttl): refuse``.
+        """
+        ...
+
+    def hit(self, key: str, window: float) -> int:
+        """Count a hit on ``key`` and return the hits in its window, this one included.
+
+        The window opens with the first hit and lasts ``window`` seconds; the
+        count starts again after it. For rate limits:
+        ``if store.hit("login:" + who, 300) > 5: refuse``.
+        """
+        ...
+
     def close(self) -> None:
         """Flush and release connections."""
         ...
@@ -128,6 +222,54 @@ class AsyncStore(Protocol):
     async def hold(self, request: ApprovalRequest, event: Draft) -> None: ...
     async def get(self, request_id: str) -> ApprovalRequest: ...
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]: ...
+    async def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]: ...
+    async def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]: ...
+    async def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]: ...
+    async def audit_page(
+        self, *, before: str | None = None, limit: int = 50
+    ) -> list[StoredEvent]: ...
+    async def use_once(self, key: str, ttl: float) -> bool: ...
+    async def hit(self, key: str, window: float) -> int: ...
+    def changes(self) -> AsyncIterator[str]:
+        """Ids of requests created or changed, by any process; ``""`` means re-read everything.
+
+        An endless async iterator; stop iterating (or ``aclose()`` it) to
+        unsubscribe. The first value is ``""``, once the feed is live: read
+        what you show then, and every later change is reported. ``""`` comes
+        again whenever changes may have been missed (the Redis subscription
+        was re-established, or this reader fell more than 1,000 changes
+        behind). One id can come several times; read the request to see what
+        changed.
+
+        Example::
+
+            async for rid in store.aio.changes():
+                if rid == "":
+                    refresh_everything()
+                else:
+                    refresh(await store.aio.get(rid))
+        """
+        ...
+
     async def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest: ...
@@ -135,7 +277,9 @@ class AsyncStore(Protocol):
     async def cancel(
         self, request_id: str, *, by: str, reason: str | None = None
     ) -> ApprovalRequest: ...
-    async def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest: ...
+    async def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest: ...
     async def finish(
         self, request_id: str, *, ok: bool, outcome: str | None
     ) -> ApprovalRequest: ...

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._errors import AgentHalted, RequestNotFound, TransitionRefused
 from ..audit import GENESIS, StoredEvent, draft, seal
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, halt_key
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
+from . import _memory_queries as queries
 from ._base import AsyncStore, Draft
+from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._halts import halted_message, ms
 
 __all__ = ["MemoryStore"]
@@ -40,6 +44,11 @@ class MemoryStore:
         self._drafts: list[Mapping[str, Any]] = []
         self._head: tuple[int, str] = (0, GENESIS)
         self._async_waiters: dict[str, list[Callable[[], None]]] = {}
+        self._claims: dict[str, str] = {}
+        # changes() readers: the loop each reads on, and its queue.
+        self._feeds: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        self._once: dict[str, dt.datetime] = {}  # key -> when it may be used again
+        self._hits: dict[str, tuple[dt.datetime, int]] = {}  # key -> (window end, hits)
         self._aio = _AsyncMemoryStore(self)
 
     @property
@@ -79,6 +88,40 @@ class MemoryStore:
         with self._lock:
             self._seal_locked()
             return self._head
+
+    def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
+        """Sealed entries newest first, strictly older than entry id ``before`` ("1", "2", ...)."""
+        if before is not None and not re.fullmatch(r"\d+", before):
+            raise ValueError(f"not an audit entry id: {before!r}")
+        with self._lock:
+            self._seal_locked()
+            end = len(self._entries) if before is None else min(int(before) - 1, len(self._entries))
+            start = max(end - max(limit, 0), 0)
+            page = self._entries[start:end] if end > 0 else []
+        return page[::-1]
+
+    # -- shared by every console --------------------------------------------------
+    def use_once(self, key: str, ttl: float) -> bool:
+        """True the first time ``key`` is used within ``ttl`` seconds (by this store's clock)."""
+        now = self.clock.now()
+        with self._lock:
+            _forget_past(self._once, now, lambda until: until)
+            until = self._once.get(key)
+            if until is not None and now < until:
+                return False
+            self._once[key] = now + dt.timedelta(seconds=ttl)
+            return True
+
+    def hit(self, key: str, window: float) -> int:
+        """Count a hit on ``key``; the hits in its current window, this one included."""
+        now = self.clock.now()
+        with self._lock:
+            _forget_past(self._hits, now, lambda entry: entry[0])
+            ends, count = self._hits.get(key, (now, 0))
+            if now >= ends:
+                ends, count = now + dt.timedelta(seconds=window), 0
+            self._hits[key] = (ends, count + 1)
+            return count + 1
 
     # -- halts -----------------------------------------------------------------
     def _halted_locked(self, agent: str, session_id: str) -> Halt | None:
@@ -173,6 +216,7 @@ class MemoryStore:
                 )
             self._requests[request.id] = request
             self._drafts.append(event)
+            self._announce_locked(request.id)
 
     def get(self, request_id: str) -> ApprovalRequest:
         with self._lock:
@@ -195,6 +239,62 @@ class MemoryStore:
         live.sort(key=lambda r: (r.created_at, r.id))
         return live[offset : offset + limit]
 
+    def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
+        """The requests with these ids, in order; unknown ids are skipped."""
+        with self._lock:
+            found = (self._requests.get(rid) for rid in ids)
+            return [r for r in found if r is not None]
+
+    def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]:
+        """Pending, unexpired requests, most urgent first, and the number matching in all."""
+        now = self.clock.now()
+        with self._lock:
+            requests = list(self._requests.values())
+        return queries.queue(
+            requests, now, agent=agent, tool=tool, risk=risk, limit=limit, offset=offset
+        )
+
+    def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        """Requests of any status, newest first, filtered (see :meth:`Store.history`).
+
+        Looks at no more than the newest 10,000 requests in ``[since, until)``
+        per call, as :class:`~gatekeeper.store.RedisStore` does.
+        """
+        now = self.clock.now()
+        with self._lock:
+            requests = list(self._requests.values())
+        return queries.history(
+            requests,
+            now,
+            agent=agent,
+            tool=tool,
+            status=status,
+            approver=approver,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+
     def _apply_locked(self, step: _machine.Step) -> None:
         if step.changed:
             self._requests[step.request.id] = step.request
@@ -202,6 +302,16 @@ class MemoryStore:
             self._changed.notify_all()
             for wake in self._async_waiters.get(step.request.id, ()):
                 wake()
+            self._announce_locked(step.request.id)
+
+    def _announce_locked(self, request_id: str) -> None:
+        """Tell every ``changes()`` reader, on its own loop, that a request changed."""
+        for feed in list(self._feeds):
+            loop, queue = feed
+            try:
+                loop.call_soon_threadsafe(offer_change, queue, request_id)
+            except RuntimeError:  # its loop is closed: nobody reads it any more
+                self._feeds.discard(feed)
 
     def _transition(
         self, request_id: str, fn: Callable[[ApprovalRequest], _machine.Step]
@@ -227,10 +337,18 @@ class MemoryStore:
         now = self.clock.now()
         return self._transition(request_id, lambda r: _machine.cancel(r, now, by=by, reason=reason))
 
-    def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
+    def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest:
         now = self.clock.now()
         with self._lock:
             req = self._get_locked(request_id)
+            if (
+                token
+                and req.status is RequestStatus.EXECUTING
+                and self._claims.get(req.id) == token
+            ):
+                return req  # the same release attempt, asking again
             halt = self._halted_locked(req.call.agent, req.call.session_id)
             if halt is not None and req.status is RequestStatus.APPROVED:
                 raise AgentHalted(
@@ -238,6 +356,8 @@ class MemoryStore:
                 )
             step = _machine.claim(req, now, args_digest=args_digest)
             self._apply_locked(step)
+            if step.refused is None and token:
+                self._claims[req.id] = token
         if step.refused is not None:
             raise step.refused
         return step.request
@@ -257,6 +377,13 @@ class MemoryStore:
 
     def close(self) -> None:
         self.flush()
+
+
+def _forget_past(entries: dict[str, Any], now: dt.datetime, ends: Callable[[Any], Any]) -> None:
+    """Drop lapsed entries once there are many, so one-off keys don't pile up."""
+    if len(entries) >= 10_000:
+        for key in [k for k, v in entries.items() if now >= ends(v)]:
+            del entries[key]
 
 
 def _covers(halt: Halt, req: ApprovalRequest) -> bool:
@@ -291,6 +418,67 @@ class _AsyncMemoryStore:
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
         return self._store.pending(limit=limit, offset=offset)
 
+    async def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
+        return self._store.get_many(ids)
+
+    async def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]:
+        return self._store.queue(agent=agent, tool=tool, risk=risk, limit=limit, offset=offset)
+
+    async def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        return self._store.history(
+            agent=agent,
+            tool=tool,
+            status=status,
+            approver=approver,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
+        return self._store.audit_page(before=before, limit=limit)
+
+    async def use_once(self, key: str, ttl: float) -> bool:
+        return self._store.use_once(key, ttl)
+
+    async def hit(self, key: str, window: float) -> int:
+        return self._store.hit(key, window)
+
+    async def changes(self) -> AsyncIterator[str]:
+        """Ids of requests created or changed; ``""`` first, and after falling behind."""
+        store = self._store
+        queue: asyncio.Queue[str] = asyncio.Queue(FEED_QUEUE)
+        feed = (asyncio.get_running_loop(), queue)
+        queue.put_nowait(RESYNC)  # live from here on: read the state now
+        with store._lock:
+            store._feeds.add(feed)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            with store._lock:
+                store._feeds.discard(feed)
+
     async def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
@@ -304,8 +492,10 @@ class _AsyncMemoryStore:
     ) -> ApprovalRequest:
         return self._store.cancel(request_id, by=by, reason=reason)
 
-    async def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
-        return self._store.claim(request_id, args_digest=args_digest)
+    async def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest:
+        return self._store.claim(request_id, args_digest=args_digest, token=token)
 
     async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
         return self._store.finish(request_id, ok=ok, outcome=outcome)

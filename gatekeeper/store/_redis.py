@@ -10,6 +10,8 @@ share one pub/sub subscription.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -17,7 +19,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.exceptions as rexc
@@ -32,8 +34,9 @@ from tenacity import (
 from .._clock import Clock, SystemClock
 from .._errors import GatekeeperError, StoreError, StoreUnavailable
 from ..audit import GENESIS, StoredEvent, draft, encode_draft, seal_encoded
-from ..models import ApprovalRequest, Decision, Halt, HaltScope
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 from . import _redis_ops as ops
+from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
 from ._halts import ms
 
@@ -105,6 +108,9 @@ class RedisStore:
         self.url = url
         self.keys = ops.Keys(prefix)
         self.clock = clock or SystemClock()
+        # Without an injected clock, expiry is judged by Redis's own clock (one
+        # clock for every process); an injected one (tests) is sent along.
+        self._server_time = clock is None
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
         self._socket_timeout = socket_timeout
@@ -117,7 +123,9 @@ class RedisStore:
         )
         # Blocking waits hold their connection for as long as they wait, so
         # they get a pool of their own with no read timeout.
-        self._blocking = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=None)
+        self._blocking = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True
+        )
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
@@ -156,8 +164,25 @@ class RedisStore:
         reply = self._call(lambda: script(keys=op.keys, args=op.args))
         return op.parse(reply)
 
-    def _now_ms(self) -> int:
-        return ms(self.clock.now())
+    def _now_ms(self) -> int | str:
+        return "" if self._server_time else ms(self.clock.now())
+
+    def _read(self, flow: queries.Flow[T]) -> T:
+        """Drive a query flow: each batch it yields is one pipeline round trip."""
+
+        def execute(batch: list[queries.Command]) -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for command in batch:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        try:
+            batch = next(flow)
+            while True:
+                batch = flow.send(self._call(functools.partial(execute, batch)))
+        except StopIteration as done:
+            return cast(T, done.value)
 
     def _changed(self, result: T) -> T:
         self._sealer.kick()
@@ -216,6 +241,76 @@ class RedisStore:
                 out.append(req)
         return out
 
+    def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
+        """The requests with these ids, in order, in one round trip; unknown ids are skipped."""
+        return self._read(queries.get_many(self.keys, ids))
+
+    def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]:
+        """Pending, unexpired requests, most urgent first, and the number matching in all.
+
+        Reads the per-risk indexes ``{prefix}:pending:<risk>``; with ``agent`` or
+        ``tool``, one HMGET on ``{prefix}:owners`` filters them before only the
+        page's requests are fetched.
+        """
+        flow = queries.queue(
+            self.keys,
+            self.clock.now(),
+            agent=agent,
+            tool=tool,
+            risk=risk,
+            limit=limit,
+            offset=offset,
+        )
+        return self._read(flow)
+
+    def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        """Requests of any status, newest first, filtered (see :meth:`Store.history`).
+
+        Looks at no more than the newest 10,000 requests created in
+        ``[since, until)`` per call (``offset`` included), so a search that
+        matches rarely can come back short; narrow it with ``since``/``until``.
+        """
+        flow = queries.history(
+            self.keys,
+            self.clock.now(),
+            agent=agent,
+            tool=tool,
+            status=status,
+            approver=approver,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+        return self._read(flow)
+
+    def use_once(self, key: str, ttl: float) -> bool:
+        """True the first time ``key`` is used within ``ttl`` seconds, in any process."""
+        return self._run(ops.use_once(self.keys, key, ttl))
+
+    def hit(self, key: str, window: float) -> int:
+        """Count a hit on ``key``; the hits in its current ``window`` seconds, this one included."""
+        return self._run(ops.hit(self.keys, key, window))
+
     def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
@@ -235,8 +330,10 @@ class RedisStore:
         op = ops.cancel(self.keys, request_id, self._now_ms(), by, reason)
         return self._after(request_id, op)
 
-    def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
-        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest)
+    def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest:
+        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest, token)
         return self._after(request_id, op)
 
     def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
@@ -264,15 +361,7 @@ class RedisStore:
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
     ) -> list[str]:
         record, event = _halt_record(self.clock, scope, target, by, reason)
-        ids = self._changed(self._run(ops.halt(self.keys, record, event)))
-        return [rid for rid in ids if self._cancel_for_halt(rid, by, reason)]
-
-    def _cancel_for_halt(self, rid: str, by: str, reason: str | None) -> bool:
-        try:
-            self.cancel(rid, by=by, reason=f"halted: {reason or 'kill switch'}")
-        except GatekeeperError:
-            return False
-        return True
+        return self._changed(self._run(ops.halt(self.keys, record, event, self._now_ms())))
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         target = "*" if scope is HaltScope.ALL else target
@@ -299,6 +388,11 @@ class RedisStore:
             if len(batch) < 500:
                 return
             start = f"({batch[-1][0].decode()}"
+
+    def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
+        """Sealed entries newest first, strictly older than entry id ``before``."""
+        self.flush()
+        return self._read(queries.audit_page(self.keys, before=before, limit=limit))
 
     def audit_head(self) -> tuple[int, str]:
         self.flush()
@@ -393,8 +487,8 @@ class _Sealer:
                         return
                     self._flush_locked()
                 backoff = 0.1
-            except GatekeeperError as exc:
-                log.warning("audit sealer could not reach the store, will retry: %s", exc)
+            except Exception as exc:
+                log.warning("audit sealer could not seal, will retry: %s", exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._kicked.set()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aredis
 import redis.exceptions as rexc
@@ -22,10 +24,12 @@ from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
 from .._errors import GatekeeperError, RequestNotFound
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus
+from ..audit import StoredEvent
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 from . import _redis_ops as ops
+from . import _redis_queries as queries
 from ._base import Draft
-from ._halts import ms
+from ._changes import FEED_QUEUE, RESYNC, offer_change
 
 if TYPE_CHECKING:
     from ._redis import RedisStore
@@ -51,6 +55,29 @@ class _LoopState:
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
         self.dispatcher = _Dispatcher(store.url, store.keys.channel)
 
+        # Closes this loop's connections when the loop shuts down (asyncio.run
+        # and test runners cancel every task at the end): one asyncio.run after
+        # another leaves no sockets behind.
+        self._closer = asyncio.get_running_loop().create_task(self._close_at_shutdown())
+
+    async def _close_at_shutdown(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self._close_connections()
+            raise
+
+    async def _close_connections(self) -> None:
+        with contextlib.suppress(Exception):  # shutting down: close what can be closed
+            await self.dispatcher.close()
+        with contextlib.suppress(Exception):
+            await self.client.connection_pool.disconnect()
+
+    async def close(self) -> None:
+        self._closer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._closer
+
 
 class AsyncRedisStore:
     """Coroutine methods over the same Redis keys as the blocking :class:`RedisStore`."""
@@ -66,6 +93,11 @@ class AsyncRedisStore:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
+            # A loop's state keeps its loop alive (through the listener task),
+            # so states of loops that have closed (one asyncio.run after
+            # another) are dropped here, with their sockets.
+            for old in [lp for lp in self._loops if lp.is_closed()]:
+                del self._loops[old]
             state = self._loops[loop] = _LoopState(self._store)
         return state
 
@@ -90,8 +122,102 @@ class AsyncRedisStore:
         reply = await self._call(lambda: script(keys=op.keys, args=op.args))
         return op.parse(reply)
 
-    def _now_ms(self) -> int:
-        return ms(self._store.clock.now())
+    def _now_ms(self) -> int | str:
+        return self._store._now_ms()
+
+    async def _read(self, flow: queries.Flow[T]) -> T:
+        """Drive a query flow: each batch it yields is one pipeline round trip."""
+        client = self._state().client
+
+        async def execute(batch: list[queries.Command]) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for command in batch:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        try:
+            batch = next(flow)
+            while True:
+                replies = await self._call(functools.partial(execute, batch))
+                batch = flow.send(replies)
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    async def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
+        return await self._read(queries.get_many(self.keys, ids))
+
+    async def queue(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        risk: Risk | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ApprovalRequest], int]:
+        flow = queries.queue(
+            self.keys,
+            self._store.clock.now(),
+            agent=agent,
+            tool=tool,
+            risk=risk,
+            limit=limit,
+            offset=offset,
+        )
+        return await self._read(flow)
+
+    async def history(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        status: RequestStatus | str | None = None,
+        approver: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApprovalRequest]:
+        flow = queries.history(
+            self.keys,
+            self._store.clock.now(),
+            agent=agent,
+            tool=tool,
+            status=status,
+            approver=approver,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+        return await self._read(flow)
+
+    async def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
+        # The sealer is blocking; run it off the loop.
+        await asyncio.to_thread(self._store.flush)
+        return await self._read(queries.audit_page(self.keys, before=before, limit=limit))
+
+    async def use_once(self, key: str, ttl: float) -> bool:
+        return await self._run(ops.use_once(self.keys, key, ttl))
+
+    async def hit(self, key: str, window: float) -> int:
+        return await self._run(ops.hit(self.keys, key, window))
+
+    async def changes(self) -> AsyncIterator[str]:
+        """Ids of requests created or changed by any process; ``""`` means re-read everything.
+
+        The first value is ``""``, once the subscription is live; it comes
+        again after every re-subscription and whenever this reader fell so far
+        behind that ids were dropped.
+        """
+        dispatcher = self._state().dispatcher
+        queue = dispatcher.listen()
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            dispatcher.unlisten(queue)
 
     async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
         await self._run(ops.admit(self.keys, event, agent, session_id))
@@ -164,8 +290,10 @@ class AsyncRedisStore:
         op = ops.cancel(self.keys, request_id, self._now_ms(), by, reason)
         return await self._after(request_id, op)
 
-    async def claim(self, request_id: str, *, args_digest: str) -> ApprovalRequest:
-        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest)
+    async def claim(
+        self, request_id: str, *, args_digest: str, token: str | None = None
+    ) -> ApprovalRequest:
+        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest, token)
         return await self._after(request_id, op)
 
     async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
@@ -198,15 +326,8 @@ class AsyncRedisStore:
         from ._redis import _halt_record
 
         record, event = _halt_record(self._store.clock, scope, target, by, reason)
-        ids = await self._run(ops.halt(self.keys, record, event))
+        cancelled = await self._run(ops.halt(self.keys, record, event, self._now_ms()))
         self._store._sealer.kick()
-        cancelled = []
-        for rid in ids:
-            try:
-                await self.cancel(rid, by=by, reason=f"halted: {reason or 'kill switch'}")
-            except GatekeeperError:
-                continue
-            cancelled.append(rid)
         return cancelled
 
     async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
@@ -226,8 +347,7 @@ class AsyncRedisStore:
     async def aclose(self) -> None:
         state = self._loops.pop(asyncio.get_running_loop(), None)
         if state is not None:
-            await state.dispatcher.close()
-            await state.client.connection_pool.disconnect()
+            await state.close()
 
 
 class _Dispatcher:
@@ -235,12 +355,18 @@ class _Dispatcher:
 
     After every (re)subscription all waiters are woken to re-read their
     request: a decision published while the connection was down is not lost.
+
+    Listeners (``changes()``) get every published id in a bounded queue of
+    their own. After every (re)subscription they get :data:`RESYNC` (``""``)
+    too; a listener whose queue is full finds ``RESYNC`` in place of what it
+    held (see :func:`~gatekeeper.store._changes.offer_change`).
     """
 
     def __init__(self, url: str, channel: str) -> None:
         self._url = url
         self._channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._listeners: set[asyncio.Queue[str]] = set()
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: aredis.Redis | None = None
@@ -252,6 +378,27 @@ class _Dispatcher:
         No need to wait for the subscription: every (re)subscription wakes all
         waiters, so a decision published before it is still seen on re-read.
         """
+        self._start()
+        event = asyncio.Event()
+        self._waiters.setdefault(request_id, set()).add(event)
+        return event
+
+    def listen(self) -> asyncio.Queue[str]:
+        """A queue that receives every published id, and RESYNC (see the class doc).
+
+        RESYNC comes first once the subscription is live (at once if it is).
+        """
+        self._start()
+        queue: asyncio.Queue[str] = asyncio.Queue(FEED_QUEUE)
+        self._listeners.add(queue)
+        if self._subscribed.is_set():
+            offer_change(queue, RESYNC)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[str]) -> None:
+        self._listeners.discard(queue)
+
+    def _start(self) -> None:
         if self._task is None or self._task.done():
             # No silent reconnects inside redis-py: a lost subscription must
             # reach _listen, which re-subscribes and wakes every waiter.
@@ -262,9 +409,6 @@ class _Dispatcher:
                 retry=Retry(NoBackoff(), 0),
             )
             self._task = asyncio.get_running_loop().create_task(self._listen())
-        event = asyncio.Event()
-        self._waiters.setdefault(request_id, set()).add(event)
-        return event
 
     def unwatch(self, request_id: str, event: asyncio.Event) -> None:
         waiters = self._waiters.get(request_id)
@@ -277,25 +421,35 @@ class _Dispatcher:
         for events in self._waiters.values():
             for event in events:
                 event.set()
+        for queue in self._listeners:
+            offer_change(queue, RESYNC)
 
     async def _listen(self) -> None:
         assert self._client is not None
         backoff = 0.05
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
-                self._subscribed.set()
-                self._wake_all()
-                backoff = 0.05
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # Live only once Redis confirms: anything published
+                        # before then is caught by the re-read this triggers.
+                        self._subscribed.set()
+                        self._wake_all()
+                        backoff = 0.05
+                        continue
+                    if message["type"] != "message":
                         continue
                     rid = message["data"]
                     rid = rid.decode() if isinstance(rid, bytes) else str(rid)
                     for event in self._waiters.get(rid, ()):
                         event.set()
+                    for queue in self._listeners:
+                        offer_change(queue, rid)
             except asyncio.CancelledError:
                 raise
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from .._canonical import canonical_json
 from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from ..audit import encode_draft
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, halt_key, utc
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, Risk, halt_key, utc
 from ._halts import halted_message, ms
 
 __all__ = ["SCRIPTS", "Keys", "Op", "request_from_hash"]
@@ -34,6 +34,8 @@ _SCRIPT_NAMES = (
     "halt",
     "resume",
     "seal",
+    "once",
+    "hit",
 )
 
 
@@ -57,7 +59,9 @@ class Keys:
             raise ValueError("prefix must be non-empty and must not contain braces")
         tag = f"{{{prefix}}}"
         self.prefix = prefix
+        self._tag = tag
         self.pending = f"{tag}:pending"
+        self.requests = f"{tag}:requests"
         self.owners = f"{tag}:owners"
         self.halts = f"{tag}:halts"
         self.journal = f"{tag}:journal"
@@ -80,6 +84,16 @@ class Keys:
 
     def wake(self, rid: str) -> str:
         return f"{self._req}{rid}:wake"
+
+    def pending_by_risk(self, risk: Risk | str) -> str:
+        """Pending requests of one risk, scored by expiry (``settle`` in Lua derives it too)."""
+        return f"{self.pending}:{risk}"
+
+    def once(self, key: str) -> str:
+        return f"{self._tag}:once:{key}"
+
+    def hits(self, key: str) -> str:
+        return f"{self._tag}:hits:{key}"
 
 
 @dataclass(frozen=True)
@@ -157,8 +171,19 @@ def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None
         request.args_digest,
         ms(request.created_at),
         journal_entry(event),
+        request.classification.risk.value,
+        k.channel,
     ]
-    return Op("hold", [k.req(rid), k.halts, k.pending, k.owners, k.journal], args, parse)
+    keys = [
+        k.req(rid),
+        k.halts,
+        k.pending,
+        k.owners,
+        k.journal,
+        k.requests,
+        k.pending_by_risk(request.classification.risk),
+    ]
+    return Op("hold", keys, args, parse)
 
 
 def _transition(rid: str) -> Callable[[Any], ApprovalRequest]:
@@ -170,7 +195,7 @@ def _transition(rid: str) -> Callable[[Any], ApprovalRequest]:
 
 
 def decide(
-    k: Keys, rid: str, decision: Decision, now_ms: int, args: Mapping[str, Any] | None
+    k: Keys, rid: str, decision: Decision, now_ms: int | str, args: Mapping[str, Any] | None
 ) -> Op[ApprovalRequest]:
     keys = [
         k.req(rid),
@@ -200,28 +225,36 @@ def _decision_json(decision: Decision) -> str:
     return _json(body)
 
 
-def expire(k: Keys, rid: str, now_ms: int) -> Op[ApprovalRequest]:
+def expire(k: Keys, rid: str, now_ms: int | str) -> Op[ApprovalRequest]:
     keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
     return Op("expire", keys, [k.channel, now_ms], _transition(rid))
 
 
-def cancel(k: Keys, rid: str, now_ms: int, by: str, reason: str | None) -> Op[ApprovalRequest]:
+def cancel(
+    k: Keys, rid: str, now_ms: int | str, by: str, reason: str | None
+) -> Op[ApprovalRequest]:
     keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
     return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid))
 
 
-def claim(k: Keys, rid: str, now_ms: int, args_digest: str) -> Op[ApprovalRequest]:
+def claim(
+    k: Keys, rid: str, now_ms: int | str, args_digest: str, token: str | None
+) -> Op[ApprovalRequest]:
     keys = [k.req(rid), k.halts, k.wake(rid), k.journal, k.votes(rid)]
-    return Op("claim", keys, [k.channel, now_ms, args_digest], _transition(rid))
+    return Op("claim", keys, [k.channel, now_ms, args_digest, token or ""], _transition(rid))
 
 
-def finish(k: Keys, rid: str, now_ms: int, ok: bool, outcome: str | None) -> Op[ApprovalRequest]:
+def finish(
+    k: Keys, rid: str, now_ms: int | str, ok: bool, outcome: str | None
+) -> Op[ApprovalRequest]:
     keys = [k.req(rid), k.wake(rid), k.journal, k.votes(rid)]
     argv = [k.channel, now_ms, "1" if ok else "0", outcome or ""]
     return Op("finish", keys, argv, _transition(rid))
 
 
-def halt(k: Keys, record: Halt, event: Mapping[str, Any]) -> Op[list[str]]:
+def halt(k: Keys, record: Halt, event: Mapping[str, Any], now_ms: int | str) -> Op[list[str]]:
+    """Set the halt and cancel the scope's pending requests, in one script."""
+
     def parse(reply: Any) -> list[str]:
         return [_text(r) for r in reply]
 
@@ -231,12 +264,29 @@ def halt(k: Keys, record: Halt, event: Mapping[str, Any]) -> Op[list[str]]:
         record.scope.value,
         record.target,
         json.dumps(event),
+        k.req(""),
+        k.channel,
+        now_ms,
+        record.by,
+        f"halted: {record.reason or 'kill switch'}",
     ]
-    return Op("halt", [k.halts, k.owners, k.journal], argv, parse)
+    return Op("halt", [k.halts, k.owners, k.journal, k.pending], argv, parse)
 
 
 def resume(k: Keys, scope: HaltScope, target: str, event: Mapping[str, Any]) -> Op[bool]:
     return Op("resume", [k.halts, k.journal], [halt_key(scope, target), journal_entry(event)], bool)
+
+
+def _ttl_ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))  # PX 0 is an error; a TTL under 1 ms is 1 ms
+
+
+def use_once(k: Keys, key: str, ttl: float) -> Op[bool]:
+    return Op("once", [k.once(key)], [_ttl_ms(ttl)], lambda reply: int(reply) == 1)
+
+
+def hit(k: Keys, key: str, window: float) -> Op[int]:
+    return Op("hit", [k.hits(key)], [_ttl_ms(window)], int)
 
 
 def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> ApprovalRequest:

@@ -152,7 +152,7 @@ def test_edited_args_from_the_cli_run_as_edited(config: Path, agent: Agent) -> N
     thread = agent.call(lambda: agent.refund("A-4", 500.0))
     req = agent.channel.wait_for_request()
     code, _, err = run(
-        "--config", str(config), "approve", req.id, "--as", "alice", "--digest", "ffff"
+        "--config", str(config), "approve", req.id, "--as", "alice", "--digest", "ffffffff"
     )
     assert code == 1 and "not the ones you reviewed" in err
     code, out, _ = run(

@@ -137,3 +137,15 @@ def test_any_single_byte_change_is_detected(drafts: list[dict], data: st.DataObj
     report = verify_chain(entries, head=(len(sealed), sealed[-1][1]))
     assert not report.ok
     assert report.entry_id == entries[which].entry_id
+
+
+def test_events_sealed_after_the_head_was_read_are_not_judged() -> None:
+    """A live log grows while it is checked: verify stops at the head it started from."""
+    drafts = [draft("call.allowed", at_ms=i, actor="a") for i in range(5)]
+    sealed = seal(GENESIS, 1, drafts)
+    entries = [StoredEvent(str(i + 1), b, h) for i, (b, h) in enumerate(sealed)]
+    head_then = (3, entries[2].hash)
+    report = verify_chain(entries, head=head_then)
+    assert report.ok and report.count == 3
+    wrong_head = verify_chain(entries[:3], head=(3, "f" * 64))
+    assert wrong_head.problem == "the newest event does not match the head the store keeps"

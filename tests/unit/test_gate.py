@@ -312,19 +312,41 @@ def test_edited_args_that_do_not_fit_the_signature_are_refused(gate: Gatekeeper)
     assert gate.get(decider.decided[0].id).status is S.FAILED
 
 
-def test_edited_args_naming_an_unknown_parameter_are_refused(gate: Gatekeeper) -> None:
+def test_edited_args_naming_other_parameters_are_refused_at_decision_time(
+    gate: Gatekeeper,
+) -> None:
+    """An edit must name exactly the call's parameters; a bad one records nothing."""
     runs: list[int] = []
-    decider = AutoDecider(args={"amount": 1, "to_account": "attacker"})
-    gate.add_channel(decider)
+    refusals: list[Exception] = []
+
+    class Editor:
+        def bind(self, g: Gatekeeper) -> None:
+            self.gate = g
+
+        def notify(self, req: Any) -> None:
+            for args in ({"amount": 1, "to_account": "attacker"}, {}):
+                try:
+                    self.gate.approve(req.id, approver="alice", args=args)
+                except InvalidToolCall as exc:
+                    refusals.append(exc)
+            assert self.gate.get(req.id).decisions == ()
+            self.gate.deny(req.id, approver="alice", comment="bad edit")
+
+        def update(self, req: Any) -> None:
+            pass
+
+    gate.add_channel(Editor())
 
     @gate.guard
     def refund(amount: int) -> None:
         runs.append(amount)
 
-    with pytest.raises(InvalidToolCall, match="unknown parameters"):
+    with pytest.raises(ApprovalDenied):
         refund(5)
     assert runs == []
-    assert gate.get(decider.decided[0].id).status is S.FAILED
+    assert [str(e) for e in refusals] == [
+        "edited arguments must name the same parameters as the call: ['amount']"
+    ] * 2
 
 
 def test_argument_mutated_while_held_is_not_run(gate: Gatekeeper) -> None:
@@ -649,3 +671,30 @@ def test_positional_and_keyword_calls_record_the_same_args() -> None:
     assert by_position.bound.args == ("a", "b")
     with pytest.raises(InvalidToolCall, match="missing a required argument"):
         spec.bind(("a",), {}, 1024)
+
+
+def test_rebind_refuses_edits_that_would_run_other_values() -> None:
+    """**kwargs can't shadow a named parameter; parameters can't be dropped; bytes round-trip."""
+    from gatekeeper._tool import ToolSpec
+
+    def f(a: int, **kw: int) -> None: ...
+
+    def pay(amount: int, dry_run: bool = True) -> None: ...
+
+    def put(blob: bytes) -> None: ...
+
+    def spec(fn: Any) -> ToolSpec:
+        return ToolSpec.create(fn, name=None, scopes=(), irreversible=False, risk=None, exclude=())
+
+    original = spec(f).bind((1,), {"b": 2}, 1024).bound
+    with pytest.raises(InvalidToolCall, match=r"repeats parameters \['a'\]"):
+        spec(f).rebind({"a": 1, "kw": {"a": 2}}, original)
+    paid = spec(pay).bind((100,), {"dry_run": False}, 1024).bound
+    with pytest.raises(InvalidToolCall, match=r"missing \['dry_run'\]"):
+        spec(pay).rebind({"amount": 5}, paid)
+    assert spec(pay).rebind({"amount": 5, "dry_run": False}, paid).arguments == {
+        "amount": 5,
+        "dry_run": False,
+    }
+    stored = spec(put).bind((b"\x00\xff",), {}, 1024)
+    assert spec(put).rebind(stored.json_args, stored.bound).arguments == {"blob": b"\x00\xff"}

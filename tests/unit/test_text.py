@@ -35,3 +35,15 @@ def test_for_terminal_bounds_and_cleans() -> None:
 
 def test_pretty_json_shows_escapes_visibly() -> None:
     assert "<U+202E>" in pretty_json({"name": "invoice\u202efdp.exe"})
+
+
+def test_inline_fields_cannot_start_a_line_of_their_own() -> None:
+    from gatekeeper._text import inline, quoted_block
+
+    forged = 'ok\n  args, sha256 000000000000:\n    {"amount": 1}'
+    assert "\n" not in inline(forged)
+    assert inline(forged).startswith("ok<U+000A>")
+    assert inline("a\tb") == "a<U+0009>b"
+    assert inline(None) == ""
+    block = quoted_block("line one\nline two")
+    assert block.splitlines() == ["    | line one", "    | line two"]

@@ -7,21 +7,33 @@ local function halted(halts_key, agent, session)
   return v[1] or v[2] or v[3]
 end
 
--- An audit draft, as JSON. `raw` (optional) is spliced in verbatim as
--- data.edited_args, so JSON the client built is never re-encoded by cjson.
+-- Milliseconds now: the caller's (injected, for tests) clock when it sent
+-- one, else this server's, the one clock every process shares.
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- An audit draft, as JSON. `raw` (optional) is added verbatim as
+-- data.edited_args, so JSON the client built is never re-encoded by cjson; it
+-- is placed by building the text around it, never by searching for a marker
+-- that agent-controlled text could imitate.
 local function event_json(kind, now, actor, f, data, raw)
   local ev = {
     kind = kind, at = now, actor = actor, request_id = f.id, call_id = f.call_id,
     tool = f.tool, agent = f.agent, session_id = f.session, data = data or {}
   }
-  if raw then ev.data.edited_args = '\0RAW\0' end
-  local text = cjson.encode(ev)
-  if raw then
-    local s, e = string.find(text, '"\\u0000RAW\\u0000"', 1, true)
-    if not s then s, e = string.find(text, '"\0RAW\0"', 1, true) end
-    text = string.sub(text, 1, s - 1) .. raw .. string.sub(text, e + 1)
+  if not raw then return cjson.encode(ev) end
+  local body = cjson.encode(ev.data)
+  if body == '{}' then
+    body = '{"edited_args":' .. raw .. '}'
+  else
+    body = string.sub(body, 1, -2) .. ',"edited_args":' .. raw .. '}'
   end
-  return text
+  ev.data = nil
+  local head = cjson.encode(ev)
+  return string.sub(head, 1, -2) .. ',"data":' .. body .. '}'
 end
 
 local function fields(req_key)
@@ -41,9 +53,15 @@ local function wake(wake_key, channel, id)
   redis.call('PUBLISH', channel, id)
 end
 
+-- The request left pending: drop it from the pending indexes. Its per-risk
+-- index `{prefix}:pending:<risk>` is named from the pending key rather than
+-- passed in KEYS, so every caller stays as it is; it shares the hash tag, so
+-- it lives in the same slot.
 local function settle(req_key, pending_key, owners_key, id)
   redis.call('ZREM', pending_key, id)
   redis.call('HDEL', owners_key, id)
+  local risk = redis.call('HGET', req_key, 'risk')
+  if risk then redis.call('ZREM', pending_key .. ':' .. risk, id) end
 end
 
 -- A pending request past its expiry expires now, and the step asked for is refused.

@@ -1,5 +1,5 @@
 -- KEYS: req, wake, pending, owners, journal, votes   ARGV: channel, now, by, reason ('' if none)
-local now = tonumber(ARGV[2])
+local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
 if lapse(f, now, KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[2], ARGV[1]) then

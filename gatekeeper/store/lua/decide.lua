@@ -1,6 +1,6 @@
 -- KEYS: req, voters, votes, seen, wake, pending, owners, journal
 -- ARGV: channel, now, approver, approve (1|0), digest, decision, edited args ('' if none)
-local now = tonumber(ARGV[2])
+local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
 local approve = ARGV[4] == '1'

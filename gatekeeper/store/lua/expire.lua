@@ -1,5 +1,5 @@
 -- KEYS: req, wake, pending, owners, journal, votes   ARGV: channel, now
-local now = tonumber(ARGV[2])
+local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
 if f.status == 'expired' then return state(KEYS[1], KEYS[6]) end

@@ -1,5 +1,5 @@
 -- KEYS: req, wake, journal, votes   ARGV: channel, now, ok (1|0), outcome ('' if none)
-local now = tonumber(ARGV[2])
+local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
 if f.status ~= 'executing' then

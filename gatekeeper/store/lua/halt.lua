@@ -1,11 +1,24 @@
--- KEYS: halts, owners, journal   ARGV: field, halt record, scope, target, event
--- Sets the halt and returns the pending requests it covers; the caller cancels
--- each (a request created after this sees the halt and is refused).
+-- KEYS: halts, owners, journal, pending
+-- ARGV: field, halt record, scope, target, event, request key prefix, channel, now, by,
+--       cancel reason
+-- Sets the halt, then cancels every pending request it covers, all in one
+-- step: no request of a halted scope can be approved in between, and a
+-- request created later sees the halt and is refused. (The request keys are
+-- derived from the prefix; they share the deployment's hash tag, so this stays
+-- one slot.) Returns the ids cancelled.
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local now = clock(ARGV[8])
 local owners = redis.call('HGETALL', KEYS[2])
 local ids = {}
 for i = 1, #owners, 2 do
-  local agent, session = string.match(owners[i + 1], '^(.-)\n(.*)$')
+  local ok, o = pcall(cjson.decode, owners[i + 1])
+  local agent, session
+  if ok and type(o) == 'table' then
+    agent, session = o[1], o[2]
+  else  -- written by an older release: "agent\nsession[\ntool]"
+    agent, session = string.match(owners[i + 1], '^(.-)\n(.*)\n[^\n]*$')
+    if not agent then agent, session = string.match(owners[i + 1], '^(.-)\n(.*)$') end
+  end
   if ARGV[3] == 'all' or (ARGV[3] == 'agent' and agent == ARGV[4])
      or (ARGV[3] == 'session' and session == ARGV[4]) then
     table.insert(ids, owners[i])
@@ -15,6 +28,22 @@ table.sort(ids)
 local ev = cjson.decode(ARGV[5])
 ev.data.pending = ids
 if #ids == 0 then ev.data.pending = nil end
-local text = cjson.encode(ev)
-redis.call('RPUSH', KEYS[3], text)
-return ids
+redis.call('RPUSH', KEYS[3], cjson.encode(ev))
+local cancelled = {}
+for _, id in ipairs(ids) do
+  local req_key = ARGV[6] .. id
+  local wake_key = req_key .. ':wake'
+  local f = fields(req_key)
+  if f and f.status == 'pending' then
+    if not lapse(f, now, req_key, KEYS[4], KEYS[2], KEYS[3], wake_key, ARGV[7]) then
+      redis.call('HSET', req_key, 'status', 'cancelled', 'decided_at', now,
+        'decided_by', ARGV[9], 'comment', ARGV[10])
+      settle(req_key, KEYS[4], KEYS[2], id)
+      redis.call('RPUSH', KEYS[3], event_json('request.cancelled', now, ARGV[9], f,
+        { reason = ARGV[10] }))
+      wake(wake_key, ARGV[7], id)
+      table.insert(cancelled, id)
+    end
+  end
+end
+return cancelled

@@ -1,5 +1,6 @@
--- KEYS: req, halts, pending, owners, journal
--- ARGV: id, agent, session, tool, call_id, doc, expires, quorum, args, digest, created, event
+-- KEYS: req, halts, pending, owners, journal, requests, pending by risk
+-- ARGV: id, agent, session, tool, call_id, doc, expires, quorum, args, digest, created, event,
+--       risk, channel
 local h = halted(KEYS[2], ARGV[2], ARGV[3])
 if h then return {'halted', h} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -9,8 +10,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'pending', 'agent', ARGV[2], 'session', ARGV[3],
   'tool', ARGV[4], 'call_id', ARGV[5], 'doc', ARGV[6], 'expires', ARGV[7], 'quorum', ARGV[8],
-  'args', ARGV[9], 'digest', ARGV[10])
+  'args', ARGV[9], 'digest', ARGV[10], 'risk', ARGV[13])
 redis.call('ZADD', KEYS[3], ARGV[11], ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. '\n' .. ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[7], ARGV[1])
+-- [agent, session, tool] as JSON: names are agent-controlled and may hold any character.
+redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({ARGV[2], ARGV[3], ARGV[4]}))
 redis.call('RPUSH', KEYS[5], ARGV[12])
+-- Consoles learn of arrivals the way they learn of decisions.
+redis.call('PUBLISH', ARGV[14], ARGV[1])
 return {'ok'}

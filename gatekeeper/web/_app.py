@@ -1,0 +1,72 @@
+"""Building the console's ASGI app (``create_app`` in the package delegates here)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+
+from .._gate import Gatekeeper
+from .._version import __version__
+from . import _api, _events, _session_routes
+from ._handlers import SecurityHeaders, install_error_handlers
+from ._settings import WebSettings
+
+__all__ = ["build_app"]
+_STATIC = Path(__file__).parent / "static"
+# The API docs page loads Swagger UI from its CDN and starts it with an inline
+# script; it shows only the OpenAPI document, never agent data.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def build_app(gate: Gatekeeper, settings: WebSettings) -> FastAPI:
+    """The console's ASGI app for ``gate``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await app.state.events.stop()
+
+    app = FastAPI(
+        title="gatekeeper console",
+        version=__version__,
+        description="Decide held tool calls, read the audit log, halt agents.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.gate = gate
+    app.state.settings = settings
+    app.state.events = _events.EventHub(gate)
+    install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs(request: Request) -> Response:
+        page = get_swagger_ui_html(openapi_url="/openapi.json", title="gatekeeper API")
+        page.headers["Content-Security-Policy"] = _DOCS_CSP
+        return page
+
+    app.include_router(_session_routes.router)
+    app.include_router(_api.router)
+    app.include_router(_events.router)
+    if importlib.util.find_spec("gatekeeper.web._pages") is not None:
+        from . import _pages
+
+        app.include_router(_pages.router)
+    if _STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    return app
