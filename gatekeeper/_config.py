@@ -96,6 +96,7 @@ class Config(_Model):
     # Set by load_config, not read from the file.
     source: str = Field(default="<config>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
+    web_problem: str | None = Field(default=None, exclude=True)
 
     @property
     def store_url(self) -> str:
@@ -217,9 +218,21 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: str = ".") ->
         raise ConfigError(
             f"{source}: the config must be a mapping, starting with 'version: 1'", source=source
         )
+    data = dict(data)
+    web = data.pop("web", None)
     data = _interpolate(data, source, [])
+    web_problem: str | None = None
+    if web is not None:
+        # The console's secrets (${GATEKEEPER_WEB_SECRET}) are needed only by
+        # the commands that serve it; every other command works without them.
+        try:
+            data["web"] = _interpolate(web, source, ["web"])
+        except ConfigError as exc:
+            web_problem = str(exc)
     try:
-        config = Config.model_validate({**data, "source": source, "base_dir": base_dir})
+        config = Config.model_validate(
+            {**data, "source": source, "base_dir": base_dir, "web_problem": web_problem}
+        )
     except ValidationError as exc:
         raise _config_error(exc, data, source, text) from None
     try:

@@ -124,9 +124,14 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     )
     p.add_argument("--ttl", default="15m", help="how long the link works (default 15m)")
 
-    p = sub.add_parser("demo", help="a scripted agent; approve its held calls in this terminal")
+    p = sub.add_parser(
+        "demo", help="a scripted agent; decide its held calls in the web console it serves"
+    )
     p.add_argument("--redis-url", help="use this Redis instead of the embedded store")
     p.add_argument("--approver", default="you", help="the name your decisions are recorded as")
+    p.add_argument("--host", default="127.0.0.1", help="where the console listens")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--terminal", action="store_true", help="ask in this terminal, no console")
     return parser
 
 
@@ -183,7 +188,15 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
     if command == "demo":
         from .._demo import run_demo
 
-        return run_demo(redis_url=args.redis_url, approver=args.approver, out=io.out, inp=io.inp)
+        return run_demo(
+            redis_url=args.redis_url,
+            approver=args.approver,
+            out=io.out,
+            inp=io.inp,
+            terminal=args.terminal,
+            host=args.host,
+            port=args.port,
+        )
     gate = cmd.shared_gate(args.config)
     try:
         if command == "pending":

@@ -346,6 +346,8 @@ def policy_explain(
 # -- the web console ----------------------------------------------------------------------------
 def _web_config(config_path: str | None) -> Any:
     config = load_config(config_path)
+    if config.web_problem is not None:
+        raise ConfigError(config.web_problem, source=config.source, field="web")
     if config.web is None:
         raise ConfigError(
             f"{config.source}: the web console needs a 'web:' section with secret_key "

@@ -185,7 +185,7 @@ def test_policy_explain_says_why(tmp_path: Path) -> None:
 
 def test_demo_runs_the_scripted_agent_with_terminal_decisions() -> None:
     answers = "y\nfine\nn\nno renting\nn\nuse the internal bucket\n"
-    code, out, _ = run("demo", stdin=answers)
+    code, out, _ = run("demo", "--terminal", stdin=answers)
     assert code == 0
     assert "ran: job 'train.py' queued on 64 GPU(s)" in out
     assert 'Tool call denied by you: "no renting"' in out
@@ -193,3 +193,18 @@ def test_demo_runs_the_scripted_agent_with_terminal_decisions() -> None:
     assert "halted the agent trainer-bot" in out
     assert "agent trainer-bot is halted" in out
     assert "chain intact" in out
+
+
+def test_the_console_secret_is_needed_only_to_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unset ${GATEKEEPER_WEB_SECRET} doesn't stop the other commands; serving says why."""
+    monkeypatch.delenv("GK_TEST_WEB_SECRET", raising=False)
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(
+        "version: 1\napprovers: [{name: alice}]\nweb: {secret_key: '${GK_TEST_WEB_SECRET}'}\n"
+    )
+    assert load_config(path).web is None
+    assert run("policy", "check", str(path))[0] == 0
+    code, _, err = run("--config", str(path), "web", "login-link", "--as", "alice")
+    assert code == 1 and "GK_TEST_WEB_SECRET is not set" in err
