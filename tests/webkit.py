@@ -59,6 +59,13 @@ TOKENS = {
         name="admin", token_sha256="0" * 64, scopes=("read", "decide", "admin"), approver="alice"
     ),
     "tok-halter": ApiToken(name="halter", token_sha256="0" * 64, scopes=("read", "admin")),
+    "tok-billing-bot": ApiToken(
+        name="billing-bot-automation",
+        token_sha256="0" * 64,
+        scopes=("read", "decide"),
+        approver="bob",
+        agent="billing-bot",
+    ),
     "tok-ghost": ApiToken(
         name="ghost", token_sha256="0" * 64, scopes=("read", "decide"), approver="nobody"
     ),

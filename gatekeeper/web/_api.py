@@ -155,9 +155,20 @@ class DenyIn(_Body):
     comment: str = Field(min_length=1, max_length=4000, description="the agent reads this")
 
 
-def _decider(who: Viewer) -> str:
+def _decider(who: Viewer, gate: Gatekeeper, request_id: str) -> str:
     if not who.name:
         raise Refused(403, "forbidden", "this token names no approver to decide as")
+    token = who.token
+    owned = token is not None and token.agent is not None
+    if owned and token and gate.get(request_id).call.agent == token.agent:
+        # Nobody approves their own calls: a token that belongs to an agent
+        # can't decide what that agent asked for.
+        raise Refused(
+            403,
+            "forbidden",
+            f"token {token.name!r} belongs to agent {token.agent!r}, whose request "
+            "this is: it can't decide it",
+        )
     return who.name
 
 
@@ -177,7 +188,7 @@ def approve(
     body = body or ApproveIn()
     return gate.approve(
         request_id,
-        approver=_decider(who),
+        approver=_decider(who, gate, request_id),
         comment=body.comment,
         args=body.args,
         via=who.via,
@@ -193,7 +204,9 @@ def approve(
     summary="Deny, with the comment the agent will read",
 )
 def deny(gate: Gate, who: Decider, request_id: RequestId, body: DenyIn) -> ApprovalRequest:
-    return gate.deny(request_id, approver=_decider(who), comment=body.comment, via=who.via)
+    return gate.deny(
+        request_id, approver=_decider(who, gate, request_id), comment=body.comment, via=who.via
+    )
 
 
 # -- history and audit ---------------------------------------------------------------------------

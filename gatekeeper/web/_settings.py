@@ -30,6 +30,11 @@ class ApiToken(_Model):
         default=None,
         description="decisions made with this token are recorded as this approver",
     )
+    agent: str | None = Field(
+        default=None,
+        description="the agent this token belongs to, if it is an agent's own "
+        "automation: it may never decide that agent's requests",
+    )
 
     @field_validator("token_sha256", mode="before")
     @classmethod

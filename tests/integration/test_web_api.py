@@ -165,6 +165,29 @@ def test_a_token_whose_approver_is_not_configured_gets_403(
     assert agent.outcome() == "noted"
 
 
+def test_an_agents_own_token_cannot_decide_that_agents_requests(
+    console: Console, client: TestClient
+) -> None:
+    """Nobody approves their own calls: a token that belongs to an agent can't decide them."""
+    own = console.call("note", agent="billing-bot", text="mine")
+    other = console.call("note", agent="support-bot", text="theirs")
+    mine = bearer("tok-billing-bot")
+    response = client.post(f"/api/v1/requests/{own.request.id}/approve", headers=mine)
+    assert response.status_code == 403
+    assert "belongs to agent 'billing-bot'" in response.json()["error"]["message"]
+    denied = client.post(
+        f"/api/v1/requests/{own.request.id}/deny", json={"comment": "x"}, headers=mine
+    )
+    assert denied.status_code == 403
+    assert console.gate.get(own.request.id).decisions == ()
+    assert (
+        client.post(f"/api/v1/requests/{other.request.id}/approve", headers=mine).status_code == 200
+    )
+    assert other.outcome() == "noted"
+    client.post(f"/api/v1/requests/{own.request.id}/approve", headers=BOB)
+    assert own.outcome() == "noted"
+
+
 def test_a_cookie_post_without_the_csrf_token_is_403_and_changes_nothing(
     console: Console, client: TestClient
 ) -> None:
