@@ -6,11 +6,10 @@ async change feed (``store.aio.changes()``), on a real redis-server for Redis.
 
 from __future__ import annotations
 
-import json
-
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
