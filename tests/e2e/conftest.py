@@ -70,8 +70,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
+    # Module scope, not session: while Playwright's sync API is running it owns
+    # an event loop in this thread, and the async tests after it need theirs.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -194,21 +194,8 @@ def signed_in(page: Page, site: Deployment) -> Page:
     return page
 
 
-# Workaround, remove when fixed: request.html and edit_confirm.html import the csrf_field()
-# macro without context, so the decision forms carry an EMPTY csrf field and every real
-# browser decision is refused with 403 (test_decision_forms_carry_the_csrf_token, xfail).
-# Until then, copy the session's token (the sign-out form has it) into the empty fields.
-_FILL_CSRF = """() => {
-    const token = document.querySelector('form[action="/logout"] input[name=csrf]').value;
-    for (const field of document.querySelectorAll('main input[name=csrf]')) {
-        if (!field.value) field.value = token;
-    }
-}"""
-
-
 def submit(page: Page, form: str) -> None:
     """Submit ``form`` (a selector) with its button, as the approver would."""
-    page.evaluate(_FILL_CSRF)
     page.locator(f"{form} button[type=submit]").click()
 
 
@@ -257,6 +244,29 @@ def test_a_new_request_appears_without_a_reload(site: Deployment, page: Page) ->
     assert page.evaluate("window.__noReload") == "still here"
 
 
+def test_a_request_made_while_the_page_loads_is_not_lost(site: Deployment, page: Page) -> None:
+    signed_in(page, site)
+    watcher = page.context.new_page()  # another tab, to know when the console has sent the event
+    open_live(watcher, site.url + "/")
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # a bound builtin won't do: Playwright tags the handler
+        held.append(route)
+
+    page.route("**/api/v1/events", hold)  # this tab's event stream waits, as on a slow network
+    page.goto(site.url + "/")
+    expect(page.locator("#queue-empty")).to_be_visible()
+    page.wait_for_function("document.getElementById('live').dataset.state === 'connecting'")
+    assert len(held) == 1
+
+    _agent, rid = site.call("refund", order_id="A-1500", amount=15.0)
+    expect(watcher.locator(f'tr.request[data-id="{rid}"]')).to_be_visible(timeout=TIMEOUT)
+    held[0].continue_()
+    expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=TIMEOUT)
+
+    expect(page.locator(f'tr.request[data-id="{rid}"]')).to_be_visible(timeout=3000)
+
+
 def test_approve_runs_the_tool(site: Deployment, page: Page) -> None:
     signed_in(page, site)
     agent, rid = site.call("refund", order_id="A-2002", amount=19.99)
@@ -271,16 +281,40 @@ def test_approve_runs_the_tool(site: Deployment, page: Page) -> None:
     assert agent.outcome() == "refunded 19.99 EUR on A-2002"
     assert site.ran == [("refund", {"order_id": "A-2002", "amount": 19.99})]
     expect(page.locator("#flash")).to_be_visible()
-    # APPROVED right after the redirect; EXECUTED once the agent reports, live.
-    expect(page.locator("#status")).to_contain_text("EXECUTED", timeout=TIMEOUT)
+    # The page after the redirect may predate the agent's report (see the live test below).
+    expect(page.locator("#status")).to_contain_text(re.compile("APPROVED|EXECUTING|EXECUTED"))
     expect(page.locator("#decisions")).to_contain_text("APPROVED by alice")
     expect(page.locator("#decide-fields")).to_have_count(0)
+    page.reload()
+    expect(page.locator("#status")).to_contain_text("EXECUTED")
+    expect(page.locator("#outcome")).to_contain_text("refunded 19.99 EUR on A-2002")
+
+
+def test_the_detail_page_follows_a_decision_made_elsewhere(site: Deployment, page: Page) -> None:
+    signed_in(page, site)
+    agent, rid = site.call("refund", order_id="A-2112", amount=7.0)
+    open_live(page, f"{site.url}/requests/{rid}")
+    page.evaluate("window.__noReload = 'still here'")
+    expect(page.locator("form#approve button[type=submit]")).to_be_enabled()
+
+    site.agent_gate.approve(rid, approver="bob", comment="done from the CLI", via="cli")
+
+    assert agent.outcome() == "refunded 7.0 EUR on A-2112"
+    expect(page.locator("#status")).to_contain_text("EXECUTED", timeout=TIMEOUT)
+    expect(page.locator("#decisions")).to_contain_text("APPROVED by bob via cli")
+    expect(page.locator("form#approve button[type=submit]")).to_be_disabled()
+    assert page.evaluate("window.__noReload") == "still here"
 
 
 def test_deny_with_a_comment_reaches_the_agent(site: Deployment, page: Page) -> None:
     signed_in(page, site)
-    agent, rid = site.call("send_email", agent="support-bot", to="ceo@rival.example",
-                           subject="Our roadmap", body="attached")
+    agent, rid = site.call(
+        "send_email",
+        agent="support-bot",
+        to="ceo@rival.example",
+        subject="Our roadmap",
+        body="attached",
+    )
     page.goto(f"{site.url}/requests/{rid}")
     comment = "Never mail the roadmap outside — ask legal first."
     page.fill("#deny-comment", comment)
@@ -317,18 +351,22 @@ def test_edit_and_approve_runs_the_edited_args(site: Deployment, page: Page) -> 
 
     assert agent.outcome() == "refunded 50.0 EUR on A-3003"
     assert site.ran == [("refund", {"order_id": "A-3003", "amount": 50.0})]
-    expect(page.locator("#status")).to_contain_text("EXECUTED", timeout=TIMEOUT)
+    expect(page.locator("#flash")).to_be_visible()  # the redirect after the POST is done
+    expect(page.locator("#decisions")).to_contain_text("with edited arguments")
+    page.reload()
+    expect(page.locator("#status")).to_contain_text("EXECUTED")
+    expect(page.locator("#args")).to_contain_text('"amount": 50.0')
     assert site.agent_gate.store.get(rid).edited
 
 
 def test_hostile_arguments_render_as_text(site: Deployment, page: Page) -> None:
     signed_in(page, site)
+    open_live(page, site.url + "/")  # the row arrives through app.js's live swap
     _agent, rid = site.call(
         "post_comment", agent="scraper-bot", reason=SCRIPT, title=SCRIPT, body=IMG, file=BIDI
     )
-    open_live(page, site.url + "/")  # the row as the server renders it and as app.js swaps it
-    page.reload()
     row = page.locator(f'tr.request[data-id="{rid}"]')
+    expect(row).to_be_visible(timeout=TIMEOUT)
     preview = row.locator("td.preview").inner_text()
     assert IMG in preview
     assert SCRIPT in preview
@@ -347,11 +385,13 @@ def test_hostile_arguments_render_as_text(site: Deployment, page: Page) -> None:
     assert page.locator("#stated-reason").inner_text() == SCRIPT
     assert page.locator("main img, main script").count() == 0
     assert page.evaluate("window.__pwned") is None
+    # and were the escaping ever to fail, the CSP would still refuse to run inline script
+    csp = page.request.get(page.url).headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
 
 
-def test_a_forged_post_without_the_csrf_token_changes_nothing(
-    site: Deployment, page: Page
-) -> None:
+def test_a_forged_post_without_the_csrf_token_changes_nothing(site: Deployment, page: Page) -> None:
     signed_in(page, site)
     agent, rid = site.call("refund", order_id="A-4004", amount=10.0)
     page.goto(f"{site.url}/requests/{rid}")
@@ -385,11 +425,6 @@ def test_a_forged_post_without_the_csrf_token_changes_nothing(
     expect(page.locator("#status")).to_contain_text("PENDING")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gatekeeper/web/templates/request.html:2 and edit_confirm.html:2 import csrf_field "
-    "without context: the decision forms render csrf=''",
-)
 def test_decision_forms_carry_the_csrf_token(site: Deployment, page: Page) -> None:
     signed_in(page, site)
     _agent, rid = site.call("refund", order_id="A-5005", amount=5.0)
@@ -403,10 +438,14 @@ def test_decision_forms_carry_the_csrf_token(site: Deployment, page: Page) -> No
 def test_screenshots_for_the_docs(site: Deployment, page: Page) -> None:
     """docs/images/console-{queue,request,agents}.png, regenerated on every run."""
     IMAGES.mkdir(parents=True, exist_ok=True)
-    site.tools["read_invoice"]("INV-88")  # an allowed call, for the agents page's counts
-    for _ in range(2):
-        Agent(site.agent_gate, site.tools["read_invoice"], "billing-bot", "lookup",
-              {"invoice_id": "INV-90"}).outcome()
+    for _ in range(3):  # allowed calls, for the agents page's counts
+        Agent(
+            site.agent_gate,
+            site.tools["read_invoice"],
+            "billing-bot",
+            "lookup",
+            {"invoice_id": "INV-90"},
+        ).outcome()
     _, wire = site.call(
         "wire_transfer",
         agent="treasury-bot",
@@ -415,7 +454,7 @@ def test_screenshots_for_the_docs(site: Deployment, page: Page) -> None:
         amount=48_250.0,
         memo="INV-2291 Acme Components GmbH",
     )
-    site.agent_gate.approve(wire, approver="bob", comment="checked against the PO", via="slack")
+    site.agent_gate.approve(wire, approver="bob", comment="checked against the PO", via="cli")
     site.call(
         "refund",
         reason="Customer reports a duplicate charge on order A-7781.",

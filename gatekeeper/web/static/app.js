@@ -166,7 +166,9 @@
       return true;
     }
     try {
-      return JSON.parse(data).id === requestId;
+      var event = JSON.parse(data);
+      // "resync": the feed (re)started and anything may have changed.
+      return event.status === "resync" || event.id === requestId;
     } catch (e) {
       return true;
     }
@@ -177,10 +179,10 @@
     var dropped = false;
     source.addEventListener("open", function () {
       setLive("on", "live");
-      if (dropped) {
-        dropped = false;
-        schedule(); // events may have been missed while disconnected
-      }
+      dropped = false;
+      // Whatever changed between this page being rendered (or the feed
+      // dropping) and now was never sent to us: read it once.
+      schedule();
     });
     source.addEventListener("error", function () {
       dropped = true;
