@@ -361,16 +361,16 @@ class Gatekeeper:
 
     # -- channels --------------------------------------------------------------------------
     def _notify(self, req: ApprovalRequest) -> None:
-        for channel in self.channels:
-            try:
-                channel.notify(req)
-            except Exception as exc:
-                self._channel_failed(channel, req, exc)
+        self._tell("notify", req)
 
     def _update(self, req: ApprovalRequest) -> None:
+        self._tell("update", req)
+
+    def _tell(self, what: str, req: ApprovalRequest) -> None:
+        """Call ``notify`` or ``update`` on every channel; a failing one is audited, not fatal."""
         for channel in self.channels:
             try:
-                channel.update(req)
+                getattr(channel, what)(req)
             except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
@@ -507,24 +507,20 @@ class Gatekeeper:
         await self._aupdate(done)
 
     async def _anotify(self, req: ApprovalRequest) -> None:
-        for channel in self.channels:
-            try:
-                anotify = getattr(channel, "anotify", None)
-                if anotify is not None:
-                    await anotify(req)
-                else:
-                    await asyncio.to_thread(channel.notify, req)
-            except Exception as exc:
-                self._channel_failed(channel, req, exc)
+        await self._atell("notify", req)
 
     async def _aupdate(self, req: ApprovalRequest) -> None:
+        await self._atell("update", req)
+
+    async def _atell(self, what: str, req: ApprovalRequest) -> None:
+        """Async ``_tell``: the channel's ``a<what>``, else ``<what>`` in a thread."""
         for channel in self.channels:
             try:
-                aupdate = getattr(channel, "aupdate", None)
-                if aupdate is not None:
-                    await aupdate(req)
+                coro = getattr(channel, f"a{what}", None)
+                if coro is not None:
+                    await coro(req)
                 else:
-                    await asyncio.to_thread(channel.update, req)
+                    await asyncio.to_thread(getattr(channel, what), req)
             except Exception as exc:
                 self._channel_failed(channel, req, exc)
 

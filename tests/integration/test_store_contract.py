@@ -4,44 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from gatekeeper import audit
 from gatekeeper._errors import AgentHalted, RequestNotFound, TransitionRefused
 from gatekeeper.models import HaltScope, RequestStatus
-from gatekeeper.store import MemoryStore, RedisStore, RetryPolicy, Store
+from gatekeeper.store import RedisStore, RetryPolicy, Store
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
 
 S = RequestStatus
-
-
-@pytest.fixture(params=["memory", "redis"])
-def clock_and_store(
-    request: pytest.FixtureRequest, redis_prefix: str
-) -> Iterator[tuple[ManualClock, Store]]:
-    clock = ManualClock()
-    store: Store
-    if request.param == "memory":
-        store = MemoryStore(clock=clock)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
-    yield clock, store
-    store.close()
-
-
-@pytest.fixture
-def clock(clock_and_store: tuple[ManualClock, Store]) -> ManualClock:
-    return clock_and_store[0]
-
-
-@pytest.fixture
-def store(clock_and_store: tuple[ManualClock, Store]) -> Store:
-    return clock_and_store[1]
 
 
 def kinds(store: Store) -> list[str]:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import pytest
@@ -27,31 +27,6 @@ from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
 
 S = RequestStatus
-
-
-@pytest.fixture(params=["memory", "redis"])
-def clock_and_store(
-    request: pytest.FixtureRequest, redis_prefix: str
-) -> Iterator[tuple[ManualClock, Store]]:
-    clock = ManualClock()
-    store: Store
-    if request.param == "memory":
-        store = MemoryStore(clock=clock)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
-    yield clock, store
-    store.close()
-
-
-@pytest.fixture
-def clock(clock_and_store: tuple[ManualClock, Store]) -> ManualClock:
-    return clock_and_store[0]
-
-
-@pytest.fixture
-def store(clock_and_store: tuple[ManualClock, Store]) -> Store:
-    return clock_and_store[1]
 
 
 def hold(store: Store, req: ApprovalRequest) -> ApprovalRequest:

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -14,27 +13,12 @@ import redis
 from gatekeeper import audit
 from gatekeeper._errors import TransitionRefused
 from gatekeeper.models import HaltScope, RequestStatus
-from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.store import RedisStore, Store
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
 
 S = RequestStatus
-
-
-@pytest.fixture(params=["memory", "redis"])
-def clock_and_store(
-    request: pytest.FixtureRequest, redis_prefix: str
-) -> Iterator[tuple[ManualClock, Store]]:
-    clock = ManualClock()
-    store: Store
-    if request.param == "memory":
-        store = MemoryStore(clock=clock)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
-    yield clock, store
-    store.close()
 
 
 def test_a_retried_claim_with_its_token_gets_its_claim_back(

@@ -1,0 +1,37 @@
+"""Fixtures shared by the store tests: one contract, both stores, a clock that moves on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.testing import ManualClock
+from tests.conftest import RedisServer
+
+
+@pytest.fixture(params=["memory", "redis"])
+def clock_and_store(
+    request: pytest.FixtureRequest, redis_prefix: str
+) -> Iterator[tuple[ManualClock, Store]]:
+    """Each test runs once on a MemoryStore and once on a RedisStore, with a ManualClock."""
+    clock = ManualClock()
+    store: Store
+    if request.param == "memory":
+        store = MemoryStore(clock=clock)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
+    yield clock, store
+    store.close()
+
+
+@pytest.fixture
+def clock(clock_and_store: tuple[ManualClock, Store]) -> ManualClock:
+    return clock_and_store[0]
+
+
+@pytest.fixture
+def store(clock_and_store: tuple[ManualClock, Store]) -> Store:
+    return clock_and_store[1]
