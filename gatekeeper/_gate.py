@@ -13,24 +13,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _pipeline as pipe
-from ._canonical import canonical_json, digest, to_json_safe
+from ._canonical import digest
 from ._clock import Clock, SystemClock, new_id
+from ._decisions import Decisions
 from ._errors import (
     AgentHalted,
     ArgumentsChanged,
     GatekeeperError,
     InvalidToolCall,
-    NotAuthorized,
     StoreUnavailable,
     TransitionRefused,
 )
 from ._session import Session, current_session
 from ._tool import ToolSpec
-from .audit import ChainReport, draft, verify_chain
+from .audit import draft
 from .models import (
     ApprovalRequest,
     Approver,
-    Decision,
     HaltScope,
     RequestStatus,
     Risk,
@@ -50,7 +49,7 @@ R = TypeVar("R")
 log = logging.getLogger("gatekeeper")
 
 
-class Gatekeeper:
+class Gatekeeper(Decisions):
     """The checkpoint between an agent and its tools.
 
     Example::
@@ -524,156 +523,12 @@ class Gatekeeper:
             except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
-    # -- deciding (CLI, channels, web) ----------------------------------------------------------
-    def approver(self, name: str, request: ApprovalRequest | None = None) -> Approver:
-        """The configured approver ``name``, checked against ``request``'s group."""
-        if self.approvers is None:
-            found = Approver(name=name) if name else None
-        else:
-            found = self.approvers.get(name)
-        if found is None:
-            raise NotAuthorized(f"{name!r} is not a configured approver", approver=name)
-        if request is not None and self.approvers is not None and not found.may_decide(request):
-            raise NotAuthorized(
-                f"{name} may not decide request {request.id}: it needs an approver "
-                f"of group {request.group!r}",
-                approver=name,
-                request_id=request.id,
-            )
-        return found
-
-    def _decision(
-        self,
-        req: ApprovalRequest,
-        approver: str,
-        approve: bool,
-        comment: str | None,
-        via: str,
-        args: Mapping[str, Any] | None,
-        expect_digest: str | None,
-    ) -> tuple[Decision, dict[str, Any] | None]:
-        self.approver(approver, req)
-        if expect_digest is not None and len(expect_digest) < 8:
-            raise ValueError("expect_digest needs at least 8 characters of the sha256")
-        if expect_digest is not None and not req.args_digest.startswith(expect_digest):
-            raise TransitionRefused(
-                f"can't decide request {req.id}: its arguments are not the ones you reviewed "
-                f"(digest {req.args_digest[:12]}, you expected {expect_digest})",
-                request_id=req.id,
-                status=req.status.value,
-                action="approve" if approve else "deny",
-            )
-        edited: dict[str, Any] | None = None
-        args_digest = req.args_digest
-        if args is not None:
-            if set(args) != set(req.args):
-                raise InvalidToolCall(
-                    "edited arguments must name the same parameters as the call: "
-                    f"{sorted(req.args)}",
-                    tool=req.call.tool,
-                )
-            edited = to_json_safe(dict(args), where="edited args")
-            if len(canonical_json(edited)) > self.max_args_bytes:
-                raise InvalidToolCall(
-                    "edited arguments are over the size limit", tool=req.call.tool
-                )
-            args_digest = digest(edited)
-            if args_digest == req.args_digest:
-                edited = None
-        decision = Decision(
-            approver=approver,
-            approve=approve,
-            comment=comment or None,
-            at=self.clock.now(),
-            args_digest=args_digest,
-            edited=edited is not None,
-            via=via,
-        )
-        return decision, edited
-
-    def approve(
-        self,
-        request_id: str,
-        *,
-        approver: str,
-        comment: str | None = None,
-        args: Mapping[str, Any] | None = None,
-        via: str = "api",
-        expect_digest: str | None = None,
-    ) -> ApprovalRequest:
-        """Approve as ``approver`` (optionally with edited ``args``); returns the request after."""
-        req = self.store.get(request_id)
-        decision, edited = self._decision(req, approver, True, comment, via, args, expect_digest)
-        return self.store.decide(request_id, decision, args=edited)
-
-    def deny(
-        self,
-        request_id: str,
-        *,
-        approver: str,
-        comment: str | None = None,
-        via: str = "api",
-    ) -> ApprovalRequest:
-        """Deny as ``approver``; the waiting call raises ApprovalDenied with ``comment``."""
-        req = self.store.get(request_id)
-        decision, _ = self._decision(req, approver, False, comment, via, None, None)
-        return self.store.decide(request_id, decision)
-
-    def get(self, request_id: str) -> ApprovalRequest:
-        """One request, by id."""
-        return self.store.get(request_id)
-
-    def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
-        """Requests waiting for a decision, oldest first."""
-        return self.store.pending(limit=limit, offset=offset)
-
-    def halt(
-        self,
-        *,
-        agent: str | None = None,
-        session: str | None = None,
-        everything: bool = False,
-        by: str,
-        reason: str | None = None,
-    ) -> list[str]:
-        """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
-        scope, target = _halt_scope(agent, session, everything)
-        return self.store.halt(scope, target, by=by, reason=reason)
-
-    def resume(
-        self,
-        *,
-        agent: str | None = None,
-        session: str | None = None,
-        everything: bool = False,
-        by: str,
-    ) -> bool:
-        """Release the kill switch again; False if it was not on."""
-        scope, target = _halt_scope(agent, session, everything)
-        return self.store.resume(scope, target, by=by)
-
     def _halted_by(self, cls: Any) -> str:
         return f"policy:{cls.rules[0]}" if cls.rules else "policy"
-
-    def verify_audit(self) -> ChainReport:
-        """Check the audit chain from its first event to the store's head."""
-        head = self.store.audit_head()  # first: events sealed during the walk aren't judged
-        return verify_chain(self.store.audit_entries(), head=head)
 
     def close(self) -> None:
         """Flush the audit log and release the store's connections."""
         self.store.close()
-
-
-def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tuple[HaltScope, str]:
-    chosen = [x for x in (agent, session) if x] + (["*"] if everything else [])
-    if len(chosen) != 1:
-        raise ValueError("halt exactly one of: agent=..., session=..., everything=True")
-    if everything:
-        return HaltScope.ALL, "*"
-    if agent:
-        return HaltScope.AGENT, agent
-    return HaltScope.SESSION, str(session)
 
 
 def tool_spec(func: Callable[..., Any]) -> ToolSpec | None:

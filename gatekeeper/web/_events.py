@@ -28,6 +28,7 @@ log = logging.getLogger("gatekeeper.web")
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 _DROPPED = None  # the sentinel a dropped client's queue ends with
+_RESYNC = 'event: request\ndata: {"id": "", "status": "resync"}\n\n'
 
 
 class EventHub:
@@ -43,6 +44,7 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.subscriptions = 0  # how many times the store feed was opened (tests read it)
+        self._live = False  # the store feed has said it is live (its first "")
 
     @property
     def clients(self) -> int:
@@ -56,6 +58,10 @@ class EventHub:
             self._loop = loop
             self._task = loop.create_task(self._pump(), name="gatekeeper-web-events")
         queue: asyncio.Queue[str | None] = asyncio.Queue(self.queue_size)
+        if self._live:
+            # The feed is already live: this client gets its own "resync", so
+            # it reads once what changed before it connected.
+            queue.put_nowait(_RESYNC)
         self._clients.add(queue)
         return queue
 
@@ -80,11 +86,14 @@ class EventHub:
             feed = aio.changes()
             try:
                 async for request_id in feed:
+                    if request_id == "":
+                        self._live = True
                     self.publish(await self._message(request_id))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the feed broke (store restart...): reopen it
                 log.warning("store change feed failed, reconnecting: %s", exc)
+                self._live = False
             finally:
                 aclose = getattr(feed, "aclose", None)
                 if aclose is not None:
@@ -106,6 +115,7 @@ class EventHub:
     async def stop(self) -> None:
         """Close the store subscription and end every client's stream."""
         task, self._task = self._task, None
+        self._live = False
         for queue in list(self._clients):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(_DROPPED)

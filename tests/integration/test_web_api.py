@@ -672,6 +672,28 @@ async def test_sse_clients_hear_of_new_and_decided_requests(
         other_process.gate.close()
 
 
+@pytest.mark.redis
+async def test_a_client_joining_a_live_feed_gets_its_own_resync(
+    redis_server: Any, redis_prefix: str
+) -> None:
+    """Whatever changed before a browser connected, it is told to read once."""
+    console = Console(RedisStore(redis_server.url, prefix=redis_prefix))
+    server = LiveServer(console.app)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=server.url, headers=READER, timeout=10) as http,
+            http.stream("GET", "/api/v1/events") as first,
+        ):
+            await _next_event(first.aiter_lines(), lambda d: d["status"] == "resync")
+            async with http.stream("GET", "/api/v1/events") as late:
+                seen = await _next_event(late.aiter_lines(), lambda d: True)
+                assert seen == {"id": "", "status": "resync"}
+            assert console.app.state.events.subscriptions == 1
+    finally:
+        server.stop()
+        console.gate.close()
+
+
 async def test_sse_needs_a_viewer_and_a_slow_client_is_dropped() -> None:
     console = Console(MemoryStore())
     hub = console.app.state.events
