@@ -50,6 +50,7 @@ class Policy:
 
     __slots__ = (
         "_agents",
+        "_answers",
         "_approval_default",
         "_cache",
         "_exact",
@@ -73,6 +74,7 @@ class Policy:
     on_store_error: Literal["fail_closed", "allow"]
     _agents: dict[str, frozenset[str]]
     _approval_default: ApprovalRequirement
+    _answers: dict[tuple[Any, ...], Classification]
     _cache: dict[str, tuple[CompiledRule, ...]]
     _exact: dict[str, tuple[CompiledRule, ...]]
     _globbed: tuple[tuple[Callable[[str], object], CompiledRule], ...]
@@ -105,6 +107,7 @@ class Policy:
         sets(self, "_exact", {name: tuple(rules) for name, rules in exact.items()})
         sets(self, "_globbed", tuple(globbed))
         sets(self, "_cache", {})
+        sets(self, "_answers", {})
         sets(self, "_tools", dict(document.tools))
         sets(self, "_agents", {name: frozenset(a.scopes) for name, a in document.agents.items()})
         sets(
@@ -280,15 +283,23 @@ class Policy:
             else ApprovalRequirement()
         )
         halt_scope = winners[0].rule.halt_scope if verdict is Verdict.HALT else HaltScope.AGENT
-        # Every field is already of its type: skip re-validation on the hot path.
-        return Classification.model_construct(
-            verdict=verdict,
-            risk=risk,
-            rules=rule_ids,
-            reasons=tuple(reasons),
-            approval=approval,
-            halt_scope=halt_scope,
-        )
+        # Calls of one tool mostly classify alike: an answer already given is
+        # reused (Classification is immutable), and every field is already of
+        # its type, so a new one skips re-validation.
+        key = (verdict, risk, rule_ids, tuple(reasons), approval, halt_scope)
+        known = self._answers.get(key)
+        if known is None:
+            if len(self._answers) >= _CACHE_SIZE:
+                self._answers.clear()
+            known = self._answers[key] = Classification.model_construct(
+                verdict=verdict,
+                risk=risk,
+                rules=rule_ids,
+                reasons=key[3],
+                approval=approval,
+                halt_scope=halt_scope,
+            )
+        return known
 
     def _missing_scopes(self, call: ToolCall, spec: ToolSpec | None) -> list[str]:
         if not call.required_scopes and (spec is None or not spec.scopes):
