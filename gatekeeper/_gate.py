@@ -529,9 +529,3 @@ class Gatekeeper(Decisions):
     def close(self) -> None:
         """Flush the audit log and release the store's connections."""
         self.store.close()
-
-
-def tool_spec(func: Callable[..., Any]) -> ToolSpec | None:
-    """The :class:`ToolSpec` of a guarded function, or None."""
-    spec = getattr(func, "__gatekeeper_tool__", None)
-    return spec if isinstance(spec, ToolSpec) else None
