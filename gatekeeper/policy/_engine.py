@@ -114,7 +114,10 @@ class Policy:
             self,
             "_approval_default",
             ApprovalRequirement(
-                group=defaults.group, quorum=defaults.quorum, timeout=defaults.timeout
+                group=defaults.group,
+                quorum=defaults.quorum,
+                timeout=defaults.timeout,
+                escalate_after=defaults.escalate_after,
             ),
         )
 
@@ -322,10 +325,12 @@ class Policy:
         group = next((s.group for s in specs if s.group is not None), default.group)
         quorums = [s.quorum for s in specs if "quorum" in s.model_fields_set]
         timeouts = [s.timeout for s in specs if s.timeout is not None]
+        escalations = [s.escalate_after for s in specs if s.escalate_after is not None]
         return ApprovalRequirement(
             group=group,
             quorum=max(quorums) if quorums else default.quorum,
             timeout=min(timeouts) if timeouts else default.timeout,
+            escalate_after=min(escalations) if escalations else default.escalate_after,
         )
 
 

@@ -279,6 +279,9 @@ class ApprovalSpec(_Strict):
     group: str | None = None
     quorum: int = Field(default=1, ge=1)
     timeout: Duration | None = None
+    escalate_after: Duration | None = Field(
+        default=None, description="still pending after this long: remind the approver group"
+    )
 
 
 class AgentSpec(_Strict):

@@ -11,15 +11,41 @@ the store seals them into the hash chain.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 
-__all__ = ["AsyncStore", "Draft", "Store"]
+__all__ = ["NOTE_MAX_BYTES", "AsyncStore", "Draft", "Store", "check_note"]
 
 Draft = Mapping[str, Any]
+
+#: The largest value :meth:`Store.remember` keeps: 64 KiB of UTF-8.
+NOTE_MAX_BYTES = 64 * 1024
+
+
+def check_note(value: str, ttl: float) -> bytes:
+    """``value`` as UTF-8, once it and ``ttl`` are fit for :meth:`Store.remember`.
+
+    Raises ValueError for a ``ttl`` that is not a finite number above zero,
+    or a value over :data:`NOTE_MAX_BYTES`; TypeError for a value that is not
+    a str.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"a note's value must be a str, not {type(value).__name__}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a finite number of seconds above zero, got {ttl!r}")
+    if ttl <= 0:
+        raise ValueError(f"ttl must be more than zero seconds, got {ttl!r}")
+    raw = value.encode("utf-8")
+    if len(raw) > NOTE_MAX_BYTES:
+        raise ValueError(
+            f"a note's value is at most {NOTE_MAX_BYTES:,} bytes (64 KiB) of UTF-8; "
+            f"this one is {len(raw):,}"
+        )
+    return raw
 
 
 @runtime_checkable
@@ -207,6 +233,22 @@ class Store(Protocol):
         """
         ...
 
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        """Set note ``key`` to ``value`` for ``ttl`` seconds, for every process to :meth:`recall`.
+
+        Overwrites the note (and its ttl). ``ttl`` must be more than zero and
+        ``value`` at most 64 KiB of UTF-8 (ValueError otherwise). For small
+        shared state: ``store.remember("slack:" + request.id, ref, 86400)``.
+        """
+        ...
+
+    def recall(self, key: str) -> str | None:
+        """The value of note ``key``, or None if it was never set or its ttl has passed.
+
+        Example: ``ref = store.recall("slack:" + request.id)``.
+        """
+        ...
+
     def close(self) -> None:
         """Flush and release connections."""
         ...
@@ -249,6 +291,14 @@ class AsyncStore(Protocol):
     ) -> list[StoredEvent]: ...
     async def use_once(self, key: str, ttl: float) -> bool: ...
     async def hit(self, key: str, window: float) -> int: ...
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        """:meth:`Store.remember`: ``await store.aio.remember("slack:" + rid, ref, 86400)``."""
+        ...
+
+    async def recall(self, key: str) -> str | None:
+        """:meth:`Store.recall`: ``ref = await store.aio.recall("slack:" + rid)``."""
+        ...
+
     def changes(self) -> AsyncIterator[str]:
         """Ids of requests created or changed, by any process; ``""`` means re-read everything.
 

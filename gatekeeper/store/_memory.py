@@ -15,7 +15,7 @@ from ..audit import GENESIS, StoredEvent, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
-from ._base import AsyncStore, Draft
+from ._base import AsyncStore, Draft, check_note
 from ._changes import offer_change
 from ._halts import halted_message, ms
 from ._memory_async import AsyncMemoryStore
@@ -50,6 +50,7 @@ class MemoryStore:
         self._feeds: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
         self._once: dict[str, dt.datetime] = {}  # key -> when it may be used again
         self._hits: dict[str, tuple[dt.datetime, int]] = {}  # key -> (window end, hits)
+        self._notes: dict[str, tuple[dt.datetime, str]] = {}  # key -> (expiry, value)
         self._aio = AsyncMemoryStore(self)
 
     @property
@@ -123,6 +124,33 @@ class MemoryStore:
                 ends, count = now + dt.timedelta(seconds=window), 0
             self._hits[key] = (ends, count + 1)
             return count + 1
+
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        """Set note ``key`` to ``value`` for ``ttl`` seconds (by this store's clock).
+
+        Example: ``store.remember("slack:" + request.id, ref, 86400)``.
+        """
+        check_note(value, ttl)
+        now = self.clock.now()
+        with self._lock:
+            _forget_past(self._notes, now, lambda entry: entry[0])
+            self._notes[key] = (now + dt.timedelta(seconds=ttl), value)
+
+    def recall(self, key: str) -> str | None:
+        """The value of note ``key``; None if never set or past its ttl.
+
+        Example: ``ref = store.recall("slack:" + request.id)``.
+        """
+        now = self.clock.now()
+        with self._lock:
+            entry = self._notes.get(key)
+            if entry is None:
+                return None
+            expires, value = entry
+            if now >= expires:
+                del self._notes[key]
+                return None
+            return value
 
     # -- halts -----------------------------------------------------------------
     def _halted_locked(self, agent: str, session_id: str) -> Halt | None:

@@ -88,6 +88,14 @@ class AsyncMemoryStore:
     async def hit(self, key: str, window: float) -> int:
         return self._store.hit(key, window)
 
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        """Example: ``await store.aio.remember("slack:" + request.id, ref, 86400)``."""
+        self._store.remember(key, value, ttl)
+
+    async def recall(self, key: str) -> str | None:
+        """Example: ``ref = await store.aio.recall("slack:" + request.id)``."""
+        return self._store.recall(key)
+
     async def changes(self) -> AsyncIterator[str]:
         """Ids of requests created or changed; ``""`` first, and after falling behind."""
         store = self._store

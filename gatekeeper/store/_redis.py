@@ -309,6 +309,22 @@ class RedisStore:
         """Count a hit on ``key``; the hits in its current ``window`` seconds, this one included."""
         return self._run(ops.hit(self.keys, key, window))
 
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        """Set note ``key`` to ``value`` for ``ttl`` seconds, for every process (``SET ... PX``).
+
+        Example: ``store.remember("slack:" + request.id, ref, 86400)``.
+        """
+        name, raw, px = ops.note_set(self.keys, key, value, ttl)
+        self._call(lambda: self.client.set(name, raw, px=px))
+
+    def recall(self, key: str) -> str | None:
+        """The value of note ``key``; None if never set or past its ttl.
+
+        Example: ``ref = store.recall("slack:" + request.id)``.
+        """
+        name = self.keys.note(key)
+        return ops.note_value(self._call(lambda: self.client.get(name)))
+
     def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:

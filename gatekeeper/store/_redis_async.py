@@ -204,6 +204,18 @@ class AsyncRedisStore:
     async def hit(self, key: str, window: float) -> int:
         return await self._run(ops.hit(self.keys, key, window))
 
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        """Example: ``await store.aio.remember("slack:" + request.id, ref, 86400)``."""
+        name, raw, px = ops.note_set(self.keys, key, value, ttl)
+        client = self._state().client
+        await self._call(lambda: client.set(name, raw, px=px))
+
+    async def recall(self, key: str) -> str | None:
+        """Example: ``ref = await store.aio.recall("slack:" + request.id)``."""
+        name = self.keys.note(key)
+        client = self._state().client
+        return ops.note_value(await self._call(lambda: client.get(name)))
+
     async def changes(self) -> AsyncIterator[str]:
         """Ids of requests created or changed by any process; ``""`` means re-read everything.
 

@@ -17,6 +17,7 @@ from .._canonical import canonical_json
 from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from ..audit import encode_draft
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, Risk, halt_key, utc
+from ._base import check_note
 from ._halts import halted_message, ms
 
 __all__ = ["SCRIPTS", "Keys", "Op", "request_from_hash"]
@@ -94,6 +95,9 @@ class Keys:
 
     def hits(self, key: str) -> str:
         return f"{self._tag}:hits:{key}"
+
+    def note(self, key: str) -> str:
+        return f"{self._tag}:note:{key}"
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,20 @@ def use_once(k: Keys, key: str, ttl: float) -> Op[bool]:
 
 def hit(k: Keys, key: str, window: float) -> Op[int]:
     return Op("hit", [k.hits(key)], [_ttl_ms(window)], int)
+
+
+def note_set(k: Keys, key: str, value: str, ttl: float) -> tuple[str, bytes, int]:
+    """``SET`` arguments for a note: its key, its value as UTF-8, and ``PX`` milliseconds.
+
+    Checks ``value`` and ``ttl`` first (ValueError), so nothing is sent for a bad note.
+    """
+    raw = check_note(value, ttl)
+    return k.note(key), raw, _ttl_ms(ttl)
+
+
+def note_value(reply: Any) -> str | None:
+    """A note as ``GET`` answers it: None when there is none."""
+    return None if reply is None else _text(reply)
 
 
 def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> ApprovalRequest:
