@@ -136,6 +136,9 @@ class ApprovalRequirement(_Model):
     group: str | None = None
     quorum: int = Field(default=1, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds; None = config default")
+    escalate_after: float | None = Field(
+        default=None, gt=0, description="seconds pending before a reminder; None = never"
+    )
 
 
 class Classification(_Model):
@@ -203,7 +206,14 @@ class Approver(_Model):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@+-]+$")
     groups: tuple[str, ...] = ()
-    slack_user_id: str | None = None
+    slack_user_id: str | None = Field(
+        default=None, pattern=r"^[UW][A-Z0-9]+$", description="decides from Slack as this user"
+    )
+    slack_usergroup: str | None = Field(
+        default=None,
+        pattern=r"^S[A-Z0-9]+$",
+        description="any member of this Slack user group decides as this approver",
+    )
     email: str | None = None
     web_secret_hash: str | None = Field(
         default=None,
