@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import ConfigError, PolicyError
 from .models import Approver
@@ -26,7 +33,8 @@ from .web._settings import WebSettings  # pydantic only: no web framework is imp
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
-    from .channels import Channel
+    from .channels import Channel, WebhookChannel
+    from .channels.slack import SlackChannel, SlackService
     from .store import Store
 
 __all__ = ["Config", "find_config", "load_config", "starter_config"]
@@ -64,7 +72,94 @@ class ConsoleChannelConfig(_Model):
     approver: str = Field(description="the approver the terminal's answers are recorded as")
 
 
-ChannelConfig = Annotated[ConsoleChannelConfig, Field(discriminator="type")]
+class WebhookChannelConfig(_Model):
+    type: Literal["webhook"]
+    name: str = Field(
+        default="webhook",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="names the channel; decisions it sends back are recorded via webhook:NAME",
+    )
+    url: str = Field(description="where requests are POSTed: an http:// or https:// URL")
+    secret: str = Field(
+        min_length=16, repr=False, description="signs deliveries and verifies decisions"
+    )
+    accept_decisions: bool = Field(
+        default=True, description="the console takes signed decisions from this channel"
+    )
+    console_url: str | None = Field(
+        default=None, description="the console's public URL; default: web.base_url"
+    )
+    timeout: float = Field(default=5.0, gt=0, description="seconds per attempt")
+    attempts: int = Field(default=5, ge=1, le=20)
+    max_wait: float = Field(default=30.0, ge=0, description="seconds of waiting between attempts")
+
+    @field_validator("url", "console_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("timeout", "max_wait", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class SlackChannelConfig(_Model):
+    """A Slack app: where it posts, and how clicks come back (Socket Mode and/or HTTP)."""
+
+    type: Literal["slack"]
+    channel: str | None = Field(
+        default=None,
+        pattern=r"^[CGD][A-Z0-9]+$",
+        description="post every request in this channel (an id such as C0123ABCD)",
+    )
+    dm: bool = Field(default=False, description="instead, message each approver directly")
+    bot_token_env: str = Field(default="SLACK_BOT_TOKEN", description="env var: xoxb-... token")
+    app_token_env: str = Field(
+        default="SLACK_APP_TOKEN", description="env var: xapp-... token; set = Socket Mode"
+    )
+    signing_secret_env: str = Field(
+        default="SLACK_SIGNING_SECRET",
+        description="env var: signing secret; set = the HTTP request URL is served",
+    )
+    team_id: str | None = Field(
+        default=None, pattern=r"^[TE][A-Z0-9]+$", description="accept clicks from this workspace"
+    )
+    console_url: str | None = Field(
+        default=None, description="the console's public URL; default: web.base_url"
+    )
+    base_url: str = Field(
+        default="https://slack.com/api/", description="the Web API (a stand-in, in tests)"
+    )
+    usergroup_ttl: float = Field(default=300.0, gt=0, description="seconds user groups are cached")
+    attempts: int = Field(default=5, ge=1, le=20, description="tries per Web API call")
+    max_wait: float = Field(default=30.0, ge=0, description="seconds of waiting between tries")
+    sweep_interval: float = Field(
+        default=15.0, gt=0, description="seconds between expiry/reminder sweeps (serve)"
+    )
+
+    @field_validator("usergroup_ttl", "max_wait", "sweep_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SlackChannelConfig:
+        if (self.channel is None) == (not self.dm):
+            raise ValueError("give either channel: C... or dm: true")
+        return self
+
+    def secret(self, which: str) -> str | None:
+        """The token or secret named by ``<which>_env``, or None when the variable is unset."""
+        value = os.environ.get(getattr(self, f"{which}_env"), "").strip()
+        return value or None
+
+
+ChannelConfig = Annotated[
+    ConsoleChannelConfig | WebhookChannelConfig | SlackChannelConfig, Field(discriminator="type")
+]
 
 
 class Defaults(_Model):
@@ -126,7 +221,80 @@ class Config(_Model):
         for spec in self.channels:
             if isinstance(spec, ConsoleChannelConfig):
                 channels.append(ConsoleChannel(approver=spec.approver))
+            elif isinstance(spec, WebhookChannelConfig):
+                channels.append(self._webhook(spec))
+            elif isinstance(spec, SlackChannelConfig):
+                channels.append(self.slack_channel(spec))
         return channels
+
+    def slack_channel(self, spec: SlackChannelConfig) -> SlackChannel:
+        """The Slack channel ``spec`` describes; its bot token must be in the environment."""
+        from slack_sdk import WebClient
+
+        from .channels.slack import SlackChannel
+
+        token = spec.secret("bot_token")
+        if token is None:
+            raise ConfigError(
+                f"{self.source}: channels: slack: environment variable {spec.bot_token_env} "
+                "(the bot token, xoxb-...) is not set",
+                source=self.source,
+                field="channels",
+            )
+        return SlackChannel(
+            WebClient(token=token, base_url=spec.base_url),
+            channel=spec.channel,
+            dm=spec.dm,
+            console_url=spec.console_url or (self.web.base_url if self.web else None),
+            attempts=spec.attempts,
+            max_wait=spec.max_wait,
+            usergroup_ttl=spec.usergroup_ttl,
+        )
+
+    def slack_service(self, gate: Gatekeeper) -> SlackService | None:
+        """What ``gatekeeper serve`` runs for the config's Slack channel (None without one)."""
+        from .channels.slack import SlackService
+
+        spec = next((c for c in self.channels if isinstance(c, SlackChannelConfig)), None)
+        if spec is None:
+            return None
+        channel = self.slack_channel(spec)
+        channel.bind(gate)
+        signing_secret, app_token = spec.secret("signing_secret"), spec.secret("app_token")
+        if signing_secret is None and app_token is None:
+            raise ConfigError(
+                f"{self.source}: channels: slack: set {spec.app_token_env} (Socket Mode) or "
+                f"{spec.signing_secret_env} (HTTP request URL) so clicks can reach gatekeeper",
+                source=self.source,
+                field="channels",
+            )
+        return SlackService(
+            gate,
+            channel,
+            signing_secret=signing_secret,
+            app_token=app_token,
+            team_id=spec.team_id,
+            sweep_interval=spec.sweep_interval,
+        )
+
+    def _webhook(self, spec: WebhookChannelConfig) -> WebhookChannel:
+        from .channels import WebhookChannel
+
+        console_url = spec.console_url or (self.web.base_url if self.web else None)
+        return WebhookChannel(
+            spec.url,
+            secret=spec.secret,
+            name=spec.name,
+            timeout=spec.timeout,
+            attempts=spec.attempts,
+            max_wait=spec.max_wait,
+            console_url=console_url,
+            accept_decisions=spec.accept_decisions,
+        )
+
+    def webhook_channels(self) -> list[WebhookChannel]:
+        """The webhook channels, for the console to verify decisions (``create_app(webhooks=)``)."""
+        return [self._webhook(s) for s in self.channels if isinstance(s, WebhookChannelConfig)]
 
     def build_gate(self, **overrides: Any) -> Gatekeeper:
         """A :class:`~gatekeeper.Gatekeeper` as this file describes it."""
@@ -157,14 +325,25 @@ class Config(_Model):
                     field=f"approvers[{i}].name",
                 )
             names.add(approver.name)
+        hooks: set[str] = set()
         for i, channel in enumerate(self.channels):
-            if channel.approver not in names:
+            decides_as = getattr(channel, "approver", None)  # channels that decide as one
+            if decides_as is not None and decides_as not in names:
                 raise ConfigError(
-                    f"{self.source}: channels[{i}].approver: {channel.approver!r} is not "
+                    f"{self.source}: channels[{i}].approver: {decides_as!r} is not "
                     "one of the approvers",
                     source=self.source,
                     field=f"channels[{i}].approver",
                 )
+            if isinstance(channel, WebhookChannelConfig):
+                if channel.name in hooks:
+                    raise ConfigError(
+                        f"{self.source}: channels[{i}].name: webhook {channel.name!r} is "
+                        "listed twice",
+                        source=self.source,
+                        field=f"channels[{i}].name",
+                    )
+                hooks.add(channel.name)
         members: dict[str | None, int] = {None: len(names)}
         for approver in self.approvers:
             for group in approver.groups:

@@ -14,6 +14,7 @@
     ├── PolicyError                a malformed policy (file, rule, field)
     ├── ConfigError                a malformed config file (file, field)
     ├── NotAuthorized              an unknown approver, or one outside the rule's group
+    ├── ChannelError               a channel could not deliver (a webhook kept failing)
     └── StoreError
         ├── StoreUnavailable       the store could not be reached within the retry bound
         ├── RequestNotFound        no request with that id
@@ -34,6 +35,7 @@ __all__ = [
     "ApprovalDenied",
     "ApprovalTimeout",
     "ArgumentsChanged",
+    "ChannelError",
     "ConfigError",
     "GatekeeperError",
     "InvalidToolCall",
@@ -180,6 +182,19 @@ class NotAuthorized(GatekeeperError):
         super().__init__(message, approver=approver, request_id=request_id)
         self.approver = approver
         self.request_id = request_id
+
+
+class ChannelError(GatekeeperError):
+    """A channel could not tell people about a request; ``channel`` names it.
+
+    The gate audits it as ``channel.failed`` and the request stays pending:
+    a failing channel never approves anything.
+    """
+
+    def __init__(self, message: str, *, channel: str, status: int | None = None) -> None:
+        super().__init__(message, channel=channel, status=status)
+        self.channel = channel
+        self.status = status
 
 
 class StoreError(GatekeeperError):

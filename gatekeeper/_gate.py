@@ -373,7 +373,10 @@ class Gatekeeper(Decisions):
             except Exception as exc:
                 self._channel_failed(channel, req, exc)
 
-    def _channel_failed(self, channel: object, req: ApprovalRequest, exc: BaseException) -> None:
+    def _channel_failed(
+        self, channel: object, req: ApprovalRequest, exc: BaseException, *, now: bool = False
+    ) -> None:
+        """Audit a channel failure (``now``: durably before returning, for long-lived servers)."""
         log.warning("channel %s failed for request %s: %s", type(channel).__name__, req.id, exc)
         event = draft(
             "channel.failed",
@@ -386,7 +389,10 @@ class Gatekeeper(Decisions):
             session_id=req.call.session_id,
             data={"channel": type(channel).__name__, "error": pipe.outcome_text(exc=exc)},
         )
-        self.store.record_soon([event])
+        if now:
+            self.store.record([event])
+        else:
+            self.store.record_soon([event])
 
     # -- the async path ------------------------------------------------------------------------
     async def _acall(

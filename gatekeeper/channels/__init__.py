@@ -6,5 +6,6 @@ come as their own channels.
 
 from ._base import AsyncChannel, Channel
 from .console import ConsoleChannel
+from .webhook import WebhookChannel
 
-__all__ = ["AsyncChannel", "Channel", "ConsoleChannel"]
+__all__ = ["AsyncChannel", "Channel", "ConsoleChannel", "WebhookChannel"]

@@ -376,8 +376,12 @@ def serve(config_path: str | None, *, host: str, port: int, io: IO) -> int:
         )
     gate = config.build_gate(channels=[])
     try:
-        app = create_app(gate, config.web)
+        slack = config.slack_service(gate)
+        app = create_app(gate, config.web, slack=slack, webhooks=config.webhook_channels())
         io.say(f"gatekeeper console on http://{host}:{port} (public URL {config.web.base_url})")
+        if slack is not None:
+            ways = [w for w, on in (("Socket Mode", slack.socket), ("HTTP", slack.verifier)) if on]
+            io.say(f"Slack interactivity over {' and '.join(ways)}")
         uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
     finally:
         gate.close()

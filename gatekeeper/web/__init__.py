@@ -11,6 +11,7 @@ or build the ASGI app yourself::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ._settings import ApiToken, WebSettings
@@ -19,16 +20,29 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from .._gate import Gatekeeper
+    from ..channels.slack import SlackService
+    from ..channels.webhook import WebhookChannel
 
 __all__ = ["ApiToken", "WebSettings", "create_app"]
 
 
-def create_app(gate: Gatekeeper, settings: WebSettings) -> FastAPI:
+def create_app(
+    gate: Gatekeeper,
+    settings: WebSettings,
+    *,
+    slack: SlackService | None = None,
+    webhooks: Iterable[WebhookChannel] | None = None,
+) -> FastAPI:
     """The console's ASGI app for ``gate``; every console process on one store acts as one.
 
+    With ``slack``, the app also answers Slack's interactivity request URL
+    (``POST /slack/interactions``) and runs the service while it serves.
+    ``POST /webhooks/decision`` takes decisions signed with the secret of one
+    of ``webhooks`` that has ``accept_decisions`` (default: the webhook
+    channels in ``gate.channels``; ``gatekeeper serve`` passes the config's).
     Importing :mod:`gatekeeper.web` needs no web framework; this does (the
     ``web`` extra).
     """
     from ._app import build_app
 
-    return build_app(gate, settings)
+    return build_app(gate, settings, slack=slack, webhooks=webhooks)

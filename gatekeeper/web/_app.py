@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -14,9 +16,13 @@ from starlette.responses import Response
 
 from .._gate import Gatekeeper
 from .._version import __version__
-from . import _api, _events, _session_routes
+from ..channels.webhook import WebhookChannel
+from . import _api, _events, _session_routes, _webhooks
 from ._handlers import SecurityHeaders, install_error_handlers
 from ._settings import WebSettings
+
+if TYPE_CHECKING:
+    from ..channels.slack import SlackService
 
 __all__ = ["build_app"]
 _STATIC = Path(__file__).parent / "static"
@@ -29,14 +35,25 @@ _DOCS_CSP = (
 )
 
 
-def build_app(gate: Gatekeeper, settings: WebSettings) -> FastAPI:
-    """The console's ASGI app for ``gate``."""
+def build_app(
+    gate: Gatekeeper,
+    settings: WebSettings,
+    *,
+    slack: SlackService | None = None,
+    webhooks: Iterable[WebhookChannel] | None = None,
+) -> FastAPI:
+    """The console's ASGI app for ``gate`` (and, with ``slack``, Slack's request URL)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(slack.run(), name="gatekeeper-slack") if slack else None
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.events.stop()
 
     app = FastAPI(
@@ -50,7 +67,9 @@ def build_app(gate: Gatekeeper, settings: WebSettings) -> FastAPI:
     )
     app.state.gate = gate
     app.state.settings = settings
+    app.state.slack = slack
     app.state.events = _events.EventHub(gate)
+    app.state.webhooks = _webhooks.accepting(gate, webhooks)
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
 
@@ -63,6 +82,11 @@ def build_app(gate: Gatekeeper, settings: WebSettings) -> FastAPI:
     app.include_router(_session_routes.router)
     app.include_router(_api.router)
     app.include_router(_events.router)
+    app.include_router(_webhooks.router)
+    if slack is not None:
+        from . import _slack
+
+        app.include_router(_slack.router)
     if importlib.util.find_spec("gatekeeper.web._pages") is not None:
         from . import _pages
 

@@ -158,7 +158,7 @@ def _summary(event: AuditEvent) -> str:
         parts.append(f"{data.get('approvals')} of {data.get('quorum')} approvals")
     if "edited_args" in data:
         parts.append("with edited arguments")
-    for key in ("comment", "reason", "outcome", "error"):
+    for key in ("channel", "comment", "reason", "outcome", "error"):
         if data.get(key):
             parts.append(f"{key}: {data[key]}")
     return shown("; ".join(parts), 600)
@@ -185,11 +185,15 @@ def _detail_context(
     gate: Gatekeeper, viewer: Viewer, req: ApprovalRequest, shown_digest: str | None = None
 ) -> dict[str, Any]:
     now = gate.clock.now()
+    timeline = _timeline(gate, req)
     return {
         "req": req,
         "now": now,
         "left": time_left(req.expires_at, now),
-        "timeline": _timeline(gate, req),
+        "timeline": timeline,
+        # A channel that could not tell anyone (Slack down, a webhook refusing):
+        # shown at the top, so whoever opens the request knows others may not have seen it.
+        "undelivered": [e for e in timeline if e.kind == "channel.failed"],
         "stale": shown_digest is not None and shown_digest != req.args_digest,
         "fragment_url": f"/fragments/request/{urllib.parse.quote(req.id)}?"
         + urllib.parse.urlencode({"digest": req.args_digest}),

@@ -1,0 +1,443 @@
+"""Block Kit for held calls: what an approver sees in Slack, and nothing the agent can forge.
+
+Pure functions from an :class:`~gatekeeper.models.ApprovalRequest` to the JSON
+that ``chat.postMessage`` / ``chat.update`` / ``views.open`` take; no I/O.
+How untrusted text is made harmless is described in :mod:`._escape`; in short:
+
+* the arguments, the agent's reason, the policy's reasons, comments and names
+  in outcome lines are ``rich_text`` text elements (literal: no mrkdwn, no
+  ``<...>``), made visible and bounded;
+* the summary **fields are plain_text** (``Tool: refund``), as are the header,
+  buttons and the modal: plain_text does no formatting, so an escaped value
+  can't bold, strike, quote or link anything;
+* mrkdwn carries only our own words, times, counts and mentions built from
+  validated ids (``verbatim: true``); the fallback ``text`` (shown in push
+  notifications) names the tool as an inline code span.
+
+An approver must approve only what they could see: when the arguments are
+longer than :data:`ARGS_LIMIT` the message says so and offers no Approve
+button (see :func:`fits_in_slack`), and every button value carries the
+first 16 hex digits of the arguments' digest, so a click approves exactly
+the arguments that were shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+import types
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from ..._text import pretty_json
+from ...models import ApprovalRequest, RequestStatus, Risk
+from ._escape import (
+    Block,
+    code,
+    escape,
+    group_mention,
+    literal,
+    marker,
+    md,
+    people,
+    people_context,
+    plain,
+    rt_block,
+    rt_line,
+    rt_quote,
+    rt_text,
+    user_mention,
+)
+
+__all__ = [
+    "ACTION_APPROVE",
+    "ACTION_DENY",
+    "ACTION_DENY_COMMENT",
+    "ACTION_OPEN",
+    "ARGS_LIMIT",
+    "COMMENT_BLOCK",
+    "COMMENT_INPUT",
+    "DENY_MODAL",
+    "button_value",
+    "deny_modal",
+    "fits_in_slack",
+    "not_approver",
+    "parse_button_value",
+    "parse_modal_metadata",
+    "reminder",
+    "request_message",
+]
+
+ACTION_APPROVE = "gk_approve"
+ACTION_DENY = "gk_deny"
+ACTION_DENY_COMMENT = "gk_deny_comment"
+ACTION_OPEN = "gk_open"
+DENY_MODAL = "gk_deny_modal"
+COMMENT_BLOCK = "comment"
+COMMENT_INPUT = "text"
+
+ARGS_LIMIT = 2500  # characters of pretty, visible JSON an approver can read in Slack
+REASON_LIMIT = 1000  # the agent's stated reason
+COMMENT_LIMIT = 500  # a decision's comment, a failure's outcome
+ITEM_LIMIT = 300  # one policy reason
+MAX_REASONS = 10
+HEADER_LIMIT = 150
+
+_P = RequestStatus
+_APPROVED = (_P.APPROVED, _P.EXECUTING, _P.EXECUTED, _P.FAILED)
+_RISK_EMOJI = {Risk.LOW: "🟢", Risk.MEDIUM: "🟡", Risk.HIGH: "🟠", Risk.CRITICAL: "🔴"}
+_HEADLINE = {  # status: (emoji, words) for the header and the notification text
+    _P.PENDING: ("", "Approval needed"),
+    _P.APPROVED: ("✅", "Approved"),
+    _P.EXECUTING: ("✅", "Approved, running"),
+    _P.EXECUTED: ("✅", "Approved and ran"),
+    _P.FAILED: ("⚠️", "Approved, the tool failed"),
+    _P.DENIED: ("⛔", "Denied"),
+    _P.EXPIRED: ("⌛", "Expired"),
+    _P.CANCELLED: ("🛑", "Cancelled"),
+}
+_SUFFIX = {_P.EXECUTING: " · running", _P.EXECUTED: " · ran", _P.FAILED: " · the tool failed"}
+_NO_IDS: Mapping[str, str] = types.MappingProxyType({})
+_VALUE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127}):([0-9a-f]{16})")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,30}")
+_MESSAGE_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
+
+
+# -- button values and modal metadata ---------------------------------------------
+
+
+def button_value(request: ApprovalRequest) -> str:
+    """``"<request id>:<first 16 hex digits of the args digest>"``: what a click decides."""
+    value = f"{request.id}:{request.args_digest[:16]}"
+    parse_button_value(value)  # an id the parser would refuse is a configuration error
+    return value
+
+
+def parse_button_value(value: str) -> tuple[str, str]:
+    """``(request_id, digest_prefix)`` from a button value; ValueError if malformed."""
+    found = _VALUE.fullmatch(value) if isinstance(value, str) and len(value) <= 160 else None
+    if found is None:
+        raise ValueError("not a gatekeeper button value")
+    return found.group(1), found.group(2)
+
+
+def parse_modal_metadata(text: str) -> tuple[str, str, str]:
+    """``(request_id, channel_id, message_ts)`` from a deny modal; ValueError if malformed."""
+    if not isinstance(text, str) or len(text) > 3000:
+        raise ValueError("not gatekeeper modal metadata")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("not gatekeeper modal metadata") from None
+    if not isinstance(data, dict) or set(data) != {"r", "c", "t"}:
+        raise ValueError("not gatekeeper modal metadata")
+    rid, channel, ts = data["r"], data["c"], data["t"]
+    for pattern, item in ((_REQUEST_ID, rid), (_CHANNEL_ID, channel), (_MESSAGE_TS, ts)):
+        if not isinstance(item, str) or pattern.fullmatch(item) is None:
+            raise ValueError("not gatekeeper modal metadata")
+    return rid, channel, ts
+
+
+# -- small builders ---------------------------------------------------------------
+
+
+def _clock(at: dt.datetime, now: dt.datetime) -> str:
+    at, now = at.astimezone(dt.timezone.utc), now.astimezone(dt.timezone.utc)
+    return f"{at:%H:%M} UTC" if at.date() == now.date() else f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def _span(delta: dt.timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _short(session_id: str) -> str:
+    return session_id if len(session_id) <= 20 else session_id[:16] + "…"
+
+
+# -- the message --------------------------------------------------------------------
+
+
+def _args_text(request: ApprovalRequest) -> tuple[str, int, int]:
+    """(text for the preformatted element, characters shown, characters in all)."""
+    full = pretty_json(request.args, limit=sys.maxsize)  # visible, not cut
+    if len(full) <= ARGS_LIMIT:
+        return full, len(full), len(full)
+    return f"{full[:ARGS_LIMIT]}\n{marker(len(full) - ARGS_LIMIT)}", ARGS_LIMIT, len(full)
+
+
+def fits_in_slack(request: ApprovalRequest) -> bool:
+    """True when all of the arguments show in the message, so it may be approved from Slack."""
+    _, shown, total = _args_text(request)
+    return shown == total
+
+
+def _fallback(request: ApprovalRequest, status: RequestStatus) -> str:
+    headline = _HEADLINE[status][1]
+    risk = request.classification.risk.value
+    return f"{headline}: {code(request.call.tool, 200)} (risk {risk})"
+
+
+def _header(request: ApprovalRequest, status: RequestStatus) -> Block:
+    emoji, words = _HEADLINE[status]
+    prefix = f"{emoji or _RISK_EMOJI[request.classification.risk]} {words}: "
+    room = HEADER_LIMIT - len(prefix) - 4  # emoji may count double
+    text = prefix + escape(request.call.tool, room, one_line=True)
+    return {"type": "header", "block_id": "gk_header", "text": plain(text)}
+
+
+def _summary(request: ApprovalRequest) -> Block:
+    call, cls = request.call, request.classification
+    fields = [
+        f"Risk: {cls.risk.value}",
+        f"Tool: {escape(call.tool, 200, one_line=True)}",
+        f"Agent: {escape(call.agent, 200, one_line=True)}",
+        f"Session: {escape(_short(call.session_id), 60, one_line=True)}",
+        f"Rules: {escape(', '.join(cls.rules), 300, one_line=True) or 'none (policy default)'}",
+        f"Request: {escape(request.id, 200, one_line=True)}",
+    ]
+    if call.irreversible:
+        fields.append("Undo: not possible (irreversible)")
+    return {"type": "section", "block_id": "gk_summary", "fields": [plain(f) for f in fields]}
+
+
+def _reasons(request: ApprovalRequest) -> list[Block]:
+    reasons = request.classification.reasons
+    if not reasons:
+        return []
+    items = [rt_line(rt_text(literal(r, ITEM_LIMIT, one_line=True) or "(empty)")) for r in reasons]
+    elements = [
+        rt_line(rt_text("Held because:", bold=True)),
+        {"type": "rich_text_list", "style": "bullet", "elements": items[:MAX_REASONS]},
+    ]
+    if len(reasons) > MAX_REASONS:
+        elements.append(rt_line(rt_text(f"and {len(reasons) - MAX_REASONS} more", italic=True)))
+    return [rt_block("gk_reasons", *elements)]
+
+
+def _agent_reason(request: ApprovalRequest) -> list[Block]:
+    if not request.call.reason:
+        return []
+    says = rt_line(rt_text("The agent says:", bold=True))
+    return [rt_block("gk_agent_reason", says, rt_quote(literal(request.call.reason, REASON_LIMIT)))]
+
+
+def _args(request: ApprovalRequest, text: str) -> Block:
+    label = [rt_text("Arguments", bold=True)]
+    if request.edited:
+        label.append(rt_text(" (edited by an approver: this is what will run)", italic=True))
+    label.append(rt_text(f" · sha256 {request.args_digest[:12]}"))
+    pre = {"type": "rich_text_preformatted", "elements": [rt_text(text)]}
+    return rt_block("gk_args", rt_line(*label), pre)
+
+
+def _truncated(shown: int, total: int, pending: bool) -> Block:
+    note = (
+        f"Arguments truncated: showing {shown:,} of {total:,} characters. "
+        "Open the console to see everything."
+    )
+    if pending:
+        note += " It can't be approved from Slack."
+    return {"type": "context", "block_id": "gk_truncated", "elements": [md(note)]}
+
+
+def _status(request: ApprovalRequest, now: dt.datetime, slack_ids: Mapping[str, str]) -> Block:
+    left = _span(request.expires_at - now)
+    elements = [md(f"Expires in {left} (at {_clock(request.expires_at, now)})")]
+    if request.quorum > 1:
+        names = [d.approver for d in request.approvals]
+        mentions, others = people_context(names, slack_ids)
+        progress = f"Approvals {len(names)} of {request.quorum}"
+        elements.append(md(f"{progress}: {mentions}".rstrip() if names else progress))
+        elements.extend(others)
+    if request.group:
+        elements.append(plain(f"Approvers: group {escape(request.group, 100, one_line=True)}"))
+    return {"type": "context", "block_id": "gk_status", "elements": elements}
+
+
+def _is_halt(request: ApprovalRequest) -> bool:
+    # Stores cancel a halted scope's requests with comment "halted: <reason>";
+    # the gate reads a cancellation the same way (see _pipeline.blocked_error).
+    return (request.comment or "").startswith("halted")
+
+
+def _outcome(
+    request: ApprovalRequest, status: RequestStatus, now: dt.datetime, ids: Mapping[str, str]
+) -> list[Block]:
+    emoji, words = _HEADLINE[status]
+    title, tail = (
+        f"{emoji} {words}",
+        f" at {_clock(request.decided_at, now)}" if request.decided_at else "",
+    )
+    names = [request.decided_by] if request.decided_by else []
+    comment = request.comment
+    if status in _APPROVED:
+        title, tail, comment = "✅ Approved", tail + _SUFFIX.get(status, ""), None
+        names = [d.approver for d in request.approvals] or names
+    elif status is _P.EXPIRED:
+        names, tail, comment = [], " — denied (nobody decided in time)", None
+    elif status is _P.CANCELLED and _is_halt(request):
+        title += " — agent halted"
+        comment = (comment or "").removeprefix("halted").lstrip(": ") or None
+    tail += ":" if comment else ""
+    line = [rt_text(title, bold=True), *_by(names, ids)] + ([rt_text(tail)] if tail else [])
+    elements = [rt_line(*line)]
+    if comment:
+        elements.append(rt_quote(literal(comment, COMMENT_LIMIT)))
+    blocks = [rt_block("gk_outcome", *elements)]
+    if status is _P.FAILED and request.outcome:
+        failed = plain(f"The tool failed: {escape(request.outcome, COMMENT_LIMIT)}")
+        blocks.append({"type": "context", "block_id": "gk_failure", "elements": [failed]})
+    return blocks
+
+
+def _by(names: list[str], ids: Mapping[str, str]) -> list[Block]:
+    return [rt_text(" by "), *people(names, ids)] if names else []
+
+
+def _button(action_id: str, label: str, **extra: Any) -> Block:
+    return {"type": "button", "action_id": action_id, "text": plain(label), **extra}
+
+
+def _actions(request: ApprovalRequest, console_url: str | None, approvable: bool) -> Block:
+    value = button_value(request)
+    elements: list[Block] = []
+    if approvable:
+        confirm = _confirm(request)
+        extra = {"confirm": confirm} if confirm else {}
+        elements.append(_button(ACTION_APPROVE, "Approve", style="primary", value=value, **extra))
+    elements.append(_button(ACTION_DENY, "Deny", style="danger", value=value))
+    elements.append(_button(ACTION_DENY_COMMENT, "Deny with comment", value=value))
+    if console_url:
+        url = f"{console_url.rstrip('/')}/requests/{quote(request.id, safe='')}"
+        elements.append(_button(ACTION_OPEN, "Open in console", url=url))
+    return {"type": "actions", "block_id": "gk_actions", "elements": elements}
+
+
+def _confirm(request: ApprovalRequest) -> Block | None:
+    tool = escape(request.call.tool, 150, one_line=True)
+    if request.call.irreversible:
+        text = f"This cannot be undone. Run {tool} with the arguments shown?"
+    elif request.classification.risk is Risk.CRITICAL:
+        text = f"This call is critical risk. Run {tool} with the arguments shown?"
+    else:
+        return None
+    return {
+        "title": plain("Approve this call?"),
+        "text": plain(text),
+        "confirm": plain("Approve"),
+        "deny": plain("Cancel"),
+        "style": "primary",
+    }
+
+
+def request_message(
+    request: ApprovalRequest,
+    *,
+    now: dt.datetime,
+    console_url: str | None = None,
+    slack_ids: Mapping[str, str] = _NO_IDS,
+) -> dict[str, Any]:
+    """``{"text": ..., "blocks": [...]}`` for ``chat.postMessage`` / ``chat.update``.
+
+    ``slack_ids`` maps approver names to Slack user ids (for mentions);
+    ``console_url`` is the web console's base URL (for the Open button). A
+    pending request past its expiry already reads as expired.
+    """
+    status = request.effective_status(now)
+    text, shown, total = _args_text(request)
+    approvable = shown == total
+    blocks = [_header(request, status), _summary(request)]
+    blocks += _reasons(request) + _agent_reason(request)
+    blocks.append(_args(request, text))
+    if not approvable:
+        blocks.append(_truncated(shown, total, pending=status is _P.PENDING))
+    if status is _P.PENDING:
+        blocks.append(_status(request, now, slack_ids))
+        blocks.append(_actions(request, console_url, approvable))
+    else:
+        blocks += _outcome(request, status, now, slack_ids)
+    return {"text": _fallback(request, status), "blocks": blocks}
+
+
+# -- other surfaces -------------------------------------------------------------------
+
+
+def deny_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str) -> dict[str, Any]:
+    """A ``views.open`` modal asking why; its metadata names the request and the message."""
+    meta = json.dumps({"r": request.id, "c": channel_id, "t": message_ts}, separators=(",", ":"))
+    parse_modal_metadata(meta)  # refuse ids we could not read back
+    call = request.call
+    what = (
+        f"Deny {escape(call.tool, 200, one_line=True)} (risk {request.classification.risk.value})"
+        f" for agent {escape(call.agent, 200, one_line=True)}?"
+    )
+    return {
+        "type": "modal",
+        "callback_id": DENY_MODAL,
+        "title": plain("Deny request"),
+        "submit": plain("Deny"),
+        "close": plain("Cancel"),
+        "private_metadata": meta,
+        "blocks": [
+            {"type": "section", "block_id": "gk_deny_what", "text": plain(what)},
+            {
+                "type": "context",
+                "block_id": "gk_deny_request",
+                "elements": [plain(f"Request {escape(request.id, 200, one_line=True)}")],
+            },
+            {
+                "type": "input",
+                "block_id": COMMENT_BLOCK,
+                "label": plain("Why? The agent reads this."),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": COMMENT_INPUT,
+                    "multiline": True,
+                    "max_length": 1000,
+                },
+            },
+        ],
+    }
+
+
+def reminder(request: ApprovalRequest, *, now: dt.datetime, mention: str | None) -> dict[str, Any]:
+    """A thread reply nudging ``mention`` (a user group ``S…`` or user ``U…`` id, or a name)."""
+    left = request.expires_at - now
+    risk = request.classification.risk.value
+    waited = _span(now - request.created_at)
+    tail = f"expires in {_span(left)}" if left.total_seconds() > 0 else "it has expired"
+    rest = f" (risk {risk}) has waited {waited}; {tail}."
+    who_md = group_mention(mention) or user_mention(mention)
+    if who_md:
+        kind, key = ("usergroup", "usergroup_id") if who_md[1] == "!" else ("user", "user_id")
+        who: list[Block] = [{"type": kind, key: mention}, rt_text(" still waiting: ")]
+        lead = f"{who_md} still waiting: "
+    elif mention:
+        who = [rt_text(literal(mention, 100, one_line=True) + " still waiting: ")]
+        lead = f"{code(mention, 100)} still waiting: "
+    else:
+        who, lead = [rt_text("Still waiting: ")], "Still waiting: "
+    tool = request.call.tool
+    line = rt_line(*who, rt_text(literal(tool, 200, one_line=True), code=True), rt_text(rest))
+    return {"text": lead + code(tool, 200) + rest, "blocks": [rt_block("gk_reminder", line)]}
+
+
+def not_approver(request: ApprovalRequest | None) -> str:
+    """The ephemeral reply to someone who clicked but may not decide this request."""
+    text = "You are not an approver for this request."
+    if request is not None and request.group:
+        text += f" It needs an approver from group {code(request.group, 100)}."
+    return text

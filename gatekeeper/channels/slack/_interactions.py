@@ -1,0 +1,206 @@
+"""Button clicks and modal submissions from Slack, whichever way they arrive.
+
+Socket Mode and the HTTP request URL both hand the decoded payload to
+:meth:`SlackInteractions.handle`, which answers at once with what Slack's
+acknowledgement must carry and returns the slow part (deciding, updating the
+message, telling the user) as ``work`` to run after the acknowledgement, so
+Slack's 3-second deadline is always met.
+
+Every decision goes through ``gate.approve`` / ``gate.deny``: the same
+approver checks and the same atomic store transition as the CLI and the web
+console. A click by someone who is not an approver of the request changes
+nothing and gets an ephemeral answer only they see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..._errors import GatekeeperError, RequestNotFound
+from ...models import ApprovalRequest
+from ._blocks import (
+    ACTION_APPROVE,
+    ACTION_DENY,
+    ACTION_DENY_COMMENT,
+    COMMENT_BLOCK,
+    COMMENT_INPUT,
+    DENY_MODAL,
+    deny_modal,
+    not_approver,
+    parse_button_value,
+    parse_modal_metadata,
+)
+from ._channel import MessageRef, SlackChannel
+from ._escape import code
+
+if TYPE_CHECKING:
+    from ..._gate import Gatekeeper
+
+__all__ = ["Reply", "SlackInteractions"]
+
+log = logging.getLogger("gatekeeper.slack")
+
+COMMENT_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to acknowledge with (``body``; None = an empty 200) and what to do after."""
+
+    body: dict[str, Any] | None = None
+    work: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class _Click:
+    user: str
+    channel: str
+    ts: str
+    trigger_id: str | None
+
+
+class SlackInteractions:
+    """Turns Slack interaction payloads into decisions on the gate."""
+
+    def __init__(self, gate: Gatekeeper, channel: SlackChannel, *, team_id: str | None = None):
+        self.gate = gate
+        self.channel = channel
+        self.team_id = team_id
+
+    # -- the fast part: parse and acknowledge ------------------------------------------------
+    def handle(self, payload: Mapping[str, Any]) -> Reply:
+        """The acknowledgement for ``payload`` and the work to do after it."""
+        try:
+            kind = payload.get("type")
+            team = _get(payload, "team", "id") or _get(payload, "user", "team_id")
+            if self.team_id is not None and team != self.team_id:
+                log.warning("slack: ignored a payload from workspace %r", team)
+                return Reply()
+            if kind == "block_actions":
+                return self._block_action(payload)
+            if kind == "view_submission" and _get(payload, "view", "callback_id") == DENY_MODAL:
+                return self._modal(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("slack: ignored a malformed %r payload: %s", payload.get("type"), exc)
+            return Reply()
+        return Reply()
+
+    def _block_action(self, payload: Mapping[str, Any]) -> Reply:
+        action = payload["actions"][0]
+        action_id = action["action_id"]
+        if action_id not in (ACTION_APPROVE, ACTION_DENY, ACTION_DENY_COMMENT):
+            return Reply()  # "Open in console" is a link; Slack reports its click too
+        request_id, digest = parse_button_value(str(action["value"]))
+        container = payload.get("container") or {}
+        click = _Click(
+            user=str(payload["user"]["id"]),
+            channel=str(container.get("channel_id") or _get(payload, "channel", "id")),
+            ts=str(container.get("message_ts") or _get(payload, "message", "ts")),
+            trigger_id=payload.get("trigger_id"),
+        )
+        if action_id == ACTION_DENY_COMMENT:
+            return Reply(work=lambda: self._guarded(click, request_id, self._open_modal))
+
+        def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
+            if action_id == ACTION_APPROVE:
+                return self.gate.approve(
+                    req.id, approver=approver, via=f"slack:{click.user}", expect_digest=digest
+                )
+            return self.gate.deny(req.id, approver=approver, via=f"slack:{click.user}")
+
+        return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
+
+    def _modal(self, payload: Mapping[str, Any]) -> Reply:
+        view = payload["view"]
+        request_id, channel, ts = parse_modal_metadata(str(view["private_metadata"]))
+        value = view["state"]["values"][COMMENT_BLOCK][COMMENT_INPUT].get("value") or ""
+        comment = str(value).strip()
+        if not comment or len(comment) > COMMENT_LIMIT:
+            problem = (
+                "Say why; the agent reads this." if not comment else "At most 1,000 characters."
+            )
+            return Reply(body={"response_action": "errors", "errors": {COMMENT_BLOCK: problem}})
+        click = _Click(user=str(payload["user"]["id"]), channel=channel, ts=ts, trigger_id=None)
+
+        def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
+            return self.gate.deny(
+                req.id, approver=approver, comment=comment, via=f"slack:{click.user}"
+            )
+
+        return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
+
+    # -- the slow part, after the acknowledgement -------------------------------------------
+    def _guarded(
+        self, click: _Click, request_id: str, step: Callable[[_Click, ApprovalRequest, str], None]
+    ) -> None:
+        """Find the request and the approver, run ``step``; any failure is told, not raised."""
+        try:
+            try:
+                req = self.gate.get(request_id)
+            except RequestNotFound:
+                self._tell(click, "There is no such request any more. Nothing changed.")
+                return
+            approver = self.channel.approvers.resolve(click.user, req)
+            if approver is None:
+                log.warning("slack: %s is not an approver of request %s", click.user, req.id)
+                self._tell(click, not_approver(req))
+                return
+            step(click, req, approver.name)
+        except GatekeeperError as exc:
+            # The store is down, Slack refused, ...: nothing was decided; say so.
+            log.warning("slack: click on %s failed: %s", request_id, exc)
+            self._tell(click, f"gatekeeper could not do that: {code(exc.message, 500)}")
+
+    def _deciding(
+        self, decide: Callable[[ApprovalRequest, str], ApprovalRequest]
+    ) -> Callable[[_Click, ApprovalRequest, str], None]:
+        def step(click: _Click, req: ApprovalRequest, approver: str) -> None:
+            ref: MessageRef = (click.channel, click.ts)
+            try:
+                after = decide(req, approver)
+            except GatekeeperError as exc:
+                # Already decided, expired, the digest moved on, not in the group:
+                # nothing changed. Repaint the message with the truth and say why.
+                self._tell(click, f"Nothing changed: {code(exc.message, 500)}")
+                self._repaint(self.gate.get(req.id), ref, force=True)
+                return
+            self._repaint(after, ref)
+
+        return step
+
+    def _open_modal(self, click: _Click, req: ApprovalRequest, approver: str) -> None:
+        if not req.status.decided and click.trigger_id:
+            self.channel.call(
+                "views.open",
+                self.channel.client.views_open,
+                trigger_id=click.trigger_id,
+                view=deny_modal(req, channel_id=click.channel, message_ts=click.ts),
+            )
+        else:
+            self._tell(click, f"Nothing changed: the request is already {req.status.value}.")
+            self._repaint(req, (click.channel, click.ts), force=True)
+
+    def _repaint(self, req: ApprovalRequest, ref: MessageRef, *, force: bool = False) -> None:
+        """Show ``req`` on its messages; a Slack failure is audited, the decision stands."""
+        try:
+            self.channel.show(req, also=[ref], force=force)
+        except GatekeeperError as exc:
+            self.gate._channel_failed(self.channel, req, exc, now=True)
+
+    def _tell(self, click: _Click, text: str) -> None:
+        try:
+            self.channel.tell(click.channel, click.user, text)
+        except GatekeeperError as exc:
+            log.warning("slack: could not tell %s: %s", click.user, exc)
+
+
+def _get(payload: Mapping[str, Any], *path: str) -> Any:
+    value: Any = payload
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value

@@ -1,0 +1,74 @@
+"""Slack interactivity over Socket Mode: no public URL needed.
+
+slack-sdk's built-in ``SocketModeClient`` keeps the WebSocket open (and
+reconnects when Slack asks it to, or the connection drops). Each envelope is
+acknowledged first, then worked on, so Slack never waits more than the time
+it takes to parse the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.socket_mode import SocketModeClient
+from slack_sdk.socket_mode.client import BaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from ._interactions import SlackInteractions
+
+__all__ = ["SlackSocketMode"]
+
+log = logging.getLogger("gatekeeper.slack")
+
+
+class SlackSocketMode:
+    """Receives button clicks and modal submissions over Socket Mode."""
+
+    def __init__(
+        self,
+        interactions: SlackInteractions,
+        *,
+        app_token: str,
+        web_client: WebClient,
+        ping_interval: float = 5.0,
+    ) -> None:
+        self.interactions = interactions
+        self.client = SocketModeClient(
+            app_token=app_token,
+            web_client=web_client,
+            auto_reconnect_enabled=True,
+            ping_interval=ping_interval,
+        )
+        self.client.socket_mode_request_listeners.append(self._on_request)
+        self.handled = 0  # envelopes worked on (tests read it)
+
+    def start(self) -> None:
+        """Open the connection; returns once connected (runs on slack-sdk's threads)."""
+        self.client.connect()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _on_request(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
+        if req.type != "interactive":
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            return
+        body: dict[str, Any] | None = None
+        work = None
+        try:
+            # Slack redelivers an envelope whose ack was late: acknowledge it, don't redo it.
+            store = self.interactions.gate.store
+            if store.use_once(f"slack:envelope:{req.envelope_id}", 3600):
+                reply = self.interactions.handle(req.payload)
+                body, work = reply.body, reply.work
+        except Exception:
+            log.exception("slack: could not handle envelope %s", req.envelope_id)
+        client.send_socket_mode_response(
+            SocketModeResponse(envelope_id=req.envelope_id, payload=body)
+        )
+        if work is not None:
+            self.handled += 1
+            work()

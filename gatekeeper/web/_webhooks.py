@@ -1,0 +1,304 @@
+"""``POST /webhooks/decision``: signed decisions from the system a webhook channel notifies.
+
+The receiving system (a Teams bot, an internal tool...) shows the request to a
+person and posts their decision back, signed with the channel's secret exactly
+as gatekeeper signs its deliveries. Every refusal is
+``{"error": {"code", "message"}}`` and changes nothing:
+
+====  ==================  =============================================================
+401   ``bad_signature``   no or wrong ``X-Gatekeeper-Signature`` / ``-Timestamp``
+401   ``stale``           timestamp more than 300 s from the console's clock
+409   ``replayed``        this exact signature was used before
+422   ``invalid``         the body is not the JSON described by :class:`DecisionIn`
+403   ``not_authorized``  unknown approver, or not of the request's group
+404   ``not_found``       no such request
+409   ``already_decided`` the request is no longer pending (``status`` says what it is)
+409   ``digest_mismatch`` the arguments are not those the person reviewed
+409   ``conflict``        refused by the state machine (this approver already approved)
+====  ==================  =============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from .._errors import (
+    GatekeeperError,
+    InvalidToolCall,
+    NotAuthorized,
+    RequestNotFound,
+    StoreUnavailable,
+    TransitionRefused,
+)
+from .._gate import Gatekeeper
+from ..channels.webhook import (
+    DECISION_PATH,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    TOLERANCE,
+    WebhookChannel,
+    signature_matches,
+)
+from ..models import ApprovalRequest, RequestStatus
+from ._deps import get_gate
+
+__all__ = ["DecisionIn", "DecisionOut", "accepting", "router"]
+
+log = logging.getLogger("gatekeeper.web")
+
+MAX_BODY = 64 * 1024
+#: How long a used signature is remembered: longer than the whole window it is valid in.
+REPLAY_TTL = 2 * TOLERANCE
+
+
+class DecisionIn(BaseModel):
+    """A person's decision, as the deciding system posts it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    approver: str = Field(
+        min_length=1, max_length=200, description="a configured approver (the person)"
+    )
+    decision: Literal["approve", "deny"]
+    comment: str | None = Field(default=None, max_length=4000, description="the agent reads it")
+    args_digest: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{8,64}$",
+        description="the request's args_digest (or its first 8+ characters) the person was "
+        "shown; required to approve, ignored on deny",
+    )
+
+    @model_validator(mode="after")
+    def _approve_needs_digest(self) -> DecisionIn:
+        if self.decision == "approve" and self.args_digest is None:
+            raise ValueError("args_digest is required to approve: the digest the approver saw")
+        return self
+
+
+class DecisionOut(BaseModel):
+    id: str
+    status: RequestStatus = Field(description="pending while a quorum still needs approvals")
+    decided_by: str | None
+    approvals: int = Field(description="approvals counted so far")
+
+
+class _ErrorBody(BaseModel):
+    code: str
+    message: str
+    status: RequestStatus | None = Field(
+        default=None, description="the request's status (already_decided, digest_mismatch)"
+    )
+
+
+class _ErrorOut(BaseModel):
+    error: _ErrorBody
+
+
+router = APIRouter(tags=["webhooks"])
+
+
+def accepting(gate: Gatekeeper, webhooks: Iterable[WebhookChannel] | None) -> list[WebhookChannel]:
+    """The channels whose signed decisions the console takes (default: the gate's own)."""
+    if webhooks is None:
+        webhooks = [c for c in gate.channels if isinstance(c, WebhookChannel)]
+    return [hook for hook in webhooks if hook.accept_decisions]
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: str, message: str, *, current: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.current = status, code, message, current
+
+    def response(self) -> Response:
+        body = {"code": self.code, "message": self.message}
+        if self.current is not None:
+            body["status"] = self.current  # the request's status
+        headers = {"WWW-Authenticate": "Signature"} if self.status == 401 else None
+        return JSONResponse({"error": body}, status_code=self.status, headers=headers)
+
+
+def _refusals() -> dict[int | str, dict[str, Any]]:
+    texts = {
+        401: "missing or wrong signature, or a stale timestamp",
+        403: "unknown approver, or not of the request's group",
+        404: "no such request, or no webhook channel takes decisions here",
+        409: "replayed signature, already decided, or args digest mismatch",
+        413: "body over 64 KiB",
+        422: "the body is not a valid decision",
+        503: "the store is unavailable",
+    }
+    return {code: {"model": _ErrorOut, "description": text} for code, text in texts.items()}
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise _Refusal(413, "too_large", f"the body is over {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _Refusal(413, "too_large", f"the body is over {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _signer(
+    hooks: Sequence[WebhookChannel], timestamp: str | None, signature: str | None, body: bytes
+) -> WebhookChannel:
+    if not timestamp or not signature:
+        raise _Refusal(
+            401, "bad_signature", f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
+        )
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise _Refusal(401, "bad_signature", f"{TIMESTAMP_HEADER} must be unix seconds")
+    found = None
+    for hook in hooks:  # every one, so the time taken does not say which secret matched
+        if signature_matches(hook.secret, timestamp, body, signature) and found is None:
+            found = hook
+    if found is None:
+        raise _Refusal(401, "bad_signature", "the signature does not verify")
+    return found
+
+
+def _fresh(gate: Gatekeeper, timestamp: str) -> None:
+    skew = int(timestamp) - gate.clock.now().timestamp()
+    if abs(skew) > TOLERANCE:
+        when = "in the future" if skew > 0 else "old"
+        raise _Refusal(
+            401,
+            "stale",
+            f"the timestamp is {abs(int(skew))} s {when}; at most {TOLERANCE} s either way "
+            "(sign each attempt afresh, and keep clocks in sync)",
+        )
+
+
+def _parse(body: bytes) -> DecisionIn:
+    try:
+        return DecisionIn.model_validate_json(body)
+    except ValidationError as exc:
+        parts = []
+        for error in exc.errors(include_url=False)[:5]:
+            loc = ".".join(str(x) for x in error.get("loc", ())) or "body"
+            parts.append(f"{loc}: {error.get('msg', 'invalid')}")
+        raise _Refusal(422, "invalid", "; ".join(parts) or "invalid decision") from None
+
+
+def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> ApprovalRequest:
+    """The decision, through the gate's own checks (approver, group, digest, state machine)."""
+    req = gate.get(decision.request_id)
+    gate.approver(decision.approver, req)
+    status = req.effective_status(gate.clock.now())
+    if status is not RequestStatus.PENDING:
+        raise _Refusal(
+            409,
+            "already_decided",
+            f"request {req.id} is {status.value}, no longer pending",
+            current=status.value,
+        )
+    via = f"webhook:{hook.name}"
+    if decision.decision == "deny":
+        return gate.deny(req.id, approver=decision.approver, comment=decision.comment, via=via)
+    expected = decision.args_digest or ""
+    if not req.args_digest.startswith(expected):
+        raise _Refusal(
+            409,
+            "digest_mismatch",
+            f"request {req.id}'s arguments (digest {req.args_digest[:12]}) are not the ones "
+            f"reviewed ({expected[:12]}); show the current ones and decide again",
+            current=status.value,
+        )
+    return gate.approve(
+        req.id,
+        approver=decision.approver,
+        comment=decision.comment,
+        via=via,
+        expect_digest=expected,
+    )
+
+
+def _refusal_of(exc: GatekeeperError) -> _Refusal:
+    if isinstance(exc, NotAuthorized):
+        return _Refusal(403, "not_authorized", exc.message)
+    if isinstance(exc, RequestNotFound):
+        return _Refusal(404, "not_found", exc.message)
+    if isinstance(exc, TransitionRefused):
+        pending = exc.status == RequestStatus.PENDING.value
+        return _Refusal(
+            409, "conflict" if pending else "already_decided", exc.message, current=exc.status
+        )
+    if isinstance(exc, InvalidToolCall):
+        return _Refusal(422, "invalid", exc.message)
+    if isinstance(exc, StoreUnavailable):
+        log.error("store unavailable: %s", exc)
+        return _Refusal(503, "store_unavailable", exc.message)
+    return _Refusal(400, "bad_request", exc.message)
+
+
+@router.post(
+    DECISION_PATH,
+    response_model=DecisionOut,
+    responses=_refusals(),
+    summary="Approve or deny, signed with a webhook channel's secret",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DecisionIn.model_json_schema()}},
+        }
+    },
+)
+async def webhook_decision(
+    request: Request,
+    x_gatekeeper_timestamp: Annotated[
+        str | None, Header(description="unix seconds when the body was signed")
+    ] = None,
+    x_gatekeeper_signature: Annotated[
+        str | None,
+        Header(description='v1=<hex hmac_sha256(secret, b"v1:{timestamp}:" + body)>'),
+    ] = None,
+) -> Response:
+    """Signed with the secret of a webhook channel the console was given.
+
+    Checks, in order: signature, freshness, replay, body, then the same
+    approver, group, digest and state checks as every other way of deciding.
+    The decision is recorded ``via`` ``webhook:<channel name>``.
+    """
+    gate = get_gate(request)
+    hooks: list[WebhookChannel] = request.app.state.webhooks
+    try:
+        if not hooks:
+            raise _Refusal(404, "not_found", "no webhook channel takes decisions on this console")
+        body = await _read_body(request)
+        hook = _signer(hooks, x_gatekeeper_timestamp, x_gatekeeper_signature, body)
+        assert x_gatekeeper_timestamp is not None
+        assert x_gatekeeper_signature is not None
+        _fresh(gate, x_gatekeeper_timestamp)
+        key = "webhook:" + x_gatekeeper_signature
+        if not await run_in_threadpool(gate.store.use_once, key, REPLAY_TTL):
+            raise _Refusal(409, "replayed", "this signature was used before; sign each request")
+        decision = _parse(body)
+        try:
+            after = await run_in_threadpool(_decide, gate, hook, decision)
+        except GatekeeperError as exc:
+            raise _refusal_of(exc) from exc
+    except _Refusal as refusal:
+        if refusal.status in (401, 409):
+            log.warning("webhook decision refused (%s): %s", refusal.code, refusal.message)
+        return refusal.response()
+    except GatekeeperError as exc:  # the store, before the decision
+        return _refusal_of(exc).response()
+    out = DecisionOut(
+        id=after.id,
+        status=after.status,
+        decided_by=after.decided_by,
+        approvals=len(after.approvals),
+    )
+    return JSONResponse(out.model_dump(mode="json"))

@@ -1,0 +1,727 @@
+"""WebhookChannel over real HTTP, and signed decisions through the console's /webhooks/decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gatekeeper import (
+    ApprovalDenied,
+    ApprovalRequest,
+    ChannelError,
+    ConfigError,
+    Gatekeeper,
+    MemoryStore,
+    Policy,
+    RequestStatus,
+)
+from gatekeeper import _pipeline as pipe
+from gatekeeper._canonical import digest
+from gatekeeper._config import load_config
+from gatekeeper.channels import WebhookChannel
+from gatekeeper.models import ToolCall
+from gatekeeper.store import Store
+from gatekeeper.testing import RecordingChannel
+from gatekeeper.web import create_app
+from tests.gatekit import audit_events
+from tests.webkit import POLICY, Agent, Console, TestClient
+
+SECRET = "whsec-" + "x" * 26
+OTHER_SECRET = "whsec-" + "y" * 26
+
+
+# -- a receiver on a real port ------------------------------------------------------------------
+class Receiver:
+    """An HTTP server that records each POST and answers from a script (then 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.script: list[tuple[int, dict[str, str]]] = []
+        self._arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver._arrived:
+                    receiver.received.append(
+                        ({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status, headers = receiver.script.pop(0) if receiver.script else (200, {})
+                    receiver._arrived.notify_all()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self.thread.start()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+    def docs(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.received]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
+
+
+def verifies(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The documented scheme, written out independently of gatekeeper's code."""
+    timestamp = headers["x-gatekeeper-timestamp"]
+    mac = hmac.new(secret.encode(), f"v1:{timestamp}:".encode() + body, hashlib.sha256)
+    return hmac.compare_digest("v1=" + mac.hexdigest(), headers["x-gatekeeper-signature"])
+
+
+def a_request() -> ApprovalRequest:
+    now = dt.datetime.now(dt.timezone.utc)
+    args: dict[str, Any] = {"order_id": "A-1", "amount": 20.0}
+    call = ToolCall(
+        id="call-1",
+        tool="refund",
+        args=args,
+        args_digest=digest(args),
+        agent="billing-bot",
+        session_id="s-1",
+        created_at=now,
+    )
+    return pipe.new_request("req-1", call, Policy.from_yaml(POLICY).classify(call), now, 900)
+
+
+class Sleeps(list[float]):
+    """Records the waits asked for instead of waiting (sync and async faces)."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def channel(url: str, sleeps: Sleeps, **kw: Any) -> WebhookChannel:
+    return WebhookChannel(url, secret=SECRET, sleep=sleeps, asleep=sleeps.asleep, **kw)
+
+
+# -- delivery ---------------------------------------------------------------------------------
+def test_a_held_call_is_posted_signed_and_its_outcome_too(receiver: Receiver) -> None:
+    hook = WebhookChannel(receiver.url, secret=SECRET, name="ops", console_url="https://gk.test/")
+    recorder = RecordingChannel()
+    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), channels=[recorder, hook])
+
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        return "refunded"
+
+    agent = Agent(gate, refund, "billing-bot", {"order_id": "A-1", "amount": 20.0})
+    req = recorder.wait_for_request()
+    headers, body = receiver.wait_for(1)[0]
+    assert verifies(SECRET, headers, body)
+    assert not verifies(OTHER_SECRET, headers, body)
+    assert abs(int(headers["x-gatekeeper-timestamp"]) - time.time()) < 60
+    assert headers["content-type"] == "application/json"
+    assert headers["x-gatekeeper-event"] == "approval.requested"
+    doc = json.loads(body)
+    assert doc["type"] == "approval.requested"
+    assert doc["channel"] == "ops"
+    assert doc["request"]["id"] == req.id
+    assert doc["request"]["args"] == {"order_id": "A-1", "amount": 20.0}
+    assert doc["request"]["args_digest"] == req.args_digest
+    assert doc["decide_url"] == "https://gk.test/webhooks/decision"
+    assert doc["console_url"] == f"https://gk.test/requests/{req.id}"
+    assert ApprovalRequest.model_validate(doc["request"]) == req
+
+    gate.deny(req.id, approver="alice", comment="no")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+    headers, body = receiver.wait_for(2)[1]
+    assert verifies(SECRET, headers, body)
+    doc = json.loads(body)
+    assert doc["type"] == "approval.updated"
+    assert doc["status"] == "denied"
+    assert doc["request"]["decided_by"] == "alice"
+    hook.close()
+
+
+def test_without_a_console_url_there_are_no_links(receiver: Receiver) -> None:
+    hook = channel(receiver.url, Sleeps())
+    hook.notify(a_request())
+    doc = receiver.docs()[0]
+    assert doc["decide_url"] is None
+    assert doc["console_url"] is None
+    hook.close()
+
+
+def test_5xx_is_retried_until_delivered(receiver: Receiver) -> None:
+    receiver.script = [(503, {}), (502, {})]
+    sleeps = Sleeps()
+    hook = channel(receiver.url, sleeps)
+    hook.notify(a_request())
+    received = receiver.wait_for(3)
+    assert len(received) == 3
+    assert len(sleeps) == 2
+    assert all(0 < s <= 30 for s in sleeps)
+    assert len({h["x-gatekeeper-delivery"] for h, _ in received}) == 1  # one delivery, retried
+    assert all(verifies(SECRET, h, b) for h, b in received)
+    hook.close()
+
+
+def test_429_honours_retry_after_seconds(receiver: Receiver) -> None:
+    receiver.script = [(429, {"Retry-After": "2"})]
+    sleeps = Sleeps()
+    channel(receiver.url, sleeps).notify(a_request())
+    assert sleeps == [2.0]
+    assert len(receiver.received) == 2
+
+
+def test_429_honours_retry_after_as_an_http_date(receiver: Receiver) -> None:
+    when = email.utils.formatdate(time.time() + 10, usegmt=True)
+    receiver.script = [(429, {"Retry-After": when})]
+    sleeps = Sleeps()
+    channel(receiver.url, sleeps).notify(a_request())
+    assert len(sleeps) == 1
+    assert 7 <= sleeps[0] <= 10
+
+
+def test_retry_after_is_capped_at_max_wait(receiver: Receiver) -> None:
+    receiver.script = [(503, {"Retry-After": "3600"})]
+    sleeps = Sleeps()
+    channel(receiver.url, sleeps, max_wait=4).notify(a_request())
+    assert sleeps == [4.0]
+
+
+def test_it_stops_when_waiting_more_would_pass_max_wait(receiver: Receiver) -> None:
+    receiver.script = [(503, {"Retry-After": "10"})] * 10
+    sleeps = Sleeps()
+    hook = channel(receiver.url, sleeps, attempts=10, max_wait=25)
+    with pytest.raises(ChannelError, match=r"after 3 attempt\(s\): HTTP 503") as caught:
+        hook.notify(a_request())
+    assert sleeps == [10.0, 10.0]
+    assert len(receiver.received) == 3
+    assert caught.value.status == 503
+
+
+def test_4xx_is_not_retried(receiver: Receiver) -> None:
+    receiver.script = [(400, {})]
+    sleeps = Sleeps()
+    with pytest.raises(ChannelError, match="HTTP 400; not retried") as caught:
+        channel(receiver.url, sleeps, name="ops").notify(a_request())
+    assert caught.value.channel == "ops"
+    assert caught.value.status == 400
+    assert len(receiver.received) == 1
+    assert sleeps == []
+
+
+def test_a_receiver_that_is_down_is_given_up_on_after_attempts() -> None:
+    sleeps = Sleeps()
+    hook = channel(closed_port_url(), sleeps, attempts=3)
+    with pytest.raises(ChannelError, match=r"after 3 attempt\(s\)") as caught:
+        hook.notify(a_request())
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert len(sleeps) == 2
+    hook.close()
+
+
+def test_through_a_gate_a_failing_webhook_leaves_the_request_pending_and_audited() -> None:
+    hook = channel(closed_port_url(), Sleeps(), attempts=2)
+    recorder = RecordingChannel()
+    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), channels=[hook, recorder])
+
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        return "refunded"
+
+    agent = Agent(gate, refund, "billing-bot", {"order_id": "A-1", "amount": 20.0})
+    req = recorder.wait_for_request()  # told after the webhook failed: it was not fatal
+    assert gate.get(req.id).status is RequestStatus.PENDING
+    failed = [e for e in audit_events(gate) if e.kind == "channel.failed"]
+    assert len(failed) == 1
+    assert failed[0].request_id == req.id
+    assert failed[0].data["channel"] == "WebhookChannel"
+    assert "after 2 attempt(s)" in failed[0].data["error"]
+    gate.deny(req.id, approver="alice", comment="tidy up")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_the_channel_refuses_bad_settings() -> None:
+    with pytest.raises(ValueError, match="http"):
+        WebhookChannel("ftp://example.com", secret=SECRET)
+    with pytest.raises(ValueError, match="16 characters"):
+        WebhookChannel("https://example.com", secret="short")
+    with pytest.raises(ValueError, match="attempts"):
+        WebhookChannel("https://example.com", secret=SECRET, attempts=0)
+    assert SECRET not in repr(WebhookChannel("https://example.com", secret=SECRET))
+
+
+async def test_the_async_face_delivers_with_the_same_policy(receiver: Receiver) -> None:
+    receiver.script = [(503, {}), (429, {"Retry-After": "1"})]
+    sleeps = Sleeps()
+    hook = channel(receiver.url, sleeps)
+    req = a_request()
+    await hook.anotify(req)
+    assert len(receiver.received) == 3
+    assert len(sleeps) == 2
+    assert sleeps[1] == 1.0
+    await hook.aupdate(req.model_copy(update={"status": RequestStatus.CANCELLED}))
+    docs = receiver.docs()
+    assert [d["type"] for d in docs] == ["approval.requested"] * 3 + ["approval.updated"]
+    assert docs[-1]["status"] == "cancelled"
+    assert all(verifies(SECRET, h, b) for h, b in receiver.received)
+
+
+async def test_the_async_face_uses_a_given_client_and_gives_up_too(receiver: Receiver) -> None:
+    receiver.script = [(404, {})]
+    sleeps = Sleeps()
+    async with httpx.AsyncClient() as client:
+        hook = channel(receiver.url, sleeps, async_client=client)
+        with pytest.raises(ChannelError, match="HTTP 404"):
+            await hook.anotify(a_request())
+        down = channel(closed_port_url(), sleeps, attempts=2, async_client=client)
+        with pytest.raises(ChannelError, match=r"after 2 attempt\(s\)"):
+            await down.anotify(a_request())
+    assert len(sleeps) == 1
+
+
+async def test_an_async_guarded_call_notifies_through_the_async_face(receiver: Receiver) -> None:
+    sleeps = Sleeps()
+    hook = channel(receiver.url, sleeps)
+    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), channels=[hook])
+
+    @gate.guard
+    async def note(text: str) -> str:
+        return "noted"
+
+    import asyncio
+
+    task = asyncio.create_task(note(text="hi"))
+    for _ in range(200):
+        if receiver.received:
+            break
+        await asyncio.sleep(0.01)
+    doc = receiver.docs()[0]
+    gate.approve(
+        doc["request"]["id"], approver="carol", expect_digest=doc["request"]["args_digest"]
+    )
+    assert await task == "noted"
+
+
+# -- signed decisions through the console ----------------------------------------------------------
+class Decider:
+    """Posts decisions to the console's /webhooks/decision, signed as the docs say."""
+
+    def __init__(self, console: Console, client: TestClient) -> None:
+        self.console, self.client = console, client
+
+    def now(self) -> int:
+        return int(self.console.gate.clock.now().timestamp())
+
+    def post(
+        self,
+        doc: dict[str, Any] | None = None,
+        *,
+        raw: bytes | None = None,
+        secret: str = SECRET,
+        ts: int | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        body = raw if raw is not None else json.dumps(doc).encode()
+        stamp = str(self.now() if ts is None else ts)
+        mac = hmac.new(secret.encode(), f"v1:{stamp}:".encode() + body, hashlib.sha256)
+        sent = {
+            "Content-Type": "application/json",
+            "X-Gatekeeper-Timestamp": stamp,
+            "X-Gatekeeper-Signature": "v1=" + mac.hexdigest(),
+        }
+        if headers is not None:
+            sent = headers
+        return self.client.post("/webhooks/decision", content=body, headers=sent)
+
+
+@pytest.fixture
+def console(store: Store) -> Console:
+    return Console(store)
+
+
+@pytest.fixture
+def decider(console: Console) -> Iterator[Decider]:
+    hooks = [
+        WebhookChannel("https://teams.example.com/hook", secret=SECRET, name="ops"),
+        WebhookChannel("https://pd.example.com/hook", secret=OTHER_SECRET, name="pager"),
+        WebhookChannel(
+            "https://quiet.example.com/hook", secret="q" * 32, name="quiet", accept_decisions=False
+        ),
+    ]
+    app = create_app(console.gate, console.settings, webhooks=hooks)
+    with TestClient(app) as client:
+        yield Decider(console, client)
+
+
+def approve_doc(req: ApprovalRequest, approver: str = "alice", **kw: Any) -> dict[str, Any]:
+    doc = {
+        "request_id": req.id,
+        "approver": approver,
+        "decision": "approve",
+        "args_digest": req.args_digest[:12],
+        "comment": None,
+    }
+    return {**doc, **kw}
+
+
+def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    return error
+
+
+def test_a_signed_approval_releases_the_waiting_call(console: Console, decider: Decider) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    response = decider.post(approve_doc(agent.request, comment="fine"))
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "id": agent.request.id,
+        "status": "approved",
+        "decided_by": "alice",
+        "approvals": 1,
+    }
+    assert agent.outcome() == "refunded 20.0 on A-1"
+    assert console.ran == [("refund", {"order_id": "A-1", "amount": 20.0})]
+    after = console.gate.get(agent.request.id)
+    assert after.decided_by == "alice"
+    assert after.decisions[-1].via == "webhook:ops"
+    assert after.decisions[-1].comment == "fine"
+
+
+def test_a_signed_denial_carries_its_comment_and_the_channel(
+    console: Console, decider: Decider
+) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    doc = {
+        "request_id": agent.request.id,
+        "approver": "bob",
+        "decision": "deny",
+        "comment": "already refunded",
+    }
+    response = decider.post(doc, secret=OTHER_SECRET)  # the pager channel's secret
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "denied"
+    with pytest.raises(ApprovalDenied) as caught:
+        agent.outcome()
+    assert caught.value.comment == "already refunded"
+    assert caught.value.approver == "bob"
+    assert console.gate.get(agent.request.id).decisions[-1].via == "webhook:pager"
+    assert console.ran == []
+
+
+def assert_pending(console: Console, agent: Agent) -> None:
+    after = console.gate.get(agent.request.id)
+    assert after.status is RequestStatus.PENDING
+    assert after.decisions == ()
+    assert console.ran == []
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [
+        ("wrong secret", "bad_signature"),
+        ("a channel that takes no decisions", "bad_signature"),
+        ("no signature", "bad_signature"),
+        ("no timestamp", "bad_signature"),
+        ("not a v1 signature", "bad_signature"),
+        ("body changed after signing", "bad_signature"),
+        ("timestamp changed after signing", "bad_signature"),
+        ("a timestamp that is not ascii digits", "bad_signature"),
+        ("301 s old", "stale"),
+        ("301 s ahead", "stale"),
+    ],
+)
+def test_unsigned_forged_or_stale_decisions_are_refused(
+    console: Console, decider: Decider, how: str, code: str
+) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    doc = approve_doc(agent.request)
+    body = json.dumps(doc).encode()
+    now = decider.now()
+    good = hmac.new(SECRET.encode(), f"v1:{now}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"X-Gatekeeper-Timestamp": str(now), "X-Gatekeeper-Signature": "v1=" + good}
+    if how == "wrong secret":
+        response = decider.post(doc, secret="z" * 32)
+    elif how == "a channel that takes no decisions":
+        response = decider.post(doc, secret="q" * 32)
+    elif how == "no signature":
+        response = decider.post(doc, headers={"X-Gatekeeper-Timestamp": str(now)})
+    elif how == "no timestamp":
+        response = decider.post(doc, headers={"X-Gatekeeper-Signature": "v1=" + good})
+    elif how == "not a v1 signature":
+        response = decider.post(doc, headers={**headers, "X-Gatekeeper-Signature": good})
+    elif how == "body changed after signing":
+        tampered = json.dumps({**doc, "approver": "bob"}).encode()
+        response = decider.post(raw=tampered, headers=headers)
+    elif how == "timestamp changed after signing":
+        response = decider.post(doc, headers={**headers, "X-Gatekeeper-Timestamp": str(now + 1)})
+    elif how == "a timestamp that is not ascii digits":
+        superscript = "\u00b2".encode("latin-1")  # str.isdigit() says yes; int() says no
+        response = decider.post(doc, headers={**headers, "X-Gatekeeper-Timestamp": superscript})
+    elif how == "301 s old":
+        response = decider.post(doc, ts=now - 301)
+    else:
+        response = decider.post(doc, ts=now + 301)
+    refused(response, 401, code)
+    assert_pending(console, agent)
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_a_timestamp_within_the_window_is_accepted(console: Console, decider: Decider) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    response = decider.post(approve_doc(agent.request), ts=decider.now() - 299)
+    assert response.status_code == 200, response.text
+    agent.outcome()
+
+
+def test_a_replayed_signature_is_refused(console: Console, decider: Decider) -> None:
+    agent = console.call("wire", to="ACME", amount=5000.0)  # quorum 2: still pending after one
+    doc = approve_doc(agent.request)
+    body = json.dumps(doc).encode()
+    stamp = str(decider.now())
+    mac = hmac.new(SECRET.encode(), f"v1:{stamp}:".encode() + body, hashlib.sha256)
+    headers = {"X-Gatekeeper-Timestamp": stamp, "X-Gatekeeper-Signature": "v1=" + mac.hexdigest()}
+    first = decider.post(raw=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "pending"
+    assert first.json()["approvals"] == 1
+    refused(decider.post(raw=body, headers=headers), 409, "replayed")
+    after = console.gate.get(agent.request.id)
+    assert after.status is RequestStatus.PENDING
+    assert len(after.decisions) == 1
+    second = decider.post(approve_doc(agent.request, "bob"))
+    assert second.json()["status"] == "approved"
+    assert agent.outcome() == "sent"
+
+
+@pytest.mark.parametrize(
+    ("approver", "code"), [("mallory", "not_authorized"), ("carol", "not_authorized")]
+)
+def test_unknown_approvers_and_approvers_outside_the_group_are_refused(
+    console: Console, decider: Decider, approver: str, code: str
+) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)  # group finance; carol isn't
+    refused(decider.post(approve_doc(agent.request, approver)), 403, code)
+    deny = {"request_id": agent.request.id, "approver": approver, "decision": "deny"}
+    refused(decider.post(deny), 403, code)
+    assert_pending(console, agent)
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_a_digest_that_is_not_the_requests_is_refused(console: Console, decider: Decider) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    wrong = digest({"order_id": "A-1", "amount": 20000.0})
+    error = refused(
+        decider.post(approve_doc(agent.request, args_digest=wrong)), 409, "digest_mismatch"
+    )
+    assert error["status"] == "pending"
+    assert_pending(console, agent)
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"request_id": "x"}',
+        b'{"request_id": "R", "approver": "alice", "decision": "approve"}',  # no digest
+        b'{"request_id": "R", "approver": "alice", "decision": "maybe", "args_digest": "D"}',
+        b'{"request_id": "R", "approver": "alice", "decision": "approve", "args_digest": "abc"}',
+        b'{"request_id": "R", "approver": "alice", "decision": "deny", "extra": 1}',
+    ],
+)
+def test_malformed_decisions_are_refused(console: Console, decider: Decider, body: bytes) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    raw = body.replace(b'"R"', json.dumps(agent.request.id).encode()).replace(
+        b'"D"', json.dumps(agent.request.args_digest).encode()
+    )
+    refused(decider.post(raw=raw), 422, "invalid")
+    assert_pending(console, agent)
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_a_decided_request_is_refused_with_its_status(console: Console, decider: Decider) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    console.gate.deny(agent.request.id, approver="bob", comment="no")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+    error = refused(decider.post(approve_doc(agent.request)), 409, "already_decided")
+    assert error["status"] == "denied"
+    assert console.gate.get(agent.request.id).decided_by == "bob"
+
+
+def test_unknown_requests_and_oversized_bodies(decider: Decider) -> None:
+    doc = {"request_id": "nope", "approver": "alice", "decision": "deny"}
+    refused(decider.post(doc), 404, "not_found")
+    refused(decider.post(raw=b"{" + b" " * 70_000 + b"}"), 413, "too_large")
+
+
+def test_a_console_without_webhook_channels_takes_no_decisions(console: Console) -> None:
+    with TestClient(console.app) as client:
+        response = client.post("/webhooks/decision", content=b"{}")
+    refused(response, 404, "not_found")
+
+
+def test_round_trip_from_delivery_to_decision(store: Store, receiver: Receiver) -> None:
+    """The console finds the gate's webhook channels; the receiver decides with what it got."""
+    hook = WebhookChannel(
+        receiver.url, secret=SECRET, name="teams", console_url="http://testserver"
+    )
+    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), store=store, channels=[hook])
+    console = Console(store)
+    app = create_app(gate, console.settings)  # webhooks: the gate's own
+
+    @gate.guard
+    def note(text: str) -> str:
+        return f"noted {text}"
+
+    agent = Agent(gate, note, "billing-bot", {"text": "hello"})
+    headers, body = receiver.wait_for(1)[0]
+    assert verifies(SECRET, headers, body)
+    doc = json.loads(body)
+    decision = json.dumps(
+        {
+            "request_id": doc["request"]["id"],
+            "approver": "carol",
+            "decision": "approve",
+            "args_digest": doc["request"]["args_digest"],
+        }
+    ).encode()
+    stamp = str(int(gate.clock.now().timestamp()))
+    mac = hmac.new(SECRET.encode(), f"v1:{stamp}:".encode() + decision, hashlib.sha256)
+    with TestClient(app) as client:
+        assert doc["decide_url"].startswith(str(client.base_url))
+        response = client.post(
+            doc["decide_url"],
+            content=decision,
+            headers={
+                "X-Gatekeeper-Timestamp": stamp,
+                "X-Gatekeeper-Signature": "v1=" + mac.hexdigest(),
+            },
+        )
+    assert response.status_code == 200, response.text
+    assert agent.outcome() == "noted hello"
+    assert gate.get(doc["request"]["id"]).decisions[-1].via == "webhook:teams"
+    receiver.wait_for(2)
+    assert receiver.docs()[1]["type"] == "approval.updated"
+    hook.close()
+
+
+# -- configuration ------------------------------------------------------------------------------
+CONFIG = """\
+version: 1
+approvers:
+  - {name: alice}
+channels:
+  - {type: console, approver: alice}
+  - type: webhook
+    name: ops
+    url: https://hooks.example.com/gatekeeper
+    secret: ${GK_TEST_WEBHOOK_SECRET}
+    console_url: https://gatekeeper.example.com
+    attempts: 3
+    max_wait: 10s
+  - {type: webhook, name: quiet, url: "http://10.0.0.1/x", secret: "%s", accept_decisions: false}
+""" % ("q" * 20)
+
+
+def test_a_config_file_builds_webhook_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", SECRET)
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    config = load_config(path)
+    channels = config.build_channels()
+    hooks = [c for c in channels if isinstance(c, WebhookChannel)]
+    assert [h.name for h in hooks] == ["ops", "quiet"]
+    ops = hooks[0]
+    assert ops.url == "https://hooks.example.com/gatekeeper"
+    assert ops.secret == SECRET
+    assert ops.attempts == 3
+    assert ops.max_wait == 10.0
+    assert ops.decide_url == "https://gatekeeper.example.com/webhooks/decision"
+    assert hooks[1].decide_url is None
+    assert [h.name for h in config.webhook_channels()] == ["ops", "quiet"]
+    gate = config.build_gate(store=MemoryStore())
+    assert any(isinstance(c, WebhookChannel) for c in gate.channels)
+    assert SECRET not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("url: https://hooks", "url: hooks", "channels[1].url"),
+        ("url: https://hooks", "url: ftp://hooks", "channels[1].url"),
+        ("secret: ${GK_TEST_WEBHOOK_SECRET}", "secret: too-short", "channels[1].secret"),
+        ("attempts: 3", "attempts: 0", "channels[1].attempts"),
+        ("max_wait: 10s", "max_wait: soon", "channels[1].max_wait"),
+        ("name: ops", "name: quiet", "channels[2].name"),  # the name is listed twice
+    ],
+)
+def test_a_bad_webhook_entry_is_a_config_error_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, field: str
+) -> None:
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", SECRET)
+    path = tmp_path / "gatekeeper.yaml"
+    assert old in CONFIG
+    path.write_text(CONFIG.replace(old, new), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.field == field
+    assert field in str(caught.value)
