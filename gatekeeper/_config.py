@@ -111,9 +111,7 @@ class SlackChannelConfig(_Model):
 
     type: Literal["slack"]
     channel: str | None = Field(
-        default=None,
-        pattern=r"^[CGD][A-Z0-9]+$",
-        description="post every request in this channel (an id such as C0123ABCD)",
+        default=None, description="post every request in this channel (an id such as C0123ABCD)"
     )
     dm: bool = Field(default=False, description="instead, message each approver directly")
     bot_token_env: str = Field(default="SLACK_BOT_TOKEN", description="env var: xoxb-... token")
@@ -144,6 +142,16 @@ class SlackChannelConfig(_Model):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[CGD][A-Z0-9]+", value):
+            raise ValueError(
+                "must be a channel id such as C0123ABCD, not a name (Slack shows the id at "
+                "the bottom of the channel's details)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> SlackChannelConfig:
