@@ -32,6 +32,7 @@ from ._errors import (
     ToolCallDenied,
     TransitionRefused,
 )
+from ._framework import GuardedTool
 from ._gate import Gatekeeper
 from ._session import Session, current_session
 from ._version import __version__
@@ -68,6 +69,7 @@ __all__ = [
     "Decision",
     "Gatekeeper",
     "GatekeeperError",
+    "GuardedTool",
     "Halt",
     "HaltScope",
     "InvalidToolCall",

@@ -22,8 +22,10 @@ from ._errors import (
     GatekeeperError,
     InvalidToolCall,
     StoreUnavailable,
+    ToolCallDenied,
     TransitionRefused,
 )
+from ._framework import GuardedTool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
 from .audit import draft
@@ -170,6 +172,29 @@ class Gatekeeper(Decisions):
             return wrapper
 
         return decorate(func) if func is not None else decorate
+
+    def tool(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        scopes: Iterable[str] = (),
+        irreversible: bool = False,
+        risk: Risk | str | None = None,
+    ) -> GuardedTool:
+        """Gate a tool whose arguments arrive as one mapping (a framework's tool call).
+
+        ``func`` runs as ``func(**args)``, with exactly the approved (or
+        edited) arguments. This is what the framework adapters build on; see
+        :class:`~gatekeeper.GuardedTool`.
+        """
+        return make_tool(self, name, func, scopes=scopes, irreversible=irreversible, risk=risk)
+
+    def refuse_unknown_tool(
+        self, name: str, args: Mapping[str, Any], *, reason: str | None = None
+    ) -> ToolCallDenied:
+        """Audit a call to a tool that does not exist and return the error for the model."""
+        return refuse_unknown_tool(self, name, args, reason=reason)
 
     def session(
         self,

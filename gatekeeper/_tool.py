@@ -15,7 +15,7 @@ from ._canonical import canonical_json, to_json_safe
 from ._errors import InvalidToolCall
 from .models import Risk
 
-__all__ = ["BoundCall", "ToolSpec"]
+__all__ = ["BoundCall", "MappingToolSpec", "ToolSpec"]
 
 _SELF_NAMES = ("self", "cls")
 
@@ -207,6 +207,60 @@ class ToolSpec:
             raise InvalidToolCall(
                 f"{self.name}: edited value of {param.name!r} is invalid: {first}", tool=self.name
             ) from None
+
+
+# The signature of a tool whose arguments arrive as one mapping: ``func(**arguments)``.
+_MAPPING = inspect.Signature([inspect.Parameter("arguments", inspect.Parameter.VAR_KEYWORD)])
+
+
+@dataclass
+class MappingToolSpec(ToolSpec):
+    """A tool whose arguments arrive as one JSON object (a framework's tool call).
+
+    The arguments are shown, hashed and policy-checked as given, and the tool
+    runs as ``func(**arguments)``. Checking them against the tool's schema is
+    the caller's job (the framework's own validation), before the gate.
+    """
+
+    def __post_init__(self) -> None:
+        self.signature = _MAPPING
+        self._skip = frozenset()
+        self._plain = None
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], max_bytes: int) -> BoundCall:
+        if args:
+            raise InvalidToolCall(f"{self.name}: arguments go by name", tool=self.name)
+        given = dict(kwargs)
+        json_args = to_json_safe(given, where=f"{self.name} args")
+        canonical = canonical_json(json_args)
+        if len(canonical) > max_bytes:
+            raise InvalidToolCall(
+                f"{self.name}: arguments are {len(canonical)} bytes as JSON, "
+                f"over the limit of {max_bytes}",
+                tool=self.name,
+            )
+        return BoundCall(
+            json_args, canonical, inspect.BoundArguments(_MAPPING, {"arguments": given})
+        )
+
+    def json_of(self, bound: inspect.BoundArguments) -> dict[str, Any]:
+        result: dict[str, Any] = to_json_safe(
+            dict(bound.arguments.get("arguments", {})), where=f"{self.name} args"
+        )
+        return result
+
+    def rebind(
+        self, edited: Mapping[str, Any], original: inspect.BoundArguments
+    ) -> inspect.BoundArguments:
+        recorded = set(original.arguments.get("arguments", {}))
+        if set(edited) != recorded:
+            raise InvalidToolCall(
+                f"{self.name}: edited arguments must name the same parameters as the call: "
+                f"{sorted(recorded)}",
+                tool=self.name,
+            )
+        values = {name: _from_json(value) for name, value in edited.items()}
+        return inspect.BoundArguments(_MAPPING, {"arguments": values})
 
 
 def _from_json(value: Any) -> Any:

@@ -1,0 +1,130 @@
+"""What the framework adapters build on: tools called with one mapping of arguments.
+
+A framework hands a tool call over as a name and a JSON object, not as a
+Python call. :meth:`Gatekeeper.tool <gatekeeper.Gatekeeper.tool>` turns a
+function taking those arguments into a :class:`GuardedTool`: the same
+classification, holding, approval, exact-arguments release and audit as
+``@gate.guard``, with the model's own words as the call's reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _pipeline as pipe
+from ._errors import AgentHalted, InvalidToolCall, StoreUnavailable, ToolCallDenied
+from ._session import current_session
+from ._tool import MappingToolSpec
+from .models import Classification, Risk, Verdict
+
+if TYPE_CHECKING:
+    from ._gate import Gatekeeper
+
+__all__ = ["GuardedTool", "refuse_unknown_tool"]
+
+
+class GuardedTool:
+    """A tool whose arguments arrive as one mapping, put through a gate.
+
+    Call it with the arguments (``tool(args, reason=...)``), or ``await
+    tool.acall(args, reason=...)`` when the function is a coroutine. A call
+    that does not run raises a :class:`~gatekeeper.ToolCallBlocked` whose
+    ``model_message`` is a sentence the model can read.
+
+    Example::
+
+        refund = gate.tool("refund", lambda **args: billing.refund(**args), irreversible=True)
+        refund({"order_id": "A-1", "amount": 5}, reason="the customer asked twice")
+    """
+
+    def __init__(self, gate: Gatekeeper, spec: MappingToolSpec) -> None:
+        self.gate = gate
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_async(self) -> bool:
+        return self.spec.is_async
+
+    def __call__(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Any:
+        """Run the tool with ``args`` through the gate (a sync function)."""
+        if self.spec.is_async:
+            raise TypeError(f"tool {self.name} is a coroutine function: await tool.acall(args)")
+        return self.gate._call(self.spec, (), _mapping(self.name, args), reason)
+
+    async def acall(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Any:
+        """Run the tool with ``args`` through the gate (a coroutine function)."""
+        if not self.spec.is_async:
+            raise TypeError(f"tool {self.name} is not a coroutine function: call tool(args)")
+        return await self.gate._acall(self.spec, (), _mapping(self.name, args), reason)
+
+    def __repr__(self) -> str:
+        return f"GuardedTool({self.name!r})"
+
+
+def make_tool(
+    gate: Gatekeeper,
+    name: str,
+    func: Callable[..., Any],
+    *,
+    scopes: Iterable[str] = (),
+    irreversible: bool = False,
+    risk: Risk | str | None = None,
+) -> GuardedTool:
+    spec = MappingToolSpec(
+        func=func,
+        name=name,
+        scopes=tuple(sorted(set(scopes))),
+        irreversible=irreversible,
+        risk=Risk(risk) if risk is not None else None,
+        is_async=inspect.iscoroutinefunction(func),
+    )
+    return GuardedTool(gate, spec)
+
+
+def refuse_unknown_tool(
+    gate: Gatekeeper, name: str, args: Mapping[str, Any], *, reason: str | None = None
+) -> ToolCallDenied:
+    """Audit a call to a tool that does not exist; returns the error to give the model.
+
+    Nothing runs. The call is recorded as denied (``call.denied``, rule
+    ``unknown-tool``) with the arguments the model sent, cut to the size limit.
+    """
+    spec = MappingToolSpec(func=_nothing, name=name or "<no name>")
+    try:
+        bound = spec.bind((), _mapping(spec.name, args), gate.max_args_bytes)
+    except InvalidToolCall:
+        bound = spec.bind((), {}, gate.max_args_bytes)
+    session = current_session() or gate._default_session
+    call = pipe.build_call(gate._ids(), spec, bound, session, gate.clock.now(), reason)
+    cls = Classification(
+        verdict=Verdict.DENY,
+        risk=Risk.HIGH,
+        rules=("unknown-tool",),
+        reasons=(f"no tool named {spec.name!r} is offered to this agent",),
+    )
+    try:
+        gate.store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+    except (AgentHalted, StoreUnavailable):
+        gate.store.record_soon([pipe.call_event(call, cls, kind="call.refused")])
+    return pipe.denied_error(call, cls)
+
+
+def _mapping(name: str, args: Any) -> Mapping[str, Any]:
+    if not isinstance(args, Mapping):
+        raise InvalidToolCall(
+            f"{name}: the arguments must be a JSON object, not {type(args).__name__}", tool=name
+        )
+    for key in args:
+        if not isinstance(key, str):
+            raise InvalidToolCall(f"{name}: argument names must be strings", tool=name)
+    return args
+
+
+def _nothing(**_: Any) -> None:  # the function of a tool that does not exist: never called
+    raise AssertionError("an unknown tool was run")
