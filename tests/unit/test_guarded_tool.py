@@ -84,7 +84,7 @@ async def test_a_coroutine_tool_is_awaited() -> None:
     tool = gate.tool("refund", refund)
     assert tool.is_async
     assert await tool.acall({"order_id": "A-9"}, reason="asked") == "refunded A-9"
-    with pytest.raises(TypeError, match="await tool.acall"):
+    with pytest.raises(TypeError, match=r"await tool\.acall"):
         tool({"order_id": "A-9"})
     with pytest.raises(TypeError, match="call tool"):
         await gate.tool("sync", lambda **a: a).acall({})
