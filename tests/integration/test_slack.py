@@ -693,3 +693,69 @@ def test_socket_mode_reconnects_when_slack_asks_and_keeps_working(socket_rig: Ri
     with pytest.raises(ApprovalDenied):
         agent.outcome()
     assert rig.ran == []
+
+
+# -- direct messages, and the retry bound ----------------------------------------------------------
+
+
+def test_dm_mode_messages_each_approver_who_may_decide(store: Store, fake: FakeSlack) -> None:
+    client = WebClient(token=fake.bot_token, base_url=fake.base_url)
+    channel = SlackChannel(client, dm=True, sleep=lambda _s: None)
+    recorder = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY),
+        store=store,
+        approvers=APPROVERS,
+        channels=[recorder, channel],
+    )
+    refund = gate.guard(lambda order_id: f"refunded {order_id}", name="refund")
+    agent = Agent(gate, refund, "billing-bot", {"order_id": "D-1"})
+    request = recorder.wait_for_request(1)
+    posts = fake.wait_for("chat.postMessage", 4)
+    # alice and bob by id, the two members of S0SRE; never carol (not in finance)
+    assert sorted(c.args["channel"] for c in posts) == ["U0ALICE", "U0BOB", "U0SRE1", "U0SRE2"]
+    eventually(lambda: len(channel.refs(request.id)) == 4, what="four message references")
+    gate.deny(request.id, approver="bob", comment="no")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+    updates = fake.wait_for("chat.update", 4)
+    assert {c.args["channel"] for c in updates} == {ch for ch, _ in channel.refs(request.id)}
+
+
+def test_a_retry_after_longer_than_the_bound_gives_up_at_once(fake: FakeSlack) -> None:
+    from gatekeeper import ChannelError
+    from gatekeeper.channels.slack._retry import SlackCaller
+
+    client = WebClient(token=fake.bot_token, base_url=fake.base_url, retry_handlers=[])
+    slept: list[float] = []
+    call = SlackCaller(attempts=5, max_wait=10, sleep=slept.append)
+    fake.fail("chat.postMessage", status=429, retry_after=60, times=1)
+    with pytest.raises(ChannelError, match="10s bound"):
+        call("chat.postMessage", client.chat_postMessage, channel=CHANNEL, text="hi")
+    assert slept == [] and len(fake.calls_to("chat.postMessage")) == 1
+    fake.error("chat.postMessage", error="channel_not_found")
+    with pytest.raises(ChannelError, match="channel_not_found"):
+        call("chat.postMessage", client.chat_postMessage, channel=CHANNEL, text="hi")
+    assert len(fake.calls_to("chat.postMessage")) == 2  # not retried
+
+
+def test_user_group_members_are_read_again_after_the_ttl(fake: FakeSlack) -> None:
+    from gatekeeper.channels.slack._approvers import SlackApprovers
+    from gatekeeper.channels.slack._retry import SlackCaller
+
+    now = [0.0]
+    client = WebClient(token=fake.bot_token, base_url=fake.base_url, retry_handlers=[])
+    approvers = SlackApprovers(
+        APPROVERS, client, call=SlackCaller(sleep=lambda _s: None), ttl=300, clock=lambda: now[0]
+    )
+    assert approvers.resolve("U0SRE1", None) is APPROVERS[3]
+    now[0] = 299
+    assert approvers.resolve("U0SRE2", None) is APPROVERS[3]
+    assert approvers.lookups == 1
+    fake.usergroups["S0SRE"] = ["U0SRE2"]  # U0SRE1 left the group
+    now[0] = 301
+    assert approvers.resolve("U0SRE1", None) is None
+    assert approvers.lookups == 2
+    fake.error("usergroups.users.list", error="missing_scope", times=5)
+    now[0] = 700
+    assert approvers.resolve("U0SRE2", None) is None  # a group we can't read grants nothing
