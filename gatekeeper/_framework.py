@@ -17,12 +17,12 @@ from . import _pipeline as pipe
 from ._errors import AgentHalted, InvalidToolCall, StoreUnavailable, ToolCallDenied
 from ._session import current_session
 from ._tool import MappingToolSpec
-from .models import Classification, Risk, Verdict
+from .models import Classification, Risk, ToolCall, Verdict
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
 
-__all__ = ["GuardedTool", "refuse_unknown_tool"]
+__all__ = ["GuardedTool", "arefuse_unknown_tool", "refuse_unknown_tool"]
 
 
 class GuardedTool:
@@ -93,8 +93,34 @@ def refuse_unknown_tool(
     """Audit a call to a tool that does not exist; returns the error to give the model.
 
     Nothing runs. The call is recorded as denied (``call.denied``, rule
-    ``unknown-tool``) with the arguments the model sent, cut to the size limit.
+    ``unknown-tool``) with the arguments the model sent, or none when they
+    are not a JSON object within the size limit.
     """
+    call, cls = _unknown(gate, name, args, reason)
+    try:
+        gate.store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+    except (AgentHalted, StoreUnavailable):
+        gate.store.record_soon([pipe.call_event(call, cls, kind="call.refused")])
+    return pipe.denied_error(call, cls)
+
+
+async def arefuse_unknown_tool(
+    gate: Gatekeeper, name: str, args: Mapping[str, Any], *, reason: str | None = None
+) -> ToolCallDenied:
+    """:func:`refuse_unknown_tool` on the store's async face."""
+    call, cls = _unknown(gate, name, args, reason)
+    try:
+        await gate.store.aio.admit(
+            pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
+        )
+    except (AgentHalted, StoreUnavailable):
+        gate.store.record_soon([pipe.call_event(call, cls, kind="call.refused")])
+    return pipe.denied_error(call, cls)
+
+
+def _unknown(
+    gate: Gatekeeper, name: str, args: Mapping[str, Any], reason: str | None
+) -> tuple[ToolCall, Classification]:
     spec = MappingToolSpec(func=_nothing, name=name or "<no name>")
     try:
         bound = spec.bind((), _mapping(spec.name, args), gate.max_args_bytes)
@@ -108,11 +134,7 @@ def refuse_unknown_tool(
         rules=("unknown-tool",),
         reasons=(f"no tool named {spec.name!r} is offered to this agent",),
     )
-    try:
-        gate.store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
-    except (AgentHalted, StoreUnavailable):
-        gate.store.record_soon([pipe.call_event(call, cls, kind="call.refused")])
-    return pipe.denied_error(call, cls)
+    return call, cls
 
 
 def _mapping(name: str, args: Any) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ from ._errors import (
     ToolCallDenied,
     TransitionRefused,
 )
-from ._framework import GuardedTool, make_tool, refuse_unknown_tool
+from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
 from .audit import draft
@@ -195,6 +195,12 @@ class Gatekeeper(Decisions):
     ) -> ToolCallDenied:
         """Audit a call to a tool that does not exist and return the error for the model."""
         return refuse_unknown_tool(self, name, args, reason=reason)
+
+    async def arefuse_unknown_tool(
+        self, name: str, args: Mapping[str, Any], *, reason: str | None = None
+    ) -> ToolCallDenied:
+        """:meth:`refuse_unknown_tool` for async code (the store's async face)."""
+        return await arefuse_unknown_tool(self, name, args, reason=reason)
 
     def session(
         self,

@@ -115,3 +115,11 @@ def test_an_unknown_tool_is_refused_and_audited() -> None:
     assert event.kind == "call.denied"
     assert event.data["args"] == {"path": "/"}
     assert event.data["rules"] == ["unknown-tool"]
+
+
+async def test_an_unknown_tool_is_refused_and_audited_from_async_code() -> None:
+    gate = make_gate()
+    error = await gate.arefuse_unknown_tool("rm_rf", ["not", "an", "object"])
+    assert "rm_rf" in error.model_message
+    (event,) = [e for e in audit_events(gate) if e.tool == "rm_rf"]
+    assert (event.kind, event.data["args"]) == ("call.denied", {})
