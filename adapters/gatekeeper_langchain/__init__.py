@@ -1,0 +1,31 @@
+"""gatekeeper for LangChain and LangGraph: gated tools and ``create_agent`` middleware.
+
+Two ways in, use one per agent:
+
+- :func:`gate_tool` / :func:`gate_tools` wrap ``BaseTool`` s; the wrapped tools
+  work anywhere a tool does (``create_agent``, LangGraph's ``ToolNode``,
+  ``tool.invoke``).
+- :class:`GatekeeperMiddleware` gates every tool call of a ``create_agent``
+  agent, and refuses (and audits) calls to tools the agent doesn't have.
+
+Example::
+
+    from gatekeeper import Gatekeeper
+    from gatekeeper_langchain import GatekeeperMiddleware
+    from langchain.agents import create_agent
+
+    gate = Gatekeeper.from_config("gatekeeper.yaml")
+    agent = create_agent(model, tools, middleware=[GatekeeperMiddleware(gate)])
+"""
+
+from ._middleware import GatekeeperMiddleware, ToolOptions
+from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
+
+__all__ = [
+    "GatedTool",
+    "GatekeeperMiddleware",
+    "OnBlocked",
+    "ToolOptions",
+    "gate_tool",
+    "gate_tools",
+]

@@ -1,0 +1,213 @@
+"""``create_agent`` middleware that gates every tool call of the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypedDict
+
+from langchain.agents.middleware import AgentMiddleware, ToolCallRequest
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.types import Command
+
+from gatekeeper import Gatekeeper, InvalidToolCall, Risk, ToolCallBlocked
+
+from ._messages import reason_for, refusal
+from ._schema import check_args, hidden_fields, invalid_message
+from ._tools import GatedTool, OnBlocked
+
+__all__ = ["GatekeeperMiddleware", "ToolOptions"]
+
+ToolResult = ToolMessage | Command[Any]
+
+
+class ToolOptions(TypedDict, total=False):
+    """What a tool declares to the policy (as for ``gate.tool``): per tool name."""
+
+    scopes: Iterable[str]
+    irreversible: bool
+    risk: Risk | str
+
+
+class GatekeeperMiddleware(AgentMiddleware):
+    """Gate every tool call a ``create_agent`` agent makes, without wrapping its tools.
+
+    The reason shown to the approver is what the model wrote before the
+    call. An allowed call runs at once; a held one waits for the decision
+    and then runs with exactly the approved (possibly edited) arguments; a
+    blocked one becomes a ``ToolMessage(status="error")`` the model reads
+    (``on_blocked="raise"`` raises the :class:`~gatekeeper.ToolCallBlocked`
+    instead). Arguments that don't fit the tool's schema are sent back to
+    the model before any person is asked; a tool name the agent doesn't
+    have is refused and audited.
+
+    ``tools`` maps tool names to what they declare to the policy
+    (:class:`ToolOptions`); tools not named are still gated, with no scopes,
+    not irreversible and no declared risk.
+
+    Example::
+
+        agent = create_agent(
+            model,
+            [lookup_order, refund],
+            middleware=[GatekeeperMiddleware(gate, tools={"refund": {"irreversible": True}})],
+        )
+    """
+
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        *,
+        on_blocked: OnBlocked = "return",
+        tools: Mapping[str, ToolOptions] | None = None,
+    ) -> None:
+        if on_blocked not in ("return", "raise"):
+            raise ValueError(f"on_blocked must be 'return' or 'raise', not {on_blocked!r}")
+        self.gate = gate
+        self.on_blocked: OnBlocked = on_blocked
+        # Not ``self.tools``: create_agent reads that attribute as tools the middleware adds.
+        self.tool_options: dict[str, ToolOptions] = {
+            name: _checked(name, options) for name, options in (tools or {}).items()
+        }
+        # id(tool) -> (tool, its injected arguments): worked out once per tool, not per call.
+        self._hidden: dict[int, tuple[BaseTool, frozenset[str]]] = {}
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolResult],
+    ) -> ToolResult:
+        """Gate one tool call of the agent (the sync agent: ``invoke``/``stream``)."""
+        ready = self._ready(request)
+        if not isinstance(ready, _Ready):
+            return ready
+        if ready.passthrough:
+            return handler(request)
+
+        def release(**approved: Any) -> ToolResult:
+            return handler(_with_args(request, approved))
+
+        guarded = self.gate.tool(ready.name, release, **ready.options)
+        try:
+            result: ToolResult = guarded(ready.args, reason=ready.reason)
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, request)
+        except InvalidToolCall as exc:
+            return _refuse(request, f"{exc.message}. The tool was not run.")
+        return result
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
+    ) -> ToolResult:
+        """Gate one tool call of the agent (the async agent: ``ainvoke``/``astream``)."""
+        ready = self._ready(request)
+        if not isinstance(ready, _Ready):
+            return ready
+        if ready.passthrough:
+            return await handler(request)
+
+        async def release(**approved: Any) -> ToolResult:
+            return await handler(_with_args(request, approved))
+
+        guarded = self.gate.tool(ready.name, release, **ready.options)
+        try:
+            result: ToolResult = await guarded.acall(ready.args, reason=ready.reason)
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, request)
+        except InvalidToolCall as exc:
+            return _refuse(request, f"{exc.message}. The tool was not run.")
+        return result
+
+    def _ready(self, request: ToolCallRequest) -> _Ready | ToolMessage:
+        """The call, checked: or the message for the model when it can't go to the gate."""
+        call = request.tool_call
+        name, call_id = call["name"], call["id"]
+        raw = call.get("args")
+        args: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+        tool = request.tool
+        if isinstance(tool, GatedTool):  # it asks its own gate: don't ask twice
+            return _Ready(name, args, None, {}, passthrough=True)
+        reason = reason_for(request.state, call_id)
+        if tool is None:
+            refused = self.gate.refuse_unknown_tool(name, args, reason=reason)
+            if self.on_blocked == "raise":
+                raise refused
+            known = sorted(t.name for t in getattr(request.runtime, "tools", None) or ())
+            offer = f" The tools you have are: {', '.join(known)}." if known else ""
+            return _refuse(request, refused.model_message + offer)
+        # ToolNode overwrites injected arguments after this point; the model can't set them.
+        hidden = self._hidden_fields(tool)
+        args = {k: v for k, v in args.items() if k not in hidden}
+        problem = check_args(tool, args)
+        if problem is not None:
+            return _refuse(request, invalid_message(name, problem))
+        return _Ready(name, args, reason, self.tool_options.get(name, {}))
+
+    def _hidden_fields(self, tool: BaseTool) -> frozenset[str]:
+        known = self._hidden.get(id(tool))
+        if known is None or known[0] is not tool:
+            known = self._hidden[id(tool)] = (tool, hidden_fields(tool))
+        return known[1]
+
+    def _blocked(self, exc: ToolCallBlocked, request: ToolCallRequest) -> ToolMessage:
+        if self.on_blocked == "raise":
+            raise exc
+        return _refuse(request, exc.model_message)
+
+
+class _Ready:
+    """A call that goes to the gate: the model's arguments, its reason, the tool's options."""
+
+    __slots__ = ("args", "name", "options", "passthrough", "reason")
+
+    def __init__(
+        self,
+        name: str,
+        args: dict[str, Any],
+        reason: str | None,
+        options: ToolOptions,
+        *,
+        passthrough: bool = False,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.reason = reason
+        self.options = options
+        self.passthrough = passthrough
+
+
+def _with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:
+    """The request with the approved arguments in place of the model's."""
+    return request.override(tool_call={**request.tool_call, "args": dict(args)})
+
+
+def _refuse(request: ToolCallRequest, text: str) -> ToolMessage:
+    call = request.tool_call
+    message = refusal(text, tool_call_id=call["id"] or "", name=call["name"])
+    assert isinstance(message, ToolMessage)
+    return message
+
+
+_OPTION_NAMES = frozenset(ToolOptions.__annotations__)
+
+
+def _checked(name: str, options: Mapping[str, Any]) -> ToolOptions:
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ValueError(
+            f"GatekeeperMiddleware(tools=...): unknown option(s) {unknown} for tool {name!r}; "
+            f"the options are {sorted(_OPTION_NAMES)}"
+        )
+    checked: ToolOptions = {}
+    if "scopes" in options:
+        scopes = options["scopes"]
+        if isinstance(scopes, str):
+            raise ValueError(f"tools[{name!r}]['scopes'] must be a list of scopes, not a string")
+        checked["scopes"] = tuple(sorted(set(scopes)))
+    if "irreversible" in options:
+        checked["irreversible"] = bool(options["irreversible"])
+    if options.get("risk") is not None:
+        checked["risk"] = Risk(options["risk"])
+    return checked
