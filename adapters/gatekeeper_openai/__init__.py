@@ -1,0 +1,37 @@
+"""gatekeeper for OpenAI: the Agents SDK's tools and approvals, and plain function calling.
+
+OpenAI Agents SDK (``openai-agents``; docs: openai-agents.md):
+
+- :func:`gate_tool` / :func:`gate_tools`: ``FunctionTool`` copies whose calls go
+  through a gate; :class:`CallReasons` hands the model's words to approvers.
+- :func:`decide_interruptions` (and ``_sync``): the SDK's own ``needs_approval``
+  interruptions decided through gatekeeper.
+
+Plain function calling (``openai``; docs: openai.md):
+
+- :class:`ToolRunner`: runs a Chat Completions message's ``tool_calls`` or a
+  Responses output's ``function_call`` items through the gate and returns the
+  tool messages / ``function_call_output`` items to send back.
+
+Example::
+
+    from gatekeeper_openai import gate_tool
+
+    agent = Agent(name="billing", tools=[gate_tool(gate, refund, irreversible=True)])
+"""
+
+from ._agents import OnBlocked, gate_tool, gate_tools
+from ._agents_bridge import decide_interruptions, decide_interruptions_sync
+from ._agents_reasons import CallReasons
+from ._calling import ToolOptions, ToolRunner
+
+__all__ = [
+    "CallReasons",
+    "OnBlocked",
+    "ToolOptions",
+    "ToolRunner",
+    "decide_interruptions",
+    "decide_interruptions_sync",
+    "gate_tool",
+    "gate_tools",
+]
