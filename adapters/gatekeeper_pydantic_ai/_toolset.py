@@ -1,0 +1,123 @@
+"""GatekeeperToolset: every call of a toolset through the gate, during the run."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_ai.exceptions import ModelRetry, ToolFailed
+from pydantic_ai.tools import AgentDepsT, RunContext, ToolDenied
+from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+
+from gatekeeper import Gatekeeper, InvalidToolCall, ToolCallBlocked
+
+from ._reason import OnBlocked, check_on_blocked, reason_for_call
+
+__all__ = ["GatekeeperToolset"]
+
+
+@dataclass(init=False)
+class GatekeeperToolset(WrapperToolset[AgentDepsT]):
+    """A toolset whose every call goes through ``gate`` before the wrapped toolset runs it.
+
+    Pydantic AI lists the wrapped toolset's tools unchanged and validates the
+    model's arguments against their schemas first: a call with bad arguments
+    gets Pydantic AI's own retry message and never reaches the gate. A valid
+    call is classified by the policy; an allowed one runs at once, a held one
+    waits (without blocking the event loop) for a person to decide it, and an
+    approved one runs with exactly the approved, possibly edited, arguments.
+    The model's text and thinking beside the call are the call's reason.
+
+    A call that is not run (denied, timed out, halted) comes back to the model
+    as a denied tool result carrying ``exc.model_message``, the same
+    ``ToolReturnPart(outcome="denied")`` Pydantic AI records for a
+    :class:`~pydantic_ai.tools.ToolDenied`; the run goes on.
+    ``on_blocked="raise"`` raises the :class:`~gatekeeper.ToolCallBlocked`
+    out of the run instead.
+
+    Example::
+
+        tools = FunctionToolset([lookup_order, refund])
+        agent = Agent(model, toolsets=[GatekeeperToolset(gate, tools)])
+        with gate.session(agent="billing-bot"):
+            result = await agent.run("Refund order A-1")
+    """
+
+    gate: Gatekeeper
+    on_blocked: OnBlocked
+
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        wrapped: AbstractToolset[AgentDepsT],
+        *,
+        on_blocked: OnBlocked = "return",
+    ) -> None:
+        # Keyword names match the fields: WrapperToolset copies itself with
+        # dataclasses.replace() when the wrapped toolset changes per run.
+        self.wrapped = wrapped
+        self.gate = gate
+        self.on_blocked = check_on_blocked(on_blocked)
+
+    async def call_tool(
+        self,
+        name: str,
+        tool_args: dict[str, Any],
+        ctx: RunContext[AgentDepsT],
+        tool: ToolsetTool[AgentDepsT],
+    ) -> Any:
+        wrapped = self.wrapped
+
+        async def run(**approved: Any) -> Any:
+            # An allowed or unedited call gets the arguments Pydantic AI
+            # validated; an approver's edit arrives as JSON and is validated
+            # the same way before the tool sees it.
+            args = (
+                tool_args
+                if approved == tool_args
+                else await _validate_edit(name, approved, ctx, tool)
+            )
+            return await wrapped.call_tool(name, args, ctx, tool)
+
+        reason = reason_for_call(ctx.messages, ctx.tool_call_id)
+        try:
+            return await self.gate.tool(name, run).acall(tool_args, reason=reason)
+        except ToolCallBlocked as exc:
+            if self.on_blocked == "raise":
+                raise
+            return ToolDenied(exc.model_message)
+        except InvalidToolCall as exc:
+            if self.on_blocked == "raise":
+                raise
+            raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
+
+
+async def _validate_edit(
+    name: str, approved: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+) -> dict[str, Any]:
+    """Edited arguments, checked as Pydantic AI checks the model's (schema, then validator)."""
+    try:
+        args: dict[str, Any] = tool.args_validator.validate_python(
+            approved, context=ctx.validation_context
+        )
+        if tool.args_validator_func is not None:
+            checked = tool.args_validator_func(ctx, **args)
+            if inspect.isawaitable(checked):
+                await checked
+    except (ValidationError, ModelRetry, ToolFailed) as exc:
+        detail = _first_error(exc)
+        raise ToolFailed(
+            f"The approver's edited arguments for {name} are invalid: {detail}. "
+            "The tool was not run."
+        ) from exc
+    return args
+
+
+def _first_error(exc: ValidationError | ModelRetry | ToolFailed) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return exc.message
