@@ -47,21 +47,61 @@ def run(quick: bool) -> list[str]:
         "| framework | path | unwrapped | through gatekeeper | overhead | ratio |",
         "|---|---|---|---|---|---|",
     ]
+    rows = [("gatekeeper", label, bare, gated) for label, bare, gated in _core(quick)]
     for framework, module_name in MODULES:
         module = importlib.import_module(module_name)
-        for label, bare, gated in module.measure(quick):
-            lines.append(
-                f"| {framework} | {label} | {_us(bare)} | {_us(gated)} | "
-                f"{_us(gated - bare)} | {gated / bare:.2f}× |"
-            )
-            print(lines[-1], flush=True)
+        rows += [(framework, label, bare, gated) for label, bare, gated in module.measure(quick)]
+    for framework, label, bare, gated in rows:
+        lines.append(
+            f"| {framework} | {label} | {_us(bare)} | {_us(gated)} | "
+            f"{_us(gated - bare)} | {gated / bare:.2f}× |"
+        )
     lines += [
         "",
         "- medians of repeated batches; the same invocation path for both columns "
         "(e.g. `tool.invoke(args)`), an allowed call on MemoryStore; see each "
         "`bench/adapter_*.py` for what exactly is timed.",
+        "- the first row is the gate alone, called the way every adapter calls it: most of "
+        "each adapter's overhead is this cost; the rest is the adapter's own argument "
+        "checks and conversions.",
     ]
     return lines
+
+
+def _core(quick: bool) -> list[tuple[str, float, float]]:
+    """The gate alone, the same way the adapters use it: ``gate.tool(name, func)(args)``."""
+    import statistics
+    import time
+
+    from gatekeeper import Gatekeeper, MemoryStore, Policy
+
+    gate = Gatekeeper(policy=Policy.from_yaml("version: 1\ndefault: allow\n"), store=MemoryStore())
+
+    def lookup(**args: object) -> object:
+        return args["key"]
+
+    tool = gate.tool("lookup", lookup)
+    args = {"key": "A-1"}
+    n, repeats = (2_000, 5) if quick else (20_000, 15)
+
+    def per_call(fn: object) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()  # type: ignore[operator]
+        return (time.perf_counter() - start) / n
+
+    bare, gated = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine
+        bare.append(per_call(lambda: lookup(**args)))
+        gated.append(per_call(lambda: tool(args)))
+    gate.close()
+    return [
+        (
+            "`gate.tool(...)(args)` vs `func(**args)`",
+            statistics.median(bare),
+            statistics.median(gated),
+        )
+    ]
 
 
 def write_docs(lines: list[str]) -> None:
