@@ -759,3 +759,79 @@ def test_user_group_members_are_read_again_after_the_ttl(fake: FakeSlack) -> Non
     fake.error("usergroups.users.list", error="missing_scope", times=5)
     now[0] = 700
     assert approvers.resolve("U0SRE2", None) is None  # a group we can't read grants nothing
+
+
+# -- gatekeeper serve ------------------------------------------------------------------------
+
+
+SERVE_CONFIG = """
+version: 1
+store: {{url: "{url}", prefix: "{prefix}"}}
+approvers:
+  - {{name: alice, groups: [finance], slack_user_id: U0ALICE}}
+channels:
+  - {{type: slack, channel: C0APPROVE, base_url: "{base_url}", team_id: T0001}}
+policy:
+  version: 1
+  default: require_approval
+web:
+  secret_key: "{secret}"
+  base_url: http://127.0.0.1:{port}
+"""
+
+
+def test_gatekeeper_serve_runs_slack_from_the_config(
+    tmp_path: Any, fake: FakeSlack, redis_server: Any, redis_prefix: str
+) -> None:
+    """`gatekeeper serve` opens Socket Mode and answers the request URL, tokens from the env."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        SERVE_CONFIG.format(
+            url=redis_server.url,
+            prefix=redis_prefix,
+            base_url=fake.base_url,
+            secret="s" * 40,
+            port=port,
+        )
+    )
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": fake.bot_token,
+        "SLACK_APP_TOKEN": fake.app_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+    }
+    cli = "from gatekeeper.cli import main; raise SystemExit(main())"
+    server = subprocess.Popen(
+        [sys.executable, "-c", cli, "--config", str(config), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        fake.wait_connected(1, timeout=30)  # Socket Mode is up
+        body = form_body({"type": "block_actions", "team": {"id": "T0001"}, "actions": []})
+        answer = eventually(
+            lambda: _post_quietly(f"http://127.0.0.1:{port}/slack/interactions", body),
+            timeout=20,
+            what="the console to answer",
+        )
+        assert answer.status_code == 401  # unsigned: the request URL is served and checks
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    assert "Slack interactivity over Socket Mode and HTTP" in output
+
+
+def _post_quietly(url: str, body: bytes) -> httpx.Response | None:
+    try:
+        return httpx.post(url, content=body, headers={"Content-Type": "x"}, timeout=5)
+    except httpx.TransportError:
+        return None
