@@ -114,6 +114,7 @@ class Rig:
         socket: bool = False,
         sweep_interval: float = 3600.0,
         real_sleep: bool = False,
+        serve: bool = True,
     ) -> None:
         self.store, self.clock, self.fake = store, clock, fake
         self.sleeps: list[float] = []
@@ -138,7 +139,8 @@ class Rig:
             sweep_interval=sweep_interval,
         )
         self.settings = WebSettings(secret_key="k" * 40, api_tokens=tuple(TOKENS.values()))
-        self.server = LiveServer(create_app(self.console_gate, self.settings, slack=self.service))
+        self.app = create_app(self.console_gate, self.settings, slack=self.service)
+        self.server: Any = LiveServer(self.app) if serve else None
         self.ran: list[tuple[str, dict[str, Any]]] = []
 
         @self.gate.guard
@@ -163,8 +165,13 @@ class Rig:
 
         return SlackChannel(client, channel=CHANNEL, console_url=CONSOLE, sleep=sleep, max_wait=30)
 
+    def serve(self) -> None:
+        """Start the console (``gatekeeper serve``) now."""
+        self.server = LiveServer(self.app)
+
     def close(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
 
     def console_page(self, request_id: str) -> str:
         """The request's page in the console, as a signed-in approver sees it."""
@@ -835,3 +842,56 @@ def _post_quietly(url: str, body: bytes) -> httpx.Response | None:
         return httpx.post(url, content=body, headers={"Content-Type": "x"}, timeout=5)
     except httpx.TransportError:
         return None
+
+
+# -- keeping messages true when things go wrong ------------------------------------------------
+
+
+def test_a_change_made_while_serve_was_down_is_shown_when_it_starts(
+    store: Store, clock: ManualClock, fake: FakeSlack
+) -> None:
+    rig = Rig(store, clock, fake, serve=False)
+    try:
+        agent = rig.call("wire", to="acct-3", amount=10.0)
+        rig.shown(agent.request)
+        rig.console_gate.approve(agent.request.id, approver="alice", via="cli")  # 1 of 2
+        time.sleep(0.2)
+        assert "1 of 2" not in texts(rig.shown(agent.request))  # nobody was following
+        rig.serve()  # its first look at the store repaints what changed unseen
+        rig.wait_shown(agent.request, "1 of 2", "@U0ALICE")
+        rig.console_gate.deny(agent.request.id, approver="bob")
+        with pytest.raises(ApprovalDenied):
+            agent.outcome()
+    finally:
+        rig.close()
+
+
+def test_a_late_update_never_leaves_an_older_state_showing(rig: Rig) -> None:
+    agent = rig.call("refund", order_id="O-1", amount=1.0)
+    pending = agent.request
+    rig.shown(pending)
+    rig.console_gate.deny(pending.id, approver="bob", comment="no")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+    rig.wait_shown(pending, "Denied")
+    # A slow process now tries to show the request as it saw it minutes ago.
+    rig.slack.show(pending, force=True)
+    final = rig.shown(pending)
+    assert "Denied" in texts(final) and action_ids(final) == []
+
+
+def test_socket_mode_that_cannot_connect_at_start_keeps_trying_and_the_rest_runs(
+    store: Store, clock: ManualClock, fake: FakeSlack
+) -> None:
+    fake.error("apps.connections.open", error="internal_error", times=1)
+    rig = Rig(store, clock, fake, http=False, socket=True)
+    try:
+        agent = rig.call("refund", order_id="C-1", amount=1.0)
+        rig.shown(agent.request)
+        rig.console_gate.approve(agent.request.id, approver="alice", via="cli")
+        assert agent.outcome() == "refunded 1.0 on C-1"
+        rig.wait_shown(agent.request, "Approved")  # upkeep ran while Socket Mode was down
+        fake.wait_connected(1, timeout=10)  # and Socket Mode came up on the retry
+        assert len(fake.calls_to("apps.connections.open")) == 2
+    finally:
+        rig.close()

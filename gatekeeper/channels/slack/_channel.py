@@ -127,7 +127,7 @@ class SlackChannel:
             )
             refs.append((str(response["channel"]), str(response["ts"])))
             self._remember(request, refs)
-        self._mark_shown(request)
+        self.store.remember(_shown_key(request.id), _version(request), self._ttl(request))
 
     def update(self, request: ApprovalRequest) -> None:
         """Rewrite every message of ``request`` to show where it is now."""
@@ -145,16 +145,34 @@ class SlackChannel:
     def show(
         self, request: ApprovalRequest, *, also: Sequence[MessageRef] = (), force: bool = False
     ) -> bool:
-        """``chat.update`` the request's messages (and ``also``) unless this state is shown.
+        """``chat.update`` the request's messages (and ``also``) to show its current state.
 
-        Several processes may try to show one state (the agent that waited,
-        ``gatekeeper serve`` following the store); a one-time key in the store
-        lets exactly one of them call Slack (``force`` skips that check: a
-        click on a stale message repaints it). Returns True when this call did.
+        The state is read from the store right before each update, and read
+        again after it: if the request moved on meanwhile, the messages are
+        painted again, so a late update never leaves an older state showing.
+        The state shown is noted in the store once Slack has taken it, and a
+        process that finds it noted already skips the call (several try: the
+        agent that waited, every ``gatekeeper serve``); ``force`` repaints
+        anyway (a click on a message that looks stale). True when Slack was called.
         """
-        refs = list(dict.fromkeys([*self.refs(request.id), *also]))
-        if not refs or not (self._mark_shown(request) or force):
-            return False
+        called = False
+        for _ in range(3):
+            current = self.store.get(request.id)
+            version = _version(current)
+            refs = list(dict.fromkeys([*self.refs(current.id), *also]))
+            if not refs:
+                return called
+            if not force and self.store.recall(_shown_key(current.id)) == version:
+                return called
+            self._paint(current, refs)
+            called = True
+            self.store.remember(_shown_key(current.id), version, self._ttl(current))
+            if _version(self.store.get(request.id)) == version:
+                return True
+            force = True  # it moved on while we painted: paint the newer state over ours
+        return called
+
+    def _paint(self, request: ApprovalRequest, refs: Sequence[MessageRef]) -> None:
         message = self.render(request)
         failures: list[str] = []
         for channel, ts in refs:
@@ -171,7 +189,6 @@ class SlackChannel:
                 failures.append(str(exc))
         if failures:
             raise ChannelError("; ".join(failures), channel="slack")
-        return True
 
     def remind(self, request: ApprovalRequest, *, mention: str | None) -> None:
         """Post a reminder in the thread of the request's first message."""
@@ -215,10 +232,6 @@ class SlackChannel:
     def _remember(self, request: ApprovalRequest, refs: Sequence[MessageRef]) -> None:
         self.store.remember(_refs_key(request.id), json.dumps(list(refs)), self._ttl(request))
 
-    def _mark_shown(self, request: ApprovalRequest) -> bool:
-        version = f"{request.status.value}:{len(request.decisions)}"
-        return self.store.use_once(f"slack:shown:{request.id}:{version}", self._ttl(request))
-
     def _ttl(self, request: ApprovalRequest) -> float:
         left = (request.expires_at - self._now()).total_seconds()
         return max(left, 0.0) + _KEEP
@@ -239,3 +252,12 @@ class SlackChannel:
 
 def _refs_key(request_id: str) -> str:
     return f"slack:msg:{request_id}"
+
+
+def _shown_key(request_id: str) -> str:
+    return f"slack:shown:{request_id}"
+
+
+def _version(request: ApprovalRequest) -> str:
+    """What a message shows of a request: its status and how many votes it has."""
+    return f"{request.status.value}:{len(request.decisions)}"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..._errors import GatekeeperError, RequestNotFound
+from ..._errors import GatekeeperError, RequestNotFound, StoreUnavailable
 from ...models import ApprovalRequest
 from ._blocks import (
     ACTION_APPROVE,
@@ -75,9 +75,15 @@ class SlackInteractions:
         """The acknowledgement for ``payload`` and the work to do after it."""
         try:
             kind = payload.get("type")
-            team = _get(payload, "team", "id") or _get(payload, "user", "team_id")
-            if self.team_id is not None and team != self.team_id:
-                log.warning("slack: ignored a payload from workspace %r", team)
+            workspaces = {
+                _get(payload, "team", "id"),
+                _get(payload, "user", "team_id"),
+                _get(payload, "enterprise", "id"),
+            }
+            if self.team_id is not None and self.team_id not in workspaces:
+                log.warning("slack: ignored a payload from workspace(s) %r", workspaces)
+                if kind == "view_submission":
+                    return Reply(body=_modal_error("This workspace may not decide requests."))
                 return Reply()
             if kind == "block_actions":
                 return self._block_action(payload)
@@ -102,7 +108,9 @@ class SlackInteractions:
             trigger_id=payload.get("trigger_id"),
         )
         if action_id == ACTION_DENY_COMMENT:
-            return Reply(work=lambda: self._guarded(click, request_id, self._open_modal))
+            # Slack's trigger_id lives about 3 s: open the modal before anything slow
+            # (the approver is checked when the comment is submitted).
+            return Reply(work=lambda: self._open_modal(click, request_id))
 
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
             if action_id == ACTION_APPROVE:
@@ -122,7 +130,7 @@ class SlackInteractions:
             problem = (
                 "Say why; the agent reads this." if not comment else "At most 1,000 characters."
             )
-            return Reply(body={"response_action": "errors", "errors": {COMMENT_BLOCK: problem}})
+            return Reply(body=_modal_error(problem))
         click = _Click(user=str(payload["user"]["id"]), channel=channel, ts=ts, trigger_id=None)
 
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
@@ -149,10 +157,20 @@ class SlackInteractions:
                 self._tell(click, not_approver(req))
                 return
             step(click, req, approver.name)
+        except StoreUnavailable as exc:
+            log.warning("slack: click on %s: store unavailable: %s", request_id, exc)
+            self._tell(
+                click,
+                "gatekeeper could not reach its store, so your decision may not have been "
+                "recorded. Check the request in the console.",
+            )
         except GatekeeperError as exc:
-            # The store is down, Slack refused, ...: nothing was decided; say so.
+            # Slack refused, a group could not be read, ...: nothing was decided; say so.
             log.warning("slack: click on %s failed: %s", request_id, exc)
             self._tell(click, f"gatekeeper could not do that: {code(exc.message, 500)}")
+        except Exception:
+            log.exception("slack: click on %s failed", request_id)
+            self._tell(click, "gatekeeper could not do that (an internal error). Nothing changed.")
 
     def _deciding(
         self, decide: Callable[[ApprovalRequest, str], ApprovalRequest]
@@ -161,6 +179,8 @@ class SlackInteractions:
             ref: MessageRef = (click.channel, click.ts)
             try:
                 after = decide(req, approver)
+            except StoreUnavailable:
+                raise  # outcome unknown: said so by _guarded
             except GatekeeperError as exc:
                 # Already decided, expired, the digest moved on, not in the group:
                 # nothing changed. Repaint the message with the truth and say why.
@@ -171,17 +191,22 @@ class SlackInteractions:
 
         return step
 
-    def _open_modal(self, click: _Click, req: ApprovalRequest, approver: str) -> None:
-        if not req.status.decided and click.trigger_id:
+    def _open_modal(self, click: _Click, request_id: str) -> None:
+        try:
+            req = self.gate.get(request_id)
+            if req.status.decided or not click.trigger_id:
+                self._tell(click, f"Nothing changed: the request is already {req.status.value}.")
+                self._repaint(req, (click.channel, click.ts), force=True)
+                return
             self.channel.call(
                 "views.open",
                 self.channel.client.views_open,
                 trigger_id=click.trigger_id,
                 view=deny_modal(req, channel_id=click.channel, message_ts=click.ts),
             )
-        else:
-            self._tell(click, f"Nothing changed: the request is already {req.status.value}.")
-            self._repaint(req, (click.channel, click.ts), force=True)
+        except Exception as exc:
+            log.warning("slack: could not open the comment form for %s: %s", request_id, exc)
+            self._tell(click, "gatekeeper could not open the form. Nothing changed.")
 
     def _repaint(self, req: ApprovalRequest, ref: MessageRef, *, force: bool = False) -> None:
         """Show ``req`` on its messages; a Slack failure is audited, the decision stands."""
@@ -195,6 +220,11 @@ class SlackInteractions:
             self.channel.tell(click.channel, click.user, text)
         except GatekeeperError as exc:
             log.warning("slack: could not tell %s: %s", click.user, exc)
+
+
+def _modal_error(problem: str) -> dict[str, Any]:
+    """An acknowledgement that keeps the modal open and shows ``problem`` under the comment."""
+    return {"response_action": "errors", "errors": {COMMENT_BLOCK: problem}}
 
 
 def _get(payload: Mapping[str, Any], *path: str) -> Any:

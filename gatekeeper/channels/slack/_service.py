@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from slack_sdk.signature import SignatureVerifier
@@ -33,7 +34,22 @@ __all__ = ["SlackService"]
 
 log = logging.getLogger("gatekeeper.slack")
 
-_SWEEP_WINDOW = dt.timedelta(days=1)  # how far back the expiry sweep looks
+_SWEEP_WINDOW = dt.timedelta(days=1)  # how far back a resync repaints decided requests
+_EXPIRY_WINDOW = dt.timedelta(days=30)  # how far back the expiry sweep looks
+_PAGE = 200
+
+
+async def _all(
+    page: Callable[[int], Awaitable[list[ApprovalRequest]]], *, most: int = 10_000
+) -> list[ApprovalRequest]:
+    """Every item of a paged store query (up to ``most``)."""
+    found: list[ApprovalRequest] = []
+    while len(found) < most:
+        batch = await page(len(found))
+        found.extend(batch)
+        if len(batch) < _PAGE:
+            break
+    return found
 
 
 class SlackService:
@@ -76,14 +92,29 @@ class SlackService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
-        """Follow the store and sweep until cancelled; Socket Mode runs on its own threads."""
+        """Follow the store, sweep and (with an app token) keep Socket Mode up, until cancelled."""
+        tasks = [self._follow(), self._sweeping()]
         if self.socket is not None:
-            await asyncio.to_thread(self.socket.start)
+            tasks.append(self._connecting(self.socket))
         try:
-            await asyncio.gather(self._follow(), self._sweeping())
+            await asyncio.gather(*tasks)
         finally:
             if self.socket is not None:
                 await asyncio.to_thread(self.socket.close)
+
+    async def _connecting(self, socket: SlackSocketMode) -> None:
+        """Connect Socket Mode, retrying with backoff: Slack or the token may be down at start."""
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.to_thread(socket.start)
+                return  # connected; slack-sdk reconnects by itself from here on
+            except Exception as exc:
+                log.error(
+                    "slack: Socket Mode could not connect (retrying in %.0fs): %s", delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def _follow(self) -> None:
         while True:
@@ -91,11 +122,32 @@ class SlackService:
                 async for request_id in self.gate.store.aio.changes():
                     if request_id:
                         await self._refresh(request_id)
+                    else:
+                        await self.resync()
             except Exception:  # the feed broke (Redis went away): open it again shortly
                 log.exception("slack: the store's change feed failed; reopening")
                 await asyncio.sleep(1.0)
 
+    async def resync(self) -> None:
+        """Repaint every request that may have changed unseen: all pending, the last day's others.
+
+        The change feed asks for this (an empty id) when it starts, when it
+        re-subscribed and when this reader fell behind and changes were dropped.
+        """
+        store = self.gate.store.aio
+        since = self.gate.clock.now() - _SWEEP_WINDOW
+        seen: set[str] = set()
+        for page in (
+            await _all(lambda offset: store.pending(limit=_PAGE, offset=offset)),
+            await _all(lambda offset: store.history(since=since, limit=_PAGE, offset=offset)),
+        ):
+            for req in page:
+                if req.id not in seen:
+                    seen.add(req.id)
+                    await self._refresh(req.id)
+
     async def _refresh(self, request_id: str) -> None:
+        """Show one request on its messages; nothing that goes wrong here stops the loop."""
         try:
             req = await self.gate.store.aio.get(request_id)
         except GatekeeperError as exc:
@@ -103,7 +155,8 @@ class SlackService:
             return
         try:
             await asyncio.to_thread(self.channel.show, req)
-        except GatekeeperError as exc:
+        except Exception as exc:
+            log.warning("slack: could not show request %s: %s", request_id, exc)
             with contextlib.suppress(GatekeeperError):
                 await asyncio.to_thread(self.gate._channel_failed, self.channel, req, exc, now=True)
 
@@ -120,19 +173,18 @@ class SlackService:
         """Expire what is overdue; remind about what waits longer than ``escalate_after``."""
         store = self.gate.store.aio
         now = self.gate.clock.now()
-        overdue = await store.history(status=RequestStatus.EXPIRED, since=now - _SWEEP_WINDOW)
-        for req in overdue:
+        since = now - _EXPIRY_WINDOW
+        overdue = await _all(
+            lambda offset: store.history(
+                status=RequestStatus.EXPIRED, since=since, limit=_PAGE, offset=offset
+            )
+        )
+        for req in overdue:  # "expired" includes pending requests past their expiry
             if req.status is RequestStatus.PENDING:
                 with contextlib.suppress(GatekeeperError):
                     await store.expire(req.id)  # the change feed then repaints the message
-        offset = 0
-        while True:
-            page = await store.pending(limit=200, offset=offset)
-            for req in page:
-                await self._maybe_remind(req, now)
-            if len(page) < 200:
-                break
-            offset += 200
+        for req in await _all(lambda offset: store.pending(limit=_PAGE, offset=offset)):
+            await self._maybe_remind(req, now)
 
     async def _maybe_remind(self, req: ApprovalRequest, now: dt.datetime) -> None:
         after = req.classification.approval.escalate_after

@@ -9,6 +9,8 @@ it takes to parse the payload.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_sdk import WebClient
@@ -34,6 +36,7 @@ class SlackSocketMode:
         app_token: str,
         web_client: WebClient,
         ping_interval: float = 5.0,
+        workers: int = 8,
     ) -> None:
         self.interactions = interactions
         self.client = SocketModeClient(
@@ -43,6 +46,7 @@ class SlackSocketMode:
             ping_interval=ping_interval,
         )
         self.client.socket_mode_request_listeners.append(self._on_request)
+        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gk-slack")
         self.handled = 0  # envelopes worked on (tests read it)
 
     def start(self) -> None:
@@ -51,24 +55,38 @@ class SlackSocketMode:
 
     def close(self) -> None:
         self.client.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _on_request(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
-        if req.type != "interactive":
-            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            return
         body: dict[str, Any] | None = None
         work = None
-        try:
-            # Slack redelivers an envelope whose ack was late: acknowledge it, don't redo it.
-            store = self.interactions.gate.store
-            if store.use_once(f"slack:envelope:{req.envelope_id}", 3600):
-                reply = self.interactions.handle(req.payload)
+        if req.type == "interactive":
+            try:
+                reply = self.interactions.handle(req.payload)  # parsing only: quick
                 body, work = reply.body, reply.work
-        except Exception:
-            log.exception("slack: could not handle envelope %s", req.envelope_id)
+            except Exception:
+                log.exception("slack: could not read envelope %s", req.envelope_id)
+        # Acknowledge first. If that fails, do nothing: Slack delivers the envelope again.
         client.send_socket_mode_response(
             SocketModeResponse(envelope_id=req.envelope_id, payload=body)
         )
-        if work is not None:
+        if work is None:
+            return
+        try:
+            # Slack redelivers an envelope whose ack was late: acknowledge it, don't redo it.
+            fresh = self.interactions.gate.store.use_once(f"slack:envelope:{req.envelope_id}", 3600)
+        except Exception:
+            log.exception("slack: could not check envelope %s; not acting on it", req.envelope_id)
+            return
+        if fresh:
             self.handled += 1
-            work()
+            # The slow part runs on workers of our own, so slack-sdk's listener
+            # threads stay free to acknowledge the next envelopes in time.
+            self._workers.submit(_logged, work)
+
+
+def _logged(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:
+        log.exception("slack: handling a click failed")
