@@ -218,8 +218,10 @@ class MappingToolSpec(ToolSpec):
     """A tool whose arguments arrive as one JSON object (a framework's tool call).
 
     The arguments are shown, hashed and policy-checked as given, and the tool
-    runs as ``func(**arguments)``. Checking them against the tool's schema is
-    the caller's job (the framework's own validation), before the gate.
+    runs as ``func(**arguments)``. Completing them (every default the tool
+    would apply) and checking them against the tool's schema is the caller's
+    job, before the gate: the policy and the approver must see every argument
+    that will run. Values stay JSON: an approver's edit is passed on as JSON.
     """
 
     def __post_init__(self) -> None:
@@ -259,8 +261,7 @@ class MappingToolSpec(ToolSpec):
                 f"{sorted(recorded)}",
                 tool=self.name,
             )
-        values = {name: _from_json(value) for name, value in edited.items()}
-        return inspect.BoundArguments(_MAPPING, {"arguments": values})
+        return inspect.BoundArguments(_MAPPING, {"arguments": dict(edited)})
 
 
 def _from_json(value: Any) -> Any:
