@@ -3,14 +3,15 @@
 Tool arguments and reasons are written by a model that may be prompt-injected.
 Before a person reads them they are bounded in size and every character that
 could hide or rearrange what they see (terminal escape sequences, other
-control characters, bidirectional overrides, zero-width characters) is shown
-as a visible code such as ``<U+202E>``.
+control characters, bidirectional overrides, zero-width characters, variation
+selectors and other default-ignorable code points, blank-looking fillers and
+non-ASCII spaces) is shown as a visible code such as ``<U+202E>``.
 """
 
 from __future__ import annotations
 
 import json
-import unicodedata
+import re
 from typing import Any
 
 from ._canonical import truncate
@@ -19,21 +20,95 @@ __all__ = ["for_terminal", "inline", "pretty_json", "quoted_block", "visible"]
 
 _KEEP = frozenset("\n\t")
 
+# What is hidden is decided in two parts.
+#
+# 1. By Unicode general category, everything in
+_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+#    except the ASCII space and the newline and tab in _KEEP:
+#      Cc  control: ESC, BEL, DEL, the C1 controls (CSI...)
+#      Cf  format: bidi overrides and isolates, zero-width space/joiners, BOM,
+#          soft hyphen, tag characters U+E0001 and U+E0020-E007F...
+#      Cs, Co, Cn  surrogates, private use, unassigned (a font may draw
+#          anything or nothing for them)
+#      Zs  spaces other than U+0020: NBSP, U+1680, U+2000-200A, U+202F,
+#          U+205F, U+3000 (they look like a space but are not one, or are
+#          wide enough to push text off screen)
+#      Zl, Zp  line and paragraph separators that some viewers break on
+#    ``str.isprintable()`` is False for exactly these categories (and True for
+#    the ASCII space), so the code below asks it instead of looking up the
+#    category: same answer, done in C.
+#
+# 2. By the table below, whatever its category: Unicode's
+#    Default_Ignorable_Code_Point set (DerivedCoreProperties.txt: 4,174 code
+#    points, the same from Unicode 14.0 to 16.0; characters a renderer is
+#    expected to draw as nothing, reserved ones included), listed in full so
+#    that it holds even where the category would let a character through
+#    (variation selectors and the combining grapheme joiner are Mn, the Hangul
+#    fillers Lo) or where a future Unicode assigns a reserved code point,
+#    plus characters that are not default-ignorable but draw as blank.
+_INVISIBLE: tuple[tuple[int, int, str], ...] = (
+    # start, end (inclusive), what
+    (0x00AD, 0x00AD, "soft hyphen (Cf)"),
+    (0x034F, 0x034F, "combining grapheme joiner (Mn)"),
+    (0x061C, 0x061C, "Arabic letter mark (Cf)"),
+    (0x115F, 0x1160, "Hangul choseong and jungseong fillers (Lo)"),
+    (0x17B4, 0x17B5, "Khmer inherent vowels aq, aa (Mn)"),
+    (0x180B, 0x180D, "Mongolian free variation selectors 1-3 (Mn)"),
+    (0x180E, 0x180E, "Mongolian vowel separator (Cf)"),
+    (0x180F, 0x180F, "Mongolian free variation selector 4 (Mn)"),
+    (0x200B, 0x200F, "zero-width space, non-joiner, joiner; LRM, RLM (Cf)"),
+    (0x202A, 0x202E, "bidi embeddings and overrides (Cf)"),
+    (
+        0x2060,
+        0x206F,
+        "word joiner, invisible operators, bidi isolates, "
+        "deprecated format characters (Cf; U+2065 reserved)",
+    ),
+    (0x2800, 0x2800, "braille pattern blank (So; not default-ignorable, draws blank)"),
+    (0x3164, 0x3164, "Hangul filler (Lo)"),
+    (0xFE00, 0xFE0F, "variation selectors 1-16, including the emoji selector U+FE0F (Mn)"),
+    (0xFEFF, 0xFEFF, "zero-width no-break space / BOM (Cf)"),
+    (0xFFA0, 0xFFA0, "halfwidth Hangul filler (Lo)"),
+    (0xFFF0, 0xFFF8, "reserved (Cn)"),
+    (0x1BCA0, 0x1BCA3, "shorthand format controls (Cf)"),
+    (0x1D173, 0x1D17A, "musical symbol format controls (Cf)"),
+    (0xE0000, 0xE00FF, "tag characters and reserved (Cf, Cn)"),
+    (0xE0100, 0xE01EF, "variation selectors 17-256 (Mn)"),
+    (0xE01F0, 0xE0FFF, "reserved (Cn)"),
+)
+
+# The table as a regex character class (one C-speed search per string) and as
+# a set of characters (one lookup per character).
+_INVISIBLE_RE = re.compile(
+    "[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b, _ in _INVISIBLE) + "]"
+)
+_INVISIBLE_CHARS = frozenset(chr(c) for a, b, _ in _INVISIBLE for c in range(a, b + 1))
+
 
 def _hidden(ch: str) -> bool:
-    if ch in _KEEP:
-        return False
-    cat = unicodedata.category(ch)
-    # Cc: control (ESC, BEL, C1...), Cf: format (bidi overrides, zero-width,
-    # BOM...), Zl/Zp: line and paragraph separators that some viewers break on.
-    return cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn")
+    """Whether ``ch`` is shown as a ``<U+XXXX>`` code rather than as itself."""
+    if ch.isprintable():
+        return ch in _INVISIBLE_CHARS
+    return ch not in _KEEP
+
+
+def _code(ch: str) -> str:
+    return f"<U+{ord(ch):04X}>"
 
 
 def visible(text: str) -> str:
     """``text`` with every invisible or reordering character shown as ``<U+XXXX>``."""
     if text.isascii() and text.isprintable():
-        return text
-    return "".join(f"<U+{ord(ch):04X}>" if _hidden(ch) else ch for ch in text)
+        return text  # the common case; no ASCII character is in _INVISIBLE
+    if (
+        text.replace("\n", "").replace("\t", "").isprintable()
+        and _INVISIBLE_RE.search(text) is None
+    ):
+        return text  # multi-line or non-ASCII text with nothing to show
+    return "".join(  # _hidden(ch), inlined: this loop is the slow path
+        ch if (ch.isprintable() and ch not in _INVISIBLE_CHARS) or ch in _KEEP else _code(ch)
+        for ch in text
+    )
 
 
 def for_terminal(text: str, limit: int = 4000) -> str:
