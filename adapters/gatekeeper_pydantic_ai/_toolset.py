@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_ai.exceptions import ModelRetry, ToolFailed
 from pydantic_ai.tools import AgentDepsT, RunContext, ToolDenied
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.toolsets import (
+    AbstractToolset,
+    ApprovalRequiredToolset,
+    CombinedToolset,
+    FunctionToolset,
+    ToolsetTool,
+    WrapperToolset,
+)
+from pydantic_core import to_jsonable_python
 
 from gatekeeper import Gatekeeper, InvalidToolCall, ToolCallBlocked
 
@@ -35,7 +45,13 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
     ``ToolReturnPart(outcome="denied")`` Pydantic AI records for a
     :class:`~pydantic_ai.tools.ToolDenied`; the run goes on.
     ``on_blocked="raise"`` raises the :class:`~gatekeeper.ToolCallBlocked`
-    out of the run instead.
+    out of the run instead. Arguments gatekeeper can't record (too large, no
+    JSON form) are a failed tool result either way.
+
+    Don't wrap tools that also need Pydantic AI's approval
+    (``ApprovalRequiredToolset``, ``requires_approval=True``): each call would
+    be decided twice, so the constructor refuses them (``ValueError``). A
+    ``DynamicToolset`` is only built during the run, so it can't be checked.
 
     Example::
 
@@ -57,6 +73,7 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
     ) -> None:
         # Keyword names match the fields: WrapperToolset copies itself with
         # dataclasses.replace() when the wrapped toolset changes per run.
+        _refuse_approval_required(wrapped)
         self.wrapped = wrapped
         self.gate = gate
         self.on_blocked = check_on_blocked(on_blocked)
@@ -71,12 +88,13 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
         wrapped = self.wrapped
 
         async def run(**approved: Any) -> Any:
-            # An allowed or unedited call gets the arguments Pydantic AI
-            # validated; an approver's edit arrives as JSON and is validated
-            # the same way before the tool sees it.
+            # The tool runs with the approved arguments. Unedited (the same
+            # JSON as the call), they are the values Pydantic AI validated; an
+            # approver's edit arrives as JSON and is validated the same way
+            # before the tool sees it.
             args = (
-                tool_args
-                if approved == tool_args
+                dict(approved)
+                if _canonical(approved) == _canonical(tool_args)
                 else await _validate_edit(name, approved, ctx, tool)
             )
             return await wrapped.call_tool(name, args, ctx, tool)
@@ -89,9 +107,41 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
                 raise
             return ToolDenied(exc.model_message)
         except InvalidToolCall as exc:
-            if self.on_blocked == "raise":
-                raise
+            # Not a decision: a failed tool result, whatever on_blocked says.
             raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
+
+
+def _refuse_approval_required(toolset: AbstractToolset[Any]) -> None:
+    """ValueError if Pydantic AI would also ask for approval of a call in ``toolset``."""
+    pending: list[AbstractToolset[Any]] = [toolset]
+    while pending:
+        current = pending.pop()
+        needs_approval = isinstance(current, ApprovalRequiredToolset) or (
+            isinstance(current, FunctionToolset)
+            and any(tool.requires_approval for tool in current.tools.values())
+        )
+        if needs_approval:
+            raise ValueError(
+                "GatekeeperToolset wraps tools that also need Pydantic AI's approval "
+                f"({type(current).__name__}): every call would be decided twice. "
+                "Use one or the other: GatekeeperToolset around tools without "
+                "approval_required()/requires_approval=True, or deferred_handler / "
+                "decide_deferred for Pydantic AI's approval requests."
+            )
+        if isinstance(current, WrapperToolset):
+            pending.append(current.wrapped)
+        elif isinstance(current, CombinedToolset):
+            pending.extend(current.toolsets)
+
+
+def _canonical(args: Mapping[str, Any]) -> str:
+    """One JSON text per set of arguments, to tell an edit from the original."""
+    return json.dumps(
+        to_jsonable_python(args, fallback=repr),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 async def _validate_edit(

@@ -26,7 +26,13 @@ from pydantic_ai.tools import (
     ToolDefinition,
     ToolDenied,
 )
-from pydantic_ai.toolsets import AbstractToolset, DynamicToolset, ExternalToolset, FunctionToolset
+from pydantic_ai.toolsets import (
+    AbstractToolset,
+    CombinedToolset,
+    DynamicToolset,
+    ExternalToolset,
+    FunctionToolset,
+)
 
 from gatekeeper import (
     AgentHalted,
@@ -531,7 +537,9 @@ async def test_deferred_requests_decided_by_a_person_then_resumed(
     assert tools.ran == [("lookup", {"order_id": "A-1"})]
 
     alice = pool.submit(decide_as_alice(approver_gate, channel, count=2))
-    results = await decide_deferred(agent_gate, requests, messages=first.all_messages())
+    results = await decide_deferred(
+        agent_gate, requests, toolset=tools.toolset, messages=first.all_messages()
+    )
     held = alice.result(timeout=10)
     assert results.approvals == {
         "c-approved": ToolApproved(override_args={"order_id": "A-1", "amount": 5}),
@@ -557,12 +565,14 @@ async def test_decide_deferred_follows_the_policy_and_keeps_unedited_arguments()
     requests = DeferredToolRequests(
         approvals=[
             call("lookup", {"order_id": "A-1"}, "allowed"),
-            call("refund", '{"order_id": "A-1", "amount": 5}', "approved"),
+            call("refund", '{"order_id": "A-1", "amount": 5.5}', "approved"),
             call("drop_table", {"name": "orders"}, "denied"),
             call("refund", '{"order_id": ', "garbled"),
+            call("rm_rf", {"path": "/"}, "unknown"),
+            call("refund", {"order_id": "A-1", "amount": "lots"}, "invalid"),
         ]
     )
-    results = await decide_deferred(gate, requests)
+    results = await decide_deferred(gate, requests, toolset=Tools().toolset)
     assert results.approvals == {
         "allowed": ToolApproved(),
         "approved": ToolApproved(),
@@ -571,8 +581,16 @@ async def test_decide_deferred_follows_the_policy_and_keeps_unedited_arguments()
             "The tool was not run."
         ),
         "garbled": ToolDenied("refund: the arguments are not a JSON object. The tool was not run."),
+        "unknown": ToolDenied(
+            "rm_rf: no such tool in the toolset, so its arguments can't be checked. "
+            "The tool was not run."
+        ),
+        "invalid": ToolDenied(
+            "refund: invalid arguments (amount: Input should be a valid number, "
+            "unable to parse string as a number). The tool was not run."
+        ),
     }
-    assert [r.call.args for r in channel.notified] == [{"order_id": "A-1", "amount": 5}]
+    assert [r.call.args for r in channel.notified] == [{"order_id": "A-1", "amount": 5.5}]
 
 
 async def test_decide_deferred_raise_withdraws_the_calls_still_waiting() -> None:
@@ -585,7 +603,7 @@ async def test_decide_deferred_raise_withdraws_the_calls_still_waiting() -> None
         ]
     )
     with pytest.raises(ToolCallDenied):
-        await decide_deferred(gate, requests, on_blocked="raise")
+        await decide_deferred(gate, requests, toolset=Tools().toolset, on_blocked="raise")
     (held,) = channel.notified
     assert gate.get(held.id).status is RequestStatus.CANCELLED
     assert gate.pending() == []
@@ -597,7 +615,7 @@ def test_decide_deferred_sync_blocks_until_decided() -> None:
     )
     requests = DeferredToolRequests(approvals=[call("refund", {"order_id": "B", "amount": 1}, "x")])
     with gate.session(agent="billing-bot"):
-        results = decide_deferred_sync(gate, requests)
+        results = decide_deferred_sync(gate, requests, toolset=Tools().toolset)
     assert results.approvals == {"x": ToolDenied(DENIAL)}
     (event,) = [e for e in audit_events(gate) if e.kind == "call.held"]
     assert event.agent == "billing-bot"
@@ -605,7 +623,7 @@ def test_decide_deferred_sync_blocks_until_decided() -> None:
 
 async def test_decide_deferred_sync_refuses_to_run_inside_an_event_loop() -> None:
     with pytest.raises(RuntimeError, match="await decide_deferred"):
-        decide_deferred_sync(make_gate(), DeferredToolRequests())
+        decide_deferred_sync(make_gate(), DeferredToolRequests(), toolset=Tools().toolset)
 
 
 async def test_deferred_handler_decides_during_the_run() -> None:
@@ -665,3 +683,121 @@ async def test_deferred_handler_leaves_external_calls_to_the_app() -> None:
     assert isinstance(result.output, DeferredToolRequests)
     assert [c.tool_call_id for c in result.output.calls] == ["c1"]
     assert audit_events(gate) == []
+
+
+# -- defaults, double gating, invalid calls, edits -------------------------------------------
+
+PAY_POLICY = """
+version: 1
+default: require_approval
+rules:
+  - {id: big, match: {tool: pay, args: {amount: {gt: 100}}}, verdict: deny, reason: too much}
+"""
+
+
+def pay_tools(ran: list[tuple[str, float]]) -> FunctionToolset[None]:
+    def pay(to: str, amount: float = 5000) -> str:
+        """Pay someone (5000 unless told otherwise)."""
+        ran.append((to, amount))
+        return f"paid {amount} to {to}"
+
+    return FunctionToolset([pay])
+
+
+async def test_the_deferred_handler_checks_the_arguments_with_their_defaults() -> None:
+    """The model leaves out amount (default 5000): the policy sees 5000 and denies."""
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(PAY_POLICY),
+        store=MemoryStore(),
+        channels=[channel, AutoDecider(approver="alice")],
+    )
+    ran: list[tuple[str, float]] = []
+    script = Script(ModelResponse(parts=[call("pay", {"to": "x"}, "c1")]), done())
+    agent = Agent(
+        script.model,
+        toolsets=[pay_tools(ran).approval_required()],
+        capabilities=[HandleDeferredToolCalls(handler=deferred_handler(gate))],
+    )
+    await agent.run("pay x")
+    returned = script.returns(1)["c1"]
+    assert returned.outcome == "denied"
+    assert "denied by policy: too much" in str(returned.content)
+    assert ran == []
+    assert channel.notified == []
+
+
+async def test_decide_deferred_shows_the_approver_the_defaults_and_runs_exactly_those() -> None:
+    """Out of the run: the approver sees amount=5000, and ToolApproved carries it."""
+    policy = Policy.from_yaml("version: 1\ndefault: require_approval\n")
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=policy, store=MemoryStore(), channels=[channel, AutoDecider(approver="alice")]
+    )
+    ran: list[tuple[str, float]] = []
+    tools = pay_tools(ran)
+    requests = DeferredToolRequests(approvals=[call("pay", {"to": "x"}, "c1")])
+    results = await decide_deferred(gate, requests, toolset=tools.approval_required())
+    (request,) = channel.notified
+    assert request.call.args == {"to": "x", "amount": 5000.0}
+    assert results.approvals == {"c1": ToolApproved(override_args={"to": "x", "amount": 5000.0})}
+
+
+def test_a_toolset_that_also_needs_pydantic_ais_approval_is_refused() -> None:
+    """GatekeeperToolset + approval_required() would ask a person twice for one call."""
+    gate = make_gate()
+    tools = Tools().toolset
+    flagged: FunctionToolset[None] = FunctionToolset(
+        list(Tools().toolset.tools.values()), requires_approval=True
+    )
+    for wrapped in (
+        tools.approval_required(),
+        tools.approval_required().prefixed("billing"),
+        CombinedToolset([FunctionToolset([]), tools.approval_required()]),
+        flagged,
+    ):
+        with pytest.raises(ValueError, match="decided twice"):
+            GatekeeperToolset(gate, wrapped)
+    GatekeeperToolset(gate, tools.prefixed("billing"))  # no approval inside: fine
+
+
+async def test_unrecordable_arguments_are_a_failed_result_even_with_on_blocked_raise() -> None:
+    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), store=MemoryStore(), max_args_bytes=64)
+    tools = Tools()
+    script = Script(ModelResponse(parts=[call("lookup", {"order_id": "A" * 100}, "c1")]), done())
+    result = await gated_agent(gate, tools, script, on_blocked="raise").run("go")
+    assert result.output == "done"
+    returned = script.returns(1)["c1"]
+    assert returned.outcome == "failed"
+    assert "over the limit of 64" in str(returned.content)
+    assert tools.ran == []
+
+
+async def test_an_edit_equal_in_python_but_not_in_json_runs_as_approved() -> None:
+    """true -> 1 compares equal with ==; the tool must still get the approver's 1."""
+    ran: list[Any] = []
+
+    def set_limit(value: int | bool) -> str:
+        """Set a limit (or turn it on)."""
+        ran.append(value)
+        return "set"
+
+    gate = Gatekeeper(
+        policy=Policy.from_yaml("version: 1\ndefault: require_approval\n"),
+        store=MemoryStore(),
+        channels=[AutoDecider(approver="alice", args={"value": 1})],
+    )
+    script = Script(ModelResponse(parts=[call("set_limit", {"value": True}, "c1")]), done())
+    toolset = GatekeeperToolset(gate, FunctionToolset([set_limit]))
+    await Agent(script.model, toolsets=[toolset]).run("go")
+    assert ran == [1]
+    assert type(ran[0]) is int
+
+
+async def test_the_toolset_checks_the_arguments_with_their_defaults() -> None:
+    gate = Gatekeeper(policy=Policy.from_yaml(PAY_POLICY), store=MemoryStore())
+    ran: list[tuple[str, float]] = []
+    script = Script(ModelResponse(parts=[call("pay", {"to": "x"}, "c1")]), done())
+    await Agent(script.model, toolsets=[GatekeeperToolset(gate, pay_tools(ran))]).run("go")
+    assert "denied by policy: too much" in str(script.returns(1)["c1"].content)
+    assert ran == []
