@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -84,7 +85,14 @@ class WebhookChannelConfig(_Model):
         min_length=16, repr=False, description="signs deliveries and verifies decisions"
     )
     accept_decisions: bool = Field(
-        default=True, description="the console takes signed decisions from this channel"
+        default=False,
+        description="the console takes signed decisions from this channel (needs approvers)",
+    )
+    approvers: tuple[str, ...] = Field(
+        default=(),
+        validate_default=True,
+        description="the configured approvers this channel's system may decide for; "
+        "required with accept_decisions (the secret authenticates the system, not a person)",
     )
     console_url: str | None = Field(
         default=None, description="the console's public URL; default: web.base_url"
@@ -104,6 +112,18 @@ class WebhookChannelConfig(_Model):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("approvers")
+    @classmethod
+    def _speaks_for_someone(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("accept_decisions") and not value:
+            raise ValueError(
+                "accept_decisions: true needs the approvers this webhook may decide for "
+                "(at least one)"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("an approver is listed twice")
+        return value
 
 
 class SlackChannelConfig(_Model):
@@ -298,6 +318,7 @@ class Config(_Model):
             max_wait=spec.max_wait,
             console_url=console_url,
             accept_decisions=spec.accept_decisions,
+            approvers=spec.approvers,
         )
 
     def webhook_channels(self) -> list[WebhookChannel]:
@@ -352,6 +373,14 @@ class Config(_Model):
                         field=f"channels[{i}].name",
                     )
                 hooks.add(channel.name)
+                for j, name in enumerate(channel.approvers):
+                    if name not in names:
+                        raise ConfigError(
+                            f"{self.source}: channels[{i}].approvers[{j}]: {name!r} is not "
+                            "one of the approvers",
+                            source=self.source,
+                            field=f"channels[{i}].approvers[{j}]",
+                        )
         members: dict[str | None, int] = {None: len(names)}
         for approver in self.approvers:
             for group in approver.groups:

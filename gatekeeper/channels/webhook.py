@@ -27,7 +27,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -137,8 +137,18 @@ class WebhookChannel:
 
     ``console_url`` is the web console's public URL: deliveries then carry a
     link to the request and the ``decide_url`` where the receiving system may
-    send signed decisions back (when ``accept_decisions``; the console takes
-    them only for channels it is given, see ``create_app(webhooks=...)``).
+    send signed decisions back (the console takes them only for channels it is
+    given, see ``create_app(webhooks=...)``).
+
+    By default a webhook only notifies. With ``accept_decisions=True`` the
+    receiving system may also decide, but only as one of ``approvers`` (which
+    must then name at least one configured approver) and with one vote per
+    request: the secret authenticates the *system*, not a person, and every
+    receiver of the deliveries holds it. Example::
+
+        WebhookChannel(url, secret=secret, name="teams",
+                       accept_decisions=True, approvers=("alice", "bob"))
+
     ``sleep`` / ``asleep`` are injectable for tests.
     """
 
@@ -152,7 +162,8 @@ class WebhookChannel:
         attempts: int = 5,
         max_wait: float = 30.0,
         console_url: str | None = None,
-        accept_decisions: bool = True,
+        accept_decisions: bool = False,
+        approvers: Iterable[str] = (),
         client: httpx.Client | None = None,
         async_client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -168,6 +179,16 @@ class WebhookChannel:
             raise ValueError("attempts must be at least 1")
         if timeout <= 0 or max_wait < 0:
             raise ValueError("timeout must be above zero and max_wait not below it")
+        if isinstance(approvers, str):
+            raise ValueError("approvers must be a list of approver names, not one string")
+        speaks_for = tuple(approvers)
+        if any(not isinstance(a, str) or not a for a in speaks_for):
+            raise ValueError("approvers must be non-empty approver names")
+        if accept_decisions and not speaks_for:
+            raise ValueError(
+                "accept_decisions needs approvers: the configured approvers this webhook's "
+                "system may decide for (its secret authenticates the system, not a person)"
+            )
         self.url = url
         self.name = name
         self.timeout = timeout
@@ -175,6 +196,8 @@ class WebhookChannel:
         self.max_wait = max_wait
         self.console_url = console_url.rstrip("/") if console_url else None
         self.accept_decisions = accept_decisions
+        #: The approvers whose decisions this channel's system may send back.
+        self.approvers: tuple[str, ...] = speaks_for
         self._secret = secret
         self._client = client
         self._owns_client = False
@@ -191,6 +214,15 @@ class WebhookChannel:
     def secret(self) -> str:
         """The shared secret that signs deliveries and verifies decisions."""
         return self._secret
+
+    @property
+    def via(self) -> str:
+        """How decisions this channel sends back are recorded: ``webhook:<name>``."""
+        return f"webhook:{self.name}"
+
+    def speaks_for(self, approver: str) -> bool:
+        """Whether this channel's system may send decisions as ``approver``."""
+        return self.accept_decisions and approver in self.approvers
 
     @property
     def decide_url(self) -> str | None:

@@ -2,17 +2,24 @@
 
 The receiving system (a Teams bot, an internal tool...) shows the request to a
 person and posts their decision back, signed with the channel's secret exactly
-as gatekeeper signs its deliveries. Every refusal is
-``{"error": {"code", "message"}}`` and changes nothing:
+as gatekeeper signs its deliveries.
+
+The secret authenticates the *system*, not a person: every receiver of the
+channel's deliveries holds it. So a channel decides only as one of its own
+``approvers`` (the people that system vouches for), and casts at most one vote
+per request: a quorum of N always needs N different systems or people, never
+one secret. Every refusal is ``{"error": {"code", "message"}}`` and changes
+nothing:
 
 ====  ==================  =============================================================
 401   ``bad_signature``   no or wrong ``X-Gatekeeper-Signature`` / ``-Timestamp``
 401   ``stale``           timestamp more than 300 s from the console's clock
 409   ``replayed``        this exact signature was used before
 422   ``invalid``         the body is not the JSON described by :class:`DecisionIn`
-403   ``not_authorized``  unknown approver, or not of the request's group
+403   ``not_authorized``  not one of this channel's approvers, unknown, or not of the group
 404   ``not_found``       no such request
 409   ``already_decided`` the request is no longer pending (``status`` says what it is)
+409   ``already_voted``   this channel has already decided on this request (one vote each)
 409   ``digest_mismatch`` the arguments are not those the person reviewed
 409   ``conflict``        refused by the state machine (this approver already approved)
 ====  ==================  =============================================================
@@ -54,8 +61,11 @@ __all__ = ["DecisionIn", "DecisionOut", "accepting", "router"]
 log = logging.getLogger("gatekeeper.web")
 
 MAX_BODY = 64 * 1024
-#: How long a used signature is remembered: longer than the whole window it is valid in.
-REPLAY_TTL = 2 * TOLERANCE
+#: How long a used signature is remembered: longer than the whole window it is valid in
+#: (``TOLERANCE`` either side of the clock), with a minute of margin.
+REPLAY_TTL = 2 * TOLERANCE + 60
+#: How long a channel's vote is remembered beyond the request's expiry (it is then moot).
+VOTE_MARGIN = 3600.0
 
 
 class DecisionIn(BaseModel):
@@ -65,7 +75,10 @@ class DecisionIn(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=200)
     approver: str = Field(
-        min_length=1, max_length=200, description="a configured approver (the person)"
+        min_length=1,
+        max_length=200,
+        description="the person who decided: one of the approvers this webhook channel "
+        "may decide for",
     )
     decision: Literal["approve", "deny"]
     comment: str | None = Field(default=None, max_length=4000, description="the agent reads it")
@@ -128,9 +141,9 @@ class _Refusal(Exception):
 def _refusals() -> dict[int | str, dict[str, Any]]:
     texts = {
         401: "missing or wrong signature, or a stale timestamp",
-        403: "unknown approver, or not of the request's group",
+        403: "not one of this channel's approvers, unknown, or not of the request's group",
         404: "no such request, or no webhook channel takes decisions here",
-        409: "replayed signature, already decided, or args digest mismatch",
+        409: "replayed signature, already decided, already voted, or args digest mismatch",
         413: "body over 64 KiB",
         422: "the body is not a valid decision",
         503: "the store is unavailable",
@@ -192,11 +205,34 @@ def _parse(body: bytes) -> DecisionIn:
         raise _Refusal(422, "invalid", "; ".join(parts) or "invalid decision") from None
 
 
+def _already_voted(hook: WebhookChannel, req: ApprovalRequest, status: RequestStatus) -> _Refusal:
+    return _Refusal(
+        409,
+        "already_voted",
+        f"webhook channel {hook.name!r} has already decided on request {req.id}; a channel "
+        "casts one vote per request (decide in the console or another channel)",
+        current=status.value,
+    )
+
+
 def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> ApprovalRequest:
-    """The decision, through the gate's own checks (approver, group, digest, state machine)."""
+    """The decision, through the gate's own checks (approver, group, digest, state machine).
+
+    First the channel's own limits: it speaks only for its ``approvers``, and
+    casts one vote per request (claimed atomically in the store, so concurrent
+    posts from one channel can't both count).
+    """
+    if not hook.speaks_for(decision.approver):
+        raise _Refusal(
+            403,
+            "not_authorized",
+            f"webhook channel {hook.name!r} may not decide as {decision.approver!r}: "
+            "it is not one of the channel's approvers",
+        )
     req = gate.get(decision.request_id)
     gate.approver(decision.approver, req)
-    status = req.effective_status(gate.clock.now())
+    now = gate.clock.now()
+    status = req.effective_status(now)
     if status is not RequestStatus.PENDING:
         raise _Refusal(
             409,
@@ -204,11 +240,11 @@ def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> App
             f"request {req.id} is {status.value}, no longer pending",
             current=status.value,
         )
-    via = f"webhook:{hook.name}"
-    if decision.decision == "deny":
-        return gate.deny(req.id, approver=decision.approver, comment=decision.comment, via=via)
+    via = hook.via
+    if any(d.via == via for d in req.decisions):
+        raise _already_voted(hook, req, status)
     expected = decision.args_digest or ""
-    if not req.args_digest.startswith(expected):
+    if decision.decision == "approve" and not req.args_digest.startswith(expected):
         raise _Refusal(
             409,
             "digest_mismatch",
@@ -216,6 +252,11 @@ def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> App
             f"reviewed ({expected[:12]}); show the current ones and decide again",
             current=status.value,
         )
+    ttl = max((req.expires_at - now).total_seconds(), 0.0) + VOTE_MARGIN
+    if not gate.store.use_once(f"webhook-vote:{hook.name}:{req.id}", ttl):
+        raise _already_voted(hook, req, status)
+    if decision.decision == "deny":
+        return gate.deny(req.id, approver=decision.approver, comment=decision.comment, via=via)
     return gate.approve(
         req.id,
         approver=decision.approver,
@@ -267,9 +308,11 @@ async def webhook_decision(
 ) -> Response:
     """Signed with the secret of a webhook channel the console was given.
 
-    Checks, in order: signature, freshness, replay, body, then the same
-    approver, group, digest and state checks as every other way of deciding.
-    The decision is recorded ``via`` ``webhook:<channel name>``.
+    Checks, in order: signature, freshness, replay, body, that the approver
+    is one the channel may decide for, then the same approver, group and
+    state checks as every other way of deciding, that the channel has not
+    voted on the request yet (one vote per channel), and the digest. The
+    decision is recorded ``via`` ``webhook:<channel name>``.
     """
     gate = get_gate(request)
     hooks: list[WebhookChannel] = request.app.state.webhooks

@@ -36,6 +36,7 @@ from gatekeeper.models import ToolCall
 from gatekeeper.store import Store
 from gatekeeper.testing import RecordingChannel
 from gatekeeper.web import create_app
+from gatekeeper.web._webhooks import REPLAY_TTL
 from tests.gatekit import audit_events
 from tests.webkit import POLICY, Agent, Console, TestClient
 
@@ -144,7 +145,14 @@ def channel(url: str, sleeps: Sleeps, **kw: Any) -> WebhookChannel:
 
 # -- delivery ---------------------------------------------------------------------------------
 def test_a_held_call_is_posted_signed_and_its_outcome_too(receiver: Receiver) -> None:
-    hook = WebhookChannel(receiver.url, secret=SECRET, name="ops", console_url="https://gk.test/")
+    hook = WebhookChannel(
+        receiver.url,
+        secret=SECRET,
+        name="ops",
+        console_url="https://gk.test/",
+        accept_decisions=True,
+        approvers=("alice",),
+    )
     recorder = RecordingChannel()
     gate = Gatekeeper(policy=Policy.from_yaml(POLICY), channels=[recorder, hook])
 
@@ -188,6 +196,18 @@ def test_without_a_console_url_there_are_no_links(receiver: Receiver) -> None:
     doc = receiver.docs()[0]
     assert doc["decide_url"] is None
     assert doc["console_url"] is None
+    hook.close()
+
+
+def test_by_default_a_webhook_only_notifies(receiver: Receiver) -> None:
+    hook = WebhookChannel(receiver.url, secret=SECRET, console_url="https://gk.test")
+    assert hook.accept_decisions is False
+    assert hook.approvers == ()
+    assert hook.decide_url is None
+    hook.notify(a_request())
+    doc = receiver.docs()[0]
+    assert doc["decide_url"] is None
+    assert doc["console_url"] == "https://gk.test/requests/req-1"
     hook.close()
 
 
@@ -291,6 +311,20 @@ def test_the_channel_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="attempts"):
         WebhookChannel("https://example.com", secret=SECRET, attempts=0)
     assert SECRET not in repr(WebhookChannel("https://example.com", secret=SECRET))
+    with pytest.raises(ValueError, match="approvers"):  # who would it decide for?
+        WebhookChannel("https://example.com", secret=SECRET, accept_decisions=True)
+    with pytest.raises(ValueError, match="approvers"):
+        WebhookChannel(
+            "https://example.com", secret=SECRET, accept_decisions=True, approvers="alice"
+        )
+    with pytest.raises(ValueError, match="approvers"):
+        WebhookChannel("https://example.com", secret=SECRET, accept_decisions=True, approvers=("",))
+    hook = WebhookChannel(
+        "https://example.com", secret=SECRET, accept_decisions=True, approvers=["alice"]
+    )
+    assert hook.approvers == ("alice",)
+    assert hook.speaks_for("alice")
+    assert not hook.speaks_for("bob")
 
 
 async def test_the_async_face_delivers_with_the_same_policy(receiver: Receiver) -> None:
@@ -385,8 +419,20 @@ def console(store: Store) -> Console:
 @pytest.fixture
 def decider(console: Console) -> Iterator[Decider]:
     hooks = [
-        WebhookChannel("https://teams.example.com/hook", secret=SECRET, name="ops"),
-        WebhookChannel("https://pd.example.com/hook", secret=OTHER_SECRET, name="pager"),
+        WebhookChannel(
+            "https://teams.example.com/hook",
+            secret=SECRET,
+            name="ops",
+            accept_decisions=True,
+            approvers=("alice", "bob", "carol"),
+        ),
+        WebhookChannel(
+            "https://pd.example.com/hook",
+            secret=OTHER_SECRET,
+            name="pager",
+            accept_decisions=True,
+            approvers=("bob",),
+        ),
         WebhookChannel(
             "https://quiet.example.com/hook", secret="q" * 32, name="quiet", accept_decisions=False
         ),
@@ -537,9 +583,79 @@ def test_a_replayed_signature_is_refused(console: Console, decider: Decider) -> 
     after = console.gate.get(agent.request.id)
     assert after.status is RequestStatus.PENDING
     assert len(after.decisions) == 1
-    second = decider.post(approve_doc(agent.request, "bob"))
+    second = decider.post(approve_doc(agent.request, "bob"), secret=OTHER_SECRET)
     assert second.json()["status"] == "approved"
     assert agent.outcome() == "sent"
+
+
+def test_the_replay_window_outlasts_the_signature_window_with_margin() -> None:
+    from gatekeeper.channels.webhook import TOLERANCE
+
+    assert REPLAY_TTL == 660
+    assert REPLAY_TTL > 2 * TOLERANCE
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_webhook_may_not_decide_as_an_approver_it_does_not_speak_for(
+    console: Console, decider: Decider, decision: str
+) -> None:
+    """The pager's secret speaks for bob only: naming alice (configured, of the group) fails."""
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    if decision == "approve":
+        doc = approve_doc(agent.request, "alice")
+    else:
+        doc = {"request_id": agent.request.id, "approver": "alice", "decision": "deny"}
+    error = refused(decider.post(doc, secret=OTHER_SECRET), 403, "not_authorized")
+    assert "pager" in error["message"]
+    assert_pending(console, agent)
+    assert not [
+        e for e in audit_events(console.gate) if e.kind in ("request.vote", "request.approved")
+    ]
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_one_webhook_casts_one_vote_so_it_cannot_meet_a_quorum_alone(
+    console: Console, decider: Decider
+) -> None:
+    """The ops secret speaks for alice and bob, yet it can't approve a quorum-2 wire twice."""
+    agent = console.call("wire", to="ACME", amount=5000.0)
+    first = decider.post(approve_doc(agent.request, "alice"))
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "pending"
+    assert first.json()["approvals"] == 1
+    error = refused(decider.post(approve_doc(agent.request, "bob")), 409, "already_voted")
+    assert error["status"] == "pending"
+    deny = {"request_id": agent.request.id, "approver": "bob", "decision": "deny"}
+    refused(decider.post(deny), 409, "already_voted")  # nor overturn it with a second voice
+    after = console.gate.get(agent.request.id)
+    assert after.status is RequestStatus.PENDING
+    assert [(d.approver, d.via) for d in after.decisions] == [("alice", "webhook:ops")]
+    assert console.ran == []
+    # A second system (its own secret, its own person) makes up the quorum.
+    second = decider.post(approve_doc(agent.request, "bob"), secret=OTHER_SECRET)
+    assert second.status_code == 200, second.text
+    assert second.json() == {
+        "id": agent.request.id,
+        "status": "approved",
+        "decided_by": "bob",
+        "approvals": 2,
+    }
+    assert agent.outcome() == "sent"
+
+
+def test_a_concurrent_second_vote_from_one_webhook_is_refused_too(
+    console: Console, decider: Decider
+) -> None:
+    """The vote is claimed in the store before deciding: a racing post finds it taken."""
+    agent = console.call("wire", to="ACME", amount=5000.0)
+    assert console.gate.store.use_once(f"webhook-vote:ops:{agent.request.id}", 60)  # the racer
+    refused(decider.post(approve_doc(agent.request, "bob")), 409, "already_voted")
+    assert_pending(console, agent)
+    console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
 
 
 @pytest.mark.parametrize(
@@ -620,7 +736,12 @@ def test_a_console_without_webhook_channels_takes_no_decisions(console: Console)
 def test_round_trip_from_delivery_to_decision(store: Store, receiver: Receiver) -> None:
     """The console finds the gate's webhook channels; the receiver decides with what it got."""
     hook = WebhookChannel(
-        receiver.url, secret=SECRET, name="teams", console_url="http://testserver"
+        receiver.url,
+        secret=SECRET,
+        name="teams",
+        console_url="http://testserver",
+        accept_decisions=True,
+        approvers=("carol",),
     )
     gate = Gatekeeper(policy=Policy.from_yaml(POLICY), store=store, channels=[hook])
     console = Console(store)
@@ -676,7 +797,9 @@ channels:
     console_url: https://gatekeeper.example.com
     attempts: 3
     max_wait: 10s
-  - {type: webhook, name: quiet, url: "http://10.0.0.1/x", secret: "%s", accept_decisions: false}
+    accept_decisions: true
+    approvers: [alice]
+  - {type: webhook, name: quiet, url: "http://10.0.0.1/x", secret: "%s"}
 """ % ("q" * 20)
 
 
@@ -696,6 +819,10 @@ def test_a_config_file_builds_webhook_channels(
     assert ops.attempts == 3
     assert ops.max_wait == 10.0
     assert ops.decide_url == "https://gatekeeper.example.com/webhooks/decision"
+    assert ops.accept_decisions is True
+    assert ops.approvers == ("alice",)
+    assert hooks[1].accept_decisions is False  # the default: notifications only
+    assert hooks[1].approvers == ()
     assert hooks[1].decide_url is None
     assert [h.name for h in config.webhook_channels()] == ["ops", "quiet"]
     gate = config.build_gate(store=MemoryStore())
@@ -712,6 +839,20 @@ def test_a_config_file_builds_webhook_channels(
         ("attempts: 3", "attempts: 0", "channels[1].attempts"),
         ("max_wait: 10s", "max_wait: soon", "channels[1].max_wait"),
         ("name: ops", "name: quiet", "channels[2].name"),  # the name is listed twice
+        ("approvers: [alice]", "approvers: []", "channels[1].approvers"),
+        ("    approvers: [alice]\n", "", "channels[1].approvers"),  # accept_decisions alone
+        ("approvers: [alice]", "approvers: [alice, alice]", "channels[1].approvers"),
+        ("approvers: [alice]", "approvers: [alice, mallory]", "channels[1].approvers[1]"),
+        (
+            'secret: "%s"}' % ("q" * 20),
+            'secret: "%s", approvers: [bob]}' % ("q" * 20),
+            "channels[2].approvers[0]",
+        ),  # not a configured approver, even when not deciding
+        (
+            'secret: "%s"}' % ("q" * 20),
+            'secret: "%s", accept_decisions: true}' % ("q" * 20),
+            "channels[2].approvers",
+        ),
     ],
 )
 def test_a_bad_webhook_entry_is_a_config_error_naming_the_field(
