@@ -78,6 +78,11 @@ def gate_tool(
         raise ValueError(f'on_blocked must be "return" or "raise", not {on_blocked!r}')
     if isinstance(getattr(tool.on_invoke_tool, "__self__", None), _GatedInvocation):
         raise ValueError(f"tool {tool.name} is already gated")
+    if tool.needs_approval:  # the SDK would stop for its own approval, then gatekeeper asks again
+        raise ValueError(
+            f"tool {tool.name} has needs_approval set: use gate_tool() or the SDK's approvals "
+            "(decide_interruptions()), not both"
+        )
     gated = copy.copy(tool)  # every setting stays: guardrails, is_enabled, error handling...
     gated.on_invoke_tool = _GatedInvocation(
         gate,
@@ -137,16 +142,23 @@ class _GatedInvocation:
         """Check the arguments, put the call through the gate, run it if released."""
         reason = self.reasons.pop(ctx.tool_call_id) if self.reasons is not None else None
         try:
-            args = self.check.parse(args_json)
+            given = self.check.parse(args_json)
+            # The gate, the policy and the approver see the arguments the tool will run with:
+            # the schema's defaults filled in (a non-strict tool's model may leave them out).
+            args = self.check.with_defaults(given)
+            asked = _canonical(args)
+            completed_json = (
+                args_json if asked == _canonical(given) else _json(self.tool.name, args, "")
+            )
         except InvalidToolCall as exc:
             return not_run(exc)
-        asked = _canonical(args)
 
         async def release(**approved: Any) -> Any:
-            run_json = args_json
-            if _canonical(approved) != asked:  # an approver edited them: check, then say so
+            run_json = completed_json
+            if _canonical_or_none(approved) != asked:  # an approver edited them: check them
                 self.check.check(approved, edited=True)
-                run_json = json.dumps(approved, ensure_ascii=False)
+                run_json = _json(self.tool.name, approved, " as the approver edited them")
+            if run_json != args_json:  # the tool runs with, and its context says, these
                 ctx.tool_arguments = run_json
             if self.direct:
                 return await self.tool.on_invoke_tool(ctx, run_json)
@@ -196,6 +208,24 @@ def _invoked_as_is(tool: FunctionTool) -> bool:
 
 def _canonical(args: Any) -> str:
     return json.dumps(args, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _canonical_or_none(args: Any) -> str | None:
+    try:
+        return _canonical(args)
+    except (TypeError, ValueError):  # not JSON (an edit with bytes, say): unlike any JSON
+        return None
+
+
+def _json(tool: str, args: Any, whose: str) -> str:
+    """``args`` as the JSON the tool reads; InvalidToolCall (a tool result) if they aren't JSON."""
+    try:
+        return json.dumps(args, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidToolCall(
+            f"Invalid arguments for tool {tool}{whose}: they are not JSON ({exc})",
+            tool=tool,
+        ) from None
 
 
 _PASSING: dict[type[GatekeeperError], type[GatekeeperError]] = {}

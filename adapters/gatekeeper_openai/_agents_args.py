@@ -9,6 +9,7 @@ so it judges exactly what the model was told, whatever built the tool.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -21,7 +22,7 @@ from jsonschema.exceptions import (  # type: ignore[import-untyped]  # same
 
 from gatekeeper import InvalidToolCall
 
-__all__ = ["ArgumentCheck", "not_run"]
+__all__ = ["ArgumentCheck", "not_run", "with_defaults"]
 
 _SHOWN = 300  # characters of a validation message quoted back to the model
 
@@ -58,6 +59,10 @@ class ArgumentCheck:
         self.check(args)
         return args
 
+    def with_defaults(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` with the schema's ``default`` of every absent property filled in (a copy)."""
+        return with_defaults(self._validator, args)
+
     def check(self, args: Mapping[str, Any], *, edited: bool = False) -> None:
         """Raise InvalidToolCall unless ``args`` (``edited`` by an approver?) match the schema."""
         error = best_match(self._validator.iter_errors(dict(args)))
@@ -74,6 +79,86 @@ class ArgumentCheck:
         raise InvalidToolCall(
             f"Invalid arguments for tool {self.tool}{whose}: {problem}", tool=self.tool
         )
+
+
+def with_defaults(validator: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` completed with the JSON schema's ``default`` values, as the tool will apply them.
+
+    ``validator`` is a jsonschema validator of the tool's schema. An absent
+    property with a ``default`` gets it; present objects (and array items) are
+    completed the same way, through local ``$ref``s, ``allOf``, and the one
+    ``anyOf``/``oneOf`` branch the value matches. Returns a copy.
+    """
+    filled = _fill(validator, validator.schema, copy.deepcopy(args), depth=0)
+    assert isinstance(filled, dict)
+    return filled
+
+
+_MAX_DEPTH = 64  # nesting of schemas walked: a self-referencing schema ends here
+
+
+def _fill(validator: Any, schema: Any, value: Any, depth: int) -> Any:
+    if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
+        return value
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = _local(validator.schema, ref)
+        if target is not None:
+            value = _fill(validator, target, value, depth + 1)
+    for sub in schema.get("allOf") or ():
+        value = _fill(validator, sub, value, depth + 1)
+    for key in ("anyOf", "oneOf"):
+        branches = [
+            b
+            for b in schema.get(key) or ()
+            if isinstance(b, Mapping) and validator.evolve(schema=b).is_valid(value)
+        ]
+        if len(branches) == 1:
+            value = _fill(validator, branches[0], value, depth + 1)
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if isinstance(properties, Mapping):
+            for name, prop in properties.items():
+                if name in value:
+                    value[name] = _fill(validator, prop, value[name], depth + 1)
+                else:
+                    default = _default(validator.schema, prop)
+                    if default is not _NONE:
+                        value[name] = copy.deepcopy(default)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        value = [_fill(validator, schema["items"], item, depth + 1) for item in value]
+    return value
+
+
+_NONE = object()
+
+
+def _default(root: Any, prop: Any) -> Any:
+    """The ``default`` of a property's schema (through ``$ref``s), or ``_NONE``."""
+    for _ in range(_MAX_DEPTH):
+        if not isinstance(prop, Mapping):
+            return _NONE
+        if "default" in prop:
+            return prop["default"]
+        ref = prop.get("$ref")
+        prop = _local(root, ref) if isinstance(ref, str) else None
+    return _NONE
+
+
+def _local(root: Any, ref: str) -> Any:
+    """The part of ``root`` a local ``$ref`` ("#/$defs/X") points to, or None."""
+    if not ref.startswith("#"):
+        return None
+    node = root
+    for escaped in ref[1:].split("/")[1:] if ref != "#" else ():
+        part = escaped.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def not_run(exc: InvalidToolCall) -> str:

@@ -9,7 +9,9 @@ decisions, and records them on the run's state with ``state.approve`` or
 Here the SDK runs the tool, after this returns: gatekeeper's record of an
 approved call ends at its release. The SDK can only run a call with the
 arguments the model sent, so a call an approver *edited* is rejected and the
-model is told the approver's arguments, to call again with them.
+model is told the approver's arguments, to call again with them. So is a call
+that left out arguments with a schema ``default``: the gate judges it with the
+defaults filled in, and the model is told those complete arguments.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ async def decide_interruptions(
       rejection_message=exc.model_message)``, which the model reads; with
       ``on_blocked="raise"`` the first such :class:`~gatekeeper.ToolCallBlocked`
       is raised instead and the requests still waiting are withdrawn;
-    - approved with edited arguments: rejected, and the model is told the
-      approver's arguments (the SDK cannot run a call with other arguments);
+    - approved with edited arguments, or allowed/approved when the model
+      left out arguments that have a schema ``default`` (judged with the
+      defaults filled in): rejected, and the model is told the complete
+      arguments to call again with (the SDK cannot run a call with other
+      arguments than the model's);
     - arguments that are not a JSON object matching the tool's schema:
       rejected with a message naming the problem; nobody is asked.
 
@@ -138,13 +143,24 @@ async def _decide(
     name = item.qualified_name or item.name or "<no name>"
     check = ArgumentCheck(name, _schema_of(item))
     try:
-        args = check.parse(item.arguments)
+        given = check.parse(item.arguments)
     except InvalidToolCall as exc:
         return not_run(exc)
-    asked = _canonical(args)
+    # The policy and the approver see the call as it would run: the schema's defaults filled
+    # in. The SDK runs it with the model's arguments, so only a call needing none can run.
+    args = check.with_defaults(given)
+    sent = _canonical(given)
 
     async def release(**approved: Any) -> str:
-        if _canonical(approved) != asked:
+        try:
+            runs = _canonical(approved)
+        except (TypeError, ValueError) as exc:  # not JSON (an edit with bytes, say)
+            raise InvalidToolCall(
+                f"Invalid arguments for tool {name} as the approver edited them: "
+                f"they are not JSON ({exc})",
+                tool=name,
+            ) from None
+        if runs != sent:
             raise ArgumentsEdited(approved)
         return RELEASED
 
@@ -172,7 +188,7 @@ class ArgumentsEdited(Exception):
     def __init__(self, approved: dict[str, Any]) -> None:
         super().__init__(
             "not run: the Agents SDK runs a call only with the model's arguments; "
-            "the model was sent the approver's"
+            "the model was sent the approved ones (edited, or with defaults filled in)"
         )
         self.approved = approved
 

@@ -151,7 +151,7 @@ class ToolRunner:
         except _BadArguments as exc:
             return exc.model_message
         assert tool.sync is not None
-        checked = _CHECKED.set((tool.arguments, args))
+        checked = _CHECKED.set((tool.arguments, _canonical(args)))
         try:
             result = tool.sync(args, reason=call.reason)
         except Exception as exc:
@@ -176,7 +176,7 @@ class ToolRunner:
             args = tool.arguments.check(call.arguments)
         except _BadArguments as exc:
             return exc.model_message
-        checked = _CHECKED.set((tool.arguments, args))
+        checked = _CHECKED.set((tool.arguments, _canonical(args)))
         try:
             result = await tool.async_.acall(args, reason=call.reason)
         except Exception as exc:
@@ -277,13 +277,24 @@ class _Arguments:
         self.name = name
         self._schema = None if schema is None else _schema_validator(name, schema)
         self._signature = _signature_adapter(name, func)
+        # The function's defaults JSON can carry: name -> (the default, its canonical JSON).
+        self._defaults = _json_defaults(func) if self._signature is not None else {}
 
     def check(self, arguments: str | dict[str, Any]) -> dict[str, Any]:
-        """The arguments to put through the gate, as JSON; raises ``_BadArguments``."""
+        """The arguments to put through the gate, as JSON; raises ``_BadArguments``.
+
+        They are complete: the schema's ``default`` values and then the function's own
+        defaults fill in what the model left out, so the gate, the policy and the approver
+        see every value the function will run with.
+        """
         args = _parse(self.name, arguments) if isinstance(arguments, str) else arguments
         errors = self._schema_errors(args)
         if errors:
             raise _BadArguments(self.name, errors)
+        if self._schema is not None:
+            from ._agents_args import with_defaults
+
+            args = with_defaults(self._schema, args)
         if self._signature is None:
             return args
         try:
@@ -293,25 +304,50 @@ class _Arguments:
         # What the gate shows, matches the policy against and hashes is what the function will
         # get: "500" for a float parameter is checked as 500.0, not slipped past as a string.
         normal: dict[str, Any] = self._signature.dump_python(values, mode="json")
+        # And the function's own defaults, as JSON: the function gets them as they are.
+        for key, (_, text) in self._defaults.items():
+            normal.setdefault(key, json.loads(text))
         return normal
 
     def convert(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """The approved arguments as the function takes them (checked again: edits included)."""
         given = dict(args)
+        # A function default, as filled in before the gate, goes to the function as it is (the
+        # very object Python would use), unchecked: the model never sent it.
+        defaulted = {
+            key: self._defaults[key][0]
+            for key, value in given.items()
+            if key in self._defaults and _canonical(value) == self._defaults[key][1]
+        }
         # Arguments released as they were checked before the gate need no second schema check
-        # (the costly one); an approver's edit gets one.
-        errors = "" if _CHECKED.get() == (self, given) else self._schema_errors(given)
-        if errors:
-            raise InvalidToolCall(f"the approved arguments do not fit: {errors}", tool=self.name)
+        # (the costly one); an approver's edit gets one. Compared as JSON: 1 == True in Python.
+        checked = _CHECKED.get()
+        same = checked is not None and checked[0] is self and checked[1] == _canonical(given)
+        if not same:
+            required = self._required()
+            errors = self._schema_errors(
+                {k: v for k, v in given.items() if k not in defaulted or k in required}
+            )
+            if errors:
+                raise InvalidToolCall(
+                    f"the approved arguments do not fit: {errors}", tool=self.name
+                )
         if self._signature is None:
             return given
         try:
-            values: dict[str, Any] = self._signature.validate_python(given)
+            values: dict[str, Any] = self._signature.validate_python(
+                {k: v for k, v in given.items() if k not in defaulted}
+            )
         except pydantic.ValidationError as exc:
             raise InvalidToolCall(
                 f"the approved arguments do not fit: {_pydantic_errors(exc)}", tool=self.name
             ) from None
-        return values
+        return {**values, **defaulted}
+
+    def _required(self) -> set[str]:
+        schema = None if self._schema is None else self._schema.schema
+        required = schema.get("required") if isinstance(schema, Mapping) else None
+        return set(required) if isinstance(required, list) else set()
 
     def _schema_errors(self, args: dict[str, Any]) -> str:
         if self._schema is None:
@@ -323,10 +359,40 @@ class _Arguments:
 
 
 _MAX_ERRORS = 5
-# The call being run: its tool's checks and its arguments as checked before the gate.
-_CHECKED: ContextVar[tuple[_Arguments, dict[str, Any]] | None] = ContextVar(
+# The call being run: its tool's checks and its arguments (canonical JSON) as checked before
+# the gate.
+_CHECKED: ContextVar[tuple[_Arguments, str | None] | None] = ContextVar(
     "gatekeeper_openai_checked", default=None
 )
+
+
+def _canonical(value: Any) -> str | None:
+    """``value`` as canonical JSON, or None when it isn't JSON (then unlike any checked value)."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_defaults(func: Callable[..., Any]) -> dict[str, tuple[Any, str]]:
+    """The defaults of ``func``'s keyword parameters that JSON can carry, with their JSON.
+
+    Filled in before the gate, as ``@gate.guard`` does. A default JSON can't carry (an
+    object) stays out of the arguments and applies when the function runs.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (ValueError, TypeError):
+        return {}
+    found = {}
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            text = None if param.default is param.empty else _canonical(param.default)
+            if text is not None:
+                found[param.name] = (param.default, text)
+    return found
 
 
 def _parse(name: str, text: str) -> dict[str, Any]:
@@ -573,7 +639,10 @@ def _response_calls(output: Any) -> list[_Call]:
     calls = []
     for item in items:
         kind = _get(item, "type")
-        if kind == "message":
+        role = _get(item, "role")
+        if kind in _OUTPUT_KINDS or (role is not None and role != "assistant"):
+            texts = []  # a new turn: only the words of the response that made a call count
+        elif kind == "message":
             texts += _texts(_get(item, "content"), "output_text")
         elif kind == "reasoning":
             texts += _texts(_get(item, "summary"), "summary_text") or _texts(

@@ -629,7 +629,7 @@ async def test_an_edited_approval_is_rejected_with_the_approvers_arguments() -> 
     )
     assert ledger.ran == []
     (edited,) = [e for e in audit_events(gate) if e.kind == "request.failed"]
-    assert "the model was sent the approver's" in edited.data["outcome"]
+    assert "the model was sent the approved ones" in edited.data["outcome"]
     assert [i.call_id for i in result.interruptions] == ["c2"]  # the model's second try
     result = await run(agent, await decide_interruptions(gate, result))
     assert ledger.ran == [("refund", {"order_id": "A-1", "amount": 15.0})]
@@ -779,3 +779,120 @@ def test_gated_tools_work_under_run_sync() -> None:
     result = Runner.run_sync(agent, "go", run_config=RunConfig(tracing_disabled=True))
     assert result.final_output == "Sent."
     assert ledger.ran == [("wire", {"to": "acct-1", "amount": 3.0})]
+
+
+# -- defaults are filled in before the gate -----------------------------------------------------
+DEFAULTS_POLICY = """
+version: 1
+default: allow
+rules:
+  - {id: big, match: {tool: pay, args: {amount: {gt: 100}}}, verdict: deny, reason: too much}
+  - {id: hold, match: {tool: pay}, verdict: require_approval}
+"""
+
+
+def pay_tool(ran: list[Any], *, needs_approval: bool = False) -> FunctionTool:
+    @function_tool(strict_mode=False, needs_approval=needs_approval)
+    def pay(to: str, amount: float = 5000.0, memo: str = "") -> str:
+        """Pay someone."""
+        ran.append((to, amount, memo))
+        return f"paid {amount} to {to}"
+
+    return pay
+
+
+def tool_context(tool: FunctionTool, raw: str) -> Any:
+    from agents.tool_context import ToolContext
+
+    return ToolContext(context=None, tool_name=tool.name, tool_call_id="c1", tool_arguments=raw)
+
+
+async def test_an_omitted_argument_with_a_high_default_is_denied_by_the_policy() -> None:
+    ran: list[Any] = []
+    gate = Gatekeeper(policy=Policy.from_yaml(DEFAULTS_POLICY), store=MemoryStore())
+    gated = gate_tool(gate, pay_tool(ran))
+    raw = '{"to": "x"}'
+    answer = await gated.on_invoke_tool(tool_context(gated, raw), raw)
+    assert answer == "Tool call pay denied by policy: too much. The tool was not run."
+    assert ran == []
+    (denied,) = [e for e in audit_events(gate) if e.kind == "call.denied"]
+    assert denied.data["args"] == {"to": "x", "amount": 5000.0, "memo": ""}
+
+
+async def test_the_approver_sees_the_defaults_and_the_tool_runs_with_exactly_those() -> None:
+    ran: list[Any] = []
+    recorder = RecordingChannel()
+    decider = AutoDecider(approver="alice")
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(DEFAULTS_POLICY), store=MemoryStore(), channels=[recorder, decider]
+    )
+    decider.bind(gate)
+    gated = gate_tool(gate, pay_tool(ran))
+    raw = '{"to": "x", "amount": 50}'
+    ctx = tool_context(gated, raw)
+    assert await gated.on_invoke_tool(ctx, raw) == "paid 50.0 to x"
+    (held,) = recorder.notified
+    assert held.call.args == {"to": "x", "amount": 50, "memo": ""}
+    assert ran == [("x", 50.0, "")]
+    assert json.loads(ctx.tool_arguments) == {"to": "x", "amount": 50, "memo": ""}
+
+
+async def test_an_approver_edit_that_is_not_json_comes_back_as_a_tool_result() -> None:
+    ran: list[Any] = []
+    decider = AutoDecider(approver="alice", args={"to": "x", "amount": 50, "memo": b"hi"})
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(DEFAULTS_POLICY), store=MemoryStore(), channels=[decider]
+    )
+    decider.bind(gate)
+    gated = gate_tool(gate, pay_tool(ran))
+    raw = '{"to": "x", "amount": 50}'
+    answer = await gated.on_invoke_tool(tool_context(gated, raw), raw)
+    assert "as the approver edited them" in answer
+    assert "The tool was not run" in answer
+    assert ran == []
+
+
+def test_arguments_that_are_not_json_become_invalid_tool_call_not_a_crash() -> None:
+    """Bytes in an edit (the core converts them today, and will stop producing them)."""
+    from gatekeeper import InvalidToolCall
+    from gatekeeper_openai._agents import _json
+
+    with pytest.raises(InvalidToolCall, match="as the approver edited them: they are not JSON"):
+        _json("pay", {"memo": b"hi"}, " as the approver edited them")
+
+
+def test_a_tool_with_needs_approval_is_not_gated_twice() -> None:
+    gate = Gatekeeper(policy=Policy.from_yaml(DEFAULTS_POLICY), store=MemoryStore())
+    with pytest.raises(ValueError, match="not both"):
+        gate_tool(gate, pay_tool([], needs_approval=True))
+
+
+async def test_the_bridge_judges_defaults_and_has_the_model_send_them() -> None:
+    ran: list[Any] = []
+    recorder = RecordingChannel()
+    decider = AutoDecider(approver="alice")
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(DEFAULTS_POLICY), store=MemoryStore(), channels=[recorder, decider]
+    )
+    decider.bind(gate)
+    model = ScriptModel(
+        [
+            [call("pay", {"to": "x"}, "c1"), call("pay", {"to": "y", "amount": 5}, "c2")],
+            [call("pay", {"to": "y", "amount": 5, "memo": ""}, "c3")],
+            [say("Done.")],
+        ]
+    )
+    agent = Agent(name="a", model=model, tools=[pay_tool(ran, needs_approval=True)])
+    result = await run(agent, "pay")
+    result = await run(agent, await decide_interruptions(gate, result))
+    outputs = model.outputs(1)
+    assert outputs["c1"] == "Tool call pay denied by policy: too much. The tool was not run."
+    assert outputs["c2"].startswith(
+        'Tool call pay was approved only with different arguments: {"to": "y", "amount": 5, '
+        '"memo": ""}.'
+    )
+    assert [r.call.args for r in recorder.notified] == [{"to": "y", "amount": 5, "memo": ""}]
+    assert ran == []
+    result = await run(agent, await decide_interruptions(gate, result))
+    assert ran == [("y", 5.0, "")]
+    assert result.final_output == "Done."

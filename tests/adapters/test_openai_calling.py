@@ -848,3 +848,108 @@ def test_functions_that_cannot_take_a_tool_call_are_refused_when_made() -> None:
         ToolRunner(gate, {"positional": positional})
     with pytest.raises(TypeError, match="not callable"):
         ToolRunner(gate, {"x": "not a function"})  # type: ignore[dict-item]
+
+
+# -- defaults are filled in before the gate -----------------------------------------------------
+def test_an_omitted_argument_with_a_high_default_is_denied_by_the_policy() -> None:
+    paid: list[Any] = []
+
+    def pay(to: str, amount: float = 5000.0) -> str:
+        paid.append((to, amount))
+        return "paid"
+
+    gate = make_gate()
+    runner = ToolRunner(gate, {"pay": pay})
+    (answer,) = runner.run_chat(chat_message(None, chat_tool_call("pay", {"to": "x"})))
+    assert answer["content"] == "Tool call pay denied by policy: too much. The tool was not run."
+    assert paid == []
+    (denied,) = [e for e in audit_events(gate) if e.kind == "call.denied"]
+    assert denied.data["args"] == {"to": "x", "amount": 5000.0}
+
+
+def test_a_json_schema_default_is_filled_in_and_judged_too() -> None:
+    paid: list[Any] = []
+
+    def pay(to: str, amount: float = 1.0) -> str:
+        paid.append((to, amount))
+        return "paid"
+
+    schema = {
+        "type": "object",
+        "properties": {"to": {"type": "string"}, "amount": {"type": "number", "default": 5000}},
+        "required": ["to"],
+    }
+    runner = ToolRunner(make_gate(), {"pay": pay}, parameters={"pay": schema})
+    (answer,) = runner.run_chat(chat_message(None, chat_tool_call("pay", {"to": "x"})))
+    assert answer["content"] == "Tool call pay denied by policy: too much. The tool was not run."
+    assert paid == []
+
+
+def test_the_approver_sees_the_defaults_and_the_function_runs_with_exactly_those() -> None:
+    got: list[Any] = []
+    sentinel = object()
+
+    def refund(order_id: str, amount: float | None = None, note: Any = sentinel) -> str:
+        got.append((order_id, amount, note))
+        return "refunded"
+
+    recorder = RecordingChannel()
+    gate = make_gate(recorder, AutoDecider(approver="alice"))
+    runner = ToolRunner(
+        gate,
+        {"refund": refund},
+        parameters={"refund": SCHEMAS["refund"] | {"required": ["order_id"]}},
+    )
+    (answer,) = runner.run_chat(chat_message(None, chat_tool_call("refund", {"order_id": "A-1"})))
+    assert answer["content"] == "refunded"
+    (held,) = recorder.notified
+    assert held.call.args == {"order_id": "A-1", "amount": None}  # an object can't be shown
+    assert got == [("A-1", None, sentinel)]
+
+
+def test_an_approvers_edit_is_compared_as_json_and_checked() -> None:
+    """``1 == True`` in Python: an edit from true to 1 still gets the schema check."""
+    got: list[Any] = []
+
+    def close_account(user: Any, notify: Any = True) -> str:
+        got.append((user, notify))
+        return "closed"
+
+    schema = {
+        "type": "object",
+        "properties": {"user": {"type": "string"}, "notify": {"type": "boolean"}},
+        "required": ["user"],
+    }
+    gate = make_gate(AutoDecider(approver="alice", args={"user": "u-1", "notify": 1}))
+    runner = ToolRunner(
+        gate, {"close_account": close_account}, parameters={"close_account": schema}
+    )
+    (answer,) = runner.run_chat(
+        chat_message(None, chat_tool_call("close_account", {"user": "u-1", "notify": True}))
+    )
+    assert answer["content"] == (
+        "Tool call close_account has invalid arguments: the approved arguments do not fit: "
+        "notify: 1 is not of type 'boolean'. The tool was not run."
+    )
+    assert got == []
+
+
+def test_only_the_words_of_the_response_that_made_the_call_are_its_reason() -> None:
+    recorder = RecordingChannel()
+    gate = make_gate(recorder, AutoDecider(approver="alice"))
+    runner = ToolRunner(gate, Shop().tools())
+    conversation: list[Any] = [
+        {"role": "user", "content": "Look up A-1."},
+        message_item("Let me look up order A-1."),
+        function_call("lookup_order", {"order_id": "A-1"}, "c1"),
+        {"type": "function_call_output", "call_id": "c1", "output": "delivered"},
+        message_item("I will NOT refund anything."),
+        {"role": "user", "content": "Refund A-1 please."},
+        function_call("refund", {"order_id": "A-1", "amount": 5}, "c2"),
+        {"type": "function_call_output", "call_id": "c2", "output": "refunded"},
+        message_item("Refunding A-2 as well."),
+        function_call("refund", {"order_id": "A-2", "amount": 5}, "c3"),
+    ]
+    runner.run_responses(conversation)
+    runner.run_responses(conversation[:7])
+    assert [r.call.reason for r in recorder.notified] == ["Refunding A-2 as well.", None]
