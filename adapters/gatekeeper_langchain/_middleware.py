@@ -13,7 +13,7 @@ from langgraph.types import Command
 from gatekeeper import Gatekeeper, InvalidToolCall, Risk, ToolCallBlocked
 
 from ._messages import reason_for, refusal
-from ._schema import check_args, hidden_fields, invalid_message
+from ._schema import check_args, gated_function, hidden_fields, invalid_message, with_defaults
 from ._tools import GatedTool, OnBlocked
 
 __all__ = ["GatekeeperMiddleware", "ToolOptions"]
@@ -79,6 +79,9 @@ class GatekeeperMiddleware(AgentMiddleware):
     ) -> ToolResult:
         """Gate one tool call of the agent (the sync agent: ``invoke``/``stream``)."""
         ready = self._ready(request)
+        if isinstance(ready, _Unknown):
+            refused = self.gate.refuse_unknown_tool(ready.name, ready.args, reason=ready.reason)
+            return self._unknown(request, refused)
         if not isinstance(ready, _Ready):
             return ready
         if ready.passthrough:
@@ -103,6 +106,11 @@ class GatekeeperMiddleware(AgentMiddleware):
     ) -> ToolResult:
         """Gate one tool call of the agent (the async agent: ``ainvoke``/``astream``)."""
         ready = self._ready(request)
+        if isinstance(ready, _Unknown):
+            refused = await self.gate.arefuse_unknown_tool(
+                ready.name, ready.args, reason=ready.reason
+            )
+            return self._unknown(request, refused)
         if not isinstance(ready, _Ready):
             return ready
         if ready.passthrough:
@@ -120,30 +128,40 @@ class GatekeeperMiddleware(AgentMiddleware):
             return _refuse(request, f"{exc.message}. The tool was not run.")
         return result
 
-    def _ready(self, request: ToolCallRequest) -> _Ready | ToolMessage:
-        """The call, checked: or the message for the model when it can't go to the gate."""
+    def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:
+        """The call, checked and completed: or why it can't go to the gate.
+
+        The arguments that go to the gate have the tool's defaults filled in
+        (as the tool would fill them), so the policy and the approver see what
+        runs, and the tool is then handed all of them.
+        """
         call = request.tool_call
         name, call_id = call["name"], call["id"]
         raw = call.get("args")
         args: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
         tool = request.tool
-        if isinstance(tool, GatedTool):  # it asks its own gate: don't ask twice
+        if isinstance(tool, GatedTool) or (tool is not None and gated_function(tool)):
+            # it asks its own gate (a gated tool, or @tool over @gate.guard): don't ask twice
             return _Ready(name, args, None, {}, passthrough=True)
         reason = reason_for(request.state, call_id)
         if tool is None:
-            refused = self.gate.refuse_unknown_tool(name, args, reason=reason)
-            if self.on_blocked == "raise":
-                raise refused
-            known = sorted(t.name for t in getattr(request.runtime, "tools", None) or ())
-            offer = f" The tools you have are: {', '.join(known)}." if known else ""
-            return _refuse(request, refused.model_message + offer)
+            return _Unknown(name, args, reason)
         # ToolNode overwrites injected arguments after this point; the model can't set them.
         hidden = self._hidden_fields(tool)
         args = {k: v for k, v in args.items() if k not in hidden}
         problem = check_args(tool, args)
         if problem is not None:
             return _refuse(request, invalid_message(name, problem))
+        args = with_defaults(tool, args)
         return _Ready(name, args, reason, self.tool_options.get(name, {}))
+
+    def _unknown(self, request: ToolCallRequest, refused: ToolCallBlocked) -> ToolMessage:
+        """What the model reads for a call to a tool the agent doesn't have (audited already)."""
+        if self.on_blocked == "raise":
+            raise refused
+        known = sorted(t.name for t in getattr(request.runtime, "tools", None) or ())
+        offer = f" The tools you have are: {', '.join(known)}." if known else ""
+        return _refuse(request, refused.model_message + offer)
 
     def _hidden_fields(self, tool: BaseTool) -> frozenset[str]:
         known = self._hidden.get(id(tool))
@@ -176,6 +194,17 @@ class _Ready:
         self.reason = reason
         self.options = options
         self.passthrough = passthrough
+
+
+class _Unknown:
+    """A call to a tool the agent doesn't have: refused (and audited) by the caller."""
+
+    __slots__ = ("args", "name", "reason")
+
+    def __init__(self, name: str, args: dict[str, Any], reason: str | None) -> None:
+        self.name = name
+        self.args = args
+        self.reason = reason
 
 
 def _with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:

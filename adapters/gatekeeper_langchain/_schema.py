@@ -8,6 +8,8 @@ before a person; injected ones pass through untouched.
 
 from __future__ import annotations
 
+import copy
+import json
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -21,10 +23,13 @@ from pydantic.v1 import ValidationError as ValidationErrorV1
 __all__ = [
     "RUNTIME",
     "check_args",
+    "gated_function",
     "hidden_fields",
     "invalid_message",
     "is_single_input",
+    "same_args",
     "wants_runtime",
+    "with_defaults",
     "with_runtime",
 ]
 
@@ -105,6 +110,77 @@ def check_args(tool: BaseTool, args: Mapping[str, Any]) -> str | None:
     return None
 
 
+def with_defaults(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` plus every default the tool would fill in itself, in JSON form.
+
+    LangChain's ``BaseTool._parse_input`` adds each field of the schema that
+    has a default and was not given; filling them in here, before the gate,
+    means the policy and the approver see the arguments that will run, and the
+    tool then gets them all explicitly (so it adds none of its own). ``args``
+    must already fit the schema (:func:`check_args`). A JSON-schema
+    ``args_schema`` contributes the ``default`` of each property it declares.
+    """
+    completed = dict(args)
+    if is_single_input(tool):
+        return completed
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if name not in completed and isinstance(prop, Mapping) and "default" in prop:
+                completed[name] = copy.deepcopy(prop["default"])
+        return completed
+    model: BaseModel | BaseModelV1
+    if issubclass(schema, BaseModel):
+        model = schema.model_validate(dict(args))
+        given = model.model_fields_set
+    elif issubclass(schema, BaseModelV1):
+        model = schema.parse_obj(dict(args))
+        given = model.__fields_set__
+    else:  # pragma: no cover - LangChain only makes the two kinds
+        return completed
+    missing: dict[str, str] = {}  # field name -> the key the tool takes it by
+    for name, field in get_fields(schema).items():
+        if name in ("args", "kwargs") or name in given or name in args:
+            continue  # synthetic *args/**kwargs fields, or given (maybe by alias)
+        required = (
+            field.is_required()
+            if hasattr(field, "is_required")
+            else getattr(field, "required", True)
+        )
+        if not required:
+            alias = getattr(field, "alias", None)
+            missing[name] = alias if isinstance(alias, str) and alias else name
+    if not missing:
+        return completed
+    try:
+        if isinstance(model, BaseModel):
+            dumped = model.model_dump(mode="json", include=set(missing))
+        else:
+            dumped = json.loads(model.json(include=set(missing)))
+    except Exception:  # a default JSON can't show: hand it over as is; the gate refuses it
+        dumped = {name: getattr(model, name) for name in missing}
+    for name, key in missing.items():
+        completed[key] = dumped[name]
+    return completed
+
+
+def same_args(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Are ``a`` and ``b`` the same JSON (so ``1`` and ``True``, or ``1`` and ``1.0``, differ)?"""
+    try:
+        return _canonical(a) == _canonical(b)
+    except (TypeError, ValueError):  # not JSON: never taken as unchanged
+        return False
+
+
+def gated_function(tool: BaseTool) -> bool:
+    """Is the tool's function already behind a gate (``@tool`` over ``@gate.guard``)?"""
+    for attr in ("func", "coroutine"):
+        func = getattr(tool, attr, None)
+        if func is not None and getattr(func, "__gatekeeper_tool__", None) is not None:
+            return True
+    return False
+
+
 def invalid_message(name: str, problem: str) -> str:
     """The sentence the model reads when its arguments don't fit."""
     return (
@@ -125,6 +201,10 @@ def _check_json_schema(schema: Mapping[str, Any], args: Mapping[str, Any]) -> st
         if extra:
             return f"unknown argument(s) {', '.join(extra)}"
     return None
+
+
+def _canonical(args: Mapping[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _describe(exc: ValidationError | ValidationErrorV1) -> str:

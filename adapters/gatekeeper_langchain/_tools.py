@@ -23,10 +23,13 @@ from ._messages import reason_for, refusal
 from ._schema import (
     RUNTIME,
     check_args,
+    gated_function,
     hidden_fields,
     invalid_message,
     is_single_input,
+    same_args,
     wants_runtime,
+    with_defaults,
     with_runtime,
 )
 
@@ -37,7 +40,10 @@ OnBlocked = Literal["return", "raise"]
 
 @dataclass(frozen=True)
 class _Call:
-    """One call as it reached the tool: the model's arguments and what LangGraph injected."""
+    """One call as it reached the tool: the model's arguments and what LangGraph injected.
+
+    ``args`` are complete: every default the tool would fill in is there.
+    """
 
     args: dict[str, Any]
     injected: dict[str, Any]
@@ -195,7 +201,9 @@ class GatedTool(BaseTool):
     def _read(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> _Call | str:
         """Split the input into the model's arguments and injected ones, and check the former.
 
-        Returns the message for the model instead when the arguments don't fit.
+        The model's arguments come back with the tool's defaults filled in, so
+        the gate sees what will run. Returns the message for the model instead
+        when the arguments don't fit.
         """
         if isinstance(tool_input, str):
             names = list(self._model_fields())
@@ -214,9 +222,19 @@ class GatedTool(BaseTool):
                 injected[key] = value
             else:
                 args[key] = value
+        if injected and runtime is None and tool_call_id is not None:
+            # A tool call that did not come through LangGraph's ToolNode (which strips
+            # hidden arguments the model sent and injects its own, with a ToolRuntime):
+            # values for hidden arguments here may be the model's, never shown to anyone.
+            sent = ", ".join(sorted(k for k in injected if k != RUNTIME))
+            return invalid_message(
+                self.name,
+                f"argument(s) {sent} are injected by the application, not sent by the model",
+            )
         problem = check_args(self.tool, args)
         if problem is not None:
             return invalid_message(self.name, problem)
+        args = with_defaults(self.tool, args)
         reason = None
         if runtime is not None:
             reason = reason_for(runtime.state, runtime.tool_call_id or tool_call_id)
@@ -238,7 +256,7 @@ class GatedTool(BaseTool):
 
     def _original_input(self, approved: Mapping[str, Any], call: _Call) -> dict[str, Any]:
         """What the original tool gets: the approved arguments (checked again) and the injected."""
-        if approved != call.args:  # an approver edited them: they must still fit the schema
+        if not same_args(approved, call.args):  # edited: the edit must still fit the schema
             problem = check_args(self.tool, approved)
             if problem is not None:
                 raise InvalidToolCall(
@@ -289,6 +307,11 @@ def gate_tool(
         raise TypeError(
             f"gate_tool() takes a LangChain BaseTool, not {type(tool).__name__}: "
             "make a function a tool with @tool first"
+        )
+    if gated_function(tool):
+        raise ValueError(
+            f"tool {tool.name} already runs a @gate.guard function: it is gated already; "
+            "use it as it is, or make the tool from the unguarded function"
         )
     if on_blocked not in ("return", "raise"):
         raise ValueError(f"on_blocked must be 'return' or 'raise', not {on_blocked!r}")

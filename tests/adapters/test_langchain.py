@@ -16,11 +16,18 @@ from langchain.agents import create_agent
 from langchain.tools import InjectedState, ToolRuntime
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
-from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool, Tool, tool
+from langchain_core.tools import (
+    BaseTool,
+    InjectedToolArg,
+    InjectedToolCallId,
+    StructuredTool,
+    Tool,
+    tool,
+)
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from gatekeeper import (
     AgentHalted,
@@ -740,3 +747,201 @@ def test_halted_agents_get_the_halt_as_their_result() -> None:
     assert "not run" in str(told.content)
     with gate.session(agent="billing-bot"), pytest.raises(AgentHalted):
         gate_tool(gate, Shop().sync_tools()[0], on_blocked="raise").invoke({"order_id": "A-1"})
+
+
+# -- defaults are filled in before the gate -------------------------------------------------------
+PAY_POLICY = """
+version: 1
+default: allow
+rules:
+  - {id: big, match: {tool: pay, args: {amount: {gt: 100}}}, verdict: deny, reason: too much}
+  - {id: hold, match: {tool: pay}, verdict: require_approval}
+"""
+
+
+def pay_tools(ran: list[tuple[str, float]]) -> tuple[BaseTool, BaseTool]:
+    """``pay`` with a high default amount, sync and async."""
+
+    @tool
+    def pay(to: str, amount: float = 5000.0) -> str:
+        """Pay someone."""
+        ran.append((to, amount))
+        return "paid"
+
+    @tool("pay")
+    async def apay(to: str, amount: float = 5000.0) -> str:
+        """Pay someone."""
+        ran.append((to, amount))
+        return "paid"
+
+    return pay, apay
+
+
+def pay_gate(*channels: Any) -> Gatekeeper:
+    return Gatekeeper(policy=Policy.from_yaml(PAY_POLICY), store=MemoryStore(), channels=channels)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_gated_tool_shows_the_gate_its_defaults(mode: str) -> None:
+    ran: list[tuple[str, float]] = []
+    channel = RecordingChannel()
+    gate = pay_gate(channel, AutoDecider(approver="alice"))
+    pay = gate_tool(gate, pay_tools(ran)[mode == "async"])
+    # The omitted amount is 5000: the policy denies it, nothing runs.
+    told = (
+        pay.invoke(call("pay", {"to": "x"}))
+        if mode == "sync"
+        else await pay.ainvoke(call("pay", {"to": "x"}))
+    )
+    assert isinstance(told, ToolMessage) and told.status == "error"
+    assert "denied by policy: too much" in str(told.content)
+    assert ran == []
+    (event,) = audit_events(gate)
+    assert event.data["args"] == {"to": "x", "amount": 5000.0}
+    # With a policy that holds it, the approver sees the default and it runs with exactly that.
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY.replace("tool: refund", "tool: pay")),
+        store=MemoryStore(),
+        channels=[channel, AutoDecider(approver="alice")],
+    )
+    pay = gate_tool(gate, pay_tools(ran)[mode == "async"])
+    if mode == "sync":
+        pay.invoke(call("pay", {"to": "x"}))
+    else:
+        await pay.ainvoke(call("pay", {"to": "x"}))
+    assert channel.notified[-1].call.args == {"to": "x", "amount": 5000.0}
+    assert ran == [("x", 5000.0)]
+
+
+def test_a_json_schema_tool_shows_the_gate_its_declared_defaults() -> None:
+    ran: list[dict[str, Any]] = []
+
+    def pay(**kwargs: Any) -> str:
+        ran.append(kwargs)
+        return "paid"
+
+    schema = {
+        "type": "object",
+        "properties": {"to": {"type": "string"}, "amount": {"type": "number", "default": 5000}},
+        "required": ["to"],
+    }
+    tool_ = StructuredTool(name="pay", description="Pay.", args_schema=schema, func=pay)
+    gate = pay_gate(AutoDecider(approver="alice"))
+    told = gate_tool(gate, tool_).invoke(call("pay", {"to": "x"}))
+    assert isinstance(told, ToolMessage) and "too much" in str(told.content)
+    assert ran == []
+    (event,) = audit_events(gate)
+    assert event.data["args"] == {"to": "x", "amount": 5000}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_the_middleware_shows_the_gate_the_defaults(mode: str) -> None:
+    ran: list[tuple[str, float]] = []
+    channel = RecordingChannel()
+    for policy, expected in ((PAY_POLICY, []), (POLICY.replace("tool: refund", "tool: pay"), None)):
+        gate = Gatekeeper(
+            policy=Policy.from_yaml(policy),
+            store=MemoryStore(),
+            channels=[channel, AutoDecider(approver="alice")],
+        )
+        model = script(say("Paying.", ("pay", {"to": "x"}, "c1")), "done")
+        agent = create_agent(
+            model, [pay_tools(ran)[mode == "async"]], middleware=[GatekeeperMiddleware(gate)]
+        )
+        question = {"messages": [{"role": "user", "content": "pay"}]}
+        if mode == "sync":
+            agent.invoke(question)
+        else:
+            await agent.ainvoke(question)
+        if expected is not None:  # the 5000 default is denied by the policy
+            told = model.inputs[1][-1]
+            assert isinstance(told, ToolMessage) and "too much" in str(told.content)
+            assert ran == expected
+    # held: the approver saw the default, and the tool ran with exactly that
+    assert channel.notified[-1].call.args == {"to": "x", "amount": 5000.0}
+    assert ran == [("x", 5000.0)]
+
+
+# -- hidden arguments, double gates, edits ---------------------------------------------------------
+def test_hidden_arguments_in_a_tool_call_outside_a_tool_node_are_refused() -> None:
+    ran: list[tuple[str, str]] = []
+
+    @tool
+    def refund(order_id: str, account: Annotated[str, InjectedToolArg] = "customer") -> str:
+        """Refund an order."""
+        ran.append((order_id, account))
+        return "ok"
+
+    channel = RecordingChannel()
+    gated = gate_tool(memory_gate(channel, AutoDecider(approver="alice")), refund)
+    told = gated.invoke(call("refund", {"order_id": "A-1", "account": "attacker"}))
+    assert isinstance(told, ToolMessage) and told.status == "error"
+    assert "account are injected by the application" in str(told.content)
+    assert ran == [] and channel.notified == []
+    # the application's own plain-argument call still passes its hidden value on
+    gated.invoke({"order_id": "A-1", "account": "house"})
+    assert ran == [("A-1", "house")]
+    # in a ToolNode the model's value is stripped and the tool's default applies
+    model = script(say("", ("refund", {"order_id": "B-2", "account": "x"}, "c2")), "done")
+    create_agent(model, [gated]).invoke({"messages": [{"role": "user", "content": "go"}]})
+    assert ran[-1] == ("B-2", "customer")
+
+
+def test_a_tool_over_a_guarded_function_is_gated_once() -> None:
+    channel = RecordingChannel()
+    gate = memory_gate(channel, AutoDecider(approver="alice"))
+    ran: list[str] = []
+
+    @tool
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        """Refund part of an order."""
+        ran.append(order_id)
+        return "ok"
+
+    with pytest.raises(ValueError, match=r"gate\.guard"):
+        gate_tool(gate, refund)
+    model = script(say("", ("refund", {"order_id": "A-1", "amount": 5}, "c1")), "ok")
+    create_agent(model, [refund], middleware=[GatekeeperMiddleware(gate)]).invoke(
+        {"messages": [{"role": "user", "content": "go"}]}
+    )
+    assert len(channel.notified) == 1 and ran == ["A-1"]
+
+
+async def test_the_async_middleware_refuses_an_unknown_tool_on_the_async_store() -> None:
+    gate = memory_gate()
+    used: list[str] = []
+    sync_refuse, async_refuse = gate.refuse_unknown_tool, gate.arefuse_unknown_tool
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        used.append("sync")
+        return sync_refuse(*args, **kwargs)
+
+    async def arefuse(*args: Any, **kwargs: Any) -> Any:
+        used.append("async")
+        return await async_refuse(*args, **kwargs)
+
+    gate.refuse_unknown_tool = refuse  # type: ignore[method-assign]
+    gate.arefuse_unknown_tool = arefuse  # type: ignore[method-assign]
+    model = script(say("", ("rm_rf", {"path": "/"}, "c1")), "Sorry.")
+    await agent_with("middleware", gate, model, Shop().async_tools()).ainvoke(
+        {"messages": [{"role": "user", "content": "clean up"}]}
+    )
+    assert used == ["async"]
+    assert [e.kind for e in audit_events(gate)] == ["call.denied"]
+
+
+def test_an_edit_of_one_to_true_is_an_edit_and_is_checked() -> None:
+    ran: list[int] = []
+
+    @tool
+    def quick_note(n: StrictInt) -> str:
+        """Count."""
+        ran.append(n)
+        return "ok"
+
+    gate = memory_gate(AutoDecider(approver="alice", args={"n": True}))
+    told = gate_tool(gate, quick_note).invoke(call("quick_note", {"n": 1}))
+    assert isinstance(told, ToolMessage) and told.status == "error"
+    assert "approved arguments for quick_note don't fit its schema" in str(told.content)
+    assert ran == []
