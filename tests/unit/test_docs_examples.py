@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A fenced block at the start of a line, with what comes right before it.
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.*?)\s*-->\s*\Z", re.DOTALL)
+NOT_RUN = re.compile(r"<!--\s*not-run:\s*([^\n]*?)\s*-->\s*\Z")
 
 
 def _blocks(language: str) -> list[tuple[str, int, str, str | None]]:
