@@ -143,10 +143,6 @@ def measure(quick: bool) -> list[tuple[str, float, float]]:
 
 
 if __name__ == "__main__":
-    import sys
+    from _adapter_main import main
 
-    for label, bare, through in measure(quick="--quick" in sys.argv):
-        print(
-            f"{label:55} {bare * 1e6:10.1f} µs {through * 1e6:10.1f} µs "
-            f"{through / bare:6.2f}x  (+{(through - bare) * 1e6:.1f} µs)"
-        )
+    main(measure, __doc__.splitlines()[0])

@@ -21,7 +21,6 @@ Rows (seconds per model turn with one tool call, medians of repeated batches):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -237,16 +236,7 @@ def measure(quick: bool) -> list[tuple[str, float, float]]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls: a smoke test")
-    options = parser.parse_args()
-    for label, bare, gated in measure(options.quick):
-        print(
-            f"{label}: unwrapped {bare * 1e6:,.1f} µs, gated {gated * 1e6:,.1f} µs, "
-            f"overhead {(gated - bare) * 1e6:,.1f} µs, ratio {gated / bare:.2f}×"
-        )
-
-
 if __name__ == "__main__":
-    main()
+    from _adapter_main import main
+
+    main(measure, __doc__.splitlines()[0])

@@ -116,16 +116,7 @@ class SlackChannel:
             )
         refs: list[MessageRef] = []
         for target in targets:
-            response = self.call(
-                "chat.postMessage",
-                self.client.chat_postMessage,
-                channel=target,
-                text=message["text"],
-                blocks=message["blocks"],
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-            refs.append((str(response["channel"]), str(response["ts"])))
+            refs.append(self._post(target, message))
             self._remember(request, refs)
         self.store.remember(_shown_key(request.id), _version(request), self._ttl(request))
 
@@ -196,17 +187,23 @@ class SlackChannel:
         if not refs:
             return
         channel, ts = refs[0]
-        message = reminder(request, now=self._now(), mention=mention)
-        self.call(
+        self._post(channel, reminder(request, now=self._now(), mention=mention), thread_ts=ts)
+
+    def _post(
+        self, channel: str, message: dict[str, Any], *, thread_ts: str | None = None
+    ) -> MessageRef:
+        """``chat.postMessage`` (links never unfurled); where the message landed."""
+        response = self.call(
             "chat.postMessage",
             self.client.chat_postMessage,
             channel=channel,
-            thread_ts=ts,
+            thread_ts=thread_ts,
             text=message["text"],
             blocks=message["blocks"],
             unfurl_links=False,
             unfurl_media=False,
         )
+        return (str(response["channel"]), str(response["ts"]))
 
     def tell(self, channel: str, user: str, text: str) -> None:
         """An ephemeral message only ``user`` sees; ``text`` must already be escaped."""
