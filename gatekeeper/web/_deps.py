@@ -40,6 +40,7 @@ __all__ = [
     "get_gate",
     "get_settings",
     "page_viewer",
+    "read_bounded",
     "render",
     "require",
     "require_page",
@@ -300,3 +301,18 @@ def render(request: Request, name: str, *, status_code: int = 200, **context: An
     if found is None and request.cookies.get(_auth.CSRF_COOKIE) != csrf:
         _auth.set_cookie(response, settings, _auth.CSRF_COOKIE, csrf, 3600)
     return response
+
+
+async def read_bounded(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is over ``limit`` bytes (never reads past it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

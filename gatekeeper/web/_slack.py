@@ -19,6 +19,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import GatekeeperError
+from ._deps import read_bounded
 
 __all__ = ["router"]
 
@@ -31,21 +32,6 @@ MAX_SKEW = 300  # seconds, as Slack recommends
 REPLAY_TTL = 2 * MAX_SKEW + 60  # a signature outlives its timestamp window
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None past MAX_BODY: read in chunks, never more than the bound."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _refuse(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -55,7 +41,7 @@ async def slack_interactions(request: Request, background: BackgroundTasks) -> R
     service = getattr(request.app.state, "slack", None)
     if service is None or service.verifier is None:
         return _refuse(404, "not_found", "Slack interactivity over HTTP is not configured")
-    body = await _read_body(request)
+    body = await read_bounded(request, MAX_BODY)
     if body is None:
         return _refuse(413, "too_large", "the request body is too large")
     timestamp = request.headers.get("x-slack-request-timestamp", "")

@@ -54,7 +54,7 @@ from ..channels.webhook import (
     signature_matches,
 )
 from ..models import ApprovalRequest, RequestStatus
-from ._deps import get_gate
+from ._deps import get_gate, read_bounded
 
 __all__ = ["DecisionIn", "DecisionOut", "accepting", "router"]
 
@@ -152,16 +152,10 @@ def _refusals() -> dict[int | str, dict[str, Any]]:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+    body = await read_bounded(request, MAX_BODY)
+    if body is None:
         raise _Refusal(413, "too_large", f"the body is over {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _Refusal(413, "too_large", f"the body is over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return body
 
 
 def _signer(

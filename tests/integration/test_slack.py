@@ -399,6 +399,12 @@ def test_a_body_that_is_not_a_slack_payload_is_refused(rig: Rig) -> None:
     assert response.status_code == 400
 
 
+def test_a_body_over_the_bound_is_refused_before_it_is_read(rig: Rig) -> None:
+    body = b"payload=" + b"x" * (300 * 1024)
+    response = rig.post_raw(body, sign(body, SIGNING_SECRET))
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")
+
+
 # -- one truth on every surface -----------------------------------------------------------------
 
 
