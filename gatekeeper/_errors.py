@@ -9,7 +9,8 @@
     │   ├── ApprovalTimeout        nobody decided before the request expired
     │   ├── ApprovalCancelled      the request was cancelled
     │   ├── AgentHalted            the kill switch is on for this agent/session/all
-    │   └── ArgumentsChanged       the caller's arguments changed after approval
+    │   ├── ArgumentsChanged       the caller's arguments changed after approval
+    │   └── TamperingDetected      a decision or resume failed its signature check
     ├── InvalidToolCall            arguments not JSON-safe, too large, or invalid edits
     ├── PolicyError                a malformed policy (file, rule, field)
     ├── ConfigError                a malformed config file (file, field)
@@ -44,6 +45,7 @@ __all__ = [
     "RequestNotFound",
     "StoreError",
     "StoreUnavailable",
+    "TamperingDetected",
     "ToolCallBlocked",
     "ToolCallDenied",
     "TransitionRefused",
@@ -137,6 +139,15 @@ class AgentHalted(ToolCallBlocked):
 
 class ArgumentsChanged(ToolCallBlocked):
     """The arguments the caller holds no longer hash to the approved digest."""
+
+
+class TamperingDetected(ToolCallBlocked):
+    """Something in the store claims a decision the deciders did not sign.
+
+    A forged or replayed approval, arguments swapped after approval, a halt
+    lifted without a signed resume: the call does not run, and the attempt is
+    audited as ``request.tampering``.
+    """
 
 
 class InvalidToolCall(GatekeeperError):

@@ -22,12 +22,14 @@ from ._errors import (
     GatekeeperError,
     InvalidToolCall,
     StoreUnavailable,
+    TamperingDetected,
     ToolCallDenied,
     TransitionRefused,
 )
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
+from ._votes import approved_run
 from .audit import draft
 from .models import (
     ApprovalRequest,
@@ -323,7 +325,7 @@ class Gatekeeper(Decisions):
         if final.status is not RequestStatus.APPROVED:
             self._update(final)
             raise pipe.blocked_error(final)
-        return self._release(spec, bound, final)
+        return self._release(spec, bound, req, final)
 
     def _await_decision(self, req: ApprovalRequest) -> ApprovalRequest:
         store = self.store
@@ -348,37 +350,77 @@ class Gatekeeper(Decisions):
             )
 
     def _release_args(
-        self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest
-    ) -> inspect.BoundArguments:
-        if req.edited:
-            return spec.rebind(req.args, bound)
-        if digest(spec.json_of(bound)) != req.args_digest:
+        self,
+        spec: ToolSpec,
+        bound: inspect.BoundArguments,
+        held: ApprovalRequest,
+        final: ApprovalRequest,
+    ) -> tuple[inspect.BoundArguments, str]:
+        """The arguments to run and their digest, once signed votes approve exactly them.
+
+        ``held`` is the request as this process made it (memory: the call,
+        the quorum); ``final`` as the store returned it, which anyone with
+        the agent's credentials may have written. Raises TamperingDetected
+        or ArgumentsChanged; nothing runs then.
+        """
+        trusted = self.store.decision_keys.trusted
+        run_digest, edited = approved_run(final, held.call, held.quorum, trusted)
+        if edited is not None:
+            return spec.rebind(edited, bound), run_digest
+        if digest(spec.json_of(bound)) != run_digest:
             self.store.record_soon(
-                [pipe.call_event(req.call, req.classification, request=req, kind="call.refused")]
+                [pipe.call_event(held.call, held.classification, request=held, kind="call.refused")]
             )
             raise ArgumentsChanged(
-                f"Tool call {req.call.tool}: the arguments changed after they were approved",
-                tool=req.call.tool,
-                request_id=req.id,
-                call_id=req.call.id,
+                f"Tool call {held.call.tool}: the arguments changed after they were approved",
+                tool=held.call.tool,
+                request_id=held.id,
+                call_id=held.call.id,
             )
-        return bound
+        return bound, run_digest
 
-    def _release(self, spec: ToolSpec, bound: inspect.BoundArguments, req: ApprovalRequest) -> Any:
+    def _tampering_event(self, held: ApprovalRequest, exc: TamperingDetected) -> dict[str, Any]:
+        log.error("refused to release request %s: %s", held.id, exc)
+        call = held.call
+        return draft(
+            "request.tampering",
+            at_ms=int(self.clock.now().timestamp() * 1000),
+            actor=f"agent:{call.agent}",
+            request_id=held.id,
+            call_id=call.id,
+            tool=call.tool,
+            agent=call.agent,
+            session_id=call.session_id,
+            data={"problem": exc.message},
+        )
+
+    def _release(
+        self,
+        spec: ToolSpec,
+        bound: inspect.BoundArguments,
+        held: ApprovalRequest,
+        final: ApprovalRequest,
+    ) -> Any:
         store = self.store
         try:
-            run_args = self._release_args(spec, bound, req)
-        except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
-            store.claim(req.id, args_digest=req.args_digest, token=self._ids())
-            self._finish(req, ok=False, outcome=f"arguments rejected, not run: {exc}")
+            run_args, run_digest = self._release_args(spec, bound, held, final)
+        except TamperingDetected as exc:
+            with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
+                store.flag_tampering(held.id, exc.message, self._tampering_event(held, exc))
+                store.claim(held.id, args_digest=final.args_digest, token=self._ids())
+                self._finish(final, ok=False, outcome=f"refused as tampering, not run: {exc}")
             raise
-        store.claim(req.id, args_digest=req.args_digest, token=self._ids())
+        except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
+            store.claim(held.id, args_digest=final.args_digest, token=self._ids())
+            self._finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
+            raise
+        store.claim(held.id, args_digest=run_digest, token=self._ids())
         try:
             result = spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
-            self._finish(req, ok=False, outcome=pipe.outcome_text(exc=exc))
+            self._finish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
             raise
-        self._finish(req, ok=True, outcome=pipe.outcome_text(result))
+        self._finish(final, ok=True, outcome=pipe.outcome_text(result))
         return result
 
     def _finish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
@@ -499,12 +541,19 @@ class Gatekeeper(Decisions):
             await self._aupdate(final)
             raise pipe.blocked_error(final)
         try:
-            run_args = self._release_args(spec, bound, final)
+            run_args, run_digest = self._release_args(spec, bound, req, final)
+        except TamperingDetected as exc:
+            with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
+                await aio.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
+                await aio.claim(req.id, args_digest=final.args_digest, token=self._ids())
+                why = f"refused as tampering, not run: {exc}"
+                await self._afinish(final, ok=False, outcome=why)
+            raise
         except (InvalidToolCall, ArgumentsChanged) as exc:
             await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
             await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
+        await aio.claim(final.id, args_digest=run_digest, token=self._ids())
         try:
             result = await spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:

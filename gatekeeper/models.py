@@ -162,6 +162,14 @@ class Decision(_Model):
     args_digest: str
     edited: bool = False
     via: str = "api"
+    policy_digest: str | None = Field(
+        default=None, description="sha256 of the policy the deciding side ran"
+    )
+    signed: str | None = Field(
+        default=None,
+        description="the vote as the deciders signed it (Ed25519; see docs/security.md)",
+        repr=False,
+    )
 
 
 class ApprovalRequest(_Model):
@@ -183,6 +191,9 @@ class ApprovalRequest(_Model):
     comment: str | None = None
     outcome: str | None = Field(default=None, description="bounded result or error text")
     finished_at: dt.datetime | None = None
+    tampering: str | None = Field(
+        default=None, description="why a release was refused as tampering, if it was"
+    )
 
     @property
     def edited(self) -> bool:
@@ -264,7 +275,9 @@ AuditKind = Literal[
     "halt.set",
     "halt.cleared",
     "channel.failed",
+    "request.tampering",
     "audit.unreadable",
+    "audit.refused",
 ]
 
 

@@ -79,3 +79,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decision_keys_in_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One deciders' key pair for the session, named by the environment.
+
+    A ``RedisStore`` made without ``decision_keys`` takes them from there, as a
+    deployment's processes do; subprocesses (``gatekeeper serve``, the CLI)
+    inherit them. Tests of the trust boundary build stores with keys of their own.
+    """
+    import os
+
+    from gatekeeper._signing import SIGNING_ENV, TRUSTED_ENV, SigningKey
+
+    key = SigningKey.generate()
+    path = tmp_path_factory.mktemp("keys") / "decider.pem"
+    path.write_bytes(key.private_pem())
+    saved = {name: os.environ.get(name) for name in (SIGNING_ENV, TRUSTED_ENV)}
+    os.environ[SIGNING_ENV] = str(path)
+    os.environ[TRUSTED_ENV] = f"{key.key_id}={key.public_text}"
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

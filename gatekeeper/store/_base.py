@@ -15,6 +15,7 @@ import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._signing import DecisionKeys
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 
@@ -51,6 +52,9 @@ def check_note(value: str, ttl: float) -> bytes:
 @runtime_checkable
 class Store(Protocol):
     """Blocking face of a store. ``MemoryStore`` and ``RedisStore`` implement it."""
+
+    #: The deciders' signing key (deciding side only) and the trusted public keys.
+    decision_keys: DecisionKeys
 
     @property
     def aio(self) -> AsyncStore:
@@ -176,6 +180,10 @@ class Store(Protocol):
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         """Block until the request leaves ``pending`` or ``timeout`` seconds pass; return it."""
+        ...
+
+    def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        """Mark ``request_id`` as tampered with (consoles show ``why``); audit ``event``."""
         ...
 
     # -- kill switch --------------------------------------------------------
@@ -334,6 +342,7 @@ class AsyncStore(Protocol):
         self, request_id: str, *, ok: bool, outcome: str | None
     ) -> ApprovalRequest: ...
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest: ...
+    async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None: ...
     async def halt(
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
     ) -> list[str]: ...

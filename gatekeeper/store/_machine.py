@@ -114,7 +114,15 @@ def decide(
                 "comment": decision.comment,
             }
         )
-        ev = _event(req, "request.denied", now, actor, comment=decision.comment, via=decision.via)
+        ev = _event(
+            req,
+            "request.denied",
+            now,
+            actor,
+            comment=decision.comment,
+            via=decision.via,
+            signed=decision.signed,
+        )
         return Step(denied, [ev])
     if repeat:
         return Step(req, changed=False)
@@ -138,6 +146,7 @@ def decide(
         "args_digest": digest,
         "approvals": len(voters),
         "quorum": req.quorum,
+        "signed": decision.signed,
     }
     if "args" in update:
         data["edited_args"] = update["args"]

@@ -11,6 +11,8 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._errors import AgentHalted, RequestNotFound, TransitionRefused
+from .._signing import RESUME, DecisionKeys
+from .._votes import sign_vote
 from ..audit import GENESIS, StoredEvent, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
@@ -35,8 +37,13 @@ class MemoryStore:
         gate = Gatekeeper(policy=policy, store=store)
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, decision_keys: DecisionKeys | None = None
+    ) -> None:
         self.clock = clock or SystemClock()
+        #: Votes and resumes are signed and checked here too (a key of this
+        #: process's own by default), so both stores run one release path.
+        self.decision_keys = decision_keys or DecisionKeys.ephemeral()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._requests: dict[str, ApprovalRequest] = {}
@@ -208,9 +215,13 @@ class MemoryStore:
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         now = self.clock.now()
         target = "*" if scope is HaltScope.ALL else target
+        signer = self.decision_keys.signer()
+        field = halt_key(scope, target)
         with self._lock:
-            removed = self._halts.pop(halt_key(scope, target), None)
+            removed = self._halts.pop(field, None)
             if removed is not None:
+                body = {"field": field, "by": by, "at": ms(now), "halt_at": ms(removed.at)}
+                signed = signer.sign(RESUME, body)
                 self._drafts.append(
                     draft(
                         "halt.cleared",
@@ -218,7 +229,7 @@ class MemoryStore:
                         actor=by,
                         agent=target if scope is HaltScope.AGENT else None,
                         session_id=target if scope is HaltScope.SESSION else None,
-                        data={"scope": scope.value, "target": target},
+                        data={"scope": scope.value, "target": target, "signed": signed},
                     )
                 )
         return removed is not None
@@ -356,7 +367,22 @@ class MemoryStore:
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
         now = self.clock.now()
-        return self._transition(request_id, lambda r: _machine.decide(r, decision, now, args=args))
+        signer = self.decision_keys.signer()
+
+        def step(req: ApprovalRequest) -> _machine.Step:
+            signed = sign_vote(signer, req, decision, args)
+            return _machine.decide(req, signed, now, args=args)
+
+        return self._transition(request_id, step)
+
+    def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        """Mark ``request_id`` as a target of tampering and audit ``event`` with it."""
+        with self._lock:
+            req = self._requests.get(request_id)
+            if req is not None:
+                self._requests[request_id] = req.model_copy(update={"tampering": why})
+                self._announce_locked(request_id)
+            self._drafts.append(event)
 
     def expire(self, request_id: str) -> ApprovalRequest:
         now = self.clock.now()

@@ -161,6 +161,9 @@ class AsyncMemoryStore:
                 if not waiters:
                     store._async_waiters.pop(request_id, None)
 
+    async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        self._store.flag_tampering(request_id, why, event)
+
     async def halt(
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
     ) -> list[str]:

@@ -29,9 +29,18 @@ from tenacity import (
 )
 
 from .._clock import Clock, SystemClock
-from .._errors import GatekeeperError, StoreError, StoreUnavailable
+from .._errors import (
+    AgentHalted,
+    GatekeeperError,
+    StoreError,
+    StoreUnavailable,
+    TamperingDetected,
+    TransitionRefused,
+)
+from .._signing import RESUME, DecisionKeys, SigningKey
+from .._votes import sign_vote
 from ..audit import GENESIS, StoredEvent, draft
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
+from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
@@ -87,8 +96,11 @@ class RedisStore:
         store = RedisStore("redis://localhost:6379/0", prefix="gatekeeper")
         gate = Gatekeeper(policy=policy, store=store)
 
-    ``prefix`` names the deployment: all its keys share the hash tag
-    ``{prefix}``. Redis errors are retried within ``retry`` and then raised as
+    ``prefix`` names the deployment: its keys share the hash tag ``{prefix}``,
+    each agent's the tag ``{prefix:agent}``. ``decision_keys`` (default: from
+    ``GATEKEEPER_SIGNING_KEY`` / ``GATEKEEPER_TRUSTED_KEYS``) signs votes and
+    resumes on the deciding side and verifies them before a release. Redis
+    errors are retried within ``retry`` and then raised as
     :class:`~gatekeeper.StoreUnavailable`; nothing runs on that path.
     """
 
@@ -102,9 +114,19 @@ class RedisStore:
         max_connections: int = 32,
         socket_timeout: float = 10.0,
         seal_linger: float = 0.05,
+        decision_keys: DecisionKeys | None = None,
+        seal: bool | None = None,
     ) -> None:
         self.url = url
         self.keys = ops.Keys(prefix)
+        #: The signing key (deciding side only) and the trusted public keys.
+        self.decision_keys = decision_keys or DecisionKeys.from_env()
+        # Only the deciding side seals (agents can't write the chain); by
+        # default a store that holds the signing key does.
+        self.seals = self.decision_keys.can_decide if seal is None else seal
+        self._where: dict[str, str] = {}  # request id -> agent, of requests seen here
+        self._registered: set[str] = set()
+        self._seen_halts: dict[str, dict[str, int]] = {}  # agent -> halt field -> halt at (ms)
         self.clock = clock or SystemClock()
         # Without an injected clock, expiry is judged by Redis's own clock (one
         # clock for every process); an injected one (tests) is sent along.
@@ -186,16 +208,106 @@ class RedisStore:
         self._sealer.kick()
         return result
 
+    # -- agents and where their requests live ----------------------------------------
+    def _agent_keys(self, request_id: str) -> ops.AgentKeys:
+        agent = self._where.get(request_id)
+        if agent is None:
+            raw = self._call(lambda: self.client.hget(self.keys.where, request_id))
+            if raw is None:
+                from .._errors import RequestNotFound
+
+                raise RequestNotFound(request_id)
+            agent = raw.decode("utf-8")
+            self._remember_where(request_id, agent)
+        return self.keys.of(agent)
+
+    def _remember_where(self, request_id: str, agent: str) -> None:
+        if len(self._where) > 100_000:
+            self._where.clear()
+        self._where[request_id] = agent
+
+    def _ensure(self, agent: str) -> ops.AgentKeys:
+        """The agent's keys, once it is in the registry with the deployment-wide halts."""
+        a = self.keys.of(agent)
+        if agent not in self._registered:
+            halts = self._run(ops.register(self.keys, agent))
+            if halts:
+                self._run(ops.copy_halts(a, halts))
+            self._registered.add(agent)
+        return a
+
+    def _halted_here(self, agent: str, exc: AgentHalted) -> None:
+        halt = getattr(exc, "halt", None)
+        if halt is not None:
+            self._seen_halts.setdefault(agent, {})[halt.key] = ms(halt.at)
+
+    def _check_lifted(self, a: ops.AgentKeys, session_id: str | None) -> None:
+        """A halt this process saw must have been lifted by a signed resume."""
+        seen = self._seen_halts.get(a.agent)
+        if not seen:
+            return
+        fields = [f for f in seen if f in ("all", f"agent:{a.agent}", f"session:{session_id}")]
+        if not fields:
+            return
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(a.halts, *fields)
+            pipe.hmget(a.resumes, *fields)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        halts, resumes = self._call(read)
+        for field, halt, resume in zip(fields, halts, resumes, strict=True):
+            if halt is not None:
+                continue  # still halted: the script refuses as usual
+            why = check_resume(self.decision_keys, field, seen[field], resume)
+            if why is None:
+                del seen[field]
+                continue
+            log.error("halt %s of agent %r lifted without a valid resume: %s", field, a.agent, why)
+            self.record_soon(
+                [
+                    draft(
+                        "request.tampering",
+                        at_ms=ms(self.clock.now()),
+                        actor=f"agent:{a.agent}",
+                        agent=a.agent,
+                        session_id=session_id,
+                        data={"halt": field, "problem": why},
+                    )
+                ]
+            )
+            raise AgentHalted(
+                f"Halted ({field}): the halt was lifted without a signed resume ({why}); "
+                "still halted until a person resumes it",
+                scope=field,
+            )
+
     # -- hot path -----------------------------------------------------------------
     def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
-        self._run(ops.admit(self.keys, event, agent, session_id))
+        a = self._ensure(agent)
+        self._check_lifted(a, session_id)
+        try:
+            self._run(ops.admit(a, event, session_id))
+        except AgentHalted as exc:
+            self._halted_here(agent, exc)
+            raise
         self._sealer.kick()
 
+    def _journal_of(self, event: Draft) -> str:
+        agent = event.get("agent")
+        return self.keys.of(agent).journal if isinstance(agent, str) else self.keys.journal
+
     def record(self, events: Sequence[Draft]) -> None:
-        if events:
-            payload = [ops.journal_entry(e) for e in events]
-            self._call(lambda: self.client.rpush(self.keys.journal, *payload))
-            self._sealer.kick()
+        if not events:
+            return
+        by_journal: dict[str, list[bytes]] = {}
+        for e in events:
+            by_journal.setdefault(self._journal_of(e), []).append(ops.journal_entry(e))
+        for journal, payload in by_journal.items():
+            self._call(lambda j=journal, p=payload: self.client.rpush(j, *p))  # type: ignore[misc]
+        self._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._sealer.enqueue(events)
@@ -205,39 +317,43 @@ class RedisStore:
 
     # -- requests -------------------------------------------------------------------
     def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        self._changed(self._run(ops.hold(self.keys, request, event)))
+        agent = request.call.agent
+        a = self._ensure(agent)
+        self._check_lifted(a, request.call.session_id)
+        rid = request.id
+        taken = self._call(lambda: self.client.hsetnx(self.keys.where, rid, agent))
+        if not taken:
+            owner = self._call(lambda: self.client.hget(self.keys.where, rid))
+            if owner is None or owner.decode("utf-8") != agent:
+                raise TransitionRefused(
+                    f"request {rid} already exists", request_id=rid, action="hold"
+                )
+        self._remember_where(rid, agent)
+        try:
+            self._changed(self._run(ops.hold(self.keys, a, request, event)))
+        except AgentHalted as exc:
+            self._halted_here(agent, exc)
+            raise
 
     def get(self, request_id: str) -> ApprovalRequest:
         from .._errors import RequestNotFound
 
-        k = self.keys
+        a = self._agent_keys(request_id)
 
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(k.req(request_id))
-            pipe.lrange(k.votes(request_id), 0, -1)
+            pipe.hgetall(a.req(request_id))
+            pipe.lrange(a.votes(request_id), 0, -1)
             replies: list[Any] = pipe.execute()
             return replies
 
         fields, votes = self._call(read)
         if not fields:
             raise RequestNotFound(request_id)
-        return ops.request_from_hash(fields, votes)
+        return ops.request_from_hash(fields, votes, a.agent)
 
     def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
-        ids: list[Any] = self._call(
-            lambda: self.client.zrange(self.keys.pending, offset, offset + limit - 1)
-        )
-        now = self.clock.now()
-        out = []
-        for raw in ids:
-            try:
-                req = self.get(raw.decode())
-            except GatekeeperError:
-                continue
-            if req.effective_status(now).value == "pending":
-                out.append(req)
-        return out
+        return self._read(queries.pending(self.keys, self.clock.now(), limit=limit, offset=offset))
 
     def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]:
         """The requests with these ids, in order, in one round trip; unknown ids are skipped."""
@@ -328,35 +444,49 @@ class RedisStore:
     def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
-        op = ops.decide(self.keys, request_id, decision, self._now_ms(), args)
-        return self._after(request_id, op)
+        signer = self.decision_keys.signer()
+        req = self.get(request_id)
+        a = self.keys.of(req.call.agent)
+        signed = sign_vote(signer, req, decision, args)
+        return self._after(ops.decide(self.keys, a, request_id, signed, self._now_ms(), args))
 
-    def _after(self, request_id: str, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
+    def _after(self, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
         try:
             return self._run(op)  # the script answers with the request after the step
         finally:
             self._sealer.kick()
 
     def expire(self, request_id: str) -> ApprovalRequest:
-        return self._after(request_id, ops.expire(self.keys, request_id, self._now_ms()))
+        a = self._agent_keys(request_id)
+        return self._after(ops.expire(self.keys, a, request_id, self._now_ms()))
 
     def cancel(self, request_id: str, *, by: str, reason: str | None = None) -> ApprovalRequest:
-        op = ops.cancel(self.keys, request_id, self._now_ms(), by, reason)
-        return self._after(request_id, op)
+        a = self._agent_keys(request_id)
+        return self._after(ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason))
 
     def claim(
         self, request_id: str, *, args_digest: str, token: str | None = None
     ) -> ApprovalRequest:
-        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest, token)
-        return self._after(request_id, op)
+        a = self._agent_keys(request_id)
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token)
+        try:
+            return self._after(op)
+        except AgentHalted as exc:
+            self._halted_here(a.agent, exc)
+            raise
 
     def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
-        op = ops.finish(self.keys, request_id, self._now_ms(), ok, outcome)
-        return self._after(request_id, op)
+        a = self._agent_keys(request_id)
+        return self._after(ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome))
+
+    def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        """Mark ``request_id`` as a target of tampering and audit ``event`` with it."""
+        a = self._agent_keys(request_id)
+        self._changed(self._run(ops.flag(self.keys, a, request_id, why, event)))
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         deadline = time.monotonic() + max(timeout, 0.0)
-        wake_key = self.keys.wake(request_id)
+        wake_key = self._agent_keys(request_id).wake(request_id)
         while True:
             req = self.get(request_id)
             remaining = deadline - time.monotonic()
@@ -371,20 +501,62 @@ class RedisStore:
             self._call(block)
 
     # -- kill switch -------------------------------------------------------------------
+    def _agents(self) -> list[str]:
+        raw = self._call(lambda: self.client.smembers(self.keys.agents))
+        return sorted(v.decode("utf-8") for v in raw)
+
     def halt(
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
     ) -> list[str]:
         record, event = _halt_record(self.clock, scope, target, by, reason)
-        return self._changed(self._run(ops.halt(self.keys, record, event, self._now_ms())))
+        now = self._now_ms()
+        if scope is HaltScope.AGENT:
+            a = self._ensure(target)
+            return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
+        agents = self._run(ops.halt_global(self.keys, record))
+        self.record([event])
+        cancelled: list[str] = []
+        for agent in sorted(agents):
+            a = self.keys.of(agent)
+            cancelled += self._run(ops.halt(self.keys, a, record, None, now))
+        return self._changed(sorted(cancelled))
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         target = "*" if scope is HaltScope.ALL else target
-        event = _resume_event(self.clock, scope, target, by)
-        return self._changed(self._run(ops.resume(self.keys, scope, target, event)))
+        field = halt_key(scope, target)
+        signer = self.decision_keys.signer()
+        if scope is HaltScope.AGENT:
+            a = self.keys.of(target)
+            halt = self._call(lambda: self.client.hget(a.halts, field))
+            signed = _signed_resume(signer, self.clock, field, by, halt)
+            event = _resume_event(self.clock, scope, target, by, signed)
+            return self._changed(self._run(ops.resume(a, field, signed, event)))
+        halt = self._call(lambda: self.client.hget(self.keys.halts, field))
+        signed = _signed_resume(signer, self.clock, field, by, halt)
+        lifted = self._run(ops.resume_global(self.keys, field, signed))
+        for agent in self._agents():
+            lifted = self._run(ops.resume(self.keys.of(agent), field, signed, None)) or lifted
+        if lifted:
+            self.record([_resume_event(self.clock, scope, target, by, signed)])
+        return self._changed(lifted)
 
     def halts(self) -> list[Halt]:
-        raw = self._call(lambda: self.client.hgetall(self.keys.halts))
-        return [Halt.model_validate_json(v) for v in raw.values()]
+        agents = self._agents()
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self.keys.halts)
+            for agent in agents:
+                pipe.hgetall(self.keys.of(agent).halts)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        found: dict[str, Halt] = {}
+        for raw in self._call(read):
+            for value in raw.values():
+                halt = Halt.model_validate_json(value)
+                found.setdefault(halt.key, halt)
+        return list(found.values())
 
     # -- audit ---------------------------------------------------------------------------
     def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
@@ -440,15 +612,41 @@ def _halt_record(
     return record, event
 
 
-def _resume_event(clock: Clock, scope: HaltScope, target: str, by: str) -> dict[str, Any]:
+def _resume_event(
+    clock: Clock, scope: HaltScope, target: str, by: str, signed: str
+) -> dict[str, Any]:
     return draft(
         "halt.cleared",
         at_ms=ms(clock.now()),
         actor=by,
         agent=target if scope is HaltScope.AGENT else None,
         session_id=target if scope is HaltScope.SESSION else None,
-        data={"scope": scope.value, "target": target},
+        data={"scope": scope.value, "target": target, "signed": signed},
     )
+
+
+def _signed_resume(
+    signer: SigningKey, clock: Clock, field: str, by: str, halt: bytes | None
+) -> str:
+    """The signed resume of halt ``field``, bound to the time of the halt it lifts."""
+    halt_at = ms(Halt.model_validate_json(halt).at) if halt is not None else 0
+    body = {"field": field, "by": by, "at": ms(clock.now()), "halt_at": halt_at}
+    return signer.sign(RESUME, body)
+
+
+def check_resume(keys: DecisionKeys, field: str, halt_at: int, signed: bytes | None) -> str | None:
+    """None when ``signed`` is a trusted resume of halt ``field`` set at ``halt_at``, else why."""
+    if signed is None:
+        return "there is no resume"
+    try:
+        body = keys.trusted.verify(RESUME, signed)
+    except TamperingDetected as exc:
+        return str(exc)
+    if body.get("field") != field:
+        return "the resume is for another halt"
+    if not isinstance(body.get("halt_at"), int) or body["halt_at"] < halt_at:
+        return "the resume is older than the halt"
+    return None
 
 
 _OPEN: weakref.WeakSet[RedisStore] = weakref.WeakSet()

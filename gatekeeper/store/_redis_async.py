@@ -23,7 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
-from .._errors import GatekeeperError, RequestNotFound
+from .._errors import AgentHalted, RequestNotFound, TransitionRefused
+from .._votes import sign_vote
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 from . import _redis_ops as ops
@@ -231,57 +232,99 @@ class AsyncRedisStore:
         finally:
             dispatcher.unlisten(queue)
 
+    # -- agents and where their requests live ----------------------------------------
+    async def _agent_keys(self, request_id: str) -> ops.AgentKeys:
+        store = self._store
+        agent = store._where.get(request_id)
+        if agent is None:
+            client = self._state().client
+            raw = await self._call(lambda: client.hget(self.keys.where, request_id))
+            if raw is None:
+                raise RequestNotFound(request_id)
+            agent = raw.decode("utf-8")
+            store._remember_where(request_id, agent)
+        return self.keys.of(agent)
+
+    async def _ensure(self, agent: str) -> ops.AgentKeys:
+        store = self._store
+        a = self.keys.of(agent)
+        if agent not in store._registered:
+            halts = await self._run(ops.register(self.keys, agent))
+            if halts:
+                await self._run(ops.copy_halts(a, halts))
+            store._registered.add(agent)
+        return a
+
+    async def _check_lifted(self, a: ops.AgentKeys, session_id: str | None) -> None:
+        if self._store._seen_halts.get(a.agent):
+            # Rare (this process saw a halt of this agent): the blocking check, off the loop.
+            await asyncio.to_thread(self._store._check_lifted, a, session_id)
+
     async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
-        await self._run(ops.admit(self.keys, event, agent, session_id))
+        a = await self._ensure(agent)
+        await self._check_lifted(a, session_id)
+        try:
+            await self._run(ops.admit(a, event, session_id))
+        except AgentHalted as exc:
+            self._store._halted_here(agent, exc)
+            raise
         self._store._sealer.kick()
 
     async def record(self, events: Sequence[Draft]) -> None:
         if events:
             client = self._state().client
-            payload = [ops.journal_entry(e) for e in events]
-            await self._call(lambda: client.rpush(self.keys.journal, *payload))
+            by_journal: dict[str, list[bytes]] = {}
+            for e in events:
+                by_journal.setdefault(self._store._journal_of(e), []).append(ops.journal_entry(e))
+            for journal, payload in by_journal.items():
+                await self._call(functools.partial(client.rpush, journal, *payload))
             self._store._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store._sealer.enqueue(events)
 
     async def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        await self._run(ops.hold(self.keys, request, event))
+        agent = request.call.agent
+        a = await self._ensure(agent)
+        await self._check_lifted(a, request.call.session_id)
+        client = self._state().client
+        rid = request.id
+        taken = await self._call(lambda: client.hsetnx(self.keys.where, rid, agent))
+        if not taken:
+            owner = await self._call(lambda: client.hget(self.keys.where, rid))
+            if owner is None or owner.decode("utf-8") != agent:
+                raise TransitionRefused(
+                    f"request {rid} already exists", request_id=rid, action="hold"
+                )
+        self._store._remember_where(rid, agent)
+        try:
+            await self._run(ops.hold(self.keys, a, request, event))
+        except AgentHalted as exc:
+            self._store._halted_here(agent, exc)
+            raise
         self._store._sealer.kick()
 
     async def get(self, request_id: str) -> ApprovalRequest:
         client = self._state().client
-        k = self.keys
+        a = await self._agent_keys(request_id)
 
         async def read() -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            pipe.hgetall(k.req(request_id))
-            pipe.lrange(k.votes(request_id), 0, -1)
+            pipe.hgetall(a.req(request_id))
+            pipe.lrange(a.votes(request_id), 0, -1)
             replies: list[Any] = await pipe.execute()
             return replies
 
         fields, votes = await self._call(read)
         if not fields:
             raise RequestNotFound(request_id)
-        return ops.request_from_hash(fields, votes)
+        return ops.request_from_hash(fields, votes, a.agent)
 
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
-        client = self._state().client
-        ids: list[Any] = await self._call(
-            lambda: client.zrange(self.keys.pending, offset, offset + limit - 1)
-        )
-        now = self._store.clock.now()
-        out = []
-        for raw in ids:
-            try:
-                req = await self.get(raw.decode())
-            except GatekeeperError:
-                continue
-            if req.effective_status(now) is RequestStatus.PENDING:
-                out.append(req)
-        return out
+        flow = queries.pending(self.keys, self._store.clock.now(), limit=limit, offset=offset)
+        return await self._read(flow)
 
-    async def _after(self, request_id: str, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
+    async def _after(self, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
         try:
             return await self._run(op)  # the script answers with the request after the step
         finally:
@@ -290,27 +333,44 @@ class AsyncRedisStore:
     async def decide(
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
-        op = ops.decide(self.keys, request_id, decision, self._now_ms(), args)
-        return await self._after(request_id, op)
+        signer = self._store.decision_keys.signer()
+        req = await self.get(request_id)
+        a = self.keys.of(req.call.agent)
+        signed = sign_vote(signer, req, decision, args)
+        now = self._now_ms()
+        return await self._after(ops.decide(self.keys, a, request_id, signed, now, args))
 
     async def expire(self, request_id: str) -> ApprovalRequest:
-        return await self._after(request_id, ops.expire(self.keys, request_id, self._now_ms()))
+        a = await self._agent_keys(request_id)
+        return await self._after(ops.expire(self.keys, a, request_id, self._now_ms()))
 
     async def cancel(
         self, request_id: str, *, by: str, reason: str | None = None
     ) -> ApprovalRequest:
-        op = ops.cancel(self.keys, request_id, self._now_ms(), by, reason)
-        return await self._after(request_id, op)
+        a = await self._agent_keys(request_id)
+        op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason)
+        return await self._after(op)
 
     async def claim(
         self, request_id: str, *, args_digest: str, token: str | None = None
     ) -> ApprovalRequest:
-        op = ops.claim(self.keys, request_id, self._now_ms(), args_digest, token)
-        return await self._after(request_id, op)
+        a = await self._agent_keys(request_id)
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token)
+        try:
+            return await self._after(op)
+        except AgentHalted as exc:
+            self._store._halted_here(a.agent, exc)
+            raise
 
     async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
-        op = ops.finish(self.keys, request_id, self._now_ms(), ok, outcome)
-        return await self._after(request_id, op)
+        a = await self._agent_keys(request_id)
+        op = ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome)
+        return await self._after(op)
+
+    async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        a = await self._agent_keys(request_id)
+        await self._run(ops.flag(self.keys, a, request_id, why, event))
+        self._store._sealer.kick()
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         loop = asyncio.get_running_loop()
@@ -332,29 +392,17 @@ class AsyncRedisStore:
         finally:
             dispatcher.unwatch(request_id, woken)
 
+    # The kill switch is rare and touches every agent: the blocking face, off the loop.
     async def halt(
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
     ) -> list[str]:
-        from ._redis import _halt_record
-
-        record, event = _halt_record(self._store.clock, scope, target, by, reason)
-        cancelled = await self._run(ops.halt(self.keys, record, event, self._now_ms()))
-        self._store._sealer.kick()
-        return cancelled
+        return await asyncio.to_thread(self._store.halt, scope, target, by=by, reason=reason)
 
     async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
-        from ._redis import _resume_event
-
-        target = "*" if scope is HaltScope.ALL else target
-        event = _resume_event(self._store.clock, scope, target, by)
-        done = await self._run(ops.resume(self.keys, scope, target, event))
-        self._store._sealer.kick()
-        return done
+        return await asyncio.to_thread(self._store.resume, scope, target, by=by)
 
     async def halts(self) -> list[Halt]:
-        client = self._state().client
-        raw = await self._call(lambda: client.hgetall(self.keys.halts))
-        return [Halt.model_validate_json(v) for v in raw.values()]
+        return await asyncio.to_thread(self._store.halts)
 
     async def aclose(self) -> None:
         state = self._loops.pop(asyncio.get_running_loop(), None)

@@ -8,19 +8,20 @@ async faces only differ in how they send it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
 from .._canonical import canonical_json
-from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
+from .._errors import AgentHalted, NotAuthorized, RequestNotFound, StoreError, TransitionRefused
 from ..audit import encode_draft
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, Risk, halt_key, utc
+from ..models import ApprovalRequest, Decision, Halt, Risk, utc
 from ._base import check_note
 from ._halts import halted_message, ms
 
-__all__ = ["SCRIPTS", "Keys", "Op", "request_from_hash"]
+__all__ = ["SCRIPTS", "AgentKeys", "Keys", "Op", "key_part", "request_from_hash"]
 
 T = TypeVar("T")
 
@@ -37,6 +38,12 @@ _SCRIPT_NAMES = (
     "seal",
     "once",
     "hit",
+    "register",
+    "copyhalts",
+    "flag",
+    "haltglobal",
+    "resumeglobal",
+    "trimread",
 )
 
 
@@ -52,43 +59,95 @@ def _load_scripts() -> dict[str, str]:
 SCRIPTS = _load_scripts()
 
 
-class Keys:
-    """The key layout of one deployment. Every key shares the hash tag ``{prefix}``."""
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-@")
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 
-    def __init__(self, prefix: str) -> None:
-        if not prefix or any(c in prefix for c in "{}"):
-            raise ValueError("prefix must be non-empty and must not contain braces")
-        tag = f"{{{prefix}}}"
-        self.prefix = prefix
-        self._tag = tag
-        self.pending = f"{tag}:pending"
-        self.requests = f"{tag}:requests"
-        self.owners = f"{tag}:owners"
+
+def key_part(name: str) -> str:
+    """An agent name as it appears inside a key: safe characters kept, the rest %XX-escaped.
+
+    Keeps hash tags intact (no braces) and ACL key patterns exact (no ``*``,
+    ``?``, ``[`` or ``\\``), and two names never map to one part.
+    """
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+
+
+class AgentKeys:
+    """The keys of one agent: all share the hash tag ``{prefix:agent}`` (one slot).
+
+    ``req:*`` (requests and their wake lists) and ``idx:*`` (the console's
+    indexes of this agent) are the agent's to write; ``dec:*`` (votes) and
+    ``resumes`` only the deciding side's; ``halts`` the agent may add to but
+    not remove from; ``journal`` it may only append to.
+    """
+
+    def __init__(self, prefix: str, agent: str) -> None:
+        tag = f"{{{prefix}:{key_part(agent)}}}"
+        self.agent = agent
+        self.tag = tag
         self.halts = f"{tag}:halts"
+        self.resumes = f"{tag}:resumes"
         self.journal = f"{tag}:journal"
-        self.audit = f"{tag}:audit"
-        self.head = f"{tag}:head"
-        self.channel = f"{tag}:decided"
+        self.trimmed = f"{tag}:trimmed"
+        self.pending = f"{tag}:idx:pending"
+        self.requests = f"{tag}:idx:requests"
+        self.owners = f"{tag}:idx:owners"
         self._req = f"{tag}:req:"
+        self._dec = f"{tag}:dec:"
 
     def req(self, rid: str) -> str:
         return self._req + rid
 
-    def voters(self, rid: str) -> str:
-        return f"{self._req}{rid}:voters"
-
-    def votes(self, rid: str) -> str:
-        return f"{self._req}{rid}:votes"
-
-    def seen(self, rid: str) -> str:
-        return f"{self._req}{rid}:seen"
-
     def wake(self, rid: str) -> str:
         return f"{self._req}{rid}:wake"
 
+    def voters(self, rid: str) -> str:
+        return f"{self._dec}{rid}:voters"
+
+    def votes(self, rid: str) -> str:
+        return f"{self._dec}{rid}:votes"
+
+    def seen(self, rid: str) -> str:
+        return f"{self._dec}{rid}:seen"
+
     def pending_by_risk(self, risk: Risk | str) -> str:
         """Pending requests of one risk, scored by expiry (``settle`` in Lua derives it too)."""
-        return f"{self.pending}:{risk}"
+        return f"{self.pending}:{Risk(risk).value}"
+
+
+class Keys:
+    """The key layout of one deployment.
+
+    Deployment-wide keys share the hash tag ``{prefix}``: the registry of
+    agents, where each request lives, halts of everything and of sessions,
+    the decider's journal, the sealed audit stream and its head, and the
+    console's notes. Everything of one agent lives under ``{prefix:agent}``
+    (:class:`AgentKeys`), so no script touches two slots.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        if not _PREFIX.fullmatch(prefix or ""):
+            raise ValueError("prefix must be non-empty letters, digits, '_', '.' or '-'")
+        tag = f"{{{prefix}}}"
+        self.prefix = prefix
+        self._tag = tag
+        self.agents = f"{tag}:agents"
+        self.where = f"{tag}:where"
+        self.halts = f"{tag}:halts"
+        self.journal = f"{tag}:journal"
+        self.trimmed = f"{tag}:trimmed"
+        self.audit = f"{tag}:audit"
+        self.head = f"{tag}:head"
+        self.channel = f"{tag}:decided"
+        self._agents: dict[str, AgentKeys] = {}
+
+    def of(self, agent: str) -> AgentKeys:
+        found = self._agents.get(agent)
+        if found is None:
+            if len(self._agents) > 10_000:
+                self._agents.clear()
+            found = self._agents[agent] = AgentKeys(self.prefix, agent)
+        return found
 
     def once(self, key: str) -> str:
         return f"{self._tag}:once:{key}"
@@ -119,7 +178,14 @@ def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[
     parts = [_text(p) for p in reply]
     if tag == "halted":
         halt = Halt.model_validate_json(parts[1])
-        raise AgentHalted(halted_message(halt), scope=halt.key, tool=tool, request_id=rid)
+        exc = AgentHalted(halted_message(halt), scope=halt.key, tool=tool, request_id=rid)
+        exc.halt = halt  # type: ignore[attr-defined]  # the store remembers it (sticky halts)
+        raise exc
+    if tag == "forbidden":
+        raise NotAuthorized(
+            "these store credentials may not decide (an agent's ACL user can't vote)",
+            request_id=rid,
+        )
     if tag == "missing" and rid is not None:
         raise RequestNotFound(rid)
     if tag == "refused" and rid is not None:
@@ -143,14 +209,29 @@ def _json(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
-def admit(k: Keys, event: Mapping[str, Any], agent: str, session_id: str) -> Op[None]:
+def admit(a: AgentKeys, event: Mapping[str, Any], session_id: str) -> Op[None]:
     def parse(reply: Any) -> None:
         _check(reply, tool=event.get("tool"))
 
-    return Op("admit", [k.halts, k.journal], [agent, session_id, journal_entry(event)], parse)
+    return Op("admit", [a.halts, a.journal], [a.agent, session_id, journal_entry(event)], parse)
 
 
-def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None]:
+def register(k: Keys, agent: str) -> Op[list[tuple[str, str]]]:
+    """Add ``agent`` to the registry; answers the deployment-wide halts it must copy."""
+
+    def parse(reply: Any) -> list[tuple[str, str]]:
+        flat = [_text(v) for v in reply]
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    return Op("register", [k.agents, k.halts], [agent], parse)
+
+
+def copy_halts(a: AgentKeys, halts: list[tuple[str, str]]) -> Op[None]:
+    flat = [v for pair in halts for v in pair]
+    return Op("copyhalts", [a.halts], flat, lambda reply: None)
+
+
+def hold(k: Keys, a: AgentKeys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None]:
     call = request.call
     rid = request.id
 
@@ -179,37 +260,42 @@ def hold(k: Keys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None
         k.channel,
     ]
     keys = [
-        k.req(rid),
-        k.halts,
-        k.pending,
-        k.owners,
-        k.journal,
-        k.requests,
-        k.pending_by_risk(request.classification.risk),
+        a.req(rid),
+        a.halts,
+        a.pending,
+        a.owners,
+        a.journal,
+        a.requests,
+        a.pending_by_risk(request.classification.risk),
     ]
     return Op("hold", keys, args, parse)
 
 
-def _transition(rid: str) -> Callable[[Any], ApprovalRequest]:
+def _transition(rid: str, agent: str) -> Callable[[Any], ApprovalRequest]:
     def parse(reply: Any) -> ApprovalRequest:
         _, flat, votes = _check(reply, rid)
-        return request_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)), votes)
+        return request_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)), votes, agent)
 
     return parse
 
 
 def decide(
-    k: Keys, rid: str, decision: Decision, now_ms: int | str, args: Mapping[str, Any] | None
+    k: Keys,
+    a: AgentKeys,
+    rid: str,
+    decision: Decision,
+    now_ms: int | str,
+    args: Mapping[str, Any] | None,
 ) -> Op[ApprovalRequest]:
     keys = [
-        k.req(rid),
-        k.voters(rid),
-        k.votes(rid),
-        k.seen(rid),
-        k.wake(rid),
-        k.pending,
-        k.owners,
-        k.journal,
+        a.req(rid),
+        a.voters(rid),
+        a.votes(rid),
+        a.seen(rid),
+        a.wake(rid),
+        a.pending,
+        a.owners,
+        a.journal,
     ]
     argv = [
         k.channel,
@@ -220,7 +306,7 @@ def decide(
         _decision_json(decision),
         _json(args) if args is not None else "",
     ]
-    return Op("decide", keys, argv, _transition(rid))
+    return Op("decide", keys, argv, _transition(rid, a.agent))
 
 
 def _decision_json(decision: Decision) -> str:
@@ -229,35 +315,50 @@ def _decision_json(decision: Decision) -> str:
     return _json(body)
 
 
-def expire(k: Keys, rid: str, now_ms: int | str) -> Op[ApprovalRequest]:
-    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
-    return Op("expire", keys, [k.channel, now_ms], _transition(rid))
+def expire(k: Keys, a: AgentKeys, rid: str, now_ms: int | str) -> Op[ApprovalRequest]:
+    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, a.journal, a.votes(rid)]
+    return Op("expire", keys, [k.channel, now_ms], _transition(rid, a.agent))
 
 
 def cancel(
-    k: Keys, rid: str, now_ms: int | str, by: str, reason: str | None
+    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, reason: str | None
 ) -> Op[ApprovalRequest]:
-    keys = [k.req(rid), k.wake(rid), k.pending, k.owners, k.journal, k.votes(rid)]
-    return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid))
+    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, a.journal, a.votes(rid)]
+    return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid, a.agent))
 
 
 def claim(
-    k: Keys, rid: str, now_ms: int | str, args_digest: str, token: str | None
+    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, args_digest: str, token: str | None
 ) -> Op[ApprovalRequest]:
-    keys = [k.req(rid), k.halts, k.wake(rid), k.journal, k.votes(rid)]
-    return Op("claim", keys, [k.channel, now_ms, args_digest, token or ""], _transition(rid))
+    keys = [a.req(rid), a.halts, a.wake(rid), a.journal, a.votes(rid)]
+    argv = [k.channel, now_ms, args_digest, token or ""]
+    return Op("claim", keys, argv, _transition(rid, a.agent))
 
 
 def finish(
-    k: Keys, rid: str, now_ms: int | str, ok: bool, outcome: str | None
+    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, ok: bool, outcome: str | None
 ) -> Op[ApprovalRequest]:
-    keys = [k.req(rid), k.wake(rid), k.journal, k.votes(rid)]
+    keys = [a.req(rid), a.wake(rid), a.journal, a.votes(rid)]
     argv = [k.channel, now_ms, "1" if ok else "0", outcome or ""]
-    return Op("finish", keys, argv, _transition(rid))
+    return Op("finish", keys, argv, _transition(rid, a.agent))
 
 
-def halt(k: Keys, record: Halt, event: Mapping[str, Any], now_ms: int | str) -> Op[list[str]]:
-    """Set the halt and cancel the scope's pending requests, in one script."""
+def flag(k: Keys, a: AgentKeys, rid: str, why: str, event: Mapping[str, Any]) -> Op[None]:
+    """Mark a request as the target of tampering (the console shows it) and audit it."""
+    keys = [a.req(rid), a.wake(rid), a.journal]
+    return Op("flag", keys, [k.channel, why, journal_entry(event)], lambda reply: None)
+
+
+def halt_global(k: Keys, record: Halt) -> Op[list[str]]:
+    """Record a halt of everything or of a session deployment-wide; answers the agents."""
+    argv = [record.key, record.model_dump_json()]
+    return Op("haltglobal", [k.halts, k.agents], argv, lambda r: [_text(x) for x in r])
+
+
+def halt(
+    k: Keys, a: AgentKeys, record: Halt, event: Mapping[str, Any] | None, now_ms: int | str
+) -> Op[list[str]]:
+    """Set the halt on one agent and cancel its pending requests it covers, in one script."""
 
     def parse(reply: Any) -> list[str]:
         return [_text(r) for r in reply]
@@ -267,18 +368,28 @@ def halt(k: Keys, record: Halt, event: Mapping[str, Any], now_ms: int | str) -> 
         record.model_dump_json(),
         record.scope.value,
         record.target,
-        json.dumps(event),
-        k.req(""),
+        json.dumps(event) if event is not None else "",
+        a.req(""),
         k.channel,
         now_ms,
         record.by,
         f"halted: {record.reason or 'kill switch'}",
     ]
-    return Op("halt", [k.halts, k.owners, k.journal, k.pending], argv, parse)
+    return Op("halt", [a.halts, a.owners, a.journal, a.pending], argv, parse)
 
 
-def resume(k: Keys, scope: HaltScope, target: str, event: Mapping[str, Any]) -> Op[bool]:
-    return Op("resume", [k.halts, k.journal], [halt_key(scope, target), journal_entry(event)], bool)
+def resume_global(k: Keys, field: str, signed: str) -> Op[bool]:
+    return Op("resumeglobal", [k.halts], [field, signed], bool)
+
+
+def resume(a: AgentKeys, field: str, signed: str, event: Mapping[str, Any] | None) -> Op[bool]:
+    entry = journal_entry(event) if event is not None else b""
+    return Op("resume", [a.halts, a.resumes, a.journal], [field, signed, entry], bool)
+
+
+def trim_read(journal: str, trimmed: str, cursor: int, batch: int) -> Op[list[bytes]]:
+    """Drop what is sealed already (up to ``cursor``), then read the next ``batch`` drafts."""
+    return Op("trimread", [journal, trimmed], [cursor, batch], list)
 
 
 def _ttl_ms(seconds: float) -> int:
@@ -307,10 +418,21 @@ def note_value(reply: Any) -> str | None:
     return None if reply is None else _text(reply)
 
 
-def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> ApprovalRequest:
-    """Rebuild an :class:`ApprovalRequest` from its hash and its votes list."""
+def request_from_hash(
+    fields: Mapping[bytes, bytes], votes: list[bytes], agent: str
+) -> ApprovalRequest:
+    """Rebuild an :class:`ApprovalRequest` from its hash and its votes list.
+
+    ``agent`` is the agent whose keys hold it: a request that names another
+    agent was written by someone with this agent's credentials, so it reads
+    as this agent's, marked as tampering.
+    """
     f = {_text(k): _text(v) for k, v in fields.items()}
     doc = json.loads(f["doc"])
+    claimed = doc.get("call", {}).get("agent")
+    if claimed != agent:
+        doc["call"]["agent"] = agent
+        f.setdefault("tampering", f"stored under agent {agent!r} but names agent {claimed!r}")
     decisions = []
     for raw in votes:
         d = json.loads(raw)
@@ -326,5 +448,6 @@ def request_from_hash(fields: Mapping[bytes, bytes], votes: list[bytes]) -> Appr
         comment=f.get("comment"),
         outcome=f.get("outcome"),
         finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
+        tampering=f.get("tampering"),
     )
     return ApprovalRequest.model_validate(doc)

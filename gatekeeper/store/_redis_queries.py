@@ -30,6 +30,7 @@ __all__ = [
     "audit_page",
     "get_many",
     "history",
+    "pending",
     "queue",
 ]
 
@@ -69,19 +70,61 @@ def owner_fields(value: str) -> tuple[str, str, str]:
     return (agent, session, tool) if sep else (agent, rest, "")
 
 
+def _agents(k: Keys, agent: str | None) -> Flow[list[str]]:
+    """Every registered agent (or just ``agent``), sorted."""
+    if agent is not None:
+        return [agent]
+    (raw,) = yield [("SMEMBERS", k.agents)]
+    return sorted(_text(v) for v in raw)
+
+
 def get_many(k: Keys, ids: Sequence[str]) -> Flow[list[ApprovalRequest]]:
     """The requests with these ids, in order; ids with no request are skipped."""
     if not ids:
         return []
+    (owners,) = yield [("HMGET", k.where, *ids)]
+    found = [(rid, _text(o)) for rid, o in zip(ids, owners, strict=True) if o is not None]
+    if not found:
+        return []
     cmds: list[Command] = []
-    for rid in ids:
-        cmds += [("HGETALL", k.req(rid)), ("LRANGE", k.votes(rid), 0, -1)]
+    for rid, agent in found:
+        a = k.of(agent)
+        cmds += [("HGETALL", a.req(rid)), ("LRANGE", a.votes(rid), 0, -1)]
     replies = yield cmds
     return [
-        request_from_hash(fields, votes)
-        for fields, votes in zip(replies[::2], replies[1::2], strict=True)
+        request_from_hash(fields, votes, agent)
+        for (_, agent), fields, votes in zip(found, replies[::2], replies[1::2], strict=True)
         if fields
     ]
+
+
+def _merged(replies: list[Any]) -> list[tuple[float, str]]:
+    """``ZRANGE ... WITHSCORES`` replies of several agents as one (score, id) list, sorted."""
+    out: list[tuple[float, str]] = []
+    for reply in replies:
+        out += [(float(score), _text(member)) for member, score in _pairs(reply)]
+    out.sort()
+    return out
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, sc) for m, sc in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def pending(k: Keys, now: dt.datetime, *, limit: int, offset: int) -> Flow[list[ApprovalRequest]]:
+    """Pending, unexpired requests of every agent, oldest first."""
+    agents = yield from _agents(k, None)
+    limit, offset = max(limit, 0), max(offset, 0)
+    if not agents or not limit:
+        return []
+    replies = yield [
+        ("ZRANGE", k.of(a).pending, 0, offset + limit - 1, "WITHSCORES") for a in agents
+    ]
+    ids = [rid for _, rid in _merged(replies)][offset : offset + limit]
+    requests = yield from get_many(k, ids)
+    return [r for r in requests if r.effective_status(now) is RequestStatus.PENDING]
 
 
 def queue(
@@ -96,42 +139,52 @@ def queue(
 ) -> Flow[tuple[list[ApprovalRequest], int]]:
     """Pending, unexpired requests, most urgent first, and how many match in all.
 
-    The per-risk indexes are scored by expiry, so ``score > now`` leaves out
-    requests past their expiry that no transition has settled yet, both from
-    the page and from the total.
+    The per-risk indexes of each agent are scored by expiry, so ``score >
+    now`` leaves out requests past their expiry that no transition has
+    settled yet, both from the page and from the total. Each risk's entries
+    of every agent are merged by expiry, then id.
     """
     risks = [r for r in RISKS_MOST_URGENT_FIRST if risk is None or r is Risk(risk)]
-    keys = [k.pending_by_risk(r) for r in risks]
+    agents = yield from _agents(k, agent)
     live = f"({ms(now)}"
     limit, offset = max(limit, 0), max(offset, 0)
-    if agent is None and tool is None:
-        counts = [int(c) for c in (yield [("ZCOUNT", key, live, "+inf") for key in keys])]
+    if not agents:
+        return [], 0
+    keys = [[k.of(a).pending_by_risk(r) for a in agents] for r in risks]
+    if tool is None:
+        flat = [key for per_risk in keys for key in per_risk]
+        counts = [int(c) for c in (yield [("ZCOUNT", key, live, "+inf") for key in flat])]
         total = sum(counts)
-        page: list[Command] = []
-        skip, want = offset, limit
-        for key, count in zip(keys, counts, strict=True):
-            if want <= 0:
-                break
-            if skip >= count:
-                skip -= count
-                continue
-            take = min(want, count - skip)
-            page.append(("ZRANGEBYSCORE", key, live, "+inf", "LIMIT", skip, take))
-            skip, want = 0, want - take
-        ids = [_text(i) for reply in ((yield page) if page else []) for i in reply]
-    else:
-        every = [
-            _text(i)
-            for reply in (yield [("ZRANGEBYSCORE", key, live, "+inf") for key in keys])
-            for i in reply
+        want = offset + limit
+        cmds: list[Command] = [
+            ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, want) for key in flat
         ]
-        owners = (yield [("HMGET", k.owners, *every)])[0] if every else []
+        replies = (yield cmds) if want else [[] for _ in flat]
+        ordered: list[str] = []
+        n = len(agents)
+        for i in range(len(risks)):
+            ordered += [rid for _, rid in _merged(replies[i * n : (i + 1) * n])]
+        ids = ordered[offset : offset + limit]
+    else:
+        flat = [key for per_risk in keys for key in per_risk]
+        replies = yield [("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES") for key in flat]
+        n = len(agents)
+        ordered_pairs: list[tuple[str, str]] = []  # (agent, id), most urgent first
+        for i in range(len(risks)):
+            per_agent = replies[i * n : (i + 1) * n]
+            merged = []
+            for a, reply in zip(agents, per_agent, strict=True):
+                merged += [(float(sc), _text(m), a) for m, sc in _pairs(reply)]
+            merged.sort()
+            ordered_pairs += [(a, rid) for _, rid, a in merged]
+        cmds = [("HGET", k.of(a).owners, rid) for a, rid in ordered_pairs]
+        owners = (yield cmds) if cmds else []
         matching = []
-        for rid, value in zip(every, owners, strict=True):
+        for (_, rid), value in zip(ordered_pairs, owners, strict=True):
             if value is None:
                 continue  # settled since the index was read
-            a, _, t = owner_fields(_text(value))
-            if (agent is None or a == agent) and (tool is None or t == tool):
+            _, _, t = owner_fields(_text(value))
+            if t == tool:
                 matching.append(rid)
         total = len(matching)
         ids = matching[offset : offset + limit]
@@ -154,36 +207,49 @@ def history(
 ) -> Flow[list[ApprovalRequest]]:
     """Requests of any status, newest first, filtered; see ``RedisStore.history``.
 
-    Walks ``{prefix}:requests`` from the newest (bounded by ``since``/``until``
-    in the range itself), reading only the fields the filters need, and
-    fetches whole requests for the page alone.
+    Walks each agent's ``idx:requests`` from the newest (bounded by
+    ``since``/``until`` in the range itself), merging the agents by creation
+    time, reading only the fields the filters need, and fetches whole
+    requests for the page alone.
     """
     wanted = None if status is None else RequestStatus(status)
     now_ms = ms(now)
     top = f"({ms(until)}" if until is not None else "+inf"
     bottom = ms(since) if since is not None else "-inf"
     limit, offset = max(limit, 0), max(offset, 0)
+    agents = yield from _agents(k, agent)
+    if not agents or not limit:
+        return []
+    # The newest HISTORY_SCAN of every agent, merged: those are the newest overall.
+    replies = yield [
+        ("ZREVRANGEBYSCORE", k.of(a).requests, top, bottom, "WITHSCORES", "LIMIT", 0, HISTORY_SCAN)
+        for a in agents
+    ]
+    merged: list[tuple[float, str, str]] = []
+    for a, reply in zip(agents, replies, strict=True):
+        merged += [(float(sc), _text(m), a) for m, sc in _pairs(reply)]
+    merged.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    merged = merged[:HISTORY_SCAN]
     page: list[str] = []
-    matched = scanned = 0
-    while scanned < HISTORY_SCAN and len(page) < limit:
-        n = min(_HISTORY_BATCH, HISTORY_SCAN - scanned)
-        (raw,) = yield [("ZREVRANGEBYSCORE", k.requests, top, bottom, "LIMIT", scanned, n)]
-        ids = [_text(i) for i in raw]
-        scanned += len(ids)
+    matched = 0
+    for start in range(0, len(merged), _HISTORY_BATCH):
+        chunk = merged[start : start + _HISTORY_BATCH]
         cmds: list[Command] = [
-            ("HMGET", k.req(rid), "agent", "tool", "status", "expires") for rid in ids
+            ("HMGET", k.of(a).req(rid), "agent", "tool", "status", "expires") for _, rid, a in chunk
         ]
         if approver is not None:
-            cmds += [("LRANGE", k.votes(rid), 0, -1) for rid in ids]
-        replies = (yield cmds) if cmds else []
-        found, votes = replies[: len(ids)], replies[len(ids) :] or [None] * len(ids)
-        for rid, fields, cast in zip(ids, found, votes, strict=True):
+            cmds += [("LRANGE", k.of(a).votes(rid), 0, -1) for _, rid, a in chunk]
+        found_all = yield cmds
+        found = found_all[: len(chunk)]
+        votes = found_all[len(chunk) :] or [None] * len(chunk)
+        for (_, rid, a), stored, cast in zip(chunk, found, votes, strict=True):
+            fields = [a.encode(), *stored[1:]]  # the agent is the one whose keys hold it
             if not _history_match(fields, cast, now_ms, agent, tool, wanted, approver):
                 continue
             if matched >= offset and len(page) < limit:
                 page.append(rid)
             matched += 1
-        if len(ids) < n:
+        if len(page) >= limit:
             break
     return (yield from get_many(k, page))
 

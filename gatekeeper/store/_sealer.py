@@ -1,12 +1,23 @@
 """The audit sealer of a RedisStore: journal drafts into the hash-chained stream.
 
-Each process seals what it (and anyone) journaled, off the callers' path, in
-one daemon thread per store; the ``seal`` script's compare-and-set on the
-chain head keeps the chain linear however many processes seal at once.
+Every agent appends to a journal of its own (``{prefix:agent}:journal``), the
+deciding side to the deployment's (``{prefix}:journal``). Processes of the
+deciding side seal them all, off the callers' path, in one daemon thread per
+store; the ``seal`` script's compare-and-set on the chain head and on the
+journal's cursor keeps the chain linear and every draft sealed once however
+many processes seal at once. Agents never write the chain.
+
+What an agent's journal holds is not taken on trust: a draft must name that
+agent, and be of a kind an agent produces (``call.*``, releases, outcomes,
+cancellations, expiries, halts, tampering reports) or carry a vote or resume
+signed by a trusted decision key. Anything else is sealed as
+``audit.refused`` (what it claimed, and why it was refused) and logged as an
+error: forged history never enters the chain as history.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -15,8 +26,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import GatekeeperError
+from .._errors import GatekeeperError, TamperingDetected
+from .._signing import RESUME, VOTE, TrustedKeys
 from ..audit import GENESIS, draft, encode_draft, seal_encoded
+from . import _redis_ops as ops
 from ._base import Draft
 
 if TYPE_CHECKING:
@@ -97,34 +110,35 @@ class Sealer:
             except GatekeeperError:
                 self._queue.extendleft(reversed(drafts))
                 raise
-        while self._seal_batch():
-            pass
-
-    def _seal_batch(self) -> bool:
-        """Seal up to BATCH journal drafts; True if there may be more."""
+        if not self._store.seals:
+            return
         store, k = self._store, self._store.keys
+        journals: list[tuple[str | None, str, str]] = [(None, k.journal, k.trimmed)]
+        for agent in store._agents():
+            a = k.of(agent)
+            journals.append((agent, a.journal, a.trimmed))
+        for agent, journal, trimmed in journals:
+            while self._seal_batch(agent, journal, trimmed):
+                pass
 
-        def read() -> list[Any]:
-            # One MULTI/EXEC: the drafts and the head must be one snapshot, or a
-            # seal by another process in between could have us seal drafts twice.
-            pipe = store.client.pipeline(transaction=True)
-            pipe.lrange(k.journal, 0, self.BATCH - 1)
-            pipe.hmget(k.head, "seq", "hash")
-            replies: list[Any] = pipe.execute()
-            return replies
-
-        raw, (seq, hash_) = store._call(read)
+    def _seal_batch(self, agent: str | None, journal: str, trimmed: str) -> bool:
+        """Seal up to BATCH drafts of one journal; True if there may be more."""
+        store, k = self._store, self._store.keys
+        field = "c:" + (journal if agent is None else agent)
+        seq, hash_, cursor = store._call(lambda: store.client.hmget(k.head, "seq", "hash", field))
+        c = int(cursor) if cursor else 0
+        raw = store._run(ops.trim_read(journal, trimmed, c, self.BATCH))
         if not raw:
             return False
         head_seq = int(seq) if seq else 0
         head_hash = hash_.decode() if hash_ else GENESIS
-        encoded = [r[1:] if r[:1] == b"=" else encode_draft(_parse_draft(r)) for r in raw]
+        encoded = [admit_draft(r, agent, store.decision_keys.trusted) for r in raw]
         sealed = seal_encoded(head_hash, head_seq + 1, encoded)
-        argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed)]
+        argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed), field, c]
         for body, h in sealed:
             argv += [body, h]
         script = store._scripts["seal"]
-        store._call(lambda: script(keys=[k.journal, k.audit, k.head], args=argv))
+        store._call(lambda: script(keys=[k.audit, k.head], args=argv))
         # Sealed or not (another process sealed first), read again.
         return True
 
@@ -137,6 +151,99 @@ class Sealer:
                     self._stopping = True
         finally:
             self._kicked.set()
+
+
+#: What an agent's own gate writes to its journal, unsigned.
+AGENT_KINDS = frozenset(
+    {
+        "call.allowed",
+        "call.denied",
+        "call.held",
+        "call.refused",
+        "call.executed",
+        "call.failed",
+        "call.observed",
+        "request.released",
+        "request.executed",
+        "request.failed",
+        "request.cancelled",
+        "request.expired",
+        "request.tampering",
+        "halt.set",
+        "channel.failed",
+    }
+)
+#: Kinds that an agent's journal may hold only with a trusted signature.
+SIGNED_KINDS = {
+    "request.vote": VOTE,
+    "request.approved": VOTE,
+    "request.denied": VOTE,
+    "halt.cleared": RESUME,
+}
+
+
+def admit_draft(raw: bytes, agent: str | None, trusted: TrustedKeys) -> bytes:
+    """The canonical draft to seal for a journal entry of ``agent`` (None: the deciders').
+
+    An agent's entry that it could not have written honestly becomes an
+    ``audit.refused`` draft saying what it claimed and why it was refused.
+    """
+    if agent is None:
+        return raw[1:] if raw[:1] == b"=" else encode_draft(_parse_draft(raw))
+    body = raw[1:] if raw[:1] == b"=" else raw
+    value = _parse_draft(body)
+    why = _refusal(value, agent, trusted)
+    if why is None:
+        return body if raw[:1] == b"=" else encode_draft(value)
+    log.error("audit: refused a journal entry of agent %r: %s", agent, why)
+    text = raw.decode("utf-8", "replace")
+    return encode_draft(
+        draft(
+            "audit.refused",
+            at_ms=int(time.time() * 1000),
+            actor="sealer",
+            agent=agent,
+            request_id=rid if isinstance(rid := value.get("request_id"), str) else None,
+            data={
+                "problem": why,
+                "claimed_kind": str(value.get("kind"))[:100],
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "raw": text[:2_000],
+            },
+        )
+    )
+
+
+def _refusal(value: dict[str, Any], agent: str, trusted: TrustedKeys) -> str | None:
+    kind = value.get("kind")
+    if kind == "audit.unreadable":
+        return None  # kept, flagged, as for the deciders' journal
+    if value.get("agent") != agent:
+        return f"names agent {str(value.get('agent'))[:100]!r} in agent {agent!r}'s journal"
+    if kind in AGENT_KINDS:
+        return None
+    purpose = SIGNED_KINDS.get(str(kind))
+    if purpose is None:
+        return f"an agent does not write {str(kind)[:100]!r} events"
+    data = value.get("data")
+    signed = data.get("signed") if isinstance(data, dict) else None
+    if not isinstance(signed, str):
+        return f"a {kind} event must carry a signed record, and this one carries none"
+    try:
+        body = trusted.verify(purpose, signed)
+    except TamperingDetected as exc:
+        return f"its signed record fails its check: {exc}"
+    if purpose == VOTE:
+        wants_approve = kind != "request.denied"
+        same = (
+            body.get("request_id") == value.get("request_id")
+            and body.get("agent") == agent
+            and body.get("approve") is wants_approve
+            and value.get("actor") == f"approver:{body.get('approver')}"
+        )
+        if not same:
+            return "its signed vote is for another request, approver or outcome"
+    return None
 
 
 def _parse_draft(raw: bytes) -> dict[str, Any]:

@@ -110,16 +110,17 @@ def test_a_refused_command_is_a_store_error(redis_server: RedisServer, redis_pre
     store = RedisStore(redis_server.url, prefix=redis_prefix)
     raw = redis.Redis.from_url(redis_server.url)
     try:
-        raw.set(store.keys.halts, "not a hash")
+        raw.set(store.keys.of("a").halts, "not a hash")
         with pytest.raises(StoreError) as info:
             store.admit(held_event(make_request(ManualClock())), agent="a", session_id="s")
         assert not isinstance(info.value, StoreUnavailable)
         assert isinstance(info.value.__cause__, redis.ResponseError)
-        raw.set(store.keys.req("r-bad"), "x")
+        raw.hset(store.keys.where, "r-bad", "a")
+        raw.set(store.keys.of("a").req("r-bad"), "x")
         with pytest.raises(StoreError, match="WRONGTYPE"):
             store.get("r-bad")
     finally:
-        raw.delete(store.keys.halts)
+        raw.delete(store.keys.of("a").halts)
         raw.close()
         store.close()
 

@@ -470,24 +470,27 @@ async def test_redis_changes_resync_after_the_subscription_is_killed(
 
 # -- the Redis indexes behind them ---------------------------------------------------------------
 def test_redis_indexes_follow_the_request(redis_server: RedisServer, redis_prefix: str) -> None:
-    """hold writes the per-risk index, owners (with the tool) and requests; settling clears."""
+    """hold writes the agent's per-risk index, owners (with the tool) and requests, and
+    where the request lives; settling clears the pending indexes."""
     clock = ManualClock()
     store = RedisStore(redis_server.url, prefix=redis_prefix, clock=clock)
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    tag = f"{{{redis_prefix}}}"
+    tag = f"{{{redis_prefix}:a}}"
     try:
         req = hold(store, make_request(clock, risk=Risk.CRITICAL, agent="a", session_id="s"))
+        assert raw.hget(f"{{{redis_prefix}}}:where", req.id) == "a"
+        assert raw.sismember(f"{{{redis_prefix}}}:agents", "a")
         assert raw.hget(f"{tag}:req:{req.id}", "risk") == "critical"
-        assert json.loads(raw.hget(f"{tag}:owners", req.id)) == ["a", "s", "refund"]
+        assert json.loads(raw.hget(f"{tag}:idx:owners", req.id)) == ["a", "s", "refund"]
         expires_ms = int(req.expires_at.timestamp() * 1000)
-        assert raw.zscore(f"{tag}:pending:critical", req.id) == expires_ms
+        assert raw.zscore(f"{tag}:idx:pending:critical", req.id) == expires_ms
         created_ms = int(req.created_at.timestamp() * 1000)
-        assert raw.zscore(f"{tag}:requests", req.id) == created_ms
+        assert raw.zscore(f"{tag}:idx:requests", req.id) == created_ms
         clock.advance(61)
         store.expire(req.id)
-        assert raw.zscore(f"{tag}:pending:critical", req.id) is None
-        assert raw.hget(f"{tag}:owners", req.id) is None
-        assert raw.zscore(f"{tag}:requests", req.id) == created_ms  # history keeps it
+        assert raw.zscore(f"{tag}:idx:pending:critical", req.id) is None
+        assert raw.hget(f"{tag}:idx:owners", req.id) is None
+        assert raw.zscore(f"{tag}:idx:requests", req.id) == created_ms  # history keeps it
     finally:
         store.close()
         raw.close()
@@ -500,7 +503,7 @@ def test_redis_halt_reads_owners_old_and_new(redis_server: RedisServer, redis_pr
     raw = redis.Redis.from_url(redis_server.url)
     try:
         old = hold(store, make_request(clock, agent="a", session_id="s1"))
-        raw.hset(f"{{{redis_prefix}}}:owners", old.id, "a\ns1")  # as held before this release
+        raw.hset(f"{{{redis_prefix}:a}}:idx:owners", old.id, "a\ns1")  # as an older release
         odd = hold(store, make_request(clock, agent="b", session_id="s\nwith a newline"))
         assert store.halt(HaltScope.SESSION, "s1", by="ops") == [old.id]
         assert store.halt(HaltScope.SESSION, "s\nwith a newline", by="ops") == [odd.id]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import datetime as dt
 import threading
@@ -108,10 +110,10 @@ def test_the_sealer_outlives_an_unexpected_error(
     real = sealer._seal_batch
     failures = [RuntimeError("boom")]
 
-    def flaky() -> bool:
+    def flaky(*journal: Any) -> bool:
         if failures:
             raise failures.pop()
-        return real()
+        return real(*journal)
 
     monkeypatch.setattr(sealer, "_seal_batch", flaky)
     try:

@@ -1,6 +1,7 @@
 -- Shared by every gatekeeper script (prepended when the scripts are loaded).
--- All keys of one deployment share the hash tag {prefix}: every script touches
--- one slot, so it runs unchanged on Redis Cluster.
+-- Every script touches the keys of one hash tag only -- one agent's {prefix:agent}
+-- or the deployment's {prefix} -- so it runs unchanged on Redis Cluster, and
+-- under an agent's ACL user each write is checked against that agent's keys.
 
 local function halted(halts_key, agent, session)
   local v = redis.call('HMGET', halts_key, 'all', 'agent:' .. agent, 'session:' .. session)

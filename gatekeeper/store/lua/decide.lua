@@ -1,5 +1,7 @@
 -- KEYS: req, voters, votes, seen, wake, pending, owners, journal
 -- ARGV: channel, now, approver, approve (1|0), digest, decision, edited args ('' if none)
+-- Deciding is the deciding side's alone: refuse before writing anything.
+if not redis.acl_check_cmd('SADD', KEYS[4], 'x') then return {'forbidden'} end
 local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
@@ -23,7 +25,7 @@ if not approve then
   redis.call('SADD', KEYS[4], mark)
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
   redis.call('RPUSH', KEYS[8], event_json('request.denied', now, actor, f,
-    { comment = opt(d.comment), via = opt(d.via) }))
+    { comment = opt(d.comment), via = opt(d.via), signed = opt(d.signed) }))
   wake(KEYS[5], ARGV[1], f.id)
   return state(KEYS[1], KEYS[3])
 end
@@ -60,6 +62,7 @@ if n >= f.quorum then
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
 end
 redis.call('RPUSH', KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
-  via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum }, raw))
+  via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum,
+  signed = opt(d.signed) }, raw))
 wake(KEYS[5], ARGV[1], f.id)
 return state(KEYS[1], KEYS[3])

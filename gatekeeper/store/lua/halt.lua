@@ -1,6 +1,6 @@
--- KEYS: halts, owners, journal, pending
--- ARGV: field, halt record, scope, target, event, request key prefix, channel, now, by,
---       cancel reason
+-- KEYS: halts, owners, journal, pending (all of one agent)
+-- ARGV: field, halt record, scope, target, event ('' when journaled elsewhere),
+--       request key prefix, channel, now, by, cancel reason
 -- Sets the halt, then cancels every pending request it covers, all in one
 -- step: no request of a halted scope can be approved in between, and a
 -- request created later sees the halt and is refused. (The request keys are
@@ -25,10 +25,12 @@ for i = 1, #owners, 2 do
   end
 end
 table.sort(ids)
-local ev = cjson.decode(ARGV[5])
-ev.data.pending = ids
-if #ids == 0 then ev.data.pending = nil end
-redis.call('RPUSH', KEYS[3], cjson.encode(ev))
+if ARGV[5] ~= '' then
+  local ev = cjson.decode(ARGV[5])
+  ev.data.pending = ids
+  if #ids == 0 then ev.data.pending = nil end
+  redis.call('RPUSH', KEYS[3], cjson.encode(ev))
+end
 local cancelled = {}
 for _, id in ipairs(ids) do
   local req_key = ARGV[6] .. id

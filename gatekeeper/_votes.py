@@ -1,0 +1,126 @@
+"""Signed votes: what the deciding side signs, and what a releasing agent checks.
+
+Each vote an approver casts is signed on its own (:data:`~gatekeeper._signing.VOTE`)
+and binds the request id, the agent, session, tool and call id, the vote,
+the digest of the exact arguments voted on (and those arguments, when the
+approver edited them), the quorum the approver was shown, the digest of the
+deciding side's policy, and the time. The final status is not taken from the
+store: the releasing agent recomputes it from the signed votes — a quorum of
+distinct approvers who signed an approval of the digest it is about to run,
+and no signed denial — so nothing an agent can write to the store makes a
+call run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._canonical import digest
+from ._errors import TamperingDetected
+from ._signing import VOTE, SigningKey, TrustedKeys
+from .models import ApprovalRequest, Decision, ToolCall
+
+__all__ = ["approved_run", "sign_vote"]
+
+
+def _ms(decision: Decision) -> int:
+    return int(decision.at.timestamp() * 1000)
+
+
+def sign_vote(
+    key: SigningKey, req: ApprovalRequest, decision: Decision, args: Mapping[str, Any] | None
+) -> Decision:
+    """``decision`` with its signed record attached (``args``: the approver's edit)."""
+    call = req.call
+    body: dict[str, Any] = {
+        "request_id": req.id,
+        "agent": call.agent,
+        "session_id": call.session_id,
+        "tool": call.tool,
+        "call_id": call.id,
+        "approver": decision.approver,
+        "approve": decision.approve,
+        "args_digest": decision.args_digest,
+        "quorum": req.quorum,
+        "policy_digest": decision.policy_digest,
+        "at": _ms(decision),
+        "via": decision.via,
+        "comment": decision.comment,
+    }
+    if args is not None:
+        body["args"] = dict(args)
+    return decision.model_copy(update={"signed": key.sign(VOTE, body)})
+
+
+def _refuse(req: ApprovalRequest, why: str) -> TamperingDetected:
+    return TamperingDetected(
+        f"Tool call {req.call.tool}: request {req.id} {why}; not run, and the attempt is audited",
+        tool=req.call.tool,
+        request_id=req.id,
+        call_id=req.call.id,
+    )
+
+
+def approved_run(
+    stored: ApprovalRequest, call: ToolCall, quorum: int, trusted: TrustedKeys
+) -> tuple[str, dict[str, Any] | None]:
+    """What may run for an approved request: ``(digest, edited args or None)``.
+
+    ``stored`` is the request as the store returned it (anyone with the
+    agent's credentials may have written it); ``call`` and ``quorum`` are
+    what this process itself held, from memory. Raises
+    :class:`~gatekeeper.TamperingDetected` unless signed votes of trusted
+    keys approve exactly these arguments.
+    """
+    if not len(trusted):
+        raise _refuse(stored, "can't be checked: this process trusts no decision key")
+    votes: list[dict[str, Any]] = []
+    for d in stored.decisions:
+        if d.signed is None:
+            raise _refuse(stored, f"carries a vote by {d.approver!r} that nobody signed")
+        try:
+            body = trusted.verify(VOTE, d.signed)
+        except TamperingDetected as exc:
+            raise _refuse(stored, f"carries a vote that fails its check ({exc})") from None
+        bound = (
+            body.get("request_id") == stored.id
+            and body.get("agent") == call.agent
+            and body.get("tool") == call.tool
+            and body.get("call_id") == call.id
+            and body.get("session_id") == call.session_id
+        )
+        if not bound:
+            raise _refuse(stored, "carries a signed vote made for another request")
+        same = (
+            body.get("approver") == d.approver
+            and body.get("approve") is d.approve
+            and body.get("args_digest") == d.args_digest
+        )
+        if not same:
+            raise _refuse(stored, "carries a vote whose stored copy differs from what was signed")
+        votes.append(body)
+    denials = [v for v in votes if v["approve"] is False]
+    if denials:
+        raise _refuse(stored, f"was denied by {denials[0]['approver']}, yet reads approved")
+    run_digest = stored.args_digest
+    approvers = {v["approver"] for v in votes if v["approve"] and v["args_digest"] == run_digest}
+    needed = max(quorum, 1)
+    if len(approvers) < needed:
+        raise _refuse(
+            stored,
+            f"reads approved with {len(approvers)} signed approval(s) of its arguments, "
+            f"not the {needed} it needs",
+        )
+    edited: dict[str, Any] | None = None
+    if run_digest != call.args_digest:
+        for v in votes:
+            args = v.get("args")
+            if v["approve"] and isinstance(args, dict) and digest(args) == run_digest:
+                edited = args
+                break
+        else:
+            raise _refuse(stored, "runs edited arguments that no approver signed")
+    if digest(stored.args) != run_digest:
+        raise _refuse(stored, "holds arguments in the store that are not the approved ones")
+    return run_digest, edited
