@@ -28,6 +28,7 @@ from ._errors import (
     RequestNotFound,
     StoreError,
     StoreUnavailable,
+    TamperingDetected,
     ToolCallBlocked,
     ToolCallDenied,
     TransitionRefused,
@@ -35,6 +36,7 @@ from ._errors import (
 from ._framework import GuardedTool
 from ._gate import Gatekeeper
 from ._session import Session, current_session
+from ._signing import DecisionKeys, SigningKey, TrustedKeys
 from ._version import __version__
 from .models import (
     ApprovalRequest,
@@ -67,6 +69,7 @@ __all__ = [
     "Classification",
     "ConfigError",
     "Decision",
+    "DecisionKeys",
     "Gatekeeper",
     "GatekeeperError",
     "GuardedTool",
@@ -82,12 +85,15 @@ __all__ = [
     "RequestStatus",
     "Risk",
     "Session",
+    "SigningKey",
     "StoreError",
     "StoreUnavailable",
+    "TamperingDetected",
     "ToolCall",
     "ToolCallBlocked",
     "ToolCallDenied",
     "TransitionRefused",
+    "TrustedKeys",
     "Verdict",
     "__version__",
     "current_session",

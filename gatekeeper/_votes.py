@@ -123,4 +123,5 @@ def approved_run(
             raise _refuse(stored, "runs edited arguments that no approver signed")
     if digest(stored.args) != run_digest:
         raise _refuse(stored, "holds arguments in the store that are not the approved ones")
-    return run_digest, edited
+    # The same arguments as signed (same digest), in the order the approver wrote them.
+    return run_digest, None if edited is None else dict(stored.args)

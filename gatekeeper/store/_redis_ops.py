@@ -184,6 +184,7 @@ def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[
     if tag == "forbidden":
         raise NotAuthorized(
             "these store credentials may not decide (an agent's ACL user can't vote)",
+            approver="",
             request_id=rid,
         )
     if tag == "missing" and rid is not None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import datetime as dt
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis

@@ -1,0 +1,136 @@
+"""Redis ACL users for the three roles: one per agent, the deciders, the auditors.
+
+What each may write follows the key layout (see :class:`~gatekeeper.store._redis_ops.Keys`):
+
+- an **agent** reads its own keys, writes its requests and their indexes,
+  may only *add* to its halts and *append* to its journal, registers itself
+  and says where its requests live (never overwriting), and runs the
+  store's scripts — whose writes Redis checks against these same rules, so
+  an agent's user can't vote, resume, trim or seal whatever script it sends;
+- the **decider** (console, Slack service, CLI of approvers, sealer) reads
+  and writes every key of the deployment, and nothing else of the server;
+- the **auditor** reads every key of the deployment and writes none.
+
+Example::
+
+    for argv in acl_rules("gatekeeper", agents=["billing-bot"], passwords=pw):
+        redis.execute_command(*argv)
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+
+from ._redis_ops import AgentKeys, Keys, key_part
+
+__all__ = ["acl_rules", "acl_user"]
+
+_CONNECT = ["+ping", "+hello", "+auth", "+echo", "+select", "+client|setname"]
+_READS = [
+    "+hget",
+    "+hgetall",
+    "+hmget",
+    "+hexists",
+    "+lrange",
+    "+llen",
+    "+zrange",
+    "+zrangebyscore",
+    "+zrevrangebyscore",
+    "+zcount",
+    "+zscore",
+    "+smembers",
+    "+sismember",
+    "+get",
+    "+exists",
+    "+time",
+]
+_SCRIPTS = ["+evalsha", "+eval", "+script|load", "+script|exists"]
+_PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
+
+
+def acl_user(prefix: str, role: str, agent: str | None = None) -> str:
+    """The ACL user name of a role (``agent`` needs the agent's name)."""
+    if role == "agent":
+        if agent is None:
+            raise ValueError("an agent user needs the agent's name")
+        return f"{prefix}-agent-{key_part(agent)}"
+    return f"{prefix}-{role}"
+
+
+def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
+    t = a.tag
+    return [
+        "-@all",
+        *_CONNECT,
+        *_READS,
+        *_SCRIPTS,
+        *_PUBSUB,
+        # Reading (and naming in a script) its own keys and the two shared ones
+        # it registers with; writes are only what the selectors below allow.
+        f"~{t}:*",
+        f"~{k.agents}",
+        f"~{k.halts}",
+        f"&{k.channel}",
+        f"(+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop ~{t}:req:* ~{t}:idx:*)",
+        f"(+rpush ~{a.journal})",
+        f"(+hset ~{a.halts})",
+        f"(+sadd ~{k.agents})",
+        f"(+hget +hsetnx ~{k.where})",
+    ]
+
+
+def _decider_rule(k: Keys) -> list[str]:
+    return [
+        "+@all",
+        "-@admin",
+        "-@dangerous",
+        "+script|load",
+        f"~{{{k.prefix}}}:*",
+        f"~{{{k.prefix}:*",
+        f"&{{{k.prefix}}}:*",
+    ]
+
+
+def _auditor_rule(k: Keys) -> list[str]:
+    return [
+        "-@all",
+        *_CONNECT,
+        "+@read",
+        "-@dangerous",
+        "+subscribe",
+        "+unsubscribe",
+        f"%R~{{{k.prefix}}}:*",
+        f"%R~{{{k.prefix}:*",
+        f"&{{{k.prefix}}}:*",
+    ]
+
+
+def acl_rules(
+    prefix: str,
+    *,
+    agents: Iterable[str] = (),
+    passwords: Mapping[str, str] | None = None,
+    roles: Iterable[str] = ("decider", "auditor"),
+) -> list[list[str]]:
+    """``ACL SETUSER`` commands (as argument lists) for every agent and the other roles.
+
+    ``passwords`` maps user names to passwords; users without one get a new
+    random password (``passwords`` is then filled in, when it is a dict).
+    """
+    k = Keys(prefix)
+    chosen = dict(passwords or {})
+    out: list[list[str]] = []
+    users: list[tuple[str, list[str]]] = [
+        (acl_user(prefix, "agent", agent), _agent_rule(k, k.of(agent))) for agent in agents
+    ]
+    for role in roles:
+        rule = _decider_rule(k) if role == "decider" else _auditor_rule(k)
+        users.append((acl_user(prefix, role), rule))
+    for user, rule in users:
+        password = chosen.get(user) or secrets.token_urlsafe(24)
+        chosen[user] = password
+        out.append(["ACL", "SETUSER", user, "reset", "on", f">{password}", *rule])
+    if isinstance(passwords, dict):
+        passwords.update(chosen)
+    return out

@@ -1,0 +1,387 @@
+"""The agent is the adversary: attacks made with exactly an agent's credentials.
+
+Each test sets up the shipped ACL users (``acl_rules``) on a real
+redis-server, runs a guarded tool in an agent process's store (the agent's
+ACL user, trusted public key only) and decides from the deciders' store (the
+decider user, the signing key). The attacker is a raw Redis client logged in
+as the agent's user — what an escaped agent holds. Where the ACL stops an
+attack, the test also checks the second wall (signatures) by making the same
+write as the server's admin, as if the ACL had been misconfigured.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+from gatekeeper import (
+    AgentHalted,
+    Gatekeeper,
+    NotAuthorized,
+    Policy,
+    RequestStatus,
+    StoreError,
+    TamperingDetected,
+)
+from gatekeeper._signing import DecisionKeys, SigningKey, TrustedKeys
+from gatekeeper.audit import parse_event, verify_chain
+from gatekeeper.models import HaltScope
+from gatekeeper.store import RedisStore
+from gatekeeper.store import _redis_ops as ops
+from gatekeeper.store._acl import acl_rules, acl_user
+from gatekeeper.testing import ManualClock
+from tests.conftest import RedisServer
+from tests.storekit import held_event, make_request, vote
+
+POLICY = Policy.from_yaml(
+    """
+version: 1
+default: require_approval
+rules:
+  - {id: read-only, match: {tool: "search_*"}, verdict: allow}
+"""
+)
+
+
+@dataclass
+class Deployment:
+    prefix: str
+    admin: redis.Redis
+    attacker: redis.Redis  # the agent's own ACL user
+    agent: RedisStore
+    decider: RedisStore
+    key: SigningKey
+
+    def url(self, server: RedisServer, user: str, password: str) -> str:
+        return server.url.replace("redis://", f"redis://{user}:{password}@")
+
+
+@pytest.fixture
+def dep(redis_server: RedisServer, redis_prefix: str) -> Iterator[Deployment]:
+    admin = redis.Redis.from_url(redis_server.url)
+    passwords: dict[str, str] = {}
+    for argv in acl_rules(redis_prefix, agents=["billing-bot", "other-bot"], passwords=passwords):
+        admin.execute_command(*argv)
+    key = SigningKey.generate()
+    trusted = TrustedKeys({key.key_id: key.public_text})
+
+    def url(role: str, agent: str | None = None) -> str:
+        user = acl_user(redis_prefix, role, agent)
+        return redis_server.url.replace("redis://", f"redis://{user}:{passwords[user]}@")
+
+    agent = RedisStore(
+        url("agent", "billing-bot"),
+        prefix=redis_prefix,
+        decision_keys=DecisionKeys(trusted=trusted),
+        seal_linger=0,
+    )
+    decider = RedisStore(
+        url("decider"), prefix=redis_prefix, decision_keys=DecisionKeys(key), seal_linger=0
+    )
+    attacker = redis.Redis.from_url(url("agent", "billing-bot"))
+    yield Deployment(redis_prefix, admin, attacker, agent, decider, key)
+    for store in (agent, decider):
+        store.close()
+    attacker.close()
+    for user in passwords:
+        admin.execute_command("ACL", "DELUSER", user)
+    admin.close()
+
+
+class HeldCall:
+    """A guarded refund run in a thread of the agent process; records what ran."""
+
+    def __init__(self, dep: Deployment, args: dict[str, Any] | None = None) -> None:
+        self.ran: list[dict[str, Any]] = []
+        self.gate = Gatekeeper(policy=POLICY, store=dep.agent, default_timeout=20)
+        self.decider = Gatekeeper(policy=POLICY, store=dep.decider)
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+        @self.gate.guard(irreversible=True)
+        def refund(order_id: str, amount: float, to_account: str = "CUSTOMER") -> str:
+            self.ran.append({"order_id": order_id, "amount": amount, "to_account": to_account})
+            return "refunded"
+
+        def run() -> None:
+            with self.gate.session(agent="billing-bot", reason="customer asked"):
+                try:
+                    self.result = refund(**(args or {"order_id": "A-1", "amount": 20.0}))
+                except BaseException as exc:
+                    self.error = exc
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        self.id = self._wait_pending(dep)
+
+    def _wait_pending(self, dep: Deployment) -> str:
+        for _ in range(500):
+            page, _ = dep.decider.queue()
+            if page:
+                return page[0].id
+            threading.Event().wait(0.01)
+        raise AssertionError("the call was never held")
+
+    def join(self) -> None:
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def _wake(dep: Deployment, rid: str) -> None:
+    """Wake the waiting agent as a transition would (the agent's user may do this)."""
+    a = dep.agent.keys.of("billing-bot")
+    dep.attacker.lpush(a.wake(rid), "1")
+    dep.attacker.publish(dep.agent.keys.channel, rid)
+
+
+def _chain(dep: Deployment) -> list[Any]:
+    dep.agent.flush()
+    dep.decider.flush()
+    return [parse_event(e.body, e.hash) for e in dep.decider.audit_entries()]
+
+
+def _tampering_recorded(dep: Deployment, rid: str) -> None:
+    kinds = [(e.kind, e.request_id) for e in _chain(dep)]
+    assert ("request.tampering", rid) in kinds
+    assert dep.decider.get(rid).tampering  # the console shows it
+
+
+def test_writing_status_approved_runs_nothing(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    a = dep.agent.keys.of("billing-bot")
+    dep.attacker.hset(a.req(call.id), "status", "approved")  # the ACL lets it write its request
+    _wake(dep, call.id)
+    call.join()
+    assert call.ran == []
+    assert isinstance(call.error, TamperingDetected)
+    assert "nobody signed" in str(call.error) or "0 signed approval" in str(call.error)
+    _tampering_recorded(dep, call.id)
+    assert dep.decider.get(call.id).status is not RequestStatus.EXECUTED
+
+
+def test_writing_args_and_digest_runs_nothing(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    a = dep.agent.keys.of("billing-bot")
+    evil = {"order_id": "A-1", "amount": 99999, "to_account": "ATTACKER"}
+    from gatekeeper._canonical import digest
+
+    dep.attacker.hset(
+        a.req(call.id),
+        mapping={"args": json.dumps(evil), "digest": digest(evil), "status": "approved"},
+    )
+    _wake(dep, call.id)
+    call.join()
+    assert call.ran == [] and isinstance(call.error, TamperingDetected)
+    _tampering_recorded(dep, call.id)
+
+
+def test_swapping_args_between_an_edited_approval_and_the_release_runs_nothing(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent is paused after the decision (as by SIGSTOP); the args are swapped meanwhile."""
+    decided, go = threading.Event(), threading.Event()
+    real_wait = dep.agent.wait
+
+    def paused_wait(rid: str, timeout: float) -> Any:
+        req = real_wait(rid, timeout)
+        if req.status.decided:
+            decided.set()
+            go.wait(10)
+            return dep.agent.get(rid)  # resumed: it reads the store again
+        return req
+
+    monkeypatch.setattr(dep.agent, "wait", paused_wait)
+    call = HeldCall(dep)
+    edit = {"order_id": "A-1", "amount": 15.0, "to_account": "CUSTOMER"}
+    call.decider.approve(call.id, approver="alice", args=edit)
+    assert decided.wait(10)
+    a = dep.agent.keys.of("billing-bot")
+    swapped = {"order_id": "A-1", "amount": 15.0, "to_account": "ATTACKER"}
+    dep.attacker.hset(a.req(call.id), "args", json.dumps(swapped))
+    go.set()
+    call.join()
+    assert call.ran == [] and isinstance(call.error, TamperingDetected)
+    _tampering_recorded(dep, call.id)
+
+
+def test_an_honest_edited_approval_runs_exactly_the_edit(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    edit = {"order_id": "A-1", "amount": 15.0, "to_account": "CUSTOMER"}
+    call.decider.approve(call.id, approver="alice", args=edit)
+    call.join()
+    assert call.error is None and call.ran == [edit]
+
+
+def test_forged_journal_events_are_refused_by_the_sealer(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    a = dep.agent.keys.of("billing-bot")
+    forged = {
+        "kind": "request.approved",
+        "at": 1,
+        "actor": "approver:alice",
+        "request_id": call.id,
+        "agent": "billing-bot",
+        "data": {"approvals": 1},
+    }
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        dep.attacker.lpush(a.journal, json.dumps(forged))  # only appending is allowed
+    dep.attacker.rpush(a.journal, json.dumps(forged))
+    other = {**forged, "kind": "call.allowed", "agent": "other-bot"}
+    dep.attacker.rpush(a.journal, json.dumps(other))
+    call.decider.deny(call.id, approver="bob", comment="no")
+    call.join()
+    events = _chain(dep)
+    assert not [e for e in events if e.kind == "request.approved"]
+    refused = [e for e in events if e.kind == "audit.refused"]
+    assert {e.data["claimed_kind"] for e in refused} == {"request.approved", "call.allowed"}
+    assert [e.kind for e in events if e.request_id == call.id and e.kind == "request.denied"]
+    report = verify_chain(dep.decider.audit_entries(), head=dep.decider.audit_head())
+    assert report.ok
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        dep.attacker.xadd(dep.agent.keys.audit, {"b": "x", "h": "y"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        dep.attacker.delete(a.journal)
+
+
+def test_an_agent_cannot_unhalt_itself(dep: Deployment) -> None:
+    dep.decider.halt(HaltScope.AGENT, "billing-bot", by="ops", reason="runaway")
+    a = dep.agent.keys.of("billing-bot")
+    event = held_event(make_request(ManualClock(), agent="billing-bot"))
+    with pytest.raises(AgentHalted):
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        dep.attacker.hdel(a.halts, "agent:billing-bot")
+    with pytest.raises(StoreError):  # the resume script, run with the agent's user
+        dep.agent._run(ops.resume(a, "agent:billing-bot", "{}", None))
+    assert dep.admin.hexists(a.halts, "agent:billing-bot")
+    # The second wall: the halt lifted behind the ACL's back, with no signed resume.
+    dep.admin.hdel(a.halts, "agent:billing-bot")
+    with pytest.raises(AgentHalted, match="without a signed resume"):
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
+    kinds = [e.kind for e in _chain(dep)]
+    assert "request.tampering" in kinds
+    # A person resumes, signed: the agent runs again.
+    dep.decider.halt(HaltScope.AGENT, "billing-bot", by="ops")
+    assert dep.decider.resume(HaltScope.AGENT, "billing-bot", by="alice") is True
+    dep.agent.admit(event, agent="billing-bot", session_id="s1")
+
+
+def test_an_old_signed_resume_does_not_lift_a_new_halt(dep: Deployment) -> None:
+    a = dep.agent.keys.of("billing-bot")
+    event = held_event(make_request(ManualClock(), agent="billing-bot"))
+    dep.decider.halt(HaltScope.AGENT, "billing-bot", by="ops")
+    dep.decider.resume(HaltScope.AGENT, "billing-bot", by="alice")
+    threading.Event().wait(0.01)
+    dep.decider.halt(HaltScope.AGENT, "billing-bot", by="ops")
+    with pytest.raises(AgentHalted):
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
+    dep.admin.hdel(a.halts, "agent:billing-bot")  # the old resume is still beside it
+    with pytest.raises(AgentHalted, match="older than the halt"):
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
+
+
+def test_an_agent_cannot_touch_another_agents_keys_or_vote(dep: Deployment) -> None:
+    clock = ManualClock()
+    theirs = make_request(clock, agent="other-bot")
+    dep.decider.hold(theirs, held_event(theirs))
+    b = dep.agent.keys.of("other-bot")
+    for attack in (
+        lambda: dep.attacker.hset(b.req(theirs.id), "status", "approved"),
+        lambda: dep.attacker.hset(b.halts, "agent:other-bot", "{}"),
+        lambda: dep.attacker.rpush(b.journal, "{}"),
+        lambda: dep.attacker.hget(b.req(theirs.id), "args"),
+        lambda: dep.attacker.hset(dep.agent.keys.where, theirs.id, "billing-bot"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attack()
+    mine = make_request(clock, agent="billing-bot")
+    dep.agent.hold(mine, held_event(mine))
+    with pytest.raises(Exception) as info:  # no signing key in an agent process
+        dep.agent.decide(mine.id, vote(clock, mine, "alice"))
+    assert "signing key" in str(info.value)
+    a = dep.agent.keys.of("billing-bot")
+    with pytest.raises(NotAuthorized):  # the decide script itself, under the agent's user
+        dep.agent._run(ops.decide(dep.agent.keys, a, mine.id, vote(clock, mine, "alice"), "", None))
+    assert dep.decider.get(mine.id).status is RequestStatus.PENDING
+
+
+def _approve_behind_the_acl(dep: Deployment, rid: str, signed_vote: str, digest: str) -> None:
+    """What a misconfigured ACL would allow: votes and status written directly."""
+    a = dep.agent.keys.of("billing-bot")
+    record = json.loads(signed_vote)
+    stored = {
+        "approver": record["body"]["approver"],
+        "approve": True,
+        "at": record["body"]["at"],
+        "args_digest": digest,
+        "edited": False,
+        "via": "test",
+        "signed": signed_vote,
+    }
+    dep.admin.rpush(a.votes(rid), json.dumps(stored))
+    dep.admin.hset(a.req(rid), "status", "approved")
+    _wake(dep, rid)
+
+
+def test_replaying_an_old_signed_approval_onto_a_new_request_runs_nothing(
+    dep: Deployment,
+) -> None:
+    first = HeldCall(dep)
+    first.decider.approve(first.id, approver="alice")
+    first.join()
+    assert len(first.ran) == 1
+    old = dep.decider.get(first.id).decisions[0]
+    second = HeldCall(dep)  # the very same arguments
+    assert old.signed is not None
+    _approve_behind_the_acl(dep, second.id, old.signed, old.args_digest)
+    second.join()
+    assert second.ran == [] and isinstance(second.error, TamperingDetected)
+    assert "another request" in str(second.error)
+    _tampering_recorded(dep, second.id)
+
+
+def test_a_decision_signed_by_an_untrusted_key_runs_nothing(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    req = dep.decider.get(call.id)
+    rogue = SigningKey.generate()
+    from gatekeeper._votes import sign_vote
+
+    signed = sign_vote(rogue, req, vote(ManualClock(), req, "alice"), None)
+    assert signed.signed is not None
+    _approve_behind_the_acl(dep, call.id, signed.signed, req.args_digest)
+    call.join()
+    assert call.ran == [] and isinstance(call.error, TamperingDetected)
+    assert "not trusted" in str(call.error)
+    _tampering_recorded(dep, call.id)
+
+
+def test_an_honest_approval_runs_once_under_the_acl(dep: Deployment) -> None:
+    call = HeldCall(dep)
+    call.decider.approve(call.id, approver="alice")
+    call.join()
+    assert call.error is None and len(call.ran) == 1
+    assert dep.decider.get(call.id).status is RequestStatus.EXECUTED
+    kinds = [e.kind for e in _chain(dep) if e.request_id == call.id]
+    assert kinds == ["call.held", "request.approved", "request.released", "request.executed"]
+    assert "audit.refused" not in [e.kind for e in _chain(dep)]
+
+
+def test_key_rotation_old_trusted_key_verifies_removed_key_does_not() -> None:
+    from gatekeeper._votes import approved_run, sign_vote
+
+    clock = ManualClock()
+    req = make_request(clock)
+    old, new = SigningKey.generate(), SigningKey.generate()
+    decision = sign_vote(old, req, vote(clock, req, "alice"), None)
+    approved = req.model_copy(update={"status": RequestStatus.APPROVED, "decisions": (decision,)})
+    both = TrustedKeys({old.key_id: old.public_text, new.key_id: new.public_text})
+    assert approved_run(approved, req.call, 1, both) == (req.args_digest, None)
+    only_new = TrustedKeys({new.key_id: new.public_text})
+    with pytest.raises(TamperingDetected, match="not trusted"):
+        approved_run(approved, req.call, 1, only_new)
