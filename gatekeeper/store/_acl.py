@@ -47,6 +47,7 @@ _READS = [
 ]
 _SCRIPTS = ["+evalsha", "+eval", "+script|load", "+script|exists"]
 _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
+_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop"
 
 
 def acl_user(prefix: str, role: str, agent: str | None = None) -> str:
@@ -72,7 +73,7 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         f"~{k.agents}",
         f"~{k.halts}",
         f"&{k.channel}",
-        f"(+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop ~{t}:req:* ~{t}:idx:*)",
+        f"({_REQUEST_WRITES} ~{t}:req:* ~{t}:idx:*)",
         f"(+rpush ~{a.journal})",
         f"(+hset ~{a.halts})",
         f"(+sadd ~{k.agents})",
