@@ -38,6 +38,7 @@ from .web._settings import WebSettings  # pydantic only: no web framework is imp
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
+    from ._signing import DecisionKeys
     from .channels import Channel, WebhookChannel
     from .channels.slack import SlackChannel, SlackService
     from .store import Store
@@ -72,6 +73,20 @@ class StoreConfig(_Model):
         return url
 
 
+class DecisionsConfig(_Model):
+    """The keys that sign and check decisions (see docs/security.md)."""
+
+    signing_key: str | None = Field(
+        default=None,
+        description="path of the deciders' PEM private key; deciding processes only, "
+        "never agents (relative to this file)",
+    )
+    trusted_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="key id -> base64 Ed25519 public key, for every process; several for rotation",
+    )
+
+
 class Defaults(_Model):
     timeout: float = Field(default=900.0, gt=0, description="seconds a held call waits")
     agent: str = Field(default="default", min_length=1)
@@ -91,6 +106,11 @@ class Config(_Model):
     approvers: tuple[Approver, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     defaults: Defaults = Defaults()
+    decisions: DecisionsConfig | None = Field(
+        default=None,
+        description="signing and trusted keys (else $GATEKEEPER_SIGNING_KEY and "
+        "$GATEKEEPER_TRUSTED_KEYS)",
+    )
     policy: str | dict[str, Any] | None = Field(
         default=None, description="a path (relative to this file) or the policy inline"
     )
@@ -122,7 +142,18 @@ class Config(_Model):
         url = self.store_url
         if url.startswith("memory://"):
             return MemoryStore()
-        return RedisStore(url, prefix=self.store.prefix)
+        return RedisStore(url, prefix=self.store.prefix, decision_keys=self.decision_keys())
+
+    def decision_keys(self) -> DecisionKeys:
+        """The keys this config names, else those of the environment."""
+        from ._signing import DecisionKeys
+
+        if self.decisions is None:
+            return DecisionKeys.from_env()
+        path = self.decisions.signing_key
+        if path is not None:
+            path = str(Path(self.base_dir, path))
+        return DecisionKeys.load(path, self.decisions.trusted_keys)
 
     def build_channels(self) -> list[Channel]:
         from .channels import ConsoleChannel

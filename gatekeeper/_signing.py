@@ -131,6 +131,14 @@ class TrustedKeys:
     def ids(self) -> list[str]:
         return sorted(self._keys)
 
+    def id_of(self, public_raw: bytes) -> str | None:
+        """The id this public key is trusted under, if it is."""
+        for kid, key in self._keys.items():
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            if raw == public_raw:
+                return kid
+        return None
+
     def add(self, key_id: str, public: str | bytes) -> None:
         if not key_id or not isinstance(key_id, str):
             raise ConfigError("a trusted key needs a non-empty id")
@@ -179,8 +187,13 @@ class DecisionKeys:
     def __init__(self, signing: SigningKey | None = None, trusted: TrustedKeys | None = None):
         self.signing = signing
         self.trusted = trusted or TrustedKeys()
-        if signing is not None and not len(self.trusted):
-            self.trusted.add(signing.key_id, signing.public_raw)
+        if signing is not None:
+            # Sign under the id the agents trust this key by, if they list it.
+            listed = self.trusted.id_of(signing.public_raw)
+            if listed is not None:
+                signing.key_id = listed
+            elif not len(self.trusted):
+                self.trusted.add(signing.key_id, signing.public_raw)
 
     @classmethod
     def ephemeral(cls) -> DecisionKeys:

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from .._errors import ConfigError, GatekeeperError, NotAuthorized
 from .._version import __version__
 from . import _commands as cmd
+from . import _trust as trust
 
 __all__ = ["main"]
 
@@ -85,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = audit.add_parser("tail", help="the newest events")
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--json", action="store_true")
-    audit.add_parser("verify", help="check the hash chain from the first event to the head")
+    p = audit.add_parser("verify", help="check the hash chain from the first event to the head")
+    p.add_argument("--anchor", help="also check the log still holds this signed anchor's head")
+    audit.add_parser("anchor", help="print a signed statement of the chain's head (keep it)")
     p = audit.add_parser("export", help="write every event as JSON lines")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
 
@@ -103,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--scopes", default="", help="granted scopes, comma-separated")
     p.add_argument("--tool-scopes", default="", help="scopes the tool declares, comma-separated")
     p.add_argument("--irreversible", action="store_true", help="the tool declares irreversible")
+
+    keys = sub.add_parser("keys", help="decision signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="SUBCOMMAND"
+    )
+    p = keys.add_parser("generate", help="write decider.pem and print the public key to trust")
+    p.add_argument("--dir", default=".", help="where to write decider.pem (default: .)")
+    p.add_argument("--id", dest="key_id", help="the key's id (default: from its hash)")
+    p.add_argument("--force", action="store_true", help="replace an existing decider.pem")
+
+    p = sub.add_parser("acl", help="print Redis ACL users for agents, deciders and auditors")
+    p.add_argument("--agent", action="append", default=[], help="an agent name (repeat)")
+    p.add_argument("--prefix", default="gatekeeper", help="the store's prefix")
 
     p = sub.add_parser("serve", help="run the web console and its JSON API")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -179,6 +194,10 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             irreversible=args.irreversible,
             io=io,
         )
+    if command == "keys":
+        return trust.keys_generate(args.dir, args.key_id, force=args.force, io=io)
+    if command == "acl":
+        return trust.acl(args.prefix, args.agent, io)
     if command == "serve":
         return cmd.serve(args.config, host=args.host, port=args.port, io=io)
     if command == "web":
@@ -233,8 +252,12 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
         if command == "audit":
             if args.audit_command == "tail":
                 return cmd.audit_tail(gate, args.n, as_json=args.json, io=io)
+            if args.audit_command == "verify" and args.anchor:
+                return trust.audit_verify_anchored(gate, args.anchor, io)
             if args.audit_command == "verify":
                 return cmd.audit_verify(gate, io)
+            if args.audit_command == "anchor":
+                return trust.audit_anchor(gate, io)
             return cmd.audit_export(gate, args.output, io)
     finally:
         gate.close()

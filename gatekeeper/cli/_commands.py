@@ -265,7 +265,7 @@ def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
 
 
 # -- policies ---------------------------------------------------------------------------
-_CONFIG_KEYS = frozenset({"store", "approvers", "channels", "defaults", "policy"})
+_CONFIG_KEYS = frozenset({"store", "approvers", "channels", "defaults", "policy", "decisions"})
 
 
 def _is_config(file: str) -> bool:

@@ -385,3 +385,61 @@ def test_key_rotation_old_trusted_key_verifies_removed_key_does_not() -> None:
     only_new = TrustedKeys({new.key_id: new.public_text})
     with pytest.raises(TamperingDetected, match="not trusted"):
         approved_run(approved, req.call, 1, only_new)
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import io
+
+    from gatekeeper.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_keys_generate_acl_and_an_anchor_that_catches_a_truncated_log(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Any
+) -> None:
+    """`keys generate` makes the pair; `acl` prints users Redis accepts; `audit anchor`
+    plus `audit verify --anchor` catch a log that was emptied, which a plain verify passes."""
+    code, text = _cli("keys", "generate", "--dir", str(tmp_path), "--id", "k1")
+    assert code == 0 and (tmp_path / "decider.pem").stat().st_mode & 0o777 == 0o600
+    trusted_line = next(line for line in text.splitlines() if "trusted_keys" in line)
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"version: 1\nstore: {{url: '{redis_server.url}', prefix: {redis_prefix}}}\n"
+        f"decisions:\n  signing_key: decider.pem\n{trusted_line}\n"
+    )
+    code, text = _cli("acl", "--prefix", redis_prefix, "--agent", "bot-1")
+    assert code == 0
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        import shlex
+
+        lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ACL")]
+        assert len(lines) == 3
+        for argv in lines:
+            assert admin.execute_command(*argv) == b"OK"
+        store = RedisStore(redis_server.url, prefix=redis_prefix, seal_linger=0)
+        gate = Gatekeeper(policy=POLICY, store=store)
+        gate.halt(agent="bot-1", by="ops")  # a few events in the chain
+        gate.resume(agent="bot-1", by="ops")
+        store.flush()
+        code, anchor = _cli("-c", str(config), "audit", "anchor")
+        assert code == 0
+        (tmp_path / "anchor.json").write_text(anchor)
+        code, text = _cli(
+            "-c", str(config), "audit", "verify", "--anchor", str(tmp_path / "anchor.json")
+        )
+        assert code == 0, text
+        admin.delete(store.keys.audit, store.keys.head)  # emptied by someone with the server
+        assert _cli("-c", str(config), "audit", "verify")[0] == 0  # the chain alone can't tell
+        code, text = _cli(
+            "-c", str(config), "audit", "verify", "--anchor", str(tmp_path / "anchor.json")
+        )
+        assert code == 1 and "TRUNCATED" in text
+        store.close()
+    finally:
+        for argv in lines:
+            admin.execute_command("ACL", "DELUSER", argv[2])
+        admin.close()
