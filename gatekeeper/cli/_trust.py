@@ -12,7 +12,8 @@ from .._errors import ConfigError, TamperingDetected
 from .._signing import ANCHOR, SigningKey
 from ..audit import verify_chain
 from ..store._acl import acl_rules, acl_user
-from ._commands import IO, Gatekeeper
+from .._gate import Gatekeeper
+from ._commands import IO
 
 __all__ = ["acl", "audit_anchor", "audit_verify_anchored", "keys_generate"]
 

@@ -217,7 +217,7 @@ class RedisStore:
                 from .._errors import RequestNotFound
 
                 raise RequestNotFound(request_id)
-            agent = raw.decode("utf-8")
+            agent = ops.text(raw)
             self._remember_where(request_id, agent)
         return self.keys.of(agent)
 
@@ -324,9 +324,9 @@ class RedisStore:
         taken = self._call(lambda: self.client.hsetnx(self.keys.where, rid, agent))
         if not taken:
             owner = self._call(lambda: self.client.hget(self.keys.where, rid))
-            if owner is None or owner.decode("utf-8") != agent:
+            if owner is None or ops.text(owner) != agent:
                 raise TransitionRefused(
-                    f"request {rid} already exists", request_id=rid, action="hold"
+                    f"request {rid} already exists", request_id=rid, status="", action="hold"
                 )
         self._remember_where(rid, agent)
         try:
@@ -503,7 +503,7 @@ class RedisStore:
     # -- kill switch -------------------------------------------------------------------
     def _agents(self) -> list[str]:
         raw = self._call(lambda: self.client.smembers(self.keys.agents))
-        return sorted(v.decode("utf-8") for v in raw)
+        return sorted(ops.text(v) for v in raw)
 
     def halt(
         self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
@@ -513,12 +513,13 @@ class RedisStore:
         if scope is HaltScope.AGENT:
             a = self._ensure(target)
             return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
-        agents = self._run(ops.halt_global(self.keys, record))
+        agents: list[str] = self._run(ops.halt_global(self.keys, record))
         self.record([event])
         cancelled: list[str] = []
         for agent in sorted(agents):
             a = self.keys.of(agent)
-            cancelled += self._run(ops.halt(self.keys, a, record, None, now))
+            ids: list[str] = self._run(ops.halt(self.keys, a, record, None, now))
+            cancelled.extend(ids)
         return self._changed(sorted(cancelled))
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
@@ -625,9 +626,7 @@ def _resume_event(
     )
 
 
-def _signed_resume(
-    signer: SigningKey, clock: Clock, field: str, by: str, halt: bytes | None
-) -> str:
+def _signed_resume(signer: SigningKey, clock: Clock, field: str, by: str, halt: Any) -> str:
     """The signed resume of halt ``field``, bound to the time of the halt it lifts."""
     halt_at = ms(Halt.model_validate_json(halt).at) if halt is not None else 0
     body = {"field": field, "by": by, "at": ms(clock.now()), "halt_at": halt_at}

@@ -241,7 +241,7 @@ class AsyncRedisStore:
             raw = await self._call(lambda: client.hget(self.keys.where, request_id))
             if raw is None:
                 raise RequestNotFound(request_id)
-            agent = raw.decode("utf-8")
+            agent = ops.text(raw)
             store._remember_where(request_id, agent)
         return self.keys.of(agent)
 
@@ -292,9 +292,9 @@ class AsyncRedisStore:
         taken = await self._call(lambda: client.hsetnx(self.keys.where, rid, agent))
         if not taken:
             owner = await self._call(lambda: client.hget(self.keys.where, rid))
-            if owner is None or owner.decode("utf-8") != agent:
+            if owner is None or ops.text(owner) != agent:
                 raise TransitionRefused(
-                    f"request {rid} already exists", request_id=rid, action="hold"
+                    f"request {rid} already exists", request_id=rid, status="", action="hold"
                 )
         self._store._remember_where(rid, agent)
         try:
@@ -520,7 +520,7 @@ class _Dispatcher:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(rexc.RedisError, OSError):  # it is gone either way
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -167,6 +167,11 @@ class Op(Generic[T]):
     parse: Callable[[Any], T]
 
 
+def text(value: Any) -> str:
+    """A reply as str (redis-py answers bytes)."""
+    return _text(value)
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 

@@ -114,11 +114,11 @@ class Sealer:
             return
         store, k = self._store, self._store.keys
         journals: list[tuple[str | None, str, str]] = [(None, k.journal, k.trimmed)]
-        for agent in store._agents():
-            a = k.of(agent)
-            journals.append((agent, a.journal, a.trimmed))
-        for agent, journal, trimmed in journals:
-            while self._seal_batch(agent, journal, trimmed):
+        for name in store._agents():
+            a = k.of(name)
+            journals.append((name, a.journal, a.trimmed))
+        for owner, journal, trimmed in journals:
+            while self._seal_batch(owner, journal, trimmed):
                 pass
 
     def _seal_batch(self, agent: str | None, journal: str, trimmed: str) -> bool:
@@ -131,7 +131,7 @@ class Sealer:
         if not raw:
             return False
         head_seq = int(seq) if seq else 0
-        head_hash = hash_.decode() if hash_ else GENESIS
+        head_hash = ops.text(hash_) if hash_ else GENESIS
         encoded = [admit_draft(r, agent, store.decision_keys.trusted) for r in raw]
         sealed = seal_encoded(head_hash, head_seq + 1, encoded)
         argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed), field, c]
