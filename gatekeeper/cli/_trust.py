@@ -9,10 +9,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .._errors import ConfigError, TamperingDetected
+from .._gate import Gatekeeper
 from .._signing import ANCHOR, SigningKey
 from ..audit import verify_chain
 from ..store._acl import acl_rules, acl_user
-from .._gate import Gatekeeper
 from ._commands import IO
 
 __all__ = ["acl", "audit_anchor", "audit_verify_anchored", "keys_generate"]
