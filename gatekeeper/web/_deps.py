@@ -34,6 +34,7 @@ __all__ = [
     "Refused",
     "Viewer",
     "check_csrf",
+    "check_scope",
     "csrf_protect",
     "current_viewer",
     "flash",
@@ -189,7 +190,8 @@ class PageLoginRequired(LoginRequired):
     """Raised by page dependencies; answered with a 303 to /login?next=..."""
 
 
-def _check_scope(found: Viewer, scope: Scope) -> Viewer:
+def check_scope(found: Viewer, scope: Scope) -> Viewer:
+    """``found``, if they hold ``scope`` (a session holds every scope); Refused (403) if not."""
     if scope not in found.scopes:
         who = f"token {found.token.name!r}" if found.token else found.label
         raise Refused(403, "forbidden", f"{who} lacks the {scope!r} scope")
@@ -200,7 +202,7 @@ def require(scope: Scope) -> Callable[[Request], Viewer]:
     """API dependency factory: the viewer, who must hold ``scope`` (403 otherwise)."""
 
     def dependency(request: Request) -> Viewer:
-        return _check_scope(viewer(request), scope)
+        return check_scope(viewer(request), scope)
 
     return dependency
 
@@ -209,7 +211,7 @@ def require_page(scope: Scope) -> Callable[[Request], Viewer]:
     """Page dependency factory: like :func:`require`, redirecting to /login when signed out."""
 
     def dependency(request: Request) -> Viewer:
-        return _check_scope(page_viewer(request), scope)
+        return check_scope(page_viewer(request), scope)
 
     return dependency
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -484,6 +485,140 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
         assert path.replace("some-id", "{request_id}") in paths
     approve = paths["/api/v1/requests/{request_id}/approve"]["post"]
     assert {"200", "401", "403", "404", "409", "422"} <= set(approve["responses"])
+
+
+# -- the same checks on both surfaces ------------------------------------------------------------
+# Every route that decides, halts or resumes, on the JSON API and on the pages' forms,
+# with a body that would succeed for whoever may use it. {id} is a pending request of
+# billing-bot; {digest} its arguments' sha256.
+DECIDING: list[tuple[str, str, str, dict[str, str]]] = [
+    ("json", "POST", "/api/v1/requests/{id}/approve", {}),
+    ("json", "POST", "/api/v1/requests/{id}/deny", {"comment": "no"}),
+    ("form", "POST", "/requests/{id}/approve", {"digest": "{digest}"}),
+    ("form", "POST", "/requests/{id}/deny", {"digest": "{digest}", "comment": "no"}),
+    ("form", "POST", "/requests/{id}/edit", {"digest": "{digest}", "args": '{"text": "x"}'}),
+    (
+        "form",
+        "POST",
+        "/requests/{id}/edit/confirm",
+        {"digest": "{digest}", "args": '{"text": "x"}'},
+    ),
+    ("json", "POST", "/api/v1/halts", {"agent": "support-bot"}),
+    ("json", "DELETE", "/api/v1/halts", {"agent": "support-bot"}),
+    ("form", "POST", "/agents/halt", {"agent": "support-bot"}),
+    ("form", "POST", "/agents/resume", {"agent": "support-bot"}),
+]
+DECIDING_IDS = [f"{method} {path}" for _, method, path, _ in DECIDING]
+
+
+def _send(
+    client: TestClient,
+    route: tuple[str, str, str, dict[str, str]],
+    rid: str,
+    digest: str,
+    token: str,
+) -> Any:
+    kind, method, path, body = route
+    url = path.format(id=rid)
+    filled = {k: v.format(digest=digest) if v == "{digest}" else v for k, v in body.items()}
+    if kind == "json":
+        return client.request(method, url, json=filled, headers=bearer(token))
+    return client.request(method, url, data=filled, headers=bearer(token), follow_redirects=False)
+
+
+@pytest.mark.parametrize("route", DECIDING, ids=DECIDING_IDS)
+@pytest.mark.parametrize("token", ["tok-reader", "tok-billing-bot", "tok-billing-admin"])
+def test_read_and_agent_tokens_are_refused_on_every_deciding_route_of_both_surfaces(
+    console: Console, client: TestClient, route: tuple[str, str, str, dict[str, str]], token: str
+) -> None:
+    """A read-only token and billing-bot's own tokens change nothing, through the API or a form."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    rid = agent.request.id
+    console.gate.halt(agent="support-bot", by="ops")  # something a resume could lift
+    response = _send(client, route, rid, agent.request.args_digest, token)
+    assert response.status_code == 403, response.text
+    after = console.gate.get(rid)
+    assert (after.status.value, after.decisions) == ("pending", ())
+    assert [h.key for h in console.gate.store.halts()] == ["agent:support-bot"]
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+@pytest.mark.parametrize("route", DECIDING, ids=DECIDING_IDS)
+def test_a_decider_token_still_works_on_every_deciding_route_of_both_surfaces(
+    console: Console, client: TestClient, route: tuple[str, str, str, dict[str, str]]
+) -> None:
+    """tok-admin (alice: read, decide, admin) gets the route's usual answer and its effect."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    rid = agent.request.id
+    _, method, path, _ = route
+    if (path.endswith("/halts") and method == "DELETE") or path.endswith("/resume"):
+        console.gate.halt(agent="support-bot", by="ops")
+    response = _send(client, route, rid, agent.request.args_digest, "tok-admin")
+    assert response.status_code in (200, 303), response.text
+    if path.endswith("/approve") or path.endswith("/confirm"):
+        assert agent.outcome() == "noted"
+        assert console.ran[-1] == ("note", {"text": "x" if "confirm" in path else "mine"})
+        return
+    if path.endswith("/deny"):
+        with pytest.raises(ApprovalDenied):
+            agent.outcome()
+        return
+    halted = [h.key for h in console.gate.store.halts()]
+    if path.endswith("/edit"):
+        assert "Review" in response.text or "confirm" in response.text
+        assert console.gate.get(rid).status.value == "pending"
+    elif method == "DELETE" or path.endswith("/resume"):
+        assert halted == []
+    else:
+        assert halted == ["agent:support-bot"]
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+def test_an_agents_admin_token_may_halt_its_agent_but_never_resume(
+    console: Console, client: TestClient
+) -> None:
+    """Stopping yourself is always allowed; lifting a halt is not, for an agent's own token."""
+    operator = bearer("tok-billing-admin")
+    response = client.post("/api/v1/halts", json={"agent": "billing-bot"}, headers=operator)
+    assert response.status_code == 200
+    for attempt in (
+        lambda: client.request(
+            "DELETE", "/api/v1/halts", json={"agent": "billing-bot"}, headers=operator
+        ),
+        lambda: client.post(
+            "/agents/resume",
+            data={"agent": "billing-bot"},
+            headers=operator,
+            follow_redirects=False,
+        ),
+    ):
+        refused = attempt()
+        assert refused.status_code == 403
+        assert "can't resume anything" in html.unescape(refused.text)
+    assert [h.key for h in console.gate.store.halts()] == ["agent:billing-bot"]
+    everything = client.post("/agents/halt", data={"all": "1"}, headers=operator)
+    assert everything.status_code == 403
+    assert [h.key for h in console.gate.store.halts()] == ["agent:billing-bot"]
+
+
+def test_a_page_names_why_an_agents_token_cannot_decide(
+    console: Console, client: TestClient
+) -> None:
+    """The request page disables the forms for billing-bot's token and says why."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    page = client.get(f"/requests/{agent.request.id}", headers=bearer("tok-billing-bot"))
+    assert page.status_code == 200
+    assert 'id="cannot-decide"' in page.text
+    assert "belongs to agent" in page.text
+    reader = client.get(f"/requests/{agent.request.id}", headers=READER)
+    assert "lacks the 'decide' scope" in html.unescape(reader.text)
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
 
 
 # -- signing in ----------------------------------------------------------------------------------
