@@ -10,6 +10,9 @@ session cookie holds every scope; a bearer token only its own):
 - :func:`halter` and :func:`resumer` for the kill switch: the ``admin``
   scope. A token that belongs to an agent may halt only that agent and may
   resume nothing: an agent must not be able to lift a halt.
+- :func:`require_shown_in_full` for approvals: arguments too large for the
+  console page to show whole are approved only by naming their full sha256,
+  which is given only together with the full arguments.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 from .._gate import Gatekeeper
 from ..models import ApprovalRequest
 from ._deps import Refused, Viewer, check_scope
+from ._present import ARGS_LIMIT, shown_in_full
 
-__all__ = ["decider", "halter", "resumer"]
+__all__ = ["decider", "halter", "require_shown_in_full", "resumer"]
 
 
 def decider(gate: Gatekeeper, who: Viewer, req: ApprovalRequest) -> str:
@@ -71,3 +75,25 @@ def resumer(gate: Gatekeeper, who: Viewer) -> str:
         raise Refused(403, "forbidden", "resuming needs an approver; this API token names none")
     gate.approver(who.name)  # a configured approver, or NotAuthorized
     return who.name
+
+
+def require_shown_in_full(req: ApprovalRequest, full_digest: str | None) -> None:
+    """Refuse (409) approving arguments the console can't show whole, unless ``full_digest``.
+
+    ``full_digest`` must be all 64 hex digits of the arguments' sha256: the
+    console page shows only 16, so the approver must have fetched the request
+    itself (``GET /api/v1/requests/ID``, ``gatekeeper show ID``), which carries
+    the whole arguments. The pages pass None: they never approve such arguments.
+    """
+    if shown_in_full(req.args) or full_digest == req.args_digest:
+        return
+    how = (
+        "read them whole (gatekeeper show ID, or GET /api/v1/requests/ID) and approve "
+        "naming their full sha256 (gatekeeper approve ID --digest SHA256, or expect_digest)"
+    )
+    raise Refused(
+        409,
+        "not_shown_in_full",
+        f"the arguments of {req.id} are over {ARGS_LIMIT // 1024} KiB, more than the console "
+        f"shows; nobody approves what they were not shown: {how}",
+    )

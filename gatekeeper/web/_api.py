@@ -26,7 +26,7 @@ from ..models import (
     Risk,
     ToolCall,
 )
-from ._access import decider, halter, resumer
+from ._access import decider, halter, require_shown_in_full, resumer
 from ._agents import AgentSummary, recent_agents
 from ._deps import CsrfProtect, Refused, Viewer, get_gate, require
 from ._settings import Scope
@@ -58,7 +58,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    409: {"model": ErrorOut, "description": "already decided, expired, or args changed"},
+    409: {
+        "model": ErrorOut,
+        "description": "already decided, expired, args changed, or args over 64 KiB "
+        "approved without their full digest",
+    },
 }
 
 Gate = Annotated[Gatekeeper, Depends(get_gate)]
@@ -148,7 +152,8 @@ class ApproveIn(_Body):
     expect_digest: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{8,64}$",
-        description="refuse (409) unless the request's args digest starts with this",
+        description="refuse (409) unless the request's args digest starts with this; "
+        "arguments over 64 KiB as JSON need all 64 hex digits (proof they were fetched whole)",
     )
 
 
@@ -172,6 +177,7 @@ def approve(
     body = body or ApproveIn()
     req = gate.get(request_id)
     approver = decider(gate, who, req)
+    require_shown_in_full(req, body.expect_digest)
     return gate.approve(
         req.id,
         approver=approver,

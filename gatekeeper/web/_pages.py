@@ -29,7 +29,7 @@ from .._errors import (
 )
 from .._gate import Gatekeeper
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
-from ._access import decider
+from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
 from ._browse import router as browse_router
 from ._deps import Refused, Viewer, flash, render, templates
@@ -302,6 +302,7 @@ def approve(
 ) -> Response:
     req = gate.get(request_id)
     approver = decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         after = gate.approve(
@@ -370,6 +371,7 @@ def edit(
 ) -> Response:
     req = gate.get(request_id)
     decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         if req.args_digest != expect:
@@ -406,6 +408,7 @@ def edit_confirm(
 ) -> Response:
     req = gate.get(request_id)
     approver = decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         edited = parse_args_json(args, gate.max_args_bytes)

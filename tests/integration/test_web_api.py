@@ -270,6 +270,29 @@ def test_edit_and_approve_runs_the_tool_with_the_edited_args(
     assert votes, [e.kind for e in audit_events(console.gate)]
 
 
+def test_arguments_over_the_console_limit_need_their_full_digest_to_be_approved(
+    console: Console, client: TestClient
+) -> None:
+    """The API refuses to approve what the console can't show whole unless the caller fetched it."""
+    agent = console.call("note", text="A" * 70_000 + "END")
+    rid = agent.request.id
+    fetched = client.get(f"/api/v1/requests/{rid}", headers=BOB).json()
+    assert fetched["args"]["text"].endswith("END")  # the API itself always gives them whole
+    for body in ({}, {"expect_digest": fetched["args_digest"][:16]}, {"args": {"text": "x"}}):
+        refused = client.post(f"/api/v1/requests/{rid}/approve", json=body, headers=BOB)
+        assert refused.status_code == 409, body
+        assert error_code(refused) == "not_shown_in_full"
+        assert "gatekeeper show" in refused.json()["error"]["message"]
+    assert console.gate.get(rid).decisions == ()
+    approved = client.post(
+        f"/api/v1/requests/{rid}/approve",
+        json={"expect_digest": fetched["args_digest"]},
+        headers=BOB,
+    )
+    assert approved.status_code == 200
+    assert agent.outcome() == "noted"
+
+
 def test_a_stale_digest_is_409_and_nothing_is_decided(console: Console, client: TestClient) -> None:
     agent = console.call("note", text="x")
     rid = agent.request.id
