@@ -502,6 +502,49 @@ def test_responses_carry_the_security_headers(client: TestClient) -> None:
     assert response.headers["x-frame-options"] == "DENY"
 
 
+_CSP_SOURCES = {"'self'", "'none'", "data:"}
+
+
+def _get_paths(routes: Any) -> Iterator[str]:
+    """Paths of the GET routes, through routers included in routers."""
+    from starlette.routing import Route
+
+    for route in routes:
+        if isinstance(route, Route):
+            if "GET" in (route.methods or ()):
+                yield route.path
+        else:  # FastAPI wraps an included router; a Mount has no GET route of its own
+            inner = getattr(route, "original_router", None)
+            yield from _get_paths(inner.routes if inner is not None else ())
+
+
+def test_no_response_relaxes_the_csp_or_loads_from_another_host(
+    console: Console, client: TestClient
+) -> None:
+    """Every GET route, signed in or not: the strict CSP, and no page names an external asset."""
+    agent = console.call("note", text="hello")
+    paths = ["/api/docs", "/docs", "/redoc", "/static/app.js", "/static/style.css"]
+    paths += [re.sub(r"\{[^}]+\}", agent.request.id, p) for p in _get_paths(console.app.routes)]
+    assert {"/", "/login", "/agents/halt", "/api/v1/me", "/openapi.json"} <= set(paths)
+    paths.remove("/api/v1/events")  # never ends; its headers come from the same middleware
+    checked = 0
+    for path in paths:
+        for headers in ({}, ADMIN):
+            response = client.get(path, headers=headers, follow_redirects=False)
+            csp = response.headers["content-security-policy"]
+            for directive in csp.split(";"):
+                name, *sources = directive.split()
+                assert set(sources) <= _CSP_SOURCES, (path, name, sources)
+            assert re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text) is None
+            checked += 1
+    assert checked > 30
+    assert client.get("/api/docs", headers=ADMIN).status_code == 404
+    assert client.get("/openapi.json").json()["paths"]  # the OpenAPI document stays
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
 def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in READS:
