@@ -771,6 +771,61 @@ def test_sign_out_needs_the_csrf_token(client: TestClient) -> None:
     assert client.get("/api/v1/me").status_code == 401
 
 
+def test_a_cookie_copied_before_sign_out_no_longer_works_after_it(
+    console: Console, client: TestClient
+) -> None:
+    """Sign-out ends the session in the store, not just in the browser that signed out."""
+    assert sign_in(client).status_code == 303
+    copied, csrf = client.cookies["gk_session"], csrf_of(client)
+    agent = console.call("note", text="hi")
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    with TestClient(console.app) as thief:
+        thief.cookies.set("gk_session", copied)
+        assert thief.get("/api/v1/me").status_code == 401
+        page = thief.get("/", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/login")
+        forged = thief.post(
+            f"/api/v1/requests/{agent.request.id}/approve",
+            json={},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert forged.status_code == 401
+    assert console.gate.get(agent.request.id).decisions == ()
+    assert sign_in(client).status_code == 303  # signing in again makes a new, working session
+    assert client.get("/api/v1/me").json()["approver"] == "alice"
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+def test_sign_out_reaches_every_console_process_on_the_store(
+    redis_server: Any, redis_prefix: str
+) -> None:
+    """Two consoles on one Redis: signing out through one ends the session in the other."""
+    first, second = (Console(RedisStore(redis_server.url, prefix=redis_prefix)) for _ in "12")
+    try:
+        with TestClient(first.app) as one, TestClient(second.app) as two:
+            assert sign_in(one).status_code == 303
+            copied = one.cookies["gk_session"]
+            two.cookies.set("gk_session", copied)
+            assert two.get("/api/v1/me").json()["approver"] == "alice"
+            one.post("/logout", data={"csrf": csrf_of(one)})
+            assert two.get("/api/v1/me").status_code == 401
+    finally:
+        first.gate.close()
+        second.gate.close()
+
+
+def test_a_session_cookie_without_a_session_id_is_refused(
+    console: Console, client: TestClient
+) -> None:
+    """Cookies signed before sessions had ids can't be signed out of, so they don't count."""
+    old = sign({"p": "session", "a": "alice", "c": "x" * 32}, console.settings.secret_key, 600)
+    client.cookies.set("gk_session", old)
+    assert client.get("/api/v1/me").status_code == 401
+
+
 def test_pages_redirect_to_login_when_signed_out(client: TestClient) -> None:
     response = client.get("/", follow_redirects=False)
     assert response.status_code == 303
