@@ -66,6 +66,13 @@ TOKENS = {
         approver="bob",
         agent="billing-bot",
     ),
+    "tok-billing-admin": ApiToken(
+        name="billing-bot-operator",
+        token_sha256="0" * 64,
+        scopes=("read", "decide", "admin"),
+        approver="alice",
+        agent="billing-bot",
+    ),
     "tok-ghost": ApiToken(
         name="ghost", token_sha256="0" * 64, scopes=("read", "decide"), approver="nobody"
     ),

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["ConsoleChannel", "describe_request"]
 
 
-def describe_request(req: ApprovalRequest) -> str:
-    """What an approver needs to decide, as terminal-safe text."""
+def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
+    """What an approver needs to decide, as terminal-safe text (arguments cut at ``args_limit``)."""
     call, cls = req.call, req.classification
     lines = [
         f"Request {req.id}  [{cls.risk.value.upper()} risk]",
@@ -37,7 +37,7 @@ def describe_request(req: ApprovalRequest) -> str:
     )
     label = "args (edited by an approver)" if req.edited else "args"
     lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
-    lines.extend("    " + line for line in pretty_json(req.args).splitlines())
+    lines.extend("    " + line for line in pretty_json(req.args, args_limit).splitlines())
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, RequestStatus, ToolCall
 from ..policy import Policy
+from ..web._present import ARGS_LIMIT, args_view, shown_in_full
 
 __all__ = ["IO", "shared_gate"]
 
@@ -107,7 +109,10 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     if as_json:
         io.say(_ascii_json(req.model_dump(mode="json"), indent=2))
         return 0
-    io.say(describe_request(req))
+    # In full, however long: `approve` trusts that what `show` printed is what runs.
+    io.say(describe_request(req, args_limit=sys.maxsize))
+    if not shown_in_full(req.args):
+        io.say(f"  args sha256 (all of it, for approve --digest): {req.args_digest}")
     io.say(f"  status:  {req.status.value}")
     for d in req.decisions:
         verb = "approved" if d.approve else "denied"
@@ -152,6 +157,13 @@ def decide(
         raise GatekeeperError(
             f"the arguments of {req.id} were edited by an approver; review them with "
             f"`gatekeeper show {req.id}` and approve with --digest {req.args_digest[:12]}"
+        )
+    if approve and not shown_in_full(req.args) and digest != req.args_digest:
+        raise GatekeeperError(
+            f"the arguments of {req.id} are over {ARGS_LIMIT // 1024} KiB "
+            f"({args_view(req.args).total_chars:,} characters as JSON), too many to approve "
+            f"unseen: read them whole with `gatekeeper show {req.id}` and approve with "
+            "--digest and the full sha256 it prints"
         )
     if approve:
         after = gate.approve(

@@ -26,6 +26,7 @@ from ..models import (
     Risk,
     ToolCall,
 )
+from ._access import decider, halter, require_shown_in_full, resumer
 from ._agents import AgentSummary, recent_agents
 from ._deps import CsrfProtect, Refused, Viewer, get_gate, require
 from ._settings import Scope
@@ -57,7 +58,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    409: {"model": ErrorOut, "description": "already decided, expired, or args changed"},
+    409: {
+        "model": ErrorOut,
+        "description": "already decided, expired, args changed, or args over 64 KiB "
+        "approved without their full digest",
+    },
 }
 
 Gate = Annotated[Gatekeeper, Depends(get_gate)]
@@ -147,29 +152,13 @@ class ApproveIn(_Body):
     expect_digest: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{8,64}$",
-        description="refuse (409) unless the request's args digest starts with this",
+        description="refuse (409) unless the request's args digest starts with this; "
+        "arguments over 64 KiB as JSON need all 64 hex digits (proof they were fetched whole)",
     )
 
 
 class DenyIn(_Body):
     comment: str = Field(min_length=1, max_length=4000, description="the agent reads this")
-
-
-def _decider(who: Viewer, gate: Gatekeeper, request_id: str) -> str:
-    if not who.name:
-        raise Refused(403, "forbidden", "this token names no approver to decide as")
-    token = who.token
-    owned = token is not None and token.agent is not None
-    if owned and token and gate.get(request_id).call.agent == token.agent:
-        # Nobody approves their own calls: a token that belongs to an agent
-        # can't decide what that agent asked for.
-        raise Refused(
-            403,
-            "forbidden",
-            f"token {token.name!r} belongs to agent {token.agent!r}, whose request "
-            "this is: it can't decide it",
-        )
-    return who.name
 
 
 @router.post(
@@ -186,9 +175,12 @@ def approve(
     body: Annotated[ApproveIn | None, Body()] = None,
 ) -> ApprovalRequest:
     body = body or ApproveIn()
+    req = gate.get(request_id)
+    approver = decider(gate, who, req)
+    require_shown_in_full(req, body.expect_digest)
     return gate.approve(
-        request_id,
-        approver=_decider(who, gate, request_id),
+        req.id,
+        approver=approver,
         comment=body.comment,
         args=body.args,
         via=who.via,
@@ -204,9 +196,8 @@ def approve(
     summary="Deny, with the comment the agent will read",
 )
 def deny(gate: Gate, who: Decider, request_id: RequestId, body: DenyIn) -> ApprovalRequest:
-    return gate.deny(
-        request_id, approver=_decider(who, gate, request_id), comment=body.comment, via=who.via
-    )
+    req = gate.get(request_id)
+    return gate.deny(req.id, approver=decider(gate, who, req), comment=body.comment, via=who.via)
 
 
 # -- history and audit ---------------------------------------------------------------------------
@@ -357,7 +348,7 @@ def halt(gate: Gate, who: Admin, body: HaltIn) -> HaltOut:
         agent=body.agent,
         session=body.session,
         everything=body.all,
-        by=who.label,
+        by=halter(who, agent=body.agent),
         reason=body.reason,
     )
     return HaltOut(cancelled=cancelled)
@@ -370,10 +361,7 @@ def halt(gate: Gate, who: Admin, body: HaltIn) -> HaltOut:
     summary="Resume (needs an approver identity)",
 )
 def resume(gate: Gate, who: Admin, body: ResumeIn) -> ResumeOut:
-    name = who.name
-    if not name:
-        raise Refused(403, "forbidden", "resuming needs an approver; this token names none")
-    gate.approver(name)  # a configured approver, or NotAuthorized
+    name = resumer(gate, who)
     resumed = gate.resume(agent=body.agent, session=body.session, everything=body.all, by=name)
     return ResumeOut(resumed=resumed)
 

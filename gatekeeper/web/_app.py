@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import Response
 
 from .._gate import Gatekeeper
 from .._version import __version__
@@ -26,13 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_app"]
 _STATIC = Path(__file__).parent / "static"
-# The API docs page loads Swagger UI from its CDN and starts it with an inline
-# script; it shows only the OpenAPI document, never agent data.
-_DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
 
 
 def build_app(
@@ -60,6 +51,8 @@ def build_app(
         title="gatekeeper console",
         version=__version__,
         description="Decide held tool calls, read the audit log, halt agents.",
+        # No docs pages: FastAPI's load Swagger UI / ReDoc from a CDN and need
+        # inline scripts, which the console's CSP forbids everywhere.
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -72,12 +65,6 @@ def build_app(
     app.state.webhooks = _webhooks.accepting(gate, webhooks)
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
-
-    @app.get("/api/docs", include_in_schema=False)
-    def api_docs(request: Request) -> Response:
-        page = get_swagger_ui_html(openapi_url="/openapi.json", title="gatekeeper API")
-        page.headers["Content-Security-Policy"] = _DOCS_CSP
-        return page
 
     app.include_router(_session_routes.router)
     app.include_router(_api.router)

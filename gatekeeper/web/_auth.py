@@ -35,11 +35,13 @@ __all__ = [
     "Session",
     "TooManyAttempts",
     "check_attempts",
+    "end_session",
     "hash_secret",
     "make_login_link",
     "new_session",
     "read_session",
     "redeem_login_link",
+    "session_ended",
     "set_cookie",
     "sign",
     "unsign",
@@ -153,33 +155,57 @@ def unsign(token: str, key: str, *, now: Now = time.time) -> dict[str, Any]:
 # -- sessions -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Session:
-    """A signed-in approver and the CSRF token of their session."""
+    """A signed-in approver, the CSRF token of their session and the session's id."""
 
     approver: str
     csrf: str
+    sid: str
 
 
 def new_session(settings: WebSettings, approver: str) -> tuple[str, Session]:
     """A fresh session: the ``gk_session`` cookie value and what it stands for."""
-    csrf = secrets.token_urlsafe(24)
+    csrf, sid = secrets.token_urlsafe(24), secrets.token_urlsafe(18)
     value = sign(
-        {"p": "session", "a": approver, "c": csrf}, settings.secret_key, settings.session_ttl
+        {"p": "session", "a": approver, "c": csrf, "s": sid},
+        settings.secret_key,
+        settings.session_ttl,
     )
-    return value, Session(approver, csrf)
+    return value, Session(approver, csrf, sid)
 
 
 def read_session(settings: WebSettings, cookie: str | None) -> Session | None:
-    """The session a ``gk_session`` cookie carries; None when absent, forged or expired."""
+    """The session a ``gk_session`` cookie carries; None when absent, forged or expired.
+
+    The cookie alone can't say whether its session was signed out of: ask
+    :func:`session_ended` too.
+    """
     if not cookie:
         return None
     try:
         payload = unsign(cookie, settings.secret_key)
     except BadSignature:
         return None
-    approver, csrf = payload.get("a"), payload.get("c")
-    if payload.get("p") != "session" or not isinstance(approver, str) or not isinstance(csrf, str):
-        return None
-    return Session(approver, csrf)
+    approver, csrf, sid = payload.get("a"), payload.get("c"), payload.get("s")
+    if payload.get("p") != "session" or not all(isinstance(x, str) for x in (approver, csrf, sid)):
+        return None  # a session from before sessions had ids counts as signed out
+    return Session(str(approver), str(csrf), str(sid))
+
+
+def end_session(gate: Gatekeeper, settings: WebSettings, session: Session) -> None:
+    """Sign ``session`` out in every console process: its cookie, even copied, stops working.
+
+    The store keeps the ended id for as long as any cookie of the session could
+    still be valid (``session_ttl``).
+    """
+    gate.store.remember(_ENDED + session.sid, "signed out", settings.session_ttl)
+
+
+def session_ended(gate: Gatekeeper, session: Session) -> bool:
+    """Whether ``session`` was signed out (in any console process on this store)."""
+    return gate.store.recall(_ENDED + session.sid) is not None
+
+
+_ENDED = "web:session-ended:"
 
 
 def set_cookie(

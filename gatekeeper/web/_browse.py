@@ -21,9 +21,10 @@ from .._errors import GatekeeperError
 from .._gate import Gatekeeper
 from ..audit import StoredEvent, parse_event
 from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus
+from ._access import halter, resumer
 from ._agents import SCAN, VerdictCounts, recent_agents
 from ._api import ExplainIn, explain_call
-from ._deps import Refused, Viewer, csrf_protect, flash, get_gate, page_viewer, render
+from ._deps import Refused, Viewer, csrf_protect, flash, get_gate, render, require_page
 from ._present import (
     ArgsError,
     compact,
@@ -41,7 +42,7 @@ PAGE_SIZE = 50
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 
 Gate = Annotated[Gatekeeper, Depends(get_gate)]
-Signed = Annotated[Viewer, Depends(page_viewer)]
+Signed = Annotated[Viewer, Depends(require_page("read"))]
 Csrf = Depends(csrf_protect)
 Field = Annotated[str, Form(max_length=2000)]
 
@@ -290,7 +291,8 @@ def halt(
     reason: Field = "",
 ) -> Response:
     target = _target(agent, session, all)
-    cancelled = gate.halt(**target.gate_kwargs(), by=viewer.label, reason=reason.strip() or None)
+    by = halter(viewer, agent=agent if target.scope == "agent" else None)
+    cancelled = gate.halt(**target.gate_kwargs(), by=by, reason=reason.strip() or None)
     n = len(cancelled)
     return _back_to_agents(
         request,
@@ -308,9 +310,7 @@ def resume(
     all: Field = "",
 ) -> Response:
     target = _target(agent, session, all)
-    if viewer.name is None:
-        raise Refused(403, "forbidden", "resuming needs an approver; this API token names none")
-    was_halted = gate.resume(**target.gate_kwargs(), by=viewer.name)
+    was_halted = gate.resume(**target.gate_kwargs(), by=resumer(gate, viewer))
     message = f"Resumed {target.label}." if was_halted else f"{target.label} was not halted."
     return _back_to_agents(request, message)
 

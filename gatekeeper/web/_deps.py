@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from .._gate import Gatekeeper
@@ -34,6 +35,7 @@ __all__ = [
     "Refused",
     "Viewer",
     "check_csrf",
+    "check_scope",
     "csrf_protect",
     "current_viewer",
     "flash",
@@ -139,8 +141,9 @@ def _from_token(gate: Gatekeeper, settings: WebSettings, token: str) -> Viewer:
 def current_viewer(request: Request) -> Viewer | None:
     """Who is asking, from ``Authorization: Bearer`` or the session cookie; None if nobody.
 
-    A bearer token that is not configured raises LoginRequired (401) rather
-    than falling back to the cookie. The result is cached on ``request.state``.
+    A session signed out of (in any console process) counts as nobody. A
+    bearer token that is not configured raises LoginRequired (401) rather than
+    falling back to the cookie. The result is cached on ``request.state``.
     """
     cached = getattr(request.state, "viewer", _UNSET)
     if cached is not _UNSET:
@@ -155,7 +158,7 @@ def current_viewer(request: Request) -> Viewer | None:
         found = _from_token(gate, settings, token.strip())
     else:
         session = _auth.read_session(settings, request.cookies.get(_auth.SESSION_COOKIE))
-        if session is not None:
+        if session is not None and not _auth.session_ended(gate, session):
             approver = _approver(gate, session.approver)
             if approver is not None:  # removed from the config since: signed out
                 found = Viewer(approver=approver, scopes=_ALL_SCOPES, csrf=session.csrf)
@@ -189,7 +192,8 @@ class PageLoginRequired(LoginRequired):
     """Raised by page dependencies; answered with a 303 to /login?next=..."""
 
 
-def _check_scope(found: Viewer, scope: Scope) -> Viewer:
+def check_scope(found: Viewer, scope: Scope) -> Viewer:
+    """``found``, if they hold ``scope`` (a session holds every scope); Refused (403) if not."""
     if scope not in found.scopes:
         who = f"token {found.token.name!r}" if found.token else found.label
         raise Refused(403, "forbidden", f"{who} lacks the {scope!r} scope")
@@ -200,7 +204,7 @@ def require(scope: Scope) -> Callable[[Request], Viewer]:
     """API dependency factory: the viewer, who must hold ``scope`` (403 otherwise)."""
 
     def dependency(request: Request) -> Viewer:
-        return _check_scope(viewer(request), scope)
+        return check_scope(viewer(request), scope)
 
     return dependency
 
@@ -209,7 +213,7 @@ def require_page(scope: Scope) -> Callable[[Request], Viewer]:
     """Page dependency factory: like :func:`require`, redirecting to /login when signed out."""
 
     def dependency(request: Request) -> Viewer:
-        return _check_scope(page_viewer(request), scope)
+        return check_scope(page_viewer(request), scope)
 
     return dependency
 
@@ -229,7 +233,7 @@ async def csrf_protect(request: Request) -> None:
     bearer-token requests and for requests without any viewer (the route's own
     dependency answers those).
     """
-    found = current_viewer(request)
+    found = await run_in_threadpool(current_viewer, request)  # it may ask the store
     if found is None or not found.by_cookie:
         return
     token = request.headers.get("x-csrf-token")

@@ -29,6 +29,7 @@ from .._errors import (
 )
 from .._gate import Gatekeeper
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
+from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
 from ._browse import router as browse_router
 from ._deps import Refused, Viewer, flash, render, templates
@@ -172,11 +173,9 @@ def _timeline(gate: Gatekeeper, req: ApprovalRequest) -> list[TimelineEntry]:
 
 def _may_decide(gate: Gatekeeper, viewer: Viewer, req: ApprovalRequest) -> str | None:
     """None when ``viewer`` may decide ``req``; otherwise why not, in words."""
-    if viewer.name is None:
-        return "This API token names no approver, so it can't decide requests."
     try:
-        gate.approver(viewer.name, req)
-    except NotAuthorized as exc:
+        gate.approver(decider(gate, viewer, req), req)
+    except (Refused, NotAuthorized) as exc:
         return f"You can't decide this request: {exc.message}"
     return None
 
@@ -302,11 +301,13 @@ def approve(
     comment: FormText = "",
 ) -> Response:
     req = gate.get(request_id)
+    approver = decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         after = gate.approve(
             req.id,
-            approver=_name(viewer),
+            approver=approver,
             comment=comment.strip() or None,
             via=viewer.via,
             expect_digest=expect,
@@ -334,6 +335,7 @@ def deny(
     comment: FormText = "",
 ) -> Response:
     req = gate.get(request_id)
+    approver = decider(gate, viewer, req)
     if not comment.strip():
         return _detail(
             request,
@@ -344,7 +346,7 @@ def deny(
             error="A comment is required to deny: the agent reads it.",
         )
     try:
-        after = gate.deny(req.id, approver=_name(viewer), comment=comment.strip(), via=viewer.via)
+        after = gate.deny(req.id, approver=approver, comment=comment.strip(), via=viewer.via)
     except (NotAuthorized, TransitionRefused) as exc:
         return _detail(
             request,
@@ -358,12 +360,6 @@ def deny(
     return _decided(request, after, f"Denied {after.call.tool}. The agent reads your comment.")
 
 
-def _name(viewer: Viewer) -> str:
-    if viewer.name is None:
-        raise Refused(403, "forbidden", "this API token names no approver; it can't decide")
-    return viewer.name
-
-
 @router.post("/requests/{request_id}/edit", dependencies=[Csrf])
 def edit(
     request: Request,
@@ -374,6 +370,8 @@ def edit(
     args: Annotated[str, Form()] = "",
 ) -> Response:
     req = gate.get(request_id)
+    decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         if req.args_digest != expect:
@@ -409,12 +407,14 @@ def edit_confirm(
     comment: FormText = "",
 ) -> Response:
     req = gate.get(request_id)
+    approver = decider(gate, viewer, req)
+    require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
         edited = parse_args_json(args, gate.max_args_bytes)
         after = gate.approve(
             req.id,
-            approver=_name(viewer),
+            approver=approver,
             comment=comment.strip() or None,
             args=edited,
             via=viewer.via,

@@ -36,6 +36,7 @@ __all__ = [
     "parse_time",
     "request_events",
     "shown",
+    "shown_in_full",
     "time_left",
 ]
 
@@ -88,6 +89,15 @@ def args_view(args: Mapping[str, Any], limit: int = ARGS_LIMIT) -> ArgsView:
     if len(text) <= limit:
         return ArgsView(text, False, len(text))
     return ArgsView(text[:limit], True, len(text))
+
+
+def shown_in_full(args: Mapping[str, Any]) -> bool:
+    """Whether a request's page shows ``args`` whole (else they can't be approved there).
+
+    The one size rule of every surface: arguments over :data:`ARGS_LIMIT`
+    characters of pretty JSON are approved only by naming their full sha256.
+    """
+    return not args_view(args).truncated
 
 
 def editable_json(value: Any) -> str:

@@ -7,6 +7,7 @@ import urllib.parse
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from .._gate import Gatekeeper
@@ -89,11 +90,16 @@ def login_link(
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    found = current_viewer(request)
+    """End the session in the store (so a copied cookie dies too), then drop the cookie."""
+    found = await run_in_threadpool(current_viewer, request)
     if found is not None and found.by_cookie:
         form = await request.form()
         token = form.get("csrf") or request.headers.get("x-csrf-token")
         check_csrf(found, token if isinstance(token, str) else None)
+        settings = get_settings(request)
+        session = _auth.read_session(settings, request.cookies.get(_auth.SESSION_COOKIE))
+        if session is not None:
+            await run_in_threadpool(_auth.end_session, get_gate(request), settings, session)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(_auth.SESSION_COOKIE, path="/")
     return response

@@ -172,6 +172,43 @@ def test_edited_args_from_the_cli_run_as_edited(config: Path, agent: Agent) -> N
     assert agent.ran == [{"order_id": "A-4", "amount": 50.0}]
 
 
+def test_show_prints_long_arguments_whole(config: Path, agent: Agent) -> None:
+    """No cut at 20,000 characters (or anywhere): what `show` printed is what would run."""
+    order = "L" * 30_000 + "END"
+    thread = agent.call(lambda: agent.refund(order, 5.0))
+    req = agent.channel.wait_for_request()
+    code, out, _ = run("--config", str(config), "show", req.id)
+    assert code == 0
+    assert f'"order_id": "{order}"' in out
+    assert "more characters" not in out
+    code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice")
+    assert code == 0, out
+    thread.join(10)
+    assert agent.ran == [{"order_id": order, "amount": 5.0}]
+
+
+def test_approving_arguments_over_64_kib_needs_the_full_digest_show_prints(
+    config: Path, agent: Agent
+) -> None:
+    order = "H" * 70_000 + "END"
+    thread = agent.call(lambda: agent.refund(order, 5.0))
+    req = agent.channel.wait_for_request()
+    for extra in ([], ["--digest", req.args_digest[:12]], ["--args", '{"order_id": "x"}']):
+        code, _, err = run("--config", str(config), "approve", req.id, "--as", "alice", *extra)
+        assert code == 1, extra
+        assert f"read them whole with `gatekeeper show {req.id}`" in err
+    assert agent.gate.get(req.id).decisions == ()
+    code, out, _ = run("--config", str(config), "show", req.id)
+    assert f'"order_id": "{order}"' in out
+    assert f"args sha256 (all of it, for approve --digest): {req.args_digest}" in out
+    code, out, _ = run(
+        "--config", str(config), "approve", req.id, "--as", "alice", "--digest", req.args_digest
+    )
+    assert code == 0, out
+    thread.join(10)
+    assert agent.ran == [{"order_id": order, "amount": 5.0}]
+
+
 def test_halt_cancels_waiting_calls_and_resume_needs_an_approver(
     config: Path, agent: Agent
 ) -> None:

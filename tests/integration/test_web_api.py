@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -269,6 +270,29 @@ def test_edit_and_approve_runs_the_tool_with_the_edited_args(
     assert votes, [e.kind for e in audit_events(console.gate)]
 
 
+def test_arguments_over_the_console_limit_need_their_full_digest_to_be_approved(
+    console: Console, client: TestClient
+) -> None:
+    """The API refuses to approve what the console can't show whole unless the caller fetched it."""
+    agent = console.call("note", text="A" * 70_000 + "END")
+    rid = agent.request.id
+    fetched = client.get(f"/api/v1/requests/{rid}", headers=BOB).json()
+    assert fetched["args"]["text"].endswith("END")  # the API itself always gives them whole
+    for body in ({}, {"expect_digest": fetched["args_digest"][:16]}, {"args": {"text": "x"}}):
+        refused = client.post(f"/api/v1/requests/{rid}/approve", json=body, headers=BOB)
+        assert refused.status_code == 409, body
+        assert error_code(refused) == "not_shown_in_full"
+        assert "gatekeeper show" in refused.json()["error"]["message"]
+    assert console.gate.get(rid).decisions == ()
+    approved = client.post(
+        f"/api/v1/requests/{rid}/approve",
+        json={"expect_digest": fetched["args_digest"]},
+        headers=BOB,
+    )
+    assert approved.status_code == 200
+    assert agent.outcome() == "noted"
+
+
 def test_a_stale_digest_is_409_and_nothing_is_decided(console: Console, client: TestClient) -> None:
     agent = console.call("note", text="x")
     rid = agent.request.id
@@ -478,12 +502,189 @@ def test_responses_carry_the_security_headers(client: TestClient) -> None:
     assert response.headers["x-frame-options"] == "DENY"
 
 
+_CSP_SOURCES = {"'self'", "'none'", "data:"}
+
+
+def _get_paths(routes: Any) -> Iterator[str]:
+    """Paths of the GET routes, through routers included in routers."""
+    from starlette.routing import Route
+
+    for route in routes:
+        if isinstance(route, Route):
+            if "GET" in (route.methods or ()):
+                yield route.path
+        else:  # FastAPI wraps an included router; a Mount has no GET route of its own
+            inner = getattr(route, "original_router", None)
+            yield from _get_paths(inner.routes if inner is not None else ())
+
+
+def test_no_response_relaxes_the_csp_or_loads_from_another_host(
+    console: Console, client: TestClient
+) -> None:
+    """Every GET route, signed in or not: the strict CSP, and no page names an external asset."""
+    agent = console.call("note", text="hello")
+    paths = ["/api/docs", "/docs", "/redoc", "/static/app.js", "/static/style.css"]
+    paths += [re.sub(r"\{[^}]+\}", agent.request.id, p) for p in _get_paths(console.app.routes)]
+    assert {"/", "/login", "/agents/halt", "/api/v1/me", "/openapi.json"} <= set(paths)
+    paths.remove("/api/v1/events")  # never ends; its headers come from the same middleware
+    checked = 0
+    for path in paths:
+        for headers in ({}, ADMIN):
+            response = client.get(path, headers=headers, follow_redirects=False)
+            csp = response.headers["content-security-policy"]
+            for directive in csp.split(";"):
+                name, *sources = directive.split()
+                assert set(sources) <= _CSP_SOURCES, (path, name, sources)
+            assert re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text) is None
+            checked += 1
+    assert checked > 30
+    assert client.get("/api/docs", headers=ADMIN).status_code == 404
+    assert client.get("/openapi.json").json()["paths"]  # the OpenAPI document stays
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
 def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in READS:
         assert path.replace("some-id", "{request_id}") in paths
     approve = paths["/api/v1/requests/{request_id}/approve"]["post"]
     assert {"200", "401", "403", "404", "409", "422"} <= set(approve["responses"])
+
+
+# -- the same checks on both surfaces ------------------------------------------------------------
+# Every route that decides, halts or resumes, on the JSON API and on the pages' forms,
+# with a body that would succeed for whoever may use it. {id} is a pending request of
+# billing-bot; {digest} its arguments' sha256.
+DECIDING: list[tuple[str, str, str, dict[str, str]]] = [
+    ("json", "POST", "/api/v1/requests/{id}/approve", {}),
+    ("json", "POST", "/api/v1/requests/{id}/deny", {"comment": "no"}),
+    ("form", "POST", "/requests/{id}/approve", {"digest": "{digest}"}),
+    ("form", "POST", "/requests/{id}/deny", {"digest": "{digest}", "comment": "no"}),
+    ("form", "POST", "/requests/{id}/edit", {"digest": "{digest}", "args": '{"text": "x"}'}),
+    (
+        "form",
+        "POST",
+        "/requests/{id}/edit/confirm",
+        {"digest": "{digest}", "args": '{"text": "x"}'},
+    ),
+    ("json", "POST", "/api/v1/halts", {"agent": "support-bot"}),
+    ("json", "DELETE", "/api/v1/halts", {"agent": "support-bot"}),
+    ("form", "POST", "/agents/halt", {"agent": "support-bot"}),
+    ("form", "POST", "/agents/resume", {"agent": "support-bot"}),
+]
+DECIDING_IDS = [f"{method} {path}" for _, method, path, _ in DECIDING]
+
+
+def _send(
+    client: TestClient,
+    route: tuple[str, str, str, dict[str, str]],
+    rid: str,
+    digest: str,
+    token: str,
+) -> Any:
+    kind, method, path, body = route
+    url = path.format(id=rid)
+    filled = {k: v.format(digest=digest) if v == "{digest}" else v for k, v in body.items()}
+    if kind == "json":
+        return client.request(method, url, json=filled, headers=bearer(token))
+    return client.request(method, url, data=filled, headers=bearer(token), follow_redirects=False)
+
+
+@pytest.mark.parametrize("route", DECIDING, ids=DECIDING_IDS)
+@pytest.mark.parametrize("token", ["tok-reader", "tok-billing-bot", "tok-billing-admin"])
+def test_read_and_agent_tokens_are_refused_on_every_deciding_route_of_both_surfaces(
+    console: Console, client: TestClient, route: tuple[str, str, str, dict[str, str]], token: str
+) -> None:
+    """A read-only token and billing-bot's own tokens change nothing, through the API or a form."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    rid = agent.request.id
+    console.gate.halt(agent="support-bot", by="ops")  # something a resume could lift
+    response = _send(client, route, rid, agent.request.args_digest, token)
+    assert response.status_code == 403, response.text
+    after = console.gate.get(rid)
+    assert (after.status.value, after.decisions) == ("pending", ())
+    assert [h.key for h in console.gate.store.halts()] == ["agent:support-bot"]
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+@pytest.mark.parametrize("route", DECIDING, ids=DECIDING_IDS)
+def test_a_decider_token_still_works_on_every_deciding_route_of_both_surfaces(
+    console: Console, client: TestClient, route: tuple[str, str, str, dict[str, str]]
+) -> None:
+    """tok-admin (alice: read, decide, admin) gets the route's usual answer and its effect."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    rid = agent.request.id
+    _, method, path, _ = route
+    if (path.endswith("/halts") and method == "DELETE") or path.endswith("/resume"):
+        console.gate.halt(agent="support-bot", by="ops")
+    response = _send(client, route, rid, agent.request.args_digest, "tok-admin")
+    assert response.status_code in (200, 303), response.text
+    if path.endswith("/approve") or path.endswith("/confirm"):
+        assert agent.outcome() == "noted"
+        assert console.ran[-1] == ("note", {"text": "x" if "confirm" in path else "mine"})
+        return
+    if path.endswith("/deny"):
+        with pytest.raises(ApprovalDenied):
+            agent.outcome()
+        return
+    halted = [h.key for h in console.gate.store.halts()]
+    if path.endswith("/edit"):
+        assert "Review" in response.text or "confirm" in response.text
+        assert console.gate.get(rid).status.value == "pending"
+    elif method == "DELETE" or path.endswith("/resume"):
+        assert halted == []
+    else:
+        assert halted == ["agent:support-bot"]
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+def test_an_agents_admin_token_may_halt_its_agent_but_never_resume(
+    console: Console, client: TestClient
+) -> None:
+    """Stopping yourself is always allowed; lifting a halt is not, for an agent's own token."""
+    operator = bearer("tok-billing-admin")
+    response = client.post("/api/v1/halts", json={"agent": "billing-bot"}, headers=operator)
+    assert response.status_code == 200
+    for attempt in (
+        lambda: client.request(
+            "DELETE", "/api/v1/halts", json={"agent": "billing-bot"}, headers=operator
+        ),
+        lambda: client.post(
+            "/agents/resume",
+            data={"agent": "billing-bot"},
+            headers=operator,
+            follow_redirects=False,
+        ),
+    ):
+        refused = attempt()
+        assert refused.status_code == 403
+        assert "can't resume anything" in html.unescape(refused.text)
+    assert [h.key for h in console.gate.store.halts()] == ["agent:billing-bot"]
+    everything = client.post("/agents/halt", data={"all": "1"}, headers=operator)
+    assert everything.status_code == 403
+    assert [h.key for h in console.gate.store.halts()] == ["agent:billing-bot"]
+
+
+def test_a_page_names_why_an_agents_token_cannot_decide(
+    console: Console, client: TestClient
+) -> None:
+    """The request page disables the forms for billing-bot's token and says why."""
+    agent = console.call("note", agent="billing-bot", text="mine")
+    page = client.get(f"/requests/{agent.request.id}", headers=bearer("tok-billing-bot"))
+    assert page.status_code == 200
+    assert 'id="cannot-decide"' in page.text
+    assert "belongs to agent" in page.text
+    reader = client.get(f"/requests/{agent.request.id}", headers=READER)
+    assert "lacks the 'decide' scope" in html.unescape(reader.text)
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
 
 
 # -- signing in ----------------------------------------------------------------------------------
@@ -567,6 +768,61 @@ def test_sign_out_needs_the_csrf_token(client: TestClient) -> None:
     assert client.post("/logout", data={}, follow_redirects=False).status_code == 403
     out = client.post("/logout", data={"csrf": csrf_of(client)}, follow_redirects=False)
     assert out.status_code == 303
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_cookie_copied_before_sign_out_no_longer_works_after_it(
+    console: Console, client: TestClient
+) -> None:
+    """Sign-out ends the session in the store, not just in the browser that signed out."""
+    assert sign_in(client).status_code == 303
+    copied, csrf = client.cookies["gk_session"], csrf_of(client)
+    agent = console.call("note", text="hi")
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    with TestClient(console.app) as thief:
+        thief.cookies.set("gk_session", copied)
+        assert thief.get("/api/v1/me").status_code == 401
+        page = thief.get("/", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/login")
+        forged = thief.post(
+            f"/api/v1/requests/{agent.request.id}/approve",
+            json={},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert forged.status_code == 401
+    assert console.gate.get(agent.request.id).decisions == ()
+    assert sign_in(client).status_code == 303  # signing in again makes a new, working session
+    assert client.get("/api/v1/me").json()["approver"] == "alice"
+    console.gate.halt(everything=True, by="test-teardown")
+    with pytest.raises(AgentHalted):
+        agent.outcome()
+
+
+def test_sign_out_reaches_every_console_process_on_the_store(
+    redis_server: Any, redis_prefix: str
+) -> None:
+    """Two consoles on one Redis: signing out through one ends the session in the other."""
+    first, second = (Console(RedisStore(redis_server.url, prefix=redis_prefix)) for _ in "12")
+    try:
+        with TestClient(first.app) as one, TestClient(second.app) as two:
+            assert sign_in(one).status_code == 303
+            copied = one.cookies["gk_session"]
+            two.cookies.set("gk_session", copied)
+            assert two.get("/api/v1/me").json()["approver"] == "alice"
+            one.post("/logout", data={"csrf": csrf_of(one)})
+            assert two.get("/api/v1/me").status_code == 401
+    finally:
+        first.gate.close()
+        second.gate.close()
+
+
+def test_a_session_cookie_without_a_session_id_is_refused(
+    console: Console, client: TestClient
+) -> None:
+    """Cookies signed before sessions had ids can't be signed out of, so they don't count."""
+    old = sign({"p": "session", "a": "alice", "c": "x" * 32}, console.settings.secret_key, 600)
+    client.cookies.set("gk_session", old)
     assert client.get("/api/v1/me").status_code == 401
 
 

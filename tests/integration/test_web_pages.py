@@ -550,7 +550,6 @@ def test_a_megabyte_argument_is_cut_with_a_link_to_all_of_it(
     assert page.status_code == 200
     assert len(page.text) < 200_000
     assert f'id="args-full" href="/requests/{rid}/args"' in page.text
-    assert 'id="edit-too-large"' in page.text
     assert SCRIPT not in page.text
     full = client.get(f"/requests/{rid}/args")
     assert full.headers["content-type"] == "text/plain; charset=utf-8"
@@ -558,6 +557,55 @@ def test_a_megabyte_argument_is_cut_with_a_link_to_all_of_it(
     assert big in full.text
     assert len(client.get("/").text) < 50_000
     assert len(client.get("/audit").text) < 200_000
+
+
+def test_arguments_the_page_cannot_show_whole_can_be_denied_but_not_approved_there(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    """No Approve or Edit form, a note saying why and how, and forged posts are refused."""
+    client, csrf = alice
+    held, rid = site.call("note", text="A" * 70_000 + "END")
+    page = client.get(f"/requests/{rid}").text
+    assert 'id="too-large-to-approve"' in page
+    assert f"gatekeeper show {rid}" in page
+    assert 'id="approve"' not in page
+    assert 'id="edit-box"' not in page
+    assert 'id="deny"' in page
+    digest = site.gate.get(rid).args_digest  # even the right one: the page never showed it all
+    for path, extra in (
+        ("approve", {}),
+        ("edit", {"args": '{"text": "short"}'}),
+        ("edit/confirm", {"args": '{"text": "short"}'}),
+    ):
+        form = {"csrf": csrf, "digest": digest, **extra}
+        refused = client.post(f"/requests/{rid}/{path}", data=form, follow_redirects=False)
+        assert refused.status_code == 409, path
+        assert "nobody approves what they were not shown" in html.unescape(refused.text)
+    assert site.gate.get(rid).decisions == ()
+    denied = client.post(
+        f"/requests/{rid}/deny",
+        data={"csrf": csrf, "digest": digest, "comment": "too big to check"},
+        follow_redirects=False,
+    )
+    assert denied.status_code == 303
+    with pytest.raises(ApprovalDenied):
+        held.outcome()
+    assert site.ran == []
+
+
+def test_arguments_up_to_the_limit_are_shown_whole_and_can_be_approved(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    client, csrf = alice
+    held, rid = site.call("note", text="B" * 60_000 + "END")
+    page = client.get(f"/requests/{rid}").text
+    assert "B" * 60_000 + "END" in page
+    assert 'id="too-large-to-approve"' not in page
+    response = client.post(
+        f"/requests/{rid}/approve", data={"csrf": csrf, "digest": digest_on(page)}
+    )
+    assert response.status_code == 200
+    assert held.outcome() == "noted"
 
 
 def test_the_full_args_spell_hidden_characters_as_json_escapes(
