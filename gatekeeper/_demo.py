@@ -190,7 +190,13 @@ def _serve_demo(
     settings = WebSettings(secret_key=secrets.token_urlsafe(32), base_url=base_url)
     gate = _demo_gate(store, approver, [])
     server = uvicorn.Server(
-        uvicorn.Config(create_app(gate, settings), host=host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(gate, settings),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,  # the console reads X-Forwarded-For from trusted_proxies only
+        )
     )
     serving = threading.Thread(target=server.run, name="gatekeeper-demo-console", daemon=True)
     serving.start()

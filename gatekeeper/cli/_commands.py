@@ -394,7 +394,9 @@ def serve(config_path: str | None, *, host: str, port: int, io: IO) -> int:
         if slack is not None:
             ways = [w for w, on in (("Socket Mode", slack.socket), ("HTTP", slack.verifier)) if on]
             io.say(f"Slack interactivity over {' and '.join(ways)}")
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+        # The console reads X-Forwarded-For itself, from web.trusted_proxies only;
+        # uvicorn's proxy_headers would believe anyone connecting from 127.0.0.1.
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
     finally:
         gate.close()
     return 0

@@ -1,4 +1,4 @@
-"""Secrets, signed tokens, session cookies, one-time sign-in links, attempt limits.
+"""Secrets, signed tokens, session cookies, one-time sign-in links.
 
 Nothing here touches FastAPI: these are the primitives the dependencies and
 routes use. Signed tokens are ``base64url(json).base64url(hmac_sha256)``; the
@@ -33,8 +33,6 @@ __all__ = [
     "BadSignature",
     "LinkRefused",
     "Session",
-    "TooManyAttempts",
-    "check_attempts",
     "end_session",
     "hash_secret",
     "make_login_link",
@@ -69,14 +67,6 @@ class LinkRefused(ValueError):
     """A sign-in link is invalid, expired or already used."""
 
 
-class TooManyAttempts(Exception):
-    """Sign-in attempts for this approver from this address are over the limit."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many sign-in attempts; try again later")
-        self.retry_after = retry_after
-
-
 # -- secrets ------------------------------------------------------------------------------
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -86,12 +76,23 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _kdf(secret: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    """scrypt: the one place a console secret is hashed (tests count the calls)."""
+    return hashlib.scrypt(
+        secret.encode("utf-8"),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=dklen,
+        maxmem=256 * r * n + 1024 * 1024,
+    )
+
+
 def hash_secret(secret: str) -> str:
     """``scrypt$n$r$p$salt$hash`` for an approver's console secret (n=2**14, r=8, p=1)."""
     salt = secrets.token_bytes(16)
-    key = hashlib.scrypt(
-        secret.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
-    )
+    key = _kdf(secret, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, 32)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(key)}"
 
 
@@ -110,15 +111,7 @@ def verify_secret(secret: str, stored: str | None) -> bool:
     except (ValueError, binascii.Error):
         ok_format = False
         n, r, p, salt, expected = _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, b"\0" * 16, b"\0" * 32
-    got = hashlib.scrypt(
-        secret.encode("utf-8"),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        dklen=len(expected) or 32,
-        maxmem=256 * r * n + 1024 * 1024,
-    )
+    got = _kdf(secret, salt, n, r, p, len(expected) or 32)
     same = hmac.compare_digest(got, expected)
     return same and ok_format and stored is not None
 
@@ -245,15 +238,3 @@ def redeem_login_link(gate: Gatekeeper, settings: WebSettings, token: str) -> st
     if not gate.store.use_once("login:" + nonce, ttl):
         raise LinkRefused("this sign-in link has been used already; ask for a new one")
     return approver
-
-
-def check_attempts(gate: Gatekeeper, settings: WebSettings, approver: str, ip: str) -> None:
-    """Count one sign-in attempt; TooManyAttempts when over ``login_attempts`` per window.
-
-    Every attempt counts (right or wrong), so the limit also bounds how fast
-    anyone can try secrets; the count lives in the store, shared by all console
-    processes.
-    """
-    count = gate.store.hit(f"login:{approver}:{ip}", settings.login_window)
-    if count > settings.login_attempts:
-        raise TooManyAttempts(settings.login_window)

@@ -27,8 +27,8 @@ from .._errors import (
     StoreUnavailable,
     TransitionRefused,
 )
-from ._auth import TooManyAttempts
 from ._deps import PageLoginRequired, Refused, render
+from ._throttle import TooManyAttempts
 
 __all__ = ["CSP", "SecurityHeaders", "install_error_handlers"]
 

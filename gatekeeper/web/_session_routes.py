@@ -14,6 +14,7 @@ from .._gate import Gatekeeper
 from . import _auth
 from ._deps import Refused, check_csrf, current_viewer, get_gate, get_settings, render
 from ._settings import WebSettings
+from ._throttle import check_attempts, client_address
 
 __all__ = ["router"]
 
@@ -56,10 +57,13 @@ def login(
     expected = request.cookies.get(_auth.CSRF_COOKIE, "")
     if not expected or not csrf or not hmac.compare_digest(csrf, expected):
         raise Refused(403, "csrf", "the sign-in form expired; reload the page and try again")
-    ip = request.client.host if request.client else "unknown"
-    _auth.check_attempts(gate, settings, name, ip)
+    peer = request.client.host if request.client else None
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    check_attempts(gate, settings, name, client_address(settings, peer, forwarded))
     approver = gate.approvers.get(name) if gate.approvers is not None else None
     stored = approver.web_secret_hash if approver is not None else None
+    # An unknown name, or one without a secret, costs the same scrypt run
+    # (against a dummy hash) as a wrong secret: timing can't tell which names exist.
     if not _auth.verify_secret(secret, stored) or approver is None:
         return render(
             request,

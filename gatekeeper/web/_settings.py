@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -65,14 +66,32 @@ class WebSettings(_Model):
     secure_cookies: bool | None = Field(
         default=None, description="mark cookies Secure; default: when base_url is https"
     )
-    login_attempts: int = Field(default=5, ge=1, description="sign-in attempts per window")
+    login_attempts: int = Field(
+        default=5, ge=1, description="sign-in attempts per name and client address per window"
+    )
+    login_attempts_per_address: int = Field(
+        default=20, ge=1, description="sign-in attempts per client address per window, any names"
+    )
     login_window: float = Field(default=300.0, gt=0, description="seconds")
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="addresses or networks (10.0.0.0/8) of reverse proxies whose "
+        "X-Forwarded-For names the client; empty: the header is ignored",
+    )
     api_tokens: tuple[ApiToken, ...] = ()
 
     @field_validator("session_ttl", "login_window", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(str(ipaddress.ip_network(v.strip(), strict=False)) for v in value)
+        except ValueError as exc:
+            raise ValueError(f"not an IP address or network: {exc}") from None
 
     @field_validator("base_url")
     @classmethod
@@ -89,6 +108,11 @@ class WebSettings(_Model):
                 raise ValueError(f"api token {token.name!r} is listed twice")
             seen.add(token.name)
         return self
+
+    @property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` as networks."""
+        return tuple(ipaddress.ip_network(v) for v in self.trusted_proxies)
 
     @property
     def cookies_secure(self) -> bool:

@@ -726,6 +726,151 @@ def test_sign_in_is_rate_limited_after_n_attempts(console: Console, client: Test
     assert sign_in(client, "bob", "wrong").status_code == 401  # counted per approver
 
 
+def _from(console: Console, address: str) -> TestClient:
+    """A browser connecting from ``address``."""
+    return TestClient(console.app, client=(address, 50000))
+
+
+def test_the_per_address_limit_trips_across_different_names() -> None:
+    """Trying a secret on many names from one address is limited too, not only one name."""
+    console = Console(MemoryStore(), login_attempts_per_address=4)
+    with _from(console, "203.0.113.5") as sprayer, _from(console, "198.51.100.7") as other:
+        for name in ("alice", "bob", "carol", "mallory"):
+            assert sign_in(sprayer, name, "wrong").status_code == 401
+        blocked = sign_in(sprayer)  # a fifth name, even with the right secret
+        assert blocked.status_code == 429
+        assert "gk_session" not in sprayer.cookies
+        assert sign_in(other).status_code == 303  # another address has its own count
+
+
+def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() -> None:
+    """A client can't dodge the limit by writing X-Forwarded-For itself."""
+    console = Console(MemoryStore(), login_attempts_per_address=3)
+    with _from(console, "203.0.113.5") as client:
+        codes = [
+            sign_in_via(client, name, f"192.0.2.{i}") for i, name in enumerate("abcd", start=1)
+        ]
+    assert codes == [401, 401, 401, 429]
+
+
+def test_a_trusted_proxys_x_forwarded_for_names_the_client_but_not_what_the_client_wrote() -> None:
+    console = Console(MemoryStore(), login_attempts_per_address=3, trusted_proxies=("10.0.0.0/8",))
+    with _from(console, "10.0.0.2") as proxy:
+        # Each client behind the proxy has its own count...
+        for i in range(1, 6):
+            assert sign_in_via(proxy, "alice", f"192.0.2.{i}", "wrong") == 401
+        # ...and what a client wrote before the proxy appended its address changes nothing.
+        spoofed = [
+            sign_in_via(proxy, name, f"198.51.100.{i}, 203.0.113.5, 10.0.0.3")
+            for i, name in enumerate("abcd", start=1)
+        ]
+    assert spoofed == [401, 401, 401, 429]
+
+
+def test_gatekeeper_serve_takes_no_x_forwarded_for_from_local_connections(
+    tmp_path: Any, redis_server: Any, redis_prefix: str
+) -> None:
+    """uvicorn would believe X-Forwarded-For from 127.0.0.1; the console serve runs must not."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"version: 1\nstore: {{url: '{redis_server.url}', prefix: {redis_prefix}}}\n"
+        "approvers:\n  - {name: alice}\n"
+        f"web:\n  secret_key: '{'s' * 40}'\n  login_attempts_per_address: 2\n"
+    )
+    cli = "from gatekeeper.cli import main; raise SystemExit(main())"
+    server = subprocess.Popen(
+        [sys.executable, "-c", cli, "--config", str(config), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 30
+            while True:  # uvicorn in another process says nothing we could wait on
+                try:
+                    http.get("/login")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "gatekeeper serve did not start"
+                    time.sleep(0.05)
+            codes = []
+            for i in range(1, 4):
+                http.cookies.set("gk_csrf", "c" * 32)
+                codes.append(
+                    http.post(
+                        "/login",
+                        data={"name": f"n{i}", "secret": "x", "csrf": "c" * 32},
+                        headers={"X-Forwarded-For": f"192.0.2.{i}"},
+                    ).status_code
+                )
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert codes == [401, 401, 429]
+
+
+def sign_in_via(client: TestClient, name: str, forwarded: str, secret: str = "x") -> int:
+    client.cookies.set("gk_csrf", "c" * 32)
+    response = client.post(
+        "/login",
+        data={"name": name, "secret": secret, "csrf": "c" * 32, "next": "/"},
+        headers={"X-Forwarded-For": forwarded},
+        follow_redirects=False,
+    )
+    return int(response.status_code)
+
+
+def test_client_addresses_count_ipv6_per_64_and_mapped_ipv4_as_ipv4() -> None:
+    from gatekeeper.web import WebSettings
+    from gatekeeper.web._throttle import client_address
+
+    plain = WebSettings(secret_key="k" * 40)
+    assert client_address(plain, "2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert client_address(plain, "::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_address(plain, "192.0.2.1", "198.51.100.1") == "192.0.2.1"
+    proxied = WebSettings(secret_key="k" * 40, trusted_proxies=("127.0.0.1",))
+    assert client_address(proxied, "127.0.0.1", "garbage, 198.51.100.1") == "198.51.100.1"
+    assert client_address(proxied, "127.0.0.1", "198.51.100.1, garbage") == "127.0.0.1"
+    assert client_address(proxied, "127.0.0.1", "") == "127.0.0.1"
+    with pytest.raises(ValueError, match="not an IP address or network"):
+        WebSettings(secret_key="k" * 40, trusted_proxies=("proxy.internal",))
+
+
+def test_unknown_names_and_wrong_secrets_do_the_same_hashing(
+    console: Console, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known name, wrong secret; known name without a secret; unknown name: one scrypt run each,
+    with the same cost parameters, so timing can't tell which names exist. Over the limit: none."""
+    from gatekeeper.web import _auth
+
+    calls: list[tuple[int, int, int, int]] = []
+    real = _auth._kdf
+
+    def counted(secret: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+        calls.append((n, r, p, dklen))
+        return real(secret, salt, n, r, p, dklen)
+
+    monkeypatch.setattr(_auth, "_kdf", counted)
+    runs = []
+    for name in ("alice", "bob", "mallory"):
+        calls.clear()
+        assert sign_in(client, name, "wrong").status_code == 401
+        runs.append(list(calls))
+    assert runs[0] == runs[1] == runs[2] == [(2**14, 8, 1, 32)]
+    for _ in range(console.settings.login_attempts):
+        sign_in(client, "mallory", "wrong")
+    calls.clear()
+    assert sign_in(client, "mallory", "wrong").status_code == 429
+    assert calls == []
+
+
 def test_a_one_time_link_signs_in_once(console: Console, client: TestClient) -> None:
     link = make_login_link(console.settings, "bob")
     path = link.removeprefix(console.settings.base_url)
