@@ -48,6 +48,7 @@ from typing import Any
 
 import redis
 
+from _keys import use_run_keys  # bench/ is on sys.path when run as a script
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper.models import ApprovalRequest, Decision
 from gatekeeper.store import MemoryStore, RedisStore
@@ -251,7 +252,7 @@ def bench_allowed(report: Report, url: str, quick: bool) -> None:
             produced += 2 * n_redis  # call.allowed draft (journal) + outcome (queue)
         loop_s = perf() - t_loop
         sealed_during = ping_client.xlen(store.keys.audit) - audit_before
-        backlog = len(store._sealer._queue) + ping_client.llen(store.keys.journal)
+        backlog = len(store._sealer._queue) + ping_client.llen(store.keys.of("bench").journal)
         t = perf()
         store.flush()
         final_flush_ms = (perf() - t) * 1e3
@@ -265,7 +266,7 @@ def bench_allowed(report: Report, url: str, quick: bool) -> None:
     with idle_gate.session(agent="bench"):
         for _ in range(n_seal // 2):
             idle_lookup("k")
-    pending_events = len(idle._sealer._queue) + ping_client.llen(idle.keys.journal)
+    pending_events = len(idle._sealer._queue) + ping_client.llen(idle.keys.of("bench").journal)
     t = perf()
     idle.flush()
     seal_s = perf() - t
@@ -625,20 +626,26 @@ def count_connections(client: redis.Redis, name: str) -> int:
 
 
 def approve_all(store: RedisStore, pairs: list[list[str]]) -> None:
-    """Commit every approval from a second store, 500 decide scripts per pipeline."""
+    """Commit every approval from a second store, 500 signed decide scripts per pipeline."""
+    from gatekeeper._votes import sign_vote
     from gatekeeper.store import _redis_ops as ops
 
     script = store._scripts["decide"]
+    signer = store.decision_keys.signer()
     now = store.clock.now()
     now_ms = int(now.timestamp() * 1000)
     for start in range(0, len(pairs), 500):
         pipe = store.client.pipeline(transaction=False)
         batch = []
-        for rid, digest in pairs[start : start + 500]:
+        chunk = pairs[start : start + 500]
+        requests = store.get_many([rid for rid, _ in chunk])
+        for req, (rid, digest) in zip(requests, chunk, strict=True):
             decision = Decision(
                 approver="bench", approve=True, at=now, args_digest=digest, via="bench"
             )
-            op = ops.decide(store.keys, rid, decision, now_ms, None)
+            signed = sign_vote(signer, req, decision, None)
+            agent = store.keys.of(req.call.agent)
+            op = ops.decide(store.keys, agent, rid, signed, now_ms, None)
             script(keys=op.keys, args=op.args, client=pipe)
             batch.append(op)
         for op, reply in zip(batch, pipe.execute(), strict=True):
@@ -806,6 +813,7 @@ def write_docs(markdown: str) -> None:
 
 
 def main() -> None:
+    use_run_keys()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run, under 30 s")
     parser.add_argument(

@@ -59,6 +59,7 @@ from run import (
 )
 
 import gatekeeper
+from _keys import use_run_keys  # bench/ is on sys.path when run as a script
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper import _pipeline as pipe
 from gatekeeper._canonical import digest
@@ -497,6 +498,7 @@ def write_docs(markdown: str) -> None:
 
 
 def main() -> None:
+    use_run_keys()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run, under 30 s")
     parser.add_argument(

@@ -19,10 +19,12 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 
-from ._redis_ops import AgentKeys, Keys, key_part
+from ._redis_ops import AgentKeys, Keys
 
 __all__ = ["acl_rules", "acl_user"]
 
@@ -50,12 +52,21 @@ _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
 _REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def acl_user(prefix: str, role: str, agent: str | None = None) -> str:
-    """The ACL user name of a role (``agent`` needs the agent's name)."""
+    """The ACL user name of a role (``agent`` needs the agent's name).
+
+    Names fit in a ``redis://USER:PASSWORD@host`` URL as they are: an agent
+    name with other characters is named by a hash of it (``PREFIX-agent-h…``).
+    """
     if role == "agent":
         if agent is None:
             raise ValueError("an agent user needs the agent's name")
-        return f"{prefix}-agent-{key_part(agent)}"
+        if _PLAIN.fullmatch(agent):
+            return f"{prefix}-agent-{agent}"
+        return f"{prefix}-agent-h{hashlib.sha256(agent.encode()).hexdigest()[:20]}"
     return f"{prefix}-{role}"
 
 

@@ -8,21 +8,26 @@ import pytest
 
 from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
+from tests.aclkit import RoleSplitStore
 from tests.conftest import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-acl"])
 def clock_and_store(
     request: pytest.FixtureRequest, redis_prefix: str
 ) -> Iterator[tuple[ManualClock, Store]]:
-    """Each test runs once on a MemoryStore and once on a RedisStore, with a ManualClock."""
+    """Each test runs on a MemoryStore, a RedisStore, and a RedisStore split by role under
+    the shipped ACL users (see tests/aclkit.py), with a ManualClock."""
     clock = ManualClock()
     store: Store
     if request.param == "memory":
         store = MemoryStore(clock=clock)
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
+    else:
+        server = request.getfixturevalue("redis_server")
+        store = RoleSplitStore(server.url, redis_prefix, clock)  # type: ignore[assignment]
     yield clock, store
     store.close()
 
