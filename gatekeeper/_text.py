@@ -6,17 +6,38 @@ could hide or rearrange what they see (terminal escape sequences, other
 control characters, bidirectional overrides, zero-width characters, variation
 selectors and other default-ignorable code points, blank-looking fillers and
 non-ASCII spaces) is shown as a visible code such as ``<U+202E>``.
+
+The agent's prose (its stated reason, a tool's outcome) never draws lines of
+ours: every line break it wrote is shown as ``⏎`` (:data:`LINE_BREAK`), and
+it is shown either on one line (:func:`prose_inline`) or as a block whose
+every line carries a quote mark (:func:`prose_lines`, :func:`quoted_block`),
+hard-wrapped for the terminal so that no soft wrap can start a line of its own.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from ._canonical import truncate
 
-__all__ = ["for_terminal", "inline", "pretty_json", "quoted_block", "visible"]
+__all__ = [
+    "LINE_BREAK",
+    "TERMINAL_WIDTH",
+    "for_terminal",
+    "inline",
+    "pretty_json",
+    "prose_inline",
+    "prose_lines",
+    "quoted_block",
+    "visible",
+    "wrap_columns",
+]
+
+LINE_BREAK = "\u23ce"  # ⏎: where the agent's text broke a line
+TERMINAL_WIDTH = 78  # columns a quoted line may take in the terminal, quote mark included
 
 _KEEP = frozenset("\n\t")
 
@@ -134,6 +155,71 @@ def inline(text: str | None, limit: int = 200) -> str:
     return shown.replace("\n", "<U+000A>").replace("\t", "<U+0009>")
 
 
-def quoted_block(text: str, limit: int = 4000, prefix: str = "    | ") -> str:
-    """Multi-line agent text, every line marked as quoted so none can pass for ours."""
-    return "\n".join(prefix + line for line in for_terminal(text, limit).split("\n"))
+def prose_inline(text: str | None, limit: int = 2000) -> str:
+    """Agent prose for one line: made visible and bounded, each line break shown as ``⏎``.
+
+    The text stays one line: a reason like ``"ok\\n12:03 approved by alice"``
+    reads ``ok⏎ 12:03 approved by alice`` and can't pass for a line of ours.
+    """
+    if not text:
+        return ""
+    return "\n".join(prose_lines(text, limit)).replace("\n", " ")
+
+
+def prose_lines(text: str, limit: int = 4000, width: int | None = None) -> list[str]:
+    """Agent prose as display lines: visible, bounded, each of its line breaks shown as ``⏎``.
+
+    Every line but the last ends with ``⏎``; tabs are shown as ``<U+0009>``.
+    With ``width``, lines are also cut to at most that many terminal columns
+    (at a space where there is one), so the caller can mark every line the
+    person will see. The caller must show each line as part of a quote.
+    """
+    shown = visible(truncate(text, limit)).replace("\t", "<U+0009>")
+    lines = shown.split("\n")
+    marked = [line + LINE_BREAK for line in lines[:-1]] + lines[-1:]
+    if width is None:
+        return marked
+    return [piece for line in marked for piece in wrap_columns(line, width)]
+
+
+def _columns(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def wrap_columns(line: str, width: int) -> list[str]:
+    """``line`` cut into pieces of at most ``width`` terminal columns, at spaces where possible.
+
+    Wide (East Asian) characters count two columns, combining marks none. No
+    character is dropped or added: joined, the pieces are ``line``.
+    """
+    if len(line) <= width and line.isascii():
+        return [line]
+    pieces: list[str] = []
+    start, used, space = 0, 0, -1
+    for i, ch in enumerate(line):
+        cols = _columns(ch)
+        if used + cols > width and i > start:
+            cut = space + 1 if space >= start else i
+            pieces.append(line[start:cut])
+            start, space = cut, -1
+            used = sum(_columns(c) for c in line[start:i])
+        used += cols
+        if ch == " ":
+            space = i
+    pieces.append(line[start:])
+    return pieces
+
+
+def quoted_block(
+    text: str, limit: int = 4000, prefix: str = "    \u2502 ", width: int = TERMINAL_WIDTH
+) -> str:
+    """Agent prose for the terminal, every line it can take marked as quoted.
+
+    Each line starts with ``prefix`` (``│``); the agent's own line breaks show
+    as ``⏎``, and lines are cut to fit ``width`` columns, prefix included, so
+    a long line can't wrap in the terminal and start a line without the mark.
+    """
+    room = max(width - len(prefix), 10)
+    return "\n".join(prefix + line for line in prose_lines(text, limit, room))

@@ -7,13 +7,13 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from .._errors import GatekeeperError
-from .._text import inline, pretty_json, quoted_block
+from .._text import TERMINAL_WIDTH, inline, pretty_json, quoted_block, wrap_columns
 from ..models import ApprovalRequest
 
 if TYPE_CHECKING:
     from .._gate import Gatekeeper
 
-__all__ = ["ConsoleChannel", "describe_request"]
+__all__ = ["ConsoleChannel", "describe_request", "json_block"]
 
 
 def describe_request(req: ApprovalRequest) -> str:
@@ -25,7 +25,7 @@ def describe_request(req: ApprovalRequest) -> str:
         f"  agent:   {inline(call.agent)}  (session {inline(call.session_id, 100)})",
     ]
     if call.reason:
-        lines.append("  reason (the agent's words):")
+        lines.append("  reason (the agent's words, ⏎ where it broke a line):")
         lines.append(quoted_block(call.reason, 1000))
     lines.append(f"  why held: {inline('; '.join(cls.reasons), 2000)}")
     if cls.rules:
@@ -37,8 +37,23 @@ def describe_request(req: ApprovalRequest) -> str:
     )
     label = "args (edited by an approver)" if req.edited else "args"
     lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
-    lines.extend("    " + line for line in pretty_json(req.args).splitlines())
+    lines.extend(json_block(pretty_json(req.args)))
     return "\n".join(lines)
+
+
+def json_block(text: str, indent: str = "    ") -> list[str]:
+    """Pretty JSON for the terminal, cut to fit: a cut line goes on after ``↪``.
+
+    A long string value would otherwise wrap in the terminal and could start
+    a line that passes for a field of ours, or for the end of the arguments.
+    """
+    room = TERMINAL_WIDTH - len(indent) - 2
+    out: list[str] = []
+    for line in text.splitlines():
+        first, *rest = wrap_columns(line, room)
+        out.append(indent + first)
+        out.extend(f"{indent}\u21aa {piece}" for piece in rest)
+    return out
 
 
 class ConsoleChannel:

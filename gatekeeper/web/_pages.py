@@ -41,6 +41,8 @@ from ._present import (
     offset_of,
     page_url,
     parse_args_json,
+    prose,
+    prose_line,
     request_events,
     shown,
     time_left,
@@ -49,6 +51,7 @@ from ._present import (
 __all__ = ["router"]
 
 templates.env.filters["visible"] = shown
+templates.env.filters["prose"] = prose
 
 router = APIRouter(include_in_schema=False)
 router.include_router(browse_router)
@@ -143,10 +146,21 @@ def _fragment(request: Request, name: str, context: dict[str, Any]) -> Response:
 # -- one request ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TimelineEntry:
+    """One line of a request's timeline: our words in ``summary``, others' words in ``said``.
+
+    ``said`` holds ``(label, text)`` pairs of text someone else wrote (the
+    agent's reason, a tool's outcome, an error, a comment), each kept to one
+    line with ``⏎`` for its line breaks; the template quotes each one.
+    """
+
     at: Any
     kind: str
     actor: str
     summary: str
+    said: tuple[tuple[str, str], ...] = ()
+
+
+_SAID = ("comment", "reason", "outcome", "error")  # data keys holding someone else's words
 
 
 def _summary(event: AuditEvent) -> str:
@@ -158,16 +172,19 @@ def _summary(event: AuditEvent) -> str:
         parts.append(f"{data.get('approvals')} of {data.get('quorum')} approvals")
     if "edited_args" in data:
         parts.append("with edited arguments")
-    for key in ("channel", "comment", "reason", "outcome", "error"):
-        if data.get(key):
-            parts.append(f"{key}: {data[key]}")
+    if data.get("channel"):
+        parts.append(f"channel: {data['channel']}")
     return shown("; ".join(parts), 600)
+
+
+def _said(event: AuditEvent) -> tuple[tuple[str, str], ...]:
+    return tuple((key, prose_line(event.data[key])) for key in _SAID if event.data.get(key))
 
 
 def _timeline(gate: Gatekeeper, req: ApprovalRequest) -> list[TimelineEntry]:
     gate.store.flush()
     events = request_events(newest_entries(gate, TIMELINE_SCAN), req)
-    return [TimelineEntry(e.at, e.kind, e.actor, _summary(e)) for e in events]
+    return [TimelineEntry(e.at, e.kind, e.actor, _summary(e), _said(e)) for e in events]
 
 
 def _may_decide(gate: Gatekeeper, viewer: Viewer, req: ApprovalRequest) -> str | None:

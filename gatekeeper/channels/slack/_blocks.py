@@ -231,7 +231,8 @@ def _agent_reason(request: ApprovalRequest) -> list[Block]:
     if not request.call.reason:
         return []
     says = rt_line(rt_text("The agent says:", bold=True))
-    return [rt_block("gk_agent_reason", says, rt_quote(literal(request.call.reason, REASON_LIMIT)))]
+    words = literal(request.call.reason, REASON_LIMIT, prose=True)
+    return [rt_block("gk_agent_reason", says, rt_quote(words))]
 
 
 def _args(request: ApprovalRequest, text: str) -> Block:
@@ -298,7 +299,8 @@ def _outcome(
         elements.append(rt_quote(literal(comment, COMMENT_LIMIT)))
     blocks = [rt_block("gk_outcome", *elements)]
     if status is _P.FAILED and request.outcome:
-        failed = plain(f"The tool failed: {escape(request.outcome, COMMENT_LIMIT)}")
+        said = escape(request.outcome, COMMENT_LIMIT, one_line=True, prose=True)
+        failed = plain(f"The tool failed: {said}")
         blocks.append({"type": "context", "block_id": "gk_failure", "elements": [failed]})
     return blocks
 
