@@ -16,9 +16,11 @@ hard-wrapped for the terminal so that no soft wrap can start a line of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from ._canonical import truncate
@@ -26,8 +28,12 @@ from ._canonical import truncate
 __all__ = [
     "LINE_BREAK",
     "TERMINAL_WIDTH",
+    "Lookalike",
+    "call_lookalikes",
     "for_terminal",
     "inline",
+    "lookalikes",
+    "lookalikes_in",
     "pretty_json",
     "prose_inline",
     "prose_lines",
@@ -223,3 +229,157 @@ def quoted_block(
     """
     room = max(width - len(prefix), 10)
     return "\n".join(prefix + line for line in prose_lines(text, limit, room))
+
+
+# -- lookalikes ------------------------------------------------------------------------------
+#
+# A prompt-injected agent can send money to "pаypal.com" with a Cyrillic "а", or
+# name itself "billing-bоt": text that reads as one thing and is another. An
+# approver can't see that; these functions find it so every surface can say so
+# next to the value. A token (a run of characters between spaces and URL or JSON
+# punctuation, so a host name, an e-mail address or an account name) is flagged
+# when
+#   * its letters (and non-ASCII digits) come from more than one script, except
+#     the mixes Unicode's "highly restrictive" profile allows (Latin with Han
+#     and Hiragana/Katakana, with Han and Hangul, or with Han and Bopomofo);
+#   * it has letters or digits that are compatibility forms of others
+#     (fullwidth "ｐ", mathematical "𝐩", the ligature "ﬁ": NFKC changes them);
+#   * it holds a punycode label ("xn--..."), whose decoded form is shown.
+# A name written wholly in one other script ("асе" all Cyrillic) is not
+# flagged on its own; "асе.com" is, as its letters mix Cyrillic and Latin.
+
+_TOKEN = re.compile(r"[^\s/\\:?#=&,;\"'`()\[\]{}<>|!*^$]+")
+_TOKEN_LIMIT = 253  # the longest DNS name; a longer token is not read as a name
+_SCAN_LIMIT = 200_000  # characters of one string checked (a fraction of a second)
+_ALLOWED_MIXES = (
+    frozenset({"Latin", "Han", "Hiragana", "Katakana"}),
+    frozenset({"Latin", "Han", "Hangul"}),
+    frozenset({"Latin", "Han", "Bopomofo"}),
+)
+_NOT_SCRIPTS = frozenset(
+    {"MODIFIER", "SCRIPT", "DOUBLE-STRUCK", "BLACK-LETTER", "TURNED", "SMALL", "CAPITAL"}
+)
+_SCRIPT_NAMES = {"CJK": "Han"}
+
+
+@dataclass(frozen=True)
+class Lookalike:
+    """A token that may pass for another: where it was found, the token, and why."""
+
+    where: str
+    token: str
+    why: str
+
+    def __str__(self) -> str:
+        place = f"{self.where}: " if self.where else ""
+        return f'{place}"{inline(self.token, 300)}" {self.why}'
+
+
+def _script(ch: str) -> str | None:
+    """The script of a letter or digit (None for ASCII digits and the unscripted)."""
+    if ch.isascii():
+        return "Latin" if ch.isalpha() else None
+    first = unicodedata.name(ch, "").split(" ", 1)[0].split("-", 1)[0]
+    if not first or first in _NOT_SCRIPTS:
+        return None
+    return _SCRIPT_NAMES.get(first, first.capitalize())
+
+
+def _described(ch: str) -> str:
+    return f'"{visible(ch)}" is U+{ord(ch):04X} {unicodedata.name(ch, "(unnamed)")}'
+
+
+@functools.lru_cache(maxsize=4096)
+def _token_problems(token: str) -> tuple[str, ...]:
+    """Why ``token`` may pass for other text (cached: prose repeats its words)."""
+    problems: list[str] = []
+    lowered = token.lower()
+    if "xn--" in lowered:
+        problems.append(_punycode(token))
+    if token.isascii():
+        return tuple(problems)
+    scripts: dict[str, list[str]] = {}
+    compat: list[str] = []
+    for ch in token:
+        category = unicodedata.category(ch)
+        if category[0] not in "LN":
+            continue
+        normal = unicodedata.normalize("NFKC", ch)
+        if normal != ch:
+            compat.append(ch)
+        script = _script(normal[0]) if normal else None
+        if script is not None and (category[0] == "L" or category == "Nd"):
+            scripts.setdefault(script, []).append(ch)
+    if len(scripts) > 1 and not any(set(scripts) <= allowed for allowed in _ALLOWED_MIXES):
+        # The odd letters: those not in Latin when Latin is there, else the fewer.
+        ranked = sorted(scripts, key=lambda s: (s != "Latin", -len(scripts[s]), s))
+        odd = list(dict.fromkeys(ch for s in ranked[1:] for ch in scripts[s]))
+        names = " and ".join(ranked) if len(ranked) == 2 else ", ".join(ranked)
+        shown = "; ".join(_described(ch) for ch in odd[:3])
+        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        problems.append(f"mixes {names} letters: {shown}{more}")
+    if compat:
+        odd = list(dict.fromkeys(compat))
+        shown = "; ".join(
+            f"{_described(ch)}, like {unicodedata.normalize('NFKC', ch)!r}" for ch in odd[:3]
+        )
+        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        problems.append(f"has lookalike forms of other characters: {shown}{more}")
+    return tuple(problems)
+
+
+def _punycode(token: str) -> str:
+    labels = []
+    for label in token.split("."):
+        if label.lower().startswith("xn--"):
+            try:
+                labels.append(label[4:].encode("ascii").decode("punycode"))
+            except (UnicodeError, ValueError):
+                return "holds a punycode (xn--) label that does not decode"
+        else:
+            labels.append(label)
+    decoded = ".".join(labels)
+    inner = [why for why in _token_problems(decoded) if "punycode" not in why]
+    said = f'is punycode (xn--) for "{inline(decoded, 300)}"'
+    return "; ".join([said, *(f"that {why}" for why in inner)])
+
+
+def lookalikes(text: str, where: str = "") -> list[Lookalike]:
+    """The tokens of ``text`` that may pass for other text (see the comment above)."""
+    if text.isascii() and "xn--" not in text.lower():
+        return []
+    found: list[Lookalike] = []
+    for match in _TOKEN.finditer(text, 0, _SCAN_LIMIT):
+        token = match.group()
+        if len(token) > _TOKEN_LIMIT or (token.isascii() and "xn--" not in token.lower()):
+            continue
+        found.extend(Lookalike(where, token, why) for why in _token_problems(token))
+    if len(text) > _SCAN_LIMIT:
+        rest = f"… [{len(text) - _SCAN_LIMIT:,} more characters]"
+        found.append(Lookalike(where, rest, f"not checked past the first {_SCAN_LIMIT:,}"))
+    return found
+
+
+def lookalikes_in(value: Any, where: str) -> list[Lookalike]:
+    """Lookalikes in every string of a JSON value, keys included, each with its path."""
+    if isinstance(value, str):
+        return lookalikes(value, where)
+    found: list[Lookalike] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{inline(str(key), 100)}"
+            found.extend(lookalikes(str(key), f"{path} (its name)"))
+            found.extend(lookalikes_in(item, path))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found.extend(lookalikes_in(item, f"{where}[{i}]"))
+    return found
+
+
+def call_lookalikes(tool: str, agent: str, args: Any) -> dict[str, list[Lookalike]]:
+    """Lookalikes of a call, by what they are next to: ``tool``, ``agent`` and ``args``."""
+    return {
+        "tool": lookalikes(tool, "tool"),
+        "agent": lookalikes(agent, "agent"),
+        "args": lookalikes_in(args, "args"),
+    }

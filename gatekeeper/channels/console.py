@@ -7,7 +7,15 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from .._errors import GatekeeperError
-from .._text import TERMINAL_WIDTH, inline, pretty_json, quoted_block, wrap_columns
+from .._text import (
+    TERMINAL_WIDTH,
+    Lookalike,
+    call_lookalikes,
+    inline,
+    pretty_json,
+    quoted_block,
+    wrap_columns,
+)
 from ..models import ApprovalRequest
 
 if TYPE_CHECKING:
@@ -19,10 +27,13 @@ __all__ = ["ConsoleChannel", "describe_request", "json_block"]
 def describe_request(req: ApprovalRequest) -> str:
     """What an approver needs to decide, as terminal-safe text."""
     call, cls = req.call, req.classification
+    odd = call_lookalikes(call.tool, call.agent, req.args)
     lines = [
         f"Request {req.id}  [{cls.risk.value.upper()} risk]",
         f"  tool:    {inline(call.tool)}",
+        *_warnings(odd["tool"]),
         f"  agent:   {inline(call.agent)}  (session {inline(call.session_id, 100)})",
+        *_warnings(odd["agent"]),
     ]
     if call.reason:
         lines.append("  reason (the agent's words, ⏎ where it broke a line):")
@@ -37,8 +48,13 @@ def describe_request(req: ApprovalRequest) -> str:
     )
     label = "args (edited by an approver)" if req.edited else "args"
     lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
+    lines.extend(_warnings(odd["args"]))
     lines.extend(json_block(pretty_json(req.args)))
     return "\n".join(lines)
+
+
+def _warnings(found: list[Lookalike]) -> list[str]:
+    return [f"  \u26a0 LOOKALIKE {warning}" for warning in found]
 
 
 def json_block(text: str, indent: str = "    ") -> list[str]:

@@ -28,6 +28,7 @@ from .._errors import (
     TransitionRefused,
 )
 from .._gate import Gatekeeper
+from .._text import call_lookalikes
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
 from ._browse import router as browse_router
@@ -203,10 +204,12 @@ def _detail_context(
 ) -> dict[str, Any]:
     now = gate.clock.now()
     timeline = _timeline(gate, req)
+    odd = call_lookalikes(req.call.tool, req.call.agent, req.args)
     return {
         "req": req,
         "now": now,
         "left": time_left(req.expires_at, now),
+        "lookalikes": {where: [str(w) for w in found] for where, found in odd.items()},
         "timeline": timeline,
         # A channel that could not tell anyone (Slack down, a webhook refusing):
         # shown at the top, so whoever opens the request knows others may not have seen it.

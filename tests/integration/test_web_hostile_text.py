@@ -59,3 +59,30 @@ def test_the_timeline_keeps_the_reason_on_one_quoted_line(site: Site, client: Te
         in held.group(1)
     )
     assert "\n12:03" not in timeline
+
+
+SPOOF = "p\u0430ypal.com"  # Cyrillic а
+
+
+def test_the_request_page_warns_beside_a_lookalike_argument(site: Site, client: TestClient) -> None:
+    _, rid = site.call("wire", to=f"https://{SPOOF}/pay", amount=5.0)
+    page = client.get(f"/requests/{rid}").text
+    warnings = re.search(r'<ul id="lookalikes"[^>]*>(.*?)</ul>\s*<pre id="args"', page, re.S)
+    assert warnings, "no warning just above the arguments"
+    assert (
+        f"<li>⚠ LOOKALIKE args.to: &#34;{SPOOF}&#34; mixes Latin and Cyrillic letters: "
+        "&#34;\u0430&#34; is U+0430 CYRILLIC SMALL LETTER A</li>"
+    ) in warnings.group(1)
+
+
+def test_the_request_page_warns_beside_a_lookalike_agent_name(
+    site: Site, client: TestClient
+) -> None:
+    _, rid = site.call("refund", agent="billing-b\u043et", order_id="A-1", amount=5.0)
+    page = client.get(f"/requests/{rid}").text
+    agent = re.search(r'<dd id="agent">(.*?)</dd>', page, re.S)
+    assert agent, "no agent field"
+    assert "⚠ LOOKALIKE agent: &#34;billing-b\u043et&#34; mixes Latin and Cyrillic" in agent.group(
+        1
+    )
+    assert 'id="lookalikes"' not in page  # the arguments are plain

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..._text import pretty_json
+from ..._text import call_lookalikes, pretty_json
 from ...models import ApprovalRequest, RequestStatus, Risk
 from ._escape import (
     Block,
@@ -227,6 +227,21 @@ def _reasons(request: ApprovalRequest) -> list[Block]:
     return [rt_block("gk_reasons", *elements)]
 
 
+def _lookalikes(request: ApprovalRequest) -> list[Block]:
+    call = request.call
+    found = [w for ws in call_lookalikes(call.tool, call.agent, request.args).values() for w in ws]
+    if not found:
+        return []
+    items = [rt_line(rt_text(literal(str(w), ITEM_LIMIT, one_line=True))) for w in found]
+    elements = [
+        rt_line(rt_text("\u26a0\ufe0f Lookalike characters: check before approving", bold=True)),
+        {"type": "rich_text_list", "style": "bullet", "elements": items[:MAX_REASONS]},
+    ]
+    if len(found) > MAX_REASONS:
+        elements.append(rt_line(rt_text(f"and {len(found) - MAX_REASONS} more", italic=True)))
+    return [rt_block("gk_lookalikes", *elements)]
+
+
 def _agent_reason(request: ApprovalRequest) -> list[Block]:
     if not request.call.reason:
         return []
@@ -361,7 +376,7 @@ def request_message(
     status = request.effective_status(now)
     text, shown, total = _args_text(request)
     approvable = shown == total
-    blocks = [_header(request, status), _summary(request)]
+    blocks = [_header(request, status), _summary(request), *_lookalikes(request)]
     blocks += _reasons(request) + _agent_reason(request)
     blocks.append(_args(request, text))
     if not approvable:
