@@ -32,6 +32,7 @@ __all__ = [
     "call_lookalikes",
     "for_terminal",
     "inline",
+    "lookalike_warnings",
     "lookalikes",
     "lookalikes_in",
     "pretty_json",
@@ -249,7 +250,15 @@ def quoted_block(
 # flagged on its own; "асе.com" is, as its letters mix Cyrillic and Latin.
 
 _TOKEN = re.compile(r"[^\s/\\:?#=&,;\"'`()\[\]{}<>|!*^$]+")
-_TOKEN_LIMIT = 253  # the longest DNS name; a longer token is not read as a name
+_CACHED_TOKEN = 253  # the longest DNS name; longer tokens are checked but not cached
+# Characters that pass for the punctuation of a host, URL or address but are not
+# it ("paypal.com⁄login@evil.example" is one host, not a path on paypal.com).
+_FAKE_PUNCTUATION = dict.fromkeys("\u2044\u2215\u29f8\uff0f\u2571", "/") | {
+    **dict.fromkeys("\u2024\u3002\uff0e\uff61\u0701\u0702\ua4f8", "."),
+    **dict.fromkeys("\uff20\ufe6b", "@"),
+    **dict.fromkeys("\u2236\ua789\uff1a\u0589\u05c3", ":"),
+    **dict.fromkeys("\u2010\u2011\u2012\u2212\u2043\ufe63\uff0d", "-"),
+}
 _SCAN_LIMIT = 200_000  # characters of one string checked (a fraction of a second)
 _ALLOWED_MIXES = (
     frozenset({"Latin", "Han", "Hiragana", "Katakana"}),
@@ -289,9 +298,17 @@ def _described(ch: str) -> str:
     return f'"{visible(ch)}" is U+{ord(ch):04X} {unicodedata.name(ch, "(unnamed)")}'
 
 
-@functools.lru_cache(maxsize=4096)
+_cached_problems_of = functools.lru_cache(maxsize=4096)
+
+
 def _token_problems(token: str) -> tuple[str, ...]:
-    """Why ``token`` may pass for other text (cached: prose repeats its words)."""
+    """Why ``token`` may pass for other text (short tokens cached: prose repeats its words)."""
+    if len(token) > _CACHED_TOKEN:
+        return _problems_of(token)
+    return _cached_problems(token)
+
+
+def _problems_of(token: str) -> tuple[str, ...]:
     problems: list[str] = []
     lowered = token.lower()
     if "xn--" in lowered:
@@ -300,9 +317,12 @@ def _token_problems(token: str) -> tuple[str, ...]:
         return tuple(problems)
     scripts: dict[str, list[str]] = {}
     compat: list[str] = []
+    fake: list[str] = []
     for ch in token:
         category = unicodedata.category(ch)
         if category[0] not in "LN":
+            if ch in _FAKE_PUNCTUATION:
+                fake.append(ch)
             continue
         normal = unicodedata.normalize("NFKC", ch)
         if normal != ch:
@@ -325,7 +345,14 @@ def _token_problems(token: str) -> tuple[str, ...]:
         )
         more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
         problems.append(f"has lookalike forms of other characters: {shown}{more}")
+    if fake and any(ch.isascii() and ch.isalnum() for ch in token):
+        odd = list(dict.fromkeys(fake))
+        shown = "; ".join(f"{_described(ch)}, not {_FAKE_PUNCTUATION[ch]!r}" for ch in odd[:3])
+        problems.append(f"has punctuation that passes for ASCII: {shown}")
     return tuple(problems)
+
+
+_cached_problems = _cached_problems_of(_problems_of)
 
 
 def _punycode(token: str) -> str:
@@ -351,7 +378,7 @@ def lookalikes(text: str, where: str = "") -> list[Lookalike]:
     found: list[Lookalike] = []
     for match in _TOKEN.finditer(text, 0, _SCAN_LIMIT):
         token = match.group()
-        if len(token) > _TOKEN_LIMIT or (token.isascii() and "xn--" not in token.lower()):
+        if token.isascii() and "xn--" not in token.lower():
             continue
         found.extend(Lookalike(where, token, why) for why in _token_problems(token))
     if len(text) > _SCAN_LIMIT:
@@ -383,3 +410,15 @@ def call_lookalikes(tool: str, agent: str, args: Any) -> dict[str, list[Lookalik
         "agent": lookalikes(agent, "agent"),
         "args": lookalikes_in(args, "args"),
     }
+
+
+def lookalike_warnings(found: list[Lookalike], most: int = 10) -> list[str]:
+    """What to print for ``found``: each warning once, at most ``most``, then how many more.
+
+    Bounded, so a flood of lookalikes can't bury the one that matters (the
+    first ones, in argument order, are shown) or the rest of the request.
+    """
+    unique = list(dict.fromkeys(str(w) for w in found))
+    if len(unique) <= most:
+        return unique
+    return [*unique[:most], f"and {len(unique) - most} more lookalikes"]

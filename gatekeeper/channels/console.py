@@ -12,6 +12,7 @@ from .._text import (
     Lookalike,
     call_lookalikes,
     inline,
+    lookalike_warnings,
     pretty_json,
     quoted_block,
     wrap_columns,
@@ -54,7 +55,7 @@ def describe_request(req: ApprovalRequest) -> str:
 
 
 def _warnings(found: list[Lookalike]) -> list[str]:
-    return [f"  \u26a0 LOOKALIKE {warning}" for warning in found]
+    return [f"  \u26a0 LOOKALIKE {warning}" for warning in lookalike_warnings(found)]
 
 
 def json_block(text: str, indent: str = "    ") -> list[str]:

@@ -28,7 +28,7 @@ from .._errors import (
     TransitionRefused,
 )
 from .._gate import Gatekeeper
-from .._text import call_lookalikes
+from .._text import call_lookalikes, lookalike_warnings
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
 from ._browse import router as browse_router
@@ -209,7 +209,7 @@ def _detail_context(
         "req": req,
         "now": now,
         "left": time_left(req.expires_at, now),
-        "lookalikes": {where: [str(w) for w in found] for where, found in odd.items()},
+        "lookalikes": {where: lookalike_warnings(found, 20) for where, found in odd.items()},
         "timeline": timeline,
         # A channel that could not tell anyone (Slack down, a webhook refusing):
         # shown at the top, so whoever opens the request knows others may not have seen it.

@@ -202,3 +202,36 @@ def test_slack_lists_the_lookalikes_under_the_summary() -> None:
 def test_slack_adds_nothing_when_there_is_no_lookalike() -> None:
     message = request_message(make(), now=NOW)
     assert "gk_lookalikes" not in [b.get("block_id") for b in message["blocks"]]
+
+
+# -- what an agent would try next --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("https://paypal.com\u2044login@evil.example/", "U+2044 FRACTION SLASH, not '/'"),
+        ("paypal\u3002com", "U+3002 IDEOGRAPHIC FULL STOP, not '.'"),
+        ("paypal\uff0ecom", "FULLWIDTH FULL STOP"),
+        ("x" * 300 + SPOOF, "U+0430 CYRILLIC SMALL LETTER A"),  # past the length of a host
+        (SPOOF + "." * 300, "U+0430 CYRILLIC SMALL LETTER A"),
+    ],
+)
+def test_lookalike_punctuation_and_long_tokens_are_flagged_too(text: str, why: str) -> None:
+    (found,) = lookalikes(text, "args.url")
+    assert why in found.why
+
+
+def test_typographic_punctuation_in_prose_is_not_flagged() -> None:
+    assert lookalikes("wait\u2026 it\u2019s fine \u2013 \u201creally\u201d") == []
+
+
+def test_a_flood_of_lookalikes_is_cut_so_the_request_stays_readable() -> None:
+    args = {"first": SPOOF, "noise": [f"n{i}\u0430" for i in range(500)]}
+    lines = describe_request(make(args=args)).splitlines()
+    warnings = [line for line in lines if "LOOKALIKE" in line]
+    assert len(warnings) == 11
+    assert warnings[0].endswith("CYRILLIC SMALL LETTER A") and "args.first" in warnings[0]
+    assert warnings[-1] == "  \u26a0 LOOKALIKE and 491 more lookalikes"
+    message = request_message(make(args=args), now=NOW)
+    check_limits(message)

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..._text import call_lookalikes, pretty_json
+from ..._text import call_lookalikes, lookalike_warnings, pretty_json
 from ...models import ApprovalRequest, RequestStatus, Risk
 from ._escape import (
     Block,
@@ -232,14 +232,11 @@ def _lookalikes(request: ApprovalRequest) -> list[Block]:
     found = [w for ws in call_lookalikes(call.tool, call.agent, request.args).values() for w in ws]
     if not found:
         return []
-    items = [rt_line(rt_text(literal(str(w), ITEM_LIMIT, one_line=True))) for w in found]
-    elements = [
-        rt_line(rt_text("\u26a0\ufe0f Lookalike characters: check before approving", bold=True)),
-        {"type": "rich_text_list", "style": "bullet", "elements": items[:MAX_REASONS]},
-    ]
-    if len(found) > MAX_REASONS:
-        elements.append(rt_line(rt_text(f"and {len(found) - MAX_REASONS} more", italic=True)))
-    return [rt_block("gk_lookalikes", *elements)]
+    shown = lookalike_warnings(found, MAX_REASONS)
+    items = [rt_line(rt_text(literal(w, ITEM_LIMIT, one_line=True))) for w in shown]
+    title = rt_text("\u26a0\ufe0f Lookalike characters: check before approving", bold=True)
+    bullets = {"type": "rich_text_list", "style": "bullet", "elements": items}
+    return [rt_block("gk_lookalikes", rt_line(title), bullets)]
 
 
 def _agent_reason(request: ApprovalRequest) -> list[Block]:
