@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-
 from _keys import use_run_keys  # bench/ is on sys.path when run as a script
+
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper.models import ApprovalRequest, Decision
 from gatekeeper.store import MemoryStore, RedisStore

@@ -47,6 +47,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _keys import use_run_keys  # bench/ is on sys.path when run as a script
 from run import (
     Report,
     free_port,
@@ -59,7 +60,6 @@ from run import (
 )
 
 import gatekeeper
-from _keys import use_run_keys  # bench/ is on sys.path when run as a script
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper import _pipeline as pipe
 from gatekeeper._canonical import digest

@@ -16,18 +16,46 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from ._errors import InvalidToolCall
 
-__all__ = ["canonical_json", "digest", "to_json_safe", "truncate"]
+__all__ = [
+    "canonical_json",
+    "digest",
+    "first_surrogate",
+    "to_json_safe",
+    "truncate",
+    "without_surrogates",
+]
 
 _MAX_DEPTH = 64
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode
+
+
+# A lone surrogate (U+D800-DFFF) fits in a Python str but not in UTF-8: text
+# that holds one can't be stored, hashed or sent anywhere as it is.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` as ``U+D800``, or None when there is none."""
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate written as a visible code such as ``<U+D800>``."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -49,7 +77,10 @@ def to_json_safe(value: Any, *, where: str = "args", _depth: int = 0) -> Any:
     Anything else is refused: an approver must see exactly what will run, and a
     ``repr`` is not that.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        _refuse_surrogate(value, where)
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value if not isinstance(value, enum.Enum) else _enum(value, where, _depth)
@@ -65,6 +96,7 @@ def to_json_safe(value: Any, *, where: str = "args", _depth: int = 0) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidToolCall(f"{where}: mapping key {key!r} is not a string")
+            _refuse_surrogate(key, f"{where}: the key {key!r}")
             out[key] = to_json_safe(item, where=f"{where}.{key}", _depth=depth)
         return out
     if isinstance(value, (list, tuple)):
@@ -90,6 +122,15 @@ def to_json_safe(value: Any, *, where: str = "args", _depth: int = 0) -> Any:
         f"{where}: a {type(value).__name__} can't be shown to an approver as JSON; "
         "pass JSON-like values, or exclude the parameter with guard(exclude=...)"
     )
+
+
+def _refuse_surrogate(text: str, where: str) -> None:
+    code = first_surrogate(text)
+    if code is not None:
+        raise InvalidToolCall(
+            f"{without_surrogates(where)}: contains a lone surrogate ({code}), which is not "
+            "valid Unicode text and can't be shown to an approver or recorded"
+        )
 
 
 def _enum(value: enum.Enum, where: str, depth: int) -> Any:

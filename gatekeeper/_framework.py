@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _pipeline as pipe
+from ._canonical import without_surrogates
 from ._errors import AgentHalted, InvalidToolCall, StoreUnavailable, ToolCallDenied
 from ._session import current_session
 from ._tool import MappingToolSpec
@@ -121,7 +122,12 @@ async def arefuse_unknown_tool(
 def _unknown(
     gate: Gatekeeper, name: str, args: Mapping[str, Any], reason: str | None
 ) -> tuple[ToolCall, Classification]:
-    spec = MappingToolSpec(func=_nothing, name=name or "<no name>")
+    # The name and reason are the model's own words, recorded even when they
+    # hold a lone surrogate (written as <U+D800>): refusing here would leave
+    # the model's call to a tool that does not exist unaudited.
+    spec = MappingToolSpec(func=_nothing, name=without_surrogates(name) if name else "<no name>")
+    if reason is not None:
+        reason = without_surrogates(reason)
     try:
         bound = spec.bind((), _mapping(spec.name, args), gate.max_args_bytes)
     except InvalidToolCall:

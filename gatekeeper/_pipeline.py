@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ._canonical import truncate
+from ._canonical import first_surrogate, truncate, without_surrogates
 from ._errors import (
     AgentHalted,
     ApprovalCancelled,
     ApprovalDenied,
     ApprovalTimeout,
+    InvalidToolCall,
     ToolCallBlocked,
     ToolCallDenied,
 )
@@ -57,8 +58,27 @@ def build_call(
     now: dt.datetime,
     reason: str | None,
 ) -> ToolCall:
-    """The :class:`ToolCall` record of one call (already validated, so constructed directly)."""
+    """The :class:`ToolCall` record of one call (already validated, so constructed directly).
+
+    Raises :class:`InvalidToolCall` when the reason, the agent's name or the
+    session id holds a lone surrogate: such text can't be recorded or shown,
+    so the call is refused before anything is held or run.
+    """
     stated = reason if reason is not None else session.reason
+    for what, text in (
+        ("the tool name", spec.name),
+        ("the reason", stated),
+        ("the agent name", session.agent),
+        ("the session id", session.id),
+    ):
+        code = first_surrogate(text) if isinstance(text, str) else None
+        if code is not None:
+            raise InvalidToolCall(
+                f"{without_surrogates(spec.name)}: {what} contains a lone surrogate ({code}), "
+                "which is not valid Unicode text; the call was refused before anything was "
+                "held or run",
+                tool=without_surrogates(spec.name),
+            )
     return ToolCall.model_construct(
         id=call_id,
         tool=spec.name,
@@ -124,10 +144,14 @@ def call_event(
 
 
 def outcome_text(result: Any = None, exc: BaseException | None = None) -> str:
-    """A bounded, one-value summary of what the tool returned or raised."""
+    """A bounded, one-value summary of what the tool returned or raised.
+
+    Always text that can be recorded: a lone surrogate in the result or the
+    error message (which UTF-8 can't encode) is written as ``<U+D800>``.
+    """
     if exc is not None:
-        return truncate(f"{type(exc).__name__}: {exc}", OUTCOME_LIMIT)
-    return truncate(repr(result), OUTCOME_LIMIT)
+        return truncate(without_surrogates(f"{type(exc).__name__}: {exc}"), OUTCOME_LIMIT)
+    return truncate(without_surrogates(repr(result)), OUTCOME_LIMIT)
 
 
 def outcome_event(

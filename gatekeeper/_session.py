@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._canonical import first_surrogate
 from ._clock import new_id
+from ._errors import InvalidToolCall
 
 __all__ = ["Session", "current_session"]
 
@@ -62,6 +64,13 @@ class Session:
     ) -> Session:
         if not agent or not isinstance(agent, str):
             raise ValueError("a session needs an agent name")
+        for what, text in (("agent name", agent), ("reason", reason), ("id", session_id)):
+            code = first_surrogate(text) if isinstance(text, str) else None
+            if code is not None:
+                raise InvalidToolCall(
+                    f"the session's {what} contains a lone surrogate ({code}), which is not "
+                    "valid Unicode text and can't be shown to an approver or recorded"
+                )
         return cls(
             agent=agent,
             scopes=frozenset(scopes),

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._canonical import canonical_json
+from ._canonical import canonical_json, without_surrogates
 from .models import AuditEvent, utc
 
 __all__ = [
@@ -97,12 +97,30 @@ _DRAFT_FIELDS = ("kind", "actor", "request_id", "call_id", "tool", "agent", "ses
 
 
 def encode_draft(d: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of a draft: every field present, ``at`` in epoch milliseconds."""
+    """The canonical JSON of a draft: every field present, ``at`` in epoch milliseconds.
+
+    A lone surrogate anywhere in the draft (UTF-8 can't encode one) is written
+    as ``<U+D800>``, so one such event can't stop a batch from being sealed.
+    """
     data = d.get("data") or {}
     body: dict[str, Any] = {k: d.get(k) for k in _DRAFT_FIELDS}
     body["at"] = int(d["at"])
     body["data"] = data if isinstance(data, dict) else {}
-    return canonical_json(body)
+    try:
+        return canonical_json(body)
+    except UnicodeEncodeError:
+        return canonical_json(_without_surrogates(body))
+
+
+def _without_surrogates(value: Any) -> Any:
+    """``value`` with every string in it (keys too) put through ``without_surrogates``."""
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def seal_encoded(

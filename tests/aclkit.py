@@ -55,9 +55,7 @@ class RoleSplitStore:
         """The store of agent ``name``'s processes: its own ACL user, public keys only."""
         store = self._agents.get(name)
         if store is None:
-            for argv in acl_rules(
-                self._prefix, agents=[name], passwords=self._passwords, roles=()
-            ):
+            for argv in acl_rules(self._prefix, agents=[name], passwords=self._passwords, roles=()):
                 self._admin.execute_command(*argv)
             store = RedisStore(
                 self._login(acl_user(self._prefix, "agent", name)),

@@ -7,25 +7,37 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from .._errors import GatekeeperError
-from .._text import inline, pretty_json, quoted_block
+from .._text import (
+    TERMINAL_WIDTH,
+    Lookalike,
+    call_lookalikes,
+    inline,
+    lookalike_warnings,
+    pretty_json,
+    quoted_block,
+    wrap_columns,
+)
 from ..models import ApprovalRequest
 
 if TYPE_CHECKING:
     from .._gate import Gatekeeper
 
-__all__ = ["ConsoleChannel", "describe_request"]
+__all__ = ["ConsoleChannel", "describe_request", "json_block"]
 
 
 def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     """What an approver needs to decide, as terminal-safe text (arguments cut at ``args_limit``)."""
     call, cls = req.call, req.classification
+    odd = call_lookalikes(call.tool, call.agent, req.args)
     lines = [
         f"Request {req.id}  [{cls.risk.value.upper()} risk]",
         f"  tool:    {inline(call.tool)}",
+        *_warnings(odd["tool"]),
         f"  agent:   {inline(call.agent)}  (session {inline(call.session_id, 100)})",
+        *_warnings(odd["agent"]),
     ]
     if call.reason:
-        lines.append("  reason (the agent's words):")
+        lines.append("  reason (the agent's words, ⏎ where it broke a line):")
         lines.append(quoted_block(call.reason, 1000))
     lines.append(f"  why held: {inline('; '.join(cls.reasons), 2000)}")
     if cls.rules:
@@ -37,8 +49,28 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     )
     label = "args (edited by an approver)" if req.edited else "args"
     lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
-    lines.extend("    " + line for line in pretty_json(req.args, args_limit).splitlines())
+    lines.extend(_warnings(odd["args"]))
+    lines.extend(json_block(pretty_json(req.args, args_limit)))
     return "\n".join(lines)
+
+
+def _warnings(found: list[Lookalike]) -> list[str]:
+    return [f"  \u26a0 LOOKALIKE {warning}" for warning in lookalike_warnings(found)]
+
+
+def json_block(text: str, indent: str = "    ") -> list[str]:
+    """Pretty JSON for the terminal, cut to fit: a cut line goes on after ``↪``.
+
+    A long string value would otherwise wrap in the terminal and could start
+    a line that passes for a field of ours, or for the end of the arguments.
+    """
+    room = TERMINAL_WIDTH - len(indent) - 2
+    out: list[str] = []
+    for line in text.splitlines():
+        first, *rest = wrap_columns(line, room)
+        out.append(indent + first)
+        out.extend(f"{indent}\u21aa {piece}" for piece in rest)
+    return out
 
 
 class ConsoleChannel:

@@ -18,7 +18,7 @@ from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
 from .._gate import Gatekeeper
-from .._text import inline
+from .._text import inline, quoted_block
 from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, RequestStatus, ToolCall
@@ -121,7 +121,8 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
         who = f"{inline(d.approver, 80)} via {inline(d.via, 40)}"
         io.say(f"    {d.at:%H:%M:%S} {verb} by {who}{edited}{note}")
     if req.outcome:
-        io.say(f"  outcome: {inline(req.outcome, 2000)}")
+        io.say("  outcome (the tool's words, ⏎ where it broke a line):")
+        io.say(quoted_block(req.outcome, 2000))
     io.say("  history:")
     for entry in gate.store.audit_entries():
         event = parse_event(entry.body, entry.hash)

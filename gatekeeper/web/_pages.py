@@ -28,6 +28,7 @@ from .._errors import (
     TransitionRefused,
 )
 from .._gate import Gatekeeper
+from .._text import call_lookalikes, lookalike_warnings
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
 from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
@@ -42,6 +43,8 @@ from ._present import (
     offset_of,
     page_url,
     parse_args_json,
+    prose,
+    prose_line,
     request_events,
     shown,
     time_left,
@@ -50,6 +53,7 @@ from ._present import (
 __all__ = ["router"]
 
 templates.env.filters["visible"] = shown
+templates.env.filters["prose"] = prose
 
 router = APIRouter(include_in_schema=False)
 router.include_router(browse_router)
@@ -144,10 +148,21 @@ def _fragment(request: Request, name: str, context: dict[str, Any]) -> Response:
 # -- one request ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TimelineEntry:
+    """One line of a request's timeline: our words in ``summary``, others' words in ``said``.
+
+    ``said`` holds ``(label, text)`` pairs of text someone else wrote (the
+    agent's reason, a tool's outcome, an error, a comment), each kept to one
+    line with ``⏎`` for its line breaks; the template quotes each one.
+    """
+
     at: Any
     kind: str
     actor: str
     summary: str
+    said: tuple[tuple[str, str], ...] = ()
+
+
+_SAID = ("comment", "reason", "outcome", "error")  # data keys holding someone else's words
 
 
 def _summary(event: AuditEvent) -> str:
@@ -159,16 +174,19 @@ def _summary(event: AuditEvent) -> str:
         parts.append(f"{data.get('approvals')} of {data.get('quorum')} approvals")
     if "edited_args" in data:
         parts.append("with edited arguments")
-    for key in ("channel", "comment", "reason", "outcome", "error"):
-        if data.get(key):
-            parts.append(f"{key}: {data[key]}")
+    if data.get("channel"):
+        parts.append(f"channel: {data['channel']}")
     return shown("; ".join(parts), 600)
+
+
+def _said(event: AuditEvent) -> tuple[tuple[str, str], ...]:
+    return tuple((key, prose_line(event.data[key])) for key in _SAID if event.data.get(key))
 
 
 def _timeline(gate: Gatekeeper, req: ApprovalRequest) -> list[TimelineEntry]:
     gate.store.flush()
     events = request_events(newest_entries(gate, TIMELINE_SCAN), req)
-    return [TimelineEntry(e.at, e.kind, e.actor, _summary(e)) for e in events]
+    return [TimelineEntry(e.at, e.kind, e.actor, _summary(e), _said(e)) for e in events]
 
 
 def _may_decide(gate: Gatekeeper, viewer: Viewer, req: ApprovalRequest) -> str | None:
@@ -185,10 +203,12 @@ def _detail_context(
 ) -> dict[str, Any]:
     now = gate.clock.now()
     timeline = _timeline(gate, req)
+    odd = call_lookalikes(req.call.tool, req.call.agent, req.args)
     return {
         "req": req,
         "now": now,
         "left": time_left(req.expires_at, now),
+        "lookalikes": {where: lookalike_warnings(found, 20) for where, found in odd.items()},
         "timeline": timeline,
         # A channel that could not tell anyone (Slack down, a webhook refusing):
         # shown at the top, so whoever opens the request knows others may not have seen it.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._canonical import truncate
-from .._text import _hidden, visible
+from .._text import _hidden, prose_inline, prose_lines, visible
 from ..audit import StoredEvent, parse_event
 from ..models import ApprovalRequest, AuditEvent
 
@@ -34,6 +34,8 @@ __all__ = [
     "page_url",
     "parse_args_json",
     "parse_time",
+    "prose",
+    "prose_line",
     "request_events",
     "shown",
     "shown_in_full",
@@ -66,6 +68,21 @@ def shown(value: object, limit: int | None = None) -> str:
     if limit is not None:
         text = truncate(text, limit)
     return visible(text)
+
+
+def prose(value: object, limit: int = VALUE_LIMIT) -> str:
+    """Agent prose for a quote block (``white-space: pre-wrap``): each line break shown as ``⏎``.
+
+    The template puts it in an element whose every line is marked as the
+    agent's (a bordered quote), so no line of it can pass for one of ours.
+    """
+    text = "" if value is None else str(value)
+    return "\n".join(prose_lines(text, limit))
+
+
+def prose_line(value: object, limit: int = 600) -> str:
+    """Agent prose kept to one line, each line break shown as ``⏎`` (timeline entries)."""
+    return prose_inline("" if value is None else str(value), limit)
 
 
 def compact(value: Any, limit: int = 200) -> str:

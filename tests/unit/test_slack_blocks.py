@@ -275,7 +275,7 @@ def test_backticks_cannot_break_out_of_the_block() -> None:
     shape = [(b["type"], b.get("block_id")) for b in benign["blocks"]]
     assert [(b["type"], b.get("block_id")) for b in hostile["blocks"]] == shape
     assert json.dumps(evil)[1:-1] in preformatted(hostile)  # verbatim, as JSON
-    assert flat(block(hostile, "gk_agent_reason"))[1] == evil
+    assert flat(block(hostile, "gk_agent_reason"))[1] == evil.replace("\n", "\u23ce\n")
     assert special(hostile) == []
 
 

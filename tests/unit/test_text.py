@@ -48,7 +48,7 @@ def test_inline_fields_cannot_start_a_line_of_their_own() -> None:
     assert inline("a\tb") == "a<U+0009>b"
     assert inline(None) == ""
     block = quoted_block("line one\nline two")
-    assert block.splitlines() == ["    | line one", "    | line two"]
+    assert block.splitlines() == ["    \u2502 line one\u23ce", "    \u2502 line two"]
 
 
 # -- characters that draw as nothing or as a plain space -------------------------

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..._text import pretty_json
+from ..._text import call_lookalikes, lookalike_warnings, pretty_json
 from ...models import ApprovalRequest, RequestStatus, Risk
 from ._escape import (
     Block,
@@ -227,11 +227,24 @@ def _reasons(request: ApprovalRequest) -> list[Block]:
     return [rt_block("gk_reasons", *elements)]
 
 
+def _lookalikes(request: ApprovalRequest) -> list[Block]:
+    call = request.call
+    found = [w for ws in call_lookalikes(call.tool, call.agent, request.args).values() for w in ws]
+    if not found:
+        return []
+    shown = lookalike_warnings(found, MAX_REASONS)
+    items = [rt_line(rt_text(literal(w, ITEM_LIMIT, one_line=True))) for w in shown]
+    title = rt_text("\u26a0\ufe0f Lookalike characters: check before approving", bold=True)
+    bullets = {"type": "rich_text_list", "style": "bullet", "elements": items}
+    return [rt_block("gk_lookalikes", rt_line(title), bullets)]
+
+
 def _agent_reason(request: ApprovalRequest) -> list[Block]:
     if not request.call.reason:
         return []
     says = rt_line(rt_text("The agent says:", bold=True))
-    return [rt_block("gk_agent_reason", says, rt_quote(literal(request.call.reason, REASON_LIMIT)))]
+    words = literal(request.call.reason, REASON_LIMIT, prose=True)
+    return [rt_block("gk_agent_reason", says, rt_quote(words))]
 
 
 def _args(request: ApprovalRequest, text: str) -> Block:
@@ -298,7 +311,8 @@ def _outcome(
         elements.append(rt_quote(literal(comment, COMMENT_LIMIT)))
     blocks = [rt_block("gk_outcome", *elements)]
     if status is _P.FAILED and request.outcome:
-        failed = plain(f"The tool failed: {escape(request.outcome, COMMENT_LIMIT)}")
+        said = escape(request.outcome, COMMENT_LIMIT, one_line=True, prose=True)
+        failed = plain(f"The tool failed: {said}")
         blocks.append({"type": "context", "block_id": "gk_failure", "elements": [failed]})
     return blocks
 
@@ -359,7 +373,7 @@ def request_message(
     status = request.effective_status(now)
     text, shown, total = _args_text(request)
     approvable = shown == total
-    blocks = [_header(request, status), _summary(request)]
+    blocks = [_header(request, status), _summary(request), *_lookalikes(request)]
     blocks += _reasons(request) + _agent_reason(request)
     blocks.append(_args(request, text))
     if not approvable:

@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ..._text import visible
+from ..._text import LINE_BREAK, visible
 
 __all__ = [
     "GROUP_ID",
@@ -117,9 +117,11 @@ def _fit(text: str, limit: int, render: _Render) -> str:
     return shown + marker(len(text) - taken)
 
 
-def _renderer(*, entities: bool, one_line: bool) -> _Render:
+def _renderer(*, entities: bool, one_line: bool, prose: bool = False) -> _Render:
     def render(_: int, ch: str) -> str:
-        if one_line and ch in _BREAKS:
+        if prose and ch == "\n":  # the agent's line break, shown as ⏎
+            return f"{LINE_BREAK} " if one_line else f"{LINE_BREAK}\n"
+        if (one_line or prose) and ch in _BREAKS:
             return _code_point(ch, entities)
         shown = visible(ch)
         return _entity(shown) if entities else shown
@@ -127,26 +129,31 @@ def _renderer(*, entities: bool, one_line: bool) -> _Render:
     return render
 
 
-def escape(text: str | None, limit: int, *, one_line: bool = False) -> str:
+def escape(text: str | None, limit: int, *, one_line: bool = False, prose: bool = False) -> str:
     """Untrusted text for a ``plain_text`` (or mrkdwn) text object.
 
     Hidden characters become ``<U+XXXX>`` (written ``&lt;U+XXXX&gt;``), ``&``,
     ``<`` and ``>`` become entities, and the result is at most ``limit``
     characters. ``one_line`` also shows newlines and tabs as codes, so a value
-    can't start a line of its own and pass for one of our labels.
+    can't start a line of its own and pass for one of our labels; with
+    ``prose`` (someone's sentences) a newline shows as ``⏎`` instead.
     """
     if not text:
         return ""
-    return _fit(text, limit, _renderer(entities=True, one_line=one_line))
+    return _fit(text, limit, _renderer(entities=True, one_line=one_line, prose=prose))
 
 
-def literal(text: str | None, limit: int, *, one_line: bool = False) -> str:
-    """Untrusted text for a ``rich_text`` text element: made visible and bounded, nothing else."""
+def literal(text: str | None, limit: int, *, one_line: bool = False, prose: bool = False) -> str:
+    """Untrusted text for a ``rich_text`` text element: made visible and bounded, nothing else.
+
+    ``prose`` marks each line break as ``⏎`` (kept as a break unless
+    ``one_line``), for the agent's reason inside a quote.
+    """
     if not text:
         return ""
     if len(text) <= limit and text.isascii() and text.isprintable():
         return text
-    return _fit(text, limit, _renderer(entities=False, one_line=one_line))
+    return _fit(text, limit, _renderer(entities=False, one_line=one_line, prose=prose))
 
 
 def code(text: str | None, limit: int) -> str:
