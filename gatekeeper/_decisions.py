@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._canonical import canonical_json, digest, to_json_safe
+from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
 from ._errors import InvalidToolCall, NotAuthorized, TransitionRefused
 from .audit import ChainReport, verify_chain
@@ -86,7 +86,8 @@ class Decisions:
         decision = Decision(
             approver=approver,
             approve=approve,
-            comment=comment or None,
+            # A person's words, but they may have pasted agent text: never unencodable.
+            comment=without_surrogates(comment) if comment else None,
             at=self.clock.now(),
             args_digest=args_digest,
             edited=edited is not None,
@@ -141,7 +142,8 @@ class Decisions:
     ) -> list[str]:
         """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
         scope, target = _halt_scope(agent, session, everything)
-        return self.store.halt(scope, target, by=by, reason=reason)
+        reason = without_surrogates(reason) if reason else reason
+        return self.store.halt(scope, target, by=without_surrogates(by), reason=reason)
 
     def resume(
         self,

@@ -22,7 +22,7 @@ from ..models import ApprovalRequest
 if TYPE_CHECKING:
     from .._gate import Gatekeeper
 
-__all__ = ["ConsoleChannel", "describe_request", "json_block"]
+__all__ = ["ConsoleChannel", "describe_request", "json_block", "shown_whole"]
 
 
 def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
@@ -73,6 +73,14 @@ def json_block(text: str, indent: str = "    ") -> list[str]:
     return out
 
 
+def shown_whole(req: ApprovalRequest, limit: int = 20_000) -> bool:
+    """Whether :func:`describe_request` shows ``req``'s arguments whole at ``limit``.
+
+    Nobody approves what they were not shown: past it, the terminal offers Deny only.
+    """
+    return pretty_json(req.args, limit) == pretty_json(req.args, 1 << 62)
+
+
 class ConsoleChannel:
     """Shows each held call in the terminal and asks the person there to decide.
 
@@ -112,9 +120,18 @@ class ConsoleChannel:
             raise RuntimeError("ConsoleChannel is not bound to a Gatekeeper")
         with self._lock:
             self._write("\n" + describe_request(request) + "\n")
-            answer = self._ask(f"Approve as {self.approver}? [y/n/skip] ").lower()
+            whole = shown_whole(request)
+            if whole:
+                answer = self._ask(f"Approve as {self.approver}? [y/n/skip] ").lower()
+            else:
+                self._write(
+                    "The arguments are too long to show here in full, so they can't be "
+                    "approved here: read them with `gatekeeper show ID` (or in the web "
+                    "console) and approve there with their full sha256.\n"
+                )
+                answer = self._ask(f"Deny as {self.approver}? [n/skip] ").lower()
             try:
-                if answer in ("y", "yes"):
+                if whole and answer in ("y", "yes"):
                     comment = self._ask("Comment (optional): ") or None
                     self._gate.approve(
                         request.id,

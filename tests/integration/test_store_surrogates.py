@@ -13,6 +13,7 @@ from gatekeeper.audit import draft, parse_event
 from gatekeeper.store import Store
 from gatekeeper.testing import AutoDecider, ManualClock
 from tests.gatekit import make_policy
+from tests.storekit import held_event, make_request
 
 LONE = "\ud800"
 
@@ -75,3 +76,19 @@ def test_surrogate_arguments_are_refused_before_the_store_holds_anything(
         tool({"to": "bob@example.com"}, reason=f"the user asked {LONE}")
     assert store.pending() == []
     assert _events(store) == []
+
+
+def test_an_approvers_comment_with_a_surrogate_is_recorded_as_a_code(
+    clock: ManualClock, store: Store
+) -> None:
+    """Comments come from people, who may paste agent text: stored, never an encoding error."""
+    from gatekeeper import Gatekeeper, Policy
+
+    gate = Gatekeeper(policy=Policy.empty(), store=store)
+    req = make_request(clock)
+    store.hold(req, held_event(req))
+    done = gate.deny(req.id, approver="alice", comment="no \ud800 way")
+    assert done.comment == "no <U+D800> way"
+    assert store.get(req.id).comment == "no <U+D800> way"
+    gate.halt(agent="billing-bot", by="ops\udfff", reason="stop \ud800")
+    assert [h.by for h in store.halts()] == ["ops<U+DFFF>"]

@@ -77,3 +77,35 @@ def test_console_channel_decides_through_the_gate() -> None:
     assert info.value.comment == "not now"
     assert "<U+202E>" in out.getvalue()
     assert "denied by alice" in out.getvalue()
+
+
+def test_console_channel_never_offers_approve_for_arguments_it_cut() -> None:
+    """Nobody approves what they were not shown: past the terminal's limit only Deny is asked."""
+    out = io.StringIO()
+    ran: list[str] = []
+    channel = ConsoleChannel("alice", stdin=io.StringIO("y\nlooks fine\n"), stdout=out)
+    gate = Gatekeeper(
+        policy=Policy.from_yaml("version: 1\ndefault: require_approval\n"),
+        approvers=[Approver(name="alice")],
+        channels=[channel],
+        default_timeout=0.5,
+    )
+
+    @gate.guard
+    def upload(blob: str) -> str:
+        ran.append(blob)
+        return "ok"
+
+    from gatekeeper import ApprovalTimeout
+
+    with pytest.raises(ApprovalTimeout):
+        upload("x" * 30_000)  # "y" is not an answer here: the request stays pending
+    assert ran == []
+    text = out.getvalue()
+    assert "too long to show here in full" in text
+    assert "[n/skip]" in text and "[y/n/skip]" not in text
+    # Arguments that fit are offered as before.
+    short = ConsoleChannel("alice", stdin=io.StringIO("y\n\n"), stdout=io.StringIO())
+    gate.channels = [short]
+    short.bind(gate)
+    assert upload("x" * 100) == "ok"
