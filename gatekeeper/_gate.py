@@ -268,6 +268,7 @@ class Gatekeeper(Decisions):
                 *self._halt_target(call, cls),
                 by=self._halted_by(cls),
                 reason="; ".join(cls.reasons),
+                agent=call.agent,
             )
             raise self._halt_for(call, cls, cancelled)
         raise pipe.denied_error(call, cls)
@@ -516,6 +517,7 @@ class Gatekeeper(Decisions):
                 *self._halt_target(call, cls),
                 by=self._halted_by(cls),
                 reason="; ".join(cls.reasons),
+                agent=call.agent,
             )
             raise self._halt_for(call, cls, cancelled)
         raise pipe.denied_error(call, cls)

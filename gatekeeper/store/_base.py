@@ -188,9 +188,22 @@ class Store(Protocol):
 
     # -- kill switch --------------------------------------------------------
     def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]:
-        """Turn the kill switch on; cancel the scope's pending requests; return their ids."""
+        """Turn the kill switch on; cancel the scope's pending requests; return their ids.
+
+        ``agent`` names the agent whose own gate halts (a ``halt`` verdict). A
+        store holding only an agent's credentials can't write other agents'
+        keys: it halts that agent at once, and the deciding side's sealer
+        spreads a halt of everything or of a session to every agent when it
+        seals the ``halt.set`` event.
+        """
         ...
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
@@ -344,7 +357,13 @@ class AsyncStore(Protocol):
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest: ...
     async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None: ...
     async def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]: ...
     async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool: ...
     async def halts(self) -> list[Halt]: ...

@@ -175,7 +175,13 @@ class MemoryStore:
         raise AgentHalted(halted_message(halt), scope=halt.key, tool=event.get("tool"))
 
     def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]:
         now = self.clock.now()
         target = "*" if scope is HaltScope.ALL else target

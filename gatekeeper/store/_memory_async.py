@@ -165,9 +165,15 @@ class AsyncMemoryStore:
         self._store.flag_tampering(request_id, why, event)
 
     async def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]:
-        return self._store.halt(scope, target, by=by, reason=reason)
+        return self._store.halt(scope, target, by=by, reason=reason, agent=agent)
 
     async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         return self._store.resume(scope, target, by=by)

@@ -506,12 +506,24 @@ class RedisStore:
         return sorted(ops.text(v) for v in raw)
 
     def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]:
         record, event = _halt_record(self.clock, scope, target, by, reason)
         now = self._now_ms()
         if scope is HaltScope.AGENT:
             a = self._ensure(target)
+            return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
+        if agent is not None and not self.decision_keys.can_decide:
+            # An agent's own verdict: its ACL user writes only its own keys. It is
+            # halted now; the sealer spreads the halt when it seals the event.
+            a = self._ensure(agent)
+            event["agent"] = agent
             return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
         agents: list[str] = self._run(ops.halt_global(self.keys, record))
         self.record([event])

@@ -394,9 +394,17 @@ class AsyncRedisStore:
 
     # The kill switch is rare and touches every agent: the blocking face, off the loop.
     async def halt(
-        self, scope: HaltScope, target: str, *, by: str, reason: str | None = None
+        self,
+        scope: HaltScope,
+        target: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        agent: str | None = None,
     ) -> list[str]:
-        return await asyncio.to_thread(self._store.halt, scope, target, by=by, reason=reason)
+        return await asyncio.to_thread(
+            self._store.halt, scope, target, by=by, reason=reason, agent=agent
+        )
 
     async def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         return await asyncio.to_thread(self._store.resume, scope, target, by=by)

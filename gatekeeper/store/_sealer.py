@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import GatekeeperError, TamperingDetected
 from .._signing import RESUME, VOTE, TrustedKeys
 from ..audit import GENESIS, draft, encode_draft, seal_encoded
+from ..models import HaltScope
 from . import _redis_ops as ops
 from ._base import Draft
 
@@ -138,9 +139,31 @@ class Sealer:
         for body, h in sealed:
             argv += [body, h]
         script = store._scripts["seal"]
-        store._call(lambda: script(keys=[k.audit, k.head], args=argv))
+        sealed_now = store._call(lambda: script(keys=[k.audit, k.head], args=argv))
+        if sealed_now and agent is not None:
+            self._spread_halts(agent, encoded)
         # Sealed or not (another process sealed first), read again.
         return True
+
+    def _spread_halts(self, agent: str, encoded: Sequence[bytes]) -> None:
+        """An agent halted everything or a session: apply it to every agent now."""
+        for body in encoded:
+            if b'"halt.set"' not in body:
+                continue
+            event = json.loads(body)
+            data = event.get("data") or {}
+            scope = data.get("scope")
+            if event.get("kind") != "halt.set" or scope not in ("all", "session"):
+                continue
+            target = str(data.get("target") or "*")
+            reason = data.get("reason")
+            self._store.halt(
+                HaltScope(scope),
+                target,
+                # Who halted is the journal's agent, whatever the event claims.
+                by=f"agent:{agent} ({str(event.get('actor'))[:100]})",
+                reason=reason if isinstance(reason, str) else None,
+            )
 
     def stop(self) -> None:
         try:

@@ -443,3 +443,40 @@ def test_keys_generate_acl_and_an_anchor_that_catches_a_truncated_log(
         for argv in lines:
             admin.execute_command("ACL", "DELUSER", argv[2])
         admin.close()
+
+
+def test_an_agents_halt_of_everything_halts_it_at_once_and_the_rest_when_sealed(
+    dep: Deployment, redis_server: RedisServer
+) -> None:
+    """A halt may come from anyone: an agent's own `halt_scope: all` verdict, made with
+    its ACL user, stops it at once and every other agent once the deciders seal it."""
+    policy = Policy.from_yaml(
+        """
+version: 1
+default: allow
+rules:
+  - {id: tunnel, match: {tool: open_tunnel}, verdict: halt, halt_scope: all}
+"""
+    )
+    gate = Gatekeeper(policy=policy, store=dep.agent)
+
+    @gate.guard
+    def open_tunnel(host: str) -> str:
+        raise AssertionError("must not run")
+
+    @gate.guard
+    def search_docs(q: str) -> str:
+        return "ok"
+
+    with gate.session(agent="billing-bot"):
+        with pytest.raises(AgentHalted, match="every agent"):
+            open_tunnel("evil.example")
+        with pytest.raises(AgentHalted):
+            search_docs("x")
+    other_event = held_event(make_request(ManualClock(), agent="other-bot"))
+    dep.decider.admit(other_event, agent="other-bot", session_id="s2")  # not yet spread
+    dep.agent.flush()
+    dep.decider.flush()  # the sealer sees billing-bot's halt.set and spreads it
+    with pytest.raises(AgentHalted, match="every agent"):
+        dep.decider.admit(other_event, agent="other-bot", session_id="s2")
+    assert [h.by for h in dep.decider.halts()] == ["agent:billing-bot (policy:tunnel)"]
