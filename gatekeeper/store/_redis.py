@@ -528,8 +528,8 @@ class RedisStore:
         agents: list[str] = self._run(ops.halt_global(self.keys, record))
         self.record([event])
         cancelled: list[str] = []
-        for agent in sorted(agents):
-            a = self.keys.of(agent)
+        for name in sorted(agents):
+            a = self.keys.of(name)
             ids: list[str] = self._run(ops.halt(self.keys, a, record, None, now))
             cancelled.extend(ids)
         return self._changed(sorted(cancelled))
