@@ -172,6 +172,11 @@ def test_edited_args_from_the_cli_run_as_edited(config: Path, agent: Agent) -> N
     assert agent.ran == [{"order_id": "A-4", "amount": 50.0}]
 
 
+def unwrapped(out: str) -> str:
+    """What `show` printed, with its long lines joined again (each went on after `↪`)."""
+    return out.replace("\n    \u21aa ", "")
+
+
 def test_show_prints_long_arguments_whole(config: Path, agent: Agent) -> None:
     """No cut at 20,000 characters (or anywhere): what `show` printed is what would run."""
     order = "L" * 30_000 + "END"
@@ -179,7 +184,7 @@ def test_show_prints_long_arguments_whole(config: Path, agent: Agent) -> None:
     req = agent.channel.wait_for_request()
     code, out, _ = run("--config", str(config), "show", req.id)
     assert code == 0
-    assert f'"order_id": "{order}"' in out
+    assert f'"order_id": "{order}"' in unwrapped(out)  # every character, in 78-column lines
     assert "more characters" not in out
     code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice")
     assert code == 0, out
@@ -199,7 +204,7 @@ def test_approving_arguments_over_64_kib_needs_the_full_digest_show_prints(
         assert f"read them whole with `gatekeeper show {req.id}`" in err
     assert agent.gate.get(req.id).decisions == ()
     code, out, _ = run("--config", str(config), "show", req.id)
-    assert f'"order_id": "{order}"' in out
+    assert f'"order_id": "{order}"' in unwrapped(out)
     assert f"args sha256 (all of it, for approve --digest): {req.args_digest}" in out
     code, out, _ = run(
         "--config", str(config), "approve", req.id, "--as", "alice", "--digest", req.args_digest
