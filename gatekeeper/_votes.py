@@ -21,7 +21,7 @@ from ._errors import TamperingDetected
 from ._signing import VOTE, SigningKey, TrustedKeys
 from .models import ApprovalRequest, Decision, ToolCall
 
-__all__ = ["approved_run", "sign_vote"]
+__all__ = ["approved_run", "sign_vote", "trust_problem"]
 
 
 def _ms(decision: Decision) -> int:
@@ -125,3 +125,32 @@ def approved_run(
         raise _refuse(stored, "holds arguments in the store that are not the approved ones")
     # The same arguments as signed (same digest), in the order the approver wrote them.
     return run_digest, None if edited is None else dict(stored.args)
+
+
+_RELEASED = ("approved", "executing", "executed", "failed")
+
+
+def trust_problem(req: ApprovalRequest, trusted: TrustedKeys) -> str | None:
+    """Why the store's word on ``req`` can't be trusted, for the people who read it; else None.
+
+    A request an agent refused as tampering says so; a request that reads
+    approved (or later) must carry the signed votes that would release it;
+    every vote must be one the deciders signed.
+    """
+    if req.tampering:
+        return f"an agent refused to release it: {req.tampering}"
+    if not len(trusted):
+        return None  # a process that trusts no key can't tell (no config for it)
+    for d in req.decisions:
+        if d.signed is None:
+            return f"the vote of {d.approver!r} carries no signature"
+        try:
+            trusted.verify(VOTE, d.signed)
+        except TamperingDetected as exc:
+            return f"the vote of {d.approver!r} fails its check: {exc}"
+    if req.status.value in _RELEASED:
+        try:
+            approved_run(req, req.call, req.quorum, trusted)
+        except TamperingDetected as exc:
+            return exc.message
+    return None

@@ -19,6 +19,7 @@ from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
 from .._gate import Gatekeeper
 from .._text import inline, quoted_block
+from .._votes import trust_problem
 from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, RequestStatus, ToolCall
@@ -114,6 +115,9 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     if not shown_in_full(req.args):
         io.say(f"  args sha256 (all of it, for approve --digest): {req.args_digest}")
     io.say(f"  status:  {req.status.value}")
+    problem = trust_problem(req, gate.store.decision_keys.trusted)
+    if problem:
+        io.say(f"  TAMPERING: not what the deciders signed: {inline(problem, 2000)}")
     for d in req.decisions:
         verb = "approved" if d.approve else "denied"
         note = f": {inline(d.comment, 500)}" if d.comment else ""

@@ -29,6 +29,7 @@ from .._errors import (
 )
 from .._gate import Gatekeeper
 from .._text import call_lookalikes, lookalike_warnings
+from .._votes import trust_problem
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
 from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
@@ -207,6 +208,7 @@ def _detail_context(
     return {
         "req": req,
         "now": now,
+        "tampering": trust_problem(req, gate.store.decision_keys.trusted),
         "left": time_left(req.expires_at, now),
         "lookalikes": {where: lookalike_warnings(found, 20) for where, found in odd.items()},
         "timeline": timeline,

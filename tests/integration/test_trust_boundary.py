@@ -11,6 +11,7 @@ write as the server's admin, as if the ACL had been misconfigured.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -480,3 +481,34 @@ rules:
     with pytest.raises(AgentHalted, match="every agent"):
         dep.decider.admit(other_event, agent="other-bot", session_id="s2")
     assert [h.by for h in dep.decider.halts()] == ["agent:billing-bot (policy:tunnel)"]
+
+
+def test_the_console_shows_what_the_store_claims_without_signatures(
+    dep: Deployment, redis_server: RedisServer
+) -> None:
+    """A status an agent wrote (no signed votes), and a refused release, read as tampering
+    on the request page; an honest approval does not."""
+    from gatekeeper.web import WebSettings, create_app
+    from tests.webkit import SECRET_KEY, TOKENS, TestClient, bearer
+
+    call = HeldCall(dep)
+    a = dep.agent.keys.of("billing-bot")
+    dep.attacker.hset(a.req(call.id), "status", "approved")
+    console = Gatekeeper(policy=POLICY, store=dep.decider)
+    settings = WebSettings(secret_key=SECRET_KEY, api_tokens=tuple(TOKENS.values()))
+    with TestClient(create_app(console, settings), headers=bearer("tok-reader")) as client:
+        page = client.get(f"/requests/{call.id}").text
+        assert 'id="tampering"' in page and "signed approval" in page
+        from gatekeeper.cli._commands import IO, show
+
+        printed = io.StringIO()
+        show(console, call.id, as_json=False, io=IO(out=printed, err=printed, inp=io.StringIO()))
+        assert "TAMPERING: not what the deciders signed" in printed.getvalue()
+        _wake(dep, call.id)
+        call.join()
+        page = client.get(f"/requests/{call.id}").text
+        assert 'id="tampering"' in page and "refused to release" in page
+        honest = HeldCall(dep)
+        honest.decider.approve(honest.id, approver="alice")
+        honest.join()
+        assert 'id="tampering"' not in client.get(f"/requests/{honest.id}").text
