@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 from typing import TYPE_CHECKING, TextIO
@@ -84,9 +85,13 @@ def shown_whole(req: ApprovalRequest, limit: int = 20_000) -> bool:
 class ConsoleChannel:
     """Shows each held call in the terminal and asks the person there to decide.
 
-    Decisions are made as ``approver`` (a configured approver name). Answers:
-    ``y`` approves, ``n`` denies (a comment is asked for), anything else
-    leaves the request pending for another channel or the CLI.
+    Decisions are made as ``approver`` (a configured approver name). The
+    prompt runs on a thread of its own: the agent, the request's timeout and
+    the other channels never wait for it. Requests are asked about one at a
+    time, oldest first; one decided elsewhere (the CLI, the console, Slack, or
+    expiry) ends its prompt at once with a line saying who decided. Answers:
+    ``y`` approves, ``n`` denies (a reason is required: the agent reads it);
+    anything else is asked again.
     """
 
     def __init__(
@@ -100,7 +105,14 @@ class ConsoleChannel:
         self._in = stdin
         self._out = stdout
         self._gate: Gatekeeper | None = None
-        self._lock = threading.Lock()  # one prompt at a time
+        self._asks: queue.Queue[ApprovalRequest] = queue.Queue()
+        # Lines typed, and _ENDED when the request being asked about was decided elsewhere.
+        self._lines: queue.Queue[str | object] = queue.Queue()
+        self._asking: str | None = None  # the request id of the open prompt
+        self._state = threading.Lock()
+        self._started = False
+        self.idle = threading.Event()  # set while no prompt is open and none is waiting
+        self.idle.set()
 
     def bind(self, gate: Gatekeeper) -> None:
         self._gate = gate
@@ -110,46 +122,130 @@ class ConsoleChannel:
         out.write(text)
         out.flush()
 
-    def _ask(self, prompt: str) -> str:
-        self._write(prompt)
-        line = (self._in or sys.stdin).readline()
-        return line.strip()
+    def _start(self) -> None:
+        with self._state:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(
+            target=self._read_lines, name="gatekeeper-terminal-in", daemon=True
+        ).start()
+        threading.Thread(target=self._prompts, name="gatekeeper-terminal", daemon=True).start()
+
+    def _read_lines(self) -> None:
+        stream = self._in or sys.stdin
+        for line in iter(stream.readline, ""):
+            self._lines.put(line.strip())
+        self._lines.put(_CLOSED)
 
     def notify(self, request: ApprovalRequest) -> None:
+        """Queue ``request`` for the prompt and return at once."""
         if self._gate is None:
             raise RuntimeError("ConsoleChannel is not bound to a Gatekeeper")
-        with self._lock:
-            self._write("\n" + describe_request(request) + "\n")
-            whole = shown_whole(request)
-            if whole:
-                answer = self._ask(f"Approve as {self.approver}? [y/n/skip] ").lower()
-            else:
-                self._write(
-                    "The arguments are too long to show here in full, so they can't be "
-                    "approved here: read them with `gatekeeper show ID` (or in the web "
-                    "console) and approve there with their full sha256.\n"
-                )
-                answer = self._ask(f"Deny as {self.approver}? [n/skip] ").lower()
-            try:
-                if whole and answer in ("y", "yes"):
-                    comment = self._ask("Comment (optional): ") or None
-                    self._gate.approve(
-                        request.id,
-                        approver=self.approver,
-                        comment=comment,
-                        via="console",
-                        expect_digest=request.args_digest,
-                    )
-                elif answer in ("n", "no"):
-                    comment = self._ask("Why deny? (the agent reads this): ") or None
-                    self._gate.deny(
-                        request.id, approver=self.approver, comment=comment, via="console"
-                    )
-                else:
-                    self._write("Left pending.\n")
-            except GatekeeperError as exc:
-                self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
+        self.idle.clear()
+        self._asks.put(request)
+        self._start()
 
     def update(self, request: ApprovalRequest) -> None:
+        with self._state:
+            open_here = self._asking == request.id
+        if open_here and request.status.value != "pending":
+            self._lines.put(_ENDED)  # end the open prompt now
         who = f" by {inline(request.decided_by)}" if request.decided_by else ""
-        self._write(f"Request {request.id}: {request.status.value}{who}\n")
+        self._write(f"\nRequest {request.id}: {request.status.value}{who}\n")
+
+    def _answer(self, prompt: str) -> str | None:
+        """One line typed after ``prompt``; None when the prompt was ended (decided, or EOF)."""
+        self._write(prompt)
+        line = self._lines.get()
+        if line is _ENDED or line is _CLOSED:
+            if line is _CLOSED:
+                self._lines.put(_CLOSED)  # every later prompt ends too
+            return None
+        return str(line)
+
+    def _prompts(self) -> None:
+        while True:
+            request = self._asks.get()
+            try:
+                self._ask_about(request)
+            except Exception as exc:  # the prompt thread must outlive any one request
+                self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
+            finally:
+                with self._state:
+                    self._asking = None
+                    if self._asks.empty():
+                        self.idle.set()
+
+    def _ask_about(self, request: ApprovalRequest) -> None:
+        gate = self._gate
+        assert gate is not None
+        current = gate.get(request.id)
+        if current.status.value != "pending":
+            return  # decided while it waited its turn
+        with self._state:
+            self._asking = request.id
+        # A decision that landed between the read above and now is still seen: drop
+        # any stale end-marker first, then check once more.
+        _drain(self._lines, _ENDED)
+        if gate.get(request.id).status.value != "pending":
+            return
+        self._write("\n" + describe_request(current) + "\n")
+        whole = shown_whole(current)
+        if not whole:
+            self._write(
+                "The arguments are too long to show here in full, so they can't be "
+                "approved here: read them with `gatekeeper show ID` (or in the web "
+                "console) and approve there with their full sha256.\n"
+            )
+        if whole:
+            choices, prompt, hint = {"y", "yes", "n", "no"}, "Approve as {}? [y/n] ", "y or n"
+        else:
+            choices, prompt, hint = {"n", "no"}, "Deny as {}? [n] ", "n"
+        while True:
+            answer = self._answer(prompt.format(self.approver))
+            if answer is None:
+                return
+            if answer.lower() in choices:
+                break
+            self._write(f"Please answer {hint}.\n")
+        try:
+            if answer.lower() in ("y", "yes"):
+                comment = self._answer("Comment (optional): ")
+                if comment is None:
+                    return
+                gate.approve(
+                    request.id,
+                    approver=self.approver,
+                    comment=comment or None,
+                    via="console",
+                    expect_digest=current.args_digest,
+                )
+                return
+            while True:
+                reason = self._answer("Why deny? (required: the agent reads it) ")
+                if reason is None:
+                    return
+                if reason:
+                    break
+            gate.deny(request.id, approver=self.approver, comment=reason, via="console")
+        except GatekeeperError as exc:
+            self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
+
+
+_ENDED = object()
+_CLOSED = object()
+
+
+def _drain(lines: queue.Queue[str | object], marker: object) -> None:
+    """Remove ``marker`` entries from ``lines``, keeping the typed lines in order."""
+    kept = []
+    while True:
+        try:
+            item = lines.get_nowait()
+        except queue.Empty:
+            break
+        if item is not marker:
+            kept.append(item)
+    for item in kept:
+        lines.put(item)

@@ -1,0 +1,157 @@
+"""The terminal channel never holds up the decision path, and never strands a request."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gatekeeper import ApprovalTimeout, Approver, Gatekeeper, Policy
+from gatekeeper.channels.console import ConsoleChannel
+from gatekeeper.testing import RecordingChannel
+
+POLICY = Policy.from_yaml("version: 1\ndefault: require_approval\n")
+
+
+class Silent:
+    """A terminal nobody types into: readline blocks until closed (a real pipe)."""
+
+    def __init__(self) -> None:
+        r, self._w = os.pipe()
+        self.stream = os.fdopen(r, "r")
+
+    def close(self) -> None:
+        os.close(self._w)
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    s = Silent()
+    yield s
+    s.close()
+
+
+class Out(io.StringIO):
+    """stdout that can be waited on for a line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self.changed:
+            n = super().write(text)
+            self.changed.notify_all()
+            return n
+
+    def wait_for(self, text: str, timeout: float = 5) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: text in self.getvalue(), timeout), self.getvalue()
+
+
+def _gate(*channels: Any, timeout: float = 10) -> Gatekeeper:
+    return Gatekeeper(
+        policy=POLICY,
+        approvers=[Approver(name="alice"), Approver(name="bob")],
+        channels=channels,
+        default_timeout=timeout,
+    )
+
+
+def test_a_decision_made_elsewhere_releases_at_once_and_ends_the_prompt(silent: Silent) -> None:
+    """The prompt is open and nobody answers it; bob approves from the CLI (another thread)."""
+    out = Out()
+    terminal = ConsoleChannel("alice", stdin=silent.stream, stdout=out)
+    later = RecordingChannel()
+    gate = _gate(terminal, later)
+    ran: list[str] = []
+
+    @gate.guard
+    def refund(order: str) -> str:
+        ran.append(order)
+        return "ok"
+
+    result: list[Any] = []
+    agent = threading.Thread(target=lambda: result.append(refund("A-1")))
+    agent.start()
+    rid = later.wait_for_request().id  # the channel after the terminal was told at once
+    out.wait_for("Approve as alice? [y/n]")
+    started = time.monotonic()
+    gate.approve(rid, approver="bob")
+    agent.join(5)
+    assert result == ["ok"] and ran == ["A-1"]
+    assert time.monotonic() - started < 2
+    out.wait_for(f"Request {rid}: executed by bob")
+    assert terminal.idle.wait(5)  # the prompt ended; nothing waits for an answer
+
+
+def test_the_timeout_holds_while_the_prompt_is_open(silent: Silent) -> None:
+    out = Out()
+    gate = _gate(ConsoleChannel("alice", stdin=silent.stream, stdout=out), timeout=0.5)
+
+    @gate.guard
+    def wipe(target: str) -> str:
+        raise AssertionError("must not run")
+
+    started = time.monotonic()
+    with pytest.raises(ApprovalTimeout):
+        wipe("prod")
+    assert time.monotonic() - started < 3
+    out.wait_for(": expired")
+
+
+def test_a_bad_answer_is_asked_again_and_skip_is_not_offered() -> None:
+    out = Out()
+    terminal = ConsoleChannel("alice", stdin=io.StringIO("maybe\nskip\ny\n\n"), stdout=out)
+    gate = _gate(terminal)
+
+    @gate.guard
+    def refund(order: str) -> str:
+        return "refunded " + order
+
+    assert refund("A-1") == "refunded A-1"
+    text = out.getvalue()
+    assert text.count("Please answer y or n.") == 2
+    assert "skip" not in text.replace("Please answer", "").split("maybe")[0]
+    assert "[y/n]" in text and "[y/n/skip]" not in text
+
+
+def test_a_denial_needs_a_reason() -> None:
+    out = Out()
+    terminal = ConsoleChannel("alice", stdin=io.StringIO("n\n\n\nnot this order\n"), stdout=out)
+    gate = _gate(terminal)
+
+    @gate.guard
+    def refund(order: str) -> str:
+        raise AssertionError("must not run")
+
+    from gatekeeper import ApprovalDenied
+
+    with pytest.raises(ApprovalDenied) as info:
+        refund("A-1")
+    assert info.value.comment == "not this order"
+    assert out.getvalue().count("Why deny? (required: the agent reads it)") == 3
+
+
+def test_requests_are_asked_one_at_a_time_oldest_first() -> None:
+    out = Out()
+    terminal = ConsoleChannel("alice", stdin=io.StringIO("y\n\ny\n\n"), stdout=out)
+    gate = _gate(terminal)
+
+    @gate.guard
+    def note(text: str) -> str:
+        return text
+
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda t=t: results.append(note(t))) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+        out.wait_for("Approve as alice?") if t is threads[0] else None
+    for t in threads:
+        t.join(5)
+    assert sorted(results) == ["a", "b"]
