@@ -76,6 +76,7 @@ class Decisions:
                     tool=req.call.tool,
                 )
             edited = to_json_safe(dict(args), where="edited args")
+            _check_edit(req, edited)
             if len(canonical_json(edited)) > self.max_args_bytes:
                 raise InvalidToolCall(
                     "edited arguments are over the size limit", tool=req.call.tool
@@ -172,3 +173,24 @@ def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tup
     if agent:
         return HaltScope.AGENT, agent
     return HaltScope.SESSION, str(session)
+
+
+def _check_edit(req: ApprovalRequest, edited: Mapping[str, Any]) -> None:
+    """Refuse an edit the tool can't take, now, with the reason (not at release)."""
+    schema = req.args_schema
+    if not schema:
+        return
+    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
+
+    try:
+        validator = jsonschema.Draft202012Validator(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(dict(edited)))
+    except jsonschema.exceptions.SchemaError:
+        return  # a schema we can't use: the agent still checks at release
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "the arguments"
+        raise InvalidToolCall(
+            f"edited arguments don't fit tool {req.call.tool}: {where}: {error.message}",
+            tool=req.call.tool,
+            request_id=req.id,
+        )

@@ -10,8 +10,8 @@
     │   ├── ApprovalCancelled      the request was cancelled
     │   ├── AgentHalted            the kill switch is on for this agent/session/all
     │   ├── ArgumentsChanged       the caller's arguments changed after approval
-    │   └── TamperingDetected      a decision or resume failed its signature check
-    ├── InvalidToolCall            arguments not JSON-safe, too large, or invalid edits
+    │   ├── TamperingDetected      a decision or resume failed its signature check
+    │   └── InvalidToolCall        arguments not JSON-safe, too large, or invalid edits
     ├── PolicyError                a malformed policy (file, rule, field)
     ├── ConfigError                a malformed config file (file, field)
     ├── NotAuthorized              an unknown approver, or one outside the rule's group
@@ -150,12 +150,13 @@ class TamperingDetected(ToolCallBlocked):
     """
 
 
-class InvalidToolCall(GatekeeperError):
-    """The call's arguments can't be recorded or run as approved (not JSON-safe, too large...)."""
+class InvalidToolCall(ToolCallBlocked):
+    """The call's arguments can't be recorded or run as approved (not JSON-safe, too large...).
 
-    def __init__(self, message: str, *, tool: str | None = None, **context: Any) -> None:
-        super().__init__(message, tool=tool, **context)
-        self.tool = tool
+    A :class:`ToolCallBlocked`: the tool did not run, so one ``except
+    ToolCallBlocked`` covers every call that did not run. Raised to an
+    approver, it refuses an edit the tool can't take.
+    """
 
 
 class PolicyError(GatekeeperError):

@@ -76,10 +76,12 @@ def make_tool(
     scopes: Iterable[str] = (),
     irreversible: bool = False,
     risk: Risk | str | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> GuardedTool:
     spec = MappingToolSpec(
         func=func,
         name=name,
+        schema=dict(schema) if schema is not None else None,
         scopes=tuple(sorted(set(scopes))),
         irreversible=irreversible,
         risk=Risk(risk) if risk is not None else None,

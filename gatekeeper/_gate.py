@@ -183,14 +183,19 @@ class Gatekeeper(Decisions):
         scopes: Iterable[str] = (),
         irreversible: bool = False,
         risk: Risk | str | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> GuardedTool:
         """Gate a tool whose arguments arrive as one mapping (a framework's tool call).
 
         ``func`` runs as ``func(**args)``, with exactly the approved (or
-        edited) arguments. This is what the framework adapters build on; see
+        edited) arguments. ``schema`` (the tool's JSON Schema, as the model
+        is shown it) lets approvers' edits be checked when they are made.
+        This is what the framework adapters build on; see
         :class:`~gatekeeper.GuardedTool`.
         """
-        return make_tool(self, name, func, scopes=scopes, irreversible=irreversible, risk=risk)
+        return make_tool(
+            self, name, func, scopes=scopes, irreversible=irreversible, risk=risk, schema=schema
+        )
 
     def refuse_unknown_tool(
         self, name: str, args: Mapping[str, Any], *, reason: str | None = None
@@ -310,7 +315,7 @@ class Gatekeeper(Decisions):
 
     def _hold(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any) -> Any:
         timeout = cls.approval.timeout or self.default_timeout
-        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout)
+        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout, spec.args_schema)
         store = self.store
         try:
             store.hold(req, pipe.call_event(call, cls, request=req))
@@ -526,7 +531,7 @@ class Gatekeeper(Decisions):
         self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
     ) -> Any:
         timeout = cls.approval.timeout or self.default_timeout
-        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout)
+        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout, spec.args_schema)
         aio = self.store.aio
         try:
             await aio.hold(req, pipe.call_event(call, cls, request=req))

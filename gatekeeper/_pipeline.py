@@ -171,7 +171,12 @@ def outcome_event(
 
 
 def new_request(
-    request_id: str, call: ToolCall, cls: Classification, now: dt.datetime, timeout: float
+    request_id: str,
+    call: ToolCall,
+    cls: Classification,
+    now: dt.datetime,
+    timeout: float,
+    args_schema: dict[str, Any] | None = None,
 ) -> ApprovalRequest:
     """A pending request for a held call."""
     return ApprovalRequest(
@@ -184,6 +189,7 @@ def new_request(
         group=cls.approval.group,
         args=call.args,
         args_digest=call.args_digest,
+        args_schema=args_schema,
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import inspect
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError, create_model
 
 from ._canonical import canonical_json, to_json_safe
 from ._errors import InvalidToolCall
@@ -49,6 +50,7 @@ class ToolSpec:
     _skip: frozenset[str] = field(init=False)
     _plain: tuple[str, ...] | None = field(init=False)
     _adapters: dict[str, TypeAdapter[Any] | None] = field(init=False, default_factory=dict)
+    _schema: dict[str, Any] | bool | None = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         try:  # resolve string annotations (`from __future__ import annotations`)
@@ -65,6 +67,17 @@ class ToolSpec:
         self._skip = frozenset(skip)
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
         self._plain = tuple(p.name for p in params) if plain else None
+
+    @property
+    def args_schema(self) -> dict[str, Any] | None:
+        """A JSON Schema of the arguments an approver may edit, from the annotations.
+
+        Made once. None when it can't be made (``*args``, ``**kwargs``, types
+        pydantic can't describe): then only the agent checks an edit, at release.
+        """
+        if self._schema is False:
+            self._schema = _schema_of(self.name, self.signature, self._skip)
+        return self._schema  # type: ignore[return-value]
 
     @classmethod
     def create(
@@ -224,10 +237,13 @@ class MappingToolSpec(ToolSpec):
     that will run. Values stay JSON: an approver's edit is passed on as JSON.
     """
 
+    schema: dict[str, Any] | None = None
+
     def __post_init__(self) -> None:
         self.signature = _MAPPING
         self._skip = frozenset()
         self._plain = None
+        self._schema = self.schema
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], max_bytes: int) -> BoundCall:
         if args:
@@ -262,6 +278,29 @@ class MappingToolSpec(ToolSpec):
                 tool=self.name,
             )
         return inspect.BoundArguments(_MAPPING, {"arguments": dict(edited)})
+
+
+def _schema_of(
+    name: str, signature: inspect.Signature, skip: frozenset[str]
+) -> dict[str, Any] | None:
+    fields: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.name in skip:
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            return None
+        annotation = Any if param.annotation is param.empty else param.annotation
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    try:
+        model = create_model(f"{name}_arguments", **fields)
+        schema: dict[str, Any] = model.model_json_schema()
+    except Exception:
+        return None
+    for key, prop in list(schema.get("properties", {}).items()):
+        if "binary" in json.dumps(prop):  # bytes travel as {"$bytes": base64}
+            schema["properties"][key] = {}
+    return schema
 
 
 def _from_json(value: Any) -> Any:

@@ -185,6 +185,9 @@ class ApprovalRequest(_Model):
     group: str | None = None
     args: dict[str, JsonValue] = Field(description="the arguments that will run if approved")
     args_digest: str
+    args_schema: dict[str, JsonValue] | None = Field(
+        default=None, description="JSON Schema of the arguments, for checking approvers' edits"
+    )
     decisions: tuple[Decision, ...] = ()
     decided_at: dt.datetime | None = None
     decided_by: str | None = None

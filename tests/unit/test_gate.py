@@ -698,3 +698,44 @@ def test_rebind_refuses_edits_that_would_run_other_values() -> None:
     }
     stored = spec(put).bind((b"\x00\xff",), {}, 1024)
     assert spec(put).rebind(stored.json_args, stored.bound).arguments == {"blob": b"\x00\xff"}
+
+
+def test_an_edit_of_the_wrong_type_is_refused_when_it_is_made() -> None:
+    """`--args '{"amount": "fifty"}'` is refused to the approver with the reason, and the
+    request stays pending for a proper decision (it is not reported as released)."""
+    from gatekeeper import Approver, InvalidToolCall, Policy
+    from gatekeeper.testing import RecordingChannel
+
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml("version: 1\ndefault: require_approval\n"),
+        approvers=[Approver(name="alice")],
+        channels=[channel],
+    )
+    ran: list[float] = []
+
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        ran.append(amount)
+        return "ok"
+
+    import threading
+
+    result: list[str] = []
+    agent = threading.Thread(target=lambda: result.append(refund("A-1", 20.0)))
+    agent.start()
+    req = channel.wait_for_request()
+    assert req.args_schema is not None
+    with pytest.raises(InvalidToolCall, match="amount: 'fifty' is not of type 'number'"):
+        gate.approve(req.id, approver="alice", args={"order_id": "A-1", "amount": "fifty"})
+    assert gate.get(req.id).status.value == "pending" and gate.get(req.id).decisions == ()
+    gate.approve(req.id, approver="alice", args={"order_id": "A-1", "amount": 15})
+    agent.join(5)
+    assert result == ["ok"] and ran == [15.0]
+
+
+def test_an_invalid_tool_call_is_a_blocked_call() -> None:
+    """The loop the docs recommend catches ToolCallBlocked: bad arguments are one too."""
+    from gatekeeper import InvalidToolCall, ToolCallBlocked
+
+    assert issubclass(InvalidToolCall, ToolCallBlocked)
