@@ -13,8 +13,10 @@ from typing import Any
 from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
 from ._errors import InvalidToolCall, NotAuthorized, TransitionRefused
+from ._votes import trust_problem
 from .audit import ChainReport, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope
+from .policy import Policy
 from .store import Store
 
 __all__ = ["Decisions"]
@@ -25,6 +27,7 @@ class Decisions:
 
     store: Store
     clock: Clock
+    policy: Policy
     approvers: dict[str, Approver] | None
     max_args_bytes: int
 
@@ -123,6 +126,18 @@ class Decisions:
         req = self.store.get(request_id)
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
         return self.store.decide(request_id, decision)
+
+    def trust_problem(self, req: ApprovalRequest) -> str | None:
+        """Why what the store says of ``req`` is not what the deciders signed; None if it is.
+
+        Checked against this process's trusted keys and the quorum its own
+        policy asks for the call (see :func:`gatekeeper._votes.trust_problem`).
+        """
+        try:
+            quorum = self.policy.classify(req.call).approval.quorum
+        except Exception:  # a call this policy can't judge: the stored quorum alone
+            quorum = None
+        return trust_problem(req, self.store.decision_keys.trusted, quorum)
 
     def get(self, request_id: str) -> ApprovalRequest:
         """One request, by id."""

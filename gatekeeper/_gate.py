@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import inspect
 import logging
@@ -51,6 +52,10 @@ __all__ = ["Gatekeeper"]
 P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("gatekeeper")
+
+#: Seconds the clocks of the agent, the deciders and Redis may disagree by:
+#: past its own expiry plus this, an agent stops waiting and counts no later vote.
+CLOCK_SKEW = 5.0
 
 
 class Gatekeeper(Decisions):
@@ -346,7 +351,24 @@ class Gatekeeper(Decisions):
                 current = store.get(req.id)
                 if current.status.decided:
                     return current
+                if self._past_deadline(req):
+                    return self._expired_here(req)
                 store.wait(req.id, 0.05)  # our clock is a little ahead of the store's
+
+    def _past_deadline(self, req: ApprovalRequest) -> bool:
+        """Past the expiry this process gave the request, beyond any clock skew.
+
+        The store's copy of the expiry is the agent's to write: whatever it
+        says, this process stops waiting at its own deadline.
+        """
+        return self.clock.now() > req.expires_at + dt.timedelta(seconds=CLOCK_SKEW)
+
+    def _expired_here(self, req: ApprovalRequest) -> ApprovalRequest:
+        with contextlib.suppress(GatekeeperError):  # nobody may approve it from now on
+            self.store.cancel(
+                req.id, by=f"agent:{req.call.agent}", reason="expired by the agent's own clock"
+            )
+        return req.model_copy(update={"status": RequestStatus.EXPIRED})
 
     def _abandon(self, req: ApprovalRequest) -> None:
         """The waiting caller went away (interrupt, cancel): nobody may approve it now."""
@@ -370,7 +392,8 @@ class Gatekeeper(Decisions):
         or ArgumentsChanged; nothing runs then.
         """
         trusted = self.store.decision_keys.trusted
-        run_digest, edited = approved_run(final, held.call, held.quorum, trusted)
+        deadline = held.expires_at + dt.timedelta(seconds=CLOCK_SKEW)
+        run_digest, edited = approved_run(final, held.call, held.quorum, trusted, deadline)
         if edited is not None:
             return spec.rebind(edited, bound), run_digest
         if digest(spec.json_of(bound)) != run_digest:
@@ -413,14 +436,14 @@ class Gatekeeper(Decisions):
         except TamperingDetected as exc:
             with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
                 store.flag_tampering(held.id, exc.message, self._tampering_event(held, exc))
-                store.claim(held.id, args_digest=final.args_digest, token=self._ids())
-                self._finish(final, ok=False, outcome=f"refused as tampering, not run: {exc}")
+            with contextlib.suppress(GatekeeperError):
+                self._update(store.refuse(held.id, why=f"refused as tampering, not run: {exc}"))
             raise
         except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
             store.claim(held.id, args_digest=final.args_digest, token=self._ids())
             self._finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        store.claim(held.id, args_digest=run_digest, token=self._ids())
+        store.claim(held.id, args_digest=run_digest, token=self._ids(), created_at=held.created_at)
         try:
             result = spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
@@ -552,15 +575,17 @@ class Gatekeeper(Decisions):
         except TamperingDetected as exc:
             with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
                 await aio.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
-                await aio.claim(req.id, args_digest=final.args_digest, token=self._ids())
+            with contextlib.suppress(GatekeeperError):
                 why = f"refused as tampering, not run: {exc}"
-                await self._afinish(final, ok=False, outcome=why)
+                await self._aupdate(await aio.refuse(req.id, why=why))
             raise
         except (InvalidToolCall, ArgumentsChanged) as exc:
             await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
             await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        await aio.claim(final.id, args_digest=run_digest, token=self._ids())
+        await aio.claim(
+            final.id, args_digest=run_digest, token=self._ids(), created_at=req.created_at
+        )
         try:
             result = await spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
@@ -582,6 +607,14 @@ class Gatekeeper(Decisions):
                 current = await aio.get(req.id)
                 if current.status.decided:
                     return current
+                if self._past_deadline(req):
+                    with contextlib.suppress(GatekeeperError):
+                        await aio.cancel(
+                            req.id,
+                            by=f"agent:{req.call.agent}",
+                            reason="expired by the agent's own clock",
+                        )
+                    return req.model_copy(update={"status": RequestStatus.EXPIRED})
                 await aio.wait(req.id, 0.05)
 
     async def _aabandon(self, req: ApprovalRequest) -> None:

@@ -13,6 +13,7 @@ call run.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,13 +64,18 @@ def _refuse(req: ApprovalRequest, why: str) -> TamperingDetected:
 
 
 def approved_run(
-    stored: ApprovalRequest, call: ToolCall, quorum: int, trusted: TrustedKeys
+    stored: ApprovalRequest,
+    call: ToolCall,
+    quorum: int,
+    trusted: TrustedKeys,
+    deadline: dt.datetime | None = None,
 ) -> tuple[str, dict[str, Any] | None]:
     """What may run for an approved request: ``(digest, edited args or None)``.
 
     ``stored`` is the request as the store returned it (anyone with the
     agent's credentials may have written it); ``call`` and ``quorum`` are
-    what this process itself held, from memory. Raises
+    what this process itself held, from memory, and so is ``deadline`` (its
+    expiry plus clock skew): a vote signed after it does not count. Raises
     :class:`~gatekeeper.TamperingDetected` unless signed votes of trusted
     keys approve exactly these arguments.
     """
@@ -104,7 +110,14 @@ def approved_run(
     if denials:
         raise _refuse(stored, f"was denied by {denials[0]['approver']}, yet reads approved")
     run_digest = stored.args_digest
-    approvers = {v["approver"] for v in votes if v["approve"] and v["args_digest"] == run_digest}
+    late_ms = None if deadline is None else int(deadline.timestamp() * 1000)
+    approvers = {
+        v["approver"]
+        for v in votes
+        if v["approve"]
+        and v["args_digest"] == run_digest
+        and (late_ms is None or (isinstance(v.get("at"), int) and v["at"] <= late_ms))
+    }
     needed = max(quorum, 1)
     if len(approvers) < needed:
         raise _refuse(
@@ -130,12 +143,16 @@ def approved_run(
 _RELEASED = ("approved", "executing", "executed", "failed")
 
 
-def trust_problem(req: ApprovalRequest, trusted: TrustedKeys) -> str | None:
+def trust_problem(
+    req: ApprovalRequest, trusted: TrustedKeys, quorum: int | None = None
+) -> str | None:
     """Why the store's word on ``req`` can't be trusted, for the people who read it; else None.
 
     A request an agent refused as tampering says so; a request that reads
     approved (or later) must carry the signed votes that would release it;
-    every vote must be one the deciders signed.
+    every vote must be one the deciders signed. ``quorum`` is what the
+    reader's own policy asks for this call (the stored one is the agent's to
+    write); the larger of the two counts.
     """
     if req.tampering:
         return f"an agent refused to release it: {req.tampering}"
@@ -150,7 +167,7 @@ def trust_problem(req: ApprovalRequest, trusted: TrustedKeys) -> str | None:
             return f"the vote of {d.approver!r} fails its check: {exc}"
     if req.status.value in _RELEASED:
         try:
-            approved_run(req, req.call, req.quorum, trusted)
+            approved_run(req, req.call, max(req.quorum, quorum or 1), trusted)
         except TamperingDetected as exc:
             return exc.message
     return None

@@ -43,6 +43,7 @@ class RoleSplitStore:
             clock=clock,
             decision_keys=DecisionKeys(key),
         )
+        self.decider.load_scripts()  # agents may only run them
         self.decision_keys = self.decider.decision_keys
         self.keys = self.decider.keys
         self._agents: dict[str, RedisStore] = {}

@@ -19,7 +19,6 @@ from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
 from .._gate import Gatekeeper
 from .._text import inline, quoted_block
-from .._votes import trust_problem
 from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, RequestStatus, ToolCall
@@ -115,7 +114,7 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     if not shown_in_full(req.args):
         io.say(f"  args sha256 (all of it, for approve --digest): {req.args_digest}")
     io.say(f"  status:  {req.status.value}")
-    problem = trust_problem(req, gate.store.decision_keys.trusted)
+    problem = gate.trust_problem(req)
     if problem:
         io.say(f"  TAMPERING: not what the deciders signed: {inline(problem, 2000)}")
     for d in req.decisions:
@@ -130,7 +129,7 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     io.say("  history:")
     for entry in gate.store.audit_entries():
         event = parse_event(entry.body, entry.hash)
-        if event.request_id == req.id:
+        if event.request_id == req.id and event.agent == req.call.agent:
             io.say(
                 f"    #{event.seq} {event.at:%Y-%m-%d %H:%M:%S} {event.kind} "
                 f"({inline(event.actor, 80)})"

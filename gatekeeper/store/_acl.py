@@ -28,7 +28,7 @@ from ._redis_ops import AgentKeys, Keys
 
 __all__ = ["acl_rules", "acl_user"]
 
-_CONNECT = ["+ping", "+hello", "+auth", "+echo", "+select", "+client|setname"]
+_CONNECT = ["+ping", "+hello", "+auth", "+echo", "+client|setname"]
 _READS = [
     "+hget",
     "+hgetall",
@@ -47,9 +47,12 @@ _READS = [
     "+exists",
     "+time",
 ]
-_SCRIPTS = ["+evalsha", "+eval", "+script|load", "+script|exists"]
+# EVALSHA alone: an agent runs the store's scripts, which the deciding side
+# loads, and can't send one of its own (no EVAL, no SCRIPT LOAD): a script of
+# its own could busy-loop the server, where no SCRIPT KILL can stop it.
+_SCRIPTS = ["+evalsha", "+script|exists"]
 _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
-_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop"
+_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop +incr"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")

@@ -165,13 +165,25 @@ class Store(Protocol):
         ...
 
     def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> ApprovalRequest:
         """approved -> executing, at most once, unless halted; ``args_digest`` must match.
 
         ``token`` (one per release attempt) makes a retry idempotent: claiming
         again with the same token returns the claim instead of refusing it.
+        ``created_at`` (when the releasing process held the call, from its own
+        memory) refuses a request that was waiting when a halt of its scope,
+        since lifted, was pulled.
         """
+        ...
+
+    def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        """approved -> failed without running: the releasing process refused it (tampering)."""
         ...
 
     def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
@@ -349,8 +361,14 @@ class AsyncStore(Protocol):
         self, request_id: str, *, by: str, reason: str | None = None
     ) -> ApprovalRequest: ...
     async def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> ApprovalRequest: ...
+    async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest: ...
     async def finish(
         self, request_id: str, *, ok: bool, outcome: str | None
     ) -> ApprovalRequest: ...

@@ -26,7 +26,7 @@ from .._errors import TransitionRefused
 from ..audit import draft
 from ..models import ApprovalRequest, Decision, RequestStatus
 
-__all__ = ["Step", "cancel", "claim", "decide", "expire", "finish"]
+__all__ = ["Step", "cancel", "claim", "decide", "expire", "finish", "refuse"]
 
 P = RequestStatus
 
@@ -212,3 +212,12 @@ def finish(req: ApprovalRequest, now: dt.datetime, *, ok: bool, outcome: str | N
     done = req.model_copy(update={"status": status, "outcome": outcome, "finished_at": now})
     kind = "request.executed" if ok else "request.failed"
     return Step(done, [_event(req, kind, now, f"agent:{req.call.agent}", outcome=outcome)])
+
+
+def refuse(req: ApprovalRequest, now: dt.datetime, *, why: str) -> Step:
+    """approved -> failed without running (the release was refused as tampering)."""
+    if req.status is not P.APPROVED:
+        why_not = f"it is {req.status.value}, not approved"
+        return Step(req, refused=_refuse(req, "refuse", why_not), changed=False)
+    done = req.model_copy(update={"status": P.FAILED, "outcome": why, "finished_at": now})
+    return Step(done, [_event(req, "request.failed", now, f"agent:{req.call.agent}", outcome=why)])

@@ -398,8 +398,18 @@ class MemoryStore:
         now = self.clock.now()
         return self._transition(request_id, lambda r: _machine.cancel(r, now, by=by, reason=reason))
 
+    def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        """approved -> failed without running: this process refused the release."""
+        now = self.clock.now()
+        return self._transition(request_id, lambda r: _machine.refuse(r, now, why=why))
+
     def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,  # one process: no halt can be lifted behind it
     ) -> ApprovalRequest:
         now = self.clock.now()
         with self._lock:

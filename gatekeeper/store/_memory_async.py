@@ -125,9 +125,19 @@ class AsyncMemoryStore:
         return self._store.cancel(request_id, by=by, reason=reason)
 
     async def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> ApprovalRequest:
-        return self._store.claim(request_id, args_digest=args_digest, token=token)
+        return self._store.claim(
+            request_id, args_digest=args_digest, token=token, created_at=created_at
+        )
+
+    async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        return self._store.refuse(request_id, why=why)
 
     async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
         return self._store.finish(request_id, ok=ok, outcome=outcome)

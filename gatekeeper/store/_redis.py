@@ -44,7 +44,7 @@ from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, 
 from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
-from ._halts import ms
+from ._halts import ms, read_halt
 from ._sealer import Sealer
 
 __all__ = ["RedisStore", "translate_redis_error"]
@@ -150,6 +150,7 @@ class RedisStore:
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
         self._sealer = Sealer(self, seal_linger)
+        self._scripts_checked = -1e9
         self._aio: AsyncStore | None = None
         _OPEN.add(self)
 
@@ -181,8 +182,38 @@ class RedisStore:
 
     def _run(self, op: ops.Op[T]) -> T:
         script = self._scripts[op.script]
-        reply = self._call(lambda: script(keys=op.keys, args=op.args))
+        try:
+            reply = self._call(lambda: script(keys=op.keys, args=op.args))
+        except StoreError as exc:
+            raise _scripts_missing(exc) from exc.__cause__
         return op.parse(reply)
+
+    def load_scripts(self) -> None:
+        """Load the store's Lua scripts into Redis (the deciding side does; agents can't).
+
+        ``gatekeeper serve`` and every deciding store's sealer keep them
+        loaded, also after Redis restarts: an agent's ACL user may only run
+        them.
+        """
+
+        def load() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            for source in ops.SCRIPTS.values():
+                pipe.script_load(source)
+            return pipe.execute()
+
+        self._call(load)
+        self._scripts_checked = time.monotonic()
+
+    def keep_scripts_loaded(self) -> None:
+        """Reload the scripts if Redis lost them (a restart); checked at most every 5 s."""
+        if time.monotonic() - self._scripts_checked < 5.0:
+            return
+        shas = [script.sha for script in self._scripts.values()]
+        present = self._call(lambda: self.client.script_exists(*shas))
+        if not all(present):
+            self.load_scripts()
+        self._scripts_checked = time.monotonic()
 
     def _now_ms(self) -> int | str:
         return "" if self._server_time else ms(self.clock.now())
@@ -306,7 +337,7 @@ class RedisStore:
         for e in events:
             by_journal.setdefault(self._journal_of(e), []).append(ops.journal_entry(e))
         for journal, payload in by_journal.items():
-            self._call(lambda j=journal, p=payload: self.client.rpush(j, *p))  # type: ignore[misc]
+            self._run(ops.jpush(journal, payload))
         self._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
@@ -344,13 +375,14 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(a.req(request_id))
             pipe.lrange(a.votes(request_id), 0, -1)
+            pipe.hget(a.flags, request_id)
             replies: list[Any] = pipe.execute()
             return replies
 
-        fields, votes = self._call(read)
+        fields, votes, flag = self._call(read)
         if not fields:
             raise RequestNotFound(request_id)
-        return ops.request_from_hash(fields, votes, a.agent)
+        return ops.request_from_hash(fields, votes, a.agent, flag)
 
     def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
         return self._read(queries.pending(self.keys, self.clock.now(), limit=limit, offset=offset))
@@ -456,19 +488,41 @@ class RedisStore:
         finally:
             self._sealer.kick()
 
+    def journal_of(self, a: ops.AgentKeys) -> str:
+        """Where this process journals cancellations, expiries and halts of agent ``a``.
+
+        The deciding side writes them to the agent's decider-only journal, an
+        agent's own process to its journal.
+        """
+        return a.dec_journal if self.decision_keys.can_decide else a.journal
+
     def expire(self, request_id: str) -> ApprovalRequest:
         a = self._agent_keys(request_id)
-        return self._after(ops.expire(self.keys, a, request_id, self._now_ms()))
+        op = ops.expire(self.keys, a, request_id, self._now_ms(), self.journal_of(a))
+        return self._after(op)
 
     def cancel(self, request_id: str, *, by: str, reason: str | None = None) -> ApprovalRequest:
         a = self._agent_keys(request_id)
-        return self._after(ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason))
+        journal = a.journal if by.startswith("agent:") else self.journal_of(a)
+        op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason, journal)
+        return self._after(op)
+
+    def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        """approved -> failed without running: this process refused the release."""
+        a = self._agent_keys(request_id)
+        return self._after(ops.refuse(self.keys, a, request_id, self._now_ms(), why))
 
     def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> ApprovalRequest:
         a = self._agent_keys(request_id)
-        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token)
+        created = ms(created_at) if created_at is not None else None
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created)
         try:
             return self._after(op)
         except AgentHalted as exc:
@@ -502,8 +556,7 @@ class RedisStore:
 
     # -- kill switch -------------------------------------------------------------------
     def _agents(self) -> list[str]:
-        raw = self._call(lambda: self.client.smembers(self.keys.agents))
-        return sorted(ops.text(v) for v in raw)
+        return ops.agent_names(self._call(lambda: self.client.smembers(self.keys.agents)))
 
     def halt(
         self,
@@ -518,19 +571,25 @@ class RedisStore:
         now = self._now_ms()
         if scope is HaltScope.AGENT:
             a = self._ensure(target)
-            return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
+            op = ops.halt(self.keys, a, record, event, now, self.journal_of(a))
+            return self._changed(self._run(op))
         if agent is not None and not self.decision_keys.can_decide:
             # An agent's own verdict: its ACL user writes only its own keys. It is
             # halted now; the sealer spreads the halt when it seals the event.
             a = self._ensure(agent)
             event["agent"] = agent
-            return self._changed(self._run(ops.halt(self.keys, a, record, event, now)))
+            return self._changed(self._run(ops.halt(self.keys, a, record, event, now, a.journal)))
         agents: list[str] = self._run(ops.halt_global(self.keys, record))
         self.record([event])
         cancelled: list[str] = []
         for name in sorted(agents):
             a = self.keys.of(name)
-            ids: list[str] = self._run(ops.halt(self.keys, a, record, None, now))
+            op = ops.halt(self.keys, a, record, None, now, self.journal_of(a))
+            try:
+                ids: list[str] = self._run(op)
+            except GatekeeperError as exc:  # one agent's keys must not stop the rest
+                log.error("halt %s could not reach agent %r: %s", record.key, name, exc)
+                continue
             cancelled.extend(ids)
         return self._changed(sorted(cancelled))
 
@@ -566,8 +625,8 @@ class RedisStore:
 
         found: dict[str, Halt] = {}
         for raw in self._call(read):
-            for value in raw.values():
-                halt = Halt.model_validate_json(value)
+            for field, value in raw.items():
+                halt = read_halt(ops.text(field), value)
                 found.setdefault(halt.key, halt)
         return list(found.values())
 
@@ -638,9 +697,23 @@ def _resume_event(
     )
 
 
+def _scripts_missing(exc: StoreError) -> StoreError:
+    """A clear error when an agent's user finds the store's scripts not loaded."""
+    said = str(exc).lower()
+    if ("noperm" in said or "no permissions" in said) and "script" in said:
+        return StoreError(
+            "the store's scripts are not loaded on this Redis, and this process's Redis user "
+            "may not load them: start a deciding process (`gatekeeper serve`) first, which "
+            "loads them and keeps them loaded"
+        )
+    return exc
+
+
 def _signed_resume(signer: SigningKey, clock: Clock, field: str, by: str, halt: Any) -> str:
     """The signed resume of halt ``field``, bound to the time of the halt it lifts."""
-    halt_at = ms(Halt.model_validate_json(halt).at) if halt is not None else 0
+    halt_at = ms(read_halt(field, halt).at) if halt is not None else 0
+    if halt_at == 0 and halt is not None:  # unreadable: bind the resume to now instead
+        halt_at = ms(clock.now())
     body = {"field": field, "by": by, "at": ms(clock.now()), "halt_at": halt_at}
     return signer.sign(RESUME, body)
 

@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
-from .._errors import AgentHalted, RequestNotFound, TransitionRefused
+from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from .._votes import sign_vote
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
@@ -119,8 +119,13 @@ class AsyncRedisStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, op: ops.Op[T]) -> T:
+        from ._redis import _scripts_missing
+
         script = self._state().scripts[op.script]
-        reply = await self._call(lambda: script(keys=op.keys, args=op.args))
+        try:
+            reply = await self._call(lambda: script(keys=op.keys, args=op.args))
+        except StoreError as exc:
+            raise _scripts_missing(exc) from exc.__cause__
         return op.parse(reply)
 
     def _now_ms(self) -> int | str:
@@ -272,12 +277,11 @@ class AsyncRedisStore:
 
     async def record(self, events: Sequence[Draft]) -> None:
         if events:
-            client = self._state().client
             by_journal: dict[str, list[bytes]] = {}
             for e in events:
                 by_journal.setdefault(self._store._journal_of(e), []).append(ops.journal_entry(e))
             for journal, payload in by_journal.items():
-                await self._call(functools.partial(client.rpush, journal, *payload))
+                await self._run(ops.jpush(journal, payload))
             self._store._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
@@ -312,13 +316,14 @@ class AsyncRedisStore:
             pipe = client.pipeline(transaction=False)
             pipe.hgetall(a.req(request_id))
             pipe.lrange(a.votes(request_id), 0, -1)
+            pipe.hget(a.flags, request_id)
             replies: list[Any] = await pipe.execute()
             return replies
 
-        fields, votes = await self._call(read)
+        fields, votes, flag = await self._call(read)
         if not fields:
             raise RequestNotFound(request_id)
-        return ops.request_from_hash(fields, votes, a.agent)
+        return ops.request_from_hash(fields, votes, a.agent, flag)
 
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
         flow = queries.pending(self.keys, self._store.clock.now(), limit=limit, offset=offset)
@@ -342,20 +347,32 @@ class AsyncRedisStore:
 
     async def expire(self, request_id: str) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
-        return await self._after(ops.expire(self.keys, a, request_id, self._now_ms()))
+        journal = self._store.journal_of(a)
+        return await self._after(ops.expire(self.keys, a, request_id, self._now_ms(), journal))
 
     async def cancel(
         self, request_id: str, *, by: str, reason: str | None = None
     ) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
-        op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason)
+        journal = a.journal if by.startswith("agent:") else self._store.journal_of(a)
+        op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason, journal)
         return await self._after(op)
 
+    async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        a = await self._agent_keys(request_id)
+        return await self._after(ops.refuse(self.keys, a, request_id, self._now_ms(), why))
+
     async def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
-        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token)
+        created = int(created_at.timestamp() * 1000) if created_at is not None else None
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created)
         try:
             return await self._after(op)
         except AgentHalted as exc:

@@ -19,7 +19,7 @@ from .._errors import AgentHalted, NotAuthorized, RequestNotFound, StoreError, T
 from ..audit import encode_draft
 from ..models import ApprovalRequest, Decision, Halt, Risk, utc
 from ._base import check_note
-from ._halts import halted_message, ms
+from ._halts import halted_message, ms, read_halt
 
 __all__ = ["SCRIPTS", "AgentKeys", "Keys", "Op", "key_part", "request_from_hash"]
 
@@ -44,6 +44,8 @@ _SCRIPT_NAMES = (
     "haltglobal",
     "resumeglobal",
     "trimread",
+    "refuse",
+    "jpush",
 )
 
 
@@ -89,6 +91,12 @@ class AgentKeys:
         self.resumes = f"{tag}:resumes"
         self.journal = f"{tag}:journal"
         self.trimmed = f"{tag}:trimmed"
+        # What the deciding side journals about this agent's requests and halts:
+        # a list only deciders write, so an agent's journal never holds decisions.
+        self.dec_journal = f"{tag}:dec:journal"
+        self.dec_trimmed = f"{tag}:dec:trimmed"
+        # Tampering an agent's gate reported, kept where the agent can't erase it.
+        self.flags = f"{tag}:dec:flags"
         self.pending = f"{tag}:idx:pending"
         self.requests = f"{tag}:idx:requests"
         self.owners = f"{tag}:idx:owners"
@@ -172,6 +180,24 @@ def text(value: Any) -> str:
     return _text(value)
 
 
+def agent_names(members: Any) -> list[str]:
+    """Registry members as agent names, sorted; any an agent could have garbled are skipped.
+
+    An agent's Redis user may add itself to the registry: a member that is not
+    UTF-8 text, or is absurdly long, names no real agent and must not stop the
+    sealer, the console or the kill switch.
+    """
+    names = []
+    for member in members:
+        try:
+            name = member.decode("utf-8") if isinstance(member, bytes) else str(member)
+        except UnicodeDecodeError:
+            continue
+        if 0 < len(name) <= 1000:
+            names.append(name)
+    return sorted(names)
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -182,7 +208,7 @@ def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[
         return list(reply)
     parts = [_text(p) for p in reply]
     if tag == "halted":
-        halt = Halt.model_validate_json(parts[1])
+        halt = read_halt(parts[2] if len(parts) > 2 else "all", parts[1])
         exc = AgentHalted(halted_message(halt), scope=halt.key, tool=tool, request_id=rid)
         exc.halt = halt  # type: ignore[attr-defined]  # the store remembers it (sticky halts)
         raise exc
@@ -301,7 +327,7 @@ def decide(
         a.wake(rid),
         a.pending,
         a.owners,
-        a.journal,
+        a.dec_journal,
     ]
     argv = [
         k.channel,
@@ -321,23 +347,29 @@ def _decision_json(decision: Decision) -> str:
     return _json(body)
 
 
-def expire(k: Keys, a: AgentKeys, rid: str, now_ms: int | str) -> Op[ApprovalRequest]:
-    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, a.journal, a.votes(rid)]
+def expire(k: Keys, a: AgentKeys, rid: str, now_ms: int | str, journal: str) -> Op[ApprovalRequest]:
+    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, journal, a.votes(rid)]
     return Op("expire", keys, [k.channel, now_ms], _transition(rid, a.agent))
 
 
 def cancel(
-    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, reason: str | None
+    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, reason: str | None, journal: str
 ) -> Op[ApprovalRequest]:
-    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, a.journal, a.votes(rid)]
+    keys = [a.req(rid), a.wake(rid), a.pending, a.owners, journal, a.votes(rid)]
     return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid, a.agent))
 
 
 def claim(
-    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, args_digest: str, token: str | None
+    k: Keys,
+    a: AgentKeys,
+    rid: str,
+    now_ms: int | str,
+    args_digest: str,
+    token: str | None,
+    created_ms: int | None,
 ) -> Op[ApprovalRequest]:
-    keys = [a.req(rid), a.halts, a.wake(rid), a.journal, a.votes(rid)]
-    argv = [k.channel, now_ms, args_digest, token or ""]
+    keys = [a.req(rid), a.halts, a.wake(rid), a.journal, a.votes(rid), a.resumes]
+    argv = [k.channel, now_ms, args_digest, token or "", "" if created_ms is None else created_ms]
     return Op("claim", keys, argv, _transition(rid, a.agent))
 
 
@@ -349,6 +381,12 @@ def finish(
     return Op("finish", keys, argv, _transition(rid, a.agent))
 
 
+def refuse(k: Keys, a: AgentKeys, rid: str, now_ms: int | str, why: str) -> Op[ApprovalRequest]:
+    """approved -> failed without running: the release was refused (tampering)."""
+    keys = [a.req(rid), a.wake(rid), a.journal, a.votes(rid)]
+    return Op("refuse", keys, [k.channel, now_ms, why], _transition(rid, a.agent))
+
+
 def flag(k: Keys, a: AgentKeys, rid: str, why: str, event: Mapping[str, Any]) -> Op[None]:
     """Mark a request as the target of tampering (the console shows it) and audit it."""
     keys = [a.req(rid), a.wake(rid), a.journal]
@@ -358,11 +396,16 @@ def flag(k: Keys, a: AgentKeys, rid: str, why: str, event: Mapping[str, Any]) ->
 def halt_global(k: Keys, record: Halt) -> Op[list[str]]:
     """Record a halt of everything or of a session deployment-wide; answers the agents."""
     argv = [record.key, record.model_dump_json()]
-    return Op("haltglobal", [k.halts, k.agents], argv, lambda r: [_text(x) for x in r])
+    return Op("haltglobal", [k.halts, k.agents], argv, agent_names)
 
 
 def halt(
-    k: Keys, a: AgentKeys, record: Halt, event: Mapping[str, Any] | None, now_ms: int | str
+    k: Keys,
+    a: AgentKeys,
+    record: Halt,
+    event: Mapping[str, Any] | None,
+    now_ms: int | str,
+    journal: str,
 ) -> Op[list[str]]:
     """Set the halt on one agent and cancel its pending requests it covers, in one script."""
 
@@ -381,7 +424,7 @@ def halt(
         record.by,
         f"halted: {record.reason or 'kill switch'}",
     ]
-    return Op("halt", [a.halts, a.owners, a.journal, a.pending], argv, parse)
+    return Op("halt", [a.halts, a.owners, journal, a.pending], argv, parse)
 
 
 def resume_global(k: Keys, field: str, signed: str) -> Op[bool]:
@@ -390,12 +433,29 @@ def resume_global(k: Keys, field: str, signed: str) -> Op[bool]:
 
 def resume(a: AgentKeys, field: str, signed: str, event: Mapping[str, Any] | None) -> Op[bool]:
     entry = journal_entry(event) if event is not None else b""
-    return Op("resume", [a.halts, a.resumes, a.journal], [field, signed, entry], bool)
+    return Op("resume", [a.halts, a.resumes, a.dec_journal], [field, signed, entry], bool)
+
+
+#: A journal entry longer than this is not read whole: the sealer records it refused.
+MAX_ENTRY_BYTES = 8 * 1024 * 1024
+#: One sealing batch reads at most this many bytes of journal (and at least one entry).
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+OVERSIZE = b"\x00oversize:"
+
+
+def jpush(journal: str, entries: list[bytes]) -> Op[int]:
+    """Append drafts written from Python to ``journal``, numbered like the scripts' own."""
+    return Op("jpush", [journal], list(entries), int)
 
 
 def trim_read(journal: str, trimmed: str, cursor: int, batch: int) -> Op[list[bytes]]:
-    """Drop what is sealed already (up to ``cursor``), then read the next ``batch`` drafts."""
-    return Op("trimread", [journal, trimmed], [cursor, batch], list)
+    """Drop what is sealed already (up to ``cursor``), then read the next ``batch`` drafts.
+
+    An entry over :data:`MAX_ENTRY_BYTES` comes back as ``OVERSIZE`` + its
+    length and sha1, never whole.
+    """
+    argv = [cursor, batch, MAX_ENTRY_BYTES, MAX_BATCH_BYTES]
+    return Op("trimread", [journal, trimmed], argv, list)
 
 
 def _ttl_ms(seconds: float) -> int:
@@ -425,13 +485,15 @@ def note_value(reply: Any) -> str | None:
 
 
 def request_from_hash(
-    fields: Mapping[bytes, bytes], votes: list[bytes], agent: str
+    fields: Mapping[bytes, bytes], votes: list[bytes], agent: str, flag: Any = None
 ) -> ApprovalRequest:
     """Rebuild an :class:`ApprovalRequest` from its hash and its votes list.
 
     ``agent`` is the agent whose keys hold it: a request that names another
     agent was written by someone with this agent's credentials, so it reads
-    as this agent's, marked as tampering.
+    as this agent's, marked as tampering. ``flag`` is the tampering the
+    deciding side recorded for it (from the agent's sealed report), which the
+    agent can't erase as it can its own hash's field.
     """
     f = {_text(k): _text(v) for k, v in fields.items()}
     doc = json.loads(f["doc"])
@@ -454,6 +516,6 @@ def request_from_hash(
         comment=f.get("comment"),
         outcome=f.get("outcome"),
         finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
-        tampering=f.get("tampering"),
+        tampering=_text(flag) if flag is not None else f.get("tampering"),
     )
     return ApprovalRequest.model_validate(doc)

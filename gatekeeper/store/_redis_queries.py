@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, RequestStatus, Risk
 from ._halts import ms
-from ._redis_ops import Keys, request_from_hash
+from ._redis_ops import Keys, agent_names, request_from_hash
 
 __all__ = [
     "HISTORY_SCAN",
@@ -75,7 +75,7 @@ def _agents(k: Keys, agent: str | None) -> Flow[list[str]]:
     if agent is not None:
         return [agent]
     (raw,) = yield [("SMEMBERS", k.agents)]
-    return sorted(_text(v) for v in raw)
+    return agent_names(raw)
 
 
 def get_many(k: Keys, ids: Sequence[str]) -> Flow[list[ApprovalRequest]]:
@@ -89,11 +89,12 @@ def get_many(k: Keys, ids: Sequence[str]) -> Flow[list[ApprovalRequest]]:
     cmds: list[Command] = []
     for rid, agent in found:
         a = k.of(agent)
-        cmds += [("HGETALL", a.req(rid)), ("LRANGE", a.votes(rid), 0, -1)]
+        cmds += [("HGETALL", a.req(rid)), ("LRANGE", a.votes(rid), 0, -1), ("HGET", a.flags, rid)]
     replies = yield cmds
+    triples = zip(found, replies[::3], replies[1::3], replies[2::3], strict=True)
     return [
-        request_from_hash(fields, votes, agent)
-        for (_, agent), fields, votes in zip(found, replies[::2], replies[1::2], strict=True)
+        request_from_hash(fields, votes, agent, flag)
+        for (_, agent), fields, votes, flag in triples
         if fields
     ]
 

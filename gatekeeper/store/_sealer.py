@@ -23,7 +23,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import GatekeeperError, TamperingDetected
@@ -113,57 +114,130 @@ class Sealer:
                 raise
         if not self._store.seals:
             return
+        self._store.keep_scripts_loaded()  # for the agents, who may not load them
+        failed: Exception | None = None
+        for group in self._journals():
+            try:
+                while self._seal_batch(group):
+                    pass
+            except Exception as exc:  # one journal must not hold up the others
+                log.error("audit: could not seal %s: %s", group[0].key, exc)
+                failed = exc
+        if failed is not None:
+            raise failed
+
+    def _journals(self) -> list[list[Journal]]:
+        """The journals that hold drafts, grouped: the deciders', then each agent's two.
+
+        An agent's own journal and the deciders' journal about it are sealed
+        together, merged in time order, so the chain reads as things happened.
+        """
         store, k = self._store, self._store.keys
-        journals: list[tuple[str | None, str, str]] = [(None, k.journal, k.trimmed)]
+        groups = [[Journal(None, "decider", k.journal, k.trimmed, "g")]]
         for name in store._agents():
             a = k.of(name)
-            journals.append((name, a.journal, a.trimmed))
-        for owner, journal, trimmed in journals:
-            while self._seal_batch(owner, journal, trimmed):
-                pass
+            part = ops.key_part(name)
+            groups.append(
+                [
+                    Journal(name, "agent", a.journal, a.trimmed, "c:" + part),
+                    Journal(name, "decider", a.dec_journal, a.dec_trimmed, "d:" + part),
+                ]
+            )
+        every = [j for group in groups for j in group]
+        busy: set[str] = set()
+        for start in range(0, len(every), 1000):  # skip the empty ones, 1,000 per round trip
+            chunk = every[start : start + 1000]
 
-    def _seal_batch(self, agent: str | None, journal: str, trimmed: str) -> bool:
-        """Seal up to BATCH drafts of one journal; True if there may be more."""
+            def lengths(chunk: list[Journal] = chunk) -> list[Any]:
+                pipe = store.client.pipeline(transaction=False)
+                for j in chunk:
+                    pipe.llen(j.key)
+                replies: list[Any] = pipe.execute()
+                return replies
+
+            busy |= {j.key for j, n in zip(chunk, store._call(lengths), strict=True) if n}
+        return [g for g in groups if any(j.key in busy for j in g)]
+
+    def _seal_batch(self, group: list[Journal]) -> bool:
+        """Seal up to BATCH drafts of one group of journals; True if there may be more."""
         store, k = self._store, self._store.keys
-        field = "c:" + (journal if agent is None else agent)
-        seq, hash_, cursor = store._call(lambda: store.client.hmget(k.head, "seq", "hash", field))
-        c = int(cursor) if cursor else 0
-        raw = store._run(ops.trim_read(journal, trimmed, c, self.BATCH))
-        if not raw:
+        fields = [j.cursor for j in group]
+        head = store._call(lambda: store.client.hmget(k.head, "seq", "hash", *fields))
+        seq, hash_, cursors = head[0], head[1], [int(c) if c else 0 for c in head[2:]]
+        taken: list[tuple[Journal, list[Entry]]] = []
+        for journal, c in zip(group, cursors, strict=True):
+            raw = store._run(ops.trim_read(journal.key, journal.trimmed, c, self.BATCH))
+            taken.append((journal, [read_entry(r) for r in raw]))
+        if not any(entries for _, entries in taken):
             return False
+        agent = group[0].agent
+        everything = [e.draft for _, entries in taken for e in entries]
+        owners = self._owners(everything) if agent is not None else {}
+        trusted = store.decision_keys.trusted
+        merged: list[tuple[int, int, dict[str, Any], Journal]] = []
+        last = 2**63
+        for order, (journal, entries) in enumerate(taken):
+            for i, entry in enumerate(entries):
+                checked = check_draft(entry, journal, trusted, owners)
+                # In the order the scripts ran; entries no script numbered, after them.
+                place = entry.number if entry.number is not None else last
+                merged.append((place, order * 10**9 + i, checked, journal))
+        merged.sort(key=lambda m: (m[0], m[1]))
         head_seq = int(seq) if seq else 0
         head_hash = ops.text(hash_) if hash_ else GENESIS
-        encoded = [admit_draft(r, agent, store.decision_keys.trusted) for r in raw]
+        encoded = [encode_draft(d) for _, _, d, _ in merged]
         sealed = seal_encoded(head_hash, head_seq + 1, encoded)
-        argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed), field, c]
+        argv: list[Any] = [head_hash, len(sealed), head_seq + len(sealed), len(group)]
+        for (journal, entries), c in zip(taken, cursors, strict=True):
+            argv += [journal.cursor, c, len(entries)]
         for body, h in sealed:
             argv += [body, h]
         script = store._scripts["seal"]
         sealed_now = store._call(lambda: script(keys=[k.audit, k.head], args=argv))
         if sealed_now and agent is not None:
-            self._spread_halts(agent, encoded)
+            mine = [d for _, _, d, j in merged if j.source == "agent"]
+            self._after_agent_batch(agent, mine)
         # Sealed or not (another process sealed first), read again.
         return True
 
-    def _spread_halts(self, agent: str, encoded: Sequence[bytes]) -> None:
-        """An agent halted everything or a session: apply it to every agent now."""
-        for body in encoded:
-            if b'"halt.set"' not in body:
-                continue
-            event = json.loads(body)
-            data = event.get("data") or {}
-            scope = data.get("scope")
-            if event.get("kind") != "halt.set" or scope not in ("all", "session"):
-                continue
-            target = str(data.get("target") or "*")
-            reason = data.get("reason")
-            self._store.halt(
-                HaltScope(scope),
-                target,
-                # Who halted is the journal's agent, whatever the event claims.
-                by=f"agent:{agent} ({str(event.get('actor'))[:100]})",
-                reason=reason if isinstance(reason, str) else None,
-            )
+    def _owners(self, drafts: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+        """The agent each request named in ``drafts`` belongs to (``where``)."""
+        store = self._store
+        rids = sorted({d["request_id"] for d in drafts if isinstance(d.get("request_id"), str)})
+        if not rids:
+            return {}
+        found = store._call(lambda: store.client.hmget(store.keys.where, rids))
+        return {
+            rid: (None if o is None else ops.text(o)) for rid, o in zip(rids, found, strict=True)
+        }
+
+    def _after_agent_batch(self, agent: str, drafts: Sequence[dict[str, Any]]) -> None:
+        """What the deciding side does about what an agent reported: halts, tampering."""
+        store = self._store
+        a = store.keys.of(agent)
+        for event in drafts:
+            kind, data = event.get("kind"), event.get("data") or {}
+            try:
+                if kind == "halt.set" and data.get("scope") in ("all", "session"):
+                    reason = data.get("reason")
+                    store.halt(
+                        HaltScope(data["scope"]),
+                        str(data.get("target") or "*"),
+                        # Who halted is the journal's agent, whatever the event claims.
+                        by=f"agent:{agent} ({str(event.get('actor'))[:100]})",
+                        reason=reason if isinstance(reason, str) else None,
+                    )
+                elif kind == "request.tampering" and isinstance(event.get("request_id"), str):
+                    # Kept where the agent can't erase it: consoles read it from here.
+                    why = str(data.get("problem") or "refused as tampering")[:2000]
+                    rid: str = event["request_id"]
+
+                    def flag(rid: str = rid, why: str = why) -> Any:
+                        return store.client.hset(a.flags, rid, why)
+
+                    store._call(flag)
+            except GatekeeperError as exc:
+                log.error("audit: could not act on %s of agent %r: %s", kind, agent, exc)
 
     def stop(self) -> None:
         try:
@@ -205,49 +279,156 @@ SIGNED_KINDS = {
 }
 
 
-def admit_draft(raw: bytes, agent: str | None, trusted: TrustedKeys) -> bytes:
-    """The canonical draft to seal for a journal entry of ``agent`` (None: the deciders').
+@dataclass(frozen=True)
+class Journal:
+    """One journal to seal: whose (None: the deciders'), who writes it, its keys and cursor."""
 
-    An agent's entry that it could not have written honestly becomes an
-    ``audit.refused`` draft saying what it claimed and why it was refused.
+    agent: str | None
+    source: str  # "agent" (the agent's own journal) or "decider"
+    key: str
+    trimmed: str
+    cursor: str
+
+
+_OPTIONAL_TEXT = ("request_id", "call_id", "tool", "agent", "session_id")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A journal entry read: the draft it holds, or (``made_here``) one saying it was unreadable.
+
+    ``number`` is the place the writing script gave it among the entries of
+    both journals of its hash tag (None when it has none: not written by one
+    of the store's scripts).
     """
-    if agent is None:
-        return raw[1:] if raw[:1] == b"=" else encode_draft(_parse_draft(raw))
-    body = raw[1:] if raw[:1] == b"=" else raw
-    value = _parse_draft(body)
-    why = _refusal(value, agent, trusted)
-    if why is None:
-        return body if raw[:1] == b"=" else encode_draft(value)
-    log.error("audit: refused a journal entry of agent %r: %s", agent, why)
-    text = raw.decode("utf-8", "replace")
-    return encode_draft(
-        draft(
-            "audit.refused",
-            at_ms=int(time.time() * 1000),
-            actor="sealer",
-            agent=agent,
-            request_id=rid if isinstance(rid := value.get("request_id"), str) else None,
-            data={
-                "problem": why,
-                "claimed_kind": str(value.get("kind"))[:100],
-                "sha256": hashlib.sha256(raw).hexdigest(),
-                "raw": text[:2_000],
-            },
+
+    draft: dict[str, Any]
+    made_here: bool = False
+    number: int | None = None
+
+
+def read_entry(raw: bytes) -> Entry:
+    """A journal entry as a draft: parsed, or an ``audit.unreadable`` draft saying what it held."""
+    number: int | None = None
+    if raw[:1] == b"#":
+        head, sep, rest = raw[1:].partition(b":")
+        if sep and head.isdigit() and len(head) < 20:
+            number, raw = int(head), rest
+    entry = _read(raw)
+    return Entry(entry.draft, entry.made_here, number)
+
+
+def _read(raw: bytes) -> Entry:
+    now = int(time.time() * 1000)
+    if raw.startswith(ops.OVERSIZE):
+        size, _, sha1 = raw[len(ops.OVERSIZE) :].decode("ascii", "replace").partition(":")
+        problem = f"an entry of {size} bytes, over the limit"
+        return Entry(
+            draft(
+                "audit.unreadable",
+                at_ms=now,
+                actor="sealer",
+                data={"problem": problem, "sha1": sha1},
+            ),
+            made_here=True,
         )
+    body = raw[1:] if raw[:1] == b"=" else raw
+    try:
+        value = json.loads(body)
+        if isinstance(value, dict) and isinstance(value.get("kind"), str):
+            return Entry(value)
+    except ValueError:
+        pass
+    # Never drop what the journal holds: keep it, flagged, in the chain.
+    text = body.decode("utf-8", "replace")
+    return Entry(
+        draft("audit.unreadable", at_ms=now, actor="sealer", data={"raw": text[:10_000]}),
+        made_here=True,
     )
 
 
-def _refusal(value: dict[str, Any], agent: str, trusted: TrustedKeys) -> str | None:
-    kind = value.get("kind")
-    if kind == "audit.unreadable":
-        return None  # kept, flagged, as for the deciders' journal
+def _shape_problem(value: dict[str, Any]) -> str | None:
+    at = value.get("at")
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 10**15:
+        return "its time is not a number of milliseconds"
+    if not isinstance(value.get("actor"), str) or not isinstance(value.get("data", {}), dict):
+        return "its actor or data is not of the right type"
+    for name in _OPTIONAL_TEXT:
+        if value.get(name) is not None and not isinstance(value.get(name), str):
+            return f"its {name} is not text"
+    return None
+
+
+def check_draft(
+    entry: Entry,
+    journal: Journal,
+    trusted: TrustedKeys,
+    owners: Mapping[str, str | None],
+) -> dict[str, Any]:
+    """The draft to seal for one journal entry: it, or an ``audit.refused`` draft.
+
+    The deciders' journals are theirs alone to write (the ACL sees to it),
+    though what they hold must still be well formed; an agent's journal is
+    checked: see the module doc.
+    """
+    value = entry.draft
+    if entry.made_here:  # say whose journal the unreadable entry came from
+        return {**value, "agent": journal.agent}
+    why = _shape_problem(value)
+    if why is None and journal.agent is not None:
+        why = _refusal(value, journal, trusted, owners)
+    if why is None:
+        return value
+    who = journal.agent if journal.agent is not None else "the deciders"
+    log.error("audit: refused a journal entry of %r: %s", who, why)
+    claimed = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    rid = value.get("request_id")
+    return draft(
+        "audit.refused",
+        at_ms=int(time.time() * 1000),
+        actor="sealer",
+        agent=journal.agent,
+        request_id=rid if isinstance(rid, str) else None,
+        data={
+            "problem": why,
+            "claimed_kind": str(value.get("kind"))[:100],
+            "sha256": hashlib.sha256(claimed.encode("utf-8", "replace")).hexdigest(),
+            "raw": claimed[:2_000],
+        },
+    )
+
+
+def _refusal(
+    value: dict[str, Any],
+    journal: Journal,
+    trusted: TrustedKeys,
+    owners: Mapping[str, str | None],
+) -> str | None:
+    agent = journal.agent
+    kind = str(value.get("kind"))[:100]
     if value.get("agent") != agent:
         return f"names agent {str(value.get('agent'))[:100]!r} in agent {agent!r}'s journal"
-    if kind in AGENT_KINDS:
-        return None
-    purpose = SIGNED_KINDS.get(str(kind))
-    if purpose is None:
-        return f"an agent does not write {str(kind)[:100]!r} events"
+    rid = value.get("request_id")
+    if isinstance(rid, str) and owners.get(rid, agent) != agent:
+        return f"names request {rid[:100]!r}, which is not agent {agent!r}'s"
+    if journal.source == "decider":
+        purpose = SIGNED_KINDS.get(kind)
+        if purpose is None:
+            return None
+        return _signature_problem(value, kind, purpose, agent, trusted)
+    if kind not in AGENT_KINDS:
+        if kind in SIGNED_KINDS:
+            return f"{kind} events come from the deciders, never from an agent's journal"
+        return f"an agent does not write {kind!r} events"
+    actor = str(value.get("actor"))
+    if actor not in (f"agent:{agent}", "system") and not actor.startswith("policy"):
+        return f"its actor {actor[:100]!r} is not the agent, the system or its policy"
+    return None
+
+
+def _signature_problem(
+    value: dict[str, Any], kind: str, purpose: str, agent: str | None, trusted: TrustedKeys
+) -> str | None:
     data = value.get("data")
     signed = data.get("signed") if isinstance(data, dict) else None
     if not isinstance(signed, str):
@@ -267,20 +448,3 @@ def _refusal(value: dict[str, Any], agent: str, trusted: TrustedKeys) -> str | N
         if not same:
             return "its signed vote is for another request, approver or outcome"
     return None
-
-
-def _parse_draft(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-        if isinstance(value, dict) and isinstance(value.get("kind"), str):
-            return value
-    except ValueError:
-        pass
-    # Never drop what the journal holds: keep it, flagged, in the chain.
-    text = raw.decode("utf-8", "replace")
-    return draft(
-        "audit.unreadable",
-        at_ms=int(time.time() * 1000),
-        actor="system",
-        data={"raw": text[:10_000]},
-    )

@@ -29,7 +29,6 @@ from .._errors import (
 )
 from .._gate import Gatekeeper
 from .._text import call_lookalikes, lookalike_warnings
-from .._votes import trust_problem
 from ..models import ApprovalRequest, AuditEvent, RequestStatus, Risk
 from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
@@ -208,7 +207,7 @@ def _detail_context(
     return {
         "req": req,
         "now": now,
-        "tampering": trust_problem(req, gate.store.decision_keys.trusted),
+        "tampering": gate.trust_problem(req),
         "left": time_left(req.expires_at, now),
         "lookalikes": {where: lookalike_warnings(found, 20) for where, found in odd.items()},
         "timeline": timeline,

@@ -252,15 +252,20 @@ def parse_time(text: str) -> dt.datetime:
 def request_events(entries: Iterable[StoredEvent], request: ApprovalRequest) -> list[AuditEvent]:
     """The audit events of ``request`` among ``entries`` (newest first), oldest first.
 
-    Stops at the first event older than the request: nothing before its
-    creation can belong to it, so the timeline of a fresh request is cheap.
+    Stops at the first entry sealed before the request was made: nothing
+    sealed earlier can belong to it, so the timeline of a fresh request is
+    cheap. The seal time is the Redis stream entry's id, which no agent
+    chooses (an event's own ``at`` is the writer's word); the embedded store's
+    entries fall back to ``at``. Only events naming the request's own agent
+    count: another agent can't write into this timeline.
     """
     needle = request.id.encode()
     call_needle = request.call.id.encode()
     oldest_ms = int(request.created_at.timestamp() * 1000) - 5000
     found: list[AuditEvent] = []
     for entry in entries:
-        at = _at_ms(entry.body)
+        sealed_ms, sep, _ = entry.entry_id.partition("-")
+        at = int(sealed_ms) if sep and sealed_ms.isdigit() else _at_ms(entry.body)
         if at is not None and at < oldest_ms:
             break
         if needle not in entry.body and call_needle not in entry.body:
@@ -269,7 +274,8 @@ def request_events(entries: Iterable[StoredEvent], request: ApprovalRequest) -> 
             event = parse_event(entry.body, entry.hash)
         except (ValueError, KeyError, TypeError):  # the audit page shows unreadable entries
             continue
-        if event.request_id == request.id or event.call_id == request.call.id:
+        mine = event.request_id == request.id or event.call_id == request.call.id
+        if mine and event.agent == request.call.agent:
             found.append(event)
     found.reverse()
     return found

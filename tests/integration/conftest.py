@@ -10,6 +10,7 @@ from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
 from tests.aclkit import RoleSplitStore
 from tests.conftest import RedisServer
+from tests.trustkit import dep  # noqa: F401  (a fixture for the trust-boundary suites)
 
 
 @pytest.fixture(params=["memory", "redis", "redis-acl"])

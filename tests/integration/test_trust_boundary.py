@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,139 +29,27 @@ from gatekeeper import (
     StoreError,
     TamperingDetected,
 )
-from gatekeeper._signing import DecisionKeys, SigningKey, TrustedKeys
-from gatekeeper.audit import parse_event, verify_chain
+from gatekeeper._signing import SigningKey, TrustedKeys
+from gatekeeper.audit import verify_chain
 from gatekeeper.models import HaltScope
 from gatekeeper.store import RedisStore
 from gatekeeper.store import _redis_ops as ops
-from gatekeeper.store._acl import acl_rules, acl_user
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
-
-POLICY = Policy.from_yaml(
-    """
-version: 1
-default: require_approval
-rules:
-  - {id: read-only, match: {tool: "search_*"}, verdict: allow}
-"""
-)
-
-
-@dataclass
-class Deployment:
-    prefix: str
-    admin: redis.Redis
-    attacker: redis.Redis  # the agent's own ACL user
-    agent: RedisStore
-    decider: RedisStore
-    key: SigningKey
-
-    def url(self, server: RedisServer, user: str, password: str) -> str:
-        return server.url.replace("redis://", f"redis://{user}:{password}@")
-
-
-@pytest.fixture
-def dep(redis_server: RedisServer, redis_prefix: str) -> Iterator[Deployment]:
-    admin = redis.Redis.from_url(redis_server.url)
-    passwords: dict[str, str] = {}
-    for argv in acl_rules(redis_prefix, agents=["billing-bot", "other-bot"], passwords=passwords):
-        admin.execute_command(*argv)
-    key = SigningKey.generate()
-    trusted = TrustedKeys({key.key_id: key.public_text})
-
-    def url(role: str, agent: str | None = None) -> str:
-        user = acl_user(redis_prefix, role, agent)
-        return redis_server.url.replace("redis://", f"redis://{user}:{passwords[user]}@")
-
-    agent = RedisStore(
-        url("agent", "billing-bot"),
-        prefix=redis_prefix,
-        decision_keys=DecisionKeys(trusted=trusted),
-        seal_linger=0,
-    )
-    decider = RedisStore(
-        url("decider"), prefix=redis_prefix, decision_keys=DecisionKeys(key), seal_linger=0
-    )
-    attacker = redis.Redis.from_url(url("agent", "billing-bot"))
-    yield Deployment(redis_prefix, admin, attacker, agent, decider, key)
-    for store in (agent, decider):
-        store.close()
-    attacker.close()
-    for user in passwords:
-        admin.execute_command("ACL", "DELUSER", user)
-    admin.close()
-
-
-class HeldCall:
-    """A guarded refund run in a thread of the agent process; records what ran."""
-
-    def __init__(self, dep: Deployment, args: dict[str, Any] | None = None) -> None:
-        self.ran: list[dict[str, Any]] = []
-        self.gate = Gatekeeper(policy=POLICY, store=dep.agent, default_timeout=20)
-        self.decider = Gatekeeper(policy=POLICY, store=dep.decider)
-        self.error: BaseException | None = None
-        self.result: Any = None
-
-        @self.gate.guard(irreversible=True)
-        def refund(order_id: str, amount: float, to_account: str = "CUSTOMER") -> str:
-            self.ran.append({"order_id": order_id, "amount": amount, "to_account": to_account})
-            return "refunded"
-
-        def run() -> None:
-            with self.gate.session(agent="billing-bot", reason="customer asked"):
-                try:
-                    self.result = refund(**(args or {"order_id": "A-1", "amount": 20.0}))
-                except BaseException as exc:
-                    self.error = exc
-
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
-        self.id = self._wait_pending(dep)
-
-    def _wait_pending(self, dep: Deployment) -> str:
-        for _ in range(500):
-            page, _ = dep.decider.queue()
-            if page:
-                return page[0].id
-            threading.Event().wait(0.01)
-        raise AssertionError("the call was never held")
-
-    def join(self) -> None:
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-
-
-def _wake(dep: Deployment, rid: str) -> None:
-    """Wake the waiting agent as a transition would (the agent's user may do this)."""
-    a = dep.agent.keys.of("billing-bot")
-    dep.attacker.lpush(a.wake(rid), "1")
-    dep.attacker.publish(dep.agent.keys.channel, rid)
-
-
-def _chain(dep: Deployment) -> list[Any]:
-    dep.agent.flush()
-    dep.decider.flush()
-    return [parse_event(e.body, e.hash) for e in dep.decider.audit_entries()]
-
-
-def _tampering_recorded(dep: Deployment, rid: str) -> None:
-    kinds = [(e.kind, e.request_id) for e in _chain(dep)]
-    assert ("request.tampering", rid) in kinds
-    assert dep.decider.get(rid).tampering  # the console shows it
+from tests.trustkit import POLICY, Deployment, HeldCall, chain, tampering_recorded, wake
 
 
 def test_writing_status_approved_runs_nothing(dep: Deployment) -> None:
     call = HeldCall(dep)
     a = dep.agent.keys.of("billing-bot")
     dep.attacker.hset(a.req(call.id), "status", "approved")  # the ACL lets it write its request
-    _wake(dep, call.id)
+    wake(dep, call.id)
     call.join()
     assert call.ran == []
     assert isinstance(call.error, TamperingDetected)
     assert "nobody signed" in str(call.error) or "0 signed approval" in str(call.error)
-    _tampering_recorded(dep, call.id)
+    tampering_recorded(dep, call.id)
     assert dep.decider.get(call.id).status is not RequestStatus.EXECUTED
 
 
@@ -177,10 +63,10 @@ def test_writing_args_and_digest_runs_nothing(dep: Deployment) -> None:
         a.req(call.id),
         mapping={"args": json.dumps(evil), "digest": digest(evil), "status": "approved"},
     )
-    _wake(dep, call.id)
+    wake(dep, call.id)
     call.join()
     assert call.ran == [] and isinstance(call.error, TamperingDetected)
-    _tampering_recorded(dep, call.id)
+    tampering_recorded(dep, call.id)
 
 
 def test_swapping_args_between_an_edited_approval_and_the_release_runs_nothing(
@@ -209,7 +95,7 @@ def test_swapping_args_between_an_edited_approval_and_the_release_runs_nothing(
     go.set()
     call.join()
     assert call.ran == [] and isinstance(call.error, TamperingDetected)
-    _tampering_recorded(dep, call.id)
+    tampering_recorded(dep, call.id)
 
 
 def test_an_honest_edited_approval_runs_exactly_the_edit(dep: Deployment) -> None:
@@ -238,7 +124,7 @@ def test_forged_journal_events_are_refused_by_the_sealer(dep: Deployment) -> Non
     dep.attacker.rpush(a.journal, json.dumps(other))
     call.decider.deny(call.id, approver="bob", comment="no")
     call.join()
-    events = _chain(dep)
+    events = chain(dep)
     assert not [e for e in events if e.kind == "request.approved"]
     refused = [e for e in events if e.kind == "audit.refused"]
     assert {e.data["claimed_kind"] for e in refused} == {"request.approved", "call.allowed"}
@@ -266,7 +152,7 @@ def test_an_agent_cannot_unhalt_itself(dep: Deployment) -> None:
     dep.admin.hdel(a.halts, "agent:billing-bot")
     with pytest.raises(AgentHalted, match="without a signed resume"):
         dep.agent.admit(event, agent="billing-bot", session_id="s1")
-    kinds = [e.kind for e in _chain(dep)]
+    kinds = [e.kind for e in chain(dep)]
     assert "request.tampering" in kinds
     # A person resumes, signed: the agent runs again.
     dep.decider.halt(HaltScope.AGENT, "billing-bot", by="ops")
@@ -327,7 +213,7 @@ def _approve_behind_the_acl(dep: Deployment, rid: str, signed_vote: str, digest:
     }
     dep.admin.rpush(a.votes(rid), json.dumps(stored))
     dep.admin.hset(a.req(rid), "status", "approved")
-    _wake(dep, rid)
+    wake(dep, rid)
 
 
 def test_replaying_an_old_signed_approval_onto_a_new_request_runs_nothing(
@@ -344,7 +230,7 @@ def test_replaying_an_old_signed_approval_onto_a_new_request_runs_nothing(
     second.join()
     assert second.ran == [] and isinstance(second.error, TamperingDetected)
     assert "another request" in str(second.error)
-    _tampering_recorded(dep, second.id)
+    tampering_recorded(dep, second.id)
 
 
 def test_a_decision_signed_by_an_untrusted_key_runs_nothing(dep: Deployment) -> None:
@@ -359,7 +245,7 @@ def test_a_decision_signed_by_an_untrusted_key_runs_nothing(dep: Deployment) -> 
     call.join()
     assert call.ran == [] and isinstance(call.error, TamperingDetected)
     assert "not trusted" in str(call.error)
-    _tampering_recorded(dep, call.id)
+    tampering_recorded(dep, call.id)
 
 
 def test_an_honest_approval_runs_once_under_the_acl(dep: Deployment) -> None:
@@ -368,9 +254,9 @@ def test_an_honest_approval_runs_once_under_the_acl(dep: Deployment) -> None:
     call.join()
     assert call.error is None and len(call.ran) == 1
     assert dep.decider.get(call.id).status is RequestStatus.EXECUTED
-    kinds = [e.kind for e in _chain(dep) if e.request_id == call.id]
+    kinds = [e.kind for e in chain(dep) if e.request_id == call.id]
     assert kinds == ["call.held", "request.approved", "request.released", "request.executed"]
-    assert "audit.refused" not in [e.kind for e in _chain(dep)]
+    assert "audit.refused" not in [e.kind for e in chain(dep)]
 
 
 def test_key_rotation_old_trusted_key_verifies_removed_key_does_not() -> None:
@@ -504,7 +390,7 @@ def test_the_console_shows_what_the_store_claims_without_signatures(
         printed = io.StringIO()
         show(console, call.id, as_json=False, io=IO(out=printed, err=printed, inp=io.StringIO()))
         assert "TAMPERING: not what the deciders signed" in printed.getvalue()
-        _wake(dep, call.id)
+        wake(dep, call.id)
         call.join()
         page = client.get(f"/requests/{call.id}").text
         assert 'id="tampering"' in page and "refused to release" in page

@@ -3,9 +3,23 @@
 -- or the deployment's {prefix} -- so it runs unchanged on Redis Cluster, and
 -- under an agent's ACL user each write is checked against that agent's keys.
 
+-- Appends a journal entry as "#N:entry", N from a counter shared by the two
+-- journals of one hash tag (an agent's own and the deciders' about it), so the
+-- sealer merges them in the order the scripts ran. The counter is derived from
+-- the journal's key (same hash tag, so same slot).
+local function journal_push(key, entry)
+  local n = redis.call('INCR', string.match(key, '^(%b{})') .. ':idx:jseq')
+  redis.call('RPUSH', key, '#' .. n .. ':' .. entry)
+end
+
+-- The halt in force for this agent and session, and the field it is under.
 local function halted(halts_key, agent, session)
-  local v = redis.call('HMGET', halts_key, 'all', 'agent:' .. agent, 'session:' .. session)
-  return v[1] or v[2] or v[3]
+  local names = {'all', 'agent:' .. agent, 'session:' .. session}
+  local v = redis.call('HMGET', halts_key, names[1], names[2], names[3])
+  for i = 1, 3 do
+    if v[i] then return v[i], names[i] end
+  end
+  return nil
 end
 
 -- Milliseconds now: the caller's (injected, for tests) clock when it sent
@@ -70,7 +84,7 @@ local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake
   if f.status == 'pending' and now >= f.expires then
     redis.call('HSET', req_key, 'status', 'expired', 'decided_at', now)
     settle(req_key, pending_key, owners_key, f.id)
-    redis.call('RPUSH', journal_key, event_json('request.expired', now, 'system', f))
+    journal_push(journal_key, event_json('request.expired', now, 'system', f))
     wake(wake_key, channel, f.id)
     return true
   end

@@ -1,4 +1,5 @@
--- KEYS: req, halts, wake, journal, votes   ARGV: channel, now, digest, token
+-- KEYS: req, halts, wake, journal, votes, resumes
+-- ARGV: channel, now, digest, token, created (ms, as the releasing process holds it; '' if not)
 -- The token makes a retry idempotent: a caller whose reply was lost and who
 -- claims again with the same token gets its claim back, not a refusal.
 local now = clock(ARGV[2])
@@ -16,13 +17,28 @@ if f.status ~= 'approved' then
   end
   return {'refused', f.status, 'release', why}
 end
-local h = halted(KEYS[2], f.agent, f.session)
-if h then return {'halted', h} end
+local h, hf = halted(KEYS[2], f.agent, f.session)
+if h then return {'halted', h, hf} end
+-- A request that was already waiting when a halt of its scope was pulled should
+-- have been cancelled by it; whatever kept it pending, it is not run after a resume.
+if ARGV[5] ~= '' then
+  for _, field in ipairs({'all', 'agent:' .. f.agent, 'session:' .. f.session}) do
+    local r = redis.call('HGET', KEYS[6], field)
+    if r then
+      local ok, rec = pcall(cjson.decode, r)
+      local at = ok and type(rec) == 'table' and type(rec.body) == 'table' and rec.body.halt_at
+      if type(at) == 'number' and at > tonumber(ARGV[5]) then
+        return {'refused', f.status, 'release',
+          'it was waiting when the kill switch was pulled (' .. field .. '); ask again'}
+      end
+    end
+  end
+end
 if ARGV[3] ~= f.digest then
   return {'refused', f.status, 'release', 'the arguments to run are not the approved ones'}
 end
 redis.call('HSET', KEYS[1], 'status', 'executing', 'claimant', ARGV[4])
-redis.call('RPUSH', KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
+journal_push(KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
   { args_digest = ARGV[3] }))
 wake(KEYS[3], ARGV[1], f.id)
 return state(KEYS[1], KEYS[5])

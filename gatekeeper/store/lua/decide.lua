@@ -24,7 +24,7 @@ if not approve then
   redis.call('RPUSH', KEYS[3], ARGV[6])
   redis.call('SADD', KEYS[4], mark)
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
-  redis.call('RPUSH', KEYS[8], event_json('request.denied', now, actor, f,
+  journal_push(KEYS[8], event_json('request.denied', now, actor, f,
     { comment = opt(d.comment), via = opt(d.via), signed = opt(d.signed) }))
   wake(KEYS[5], ARGV[1], f.id)
   return state(KEYS[1], KEYS[3])
@@ -61,7 +61,7 @@ if n >= f.quorum then
   else redis.call('HDEL', KEYS[1], 'comment') end
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
 end
-redis.call('RPUSH', KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
+journal_push(KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
   via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum,
   signed = opt(d.signed) }, raw))
 wake(KEYS[5], ARGV[1], f.id)

@@ -11,6 +11,6 @@ local outcome = nil
 if ARGV[4] ~= '' then outcome = ARGV[4] end
 redis.call('HSET', KEYS[1], 'status', status, 'finished_at', now)
 if outcome then redis.call('HSET', KEYS[1], 'outcome', outcome) end
-redis.call('RPUSH', KEYS[3], event_json(kind, now, 'agent:' .. f.agent, f, { outcome = outcome }))
+journal_push(KEYS[3], event_json(kind, now, 'agent:' .. f.agent, f, { outcome = outcome }))
 wake(KEYS[2], ARGV[1], f.id)
 return state(KEYS[1], KEYS[4])

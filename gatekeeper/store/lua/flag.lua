@@ -3,6 +3,6 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'tampering', ARGV[2])
 end
-redis.call('RPUSH', KEYS[3], ARGV[3])
+journal_push(KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[1], redis.call('HGET', KEYS[1], 'id') or '')
 return 1

@@ -29,7 +29,7 @@ if ARGV[5] ~= '' then
   local ev = cjson.decode(ARGV[5])
   ev.data.pending = ids
   if #ids == 0 then ev.data.pending = nil end
-  redis.call('RPUSH', KEYS[3], cjson.encode(ev))
+  journal_push(KEYS[3], cjson.encode(ev))
 end
 local cancelled = {}
 for _, id in ipairs(ids) do
@@ -41,7 +41,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', req_key, 'status', 'cancelled', 'decided_at', now,
         'decided_by', ARGV[9], 'comment', ARGV[10])
       settle(req_key, KEYS[4], KEYS[2], id)
-      redis.call('RPUSH', KEYS[3], event_json('request.cancelled', now, ARGV[9], f,
+      journal_push(KEYS[3], event_json('request.cancelled', now, ARGV[9], f,
         { reason = ARGV[10] }))
       wake(wake_key, ARGV[7], id)
       table.insert(cancelled, id)

@@ -1,17 +1,25 @@
--- KEYS: audit, head   ARGV: expected head hash, n, seq, journal cursor field,
---       expected cursor, then body, hash pairs
--- Appends n sealed drafts of one journal to the chained stream, only if
--- nobody sealed since the caller read the head and that journal's cursor:
--- the chain can't fork, and no draft is sealed twice, however many
--- processes seal at once. The journal itself (another slot) is trimmed up to
--- the cursor by trimread.lua afterwards.
+-- KEYS: audit, head
+-- ARGV: expected head hash, n, seq, m, then m triples (cursor field, expected cursor,
+--       drafts taken from that journal), then n body, hash pairs
+-- Appends n sealed drafts (of one or two journals, merged in time order) to the
+-- chained stream, only if nobody sealed since the caller read the head and
+-- those journals' cursors: the chain can't fork, and no draft is sealed twice,
+-- however many processes seal at once. The journals themselves (another slot)
+-- are trimmed up to their cursors by trimread.lua afterwards.
 local head = redis.call('HGET', KEYS[2], 'hash') or string.rep('0', 64)
 if head ~= ARGV[1] then return 0 end
-local cursor = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
-if cursor ~= tonumber(ARGV[5]) then return 0 end
-local n = tonumber(ARGV[2])
-for i = 0, n - 1 do
-  redis.call('XADD', KEYS[1], '*', 'b', ARGV[6 + 2 * i], 'h', ARGV[7 + 2 * i])
+local m = tonumber(ARGV[4])
+for i = 0, m - 1 do
+  local cursor = tonumber(redis.call('HGET', KEYS[2], ARGV[5 + 3 * i]) or '0')
+  if cursor ~= tonumber(ARGV[6 + 3 * i]) then return 0 end
 end
-redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'hash', ARGV[5 + 2 * n], ARGV[4], cursor + n)
+local n = tonumber(ARGV[2])
+local base = 5 + 3 * m
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[1], '*', 'b', ARGV[base + 2 * i], 'h', ARGV[base + 1 + 2 * i])
+end
+redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'hash', ARGV[base + 2 * n - 1])
+for i = 0, m - 1 do
+  redis.call('HSET', KEYS[2], ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) + tonumber(ARGV[7 + 3 * i]))
+end
 return 1
