@@ -285,7 +285,7 @@ async def test_default_timeout_expires_async_requests() -> None:
 
 def test_edit_and_approve_runs_with_edited_args(gate: Gatekeeper) -> None:
     seen: list[tuple[str, int]] = []
-    gate.add_channel(AutoDecider(args={"order_id": "A-1", "amount": "15"}))
+    gate.add_channel(AutoDecider(args={"order_id": "A-1", "amount": 15.0}))
 
     @gate.guard
     def refund(order_id: str, amount: int) -> str:
@@ -293,23 +293,40 @@ def test_edit_and_approve_runs_with_edited_args(gate: Gatekeeper) -> None:
         return "ok"
 
     assert refund("A-1", 500) == "ok"
-    assert seen == [("A-1", 15)]  # "15" was validated (coerced) against the int annotation
+    assert seen == [("A-1", 15)]  # 15.0 was validated (coerced) against the int annotation
     assert "request.executed" in audit_kinds(gate)
 
 
 def test_edited_args_that_do_not_fit_the_signature_are_refused(gate: Gatekeeper) -> None:
+    """Refused to the approver when the edit is made (nothing recorded), not at release."""
     runs: list[int] = []
-    decider = AutoDecider(args={"amount": "a lot"})
-    gate.add_channel(decider)
+    refusals: list[Exception] = []
+
+    class Editor:
+        def bind(self, g: Gatekeeper) -> None:
+            self.gate = g
+
+        def notify(self, req: Any) -> None:
+            try:
+                self.gate.approve(req.id, approver="alice", args={"amount": "a lot"})
+            except InvalidToolCall as exc:
+                refusals.append(exc)
+            assert self.gate.get(req.id).decisions == ()
+            self.gate.deny(req.id, approver="alice", comment="bad edit")
+
+        def update(self, req: Any) -> None:
+            pass
+
+    gate.add_channel(Editor())
 
     @gate.guard
     def refund(amount: int) -> None:
         runs.append(amount)
 
-    with pytest.raises(InvalidToolCall, match="amount"):
+    with pytest.raises(ApprovalDenied):
         refund(5)
     assert runs == []
-    assert gate.get(decider.decided[0].id).status is S.FAILED
+    assert "amount: 'a lot' is not of type 'integer'" in str(refusals[0])
 
 
 def test_edited_args_naming_other_parameters_are_refused_at_decision_time(
