@@ -81,9 +81,19 @@ class RoleSplitStore:
         return self._of_request(request_id).wait(request_id, timeout)
 
     def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: Any = None,
     ) -> ApprovalRequest:
-        return self._of_request(request_id).claim(request_id, args_digest=args_digest, token=token)
+        return self._of_request(request_id).claim(
+            request_id, args_digest=args_digest, token=token, created_at=created_at
+        )
+
+    def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        return self._of_request(request_id).refuse(request_id, why=why)
 
     def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
         return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome)
@@ -159,10 +169,20 @@ class _AsyncSplit:
         return await (await self._of_request(request_id)).wait(request_id, timeout)
 
     async def claim(
-        self, request_id: str, *, args_digest: str, token: str | None = None
+        self,
+        request_id: str,
+        *,
+        args_digest: str,
+        token: str | None = None,
+        created_at: Any = None,
     ) -> ApprovalRequest:
         aio = await self._of_request(request_id)
-        return await aio.claim(request_id, args_digest=args_digest, token=token)
+        return await aio.claim(
+            request_id, args_digest=args_digest, token=token, created_at=created_at
+        )
+
+    async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
+        return await (await self._of_request(request_id)).refuse(request_id, why=why)
 
     async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
         aio = await self._of_request(request_id)

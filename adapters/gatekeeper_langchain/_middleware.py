@@ -93,10 +93,10 @@ class GatekeeperMiddleware(AgentMiddleware):
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
             result: ToolResult = guarded(ready.args, reason=ready.reason)
-        except ToolCallBlocked as exc:
-            return self._blocked(exc, request)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, request)
         return result
 
     async def awrap_tool_call(
@@ -122,10 +122,10 @@ class GatekeeperMiddleware(AgentMiddleware):
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
             result: ToolResult = await guarded.acall(ready.args, reason=ready.reason)
-        except ToolCallBlocked as exc:
-            return self._blocked(exc, request)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, request)
         return result
 
     def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:

@@ -143,10 +143,10 @@ class GatedTool(BaseTool):
 
         try:
             return self._guarded(release)(call.args, reason=call.reason)
-        except ToolCallBlocked as exc:
-            return self._blocked(exc, tool_call_id)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, tool_call_id)
 
     @override
     async def arun(
@@ -188,10 +188,10 @@ class GatedTool(BaseTool):
 
         try:
             return await self._guarded(release).acall(call.args, reason=call.reason)
-        except ToolCallBlocked as exc:
-            return self._blocked(exc, tool_call_id)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
+        except ToolCallBlocked as exc:
+            return self._blocked(exc, tool_call_id)
 
     @override
     def _run(self, *args: Any, **kwargs: Any) -> Any:

@@ -175,12 +175,12 @@ class _GatedInvocation:
         )
         try:
             return await guarded.acall(args, reason=reason)
+        except InvalidToolCall as exc:  # too large, not JSON-safe, or edited badly
+            return not_run(exc)
         except ToolCallBlocked as exc:
             if self.on_blocked == "raise":
                 raise through_sdk(exc) from None
             return exc.model_message
-        except InvalidToolCall as exc:  # too large, not JSON-safe, or edited badly
-            return not_run(exc)
         except GatekeeperError as exc:  # the store is down: the run stops, saying why
             raise through_sdk(exc) from None
 

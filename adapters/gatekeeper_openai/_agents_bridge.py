@@ -173,12 +173,12 @@ async def _decide(
             f"{json.dumps(exc.approved, ensure_ascii=False)}. The tool was not run; call it "
             "again with these arguments if they still serve the task."
         )
+    except InvalidToolCall as exc:
+        return not_run(exc)
     except ToolCallBlocked as exc:
         if on_blocked == "raise":
             raise
         return exc.model_message
-    except InvalidToolCall as exc:
-        return not_run(exc)
     return None
 
 

@@ -204,10 +204,10 @@ class ToolRunner:
 
     def _answers(self, exc: Exception) -> bool:
         """Whether the model gets an answer for ``exc`` (else it propagates)."""
+        if isinstance(exc, InvalidToolCall):  # a ToolCallBlocked too, answered whatever on_blocked
+            return True
         if isinstance(exc, ToolCallBlocked):
             return self.on_blocked == "return"
-        if isinstance(exc, InvalidToolCall):
-            return True
         # Other gate errors (the store is down, a misconfiguration) are no answer for the model.
         if isinstance(exc, GatekeeperError):
             return False
@@ -215,10 +215,10 @@ class ToolRunner:
 
     @staticmethod
     def _failure(name: str, exc: Exception) -> str:
-        if isinstance(exc, ToolCallBlocked):
-            return exc.model_message
         if isinstance(exc, InvalidToolCall):
             return invalid_arguments(name, exc.message.removeprefix(f"{name}: "))
+        if isinstance(exc, ToolCallBlocked):
+            return exc.model_message
         return f"Tool call {name} failed: {type(exc).__name__}: {exc}"
 
     def __repr__(self) -> str:

@@ -217,14 +217,14 @@ async def _decide(
         # call: fill them now, so the policy and the approver see what will run.
         args = _complete_args(name, raw, tool, ctx)
         approved = await gate.tool(name, release).acall(args, reason=reason)
-    except ToolCallBlocked as exc:
-        if on_blocked == "raise":
-            raise
-        return ToolDenied(exc.model_message)
     except InvalidToolCall as exc:
         if on_blocked == "raise":
             raise
         return ToolDenied(f"{exc.message}. The tool was not run.")
+    except ToolCallBlocked as exc:
+        if on_blocked == "raise":
+            raise
+        return ToolDenied(exc.model_message)
     if _canonical(approved) == _canonical(raw):
         return ToolApproved()
     return ToolApproved(override_args=dict(approved))

@@ -102,13 +102,13 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
         reason = reason_for_call(ctx.messages, ctx.tool_call_id)
         try:
             return await self.gate.tool(name, run).acall(tool_args, reason=reason)
+        except InvalidToolCall as exc:
+            # Not a decision: a failed tool result, whatever on_blocked says.
+            raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
         except ToolCallBlocked as exc:
             if self.on_blocked == "raise":
                 raise
             return ToolDenied(exc.model_message)
-        except InvalidToolCall as exc:
-            # Not a decision: a failed tool result, whatever on_blocked says.
-            raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
 
 
 def _refuse_approval_required(toolset: AbstractToolset[Any]) -> None:

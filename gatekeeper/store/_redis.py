@@ -503,7 +503,7 @@ class RedisStore:
 
     def cancel(self, request_id: str, *, by: str, reason: str | None = None) -> ApprovalRequest:
         a = self._agent_keys(request_id)
-        journal = a.journal if by.startswith("agent:") else self.journal_of(a)
+        journal = a.journal if by == f"agent:{a.agent}" else self.journal_of(a)
         op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason, journal)
         return self._after(op)
 

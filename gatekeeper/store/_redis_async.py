@@ -354,7 +354,7 @@ class AsyncRedisStore:
         self, request_id: str, *, by: str, reason: str | None = None
     ) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
-        journal = a.journal if by.startswith("agent:") else self._store.journal_of(a)
+        journal = a.journal if by == f"agent:{a.agent}" else self._store.journal_of(a)
         op = ops.cancel(self.keys, a, request_id, self._now_ms(), by, reason, journal)
         return await self._after(op)
 
