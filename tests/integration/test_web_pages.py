@@ -19,6 +19,8 @@ from markupsafe import escape
 
 from gatekeeper import AgentHalted, ApprovalCancelled, ApprovalDenied, Gatekeeper, Policy
 from gatekeeper.audit import StoredEvent
+from gatekeeper.channels.console import describe_request
+from gatekeeper.channels.slack._blocks import request_message
 from gatekeeper.models import RequestStatus
 from gatekeeper.store import MemoryStore
 from gatekeeper.testing import RecordingChannel
@@ -293,6 +295,61 @@ def test_the_detail_page_shows_hostile_text_escaped_and_visible(
     fragment = client.get(f"/fragments/request/{rid}").text
     assert_inert(fragment)
     assert 'id="timeline"' in fragment
+
+
+SCOPED_POLICY = """
+version: 1
+default: allow
+agents:
+  billing-bot: {scopes: ["orders:read"]}
+tools:
+  charge: {scopes: ["payments:write"]}
+"""
+
+
+def test_the_scopes_shown_are_the_ones_that_held_the_call(site: Site) -> None:
+    """Page, `gatekeeper show` and Slack show the policy's count: its agents: and tools: too."""
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(SCOPED_POLICY),
+        store=MemoryStore(),
+        approvers=APPROVERS,
+        channels=[channel],
+    )
+
+    @gate.guard
+    def charge(amount: float) -> str:
+        return "charged"
+
+    held = Held(gate, charge, "billing-bot", amount=5.0)
+    req = channel.wait_for_request(1)
+    try:
+        assert req.call.granted_scopes == () and req.call.required_scopes == ()
+        assert any("payments:write" in r for r in req.classification.reasons)
+        with TestClient(create_app(gate, site.settings)) as client:
+            value, _ = new_session(site.settings, "alice")
+            client.cookies.set("gk_session", value)
+            page = client.get(f"/requests/{req.id}").text
+        scopes = re.search(r'<dd id="scopes">(.*?)</dd>', page, re.S)
+        assert scopes, "no scopes line"
+        text = re.sub(r"<[^>]+>", "", scopes.group(1))
+        assert "granted: orders:read" in text
+        assert "needed: payments:write" in text
+        assert "MISSING payments:write" in text
+
+        shown = describe_request(gate.get(req.id))
+        assert "scopes:  granted orders:read; needed payments:write (MISSING payments:write)" in (
+            shown
+        )
+        message = request_message(gate.get(req.id), now=gate.clock.now())
+        fields = [f["text"] for f in message["blocks"][1]["fields"]]
+        assert (
+            "Scopes: granted orders:read; needed payments:write (MISSING payments:write)" in fields
+        )
+    finally:
+        gate.halt(everything=True, by="test-teardown")
+        held.join(5)
+        gate.close()
 
 
 def test_the_edit_confirmation_shows_hostile_text_escaped_and_visible(
