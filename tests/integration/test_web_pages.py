@@ -700,6 +700,25 @@ def test_the_audit_page_says_the_chain_is_intact_then_where_it_breaks(
     assert "CHAIN BREAKS HERE" in page
 
 
+def test_audit_details_are_labelled_fields_with_the_json_one_click_away(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    client, _ = alice
+    _, rid = site.call("refund", reason="customer asked", order_id="A-9", amount=3.5)
+    page = client.get("/audit").text
+    row = re.search(r'<tr class="audit-row"[^>]*>.*?call\.held.*?</tr>', page, re.S)
+    assert row, "no call.held row"
+    fields = dict(re.findall(r"<div><dt>([^<]+)</dt><dd>([^<]*)</dd></div>", row.group(0)))
+    assert fields["reason"] == "customer asked"
+    assert fields["verdict"] == "require_approval"
+    assert html.unescape(fields["args"]) == '{"amount": 3.5, "order_id": "A-9"}'
+    raw = re.search(
+        r'<details class="raw"><summary>JSON</summary><pre[^>]*>(.*?)</pre>', row.group(0), re.S
+    )
+    assert raw and '"order_id": "A-9"' in html.unescape(raw.group(1))
+    assert f"/requests/{rid}" in row.group(0)
+
+
 def test_the_audit_page_pages_back_with_before(site: Site, alice: tuple[TestClient, str]) -> None:
     client, _ = alice
     for i in range(60):
