@@ -442,7 +442,7 @@ def _pictures(folder: Path) -> dict[str, tuple[int, int]]:
 def test_screenshots_for_the_docs(
     site: Deployment, page: Page, shots: Path, request: pytest.FixtureRequest
 ) -> None:
-    """console-{queue,request,agents}.png; docs/images/ is left alone unless asked to update."""
+    """console-{queue,request,agents,overview}.png; docs/images/ changes only when asked to."""
     committed = _pictures(DOCS_IMAGES)
     for _ in range(3):  # allowed calls, for the agents page's counts
         Agent(
@@ -502,7 +502,12 @@ def test_screenshots_for_the_docs(
     expect(page.locator('tr.agent-row[data-agent="billing-bot"]')).to_contain_text("RUNNING")
     page.screenshot(path=str(shots / "console-agents.png"), full_page=True)
     assert site.agent_gate.store.halts()
-    for name in ("console-queue.png", "console-request.png", "console-agents.png"):
-        assert (shots / name).stat().st_size > 0
+
+    page.goto(site.url + "/overview")
+    expect(page.locator("#pending-total")).to_have_text("3")  # the halt cancelled one
+    expect(page.locator("#halts-total")).to_have_text("1")
+    page.screenshot(path=str(shots / "console-overview.png"), full_page=True)
+    for name in ("queue", "request", "agents", "overview"):
+        assert (shots / f"console-{name}.png").stat().st_size > 0
     if not request.config.getoption("--update-docs-images"):
         assert _pictures(DOCS_IMAGES) == committed, "a test run rewrote docs/images/"

@@ -157,5 +157,5 @@ def test_the_overview_shows_the_work_and_draws_the_chart(
     labels = page.locator("#calls-chart text.chart-label").all_text_contents()
     assert any("evil<U+202E>gpj.exe" in label for label in labels)
     assert page.locator("main img, main script").count() == 0
-    page.screenshot(path=str(shots / "console-overview.png"), full_page=True)
+    page.screenshot(path=str(shots / "layout-overview-hostile.png"), full_page=True)
     context.close()
