@@ -150,6 +150,23 @@ class Classification(_Model):
     reasons: tuple[str, ...] = Field(default=(), description="sentences a person can read")
     approval: ApprovalRequirement = ApprovalRequirement()
     halt_scope: HaltScope = HaltScope.AGENT
+    granted_scopes: tuple[str, ...] | None = Field(
+        default=None,
+        description="the scopes the agent held for this call, as the policy counted them "
+        "(its `agents:` entry and the session's); None when not recorded (classified "
+        "before gatekeeper recorded them)",
+    )
+    required_scopes: tuple[str, ...] | None = Field(
+        default=None,
+        description="the scopes this call needed, as the policy counted them (its `tools:` "
+        "entry and the tool's declaration); None when not recorded",
+    )
+
+    @property
+    def missing_scopes(self) -> tuple[str, ...]:
+        """Needed scopes the agent was not granted (empty when not recorded)."""
+        granted = set(self.granted_scopes or ())
+        return tuple(s for s in self.required_scopes or () if s not in granted)
 
 
 class Decision(_Model):

@@ -14,6 +14,16 @@ import pytest
 import redis
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-docs-images",
+        action="store_true",
+        default=False,
+        help="write the console screenshots into docs/images/ (scripts/docs-images); "
+        "without it the browser tests write them to a temporary folder",
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -43,6 +43,7 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     lines.append(f"  why held: {inline('; '.join(cls.reasons), 2000)}")
     if cls.rules:
         lines.append(f"  rules:   {', '.join(inline(r, 100) for r in cls.rules)}")
+    lines.append(f"  scopes:  {_scopes(req)}")
     group = f" from group {req.group}" if req.group else ""
     lines.append(
         f"  needs:   {req.quorum} approval(s){group}; {len(req.approvals)} so far; "
@@ -53,6 +54,19 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     lines.extend(_warnings(odd["args"]))
     lines.extend(json_block(pretty_json(req.args, args_limit)))
     return "\n".join(lines)
+
+
+def _scopes(req: ApprovalRequest) -> str:
+    # The policy's count (its agents:/tools: sections and the call's own), never the call's alone.
+    cls = req.classification
+    if cls.granted_scopes is None or cls.required_scopes is None:
+        return "not recorded for this request"
+
+    def names(scopes: tuple[str, ...]) -> str:
+        return ", ".join(inline(s, 100) for s in scopes) or "none"
+
+    text = f"granted {names(cls.granted_scopes)}; needed {names(cls.required_scopes)}"
+    return text + (f" (MISSING {names(cls.missing_scopes)})" if cls.missing_scopes else "")
 
 
 def _warnings(found: list[Lookalike]) -> list[str]:

@@ -270,7 +270,8 @@ class Policy:
                 verdict = Verdict.REQUIRE_APPROVAL
                 reasons.append(f"{call.tool} is irreversible: a person must approve it")
 
-        missing = self._missing_scopes(call, spec)
+        granted, required = self._scopes(call, spec)
+        missing = sorted(set(required).difference(granted))
         if missing:
             names = ", ".join(missing)
             noun = "scope" if len(missing) == 1 else "scopes"
@@ -289,7 +290,7 @@ class Policy:
         # Calls of one tool mostly classify alike: an answer already given is
         # reused (Classification is immutable), and every field is already of
         # its type, so a new one skips re-validation.
-        key = (verdict, risk, rule_ids, tuple(reasons), approval, halt_scope)
+        key = (verdict, risk, rule_ids, tuple(reasons), approval, halt_scope, granted, required)
         known = self._answers.get(key)
         if known is None:
             if len(self._answers) >= _CACHE_SIZE:
@@ -301,17 +302,24 @@ class Policy:
                 reasons=key[3],
                 approval=approval,
                 halt_scope=halt_scope,
+                granted_scopes=granted,
+                required_scopes=required,
             )
         return known
 
-    def _missing_scopes(self, call: ToolCall, spec: ToolSpec | None) -> list[str]:
-        if not call.required_scopes and (spec is None or not spec.scopes):
-            return []
+    def _scopes(
+        self, call: ToolCall, spec: ToolSpec | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(granted, required), sorted: what the classification records and checks.
+
+        granted = call.granted_scopes ∪ agents[agent].scopes;
+        required = call.required_scopes ∪ tools[tool].scopes.
+        """
+        granted = self._agents.get(call.agent, frozenset()).union(call.granted_scopes)
         required = set(call.required_scopes)
         if spec is not None:
             required.update(spec.scopes)
-        granted = self._agents.get(call.agent, frozenset()).union(call.granted_scopes)
-        return sorted(required - granted)
+        return tuple(sorted(granted)), tuple(sorted(required))
 
     def _approval(self, applied: list[Applied]) -> ApprovalRequirement:
         specs = [

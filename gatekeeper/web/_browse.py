@@ -7,6 +7,7 @@ are two steps: a GET confirmation page, then a POST carrying the CSRF token.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ from ._present import (
     page_url,
     parse_args_json,
     parse_time,
+    prose_line,
+    shown,
 )
 
 __all__ = ["PAGE_SIZE", "Csrf", "Gate", "Signed", "newest_entries", "router"]
@@ -123,8 +126,25 @@ def history(
 class AuditRow:
     entry_id: str
     event: AuditEvent | None
-    details: str
+    fields: tuple[tuple[str, str], ...]  # (key, value) of the event's data, each one line
+    more: int  # data keys past AUDIT_FIELDS
+    json: str  # the whole data as indented JSON, bounded; one click away on the page
     broken: bool
+
+
+AUDIT_FIELDS = 12
+AUDIT_VALUE = 160
+AUDIT_JSON = 8000
+
+
+def _field(key: str, value: Any) -> str:
+    if key == "signed":  # the signed record repeats the other fields; the JSON has it whole
+        return "yes (Ed25519; see JSON)"
+    if key.endswith("digest") and isinstance(value, str):
+        return shown(value[:16]) + "…"
+    if isinstance(value, str):
+        return prose_line(value, AUDIT_VALUE)  # someone else's words stay on one line
+    return compact(value, AUDIT_VALUE)
 
 
 def _audit_row(entry: StoredEvent, broken_id: str | None) -> AuditRow:
@@ -132,8 +152,18 @@ def _audit_row(entry: StoredEvent, broken_id: str | None) -> AuditRow:
         event: AuditEvent | None = parse_event(entry.body, entry.hash)
     except (ValueError, KeyError, TypeError):
         event = None
-    details = compact(event.data, 600) if event is not None and event.data else ""
-    return AuditRow(entry.entry_id, event, details, entry.entry_id == broken_id)
+    data = event.data if event is not None else {}
+    keys = sorted(data)
+    fields = tuple((shown(k, 60), _field(k, data[k])) for k in keys[:AUDIT_FIELDS])
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) if data else ""
+    return AuditRow(
+        entry.entry_id,
+        event,
+        fields,
+        max(len(keys) - AUDIT_FIELDS, 0),
+        shown(text, AUDIT_JSON),
+        entry.entry_id == broken_id,
+    )
 
 
 @router.get("/audit")

@@ -6,8 +6,8 @@ session's CSRF token and answer with a redirect (303) to the page to read next;
 a refused decision renders the page again with the reason and changes
 nothing. A decision binds to the digest of the arguments the page showed.
 
-History, audit, agents and policy live in :mod:`._browse`; this router
-includes theirs.
+The overview lives in :mod:`._overview`; history, audit, agents and policy
+in :mod:`._browse`; this router includes theirs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ._access import decider, require_shown_in_full
 from ._browse import PAGE_SIZE, Csrf, Gate, Signed, newest_entries
 from ._browse import router as browse_router
 from ._deps import Refused, Viewer, flash, render, templates
+from ._overview import router as overview_router
 from ._present import (
     ArgsError,
     args_view,
@@ -56,6 +57,7 @@ templates.env.filters["visible"] = shown
 templates.env.filters["prose"] = prose
 
 router = APIRouter(include_in_schema=False)
+router.include_router(overview_router)
 router.include_router(browse_router)
 
 TIMELINE_SCAN = 10_000  # audit events looked through for one request's timeline

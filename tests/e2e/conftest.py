@@ -11,9 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -88,3 +91,17 @@ def page(browser: Any) -> Iterator[Any]:
     p = context.new_page()
     yield p
     context.close()
+
+
+@pytest.fixture(scope="session")
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests save their screenshots.
+
+    A temporary folder, so a test run leaves the tree as it found it; the
+    committed pictures in docs/images/ change only with ``--update-docs-images``
+    (``scripts/docs-images``).
+    """
+    if request.config.getoption("--update-docs-images"):
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        return DOCS_IMAGES
+    return tmp_path_factory.mktemp("screenshots")

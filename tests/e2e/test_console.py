@@ -3,7 +3,8 @@
 The console and the agents are two Gatekeeper instances on one Redis URL and
 prefix, as two processes would be: the agents make guarded calls in threads
 and wait; the browser signs in, watches the queue update live and decides.
-These tests also write the screenshots used by docs/console.md.
+These tests also take the screenshots used by docs/console.md: into a temporary
+folder, or into docs/images/ with ``--update-docs-images`` (``scripts/docs-images``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from gatekeeper.testing import RecordingChannel
 from gatekeeper.web import WebSettings, create_app
 from gatekeeper.web._auth import hash_secret
 
-from .conftest import LiveServer
+from .conftest import DOCS_IMAGES, LiveServer
 
 pytestmark = pytest.mark.redis
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SECRET_KEY = "e2e-" + "s" * 40
 ALICE_SECRET = "correct horse battery staple"
 ALICE_HASH = hash_secret(ALICE_SECRET)
@@ -435,9 +435,15 @@ def test_decision_forms_carry_the_csrf_token(site: Deployment, page: Page) -> No
         assert page.locator(f"form#{form} input[name=csrf]").input_value() == token
 
 
-def test_screenshots_for_the_docs(site: Deployment, page: Page) -> None:
-    """docs/images/console-{queue,request,agents}.png, regenerated on every run."""
-    IMAGES.mkdir(parents=True, exist_ok=True)
+def _pictures(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*.png")}
+
+
+def test_screenshots_for_the_docs(
+    site: Deployment, page: Page, shots: Path, request: pytest.FixtureRequest
+) -> None:
+    """console-{queue,request,agents,overview}.png; docs/images/ changes only when asked to."""
+    committed = _pictures(DOCS_IMAGES)
     for _ in range(3):  # allowed calls, for the agents page's counts
         Agent(
             site.agent_gate,
@@ -481,11 +487,11 @@ def test_screenshots_for_the_docs(site: Deployment, page: Page) -> None:
     signed_in(page, site)
     open_live(page, site.url + "/")
     expect(page.locator("tr.request")).to_have_count(4)
-    page.screenshot(path=str(IMAGES / "console-queue.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-queue.png"), full_page=True)
 
     page.goto(f"{site.url}/requests/{wire}")
     expect(page.locator("#quorum")).to_have_text("1 of 2 approvals")
-    page.screenshot(path=str(IMAGES / "console-request.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-request.png"), full_page=True)
 
     page.goto(site.url + "/agents")
     page.locator('tr.agent-row[data-agent="scraper-bot"] a.button').click()
@@ -494,5 +500,14 @@ def test_screenshots_for_the_docs(site: Deployment, page: Page) -> None:
     expect(page).to_have_url(site.url + "/agents")
     expect(page.locator('tr.agent-row[data-agent="scraper-bot"]')).to_contain_text("HALTED")
     expect(page.locator('tr.agent-row[data-agent="billing-bot"]')).to_contain_text("RUNNING")
-    page.screenshot(path=str(IMAGES / "console-agents.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-agents.png"), full_page=True)
     assert site.agent_gate.store.halts()
+
+    page.goto(site.url + "/overview")
+    expect(page.locator("#pending-total")).to_have_text("3")  # the halt cancelled one
+    expect(page.locator("#halts-total")).to_have_text("1")
+    page.screenshot(path=str(shots / "console-overview.png"), full_page=True)
+    for name in ("queue", "request", "agents", "overview"):
+        assert (shots / f"console-{name}.png").stat().st_size > 0
+    if not request.config.getoption("--update-docs-images"):
+        assert _pictures(DOCS_IMAGES) == committed, "a test run rewrote docs/images/"

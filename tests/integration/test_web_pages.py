@@ -19,6 +19,8 @@ from markupsafe import escape
 
 from gatekeeper import AgentHalted, ApprovalCancelled, ApprovalDenied, Gatekeeper, Policy
 from gatekeeper.audit import StoredEvent
+from gatekeeper.channels.console import describe_request
+from gatekeeper.channels.slack._blocks import request_message
 from gatekeeper.models import RequestStatus
 from gatekeeper.store import MemoryStore
 from gatekeeper.testing import RecordingChannel
@@ -293,6 +295,61 @@ def test_the_detail_page_shows_hostile_text_escaped_and_visible(
     fragment = client.get(f"/fragments/request/{rid}").text
     assert_inert(fragment)
     assert 'id="timeline"' in fragment
+
+
+SCOPED_POLICY = """
+version: 1
+default: allow
+agents:
+  billing-bot: {scopes: ["orders:read"]}
+tools:
+  charge: {scopes: ["payments:write"]}
+"""
+
+
+def test_the_scopes_shown_are_the_ones_that_held_the_call(site: Site) -> None:
+    """Page, `gatekeeper show` and Slack show the policy's count: its agents: and tools: too."""
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(SCOPED_POLICY),
+        store=MemoryStore(),
+        approvers=APPROVERS,
+        channels=[channel],
+    )
+
+    @gate.guard
+    def charge(amount: float) -> str:
+        return "charged"
+
+    held = Held(gate, charge, "billing-bot", amount=5.0)
+    req = channel.wait_for_request(1)
+    try:
+        assert req.call.granted_scopes == () and req.call.required_scopes == ()
+        assert any("payments:write" in r for r in req.classification.reasons)
+        with TestClient(create_app(gate, site.settings)) as client:
+            value, _ = new_session(site.settings, "alice")
+            client.cookies.set("gk_session", value)
+            page = client.get(f"/requests/{req.id}").text
+        scopes = re.search(r'<dd id="scopes">(.*?)</dd>', page, re.S)
+        assert scopes, "no scopes line"
+        text = re.sub(r"<[^>]+>", "", scopes.group(1))
+        assert "granted: orders:read" in text
+        assert "needed: payments:write" in text
+        assert "MISSING payments:write" in text
+
+        shown = describe_request(gate.get(req.id))
+        assert "scopes:  granted orders:read; needed payments:write (MISSING payments:write)" in (
+            shown
+        )
+        message = request_message(gate.get(req.id), now=gate.clock.now())
+        fields = [f["text"] for f in message["blocks"][1]["fields"]]
+        assert (
+            "Scopes: granted orders:read; needed payments:write (MISSING payments:write)" in fields
+        )
+    finally:
+        gate.halt(everything=True, by="test-teardown")
+        held.join(5)
+        gate.close()
 
 
 def test_the_edit_confirmation_shows_hostile_text_escaped_and_visible(
@@ -641,6 +698,25 @@ def test_the_audit_page_says_the_chain_is_intact_then_where_it_breaks(
     assert f"Chain BROKEN at entry {victim.entry_id}" in page
     assert "edited" in page
     assert "CHAIN BREAKS HERE" in page
+
+
+def test_audit_details_are_labelled_fields_with_the_json_one_click_away(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    client, _ = alice
+    _, rid = site.call("refund", reason="customer asked", order_id="A-9", amount=3.5)
+    page = client.get("/audit").text
+    row = re.search(r'<tr class="audit-row"[^>]*>.*?call\.held.*?</tr>', page, re.S)
+    assert row, "no call.held row"
+    fields = dict(re.findall(r"<div><dt>([^<]+)</dt><dd>([^<]*)</dd></div>", row.group(0)))
+    assert fields["reason"] == "customer asked"
+    assert fields["verdict"] == "require_approval"
+    assert html.unescape(fields["args"]) == '{"amount": 3.5, "order_id": "A-9"}'
+    raw = re.search(
+        r'<details class="raw"><summary>JSON</summary><pre[^>]*>(.*?)</pre>', row.group(0), re.S
+    )
+    assert raw and '"order_id": "A-9"' in html.unescape(raw.group(1))
+    assert f"/requests/{rid}" in row.group(0)
 
 
 def test_the_audit_page_pages_back_with_before(site: Site, alice: tuple[TestClient, str]) -> None:

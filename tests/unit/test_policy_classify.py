@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatekeeper.models import HaltScope, Risk, ToolCall, Verdict
+from gatekeeper.models import Classification, HaltScope, Risk, ToolCall, Verdict
 from gatekeeper.policy import Policy
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -224,6 +224,26 @@ def test_scopes_granted_by_the_call_or_the_policy_both_count() -> None:
         tools=SCOPED["tools"],
     )
     assert policy2.classify(make_call("refund", agent="billing-bot")).verdict is Verdict.ALLOW
+
+
+def test_the_classification_records_the_scopes_the_policy_counted() -> None:
+    """granted/required on the answer are the policy's union, not the call's declarations."""
+    policy = make_policy(rule("ok", "allow", tool="refund"), **SCOPED)
+    call = make_call("refund", agent="billing-bot", granted_scopes=("mail:send",))
+    assert call.required_scopes == ()  # declared in the policy's tools: section only
+    result = policy.classify(call)
+    assert result.granted_scopes == ("mail:send", "orders:read")
+    assert result.required_scopes == ("payments:write",)
+    assert result.missing_scopes == ("payments:write",)
+    unscoped = make_policy(rule("ok", "allow")).classify(make_call())
+    assert (unscoped.granted_scopes, unscoped.required_scopes) == ((), ())
+
+
+def test_a_classification_stored_before_scopes_were_recorded_still_loads() -> None:
+    old = '{"verdict": "require_approval", "risk": "high", "rules": ["r"], "reasons": ["x"]}'
+    loaded = Classification.model_validate_json(old)
+    assert loaded.granted_scopes is None and loaded.required_scopes is None
+    assert loaded.missing_scopes == ()
 
 
 def test_scopes_required_by_the_call_itself_are_checked() -> None:

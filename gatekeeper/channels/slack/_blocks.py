@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..._text import call_lookalikes, lookalike_warnings, pretty_json
-from ...models import ApprovalRequest, RequestStatus, Risk
+from ...models import ApprovalRequest, Classification, RequestStatus, Risk
 from ._escape import (
     Block,
     code,
@@ -208,9 +208,19 @@ def _summary(request: ApprovalRequest) -> Block:
         f"Rules: {escape(', '.join(cls.rules), 300, one_line=True) or 'none (policy default)'}",
         f"Request: {escape(request.id, 200, one_line=True)}",
     ]
+    if cls.granted_scopes or cls.required_scopes:  # as the policy counted them; None: not recorded
+        fields.append(_scopes_field(cls))
     if call.irreversible:
         fields.append("Undo: not possible (irreversible)")
     return {"type": "section", "block_id": "gk_summary", "fields": [plain(f) for f in fields]}
+
+
+def _scopes_field(cls: Classification) -> str:
+    def names(scopes: tuple[str, ...] | None) -> str:
+        return escape(", ".join(scopes or ()), 300, one_line=True) or "none"
+
+    text = f"Scopes: granted {names(cls.granted_scopes)}; needed {names(cls.required_scopes)}"
+    return text + (f" (MISSING {names(cls.missing_scopes)})" if cls.missing_scopes else "")
 
 
 def _reasons(request: ApprovalRequest) -> list[Block]:
