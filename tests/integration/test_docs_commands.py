@@ -118,9 +118,7 @@ def replay(
 
 
 @pytest.fixture
-def page_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
-) -> Path:
+def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> Path:
     """A working directory and environment like the docs': the store is the test's Redis."""
     for var in ("GATEKEEPER_CONFIG", "GATEKEEPER_APPROVER", "GATEKEEPER_WEB_SECRET"):
         monkeypatch.delenv(var, raising=False)
