@@ -29,6 +29,8 @@ with needs_extra(
     from ._middleware import GatekeeperMiddleware, ToolOptions
     from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
 
+del needs_extra  # not part of the adapter's surface
+
 __all__ = [
     "GatedTool",
     "GatekeeperMiddleware",

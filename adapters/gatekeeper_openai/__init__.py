@@ -33,6 +33,8 @@ with needs_extra(
     from ._agents_reasons import CallReasons
     from ._calling import ToolOptions, ToolRunner
 
+del needs_extra  # not part of the adapter's surface
+
 __all__ = [
     "CallReasons",
     "OnBlocked",

@@ -25,4 +25,6 @@ with needs_extra("gatekeeper_pydantic_ai", "pydantic-ai", "Pydantic AI", ("pydan
     from ._deferred import decide_deferred, decide_deferred_sync, deferred_handler
     from ._toolset import GatekeeperToolset
 
+del needs_extra  # not part of the adapter's surface
+
 __all__ = ["GatekeeperToolset", "decide_deferred", "decide_deferred_sync", "deferred_handler"]
