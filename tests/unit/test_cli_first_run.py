@@ -90,3 +90,18 @@ def test_serve_refuses_the_embedded_store_unless_told_it_is_a_demo(
     code, out, _ = run("serve", "--demo", "--port", "8123")
     assert code == 0 and served[0]["port"] == 8123
     assert out.startswith("gatekeeper console on http://127.0.0.1:8123")
+
+
+def test_keys_generate_prints_the_environment_line_the_quickstart_uses(tmp_path: Path) -> None:
+    """The quickstart's second terminal decides with $GATEKEEPER_SIGNING_KEY; the agent trusts
+    $GATEKEEPER_TRUSTED_KEYS as printed, so a signed vote checks out on the agent's side."""
+    from gatekeeper._signing import SIGNING_ENV, TRUSTED_ENV, DecisionKeys
+
+    code, out, _ = run("keys", "generate", "--dir", str(tmp_path))
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if x.startswith(f"export {TRUSTED_ENV}=")]
+    trusted = line.removeprefix(f"export {TRUSTED_ENV}=")
+    decider = DecisionKeys.from_env({SIGNING_ENV: str(tmp_path / "decider.pem")})
+    agent = DecisionKeys.from_env({TRUSTED_ENV: trusted})
+    signed = decider.signer().sign("gatekeeper.test", {"x": 1})
+    assert agent.trusted.verify("gatekeeper.test", signed) == {"x": 1}
