@@ -422,6 +422,11 @@ def _config_error(
     return ConfigError(message, source=source, field=field)
 
 
-def starter_config() -> str:
-    """The commented ``gatekeeper.yaml`` that ``gatekeeper init`` writes."""
-    return (resources.files("gatekeeper") / "templates" / "gatekeeper.yaml").read_text("utf-8")
+def starter_config(*, store_url: str = "memory://", docs: str = "docs") -> str:
+    """The commented ``gatekeeper.yaml`` that ``gatekeeper init`` writes.
+
+    ``store_url`` is the store used when ``$GATEKEEPER_REDIS_URL`` is unset;
+    ``docs`` is where the comments send the reader (a URL, or the docs folder).
+    """
+    template = (resources.files("gatekeeper") / "templates" / "gatekeeper.yaml").read_text("utf-8")
+    return template.replace("@STORE_URL@", store_url).replace("@DOCS@", docs)

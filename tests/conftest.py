@@ -115,3 +115,15 @@ def decision_keys_in_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def no_local_redis_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gatekeeper init` looks for a Redis at localhost:6379; tests never touch that port.
+
+    It looks at a port nothing listens on instead; a test that wants init to
+    find a Redis points ``LOCAL_REDIS`` at the session's own server.
+    """
+    from gatekeeper.cli import _commands
+
+    monkeypatch.setattr(_commands, "LOCAL_REDIS", ("127.0.0.1", _free_port()))

@@ -18,8 +18,18 @@ Example::
     agent = create_agent(model, tools, middleware=[GatekeeperMiddleware(gate)])
 """
 
-from ._middleware import GatekeeperMiddleware, ToolOptions
-from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
+from gatekeeper._extras import needs_extra
+
+with needs_extra(
+    "gatekeeper_langchain",
+    "langchain",
+    "LangChain and LangGraph",
+    ("langchain", "langchain_core", "langgraph"),
+):
+    from ._middleware import GatekeeperMiddleware, ToolOptions
+    from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
+
+del needs_extra  # not part of the adapter's surface
 
 __all__ = [
     "GatedTool",

@@ -20,10 +20,20 @@ Example::
     agent = Agent(name="billing", tools=[gate_tool(gate, refund, irreversible=True)])
 """
 
-from ._agents import OnBlocked, gate_tool, gate_tools
-from ._agents_bridge import decide_interruptions, decide_interruptions_sync
-from ._agents_reasons import CallReasons
-from ._calling import ToolOptions, ToolRunner
+from gatekeeper._extras import needs_extra
+
+with needs_extra(
+    "gatekeeper_openai",
+    "openai",
+    "the OpenAI Agents SDK and the openai client",
+    ("agents", "openai", "jsonschema"),
+):
+    from ._agents import OnBlocked, gate_tool, gate_tools
+    from ._agents_bridge import decide_interruptions, decide_interruptions_sync
+    from ._agents_reasons import CallReasons
+    from ._calling import ToolOptions, ToolRunner
+
+del needs_extra  # not part of the adapter's surface
 
 __all__ = [
     "CallReasons",

@@ -19,7 +19,12 @@ Example::
     agent = Agent(model, toolsets=[GatekeeperToolset(gate, FunctionToolset([refund]))])
 """
 
-from ._deferred import decide_deferred, decide_deferred_sync, deferred_handler
-from ._toolset import GatekeeperToolset
+from gatekeeper._extras import needs_extra
+
+with needs_extra("gatekeeper_pydantic_ai", "pydantic-ai", "Pydantic AI", ("pydantic_ai",)):
+    from ._deferred import decide_deferred, decide_deferred_sync, deferred_handler
+    from ._toolset import GatekeeperToolset
+
+del needs_extra  # not part of the adapter's surface
 
 __all__ = ["GatekeeperToolset", "decide_deferred", "decide_deferred_sync", "deferred_handler"]

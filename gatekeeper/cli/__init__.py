@@ -24,16 +24,48 @@ from . import _trust as trust
 __all__ = ["main"]
 
 
+_CONFIG_HELP = "config file (default: $GATEKEEPER_CONFIG or ./gatekeeper.yaml)"
+
+
+def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """``--config`` and ``--version``, which go before or after the command.
+
+    After it they default to ``SUPPRESS``, so a subcommand that was not given
+    ``--config`` leaves the value given before it (or None) alone.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
+    options.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS if suppress else None,
+        help=_CONFIG_HELP,
+    )
+    return options
+
+
+class _Commands:
+    """Adds subcommands that all accept the global options after their name too."""
+
+    def __init__(self, parser: argparse.ArgumentParser, dest: str, metavar: str) -> None:
+        self._sub = parser.add_subparsers(dest=dest, required=True, metavar=metavar)
+        self._globals = _global_options(suppress=True)
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self._sub.add_parser(name, parents=[self._globals], **kwargs)
+
+    def group(self, name: str, dest: str, **kwargs: Any) -> _Commands:
+        return _Commands(self.add_parser(name, **kwargs), dest, "SUBCOMMAND")
+
+
 def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per option
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="A person between an AI agent and the tool calls that matter.",
+        parents=[_global_options(suppress=False)],
     )
-    parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
-    parser.add_argument(
-        "--config", "-c", help="config file (default: $GATEKEEPER_CONFIG or ./gatekeeper.yaml)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _Commands(parser, "command", "COMMAND")
 
     p = sub.add_parser("init", help="write a commented starter gatekeeper.yaml")
     p.add_argument("path", nargs="?", default="gatekeeper.yaml")
@@ -44,12 +76,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = sub.add_parser("show", help="everything about one request")
-    p.add_argument("id", help="request id (or a unique prefix of a pending one)")
+    p.add_argument("id", help="request id, or enough of its start to name one request")
     p.add_argument("--json", action="store_true")
 
     for name, verb in (("approve", "approve"), ("deny", "deny")):
         p = sub.add_parser(name, help=f"{verb} a request")
-        p.add_argument("id", help="request id (or a unique prefix of a pending one)")
+        p.add_argument("id", help="request id, or enough of its start to name one request")
         p.add_argument(
             "--as",
             dest="approver",
@@ -61,7 +93,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
             p.add_argument(
                 "--args", dest="edited", help="approve these edited arguments (JSON object)"
             )
-            p.add_argument("--digest", help="refuse unless the arguments' sha256 starts with this")
+            p.add_argument(
+                "--digest",
+                help="refuse unless the arguments' sha256 starts with this (8+ hex digits)",
+            )
 
     for name in ("halt", "resume"):
         p = sub.add_parser(name, help=("stop" if name == "halt" else "restart") + " agents")
@@ -80,9 +115,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
 
     sub.add_parser("halts", help="list the halts in force")
 
-    audit = sub.add_parser("audit", help="read and check the audit log").add_subparsers(
-        dest="audit_command", required=True, metavar="SUBCOMMAND"
-    )
+    audit = sub.group("audit", "audit_command", help="read and check the audit log")
     p = audit.add_parser("tail", help="the newest events")
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--json", action="store_true")
@@ -92,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = audit.add_parser("export", help="write every event as JSON lines")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
 
-    policy = sub.add_parser("policy", help="check, describe and try out policies").add_subparsers(
-        dest="policy_command", required=True, metavar="SUBCOMMAND"
-    )
+    policy = sub.group("policy", "policy_command", help="check, describe and try out policies")
     p = policy.add_parser("check", help="validate a policy file")
     p.add_argument("file")
     policy.add_parser("schema", help="print the policy file's JSON Schema (for editors)")
@@ -107,9 +138,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--tool-scopes", default="", help="scopes the tool declares, comma-separated")
     p.add_argument("--irreversible", action="store_true", help="the tool declares irreversible")
 
-    keys = sub.add_parser("keys", help="decision signing keys").add_subparsers(
-        dest="keys_command", required=True, metavar="SUBCOMMAND"
-    )
+    keys = sub.group("keys", "keys_command", help="decision signing keys")
     p = keys.add_parser("generate", help="write decider.pem and print the public key to trust")
     p.add_argument("--dir", default=".", help="where to write decider.pem (default: .)")
     p.add_argument("--id", dest="key_id", help="the key's id (default: from its hash)")
@@ -122,10 +151,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = sub.add_parser("serve", help="run the web console and its JSON API")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-
-    web = sub.add_parser("web", help="web console helpers").add_subparsers(
-        dest="web_command", required=True, metavar="SUBCOMMAND"
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve even a memory:// store, which no other process can reach",
     )
+
+    web = sub.group("web", "web_command", help="web console helpers")
     web.add_parser(
         "hash-secret",
         help="hash an approver's console secret for web_secret_hash (reads stdin or prompts)",
@@ -157,22 +189,50 @@ def main(
     stderr: TextIO | None = None,
     stdin: TextIO | None = None,
 ) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 refused or failed, 2 usage)."""
+    """Run the CLI; returns the exit status (0 ok, 1 refused or failed, 2 usage).
+
+    A user's mistake is one ``error:`` or ``refused:`` line on stderr, never a
+    traceback; a reader that stops early (``gatekeeper pending | head -1``)
+    ends the command quietly.
+    """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     args = _parser().parse_args(argv)
     io = cmd.IO(out=out, err=err, inp=stdin or sys.stdin)
     try:
-        return _dispatch(args, io)
-    except NotAuthorized as exc:
-        err.write(f"refused: {exc}\n")
-        return 1
-    except (ConfigError, GatekeeperError) as exc:
+        try:
+            code = _dispatch(args, io)
+            out.flush()  # a closed pipe shows here, not at exit after main returned
+            return code
+        except NotAuthorized as exc:
+            err.write(f"refused: {exc}\n")
+            return 1
+        except (ConfigError, GatekeeperError) as exc:
+            err.write(f"error: {exc}\n")
+            return 1
+        except KeyboardInterrupt:
+            err.write("interrupted\n")
+            return 130
+    except BrokenPipeError:
+        return _reader_went_away(out)
+    except OSError as exc:  # a file given on the command line: missing, unwritable, a directory
         err.write(f"error: {exc}\n")
         return 1
-    except KeyboardInterrupt:
-        err.write("interrupted\n")
-        return 130
+
+
+def _reader_went_away(out: TextIO) -> int:
+    """Exit quietly after the reader of stdout closed it (as Python's docs recommend).
+
+    Python flushes stdout again at exit and would print a second
+    BrokenPipeError; pointing stdout at devnull gives that flush nowhere to fail.
+    """
+    if out is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no real file (embedded or replaced)
+            pass
+    return 1
 
 
 def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
@@ -199,7 +259,7 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
     if command == "acl":
         return trust.acl(args.prefix, args.agent, io)
     if command == "serve":
-        return cmd.serve(args.config, host=args.host, port=args.port, io=io)
+        return cmd.serve(args.config, host=args.host, port=args.port, demo=args.demo, io=io)
     if command == "web":
         if args.web_command == "hash-secret":
             return cmd.web_hash_secret(io)

@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import re
+import socket
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -21,11 +23,13 @@ from .._gate import Gatekeeper
 from .._text import inline, quoted_block
 from ..audit import parse_event
 from ..channels.console import describe_request
-from ..models import ApprovalRequest, RequestStatus, ToolCall
+from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall
 from ..policy import Policy
 from ..web._present import ARGS_LIMIT, args_view, shown_in_full
 
 __all__ = ["IO", "shared_gate"]
+
+_HEX = re.compile(r"[0-9a-fA-F]{8,64}")
 
 
 @dataclass
@@ -36,6 +40,16 @@ class IO:
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
+
+    def refuse(self, text: str) -> int:
+        """Nothing was done, on purpose: ``refused: ...`` on stderr, exit status 1."""
+        self.err.write(f"refused: {text}\n")
+        return 1
+
+    def fail(self, text: str) -> int:
+        """It could not be done: ``error: ...`` on stderr, exit status 1."""
+        self.err.write(f"error: {text}\n")
+        return 1
 
 
 def shared_gate(config_path: str | None) -> Gatekeeper:
@@ -54,11 +68,58 @@ def shared_gate(config_path: str | None) -> Gatekeeper:
 
 def init(path: Path, *, force: bool, io: IO) -> int:
     if path.exists() and not force:
-        io.err.write(f"{path} exists; use --force to overwrite it\n")
-        return 1
-    path.write_text(starter_config(), encoding="utf-8")
+        return io.refuse(f"{path} exists; use --force to overwrite it")
+    host, port = LOCAL_REDIS
+    found = redis_answers(host, port)
+    redis_here = found == "open"
+    store_url = f"redis://{host}:{port}/0" if redis_here else "memory://"
+    path.write_text(starter_config(store_url=store_url, docs=DOCS_URL), encoding="utf-8")
     io.say(f"wrote {path}; check it with: gatekeeper policy check {path}")
+    if redis_here:
+        io.say(
+            f"store: the Redis at {host}:{port}, so agents, `gatekeeper pending` and the "
+            "console share the requests"
+        )
+    else:
+        why = (
+            f"the Redis at {host}:{port} wants a password"
+            if found == "password"
+            else f"no Redis answered at {host}:{port}"
+        )
+        io.say(
+            f"note: {why}, so the store is memory://: requests "
+            "live inside the agent's own process, and `gatekeeper pending`, `approve` and "
+            "`serve` can't see them. To decide from another terminal, start a Redis "
+            "(redis-server --daemonize yes) and export "
+            f"GATEKEEPER_REDIS_URL=redis://{host}:{port}/0, or edit store.url."
+        )
+    io.say(f"next: {DOCS_URL}/quickstart.md")
     return 0
+
+
+# Where `gatekeeper init` looks for a Redis to put in the starter config.
+LOCAL_REDIS = ("localhost", 6379)
+# The documentation of the release a user installed (there is no published site yet).
+DOCS_URL = "https://github.com/gatekeeper-dev/gatekeeper/blob/main/docs"
+
+
+def redis_answers(host: str, port: int, timeout: float = 0.3) -> str | None:
+    """Whether a Redis answers PING at host:port: "open", "password" (it wants one) or None.
+
+    Only PING is sent, with a short timeout: nothing is read from or written to the store.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(b"PING\r\n")
+            reply = conn.recv(64)
+    except OSError:
+        return None
+    if reply.startswith(b"+PONG"):
+        return "open"
+    if reply.startswith((b"-NOAUTH", b"-WRONGPASS")):
+        return "password"
+    return None
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -89,19 +150,42 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
     return 0
 
 
+# How far back `show`, `approve` and `deny` look for an id prefix, besides every pending request.
+RECENT = 1000
+
+
 def resolve(gate: Gatekeeper, given: str) -> ApprovalRequest:
-    """A request by id, or by a prefix that names exactly one pending request."""
+    """A request by id, or by the start of the id of exactly one request.
+
+    A prefix is looked up among the pending requests and the newest
+    :data:`RECENT` of any status; an ambiguous one is refused with the candidates.
+    """
     try:
         return gate.get(given)
     except RequestNotFound:
-        matches = [r for r in gate.pending(limit=1000) if r.id.startswith(given)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise GatekeeperError(
-                f"{given!r} is the start of {len(matches)} pending requests"
-            ) from None
-        raise
+        if not given:
+            raise
+    found = {r.id: r for r in gate.pending(limit=RECENT) if r.id.startswith(given)}
+    for r in gate.store.history(limit=RECENT):
+        if r.id.startswith(given):
+            found.setdefault(r.id, r)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise GatekeeperError(
+            f"no request has the id {given!r} or an id starting with it "
+            f"(among the pending requests and the newest {RECENT:,}); "
+            "`gatekeeper pending` lists the pending ones"
+        )
+    candidates = "; ".join(
+        f"{r.id} ({r.status.value}, {inline(r.call.tool, 40)})"
+        for r in sorted(found.values(), key=lambda r: r.id)[:10]
+    )
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    raise GatekeeperError(
+        f"{given!r} is the start of {len(found)} requests' ids: {candidates}{more}; "
+        "give more of the id"
+    )
 
 
 def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
@@ -150,20 +234,27 @@ def decide(
 ) -> int:
     if not approver:
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    if digest is not None and not _HEX.fullmatch(digest):
+        return io.fail(
+            f"--digest {inline(digest, 80)}: give at least 8 hex digits of the arguments' sha256, "
+            f"as `gatekeeper show {given}` prints it"
+        )
+    gate.approver(approver)  # who you are comes first: a stranger learns nothing more
     req = resolve(gate, given)
     if req.status is not RequestStatus.PENDING:
         by = f" by {inline(req.decided_by, 80)}" if req.decided_by else ""
-        io.say(f"{req.id}: already {req.status.value}{by}; nothing recorded")
-        return 1
+        return io.refuse(f"{req.id} is already {req.status.value}{by}; nothing recorded")
+    if approve and edited is None and any(d.approver == approver for d in req.approvals):
+        return _already_voted(req, approver, io)
     if approve and req.edited and not digest and not edited:
         # Another approver changed the arguments: a bare approve would count
         # toward arguments this person may not have looked at.
-        raise GatekeeperError(
+        return io.refuse(
             f"the arguments of {req.id} were edited by an approver; review them with "
-            f"`gatekeeper show {req.id}` and approve with --digest {req.args_digest[:12]}"
+            f"`gatekeeper show {req.id}` and approve with --digest and the digest it prints"
         )
     if approve and not shown_in_full(req.args) and digest != req.args_digest:
-        raise GatekeeperError(
+        return io.refuse(
             f"the arguments of {req.id} are over {ARGS_LIMIT // 1024} KiB "
             f"({args_view(req.args).total_chars:,} characters as JSON), too many to approve "
             f"unseen: read them whole with `gatekeeper show {req.id}` and approve with "
@@ -175,8 +266,17 @@ def decide(
         )
     else:
         after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
+    if after.status is RequestStatus.PENDING and len(after.decisions) == len(req.decisions):
+        return _already_voted(after, approver, io)  # the store found the same vote there
     io.say(_decided(after, approver))
     return 0
+
+
+def _already_voted(req: ApprovalRequest, approver: str, io: IO) -> int:
+    return io.refuse(
+        f"{req.id}: {inline(approver, 80)} already approved these arguments; a vote counts "
+        f"once, so it still has {len(req.approvals)} of {req.quorum} approvals; nothing recorded"
+    )
 
 
 _RELEASED = (
@@ -189,7 +289,10 @@ _RELEASED = (
 
 def _decided(req: ApprovalRequest, approver: str) -> str:
     if req.status is RequestStatus.PENDING:
-        return f"{req.id}: recorded; {len(req.approvals)} of {req.quorum} approvals"
+        return (
+            f"{req.id}: your approval is recorded; {len(req.approvals)} of {req.quorum} "
+            "approvals, waiting for more"
+        )
     if req.status in _RELEASED:  # the agent may already be running it
         edited = " with edited arguments" if req.edited else ""
         return (
@@ -219,8 +322,7 @@ def halt_or_resume(gate: Gatekeeper, args: argparse.Namespace, io: IO) -> int:
     if gate.resume(**target, by=args.approver):
         io.say(f"resumed {what}")
         return 0
-    io.say(f"{what} was not halted")
-    return 1
+    return io.refuse(f"{what} was not halted; nothing resumed")
 
 
 def halts(gate: Gatekeeper, io: IO) -> int:
@@ -229,10 +331,12 @@ def halts(gate: Gatekeeper, io: IO) -> int:
         io.say("nothing is halted")
     for h in found:
         reason = f": {inline(h.reason, 200)}" if h.reason else ""
-        io.say(
-            f"{h.scope.value} {inline(h.target, 100)} halted by {inline(h.by, 80)} "
-            f"at {h.at:%Y-%m-%d %H:%M:%S}{reason}"
+        what = (
+            "every agent"
+            if h.scope is HaltScope.ALL
+            else f"{h.scope.value} {inline(h.target, 100)}"
         )
+        io.say(f"{what} halted by {inline(h.by, 80)} at {h.at:%Y-%m-%d %H:%M:%S}{reason}")
     return 0
 
 
@@ -281,7 +385,9 @@ def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
 
 
 # -- policies ---------------------------------------------------------------------------
-_CONFIG_KEYS = frozenset({"store", "approvers", "channels", "defaults", "policy", "decisions"})
+_CONFIG_KEYS = frozenset(
+    {"store", "approvers", "channels", "defaults", "policy", "decisions", "web"}
+)
 
 
 def _is_config(file: str) -> bool:
@@ -329,7 +435,7 @@ def policy_explain(
     irreversible: bool,
     io: IO,
 ) -> int:
-    policy = Policy.from_file(file)
+    policy = load_config(file).load_policy() if _is_config(file) else Policy.from_file(file)
     json_args = to_json_safe(args)
     call = ToolCall(
         id="explain",
@@ -374,8 +480,12 @@ def _web_config(config_path: str | None) -> Any:
     return config
 
 
-def serve(config_path: str | None, *, host: str, port: int, io: IO) -> int:
-    """Run the web console (and its API) until interrupted."""
+def serve(config_path: str | None, *, host: str, port: int, demo: bool, io: IO) -> int:
+    """Run the web console (and its API) until interrupted.
+
+    A ``memory://`` store lives in this process alone: no agent could put a
+    request in front of this console, so it is served only when ``demo`` says so.
+    """
     try:
         import uvicorn
 
@@ -385,10 +495,12 @@ def serve(config_path: str | None, *, host: str, port: int, io: IO) -> int:
             f"the web console needs the 'web' extra: pip install 'hitl-gatekeeper[web]' ({exc})"
         ) from None
     config = _web_config(config_path)
-    if config.store_url.startswith("memory://"):
-        io.err.write(
-            "warning: store.url is memory://; this console sees only requests made in this "
-            "process (set store.url or $GATEKEEPER_REDIS_URL to the agents' Redis)\n"
+    if config.store_url.startswith("memory://") and not demo:
+        return io.refuse(
+            f"{config.source}: store.url is memory://, which lives inside this one process: "
+            "no agent can reach it, so nothing would ever show in this console. Set store.url "
+            "or $GATEKEEPER_REDIS_URL to the agents' Redis (or pass --demo to serve the empty "
+            "embedded store anyway; `gatekeeper demo` serves one with a scripted agent)"
         )
     gate = config.build_gate(channels=[])
     try:
@@ -413,13 +525,11 @@ def web_hash_secret(io: IO) -> int:
     if io.inp.isatty():
         secret = getpass.getpass("console secret: ")
         if getpass.getpass("again: ") != secret:
-            io.err.write("the two secrets differ; nothing printed\n")
-            return 1
+            return io.fail("the two secrets differ; nothing printed")
     else:
         secret = io.inp.readline().rstrip("\r\n")
     if len(secret) < 8:
-        io.err.write("the secret must be at least 8 characters\n")
-        return 1
+        return io.fail("the secret must be at least 8 characters")
     io.say(hash_secret(secret))
     return 0
 

@@ -32,6 +32,8 @@ def keys_generate(directory: str, key_id: str | None, *, force: bool, io: IO) ->
     io.say("trust it everywhere with this in gatekeeper.yaml:")
     io.say("decisions:")
     io.say(f"  trusted_keys: {{{key.key_id}: {key.public_text}}}")
+    io.say("or, in a config without a decisions: section, in every process's environment:")
+    io.say(f"export GATEKEEPER_TRUSTED_KEYS={key.key_id}={key.public_text}")
     return 0
 
 

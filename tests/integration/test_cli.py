@@ -107,8 +107,8 @@ def test_pending_show_approve_runs_the_agents_call(config: Path, agent: Agent) -
     thread.join(10)
     assert agent.outcome == "refunded"
     assert agent.ran == [{"order_id": "A-1", "amount": 20.0}]
-    code, out, _ = run("--config", str(config), "approve", req.id, "--as", "alice")
-    assert (code, "already executed by alice; nothing recorded" in out) == (1, True)
+    code, _, err = run("--config", str(config), "approve", req.id, "--as", "alice")
+    assert (code, err) == (1, f"refused: {req.id} is already executed by alice; nothing recorded\n")
 
 
 def test_deny_gives_the_agent_the_comment(config: Path, agent: Agent) -> None:
