@@ -43,8 +43,10 @@ GENESIS = "0" * 64
 class StoredEvent(NamedTuple):
     """One entry as the store holds it: its position id, body bytes and hash.
 
-    A tuple of strings and bytes, so a long in-memory log costs the garbage
-    collector nothing to scan.
+    A tuple of strings and bytes: cheap for the garbage collector to scan,
+    though not free. CPython untracks only exact tuples of such values, never
+    a NamedTuple's, so a long in-memory log still lengthens full collections
+    (MemoryStore's pauses grow with its log; bounding it is a later release's).
     """
 
     entry_id: str
