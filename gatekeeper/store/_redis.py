@@ -52,6 +52,9 @@ __all__ = ["RedisStore", "translate_redis_error"]
 T = TypeVar("T")
 log = logging.getLogger("gatekeeper.store")
 
+#: Seconds between an agent process's reads of the deployment-wide halts.
+GLOBAL_HALTS_EVERY = 1.0
+
 #: redis-py errors worth another try: the server may be back in a moment.
 RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
 
@@ -126,6 +129,7 @@ class RedisStore:
         self.seals = self.decision_keys.can_decide if seal is None else seal
         self._where: dict[str, str] = {}  # request id -> agent, of requests seen here
         self._registered: set[str] = set()
+        self._global_read: dict[str, float] = {}  # agent -> when {prefix}:halts was last read
         self._seen_halts: dict[str, dict[str, int]] = {}  # agent -> halt field -> halt at (ms)
         self.clock = clock or SystemClock()
         # Without an injected clock, expiry is judged by Redis's own clock (one
@@ -258,13 +262,26 @@ class RedisStore:
         self._where[request_id] = agent
 
     def _ensure(self, agent: str) -> ops.AgentKeys:
-        """The agent's keys, once it is in the registry with the deployment-wide halts."""
+        """The agent's keys, once it is in the registry with the deployment-wide halts.
+
+        The halts of everything and of sessions are also read again at most
+        once a second (``GLOBAL_HALTS_EVERY``) and copied to the agent's own:
+        a halt of everything reaches every working agent within about a
+        second, however long the deciders' fan-out over the registry takes.
+        """
         a = self.keys.of(agent)
         if agent not in self._registered:
             halts = self._run(ops.register(self.keys, agent))
             if halts:
                 self._run(ops.copy_halts(a, halts))
             self._registered.add(agent)
+            self._global_read[agent] = time.monotonic()
+        elif time.monotonic() - self._global_read.get(agent, 0.0) > GLOBAL_HALTS_EVERY:
+            self._global_read[agent] = time.monotonic()
+            found = self._call(lambda: self.client.hgetall(self.keys.halts))
+            if found:
+                pairs = [(ops.text(f), ops.text(v)) for f, v in found.items()]
+                self._run(ops.copy_halts(a, pairs))
         return a
 
     def _halted_here(self, agent: str, exc: AgentHalted) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -31,6 +32,7 @@ from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import Draft
 from ._changes import FEED_QUEUE, RESYNC, offer_change
+from ._redis import GLOBAL_HALTS_EVERY
 
 if TYPE_CHECKING:
     from ._redis import RedisStore
@@ -258,6 +260,14 @@ class AsyncRedisStore:
             if halts:
                 await self._run(ops.copy_halts(a, halts))
             store._registered.add(agent)
+            store._global_read[agent] = time.monotonic()
+        elif time.monotonic() - store._global_read.get(agent, 0.0) > GLOBAL_HALTS_EVERY:
+            store._global_read[agent] = time.monotonic()
+            client = self._state().client
+            found = await self._call(lambda: client.hgetall(self.keys.halts))
+            if found:
+                pairs = [(ops.text(f), ops.text(v)) for f, v in found.items()]
+                await self._run(ops.copy_halts(a, pairs))
         return a
 
     async def _check_lifted(self, a: ops.AgentKeys, session_id: str | None) -> None:

@@ -301,3 +301,26 @@ def test_a_request_hidden_from_a_halt_is_not_run_after_the_resume(dep: Deploymen
     assert call.ran == []
     assert "kill switch was pulled" in str(call.error)
     assert dep.decider.get(call.id).status is not RequestStatus.EXECUTED
+
+
+def test_a_halt_of_everything_reaches_an_agent_the_fan_out_has_not_reached_yet(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many (or fake) agents the deciders' fan-out takes a while; each working agent
+    reads the deployment-wide halts itself at most a second apart."""
+    import gatekeeper.store._redis as redis_module
+    from gatekeeper import AgentHalted
+
+    _register(dep)
+    event = {"kind": "call.allowed", "at": 1, "actor": "agent:billing-bot", "agent": "billing-bot"}
+    dep.agent.admit(event, agent="billing-bot", session_id="s1")
+    # Only the deployment-wide record, as if the fan-out were still on fake agents.
+    dep.admin.hset(
+        dep.agent.keys.halts,
+        "all",
+        dep.admin.hget(dep.agent.keys.halts, "all")
+        or '{"scope":"all","target":"*","by":"ops","reason":null,"at":"2026-12-04T00:00:00Z"}',
+    )
+    monkeypatch.setattr(redis_module, "GLOBAL_HALTS_EVERY", 0.0)
+    with pytest.raises(AgentHalted, match="every agent"):
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
