@@ -443,7 +443,15 @@ class Gatekeeper(Decisions):
             store.claim(held.id, args_digest=final.args_digest, token=self._ids())
             self._finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        store.claim(held.id, args_digest=run_digest, token=self._ids(), created_at=held.created_at)
+        try:
+            store.claim(
+                held.id, args_digest=run_digest, token=self._ids(), created_at=held.created_at
+            )
+        except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
+            if exc.context.get("status") == "approved":
+                with contextlib.suppress(GatekeeperError):
+                    self._update(store.refuse(held.id, why=f"not run: {exc}"))
+            raise
         try:
             result = spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:
@@ -583,9 +591,15 @@ class Gatekeeper(Decisions):
             await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
             await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
             raise
-        await aio.claim(
-            final.id, args_digest=run_digest, token=self._ids(), created_at=req.created_at
-        )
+        try:
+            await aio.claim(
+                final.id, args_digest=run_digest, token=self._ids(), created_at=req.created_at
+            )
+        except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
+            if exc.context.get("status") == "approved":
+                with contextlib.suppress(GatekeeperError):
+                    await self._aupdate(await aio.refuse(final.id, why=f"not run: {exc}"))
+            raise
         try:
             result = await spec.func(*run_args.args, **run_args.kwargs)
         except BaseException as exc:

@@ -300,7 +300,7 @@ def test_a_request_hidden_from_a_halt_is_not_run_after_the_resume(dep: Deploymen
     call.join()
     assert call.ran == []
     assert "kill switch was pulled" in str(call.error)
-    assert dep.decider.get(call.id).status is not RequestStatus.EXECUTED
+    assert dep.decider.get(call.id).status is RequestStatus.FAILED  # closed, not left approved
 
 
 def test_a_halt_of_everything_reaches_an_agent_the_fan_out_has_not_reached_yet(
