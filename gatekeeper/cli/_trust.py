@@ -29,9 +29,10 @@ def keys_generate(directory: str, key_id: str | None, *, force: bool, io: IO) ->
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_pem())
     io.say(f"wrote {path} (the private key: deciding processes only, never an agent)")
-    io.say("trust it everywhere with this in gatekeeper.yaml:")
+    io.say("for gatekeeper.yaml (an agent's config gets the last line only):")
     io.say("decisions:")
-    io.say(f"  trusted_keys: {{{key.key_id}: {key.public_text}}}")
+    io.say(f"  signing_key: {path.resolve()}  # deciding processes only")
+    io.say(f"  trusted_keys: {{{key.key_id}: {key.public_text}}}  # every process")
     return 0
 
 
