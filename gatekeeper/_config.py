@@ -218,13 +218,16 @@ class Config(_Model):
             sweep_interval=spec.sweep_interval,
         )
 
-    def _webhook(self, spec: WebhookChannelConfig) -> WebhookChannel:
+    def _webhook(
+        self, spec: WebhookChannelConfig, decision_secret: str | None = None
+    ) -> WebhookChannel:
         from .channels import WebhookChannel
 
         console_url = spec.console_url or (self.web.base_url if self.web else None)
         return WebhookChannel(
             spec.url,
             secret=spec.secret,
+            decision_secret=decision_secret,
             name=spec.name,
             timeout=spec.timeout,
             attempts=spec.attempts,
@@ -235,8 +238,28 @@ class Config(_Model):
         )
 
     def webhook_channels(self) -> list[WebhookChannel]:
-        """The webhook channels, for the console to verify decisions (``create_app(webhooks=)``)."""
-        return [self._webhook(s) for s in self.channels if isinstance(s, WebhookChannelConfig)]
+        """The webhook channels, for the console to verify decisions (``create_app(webhooks=)``).
+
+        Deciding side only: a channel that accepts decisions gets its decision
+        secret from the variable ``decision_secret_env`` names, which must be
+        set, at least 16 characters, and not the delivery secret.
+        (:meth:`build_channels`, the agents' way, never reads it.)
+        """
+        hooks: list[WebhookChannel] = []
+        for i, spec in enumerate(self.channels):
+            if not isinstance(spec, WebhookChannelConfig):
+                continue
+            secret = None
+            if spec.accept_decisions:
+                try:
+                    secret = spec.decision_secret()
+                except ValueError as exc:
+                    field = f"channels[{i}].decision_secret_env"
+                    raise ConfigError(
+                        f"{self.source}: {field}: {exc}", source=self.source, field=field
+                    ) from None
+            hooks.append(self._webhook(spec, secret))
+        return hooks
 
     def build_gate(self, **overrides: Any) -> Gatekeeper:
         """A :class:`~gatekeeper.Gatekeeper` as this file describes it."""

@@ -4,6 +4,12 @@ Each entry is validated here; building the channel itself is
 :meth:`Config.build_channels <gatekeeper._config.Config.build_channels>`.
 Secrets never appear in the file: Slack's tokens are read from environment
 variables named here, and a webhook's ``secret`` is usually ``${VAR}``.
+
+A webhook's decision secret is named, not written (``decision_secret_env``),
+like Slack's signing secret: agents read this file and build the channels,
+so the variable is read only when the deciding side asks for it
+(:meth:`WebhookChannelConfig.decision_secret`), and an agent's environment
+never needs it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .policy import parse_duration
+
+MIN_SECRET_LENGTH = 16
 
 __all__ = [
     "ChannelConfig",
@@ -42,17 +50,27 @@ class WebhookChannelConfig(_Model):
     )
     url: str = Field(description="where requests are POSTed: an http:// or https:// URL")
     secret: str = Field(
-        min_length=16, repr=False, description="signs deliveries and verifies decisions"
+        min_length=MIN_SECRET_LENGTH,
+        repr=False,
+        description="signs deliveries (agents hold it); never verifies a decision",
     )
     accept_decisions: bool = Field(
         default=False,
-        description="the console takes signed decisions from this channel (needs approvers)",
+        description="the console takes signed decisions from this channel "
+        "(needs approvers and decision_secret_env)",
     )
     approvers: tuple[str, ...] = Field(
         default=(),
         validate_default=True,
         description="the configured approvers this channel's system may decide for; "
         "required with accept_decisions (the secret authenticates the system, not a person)",
+    )
+    decision_secret_env: str | None = Field(
+        default=None,
+        validate_default=True,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="env var holding the secret decisions are signed with; read by the "
+        "deciding side only (the console), never by agents. Required with accept_decisions",
     )
     console_url: str | None = Field(
         default=None, description="the console's public URL; default: web.base_url"
@@ -72,6 +90,47 @@ class WebhookChannelConfig(_Model):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    def decision_secret(self) -> str:
+        """The decision secret, read from ``decision_secret_env`` now (deciding side only).
+
+        Agents never call this, so they never need the variable. ``ValueError``
+        says what is wrong: not a deciding channel, the variable unset, the
+        secret too short, or the delivery secret again.
+        """
+        name = self.decision_secret_env
+        if name is None:
+            raise ValueError("this webhook takes no decisions (accept_decisions is off)")
+        secret = os.environ.get(name, "")
+        if not secret:
+            raise ValueError(
+                f"environment variable {name} is not set; the console verifies this "
+                "webhook's decisions with it"
+            )
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"the secret in {name} needs at least {MIN_SECRET_LENGTH} characters")
+        if secret == self.secret:
+            raise ValueError(
+                f"the secret in {name} is the delivery secret; the agents hold that one, so "
+                "it must differ or they could decide"
+            )
+        return secret
+
+    @field_validator("decision_secret_env")
+    @classmethod
+    def _decisions_need_their_own_secret(
+        cls, value: str | None, info: ValidationInfo
+    ) -> str | None:
+        deciding = info.data.get("accept_decisions")
+        if deciding and value is None:
+            raise ValueError(
+                "accept_decisions: true needs decision_secret_env: the name of the environment "
+                "variable that holds the decision secret (the deciding side's, never the "
+                "agents'; the delivery secret can't verify decisions)"
+            )
+        if value is not None and not deciding and "accept_decisions" in info.data:
+            raise ValueError("only a channel with accept_decisions: true takes decisions")
+        return value
 
     @field_validator("approvers")
     @classmethod

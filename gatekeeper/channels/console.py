@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, TextIO
 
-from .._errors import GatekeeperError
+from .._errors import ConfigError, GatekeeperError
 from .._text import (
     TERMINAL_WIDTH,
     Lookalike,
@@ -129,6 +129,21 @@ class ConsoleChannel:
         self.idle.set()
 
     def bind(self, gate: Gatekeeper) -> None:
+        """Refused when ``gate``'s store holds no signing key: answers here are votes.
+
+        Each answer is recorded, and signed, as ``approver`` by this process, so
+        it must be one allowed to decide — local development with the embedded
+        store (whose key pair is its own), never an agent that has only the
+        trusted public keys.
+        """
+        if not gate.store.decision_keys.can_decide:
+            raise ConfigError(
+                f"the console (terminal) channel records answers as {self.approver!r} from "
+                "this process, which holds no decision signing key: use it for local "
+                "development with the embedded store (memory://), or in a process allowed "
+                "to decide; agents get decisions from the web console, Slack or a webhook",
+                field="channels",
+            )
         self._gate = gate
 
     def _write(self, text: str) -> None:

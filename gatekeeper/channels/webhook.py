@@ -1,11 +1,16 @@
 """``WebhookChannel``: POST each request, signed, to any HTTP endpoint (Teams, PagerDuty, ...).
 
 Every delivery is JSON, signed with HMAC-SHA256 over ``v1:{timestamp}:`` and
-the body, the same scheme the web console checks on decisions that come back
-(``POST /webhooks/decision``)::
+the body::
 
     X-Gatekeeper-Timestamp: 1767225600
     X-Gatekeeper-Signature: v1=<hex hmac_sha256(secret, b"v1:1767225600:" + body)>
+
+Decisions that come back (``POST /webhooks/decision``) use the same scheme
+with another secret, the ``decision_secret``. The agent process sends the
+deliveries, so it holds ``secret``; it must never hold the decision secret,
+or it could approve its own calls. Only the deciding side (the console) and
+the receiving system share that one.
 
 Failed deliveries are retried (connection errors, timeouts, HTTP 5xx and 429,
 honouring ``Retry-After``) with exponential backoff and jitter, within
@@ -143,10 +148,20 @@ class WebhookChannel:
     By default a webhook only notifies. With ``accept_decisions=True`` the
     receiving system may also decide, but only as one of ``approvers`` (which
     must then name at least one configured approver) and with one vote per
-    request: the secret authenticates the *system*, not a person, and every
-    receiver of the deliveries holds it. Example::
+    request: its secret authenticates the *system*, not a person.
 
-        WebhookChannel(url, secret=secret, name="teams",
+    Two secrets, held by different processes: ``secret`` signs deliveries and
+    is held by the agents that send them; ``decision_secret`` verifies
+    decisions and is held only by the console and the receiving system. It
+    must differ from ``secret``. An agent's channel leaves it out (it still
+    advertises ``decide_url``); the console's copy needs it, and the console
+    refuses to start with a channel that accepts decisions without one::
+
+        # the agent process
+        WebhookChannel(url, secret=delivery, name="teams",
+                       accept_decisions=True, approvers=("alice", "bob"))
+        # the console (create_app(webhooks=[...]))
+        WebhookChannel(url, secret=delivery, decision_secret=decisions, name="teams",
                        accept_decisions=True, approvers=("alice", "bob"))
 
     ``sleep`` / ``asleep`` are injectable for tests.
@@ -164,6 +179,7 @@ class WebhookChannel:
         console_url: str | None = None,
         accept_decisions: bool = False,
         approvers: Iterable[str] = (),
+        decision_secret: str | None = None,
         client: httpx.Client | None = None,
         async_client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -175,6 +191,16 @@ class WebhookChannel:
             raise ValueError(f"console_url must be an http:// or https:// URL, got {console_url!r}")
         if len(secret) < MIN_SECRET_LENGTH:
             raise ValueError(f"a webhook secret needs at least {MIN_SECRET_LENGTH} characters")
+        if decision_secret is not None:
+            if len(decision_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"a webhook decision_secret needs at least {MIN_SECRET_LENGTH} characters"
+                )
+            if hmac.compare_digest(decision_secret.encode(), secret.encode()):
+                raise ValueError(
+                    "decision_secret must differ from secret: the agents hold the delivery "
+                    "secret, and whoever holds the decision secret can decide"
+                )
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         if timeout <= 0 or max_wait < 0:
@@ -199,6 +225,7 @@ class WebhookChannel:
         #: The approvers whose decisions this channel's system may send back.
         self.approvers: tuple[str, ...] = speaks_for
         self._secret = secret
+        self._decision_secret = decision_secret
         self._client = client
         self._owns_client = False
         self._async_client = async_client
@@ -212,8 +239,13 @@ class WebhookChannel:
 
     @property
     def secret(self) -> str:
-        """The shared secret that signs deliveries and verifies decisions."""
+        """The delivery secret: signs deliveries (agents hold it). Never verifies a decision."""
         return self._secret
+
+    @property
+    def decision_secret(self) -> str | None:
+        """The secret decisions sent back are verified with (deciding side only), if given."""
+        return self._decision_secret
 
     @property
     def via(self) -> str:

@@ -146,7 +146,15 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
 
     p = sub.add_parser("acl", help="print Redis ACL users for agents, deciders and auditors")
     p.add_argument("--agent", action="append", default=[], help="an agent name (repeat)")
-    p.add_argument("--prefix", default="gatekeeper", help="the store's prefix")
+    p.add_argument(
+        "--role",
+        action="append",
+        choices=trust.ROLES,
+        help="print only these users (repeat; default: all). `reset` sets new passwords",
+    )
+    p.add_argument(
+        "--prefix", help="the store's prefix (default: the config's store.prefix, else gatekeeper)"
+    )
 
     p = sub.add_parser("serve", help="run the web console and its JSON API")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -257,7 +265,7 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
     if command == "keys":
         return trust.keys_generate(args.dir, args.key_id, force=args.force, io=io)
     if command == "acl":
-        return trust.acl(args.prefix, args.agent, io)
+        return trust.acl(args.prefix, args.agent, io, roles=args.role, config_path=args.config)
     if command == "serve":
         return cmd.serve(args.config, host=args.host, port=args.port, demo=args.demo, io=io)
     if command == "web":

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .._config import ENV_CONFIG, find_config, load_config
 from .._errors import ConfigError, TamperingDetected
 from .._gate import Gatekeeper
 from .._signing import ANCHOR, SigningKey
+from .._text import inline
 from ..audit import verify_chain
 from ..store._acl import acl_rules, acl_user
 from ._commands import IO
 
-__all__ = ["acl", "audit_anchor", "audit_verify_anchored", "keys_generate"]
+__all__ = ["ROLES", "acl", "acl_prefix", "audit_anchor", "audit_verify_anchored", "keys_generate"]
 
 
 def keys_generate(directory: str, key_id: str | None, *, force: bool, io: IO) -> int:
@@ -29,28 +31,79 @@ def keys_generate(directory: str, key_id: str | None, *, force: bool, io: IO) ->
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_pem())
     io.say(f"wrote {path} (the private key: deciding processes only, never an agent)")
-    io.say("trust it everywhere with this in gatekeeper.yaml:")
+    io.say("for gatekeeper.yaml (an agent's config gets the last line only):")
     io.say("decisions:")
-    io.say(f"  trusted_keys: {{{key.key_id}: {key.public_text}}}")
+    io.say(f"  signing_key: {path.resolve()}  # deciding processes only")
+    io.say(f"  trusted_keys: {{{key.key_id}: {key.public_text}}}  # every process")
     io.say("or, in a config without a decisions: section, in every process's environment:")
     io.say(f"export GATEKEEPER_TRUSTED_KEYS={key.key_id}={key.public_text}")
     return 0
 
 
-def acl(prefix: str, agents: list[str], io: IO) -> int:
-    """Print ``ACL SETUSER`` lines (redis-cli syntax) with fresh passwords and each URL user."""
-    if not agents:
-        raise ConfigError("name at least one agent: gatekeeper acl --agent NAME [--agent ...]")
+ROLES = ("agents", "decider", "auditor")
+DEFAULT_PREFIX = "gatekeeper"
+
+
+def acl_prefix(prefix: str | None, config_path: str | None) -> tuple[str, str]:
+    """The store prefix to use, and where it came from.
+
+    ``--prefix`` wins; else the config's ``store.prefix`` when a config is
+    given (``-c``, ``$GATEKEEPER_CONFIG``) or ./gatekeeper.yaml exists; else
+    the default.
+    """
+    if prefix is not None:
+        return prefix, "--prefix"
+    file = find_config(config_path)
+    if config_path is None and ENV_CONFIG not in os.environ and not file.exists():
+        return DEFAULT_PREFIX, "the default; no config found"
+    try:
+        return load_config(file).store.prefix, f"store.prefix of {file}"
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or give the store's prefix with --prefix)") from exc
+
+
+def acl(
+    prefix: str | None,
+    agents: list[str],
+    io: IO,
+    *,
+    roles: list[str] | None = None,
+    config_path: str | None = None,
+) -> int:
+    """Print ``ACL SETUSER`` lines (redis-cli syntax) with fresh passwords and each URL user.
+
+    ``roles`` (default: all of :data:`ROLES`) limits the users printed, so an
+    agent can be added without resetting the deciders' and auditors' passwords.
+    """
+    chosen = list(dict.fromkeys(roles or ROLES))
+    if "agents" in chosen and not agents:
+        raise ConfigError(
+            "name at least one agent: gatekeeper acl --agent NAME [--agent ...] "
+            "(or leave agents out with --role decider / --role auditor)"
+        )
+    if agents and "agents" not in chosen:
+        raise ConfigError("--agent needs --role agents (or no --role, for every role)")
+    prefix, source = acl_prefix(prefix, config_path)
+    others = [r for r in chosen if r != "agents"]
     passwords: dict[str, str] = {}
-    io.say(f"# Redis ACL users for deployment {prefix!r}; keep the passwords secret.")
-    for argv in acl_rules(prefix, agents=agents, passwords=passwords):
+    io.say(f"# Redis ACL users for deployment {prefix!r} ({source}); keep the passwords secret.")
+    io.say("# `reset` gives a user a new password: a running process that uses one of")
+    io.say("# these users needs its new URL (add an agent alone with --role agents).")
+    for argv in acl_rules(prefix, agents=agents, passwords=passwords, roles=others):
         io.say(" ".join(shlex.quote(a) for a in argv))
+    io.say("# ACL users live in the server's memory and vanish on restart unless saved:")
+    io.say("# ACL SAVE (with an aclfile configured) or CONFIG REWRITE (users in redis.conf).")
     io.say("# store URLs: redis://USER:PASSWORD@HOST:PORT/0 with")
     for agent in agents:
         user = acl_user(prefix, "agent", agent)
-        io.say(f"#   agent {agent}: user {user}")
-    io.say(f"#   deciders (serve, approvers' CLI): user {acl_user(prefix, 'decider')}")
-    io.say(f"#   auditors: user {acl_user(prefix, 'auditor')}")
+        note = ""
+        if user != f"{prefix}-agent-{agent}":
+            note = " (a hash of the name: it has characters other than letters, digits, _ . -)"
+        io.say(f"#   agent {inline(agent)!r}: user {user}{note}")
+    if "decider" in others:
+        io.say(f"#   deciders (serve, approvers' CLI): user {acl_user(prefix, 'decider')}")
+    if "auditor" in others:
+        io.say(f"#   auditors: user {acl_user(prefix, 'auditor')}")
     return 0
 
 

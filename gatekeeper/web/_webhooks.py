@@ -1,11 +1,13 @@
 """``POST /webhooks/decision``: signed decisions from the system a webhook channel notifies.
 
 The receiving system (a Teams bot, an internal tool...) shows the request to a
-person and posts their decision back, signed with the channel's secret exactly
-as gatekeeper signs its deliveries.
+person and posts their decision back, signed with the channel's
+``decision_secret`` by the scheme gatekeeper signs its deliveries with.
+Only that secret verifies a decision: the delivery secret is held by the
+agents, which must never be able to decide.
 
-The secret authenticates the *system*, not a person: every receiver of the
-channel's deliveries holds it. So a channel decides only as one of its own
+The decision secret authenticates the *system*, not a person. So a channel
+decides only as one of its own
 ``approvers`` (the people that system vouches for), and casts at most one vote
 per request: a quorum of N always needs N different systems or people, never
 one secret. Every refusal is ``{"error": {"code", "message"}}`` and changes
@@ -119,10 +121,23 @@ router = APIRouter(tags=["webhooks"])
 
 
 def accepting(gate: Gatekeeper, webhooks: Iterable[WebhookChannel] | None) -> list[WebhookChannel]:
-    """The channels whose signed decisions the console takes (default: the gate's own)."""
+    """The channels whose signed decisions the console takes (default: the gate's own).
+
+    A channel that accepts decisions must hold its ``decision_secret`` here:
+    without it the console could only check the delivery secret, which the
+    agents hold. That is refused at once rather than skipped quietly.
+    """
     if webhooks is None:
         webhooks = [c for c in gate.channels if isinstance(c, WebhookChannel)]
-    return [hook for hook in webhooks if hook.accept_decisions]
+    hooks = [hook for hook in webhooks if hook.accept_decisions]
+    for hook in hooks:
+        if hook.decision_secret is None:
+            raise ValueError(
+                f"webhook channel {hook.name!r} accepts decisions but has no decision_secret: "
+                "give the console's copy of the channel decision_secret=... (a secret the "
+                "agents don't hold; the delivery secret never verifies a decision)"
+            )
+    return hooks
 
 
 class _Refusal(Exception):
@@ -169,8 +184,10 @@ def _signer(
         raise _Refusal(401, "bad_signature", f"{TIMESTAMP_HEADER} must be unix seconds")
     found = None
     for hook in hooks:  # every one, so the time taken does not say which secret matched
-        if signature_matches(hook.secret, timestamp, body, signature) and found is None:
-            found = hook
+        # Only the decision secret: the delivery secret is in every agent's hands.
+        secret = hook.decision_secret
+        if secret is not None and signature_matches(secret, timestamp, body, signature):
+            found = found or hook
     if found is None:
         raise _Refusal(401, "bad_signature", "the signature does not verify")
     return found
@@ -282,7 +299,7 @@ def _refusal_of(exc: GatekeeperError) -> _Refusal:
     DECISION_PATH,
     response_model=DecisionOut,
     responses=_refusals(),
-    summary="Approve or deny, signed with a webhook channel's secret",
+    summary="Approve or deny, signed with a webhook channel's decision secret",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -297,10 +314,10 @@ async def webhook_decision(
     ] = None,
     x_gatekeeper_signature: Annotated[
         str | None,
-        Header(description='v1=<hex hmac_sha256(secret, b"v1:{timestamp}:" + body)>'),
+        Header(description='v1=<hex hmac_sha256(decision_secret, b"v1:{timestamp}:" + body)>'),
     ] = None,
 ) -> Response:
-    """Signed with the secret of a webhook channel the console was given.
+    """Signed with the decision secret of a webhook channel the console was given.
 
     Checks, in order: signature, freshness, replay, body, that the approver
     is one the channel may decide for, then the same approver, group and

@@ -332,6 +332,47 @@ def test_keys_generate_acl_and_an_anchor_that_catches_a_truncated_log(
         admin.close()
 
 
+def test_acl_adds_an_agent_alone_and_the_deciders_password_keeps_working(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """`acl --role agents` prints the new agent's user only: pasting it whole into a
+    running server leaves the decider's and auditor's passwords as they were."""
+    import shlex
+
+    def applied(*argv: str) -> list[list[str]]:
+        code, text = _cli("acl", "--prefix", redis_prefix, *argv)
+        assert code == 0, text
+        lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ACL")]
+        for line in lines:
+            assert admin.execute_command(*line) == b"OK"
+        return lines
+
+    def works(argv: list[str]) -> bool:
+        user, password = argv[2], next(a[1:] for a in argv if a.startswith(">"))
+        client = redis.Redis(
+            host="127.0.0.1", port=redis_server.port, username=user, password=password
+        )
+        try:
+            return bool(client.ping())
+        except redis.AuthenticationError:
+            return False
+        finally:
+            client.close()
+
+    admin = redis.Redis.from_url(redis_server.url)
+    first: list[list[str]] = []
+    added: list[list[str]] = []
+    try:
+        first = applied("--agent", "bot-1")
+        added = applied("--role", "agents", "--agent", "bot-2")
+        assert [a[2] for a in added] == [acl_user(redis_prefix, "agent", "bot-2")]
+        assert all(works(argv) for argv in first + added)
+    finally:
+        for argv in first + added:
+            admin.execute_command("ACL", "DELUSER", argv[2])
+        admin.close()
+
+
 def test_an_agents_halt_of_everything_halts_it_at_once_and_the_rest_when_sealed(
     dep: Deployment, redis_server: RedisServer
 ) -> None:

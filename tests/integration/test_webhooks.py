@@ -40,6 +40,9 @@ from gatekeeper.web._webhooks import REPLAY_TTL
 from tests.gatekit import audit_events
 from tests.webkit import POLICY, Agent, Console, TestClient
 
+# Delivery secrets (the agents hold them) and decision secrets (the console and receiver only).
+DELIVERY = "whdel-" + "d" * 26
+OTHER_DELIVERY = "whdel-" + "e" * 26
 SECRET = "whsec-" + "x" * 26
 OTHER_SECRET = "whsec-" + "y" * 26
 
@@ -325,6 +328,39 @@ def test_the_channel_refuses_bad_settings() -> None:
     assert hook.approvers == ("alice",)
     assert hook.speaks_for("alice")
     assert not hook.speaks_for("bob")
+    assert hook.decision_secret is None  # an agent's copy: it advertises, never verifies
+
+
+def test_the_decision_secret_is_its_own() -> None:
+    """Whoever holds the decision secret can decide, so it is never the delivery secret."""
+    url = "https://example.com"
+    with pytest.raises(ValueError, match="differ"):
+        WebhookChannel(url, secret=SECRET, decision_secret=SECRET, approvers=["alice"])
+    with pytest.raises(ValueError, match="16 characters"):
+        WebhookChannel(url, secret=SECRET, decision_secret="short", approvers=["alice"])
+    hook = WebhookChannel(url, secret=DELIVERY, decision_secret=SECRET, name="ops")
+    assert (hook.secret, hook.decision_secret) == (DELIVERY, SECRET)
+    assert SECRET not in repr(hook)
+
+
+def test_the_console_refuses_a_deciding_webhook_without_its_decision_secret(
+    console: Console,
+) -> None:
+    """Rather than fall back to the delivery secret (the agents'), the console won't start."""
+    agents_copy = WebhookChannel(
+        "https://teams.example.com/hook",
+        secret=DELIVERY,
+        name="teams",
+        accept_decisions=True,
+        approvers=("alice",),
+    )
+    with pytest.raises(ValueError, match="'teams' accepts decisions but has no decision_secret"):
+        create_app(console.gate, console.settings, webhooks=[agents_copy])
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY), store=console.gate.store, channels=[agents_copy]
+    )
+    with pytest.raises(ValueError, match="decision_secret"):
+        create_app(gate, console.settings)  # the gate's own channels: the same rule
 
 
 async def test_the_async_face_delivers_with_the_same_policy(receiver: Receiver) -> None:
@@ -421,14 +457,16 @@ def decider(console: Console) -> Iterator[Decider]:
     hooks = [
         WebhookChannel(
             "https://teams.example.com/hook",
-            secret=SECRET,
+            secret=DELIVERY,
+            decision_secret=SECRET,
             name="ops",
             accept_decisions=True,
             approvers=("alice", "bob", "carol"),
         ),
         WebhookChannel(
             "https://pd.example.com/hook",
-            secret=OTHER_SECRET,
+            secret=OTHER_DELIVERY,
+            decision_secret=OTHER_SECRET,
             name="pager",
             accept_decisions=True,
             approvers=("bob",),
@@ -512,6 +550,7 @@ def assert_pending(console: Console, agent: Agent) -> None:
     ("how", "code"),
     [
         ("wrong secret", "bad_signature"),
+        ("the delivery secret, which the agents hold", "bad_signature"),
         ("a channel that takes no decisions", "bad_signature"),
         ("no signature", "bad_signature"),
         ("no timestamp", "bad_signature"),
@@ -534,6 +573,8 @@ def test_unsigned_forged_or_stale_decisions_are_refused(
     headers = {"X-Gatekeeper-Timestamp": str(now), "X-Gatekeeper-Signature": "v1=" + good}
     if how == "wrong secret":
         response = decider.post(doc, secret="z" * 32)
+    elif how == "the delivery secret, which the agents hold":
+        response = decider.post(doc, secret=DELIVERY)
     elif how == "a channel that takes no decisions":
         response = decider.post(doc, secret="q" * 32)
     elif how == "no signature":
@@ -737,7 +778,8 @@ def test_round_trip_from_delivery_to_decision(store: Store, receiver: Receiver) 
     """The console finds the gate's webhook channels; the receiver decides with what it got."""
     hook = WebhookChannel(
         receiver.url,
-        secret=SECRET,
+        secret=DELIVERY,
+        decision_secret=SECRET,
         name="teams",
         console_url="http://testserver",
         accept_decisions=True,
@@ -753,7 +795,8 @@ def test_round_trip_from_delivery_to_decision(store: Store, receiver: Receiver) 
 
     agent = Agent(gate, note, "billing-bot", {"text": "hello"})
     headers, body = receiver.wait_for(1)[0]
-    assert verifies(SECRET, headers, body)
+    assert verifies(DELIVERY, headers, body)
+    assert not verifies(SECRET, headers, body)  # the decision secret never leaves the console
     doc = json.loads(body)
     decision = json.dumps(
         {
@@ -798,6 +841,7 @@ channels:
     attempts: 3
     max_wait: 10s
     accept_decisions: true
+    decision_secret_env: GK_TEST_WEBHOOK_DECISION_SECRET
     approvers: [alice]
   - {type: webhook, name: quiet, url: "http://10.0.0.1/x", secret: "%s"}
 """ % ("q" * 20)
@@ -806,16 +850,18 @@ channels:
 def test_a_config_file_builds_webhook_channels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", DELIVERY)
+    monkeypatch.delenv("GK_TEST_WEBHOOK_DECISION_SECRET", raising=False)
     path = tmp_path / "gatekeeper.yaml"
     path.write_text(CONFIG, encoding="utf-8")
-    config = load_config(path)
+    config = load_config(path)  # an agent's environment: no decision secret, and none needed
     channels = config.build_channels()
     hooks = [c for c in channels if isinstance(c, WebhookChannel)]
     assert [h.name for h in hooks] == ["ops", "quiet"]
     ops = hooks[0]
     assert ops.url == "https://hooks.example.com/gatekeeper"
-    assert ops.secret == SECRET
+    assert ops.secret == DELIVERY
+    assert ops.decision_secret is None
     assert ops.attempts == 3
     assert ops.max_wait == 10.0
     assert ops.decide_url == "https://gatekeeper.example.com/webhooks/decision"
@@ -824,10 +870,65 @@ def test_a_config_file_builds_webhook_channels(
     assert hooks[1].accept_decisions is False  # the default: notifications only
     assert hooks[1].approvers == ()
     assert hooks[1].decide_url is None
-    assert [h.name for h in config.webhook_channels()] == ["ops", "quiet"]
+    with pytest.raises(ConfigError, match="GK_TEST_WEBHOOK_DECISION_SECRET is not set") as e:
+        config.webhook_channels()  # the console's way: it must have the decision secret
+    assert e.value.field == "channels[1].decision_secret_env"
+    monkeypatch.setenv("GK_TEST_WEBHOOK_DECISION_SECRET", SECRET)
+    assert config.build_channels()[1].decision_secret is None  # agents never read it
+    deciding = config.webhook_channels()
+    assert [h.name for h in deciding] == ["ops", "quiet"]
+    assert (deciding[0].secret, deciding[0].decision_secret) == (DELIVERY, SECRET)
+    assert deciding[1].decision_secret is None
     gate = config.build_gate(store=MemoryStore())
     assert any(isinstance(c, WebhookChannel) for c in gate.channels)
-    assert SECRET not in repr(config)
+    assert DELIVERY not in repr(config)
+    assert SECRET not in repr(config.webhook_channels())
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "is not set"),
+        ("too-short", "at least 16 characters"),
+        (DELIVERY, "is the delivery secret"),
+    ],
+)
+def test_the_console_refuses_a_missing_short_or_reused_decision_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", DELIVERY)
+    monkeypatch.setenv("GK_TEST_WEBHOOK_DECISION_SECRET", value)
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    config = load_config(path)
+    with pytest.raises(ConfigError, match=problem) as caught:
+        config.webhook_channels()
+    assert caught.value.field == "channels[1].decision_secret_env"
+
+
+def test_an_agent_built_from_the_config_cannot_approve_its_own_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: Console
+) -> None:
+    """The review's attack: an agent holds everything it builds its channels with, the
+    delivery secret included, and posts an approval "by alice" to the console. Refused:
+    decisions verify only with the decision secret, which the agent never had."""
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", DELIVERY)
+    monkeypatch.delenv("GK_TEST_WEBHOOK_DECISION_SECRET", raising=False)
+    agents_gate = load_config(path).build_gate(store=console.gate.store)  # the agent's env
+    agents_hook = next(c for c in agents_gate.channels if isinstance(c, WebhookChannel))
+    assert agents_hook.decision_secret is None
+    monkeypatch.setenv("GK_TEST_WEBHOOK_DECISION_SECRET", SECRET)  # the console's env
+    app = create_app(console.gate, console.settings, webhooks=load_config(path).webhook_channels())
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    with TestClient(app) as client:
+        decider = Decider(console, client)
+        forged = decider.post(approve_doc(agent.request), secret=agents_hook.secret)
+        refused(forged, 401, "bad_signature")
+        assert_pending(console, agent)
+        assert decider.post(approve_doc(agent.request), secret=SECRET).status_code == 200
+    assert agent.outcome() == "refunded 20.0 on A-1"
 
 
 @pytest.mark.parametrize(
@@ -839,6 +940,21 @@ def test_a_config_file_builds_webhook_channels(
         ("attempts: 3", "attempts: 0", "channels[1].attempts"),
         ("max_wait: 10s", "max_wait: soon", "channels[1].max_wait"),
         ("name: ops", "name: quiet", "channels[2].name"),  # the name is listed twice
+        (
+            "    decision_secret_env: GK_TEST_WEBHOOK_DECISION_SECRET\n",
+            "",
+            "channels[1].decision_secret_env",
+        ),  # accept_decisions without a decision secret
+        (
+            "decision_secret_env: GK_TEST_WEBHOOK_DECISION_SECRET",
+            "decision_secret_env: ${GK_TEST_WEBHOOK_SECRET}",
+            "channels[1].decision_secret_env",
+        ),  # the variable's name, never the secret itself
+        (
+            'secret: "%s"}' % ("q" * 20),
+            'secret: "%s", decision_secret_env: GK_X}' % ("q" * 20),
+            "channels[2].decision_secret_env",
+        ),  # a channel that takes no decisions
         ("approvers: [alice]", "approvers: []", "channels[1].approvers"),
         ("    approvers: [alice]\n", "", "channels[1].approvers"),  # accept_decisions alone
         ("approvers: [alice]", "approvers: [alice, alice]", "channels[1].approvers"),
@@ -858,7 +974,7 @@ def test_a_config_file_builds_webhook_channels(
 def test_a_bad_webhook_entry_is_a_config_error_naming_the_field(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, field: str
 ) -> None:
-    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("GK_TEST_WEBHOOK_SECRET", DELIVERY)
     path = tmp_path / "gatekeeper.yaml"
     assert old in CONFIG
     path.write_text(CONFIG.replace(old, new), encoding="utf-8")

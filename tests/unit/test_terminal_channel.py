@@ -155,3 +155,18 @@ def test_requests_are_asked_one_at_a_time_oldest_first() -> None:
     for t in threads:
         t.join(5)
     assert sorted(results) == ["a", "b"]
+
+
+def test_it_refuses_a_process_that_cannot_decide() -> None:
+    """Answers are votes signed in this process: an agent with only the public keys is
+    refused when the channel is bound, not when someone first types y."""
+    from gatekeeper import ConfigError, MemoryStore
+    from gatekeeper._signing import DecisionKeys, SigningKey, TrustedKeys
+
+    deciders = SigningKey.generate()
+    agents_keys = DecisionKeys(None, TrustedKeys({deciders.key_id: deciders.public_text}))
+    terminal = ConsoleChannel("alice", stdin=io.StringIO("y\n\n"), stdout=io.StringIO())
+    with pytest.raises(ConfigError, match="holds no decision signing key"):
+        Gatekeeper(policy=POLICY, store=MemoryStore(decision_keys=agents_keys), channels=[terminal])
+    gate = Gatekeeper(policy=POLICY, store=MemoryStore(), channels=[terminal])  # has a key
+    assert gate.channels == [terminal]
