@@ -34,6 +34,7 @@ from gatekeeper.audit import verify_chain
 from gatekeeper.models import HaltScope
 from gatekeeper.store import RedisStore
 from gatekeeper.store import _redis_ops as ops
+from gatekeeper.store._acl import acl_user
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
