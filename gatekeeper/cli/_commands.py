@@ -456,6 +456,11 @@ def policy_explain(
     io.say("reasons:")
     for reason in cls.reasons:
         io.say(f"  - {inline(reason, 500)}")
+    misses = policy.misses(call)
+    if misses:
+        io.say("not matched:")
+        for miss in misses:
+            io.say(f"  - {inline(miss, 500)}")
     if cls.verdict.value == "require_approval":
         a = cls.approval
         timeout = f"{a.timeout:g}s" if a.timeout else "the config default"

@@ -31,7 +31,7 @@ from ._agents import AgentSummary, recent_agents
 from ._deps import CsrfProtect, Refused, Viewer, get_gate, require
 from ._settings import Scope
 
-__all__ = ["ExplainIn", "explain_call", "router"]
+__all__ = ["ExplainIn", "explain_call", "explained_call", "router"]
 
 
 class ErrorBody(BaseModel):
@@ -405,11 +405,16 @@ def explain(gate: Gate, who: Reader, body: ExplainIn) -> Classification:
 
 def explain_call(gate: Gatekeeper, body: ExplainIn) -> Classification:
     """What the loaded policy says about one call (shared with the policy page)."""
+    return gate.policy.classify(explained_call(gate, body))
+
+
+def explained_call(gate: Gatekeeper, body: ExplainIn) -> ToolCall:
+    """The call ``body`` describes, as the policy sees it."""
     try:
         args = to_json_safe(dict(body.args), where="args")
     except (TypeError, ValueError) as exc:
         raise InvalidToolCall(f"args: {exc}", tool=body.tool) from None
-    call = ToolCall(
+    return ToolCall(
         id="explain",
         tool=body.tool,
         args=args,
@@ -421,4 +426,3 @@ def explain_call(gate: Gatekeeper, body: ExplainIn) -> Classification:
         irreversible=body.irreversible,
         created_at=gate.clock.now(),
     )
-    return gate.policy.classify(call)

@@ -24,7 +24,7 @@ from ..audit import StoredEvent, parse_event
 from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus
 from ._access import halter, resumer
 from ._agents import SCAN, VerdictCounts, recent_agents
-from ._api import ExplainIn, explain_call
+from ._api import ExplainIn, explained_call
 from ._deps import Refused, Viewer, csrf_protect, flash, get_gate, render, require_page
 from ._present import (
     ArgsError,
@@ -371,6 +371,7 @@ def policy(
         "irreversible": bool(irreversible),
     }
     explanation: Classification | None = None
+    misses: tuple[str, ...] = ()
     error: str | None = None
     if form["tool"]:
         try:
@@ -382,7 +383,9 @@ def policy(
                 tool_scopes=_words(tool_scopes),
                 irreversible=bool(irreversible),
             )
-            explanation = explain_call(gate, body)
+            call = explained_call(gate, body)
+            explanation = gate.policy.classify(call)
+            misses = gate.policy.misses(call)
         except ArgsError as exc:
             error = str(exc)
         except ValidationError as exc:
@@ -401,5 +404,6 @@ def policy(
         ],
         form=form,
         explanation=explanation,
+        misses=misses,
         explain_error=error,
     )

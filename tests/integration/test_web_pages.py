@@ -43,6 +43,7 @@ rules:
   - {id: reads, match: {tool: "read_*"}, verdict: allow}
   - {id: pairs, match: {tool: wire}, verdict: require_approval, risk: critical,
      approval: {group: finance, quorum: 2}}
+  - {id: huge-refund, match: {tool: refund, args: {amount: {gt: 10000}}}, verdict: deny}
 """
 
 
@@ -784,6 +785,25 @@ def test_the_policy_page_lists_rules_and_explains_a_call(alice: tuple[TestClient
     assert "finance" in block
     bad = client.get("/policy", params={"tool": "wire", "args": "[1]"}).text
     assert 'id="explain-error"' in bad
+
+
+def test_a_held_call_and_the_explain_form_say_which_condition_a_rule_failed(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    """Not only "no rule matched tool 'refund'": rule huge-refund names it, and says why not."""
+    client, _ = alice
+    _, rid = site.call("refund", order_id="A-1", amount=20.0)
+    page = client.get(f"/requests/{rid}").text
+    assert "no rule matched tool &#39;refund&#39;" in page
+    misses = page.split('id="misses">', 1)[1].split("</ul>", 1)[0]
+    assert misses == "<li>rule huge-refund: args.amount 20.0 is not &gt; 10000</li>"
+    explained = client.get(
+        "/policy", params={"tool": "refund", "args": '{"amount": 3}', "agent": "bot"}
+    ).text
+    misses = explained.split('id="x-misses">', 1)[1].split("</ul>", 1)[0]
+    assert misses == "<li>rule huge-refund: args.amount 3 is not &gt; 10000</li>"
+    wire = client.get("/policy", params={"tool": "wire", "args": "{}", "agent": "bot"}).text
+    assert 'id="x-misses"' not in wire
 
 
 def test_history_searches_by_status_and_approver(site: Site, alice: tuple[TestClient, str]) -> None:
