@@ -234,6 +234,11 @@ def decide(
 ) -> int:
     if not approver:
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    if not approve and not (comment or "").strip():
+        return io.refuse(
+            f"a denial needs a reason, and the agent reads it: gatekeeper deny {inline(given, 80)} "
+            "-m 'why'; nothing recorded"
+        )
     if digest is not None and not _HEX.fullmatch(digest):
         return io.fail(
             f"--digest {inline(digest, 80)}: give at least 8 hex digits of the arguments' sha256, "

@@ -11,7 +11,15 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .._canonical import digest, to_json_safe
 from .._errors import InvalidToolCall
@@ -158,7 +166,16 @@ class ApproveIn(_Body):
 
 
 class DenyIn(_Body):
-    comment: str = Field(min_length=1, max_length=4000, description="the agent reads this")
+    comment: str = Field(
+        min_length=1, max_length=4000, description="why, not blank: the agent reads this"
+    )
+
+    @field_validator("comment")
+    @classmethod
+    def _says_why(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a denial needs a comment saying why: the agent reads it")
+        return value
 
 
 @router.post(
