@@ -122,7 +122,17 @@ class Decisions:
         comment: str | None = None,
         via: str = "api",
     ) -> ApprovalRequest:
-        """Deny as ``approver``; the waiting call raises ApprovalDenied with ``comment``."""
+        """Deny as ``approver``; the waiting call raises ApprovalDenied with ``comment``.
+
+        ``comment`` is required on every surface (the model reads it to decide
+        what to do instead): a missing or blank one raises ``ValueError`` and
+        nothing is recorded. Code that stops a call for its own reasons
+        cancels it (a halt) rather than denying it.
+        """
+        if comment is None or not comment.strip():
+            raise ValueError(
+                f"can't deny request {request_id} without a comment: say why (the agent reads it)"
+            )
         req = self.store.get(request_id)
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
         return self.store.decide(request_id, decision)

@@ -79,12 +79,16 @@ class RecordingChannel:
 
 Rule = Callable[[ApprovalRequest], bool]
 
+_DENIED = "denied by AutoDecider"
+
 
 class AutoDecider:
     """A channel that decides every request at once, as ``approver``.
 
     ``approve`` is True, False, or a function of the request. ``args`` (a
     mapping or a function of the request) approves with edited arguments.
+    ``comment`` goes with every decision; without one, a denial says
+    ``"denied by AutoDecider"`` (a denial always carries a reason).
     """
 
     def __init__(
@@ -116,9 +120,8 @@ class AutoDecider:
                 request.id, approver=self.approver, comment=self.comment, args=args, via="test"
             )
         else:
-            after = self._gate.deny(
-                request.id, approver=self.approver, comment=self.comment, via="test"
-            )
+            comment = self.comment or _DENIED
+            after = self._gate.deny(request.id, approver=self.approver, comment=comment, via="test")
         self.decided.append(after)
 
     def update(self, request: ApprovalRequest) -> None:

@@ -234,6 +234,11 @@ def decide(
 ) -> int:
     if not approver:
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    if not approve and not (comment or "").strip():
+        return io.refuse(
+            f"a denial needs a reason, and the agent reads it: gatekeeper deny {inline(given, 80)} "
+            "-m 'why'; nothing recorded"
+        )
     if digest is not None and not _HEX.fullmatch(digest):
         return io.fail(
             f"--digest {inline(digest, 80)}: give at least 8 hex digits of the arguments' sha256, "
@@ -456,6 +461,11 @@ def policy_explain(
     io.say("reasons:")
     for reason in cls.reasons:
         io.say(f"  - {inline(reason, 500)}")
+    misses = policy.misses(call)
+    if misses:
+        io.say("not matched:")
+        for miss in misses:
+            io.say(f"  - {inline(miss, 500)}")
     if cls.verdict.value == "require_approval":
         a = cls.approval
         timeout = f"{a.timeout:g}s" if a.timeout else "the config default"

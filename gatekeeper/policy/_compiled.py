@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..models import HaltScope, Risk, ToolCall, Verdict
-from ._matchers import ArgCondition, compile_args
+from ._matchers import ArgCondition, compile_args, shown_value
 from ._schema import ApprovalSpec, Rule
 
 __all__ = ["Applied", "CompiledRule", "glob_regex"]
@@ -32,6 +32,7 @@ class CompiledRule:
 
     __slots__ = (
         "_agent",
+        "_agent_patterns",
         "_applied",
         "_conditions",
         "_predicate",
@@ -56,6 +57,7 @@ class CompiledRule:
         self.halt_scope = rule.halt_scope or HaltScope.AGENT
         agent = rule.match.agent
         self._agent = None if agent is None or agent == ("*",) else glob_regex(agent)
+        self._agent_patterns = agent or ()
         self._conditions: tuple[ArgCondition, ...] = compile_args(rule.match.args)
         self._predicate = predicate
         self._applied = Applied(
@@ -97,3 +99,33 @@ class CompiledRule:
         return Applied(
             self, self.verdict, f"rule {self.id}: {unknown}; treated as matching", self.risk
         )
+
+    def why_not(self, call: ToolCall) -> str | None:
+        """The first condition of this rule that ``call`` fails, in words; None if it applies.
+
+        For explaining a classification only: ``classify`` never calls it. The
+        conditions are tried in the order ``evaluate`` tries them (agent,
+        ``args`` as written, ``python``), so the answer names the condition
+        that decided.
+        """
+        if self._agent is not None and not self._agent(call.agent):
+            patterns = ", ".join(self._agent_patterns)
+            return f"agent {shown_value(call.agent)} is not {patterns}"
+        unknown: str | None = None
+        for condition in self._conditions:
+            failed = condition.why_false(call.args)
+            if failed is not None:
+                return failed
+            result = condition.evaluate(call.args)
+            if result is not True and unknown is None:
+                unknown = str(result)
+        if self._predicate is not None:
+            try:
+                answer = self._predicate(call)
+            except Exception:  # then the rule applies (see evaluate)
+                return None
+            if answer is False:
+                return f"python predicate {self.rule.match.python} returned False"
+        if unknown is not None and self.verdict is Verdict.ALLOW:
+            return f"{unknown}, and an allow rule needs a definite match"
+        return None

@@ -34,6 +34,7 @@ __all__ = ["Policy"]
 _GLOB_CHARS = frozenset("*?[")
 _CACHE_SIZE: Final = 4096
 _RISKS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+MAX_MISSES: Final = 10  # rules listed by Policy.misses; more are counted
 
 
 class Policy:
@@ -203,6 +204,30 @@ class Policy:
     def rules_for_tool(self, tool: str) -> tuple[Rule, ...]:
         """The rules ``classify`` evaluates for a call to ``tool``, in file order."""
         return tuple(c.rule for c in self._candidates(tool))
+
+    def misses(self, call: ToolCall) -> tuple[str, ...]:
+        """For each rule naming ``call.tool`` that did not match, the first condition it failed.
+
+        ``("rule big-refund: args.amount 50 is not > 100",)``: what a person
+        needs when a call got the default although a rule names its tool. Pure,
+        and never part of ``classify``: it is computed only when a call is
+        explained or shown to a person. At most :data:`MAX_MISSES` rules are
+        listed (then one line counts the rest); the agent's values in the text
+        are bounded and every hidden character is shown as ``<U+XXXX>``.
+        """
+        lines: list[str] = []
+        more = 0
+        for rule in self._candidates(call.tool):
+            why = rule.why_not(call)
+            if why is None:
+                continue
+            if len(lines) < MAX_MISSES:
+                lines.append(f"rule {rule.id}: {why}")
+            else:
+                more += 1
+        if more:
+            lines.append(f"and {more} more rule(s) that did not match")
+        return tuple(lines)
 
     def _candidates(self, tool: str) -> tuple[CompiledRule, ...]:
         cached: tuple[CompiledRule, ...] | None = self._cache.get(tool)

@@ -10,6 +10,7 @@ rule needs ``True``, a stricter rule applies on unknown too.
 
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 import re
@@ -17,9 +18,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from .._text import inline
 from ._schema import Matcher
 
-__all__ = ["ArgCondition", "compile_args", "json_eq", "norm_abs_path", "path_under", "url_host"]
+__all__ = [
+    "ArgCondition",
+    "compile_args",
+    "json_eq",
+    "norm_abs_path",
+    "path_under",
+    "shown_value",
+    "url_host",
+]
 
 Op = Callable[[Any], "bool | None"]
 
@@ -270,6 +280,61 @@ class ArgCondition:
                     f"could not evaluate args.{self.name} ({op} {shown} on a {_type_name(value)})"
                 )
         return True if unknown is None else unknown
+
+    def why_false(self, args: Mapping[str, Any]) -> str | None:
+        """Why this condition is False for ``args``, in words; None when it is not False.
+
+        For explaining only (``classify`` never calls it): the value shown is
+        the agent's, so it is bounded and made visible.
+        """
+        value = lookup(args, self._path) if len(self._path) > 1 else args.get(self.name, ABSENT)
+        if value is ABSENT:
+            return None if self._absent else f"args.{self.name} is absent"
+        if value is _UNREADABLE:
+            return None
+        for op, expected, test in self._ops:
+            if test(value) is False:
+                wanted = _FAILED[op].format(_shorten(_json(expected)))
+                return f"args.{self.name} {shown_value(value)} {wanted}"
+        return None
+
+
+# How an operator that answered False reads: "args.amount 50 " + this.
+_FAILED: Final = {
+    "eq": "is not {}",
+    "ne": "is {}, which the rule excludes (ne)",
+    "in": "is not one of {}",
+    "not_in": "is one of {}, which the rule excludes (not_in)",
+    "gt": "is not > {}",
+    "ge": "is not >= {}",
+    "lt": "is not < {}",
+    "le": "is not <= {}",
+    "regex": "does not match regex {}",
+    "contains": "does not contain {}",
+    "exists": "is present, and the rule wants it absent (exists: {})",
+    "min_len": "is shorter than {}",
+    "max_len": "is longer than {}",
+    "host_in": "has a host not in {}",
+    "host_not_in": "has a host in {}, which the rule excludes (host_not_in)",
+    "path_under": "is not under {}",
+    "path_not_under": "is under {}, which the rule excludes (path_not_under)",
+}
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def shown_value(value: Any, limit: int = 60) -> str:
+    """An agent's value for one line of explanation: JSON, bounded, every hidden character shown.
+
+    Newlines, tabs and invisible or reordering characters become ``<U+XXXX>``,
+    so a value can't start a line of its own or rearrange the sentence.
+    """
+    return inline(_shorten(_json(value), limit), limit + 200)
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -39,7 +39,9 @@ class SessionSummary(BaseModel):
     session_id: str
     last_seen: dt.datetime
     counts: VerdictCounts = Field(default_factory=VerdictCounts)
-    halted: bool = False
+    halted: bool = Field(
+        default=False, description="halted on its own, with its agent, or with everything"
+    )
 
 
 class AgentSummary(BaseModel):
@@ -93,7 +95,7 @@ def recent_agents(gate: Gatekeeper, scan: int = SCAN) -> list[AgentSummary]:
                 session = sessions[key] = SessionSummary(
                     session_id=event.session_id,
                     last_seen=event.at,
-                    halted=f"session:{event.session_id}" in halts,
+                    halted=agent.halted or f"session:{event.session_id}" in halts,
                 )
                 agent.sessions.append(session)
             session.last_seen = max(session.last_seen, event.at)

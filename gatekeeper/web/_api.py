@@ -11,7 +11,15 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .._canonical import digest, to_json_safe
 from .._errors import InvalidToolCall
@@ -31,7 +39,7 @@ from ._agents import AgentSummary, recent_agents
 from ._deps import CsrfProtect, Refused, Viewer, get_gate, require
 from ._settings import Scope
 
-__all__ = ["ExplainIn", "explain_call", "router"]
+__all__ = ["ExplainIn", "explain_call", "explained_call", "router"]
 
 
 class ErrorBody(BaseModel):
@@ -158,7 +166,16 @@ class ApproveIn(_Body):
 
 
 class DenyIn(_Body):
-    comment: str = Field(min_length=1, max_length=4000, description="the agent reads this")
+    comment: str = Field(
+        min_length=1, max_length=4000, description="why, not blank: the agent reads this"
+    )
+
+    @field_validator("comment")
+    @classmethod
+    def _says_why(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a denial needs a comment saying why: the agent reads it")
+        return value
 
 
 @router.post(
@@ -405,11 +422,16 @@ def explain(gate: Gate, who: Reader, body: ExplainIn) -> Classification:
 
 def explain_call(gate: Gatekeeper, body: ExplainIn) -> Classification:
     """What the loaded policy says about one call (shared with the policy page)."""
+    return gate.policy.classify(explained_call(gate, body))
+
+
+def explained_call(gate: Gatekeeper, body: ExplainIn) -> ToolCall:
+    """The call ``body`` describes, as the policy sees it."""
     try:
         args = to_json_safe(dict(body.args), where="args")
     except (TypeError, ValueError) as exc:
         raise InvalidToolCall(f"args: {exc}", tool=body.tool) from None
-    call = ToolCall(
+    return ToolCall(
         id="explain",
         tool=body.tool,
         args=args,
@@ -421,4 +443,3 @@ def explain_call(gate: Gatekeeper, body: ExplainIn) -> Classification:
         irreversible=body.irreversible,
         created_at=gate.clock.now(),
     )
-    return gate.policy.classify(call)

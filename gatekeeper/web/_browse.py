@@ -11,7 +11,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -21,10 +21,10 @@ from starlette.responses import RedirectResponse, Response
 from .._errors import GatekeeperError
 from .._gate import Gatekeeper
 from ..audit import StoredEvent, parse_event
-from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus
+from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus, halt_key
 from ._access import halter, resumer
 from ._agents import SCAN, VerdictCounts, recent_agents
-from ._api import ExplainIn, explain_call
+from ._api import ExplainIn, explained_call
 from ._deps import Refused, Viewer, csrf_protect, flash, get_gate, render, require_page
 from ._present import (
     ArgsError,
@@ -190,7 +190,12 @@ def audit(request: Request, gate: Gate, _viewer: Signed, before: str = "") -> Re
 # -- agents and the kill switch ------------------------------------------------------------------
 @dataclass(frozen=True)
 class ActivityRow:
-    """One line of the agents or sessions table."""
+    """One line of the agents or sessions table.
+
+    ``halt`` is the row's own halt (Resume lifts it); ``stopped_by`` is the halt
+    in force for it: its own, else its agent's (for a session), else the halt
+    of everything. A session of a halted agent is halted, and shows it.
+    """
 
     name: str
     agent: str
@@ -198,34 +203,49 @@ class ActivityRow:
     last_seen: dt.datetime | None
     sessions: int
     halt: Halt | None
+    stopped_by: Halt | None = None
+
+    @property
+    def inherited(self) -> Halt | None:
+        """The halt that stops this row although it is not the row's own, if any."""
+        return self.stopped_by if self.halt is None else None
 
 
 def _activity(gate: Gatekeeper) -> tuple[list[ActivityRow], list[ActivityRow], list[Halt]]:
     halts = gate.store.halts()
     by_key = {h.key: h for h in halts}
+    everything = next((h for h in halts if h.scope is HaltScope.ALL), None)
     agent_rows: dict[str, ActivityRow] = {}
     session_rows: dict[str, ActivityRow] = {}
+
+    def agent_row(name: str, row: ActivityRow) -> ActivityRow:
+        halt = by_key.get(halt_key(HaltScope.AGENT, name))
+        return replace(row, halt=halt, stopped_by=halt or everything)
+
+    def session_row(name: str, agent: str, row: ActivityRow) -> ActivityRow:
+        halt = by_key.get(halt_key(HaltScope.SESSION, name))
+        of_agent = by_key.get(halt_key(HaltScope.AGENT, agent)) if agent else None
+        return replace(row, halt=halt, stopped_by=halt or of_agent or everything)
+
     for a in recent_agents(gate):
-        halt = by_key.get(f"agent:{a.agent}")
-        agent_rows[a.agent] = ActivityRow(
-            a.agent, a.agent, a.counts, a.last_seen, len(a.sessions), halt
+        agent_rows[a.agent] = agent_row(
+            a.agent, ActivityRow(a.agent, a.agent, a.counts, a.last_seen, len(a.sessions), None)
         )
         for s in a.sessions:
-            halt = by_key.get(f"session:{s.session_id}")
-            session_rows.setdefault(
-                s.session_id, ActivityRow(s.session_id, a.agent, s.counts, s.last_seen, 0, halt)
-            )
+            if s.session_id not in session_rows:
+                row = ActivityRow(s.session_id, a.agent, s.counts, s.last_seen, 0, None)
+                session_rows[s.session_id] = session_row(s.session_id, a.agent, row)
     for h in halts:  # halted but not seen lately: still listed, so it can be resumed here
         rows = {HaltScope.AGENT: agent_rows, HaltScope.SESSION: session_rows}.get(h.scope)
         if rows is not None and h.target not in rows:
-            rows[h.target] = ActivityRow(h.target, "", VerdictCounts(), None, 0, h)
+            rows[h.target] = ActivityRow(h.target, "", VerdictCounts(), None, 0, h, h)
     return _by_urgency(agent_rows), _by_urgency(session_rows), halts
 
 
 def _by_urgency(rows: dict[str, ActivityRow]) -> list[ActivityRow]:
     def key(row: ActivityRow) -> tuple[int, float, str]:
         seen = row.last_seen.timestamp() if row.last_seen else 0.0
-        return (0 if row.halt else 1, -seen, row.name)
+        return (0 if row.stopped_by else 1, -seen, row.name)
 
     return sorted(rows.values(), key=key)
 
@@ -371,6 +391,7 @@ def policy(
         "irreversible": bool(irreversible),
     }
     explanation: Classification | None = None
+    misses: tuple[str, ...] = ()
     error: str | None = None
     if form["tool"]:
         try:
@@ -382,7 +403,9 @@ def policy(
                 tool_scopes=_words(tool_scopes),
                 irreversible=bool(irreversible),
             )
-            explanation = explain_call(gate, body)
+            call = explained_call(gate, body)
+            explanation = gate.policy.classify(call)
+            misses = gate.policy.misses(call)
         except ArgsError as exc:
             error = str(exc)
         except ValidationError as exc:
@@ -401,5 +424,6 @@ def policy(
         ],
         form=form,
         explanation=explanation,
+        misses=misses,
         explain_error=error,
     )

@@ -245,6 +245,8 @@ def _detail(
         edit_text=edit_text,
         approve_comment=approve_comment,
         deny_comment=deny_comment,
+        # Why the rules naming the tool did not match: computed for the person, not at classify.
+        misses=gate.policy.misses(req.call),
     )
     return render(request, "request.html", status_code=status_code, **context)
 

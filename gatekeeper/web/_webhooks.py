@@ -95,6 +95,8 @@ class DecisionIn(BaseModel):
     def _approve_needs_digest(self) -> DecisionIn:
         if self.decision == "approve" and self.args_digest is None:
             raise ValueError("args_digest is required to approve: the digest the approver saw")
+        if self.decision == "deny" and not (self.comment or "").strip():
+            raise ValueError("comment is required to deny: the agent reads why")
         return self
 
 

@@ -143,7 +143,24 @@ def test_unknown_approver_and_wrong_group_are_refused(config: Path, agent: Agent
     code, _, err = run("--config", str(config), "approve", req.id)
     assert code == 1 and "--as" in err
     assert run("--config", str(config), "show", req.id)[1].count("status:  pending") == 1
-    run("--config", str(config), "deny", req.id, "--as", "alice")
+    run("--config", str(config), "deny", req.id, "--as", "alice", "-m", "test over")
+    thread.join(10)
+    assert agent.ran == []
+
+
+def test_deny_without_a_reason_is_refused_and_records_nothing(config: Path, agent: Agent) -> None:
+    """The agent reads why it was denied: `deny` without -m is refused, as in the console."""
+    thread = agent.call(lambda: agent.refund("A-4", 900.0))
+    req = agent.channel.wait_for_request()
+    for blank in ([], ["-m", "  "]):
+        code, out, err = run("--config", str(config), "deny", req.id, "--as", "alice", *blank)
+        assert (code, out) == (1, "")
+        assert err == (
+            f"refused: a denial needs a reason, and the agent reads it: gatekeeper deny {req.id} "
+            "-m 'why'; nothing recorded\n"
+        )
+    assert run("--config", str(config), "show", req.id)[1].count("status:  pending") == 1
+    run("--config", str(config), "deny", req.id, "--as", "alice", "-m", "test over")
     thread.join(10)
     assert agent.ran == []
 

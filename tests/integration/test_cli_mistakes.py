@@ -142,7 +142,8 @@ def test_a_prefix_finds_decided_requests_too(config: Path, agent: Agent) -> None
     code, out, _ = run("--config", str(config), "show", req.id[:14])
     assert code == 0 and f"Request {req.id}" in out and "status:  executed" in out
     for verb in ("approve", "deny"):
-        code, out, err = run("--config", str(config), verb, req.id[:14], "--as", "alice")
+        why = ["-m", "no"] if verb == "deny" else []
+        code, out, err = run("--config", str(config), verb, req.id[:14], "--as", "alice", *why)
         assert (code, out) == (1, "")
         assert err == f"refused: {req.id} is already executed by bob; nothing recorded\n"
 
@@ -152,7 +153,9 @@ def test_an_ambiguous_prefix_is_refused_with_the_candidates(config: Path, agent:
     for n in range(2):
         agent.call(lambda n=n: agent.refund(f"A-{n}", 1.0))
         ids.append(agent.channel.wait_for_request(n + 1).id)
-    agent.gate.deny(ids[0], approver="alice")  # one decided, one pending: both are candidates
+    agent.gate.deny(
+        ids[0], approver="alice", comment="no"
+    )  # one decided, one pending: both are candidates
     common = next(ids[0][:n] for n in range(26, 0, -1) if ids[1].startswith(ids[0][:n]))
     code, out, err = run("--config", str(config), "approve", common, "--as", "alice")
     assert (code, out) == (1, "")

@@ -24,6 +24,7 @@ from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
     ACTION_DENY_COMMENT,
+    ACTION_OPEN,
     COMMENT_BLOCK,
     COMMENT_INPUT,
     DENY_MODAL,
@@ -50,6 +51,7 @@ rules:
      approval: {group: finance, escalate_after: 60}}
   - {id: pairs, match: {tool: wire}, verdict: require_approval, risk: critical,
      approval: {group: finance, quorum: 2}}
+  - {id: huge-wire, match: {tool: wire, args: {amount: {gt: 1000000}}}, verdict: deny}
 """
 
 APPROVERS = (
@@ -244,6 +246,30 @@ class Rig:
     def click(self, user: str, action: str, req: ApprovalRequest, **kw: Any) -> httpx.Response:
         return self.post(self.click_payload(user, action, req, **kw))
 
+    def deny_by_click(
+        self, user: str, req: ApprovalRequest, reason: str, *, socket: bool = False
+    ) -> None:
+        """Deny as an approver does in Slack: Deny opens the reason modal, then submit it."""
+        opened = len(self.fake.calls_to("views.open"))
+        click = self.click_payload(user, ACTION_DENY, req, trigger_id=f"{opened}.1.deny")
+        if socket:
+            self.fake.wait_ack(self.fake.send_interactive(click))
+        else:
+            assert self.click(user, ACTION_DENY, req, trigger_id=f"{opened}.1.deny").is_success
+        self.fake.wait_for("views.open", opened + 1)
+        view = list(self.fake.views.values())[-1]
+        submitted = view_submission(
+            user_id=user,
+            callback_id=DENY_MODAL,
+            private_metadata=view["private_metadata"],
+            values={COMMENT_BLOCK: {COMMENT_INPUT: reason}},
+            view=view,
+        )
+        if socket:
+            self.fake.wait_ack(self.fake.send_interactive(submitted))
+        else:
+            assert self.post(submitted).is_success
+
 
 @pytest.fixture
 def fake() -> Iterator[FakeSlack]:
@@ -264,7 +290,7 @@ def rig(store: Store, clock: ManualClock, fake: FakeSlack) -> Iterator[Rig]:
 def test_an_approve_click_runs_the_tool_and_the_message_says_who(rig: Rig) -> None:
     agent = rig.call("refund", order_id="A-1", amount=5.0)
     posted = rig.shown(agent.request)
-    assert action_ids(posted)[:3] == [ACTION_APPROVE, ACTION_DENY, ACTION_DENY_COMMENT]
+    assert action_ids(posted) == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
 
     started = time.monotonic()
     response = rig.click("U0ALICE", ACTION_APPROVE, agent.request)
@@ -280,9 +306,9 @@ def test_an_approve_click_runs_the_tool_and_the_message_says_who(rig: Rig) -> No
     assert action_ids(final) == []  # the buttons are gone
 
 
-def test_a_deny_click_never_runs_the_tool(rig: Rig) -> None:
+def test_a_deny_never_runs_the_tool(rig: Rig) -> None:
     agent = rig.call("refund", order_id="A-2", amount=7.0)
-    assert rig.click("U0BOB", ACTION_DENY, agent.request).status_code == 200
+    rig.deny_by_click("U0BOB", agent.request, "not this one")
     with pytest.raises(ApprovalDenied):
         agent.outcome()
     assert rig.ran == []
@@ -290,10 +316,11 @@ def test_a_deny_click_never_runs_the_tool(rig: Rig) -> None:
     assert action_ids(final) == []
 
 
-def test_deny_with_comment_opens_a_modal_and_the_agent_reads_the_comment(rig: Rig) -> None:
+def test_deny_asks_for_the_reason_in_a_modal_and_the_agent_reads_it(rig: Rig) -> None:
+    """A denial always carries a reason: Deny records nothing until the modal gives one."""
     agent = rig.call("refund", order_id="A-3", amount=9.0)
     trigger = "123.456.abcdef"
-    assert rig.click("U0BOB", ACTION_DENY_COMMENT, agent.request, trigger_id=trigger).is_success
+    assert rig.click("U0BOB", ACTION_DENY, agent.request, trigger_id=trigger).is_success
     opened = rig.fake.wait_for("views.open")[0]
     assert opened.args["trigger_id"] == trigger
     view = next(iter(rig.fake.views.values()))
@@ -321,6 +348,41 @@ def test_deny_with_comment_opens_a_modal_and_the_agent_reads_the_comment(rig: Ri
     assert "use the sandbox account" in str(denied.value)
     assert rig.ran == []
     rig.wait_shown(agent.request, "Denied", "@U0BOB", "use the sandbox account")
+
+
+def test_the_deny_with_comment_button_of_an_older_message_opens_the_same_modal(rig: Rig) -> None:
+    agent = rig.call("refund", order_id="A-6", amount=9.0)
+    channel, ts = rig.message(agent.request)
+    old_button = block_actions(
+        user_id="U0BOB",
+        action_id=ACTION_DENY_COMMENT,
+        value=button_value(agent.request),
+        channel_id=channel,
+        message_ts=ts,
+        trigger_id="9.9.9",
+    )
+    assert rig.post(old_button).is_success
+    rig.fake.wait_for("views.open")
+    view = next(iter(rig.fake.views.values()))
+    assert view["callback_id"] == DENY_MODAL
+    assert rig.gate.get(agent.request.id).status is RequestStatus.PENDING
+    rig.console_gate.deny(agent.request.id, approver="alice", comment="test over")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
+def test_the_message_says_which_condition_of_a_rule_naming_the_tool_failed(rig: Rig) -> None:
+    """Rule huge-wire names wire too: the message says which of its conditions the call failed."""
+    agent = rig.call("wire", to="acct-7", amount=100.0)
+    shown = texts(rig.shown(agent.request))
+    assert "Rules for this tool that did not match:" in shown
+    assert "rule huge-wire: args.amount 100.0 is not > 1000000" in shown
+    refund = rig.call("refund", order_id="A-7", amount=1.0)
+    assert "did not match" not in texts(rig.shown(refund.request))
+    for held in (agent, refund):
+        rig.console_gate.deny(held.request.id, approver="alice", comment="test over")
+        with pytest.raises(ApprovalDenied):
+            held.outcome()
 
 
 @pytest.mark.parametrize(
@@ -352,7 +414,7 @@ def test_a_payload_from_another_workspace_changes_nothing(rig: Rig) -> None:
     assert rig.post(payload).status_code == 200
     time.sleep(0.2)
     assert rig.gate.get(agent.request.id).status is RequestStatus.PENDING
-    rig.console_gate.deny(agent.request.id, approver="alice")
+    rig.console_gate.deny(agent.request.id, approver="alice", comment="test over")
     with pytest.raises(ApprovalDenied):
         agent.outcome()
 
@@ -388,7 +450,7 @@ def test_forged_stale_and_replayed_requests_are_refused_and_change_nothing(rig: 
     req = rig.gate.get(agent.request.id)
     assert len(req.decisions) == 1 and req.status is RequestStatus.PENDING
     rig.wait_shown(agent.request, "1 of 2")  # quorum progress while partial
-    rig.console_gate.deny(agent.request.id, approver="bob")
+    rig.console_gate.deny(agent.request.id, approver="bob", comment="test over")
     with pytest.raises(ApprovalDenied):
         agent.outcome()
 
@@ -548,7 +610,7 @@ def test_a_user_group_member_decides_as_the_group_approver_and_the_group_is_cach
     assert first.outcome() == "refunded 1.0 on G-1"
     assert rig.gate.get(first.request.id).decided_by == "sre-oncall"
     second = rig.call("refund", order_id="G-2", amount=1.0)
-    rig.click("U0SRE2", ACTION_DENY, second.request)
+    rig.deny_by_click("U0SRE2", second.request, "not today")
     with pytest.raises(ApprovalDenied):
         second.outcome()
     lookups = rig.fake.calls_to("usergroups.users.list")
@@ -640,7 +702,7 @@ def test_socket_mode_modal_errors_go_back_in_the_ack(socket_rig: Rig) -> None:
     rig = socket_rig
     agent = rig.call("refund", order_id="W-2", amount=4.0)
     rig.fake.send_interactive(
-        rig.click_payload("U0BOB", ACTION_DENY_COMMENT, agent.request, trigger_id="1.2.3")
+        rig.click_payload("U0BOB", ACTION_DENY, agent.request, trigger_id="1.2.3")
     )
     rig.fake.wait_for("views.open")
     view = next(iter(rig.fake.views.values()))
@@ -690,7 +752,7 @@ def test_a_redelivered_envelope_is_acked_but_not_done_twice(socket_rig: Rig) -> 
     time.sleep(0.2)
     assert rig.fake.ephemerals == []  # not even a "you already voted"
     assert len(rig.gate.get(agent.request.id).decisions) == 1
-    rig.console_gate.deny(agent.request.id, approver="bob")
+    rig.console_gate.deny(agent.request.id, approver="bob", comment="test over")
     with pytest.raises(ApprovalDenied):
         agent.outcome()
 
@@ -701,8 +763,7 @@ def test_socket_mode_reconnects_when_slack_asks_and_keeps_working(socket_rig: Ri
     rig.fake.wait_connected(2)
     assert len(rig.fake.calls_to("apps.connections.open")) == 2
     agent = rig.call("refund", order_id="W-3", amount=4.0)
-    envelope = rig.fake.send_interactive(rig.click_payload("U0BOB", ACTION_DENY, agent.request))
-    rig.fake.wait_ack(envelope)
+    rig.deny_by_click("U0BOB", agent.request, "not this one", socket=True)
     with pytest.raises(ApprovalDenied):
         agent.outcome()
     assert rig.ran == []
@@ -865,7 +926,7 @@ def test_a_change_made_while_serve_was_down_is_shown_when_it_starts(
         assert "1 of 2" not in texts(rig.shown(agent.request))  # nobody was following
         rig.serve()  # its first look at the store repaints what changed unseen
         rig.wait_shown(agent.request, "1 of 2", "@U0ALICE")
-        rig.console_gate.deny(agent.request.id, approver="bob")
+        rig.console_gate.deny(agent.request.id, approver="bob", comment="test over")
         with pytest.raises(ApprovalDenied):
             agent.outcome()
     finally:

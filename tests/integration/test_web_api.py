@@ -232,6 +232,18 @@ def test_approve_releases_the_held_call_with_the_approved_args(
     assert client.get("/api/v1/requests", headers=READER).json()["items"] == []
 
 
+def test_deny_without_a_comment_is_refused(console: Console, client: TestClient) -> None:
+    """As in the console, the CLI and Slack: the agent reads why, so a blank reason is a 422."""
+    agent = console.call("refund", order_id="A-5", amount=900.0)
+    for body in ({}, {"comment": ""}, {"comment": "  \t"}):
+        response = client.post(f"/api/v1/requests/{agent.request.id}/deny", json=body, headers=BOB)
+        assert response.status_code == 422, body
+    assert console.gate.get(agent.request.id).decisions == ()
+    console.gate.deny(agent.request.id, approver="bob", comment="test over")
+    with pytest.raises(ApprovalDenied):
+        agent.outcome()
+
+
 def test_deny_with_a_comment_reaches_the_agent(console: Console, client: TestClient) -> None:
     agent = console.call("refund", order_id="A-2", amount=900.0)
     response = client.post(

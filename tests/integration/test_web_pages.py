@@ -43,6 +43,7 @@ rules:
   - {id: reads, match: {tool: "read_*"}, verdict: allow}
   - {id: pairs, match: {tool: wire}, verdict: require_approval, risk: critical,
      approval: {group: finance, quorum: 2}}
+  - {id: huge-refund, match: {tool: refund, args: {amount: {gt: 10000}}}, verdict: deny}
 """
 
 
@@ -770,6 +771,44 @@ def test_halting_everything_and_bad_targets(site: Site, alice: tuple[TestClient,
     assert 'id="halt-all"' in client.get("/agents").text
 
 
+def _state_of(page: str, row_class: str, name: str) -> str:
+    """The State cell of the agents page's row for ``name``, tags stripped."""
+    rows = page.split(f'<tr class="{row_class}')[1:]
+    row = next(r for r in rows if f"<code>{name}</code>" in r.split("</th>", 1)[0])
+    cell = row.split('data-label="State">', 1)[1].split("</td>", 1)[0]
+    return " ".join(re.sub(r"<[^>]+>", "", cell).split())
+
+
+def test_a_session_of_a_halted_agent_shows_as_halted_by_the_agents_halt(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    """Not RUNNING under an agent marked HALTED: a session stops with its agent, and with all."""
+    client, csrf = alice
+    held, _ = site.call("refund", session_id="sess-1", order_id="A-1", amount=20.0)
+    other, _ = site.call("note", agent="notes-bot", session_id="sess-2", text="hi")
+    page = client.get("/agents").text
+    assert _state_of(page, "session-row", "sess-1") == "RUNNING"
+    client.post("/agents/halt", data={"csrf": csrf, "agent": "billing-bot", "reason": "loop"})
+    page = client.get("/agents").text
+    assert _state_of(page, "agent-row", "billing-bot") == "HALTED by alice: loop"
+    assert _state_of(page, "session-row", "sess-1") == (
+        "HALTED with agent billing-bot, by alice: loop"
+    )
+    assert 'href="/agents/resume?agent=billing-bot">Resume the agent' in page
+    assert _state_of(page, "session-row", "sess-2") == "RUNNING"
+    api = {a["agent"]: a for a in client.get("/api/v1/agents").json()}
+    assert api["billing-bot"]["sessions"][0]["halted"] is True
+    assert api["notes-bot"]["sessions"][0]["halted"] is False
+    client.post("/agents/halt", data={"csrf": csrf, "all": "1", "reason": "stop"})
+    page = client.get("/agents").text
+    assert _state_of(page, "agent-row", "notes-bot") == "HALTED with everything, by alice: stop"
+    assert _state_of(page, "session-row", "sess-2") == "HALTED with everything, by alice: stop"
+    assert _state_of(page, "agent-row", "billing-bot") == "HALTED by alice: loop"  # its own
+    for agent in (held, other):
+        with pytest.raises((ApprovalCancelled, AgentHalted)):
+            agent.outcome()
+
+
 def test_the_policy_page_lists_rules_and_explains_a_call(alice: tuple[TestClient, str]) -> None:
     client, _ = alice
     page = client.get("/policy").text
@@ -784,6 +823,25 @@ def test_the_policy_page_lists_rules_and_explains_a_call(alice: tuple[TestClient
     assert "finance" in block
     bad = client.get("/policy", params={"tool": "wire", "args": "[1]"}).text
     assert 'id="explain-error"' in bad
+
+
+def test_a_held_call_and_the_explain_form_say_which_condition_a_rule_failed(
+    site: Site, alice: tuple[TestClient, str]
+) -> None:
+    """Not only "no rule matched tool 'refund'": rule huge-refund names it, and says why not."""
+    client, _ = alice
+    _, rid = site.call("refund", order_id="A-1", amount=20.0)
+    page = client.get(f"/requests/{rid}").text
+    assert "no rule matched tool &#39;refund&#39;" in page
+    misses = page.split('id="misses">', 1)[1].split("</ul>", 1)[0]
+    assert misses == "<li>rule huge-refund: args.amount 20.0 is not &gt; 10000</li>"
+    explained = client.get(
+        "/policy", params={"tool": "refund", "args": '{"amount": 3}', "agent": "bot"}
+    ).text
+    misses = explained.split('id="x-misses">', 1)[1].split("</ul>", 1)[0]
+    assert misses == "<li>rule huge-refund: args.amount 3 is not &gt; 10000</li>"
+    wire = client.get("/policy", params={"tool": "wire", "args": "{}", "agent": "bot"}).text
+    assert 'id="x-misses"' not in wire
 
 
 def test_history_searches_by_status_and_approver(site: Site, alice: tuple[TestClient, str]) -> None:

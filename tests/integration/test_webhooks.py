@@ -645,7 +645,12 @@ def test_a_webhook_may_not_decide_as_an_approver_it_does_not_speak_for(
     if decision == "approve":
         doc = approve_doc(agent.request, "alice")
     else:
-        doc = {"request_id": agent.request.id, "approver": "alice", "decision": "deny"}
+        doc = {
+            "request_id": agent.request.id,
+            "approver": "alice",
+            "decision": "deny",
+            "comment": "no",
+        }
     error = refused(decider.post(doc, secret=OTHER_SECRET), 403, "not_authorized")
     assert "pager" in error["message"]
     assert_pending(console, agent)
@@ -668,7 +673,7 @@ def test_one_webhook_casts_one_vote_so_it_cannot_meet_a_quorum_alone(
     assert first.json()["approvals"] == 1
     error = refused(decider.post(approve_doc(agent.request, "bob")), 409, "already_voted")
     assert error["status"] == "pending"
-    deny = {"request_id": agent.request.id, "approver": "bob", "decision": "deny"}
+    deny = {"request_id": agent.request.id, "approver": "bob", "decision": "deny", "comment": "no"}
     refused(decider.post(deny), 409, "already_voted")  # nor overturn it with a second voice
     after = console.gate.get(agent.request.id)
     assert after.status is RequestStatus.PENDING
@@ -707,7 +712,12 @@ def test_unknown_approvers_and_approvers_outside_the_group_are_refused(
 ) -> None:
     agent = console.call("refund", order_id="A-1", amount=20.0)  # group finance; carol isn't
     refused(decider.post(approve_doc(agent.request, approver)), 403, code)
-    deny = {"request_id": agent.request.id, "approver": approver, "decision": "deny"}
+    deny = {
+        "request_id": agent.request.id,
+        "approver": approver,
+        "decision": "deny",
+        "comment": "no",
+    }
     refused(decider.post(deny), 403, code)
     assert_pending(console, agent)
     console.gate.deny(agent.request.id, approver="alice", comment="cleanup")
@@ -738,6 +748,8 @@ def test_a_digest_that_is_not_the_requests_is_refused(console: Console, decider:
         b'{"request_id": "R", "approver": "alice", "decision": "maybe", "args_digest": "D"}',
         b'{"request_id": "R", "approver": "alice", "decision": "approve", "args_digest": "abc"}',
         b'{"request_id": "R", "approver": "alice", "decision": "deny", "extra": 1}',
+        b'{"request_id": "R", "approver": "alice", "decision": "deny"}',  # no reason
+        b'{"request_id": "R", "approver": "alice", "decision": "deny", "comment": " "}',
     ],
 )
 def test_malformed_decisions_are_refused(console: Console, decider: Decider, body: bytes) -> None:
@@ -763,7 +775,7 @@ def test_a_decided_request_is_refused_with_its_status(console: Console, decider:
 
 
 def test_unknown_requests_and_oversized_bodies(decider: Decider) -> None:
-    doc = {"request_id": "nope", "approver": "alice", "decision": "deny"}
+    doc = {"request_id": "nope", "approver": "alice", "decision": "deny", "comment": "no"}
     refused(decider.post(doc), 404, "not_found")
     refused(decider.post(raw=b"{" + b" " * 70_000 + b"}"), 413, "too_large")
 

@@ -183,6 +183,23 @@ def test_policy_explain_says_why(tmp_path: Path) -> None:
     assert code == 1 and "JSON object" in err
 
 
+def test_policy_explain_names_the_condition_a_rule_naming_the_tool_failed(tmp_path: Path) -> None:
+    """Not only "no rule matched tool 'refund'": which condition of which rule did not."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    code, out, _ = run("policy", "explain", str(path), "refund", '{"amount": 50}')
+    assert code == 0
+    assert out.endswith(
+        "reasons:\n"
+        "  - no rule matched tool 'refund'; the policy default is require_approval\n"
+        "not matched:\n"
+        "  - rule big-refund: args.amount 50 is not > 100\n"
+        "approval: 1 approver(s) from any group, waits the config default\n"
+    )
+    code, out, _ = run("policy", "explain", str(path), "refund", '{"amount": 500}')
+    assert "not matched" not in out
+
+
 def test_demo_runs_the_scripted_agent_with_terminal_decisions() -> None:
     answers = "y\nfine\nn\nno renting\nn\nuse the internal bucket\n"
     code, out, _ = run("demo", "--terminal", stdin=answers)

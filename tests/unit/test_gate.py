@@ -253,6 +253,41 @@ def test_denied_call_raises_with_approver_and_comment(gate: Gatekeeper) -> None:
     )
 
 
+def test_a_denial_without_a_comment_is_refused_on_every_surface(gate: Gatekeeper) -> None:
+    """Decisions.deny is where the CLI, console, API, Slack and terminal all deny: no reason, no
+    denial (the model reads it); nothing is recorded."""
+    chan = RecordingChannel()
+    gate.add_channel(chan)
+
+    @gate.guard
+    def refund(amount: int) -> int:
+        return amount
+
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(refund, 5)
+        req = chan.wait_for_request()
+        for blank in (None, "", "  \n"):
+            with pytest.raises(ValueError, match="without a comment: say why"):
+                gate.deny(req.id, approver="alice", comment=blank)
+        assert gate.get(req.id).status is S.PENDING
+        assert gate.get(req.id).decisions == ()
+        gate.deny(req.id, approver="alice", comment="use the sandbox")
+        with pytest.raises(ApprovalDenied):
+            fut.result(timeout=10)
+
+
+def test_an_auto_decider_without_a_comment_denies_with_a_default_reason(gate: Gatekeeper) -> None:
+    gate.add_channel(AutoDecider(approve=False, approver="bob"))
+
+    @gate.guard
+    def refund(amount: int) -> None:
+        raise AssertionError("denied calls never run")
+
+    with pytest.raises(ApprovalDenied) as info:
+        refund(5)
+    assert info.value.comment == "denied by AutoDecider"
+
+
 def test_policy_timeout_expires_the_request(gate: Gatekeeper) -> None:
     runs: list[int] = []
     chan = RecordingChannel()
@@ -589,7 +624,7 @@ def test_unknown_approver_and_outsider_are_not_authorized() -> None:
         with pytest.raises(NotAuthorized, match="finance"):
             gate.approve(req.id, approver="mallory")
         with pytest.raises(NotAuthorized):
-            gate.deny(req.id, approver="mallory")
+            gate.deny(req.id, approver="mallory", comment="no")
         assert gate.get(req.id).status is S.PENDING
         assert gate.approve(req.id, approver="alice").status is S.PENDING
         assert gate.approve(req.id, approver="alice").status is S.PENDING  # counts once

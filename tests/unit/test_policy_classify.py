@@ -410,6 +410,15 @@ def test_python_predicate_decides_whether_the_rule_matches(predicates: str) -> N
     assert policy.classify(make_call(args={"danger": False})).verdict is Verdict.REQUIRE_APPROVAL
 
 
+def test_a_predicate_that_answered_false_is_named_by_misses(predicates: str) -> None:
+    """Policy.misses names the predicate that kept its rule from matching."""
+    policy = make_policy(rule("danger", "deny", match={"python": f"{predicates}:is_dangerous"}))
+    assert policy.misses(make_call(args={"danger": False})) == (
+        f"rule danger: python predicate {predicates}:is_dangerous returned False",
+    )
+    assert policy.misses(make_call(args={"danger": True})) == ()
+
+
 def test_raising_predicate_escalates_an_allow_rule(predicates: str) -> None:
     """A predicate error never lets a call pass unattended: allow becomes require_approval."""
     policy = make_policy(rule("ok", "allow", match={"python": f"{predicates}:explodes"}))

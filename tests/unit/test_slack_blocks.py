@@ -14,7 +14,6 @@ from gatekeeper._canonical import digest
 from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
-    ACTION_DENY_COMMENT,
     ACTION_OPEN,
     ARGS_LIMIT,
     COMMENT_BLOCK,
@@ -332,7 +331,7 @@ def test_huge_arguments_are_cut_and_cannot_be_approved_from_slack() -> None:
     check_limits(message)
     assert len(json.dumps(message)) < 8000
     actions = block(message, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_DENY_COMMENT, ACTION_OPEN]
+    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_OPEN]
     total = len(json.dumps(req.args, indent=2))
     note = block(message, "gk_truncated")["elements"][0]["text"]
     assert note.startswith(
@@ -345,7 +344,7 @@ def test_huge_arguments_are_cut_and_cannot_be_approved_from_slack() -> None:
 
     without_console = request_message(req, now=NOW)
     actions = block(without_console, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_DENY_COMMENT]
+    assert [a["action_id"] for a in actions] == [ACTION_DENY]
 
 
 def test_arguments_at_the_limit_still_fit() -> None:
@@ -379,6 +378,23 @@ def test_every_piece_is_bounded() -> None:
         assert len(json.dumps(message)) < 20_000
     rich = flat(block(request_message(req, now=NOW), "gk_reasons"))
     assert rich[-1] == "and 30 more"
+
+
+def test_the_rules_that_did_not_match_follow_the_reasons_literal_and_bounded() -> None:
+    """What Policy.misses says is shown as literal text: no mrkdwn, no mention, one line each."""
+    misses = ("rule big-refund: args.amount 50 is not > 100", "rule x: args.n *<!here>*\nfake")
+    message = request_message(make(), now=NOW, misses=misses + ("more",) * 12)
+    check_limits(message)
+    kinds = [b["block_id"] for b in message["blocks"]]
+    assert kinds.index("gk_misses") == kinds.index("gk_reasons") + 1
+    rich = flat(block(message, "gk_misses"))
+    assert rich[:3] == [
+        "Rules for this tool that did not match:",
+        "• rule big-refund: args.amount 50 is not > 100",
+        "• rule x: args.n *<!here>*<U+000A>fake",
+    ]
+    assert rich[-1] == "and 4 more"
+    assert "gk_misses" not in json.dumps(request_message(make(), now=NOW))
 
 
 # -- states -------------------------------------------------------------------------------
@@ -418,15 +434,10 @@ def test_pending_message_structure() -> None:
     status = block(message, "gk_status")["elements"]
     assert [e["text"] for e in status] == ["Expires in 14 min (at 12:18 UTC)"]
     actions = block(message, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [
-        ACTION_APPROVE,
-        ACTION_DENY,
-        ACTION_DENY_COMMENT,
-        ACTION_OPEN,
-    ]
-    assert [a.get("style") for a in actions] == ["primary", "danger", None, None]
-    assert {a.get("value") for a in actions[:3]} == {button_value(req)}
-    assert actions[3]["url"] == "https://gk.example/requests/r1"
+    assert [a["action_id"] for a in actions] == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
+    assert [a.get("style") for a in actions] == ["primary", "danger", None]
+    assert {a.get("value") for a in actions[:2]} == {button_value(req)}
+    assert actions[2]["url"] == "https://gk.example/requests/r1"
     assert "confirm" not in actions[0]
 
 

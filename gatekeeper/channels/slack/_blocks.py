@@ -28,7 +28,7 @@ import json
 import re
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -73,6 +73,8 @@ __all__ = [
 
 ACTION_APPROVE = "gk_approve"
 ACTION_DENY = "gk_deny"
+# Messages posted before Deny asked for the reason itself still carry this button;
+# a click on it opens the same modal as Deny.
 ACTION_DENY_COMMENT = "gk_deny_comment"
 ACTION_OPEN = "gk_open"
 DENY_MODAL = "gk_deny_modal"
@@ -237,6 +239,19 @@ def _reasons(request: ApprovalRequest) -> list[Block]:
     return [rt_block("gk_reasons", *elements)]
 
 
+def _misses(misses: Sequence[str]) -> list[Block]:
+    if not misses:
+        return []
+    items = [rt_line(rt_text(literal(m, ITEM_LIMIT, one_line=True))) for m in misses]
+    elements = [
+        rt_line(rt_text("Rules for this tool that did not match:", bold=True)),
+        {"type": "rich_text_list", "style": "bullet", "elements": items[:MAX_REASONS]},
+    ]
+    if len(misses) > MAX_REASONS:
+        elements.append(rt_line(rt_text(f"and {len(misses) - MAX_REASONS} more", italic=True)))
+    return [rt_block("gk_misses", *elements)]
+
+
 def _lookalikes(request: ApprovalRequest) -> list[Block]:
     call = request.call
     found = [w for ws in call_lookalikes(call.tool, call.agent, request.args).values() for w in ws]
@@ -342,8 +357,8 @@ def _actions(request: ApprovalRequest, console_url: str | None, approvable: bool
         confirm = _confirm(request)
         extra = {"confirm": confirm} if confirm else {}
         elements.append(_button(ACTION_APPROVE, "Approve", style="primary", value=value, **extra))
+    # Deny opens a modal asking why: a denial always carries a reason, since the model reads it.
     elements.append(_button(ACTION_DENY, "Deny", style="danger", value=value))
-    elements.append(_button(ACTION_DENY_COMMENT, "Deny with comment", value=value))
     if console_url:
         url = f"{console_url.rstrip('/')}/requests/{quote(request.id, safe='')}"
         elements.append(_button(ACTION_OPEN, "Open in console", url=url))
@@ -373,18 +388,21 @@ def request_message(
     now: dt.datetime,
     console_url: str | None = None,
     slack_ids: Mapping[str, str] = _NO_IDS,
+    misses: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``{"text": ..., "blocks": [...]}`` for ``chat.postMessage`` / ``chat.update``.
 
     ``slack_ids`` maps approver names to Slack user ids (for mentions);
-    ``console_url`` is the web console's base URL (for the Open button). A
-    pending request past its expiry already reads as expired.
+    ``console_url`` is the web console's base URL (for the Open button);
+    ``misses`` are the lines of :meth:`Policy.misses <gatekeeper.policy.Policy.misses>`
+    (the rules naming the tool that did not match, and why). A pending request
+    past its expiry already reads as expired.
     """
     status = request.effective_status(now)
     text, shown, total = _args_text(request)
     approvable = shown == total
     blocks = [_header(request, status), _summary(request), *_lookalikes(request)]
-    blocks += _reasons(request) + _agent_reason(request)
+    blocks += _reasons(request) + _misses(misses) + _agent_reason(request)
     blocks.append(_args(request, text))
     if not approvable:
         blocks.append(_truncated(shown, total, pending=status is _P.PENDING))
@@ -400,7 +418,10 @@ def request_message(
 
 
 def deny_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str) -> dict[str, Any]:
-    """A ``views.open`` modal asking why; its metadata names the request and the message."""
+    """The ``views.open`` modal Deny opens, asking why (required; the agent reads it).
+
+    Its metadata names the request and the message.
+    """
     meta = json.dumps({"r": request.id, "c": channel_id, "t": message_ts}, separators=(",", ":"))
     parse_modal_metadata(meta)  # refuse ids we could not read back
     call = request.call

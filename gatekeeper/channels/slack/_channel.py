@@ -131,6 +131,7 @@ class SlackChannel:
             now=self._now(),
             console_url=self.console_url,
             slack_ids=self.approvers.slack_ids(),
+            misses=self.gate.policy.misses(request.call),
         )
 
     def show(

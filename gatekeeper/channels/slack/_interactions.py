@@ -107,17 +107,16 @@ class SlackInteractions:
             ts=str(container.get("message_ts") or _get(payload, "message", "ts")),
             trigger_id=payload.get("trigger_id"),
         )
-        if action_id == ACTION_DENY_COMMENT:
+        if action_id in (ACTION_DENY, ACTION_DENY_COMMENT):
+            # A denial needs a reason (the agent reads it): Deny asks for it in a modal.
             # Slack's trigger_id lives about 3 s: open the modal before anything slow
-            # (the approver is checked when the comment is submitted).
+            # (the approver is checked when the reason is submitted).
             return Reply(work=lambda: self._open_modal(click, request_id))
 
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
-            if action_id == ACTION_APPROVE:
-                return self.gate.approve(
-                    req.id, approver=approver, via=f"slack:{click.user}", expect_digest=digest
-                )
-            return self.gate.deny(req.id, approver=approver, via=f"slack:{click.user}")
+            return self.gate.approve(
+                req.id, approver=approver, via=f"slack:{click.user}", expect_digest=digest
+            )
 
         return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
 
