@@ -78,8 +78,11 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
 ) -> None:
     """`gatekeeper pending --json | head -1`: no BrokenPipeError traceback, just an exit."""
     ids = []
-    for n in range(6):  # ~6 x 40 KB: more than a pipe holds once head has gone
-        agent.call(lambda n=n: agent.refund(f"{n}-" + "x" * 40_000, 1.0))
+    # ~6 x 40 KB in all, and 200 KB in the first (what `show` prints): each more than a
+    # pipe (64 KB) holds once head has gone, so the write always finds the pipe closed.
+    for n in range(6):
+        size = 200_000 if n == 0 else 40_000
+        agent.call(lambda n=n, size=size: agent.refund(f"{n}-" + "x" * size, 1.0))
         ids.append(agent.channel.wait_for_request(n + 1).id)
     argv = tuple(ids[0] if a == "FIRST" else a for a in argv)
     code, first, err = gatekeeper_piped_into_head(config, *argv)
