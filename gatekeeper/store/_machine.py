@@ -3,6 +3,7 @@
 ::
 
     pending ──approve (quorum reached)──▶ approved ──claim──▶ executing ──▶ executed | failed
+       │                                    └──refuse (not run)──▶ failed
        │ ──deny──────────────────────────▶ denied
        │ ──expires_at passes─────────────▶ expired      (fail-safe: = deny)
        └ ──requester cancels─────────────▶ cancelled

@@ -324,3 +324,19 @@ def test_waits_outlast_the_socket_timeout(redis_server: RedisServer, redis_prefi
         assert asyncio.run(async_wait()) is S.APPROVED
     finally:
         store.close()
+
+
+def test_refuse_closes_an_approved_request_without_running_it(
+    clock: ManualClock, store: Store
+) -> None:
+    """approved -> failed, no `released` event: the caller refused to run it."""
+    req = make_request(clock)
+    store.hold(req, held_event(req))
+    with pytest.raises(TransitionRefused, match="not approved"):
+        store.refuse(req.id, why="refused as tampering")
+    store.decide(req.id, vote(clock, req, "alice"))
+    done = store.refuse(req.id, why="refused as tampering, not run")
+    assert (done.status, done.outcome) == (S.FAILED, "refused as tampering, not run")
+    with pytest.raises(TransitionRefused):
+        store.claim(req.id, args_digest=req.args_digest)
+    assert kinds(store)[-2:] == ["request.approved", "request.failed"]
