@@ -56,6 +56,7 @@ log = logging.getLogger("gatekeeper")
 #: Seconds the clocks of the agent, the deciders and Redis may disagree by:
 #: past its own expiry plus this, an agent stops waiting and counts no later vote.
 CLOCK_SKEW = 5.0
+_EXPIRED_HERE = "expired by the agent's own clock"
 
 
 class Gatekeeper(Decisions):
@@ -365,9 +366,12 @@ class Gatekeeper(Decisions):
 
     def _expired_here(self, req: ApprovalRequest) -> ApprovalRequest:
         with contextlib.suppress(GatekeeperError):  # nobody may approve it from now on
-            self.store.cancel(
-                req.id, by=f"agent:{req.call.agent}", reason="expired by the agent's own clock"
-            )
+            self.store.cancel(req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
+        return req.model_copy(update={"status": RequestStatus.EXPIRED})
+
+    async def _aexpired_here(self, req: ApprovalRequest) -> ApprovalRequest:
+        with contextlib.suppress(GatekeeperError):
+            await self.store.aio.cancel(req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
         return req.model_copy(update={"status": RequestStatus.EXPIRED})
 
     def _abandon(self, req: ApprovalRequest) -> None:
@@ -622,13 +626,7 @@ class Gatekeeper(Decisions):
                 if current.status.decided:
                     return current
                 if self._past_deadline(req):
-                    with contextlib.suppress(GatekeeperError):
-                        await aio.cancel(
-                            req.id,
-                            by=f"agent:{req.call.agent}",
-                            reason="expired by the agent's own clock",
-                        )
-                    return req.model_copy(update={"status": RequestStatus.EXPIRED})
+                    return await self._aexpired_here(req)
                 await aio.wait(req.id, 0.05)
 
     async def _aabandon(self, req: ApprovalRequest) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 
 from ._canonical import digest
 from ._errors import TamperingDetected
-from ._signing import VOTE, SigningKey, TrustedKeys
+from ._signing import RESUME, VOTE, SigningKey, TrustedKeys
 from .models import ApprovalRequest, Decision, ToolCall
 
-__all__ = ["approved_run", "sign_vote", "trust_problem"]
+__all__ = ["approved_run", "check_resume", "sign_resume", "sign_vote", "trust_problem"]
 
 
 def _ms(decision: Decision) -> int:
@@ -52,6 +52,28 @@ def sign_vote(
     if args is not None:
         body["args"] = dict(args)
     return decision.model_copy(update={"signed": key.sign(VOTE, body)})
+
+
+def sign_resume(key: SigningKey, field: str, by: str, at_ms: int, halt_at_ms: int) -> str:
+    """The signed resume of the halt under ``field``, bound to when that halt was set."""
+    return key.sign(RESUME, {"field": field, "by": by, "at": at_ms, "halt_at": halt_at_ms})
+
+
+def check_resume(
+    trusted: TrustedKeys, field: str, halt_at_ms: int, signed: bytes | str | None
+) -> str | None:
+    """None when ``signed`` is a trusted resume of halt ``field`` set then; else why not."""
+    if signed is None:
+        return "there is no resume"
+    try:
+        body = trusted.verify(RESUME, signed)
+    except TamperingDetected as exc:
+        return str(exc)
+    if body.get("field") != field:
+        return "the resume is for another halt"
+    if not isinstance(body.get("halt_at"), int) or body["halt_at"] < halt_at_ms:
+        return "the resume is older than the halt"
+    return None
 
 
 def _refuse(req: ApprovalRequest, why: str) -> TamperingDetected:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._errors import AgentHalted, RequestNotFound, TransitionRefused
-from .._signing import RESUME, DecisionKeys
-from .._votes import sign_vote
+from .._signing import DecisionKeys
+from .._votes import sign_resume, sign_vote
 from ..audit import GENESIS, StoredEvent, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
@@ -226,8 +226,7 @@ class MemoryStore:
         with self._lock:
             removed = self._halts.pop(field, None)
             if removed is not None:
-                body = {"field": field, "by": by, "at": ms(now), "halt_at": ms(removed.at)}
-                signed = signer.sign(RESUME, body)
+                signed = sign_resume(signer, field, by, ms(now), ms(removed.at))
                 self._drafts.append(
                     draft(
                         "halt.cleared",

@@ -34,11 +34,10 @@ from .._errors import (
     GatekeeperError,
     StoreError,
     StoreUnavailable,
-    TamperingDetected,
     TransitionRefused,
 )
-from .._signing import RESUME, DecisionKeys, SigningKey
-from .._votes import sign_vote
+from .._signing import DecisionKeys, SigningKey
+from .._votes import check_resume, sign_resume, sign_vote
 from ..audit import GENESIS, StoredEvent, draft
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _redis_ops as ops
@@ -309,7 +308,7 @@ class RedisStore:
         for field, halt, resume in zip(fields, halts, resumes, strict=True):
             if halt is not None:
                 continue  # still halted: the script refuses as usual
-            why = check_resume(self.decision_keys, field, seen[field], resume)
+            why = check_resume(self.decision_keys.trusted, field, seen[field], resume)
             if why is None:
                 del seen[field]
                 continue
@@ -727,27 +726,12 @@ def _scripts_missing(exc: StoreError) -> StoreError:
 
 
 def _signed_resume(signer: SigningKey, clock: Clock, field: str, by: str, halt: Any) -> str:
-    """The signed resume of halt ``field``, bound to the time of the halt it lifts."""
+    """The signed resume of halt ``field``; an unreadable halt binds it to now instead."""
+    now = ms(clock.now())
     halt_at = ms(read_halt(field, halt).at) if halt is not None else 0
-    if halt_at == 0 and halt is not None:  # unreadable: bind the resume to now instead
-        halt_at = ms(clock.now())
-    body = {"field": field, "by": by, "at": ms(clock.now()), "halt_at": halt_at}
-    return signer.sign(RESUME, body)
-
-
-def check_resume(keys: DecisionKeys, field: str, halt_at: int, signed: bytes | None) -> str | None:
-    """None when ``signed`` is a trusted resume of halt ``field`` set at ``halt_at``, else why."""
-    if signed is None:
-        return "there is no resume"
-    try:
-        body = keys.trusted.verify(RESUME, signed)
-    except TamperingDetected as exc:
-        return str(exc)
-    if body.get("field") != field:
-        return "the resume is for another halt"
-    if not isinstance(body.get("halt_at"), int) or body["halt_at"] < halt_at:
-        return "the resume is older than the halt"
-    return None
+    if halt_at == 0 and halt is not None:
+        halt_at = now
+    return sign_resume(signer, field, by, now, halt_at)
 
 
 _OPEN: weakref.WeakSet[RedisStore] = weakref.WeakSet()
