@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections import deque
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
@@ -221,20 +222,14 @@ def history(
     agents = yield from _agents(k, agent)
     if not agents or not limit:
         return []
-    # The newest HISTORY_SCAN of every agent, merged: those are the newest overall.
-    replies = yield [
-        ("ZREVRANGEBYSCORE", k.of(a).requests, top, bottom, "WITHSCORES", "LIMIT", 0, HISTORY_SCAN)
-        for a in agents
-    ]
-    merged: list[tuple[float, str, str]] = []
-    for a, reply in zip(agents, replies, strict=True):
-        merged += [(float(sc), _text(m), a) for m, sc in _pairs(reply)]
-    merged.sort(key=lambda x: (x[0], x[1]), reverse=True)
-    merged = merged[:HISTORY_SCAN]
+    newest = _Newest(k, agents, top, bottom)
     page: list[str] = []
-    matched = 0
-    for start in range(0, len(merged), _HISTORY_BATCH):
-        chunk = merged[start : start + _HISTORY_BATCH]
+    matched = scanned = 0
+    while scanned < HISTORY_SCAN and len(page) < limit:
+        chunk = yield from newest.take(min(_HISTORY_BATCH, HISTORY_SCAN - scanned))
+        if not chunk:
+            break
+        scanned += len(chunk)
         cmds: list[Command] = [
             ("HMGET", k.of(a).req(rid), "agent", "tool", "status", "expires") for _, rid, a in chunk
         ]
@@ -250,9 +245,54 @@ def history(
             if matched >= offset and len(page) < limit:
                 page.append(rid)
             matched += 1
-        if len(page) >= limit:
-            break
     return (yield from get_many(k, page))
+
+
+class _Newest:
+    """Every agent's ``idx:requests`` walked newest first, merged, read 500 at a time.
+
+    An agent's next batch is read only when its last one is used up, so a
+    page of recent history costs a few hundred ids per agent, not the whole scan.
+    """
+
+    def __init__(self, k: Keys, agents: list[str], top: str, bottom: int | str) -> None:
+        self._k, self._top, self._bottom = k, top, bottom
+        self._ready: dict[str, deque[tuple[float, str]]] = {a: deque() for a in agents}
+        self._read = dict.fromkeys(agents, 0)
+        self._done: set[str] = set()
+
+    def take(self, n: int) -> Flow[list[tuple[float, str, str]]]:
+        """Up to ``n`` more ``(created, id, agent)``, newest first."""
+        out: list[tuple[float, str, str]] = []
+        while len(out) < n:
+            empty = [a for a, q in self._ready.items() if not q and a not in self._done]
+            if empty:  # the merge is in order only while every live agent has one ready
+                replies = yield [
+                    (
+                        "ZREVRANGEBYSCORE",
+                        self._k.of(a).requests,
+                        self._top,
+                        self._bottom,
+                        "WITHSCORES",
+                        "LIMIT",
+                        self._read[a],
+                        _HISTORY_BATCH,
+                    )
+                    for a in empty
+                ]
+                for a, reply in zip(empty, replies, strict=True):
+                    got = [(float(sc), _text(m)) for m, sc in _pairs(reply)]
+                    self._ready[a].extend(got)
+                    self._read[a] += len(got)
+                    if len(got) < _HISTORY_BATCH:
+                        self._done.add(a)
+            live = [a for a, q in self._ready.items() if q]
+            if not live:
+                break
+            agent = max(live, key=lambda a: self._ready[a][0])
+            created, rid = self._ready[agent].popleft()
+            out.append((created, rid, agent))
+        return out
 
 
 def _history_match(
