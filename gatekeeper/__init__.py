@@ -13,6 +13,7 @@ Example::
         refund("A-1", 20.0)   # held until a person approves; then runs exactly as approved
 """
 
+from ._answers import Response
 from ._errors import (
     AgentHalted,
     ApprovalCancelled,
@@ -83,6 +84,7 @@ __all__ = [
     "RedisStore",
     "RequestNotFound",
     "RequestStatus",
+    "Response",
     "Risk",
     "Session",
     "SigningKey",

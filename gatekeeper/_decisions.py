@@ -19,7 +19,10 @@ from .models import ApprovalRequest, Approver, Decision, HaltScope
 from .policy import Policy
 from .store import Store
 
-__all__ = ["Decisions"]
+__all__ = ["MAX_RESPONSE_CHARS", "Decisions"]
+
+#: The longest answer a person may write in place of a tool's result.
+MAX_RESPONSE_CHARS = 8000
 
 
 class Decisions:
@@ -57,8 +60,17 @@ class Decisions:
         via: str,
         args: Mapping[str, Any] | None,
         expect_digest: str | None,
+        response: str | None = None,
     ) -> tuple[Decision, dict[str, Any] | None]:
         self.approver(approver, req)
+        if approve and req.kind == "question":
+            raise TransitionRefused(
+                f"can't approve request {req.id}: it is a question from the agent; "
+                "answer it (respond) or decline it (deny)",
+                request_id=req.id,
+                status=req.status.value,
+                action="approve",
+            )
         if expect_digest is not None and len(expect_digest) < 8:
             raise ValueError("expect_digest needs at least 8 characters of the sha256")
         if expect_digest is not None and not req.args_digest.startswith(expect_digest):
@@ -96,6 +108,7 @@ class Decisions:
             args_digest=args_digest,
             edited=edited is not None,
             via=via,
+            response=response,
         )
         return decision, edited
 
@@ -136,6 +149,56 @@ class Decisions:
         req = self.store.get(request_id)
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
         return self.store.decide(request_id, decision)
+
+    def respond(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        response: str,
+        comment: str | None = None,
+        via: str = "api",
+    ) -> ApprovalRequest:
+        """Answer in place of running the tool: ``response`` becomes the tool's result.
+
+        The request ends as ``responded``; the tool never runs, and the
+        waiting call returns ``response`` (a :class:`~gatekeeper.Response`)
+        to the agent. One approver's answer ends the request, as a denial
+        does: it runs nothing. Refused when the rule that held the call sets
+        ``approval: {respond: false}``. ``response`` is required, at most
+        :data:`MAX_RESPONSE_CHARS` characters.
+        """
+        text = without_surrogates(response) if isinstance(response, str) else ""
+        if not text.strip():
+            raise ValueError(
+                f"can't respond to request {request_id} without a response: write the result "
+                "the agent should get"
+            )
+        if len(text) > MAX_RESPONSE_CHARS:
+            raise ValueError(
+                f"can't respond to request {request_id}: the response is {len(text):,} "
+                f"characters, over the limit of {MAX_RESPONSE_CHARS:,}"
+            )
+        req = self.store.get(request_id)
+        if not self._may_respond(req):
+            raise TransitionRefused(
+                f"can't respond to request {req.id}: its rule does not allow a written answer "
+                f"(approval: respond: false); approve or deny it",
+                request_id=req.id,
+                status=req.status.value,
+                action="respond",
+            )
+        decision, _ = self._decision(req, approver, False, comment, via, None, None, text)
+        return self.store.decide(request_id, decision)
+
+    def _may_respond(self, req: ApprovalRequest) -> bool:
+        """Whether a person may answer ``req``, by this process's own policy where it can say."""
+        if req.kind == "question":
+            return True
+        try:
+            return self.policy.classify(req.call).approval.respond
+        except Exception:  # a call this policy can't judge: what the request recorded
+            return req.classification.approval.respond
 
     def trust_problem(self, req: ApprovalRequest) -> str | None:
         """Why what the store says of ``req`` is not what the deciders signed; None if it is.

@@ -86,6 +86,7 @@ def make_tool(
         irreversible=irreversible,
         risk=Risk(risk) if risk is not None else None,
         is_async=inspect.iscoroutinefunction(func),
+        question=name in gate._questions,  # a framework's call of the gate's ask-a-person tool
     )
     return GuardedTool(gate, spec)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _pipeline as pipe
+from ._answers import QUESTION_DOC, QUESTION_TOOL, Response, as_question
 from ._canonical import digest
 from ._clock import Clock, SystemClock, new_id
 from ._decisions import Decisions
@@ -24,13 +25,14 @@ from ._errors import (
     InvalidToolCall,
     StoreUnavailable,
     TamperingDetected,
+    ToolCallBlocked,
     ToolCallDenied,
     TransitionRefused,
 )
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
-from ._votes import approved_run
+from ._votes import answered_by, approved_run
 from .audit import draft
 from .models import (
     ApprovalRequest,
@@ -57,6 +59,7 @@ log = logging.getLogger("gatekeeper")
 #: past its own expiry plus this, an agent stops waiting and counts no later vote.
 CLOCK_SKEW = 5.0
 _EXPIRED_HERE = "expired by the agent's own clock"
+_APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"
 
 
 class Gatekeeper(Decisions):
@@ -97,6 +100,7 @@ class Gatekeeper(Decisions):
         self.max_args_bytes = max_args_bytes
         self._ids = ids
         self._default_session = Session.create(default_agent)
+        self._questions: set[str] = set()  # names of this gate's ask-a-person tools
         self.channels: list[Channel] = []
         for channel in channels:
             self.add_channel(channel)
@@ -203,6 +207,74 @@ class Gatekeeper(Decisions):
             self, name, func, scopes=scopes, irreversible=irreversible, risk=risk, schema=schema
         )
 
+    # -- asking a person -------------------------------------------------------------
+    def ask_tool(
+        self, name: str = QUESTION_TOOL, *, description: str | None = None
+    ) -> Callable[[str], str]:
+        """A tool the agent calls to ask a person a question and get the answer back.
+
+        Returns a plain function ``name(question: str) -> str`` with a
+        docstring a model can read (``description`` replaces it), ready to
+        hand to a framework like any tool — it is already behind this gate,
+        so don't wrap it again. Each call is held as a *question*: the people
+        who decide requests see it in Slack, the console and the CLI and
+        answer it (``respond``) or decline it (``deny``, with a reason the
+        model reads, raised as :class:`~gatekeeper.ApprovalDenied`). It
+        never runs anything and can't be approved. The policy judges it like
+        any tool, by ``name``: a rule can route questions to a group, set
+        their timeout, or deny them; an allowed question is still held.
+        Framework adapters that gate tools by name (the LangChain middleware,
+        say) hold calls of ``name`` as questions too.
+        """
+
+        def ask(question: str) -> str:
+            raise AssertionError("never runs: a question is answered by a person")
+
+        ask.__name__ = ask.__qualname__ = name
+        ask.__doc__ = description or QUESTION_DOC
+        spec = ToolSpec.create(ask, name=name, scopes=(), irreversible=False, risk=None, exclude=())
+        spec.question = True
+        self._questions.add(name)
+
+        @functools.wraps(ask)
+        def ask_a_person(question: str) -> str:
+            result: str = self._call(spec, (question,), {})
+            return result
+
+        ask_a_person.__dict__["__gatekeeper_tool__"] = spec
+        return ask_a_person
+
+    def ask(self, question: str, *, reason: str | None = None) -> Response:
+        """Ask a person ``question`` and wait for the answer (see :meth:`ask_tool`)."""
+        spec = self._question_spec()
+        answer: Response = self._call(spec, (question,), {}, reason)
+        return answer
+
+    async def aask(self, question: str, *, reason: str | None = None) -> Response:
+        """:meth:`ask` for async code."""
+        spec = self._question_spec(is_async=True)
+        answer: Response = await self._acall(spec, (question,), {}, reason)
+        return answer
+
+    def _question_spec(self, *, is_async: bool = False) -> ToolSpec:
+        async def aask(question: str) -> str:
+            raise AssertionError("never runs: a question is answered by a person")
+
+        def ask(question: str) -> str:
+            raise AssertionError("never runs: a question is answered by a person")
+
+        spec = ToolSpec.create(
+            aask if is_async else ask,
+            name=QUESTION_TOOL,
+            scopes=(),
+            irreversible=False,
+            risk=None,
+            exclude=(),
+        )
+        spec.question = True
+        self._questions.add(QUESTION_TOOL)
+        return spec
+
     def refuse_unknown_tool(
         self, name: str, args: Mapping[str, Any], *, reason: str | None = None
     ) -> ToolCallDenied:
@@ -238,7 +310,11 @@ class Gatekeeper(Decisions):
         session = current_session() or self._default_session
         bound = spec.bind(args, kwargs, self.max_args_bytes)
         call = pipe.build_call(self._ids(), spec, bound, session, self.clock.now(), reason)
-        return call, bound.bound, self.policy.classify(call)
+        cls = self.policy.classify(call)
+        if spec.question or spec.name in self._questions:
+            spec.question = True
+            cls = as_question(cls)
+        return call, bound.bound, cls
 
     def _call(
         self,
@@ -320,8 +396,7 @@ class Gatekeeper(Decisions):
         )
 
     def _hold(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any) -> Any:
-        timeout = cls.approval.timeout or self.default_timeout
-        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout, spec.args_schema)
+        req = self._new_request(spec, call, cls)
         store = self.store
         try:
             store.hold(req, pipe.call_event(call, cls, request=req))
@@ -334,10 +409,58 @@ class Gatekeeper(Decisions):
         except BaseException:
             self._abandon(req)
             raise
-        if final.status is not RequestStatus.APPROVED:
-            self._update(final)
-            raise pipe.blocked_error(final)
+        if final.status is not RequestStatus.APPROVED or req.kind == "question":
+            return self._not_run(req, final)
         return self._release(spec, bound, req, final)
+
+    def _new_request(self, spec: ToolSpec, call: ToolCall, cls: Any) -> ApprovalRequest:
+        timeout = cls.approval.timeout or self.default_timeout
+        return pipe.new_request(
+            self._ids(),
+            call,
+            cls,
+            call.created_at,
+            timeout,
+            spec.args_schema,
+            question=spec.question,
+        )
+
+    def _not_run(self, req: ApprovalRequest, final: ApprovalRequest) -> Response:
+        """A request that ended without a release: the person's answer, or the error to raise."""
+        if final.status is RequestStatus.RESPONDED:
+            try:
+                answer = self._answer(req, final)
+            except TamperingDetected as exc:
+                with contextlib.suppress(GatekeeperError):
+                    self.store.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
+                raise
+            self._update(final)
+            return answer
+        if final.status is RequestStatus.APPROVED:  # an approved question: nothing to run
+            with contextlib.suppress(GatekeeperError):
+                self._update(self.store.refuse(req.id, why=_APPROVED_QUESTION))
+            raise self._approved_question(req)
+        self._update(final)
+        raise pipe.blocked_error(final)
+
+    async def _anot_run(self, req: ApprovalRequest, final: ApprovalRequest) -> Response:
+        """:meth:`_not_run` on the store's async face."""
+        aio = self.store.aio
+        if final.status is RequestStatus.RESPONDED:
+            try:
+                answer = self._answer(req, final)
+            except TamperingDetected as exc:
+                with contextlib.suppress(GatekeeperError):
+                    await aio.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
+                raise
+            await self._aupdate(final)
+            return answer
+        if final.status is RequestStatus.APPROVED:
+            with contextlib.suppress(GatekeeperError):
+                await self._aupdate(await aio.refuse(req.id, why=_APPROVED_QUESTION))
+            raise self._approved_question(req)
+        await self._aupdate(final)
+        raise pipe.blocked_error(final)
 
     def _await_decision(self, req: ApprovalRequest) -> ApprovalRequest:
         store = self.store
@@ -355,6 +478,37 @@ class Gatekeeper(Decisions):
                 if self._past_deadline(req):
                     return self._expired_here(req)
                 store.wait(req.id, 0.05)  # our clock is a little ahead of the store's
+
+    def _answer(self, held: ApprovalRequest, final: ApprovalRequest) -> Response:
+        """The person's answer to ``held``, once its signature checks out.
+
+        Raises :class:`~gatekeeper.TamperingDetected` when no trusted key
+        signed it in time, and :class:`~gatekeeper.ToolCallBlocked` when the
+        rule that held the call (as this process classified it) takes no
+        written answer.
+        """
+        trusted = self.store.decision_keys.trusted
+        deadline = held.expires_at + dt.timedelta(seconds=CLOCK_SKEW)
+        decision = answered_by(final, held.call, trusted, deadline)
+        call = held.call
+        if not held.classification.approval.respond and held.kind != "question":
+            raise ToolCallBlocked(
+                f"Tool call {call.tool}: {decision.approver} wrote an answer instead of "
+                "deciding, but its rule takes none (respond: false)",
+                tool=call.tool,
+                request_id=held.id,
+                call_id=call.id,
+            )
+        text = decision.response or ""
+        return Response(text, approver=decision.approver, request_id=held.id, tool=call.tool)
+
+    def _approved_question(self, req: ApprovalRequest) -> ToolCallBlocked:
+        return ToolCallBlocked(
+            f"Question {req.id} was approved, not answered: {_APPROVED_QUESTION}",
+            tool=req.call.tool,
+            request_id=req.id,
+            call_id=req.call.id,
+        )
 
     def _past_deadline(self, req: ApprovalRequest) -> bool:
         """Past the expiry this process gave the request, beyond any clock skew.
@@ -565,8 +719,7 @@ class Gatekeeper(Decisions):
     async def _ahold(
         self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
     ) -> Any:
-        timeout = cls.approval.timeout or self.default_timeout
-        req = pipe.new_request(self._ids(), call, cls, call.created_at, timeout, spec.args_schema)
+        req = self._new_request(spec, call, cls)
         aio = self.store.aio
         try:
             await aio.hold(req, pipe.call_event(call, cls, request=req))
@@ -579,9 +732,8 @@ class Gatekeeper(Decisions):
         except BaseException:
             await asyncio.shield(self._aabandon(req))
             raise
-        if final.status is not RequestStatus.APPROVED:
-            await self._aupdate(final)
-            raise pipe.blocked_error(final)
+        if final.status is not RequestStatus.APPROVED or req.kind == "question":
+            return await self._anot_run(req, final)
         try:
             run_args, run_digest = self._release_args(spec, bound, req, final)
         except TamperingDetected as exc:

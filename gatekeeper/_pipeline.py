@@ -177,12 +177,15 @@ def new_request(
     now: dt.datetime,
     timeout: float,
     args_schema: dict[str, Any] | None = None,
+    *,
+    question: bool = False,
 ) -> ApprovalRequest:
-    """A pending request for a held call."""
+    """A pending request for a held call (``question``: the agent asks a person)."""
     return ApprovalRequest(
         id=request_id,
         call=call,
         classification=cls,
+        kind="question" if question else "call",
         created_at=now,
         expires_at=now + dt.timedelta(seconds=timeout),
         quorum=cls.approval.quorum,

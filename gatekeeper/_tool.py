@@ -46,6 +46,7 @@ class ToolSpec:
     risk: Risk | None = None
     exclude: frozenset[str] = frozenset()
     is_async: bool = False
+    question: bool = False  # the ask-a-person tool: its calls are questions for a person
     signature: inspect.Signature = field(init=False)
     _skip: frozenset[str] = field(init=False)
     _plain: tuple[str, ...] | None = field(init=False)

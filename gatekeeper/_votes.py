@@ -22,7 +22,14 @@ from ._errors import TamperingDetected
 from ._signing import RESUME, VOTE, SigningKey, TrustedKeys
 from .models import ApprovalRequest, Decision, ToolCall
 
-__all__ = ["approved_run", "check_resume", "sign_resume", "sign_vote", "trust_problem"]
+__all__ = [
+    "answered_by",
+    "approved_run",
+    "check_resume",
+    "sign_resume",
+    "sign_vote",
+    "trust_problem",
+]
 
 
 def _ms(decision: Decision) -> int:
@@ -51,6 +58,8 @@ def sign_vote(
     }
     if args is not None:
         body["args"] = dict(args)
+    if decision.response is not None:
+        body["response"] = decision.response
     return decision.model_copy(update={"signed": key.sign(VOTE, body)})
 
 
@@ -85,22 +94,10 @@ def _refuse(req: ApprovalRequest, why: str) -> TamperingDetected:
     )
 
 
-def approved_run(
-    stored: ApprovalRequest,
-    call: ToolCall,
-    quorum: int,
-    trusted: TrustedKeys,
-    deadline: dt.datetime | None = None,
-) -> tuple[str, dict[str, Any] | None]:
-    """What may run for an approved request: ``(digest, edited args or None)``.
-
-    ``stored`` is the request as the store returned it (anyone with the
-    agent's credentials may have written it); ``call`` and ``quorum`` are
-    what this process itself held, from memory, and so is ``deadline`` (its
-    expiry plus clock skew): a vote signed after it does not count. Raises
-    :class:`~gatekeeper.TamperingDetected` unless signed votes of trusted
-    keys approve exactly these arguments.
-    """
+def _verified_votes(
+    stored: ApprovalRequest, call: ToolCall, trusted: TrustedKeys
+) -> list[dict[str, Any]]:
+    """The signed bodies of ``stored``'s votes, each checked against the copy stored beside it."""
     if not len(trusted):
         raise _refuse(stored, "can't be checked: this process trusts no decision key")
     votes: list[dict[str, Any]] = []
@@ -124,13 +121,62 @@ def approved_run(
             body.get("approver") == d.approver
             and body.get("approve") is d.approve
             and body.get("args_digest") == d.args_digest
+            and body.get("response") == d.response
         )
         if not same:
             raise _refuse(stored, "carries a vote whose stored copy differs from what was signed")
         votes.append(body)
+    return votes
+
+
+def answered_by(
+    stored: ApprovalRequest,
+    call: ToolCall,
+    trusted: TrustedKeys,
+    deadline: dt.datetime | None = None,
+) -> Decision:
+    """The signed *respond* decision that ended ``stored``: who answered, and what.
+
+    As :func:`approved_run`, ``call`` and ``deadline`` come from this
+    process's memory. Raises :class:`~gatekeeper.TamperingDetected` unless a
+    trusted key signed a response for exactly this request, in time, and the
+    stored text is the signed one.
+    """
+    votes = _verified_votes(stored, call, trusted)
+    late_ms = None if deadline is None else int(deadline.timestamp() * 1000)
+    for d, body in zip(stored.decisions, votes, strict=True):
+        text = body.get("response")
+        if not isinstance(text, str):
+            continue
+        if late_ms is not None and not (isinstance(body.get("at"), int) and body["at"] <= late_ms):
+            raise _refuse(stored, "carries a response signed after it expired")
+        if stored.response is not None and stored.response != text:
+            raise _refuse(stored, "holds a response in the store that is not the signed one")
+        return d
+    raise _refuse(stored, "reads answered, but carries no signed response")
+
+
+def approved_run(
+    stored: ApprovalRequest,
+    call: ToolCall,
+    quorum: int,
+    trusted: TrustedKeys,
+    deadline: dt.datetime | None = None,
+) -> tuple[str, dict[str, Any] | None]:
+    """What may run for an approved request: ``(digest, edited args or None)``.
+
+    ``stored`` is the request as the store returned it (anyone with the
+    agent's credentials may have written it); ``call`` and ``quorum`` are
+    what this process itself held, from memory, and so is ``deadline`` (its
+    expiry plus clock skew): a vote signed after it does not count. Raises
+    :class:`~gatekeeper.TamperingDetected` unless signed votes of trusted
+    keys approve exactly these arguments.
+    """
+    votes = _verified_votes(stored, call, trusted)
     denials = [v for v in votes if v["approve"] is False]
     if denials:
-        raise _refuse(stored, f"was denied by {denials[0]['approver']}, yet reads approved")
+        how = "answered" if isinstance(denials[0].get("response"), str) else "denied"
+        raise _refuse(stored, f"was {how} by {denials[0]['approver']}, yet reads approved")
     run_digest = stored.args_digest
     late_ms = None if deadline is None else int(deadline.timestamp() * 1000)
     approvers = {
@@ -190,6 +236,11 @@ def trust_problem(
     if req.status.value in _RELEASED:
         try:
             approved_run(req, req.call, max(req.quorum, quorum or 1), trusted)
+        except TamperingDetected as exc:
+            return exc.message
+    if req.status.value == "responded":
+        try:
+            answered_by(req, req.call, trusted)
         except TamperingDetected as exc:
             return exc.message
     return None

@@ -88,6 +88,7 @@ class RequestStatus(str, enum.Enum):
     EXECUTING = "executing"
     EXECUTED = "executed"
     FAILED = "failed"
+    RESPONDED = "responded"
 
     @property
     def decided(self) -> bool:
@@ -139,6 +140,10 @@ class ApprovalRequirement(_Model):
     escalate_after: float | None = Field(
         default=None, gt=0, description="seconds pending before a reminder; None = never"
     )
+    respond: bool = Field(
+        default=True,
+        description="an approver may answer in place of running the tool (the respond decision)",
+    )
 
 
 class Classification(_Model):
@@ -170,11 +175,19 @@ class Classification(_Model):
 
 
 class Decision(_Model):
-    """One approver's vote on a request."""
+    """One approver's vote on a request.
+
+    A *respond* decision (``response`` set, ``approve`` False) ends the
+    request without running the tool: ``response`` is returned to the
+    agent as the tool's result.
+    """
 
     approver: str
     approve: bool
     comment: str | None = None
+    response: str | None = Field(
+        default=None, description="the tool result a person wrote instead of running it"
+    )
     at: dt.datetime
     args_digest: str
     edited: bool = False
@@ -195,6 +208,10 @@ class ApprovalRequest(_Model):
     id: str
     call: ToolCall
     classification: Classification
+    kind: Literal["call", "question"] = Field(
+        default="call",
+        description="`question`: the agent asks a person (answered with respond, never approved)",
+    )
     status: RequestStatus = RequestStatus.PENDING
     created_at: dt.datetime
     expires_at: dt.datetime
@@ -210,10 +227,21 @@ class ApprovalRequest(_Model):
     decided_by: str | None = None
     comment: str | None = None
     outcome: str | None = Field(default=None, description="bounded result or error text")
+    response: str | None = Field(
+        default=None, description="what a person answered instead of running the tool"
+    )
     finished_at: dt.datetime | None = None
     tampering: str | None = Field(
         default=None, description="why a release was refused as tampering, if it was"
     )
+
+    @property
+    def question(self) -> str | None:
+        """The question, when the agent asked a person (``kind == "question"``)."""
+        if self.kind != "question":
+            return None
+        text = self.args.get("question")
+        return text if isinstance(text, str) else None
 
     @property
     def edited(self) -> bool:
@@ -287,6 +315,7 @@ AuditKind = Literal[
     "request.vote",
     "request.approved",
     "request.denied",
+    "request.responded",
     "request.expired",
     "request.cancelled",
     "request.released",

@@ -119,6 +119,7 @@ class Policy:
                 quorum=defaults.quorum,
                 timeout=defaults.timeout,
                 escalate_after=defaults.escalate_after,
+                respond=defaults.respond,
             ),
         )
 
@@ -359,11 +360,14 @@ class Policy:
         quorums = [s.quorum for s in specs if "quorum" in s.model_fields_set]
         timeouts = [s.timeout for s in specs if s.timeout is not None]
         escalations = [s.escalate_after for s in specs if s.escalate_after is not None]
+        answers = [s.respond for s in specs if "respond" in s.model_fields_set]
         return ApprovalRequirement(
             group=group,
             quorum=max(quorums) if quorums else default.quorum,
             timeout=min(timeouts) if timeouts else default.timeout,
             escalate_after=min(escalations) if escalations else default.escalate_after,
+            # A rule that forbids a written answer wins over one that allows it.
+            respond=all(answers) if answers else default.respond,
         )
 
 

@@ -282,6 +282,11 @@ class ApprovalSpec(_Strict):
     escalate_after: Duration | None = Field(
         default=None, description="still pending after this long: remind the approver group"
     )
+    respond: bool = Field(
+        default=True,
+        description="an approver may write the tool's result instead of running it; "
+        "false when the code calling the tool needs the tool's own result type",
+    )
 
 
 class AgentSpec(_Strict):

@@ -5,6 +5,7 @@
     pending ──approve (quorum reached)──▶ approved ──claim──▶ executing ──▶ executed | failed
        │                                    └──refuse (not run)──▶ failed
        │ ──deny──────────────────────────▶ denied
+       │ ──respond (a person writes the result)──▶ responded   (not run)
        │ ──expires_at passes─────────────▶ expired      (fail-safe: = deny)
        └ ──requester cancels─────────────▶ cancelled
 
@@ -89,6 +90,8 @@ def decide(
 ) -> Step:
     """One approver's vote. Quorum counts distinct approvers for the current arguments."""
     action = "approve" if decision.approve else "deny"
+    if decision.response is not None:
+        action = "respond"
     lapsed = _lapse(req, now, action)
     if lapsed:
         return lapsed
@@ -96,6 +99,7 @@ def decide(
         d.approver == decision.approver
         and d.approve == decision.approve
         and d.args_digest == decision.args_digest
+        and (d.response is None) == (decision.response is None)
         for d in req.decisions
     )
     if req.status is not P.PENDING:
@@ -105,6 +109,28 @@ def decide(
             req, refused=_refuse(req, action, f"it is already {req.status.value}"), changed=False
         )
     actor = f"approver:{decision.approver}"
+    if decision.response is not None:
+        answered = req.model_copy(
+            update={
+                "status": P.RESPONDED,
+                "decisions": (*req.decisions, decision),
+                "decided_at": now,
+                "decided_by": decision.approver,
+                "comment": decision.comment,
+                "response": decision.response,
+            }
+        )
+        ev = _event(
+            req,
+            "request.responded",
+            now,
+            actor,
+            response=decision.response,
+            comment=decision.comment,
+            via=decision.via,
+            signed=decision.signed,
+        )
+        return Step(answered, [ev])
     if not decision.approve:
         denied = req.model_copy(
             update={

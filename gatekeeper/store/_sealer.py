@@ -275,6 +275,7 @@ SIGNED_KINDS = {
     "request.vote": VOTE,
     "request.approved": VOTE,
     "request.denied": VOTE,
+    "request.responded": VOTE,
     "halt.cleared": RESUME,
 }
 
@@ -438,11 +439,13 @@ def _signature_problem(
     except TamperingDetected as exc:
         return f"its signed record fails its check: {exc}"
     if purpose == VOTE:
-        wants_approve = kind != "request.denied"
+        wants_approve = kind not in ("request.denied", "request.responded")
+        answers = isinstance(body.get("response"), str)
         same = (
             body.get("request_id") == value.get("request_id")
             and body.get("agent") == agent
             and body.get("approve") is wants_approve
+            and answers == (kind == "request.responded")
             and value.get("actor") == f"approver:{body.get('approver')}"
         )
         if not same:

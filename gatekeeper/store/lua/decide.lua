@@ -1,12 +1,13 @@
 -- KEYS: req, voters, votes, seen, wake, pending, owners, journal
--- ARGV: channel, now, approver, approve (1|0), digest, decision, edited args ('' if none)
+-- ARGV: channel, now, approver, approve (1|0|r: respond), digest, decision, edited args ('' if none)
 -- Deciding is the deciding side's alone: refuse before writing anything.
 if not redis.acl_check_cmd('SADD', KEYS[4], 'x') then return {'forbidden'} end
 local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
 local approve = ARGV[4] == '1'
-local action = approve and 'approve' or 'deny'
+local respond = ARGV[4] == 'r'
+local action = approve and 'approve' or (respond and 'respond' or 'deny')
 if lapse(f, now, KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[5], ARGV[1]) then
   return {'refused', 'expired', action, 'it expired before a decision (expiry = deny)'}
 end
@@ -18,6 +19,20 @@ if f.status ~= 'pending' then
 end
 local d = cjson.decode(ARGV[6])
 local actor = 'approver:' .. ARGV[3]
+if respond then
+  -- A person wrote the tool's result: the request ends, nothing runs.
+  redis.call('HSET', KEYS[1], 'status', 'responded', 'decided_at', now, 'decided_by', ARGV[3],
+    'response', d.response)
+  if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment) end
+  redis.call('RPUSH', KEYS[3], ARGV[6])
+  redis.call('SADD', KEYS[4], mark)
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  journal_push(KEYS[8], event_json('request.responded', now, actor, f,
+    { response = d.response, comment = opt(d.comment), via = opt(d.via),
+      signed = opt(d.signed) }))
+  wake(KEYS[5], ARGV[1], f.id)
+  return state(KEYS[1], KEYS[3])
+end
 if not approve then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'decided_at', now, 'decided_by', ARGV[3])
   if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment) end
