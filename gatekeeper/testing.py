@@ -89,6 +89,9 @@ class AutoDecider:
     mapping or a function of the request) approves with edited arguments.
     ``comment`` goes with every decision; without one, a denial says
     ``"denied by AutoDecider"`` (a denial always carries a reason).
+    ``respond`` (text, or a function of the request returning text or None)
+    answers instead of deciding: the tool does not run and the agent gets
+    the text (the *respond* decision; how questions are answered).
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class AutoDecider:
         args: Mapping[str, Any]
         | Callable[[ApprovalRequest], Mapping[str, Any] | None]
         | None = None,
+        respond: str | Callable[[ApprovalRequest], str | None] | None = None,
     ) -> None:
         self._rule = approve if callable(approve) else (lambda _req, _v=approve: _v)
+        self._respond = respond
         self.approver = approver
         self.comment = comment
         self._args = args
@@ -114,7 +119,12 @@ class AutoDecider:
     def notify(self, request: ApprovalRequest) -> None:
         if self._gate is None:
             raise RuntimeError("AutoDecider is not bound to a Gatekeeper")
-        if self._rule(request):
+        text = self._respond(request) if callable(self._respond) else self._respond
+        if text is not None:
+            after = self._gate.respond(
+                request.id, approver=self.approver, response=text, comment=self.comment, via="test"
+            )
+        elif self._rule(request):
             args = self._args(request) if callable(self._args) else self._args
             after = self._gate.approve(
                 request.id, approver=self.approver, comment=self.comment, args=args, via="test"

@@ -35,6 +35,13 @@ def refusal(text: str, *, tool_call_id: str | None, name: str) -> ToolMessage | 
     return ToolMessage(content=text, tool_call_id=tool_call_id, name=name, status="error")
 
 
+def answer(text: str, *, tool_call_id: str | None, name: str) -> ToolMessage | str:
+    """What a person wrote in place of the tool's result: a ToolMessage when there is a call id."""
+    if tool_call_id is None:
+        return text
+    return ToolMessage(content=text, tool_call_id=tool_call_id, name=name)
+
+
 def _messages(state: Any) -> Sequence[Any]:
     if isinstance(state, Sequence) and not isinstance(state, str):
         return state

@@ -10,7 +10,7 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
-from gatekeeper import Gatekeeper, InvalidToolCall, Risk, ToolCallBlocked
+from gatekeeper import Gatekeeper, InvalidToolCall, Response, Risk, ToolCallBlocked
 
 from ._messages import reason_for, refusal
 from ._schema import check_args, gated_function, hidden_fields, invalid_message, with_defaults
@@ -92,12 +92,12 @@ class GatekeeperMiddleware(AgentMiddleware):
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            result: ToolResult = guarded(ready.args, reason=ready.reason)
+            result: ToolResult | Response = guarded(ready.args, reason=ready.reason)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
             return self._blocked(exc, request)
-        return result
+        return _answered(request, result) if isinstance(result, Response) else result
 
     async def awrap_tool_call(
         self,
@@ -121,12 +121,12 @@ class GatekeeperMiddleware(AgentMiddleware):
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            result: ToolResult = await guarded.acall(ready.args, reason=ready.reason)
+            result: ToolResult | Response = await guarded.acall(ready.args, reason=ready.reason)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
             return self._blocked(exc, request)
-        return result
+        return _answered(request, result) if isinstance(result, Response) else result
 
     def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:
         """The call, checked and completed: or why it can't go to the gate.
@@ -210,6 +210,12 @@ class _Unknown:
 def _with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:
     """The request with the approved arguments in place of the model's."""
     return request.override(tool_call={**request.tool_call, "args": dict(args)})
+
+
+def _answered(request: ToolCallRequest, answer: Response) -> ToolMessage:
+    """A person wrote the result instead of running the tool: the model reads it as the output."""
+    call = request.tool_call
+    return ToolMessage(content=str(answer), tool_call_id=call["id"] or "", name=call["name"])
 
 
 def _refuse(request: ToolCallRequest, text: str) -> ToolMessage:

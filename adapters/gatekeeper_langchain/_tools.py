@@ -17,9 +17,16 @@ from langgraph.prebuilt import ToolRuntime
 from pydantic import PrivateAttr
 from typing_extensions import override
 
-from gatekeeper import Gatekeeper, GuardedTool, InvalidToolCall, Risk, ToolCallBlocked
+from gatekeeper import (
+    Gatekeeper,
+    GuardedTool,
+    InvalidToolCall,
+    Response,
+    Risk,
+    ToolCallBlocked,
+)
 
-from ._messages import reason_for, refusal
+from ._messages import answer, reason_for, refusal
 from ._schema import (
     RUNTIME,
     check_args,
@@ -142,11 +149,14 @@ class GatedTool(BaseTool):
             return self.tool.run(self._original_input(approved, call), **forward)
 
         try:
-            return self._guarded(release)(call.args, reason=call.reason)
+            result = self._guarded(release)(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
             return self._blocked(exc, tool_call_id)
+        if isinstance(result, Response):  # a person wrote the result; the tool did not run
+            return answer(str(result), tool_call_id=tool_call_id, name=self.name)
+        return result
 
     @override
     async def arun(
@@ -187,11 +197,14 @@ class GatedTool(BaseTool):
             return await self.tool.arun(self._original_input(approved, call), **forward)
 
         try:
-            return await self._guarded(release).acall(call.args, reason=call.reason)
+            result = await self._guarded(release).acall(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
             return self._blocked(exc, tool_call_id)
+        if isinstance(result, Response):
+            return answer(str(result), tool_call_id=tool_call_id, name=self.name)
+        return result
 
     @override
     def _run(self, *args: Any, **kwargs: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from agents import FunctionTool, RunResult, RunResultStreaming, RunState, ToolApprovalItem
 
-from gatekeeper import Gatekeeper, InvalidToolCall, ToolCallBlocked
+from gatekeeper import Gatekeeper, InvalidToolCall, Response, ToolCallBlocked
 
 from ._agents import OnBlocked
 from ._agents_args import ArgumentCheck, not_run
@@ -49,6 +49,10 @@ async def decide_interruptions(
     reason is what the model said before it. Then:
 
     - allowed or approved: ``state.approve(item)``;
+    - answered by a person instead (the *respond* decision, or a question
+      to the gate's ask-a-person tool): ``state.reject(item,
+      rejection_message=<their text>)``, so the model reads the person's
+      text as the call's output and the tool does not run;
     - denied, timed out, cancelled or halted: ``state.reject(item,
       rejection_message=exc.model_message)``, which the model reads; with
       ``on_blocked="raise"`` the first such :class:`~gatekeeper.ToolCallBlocked`
@@ -166,7 +170,7 @@ async def _decide(
 
     tool = gate.tool(name, release)
     try:
-        await tool.acall(args, reason=words_before(result.raw_responses, item.call_id))
+        ran = await tool.acall(args, reason=words_before(result.raw_responses, item.call_id))
     except ArgumentsEdited as exc:
         return (
             f"Tool call {name} was approved only with different arguments: "
@@ -179,6 +183,8 @@ async def _decide(
         if on_blocked == "raise":
             raise
         return exc.model_message
+    if isinstance(ran, Response):  # a person wrote the result: the model reads it as the output
+        return str(ran)
     return None
 
 

@@ -243,10 +243,13 @@ class _Tool:
     ) -> _Tool:
         if not callable(func):
             raise TypeError(f"tool {name}: {func!r} is not callable")
-        if getattr(func, "__gatekeeper_tool__", None) is not None:
+        guarded = getattr(func, "__gatekeeper_tool__", None)
+        if guarded is not None and not guarded.question:
             raise TypeError(
                 f"tool {name} is already guarded (@gate.guard): give the plain function"
             )
+        if guarded is not None:  # gate.ask_tool(): its calls are questions, held once, here
+            gate.ask_tool(name)
         unknown = set(options) - set(ToolOptions.__annotations__)
         if unknown:
             raise TypeError(f"tool_options for {name}: unknown options {sorted(unknown)}")

@@ -37,7 +37,7 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
 from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
 
-from gatekeeper import Gatekeeper, InvalidToolCall, ToolCallBlocked
+from gatekeeper import Gatekeeper, InvalidToolCall, Response, ToolCallBlocked
 
 from ._reason import OnBlocked, check_on_blocked, reason_for_call
 
@@ -225,6 +225,8 @@ async def _decide(
         if on_blocked == "raise":
             raise
         return ToolDenied(exc.model_message)
+    if isinstance(approved, Response):  # a person wrote the result instead: the model reads it
+        return ToolDenied(str(approved))
     if _canonical(approved) == _canonical(raw):
         return ToolApproved()
     return ToolApproved(override_args=dict(approved))

@@ -30,8 +30,9 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     """What an approver needs to decide, as terminal-safe text (arguments cut at ``args_limit``)."""
     call, cls = req.call, req.classification
     odd = call_lookalikes(call.tool, call.agent, req.args)
+    what = "Question" if req.kind == "question" else "Request"
     lines = [
-        f"Request {req.id}  [{cls.risk.value.upper()} risk]",
+        f"{what} {req.id}  [{cls.risk.value.upper()} risk]",
         f"  tool:    {inline(call.tool)}",
         *_warnings(odd["tool"]),
         f"  agent:   {inline(call.agent)}  (session {inline(call.session_id, 100)})",
@@ -49,6 +50,10 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
         f"  needs:   {req.quorum} approval(s){group}; {len(req.approvals)} so far; "
         f"expires {req.expires_at:%Y-%m-%d %H:%M:%S} UTC"
     )
+    if req.question is not None:
+        lines.append("  question (the agent's words, ⏎ where it broke a line):")
+        lines.append(quoted_block(req.question, args_limit))
+        return "\n".join(lines)
     label = "args (edited by an approver)" if req.edited else "args"
     lines.append(f"  {label}, sha256 {req.args_digest[:12]}:")
     lines.extend(_warnings(odd["args"]))
@@ -104,8 +109,11 @@ class ConsoleChannel:
     the other channels never wait for it. Requests are asked about one at a
     time, oldest first; one decided elsewhere (the CLI, the console, Slack, or
     expiry) ends its prompt at once with a line saying who decided. Answers:
-    ``y`` approves, ``n`` denies (a reason is required: the agent reads it);
-    anything else is asked again.
+    ``y`` approves, ``n`` denies (a reason is required: the agent reads it),
+    ``r`` responds: the line typed next is the tool's result, and the tool
+    does not run (offered unless the rule sets ``respond: false``). A
+    question from the agent is answered with ``a`` or declined with ``n``.
+    Anything else is asked again.
     """
 
     def __init__(
@@ -221,45 +229,88 @@ class ConsoleChannel:
             return
         self._write("\n" + describe_request(current) + "\n")
         whole = shown_whole(current)
-        if not whole:
+        if not whole and current.kind != "question":
             self._write(
                 "The arguments are too long to show here in full, so they can't be "
                 "approved here: read them with `gatekeeper show ID` (or in the web "
                 "console) and approve there with their full sha256.\n"
             )
-        if whole:
-            choices, prompt, hint = {"y", "yes", "n", "no"}, "Approve as {}? [y/n] ", "y or n"
-        else:
-            choices, prompt, hint = {"n", "no"}, "Deny as {}? [n] ", "n"
+        choices, legend, prompt, hint = _choices(current, whole, gate._may_respond(current))
+        self._write(f"{legend}.\n")
         while True:
             answer = self._answer(prompt.format(self.approver))
             if answer is None:
                 return
-            if answer.lower() in choices:
+            choice = choices.get(answer.lower())
+            if choice is not None:
                 break
             self._write(f"Please answer {hint}.\n")
         try:
-            if answer.lower() in ("y", "yes"):
-                comment = self._answer("Comment (optional): ")
-                if comment is None:
-                    return
-                gate.approve(
-                    request.id,
-                    approver=self.approver,
-                    comment=comment or None,
-                    via="console",
-                    expect_digest=current.args_digest,
-                )
-                return
-            while True:
-                reason = self._answer("Why deny? (required: the agent reads it) ")
-                if reason is None:
-                    return
-                if reason:
-                    break
-            gate.deny(request.id, approver=self.approver, comment=reason, via="console")
+            self._record(current, choice)
         except GatekeeperError as exc:
             self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
+
+    def _record(self, current: ApprovalRequest, choice: str) -> None:
+        gate = self._gate
+        assert gate is not None
+        if choice == "approve":
+            comment = self._answer("Comment (optional): ")
+            if comment is None:
+                return
+            gate.approve(
+                current.id,
+                approver=self.approver,
+                comment=comment or None,
+                via="console",
+                expect_digest=current.args_digest,
+            )
+            return
+        if choice == "respond":
+            ask = (
+                "Your answer (the agent reads it): "
+                if current.kind == "question"
+                else "The result the agent gets instead (the tool won't run): "
+            )
+            text = self._required(ask)
+            if text is not None:
+                gate.respond(current.id, approver=self.approver, response=text, via="console")
+            return
+        why = "Why decline? " if current.kind == "question" else "Why deny? "
+        reason = self._required(why + "(required: the agent reads it) ")
+        if reason is not None:
+            gate.deny(current.id, approver=self.approver, comment=reason, via="console")
+
+    def _required(self, prompt: str) -> str | None:
+        """A non-blank line typed after ``prompt`` (asked again when blank); None if ended."""
+        while True:
+            line = self._answer(prompt)
+            if line is None or line.strip():
+                return line
+
+
+def _choices(
+    req: ApprovalRequest, whole: bool, may_respond: bool
+) -> tuple[dict[str, str], str, str, str]:
+    """For ``req``: typed word -> choice, the legend, the prompt, and the re-ask hint."""
+    if req.kind == "question":
+        picks = {"a": "respond", "answer": "respond", "n": "deny", "no": "deny"}
+        legend = "a answers the question; n declines it (with a reason the agent reads)"
+        return picks, legend, "Answer as {}? [a/n] ", "a or n"
+    picks = {"n": "deny", "no": "deny"}
+    keys, said = [], []
+    if whole:
+        picks.update(y="approve", yes="approve")
+        keys.append("y")
+        said.append("y approves")
+    keys.append("n")
+    said.append("n denies (with a reason the agent reads)")
+    if may_respond:
+        picks.update(r="respond", respond="respond")
+        keys.append("r")
+        said.append("r writes the result the agent gets instead, and the tool does not run")
+    verb = "Approve" if whole else "Deny"
+    hint = " or ".join(keys) if len(keys) < 3 else f"{', '.join(keys[:-1])} or {keys[-1]}"
+    return picks, "; ".join(said), f"{verb} as {{}}? [{'/'.join(keys)}] ", hint
 
 
 _ENDED = object()

@@ -79,6 +79,25 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("id", help="request id, or enough of its start to name one request")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "respond",
+        help="answer a request instead of running its tool (or answer an agent's question)",
+    )
+    p.add_argument("id", help="request id, or enough of its start to name one request")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=os.environ.get("GATEKEEPER_APPROVER"),
+        help="your approver name from the config (default: $GATEKEEPER_APPROVER)",
+    )
+    p.add_argument(
+        "--text",
+        "-t",
+        required=True,
+        help="what the agent gets as the tool's result ('-': read it from stdin)",
+    )
+    p.add_argument("--comment", "-m", help="a note for the audit log (the agent does not read it)")
+
     for name, verb in (("approve", "approve"), ("deny", "deny")):
         p = sub.add_parser(name, help=f"{verb} a request")
         p.add_argument("id", help="request id, or enough of its start to name one request")
@@ -312,6 +331,11 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
                 edited=None,
                 digest=None,
                 io=io,
+            )
+        if command == "respond":
+            text = io.inp.read() if args.text == "-" else args.text
+            return cmd.respond(
+                gate, args.id, approver=args.approver, text=text, comment=args.comment, io=io
             )
         if command in ("halt", "resume"):
             return cmd.halt_or_resume(gate, args, io)

@@ -142,6 +142,8 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
     io.say(f"{'ID':<26}  {'RISK':<8}  {'LEFT':>7}  {'VOTES':>5}  {'AGENT':<16}  {'TOOL':<20}  ARGS")
     for req in requests:
         args = json.dumps(req.args, ensure_ascii=False, sort_keys=True)
+        if req.question is not None:
+            args = f"asks: {req.question}"
         io.say(
             f"{req.id:<26}  {req.classification.risk.value:<8}  {_left(req):>7}  "
             f"{len(req.approvals)}/{req.quorum:<3}  {inline(req.call.agent, 16):<16}  "
@@ -202,11 +204,14 @@ def show(gate: Gatekeeper, given: str, *, as_json: bool, io: IO) -> int:
     if problem:
         io.say(f"  TAMPERING: not what the deciders signed: {inline(problem, 2000)}")
     for d in req.decisions:
-        verb = "approved" if d.approve else "denied"
+        verb = "approved" if d.approve else "answered" if d.response is not None else "denied"
         note = f": {inline(d.comment, 500)}" if d.comment else ""
         edited = " (edited the arguments)" if d.edited else ""
         who = f"{inline(d.approver, 80)} via {inline(d.via, 40)}"
         io.say(f"    {d.at:%H:%M:%S} {verb} by {who}{edited}{note}")
+    if req.response is not None:
+        io.say("  response (what the agent got instead of the tool's result):")
+        io.say(quoted_block(req.response, 8000))
     if req.outcome:
         io.say("  outcome (the tool's words, ⏎ where it broke a line):")
         io.say(quoted_block(req.outcome, 2000))
@@ -277,6 +282,37 @@ def decide(
     return 0
 
 
+def respond(
+    gate: Gatekeeper,
+    given: str,
+    *,
+    approver: str | None,
+    text: str,
+    comment: str | None,
+    io: IO,
+) -> int:
+    """Answer a request instead of running its tool: ``text`` is what the agent gets."""
+    if not approver:
+        raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    text = text.rstrip("\n")
+    if not text.strip():
+        return io.refuse(
+            f"a response needs words, and the agent reads them: gatekeeper respond "
+            f"{inline(given, 80)} --text 'the result'; nothing recorded"
+        )
+    gate.approver(approver)  # who you are comes first: a stranger learns nothing more
+    req = resolve(gate, given)
+    if req.status is not RequestStatus.PENDING:
+        by = f" by {inline(req.decided_by, 80)}" if req.decided_by else ""
+        return io.refuse(f"{req.id} is already {req.status.value}{by}; nothing recorded")
+    try:
+        after = gate.respond(req.id, approver=approver, response=text, comment=comment, via="cli")
+    except ValueError as exc:  # too long: say so, record nothing
+        return io.refuse(f"{exc}; nothing recorded")
+    io.say(_decided(after, approver))
+    return 0
+
+
 def _already_voted(req: ApprovalRequest, approver: str, io: IO) -> int:
     return io.refuse(
         f"{req.id}: {inline(approver, 80)} already approved these arguments; a vote counts "
@@ -304,7 +340,15 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
             f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}; the agent's call runs now"
         )
     if req.status is RequestStatus.DENIED:
-        return f"{req.id}: denied by {inline(req.decided_by, 80)}; the call will not run"
+        what = "question declined" if req.kind == "question" else "denied"
+        return f"{req.id}: {what} by {inline(req.decided_by, 80)}; the call will not run"
+    if req.status is RequestStatus.RESPONDED:
+        if req.kind == "question":
+            return f"{req.id}: answered by {inline(req.decided_by, 80)}; the agent gets your answer"
+        return (
+            f"{req.id}: answered by {inline(req.decided_by, 80)}; the tool will not run, "
+            "and the agent gets your text as its result"
+        )
     return f"{req.id}: {req.status.value}"
 
 

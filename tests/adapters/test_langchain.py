@@ -945,3 +945,53 @@ def test_an_edit_of_one_to_true_is_an_edit_and_is_checked() -> None:
     assert isinstance(told, ToolMessage) and told.status == "error"
     assert "approved arguments for quick_note don't fit its schema" in str(told.content)
     assert ran == []
+
+
+# -- a person writes the result instead, or answers the agent's question -----------------------
+@GATED_HOW
+def test_a_written_response_is_the_tool_result_the_model_reads(how: str) -> None:
+    shop = Shop()
+    model = script(say("", ("refund", {"order_id": "A-1", "amount": 50.0}, "c1")), "Done.")
+    bob = AutoDecider(approver="bob", respond="Already refunded on 1 Dec; nothing to do.")
+    agent = agent_with(how, memory_gate(bob), model, shop.sync_tools())
+    agent.invoke({"messages": [{"role": "user", "content": "refund A-1"}]})
+    told = model.inputs[1][-1]
+    assert isinstance(told, ToolMessage) and told.status == "success"
+    assert told.content == "Already refunded on 1 Dec; nothing to do."
+    assert told.tool_call_id == "c1" and told.name == "refund"
+    assert shop.ran == []
+
+
+@GATED_HOW
+async def test_a_written_response_reaches_the_async_agent(how: str) -> None:
+    shop = Shop()
+    model = script(say("", ("refund", {"order_id": "A-1", "amount": 50.0}, "c1")), "Done.")
+    bob = AutoDecider(approver="bob", respond="handled by hand")
+    agent = agent_with(how, memory_gate(bob), model, shop.async_tools())
+    await agent.ainvoke({"messages": [{"role": "user", "content": "refund A-1"}]})
+    told = model.inputs[1][-1]
+    assert isinstance(told, ToolMessage) and told.content == "handled by hand"
+    assert shop.ran == []
+
+
+@GATED_HOW
+def test_the_ask_a_person_tool_brings_the_answer_back_to_the_model(how: str) -> None:
+    shop = Shop()
+    inbox = RecordingChannel()
+    alice = AutoDecider(approver="alice", respond=lambda req: f"EUR (you asked: {req.question})")
+    gate = memory_gate(inbox, alice)
+    ask = tool(gate.ask_tool())
+    model = script(
+        say("", ("ask_a_person", {"question": "Which currency?"}, "q1")),
+        "Thanks.",
+    )
+    if how == "tools":  # the question tool is gated already: it goes in as it is
+        agent = create_agent(model, [*gate_tools(gate, shop.sync_tools()), ask])
+    else:
+        agent = agent_with(how, gate, model, [*shop.sync_tools(), ask])
+    agent.invoke({"messages": [{"role": "user", "content": "refund in the right currency"}]})
+    told = model.inputs[1][-1]
+    assert isinstance(told, ToolMessage) and told.tool_call_id == "q1"
+    assert told.content == "EUR (you asked: Which currency?)"
+    assert [r.kind for r in inbox.notified] == ["question"]  # asked once, as a question
+    assert "question" in str(model.bound[0])  # the model was shown the tool and its parameter

@@ -896,3 +896,41 @@ async def test_the_bridge_judges_defaults_and_has_the_model_send_them() -> None:
     result = await run(agent, await decide_interruptions(gate, result))
     assert ran == [("y", 5.0, "")]
     assert result.final_output == "Done."
+
+
+# -- a person writes the result instead ----------------------------------------------------------
+async def test_a_written_response_is_the_output_the_model_reads() -> None:
+    gate = memory_gate(AutoDecider(approver="alice", respond="Refunded by hand already."))
+    ledger = Ledger()
+    model = ScriptModel([[call("refund", {"order_id": "A-1", "amount": 5}, "c1")], [say("ok")]])
+    agent = Agent(name="a", model=model, tools=gate_tools(gate, ledger.tools))
+    await run(agent, "go")
+    assert model.outputs(1) == {"c1": "Refunded by hand already."}
+    assert ledger.ran == []
+
+
+async def test_a_written_response_to_an_sdk_approval_becomes_the_rejection_the_model_reads() -> (
+    None
+):
+    gate = memory_gate(AutoDecider(approver="alice", respond="Done by hand; don't retry."))
+    ledger = Ledger(needs_approval=True)
+    model = ScriptModel([[call("refund", {"order_id": "A-1", "amount": 5}, "c1")], [say("ok")]])
+    agent = Agent(name="billing-bot", model=model, tools=ledger.tools)
+    result = await run(agent, "refund A-1")
+    state = await decide_interruptions(gate, result)
+    await run(agent, state)
+    assert model.outputs(1) == {"c1": "Done by hand; don't retry."}
+    assert ledger.ran == []
+
+
+async def test_the_ask_a_person_tool_is_held_once_as_a_question_and_answered() -> None:
+    inbox = RecordingChannel()
+    gate = memory_gate(inbox, AutoDecider(approver="alice", respond="EUR"))
+    ask = function_tool(gate.ask_tool())
+    model = ScriptModel(
+        [[call("ask_a_person", {"question": "Which currency?"}, "q1")], [say("ok")]]
+    )
+    agent = Agent(name="a", model=model, tools=gate_tools(gate, [ask]))
+    await run(agent, "go")
+    assert model.outputs(1) == {"q1": "EUR"}
+    assert [r.kind for r in inbox.notified] == ["question"]

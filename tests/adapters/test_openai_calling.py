@@ -953,3 +953,25 @@ def test_only_the_words_of_the_response_that_made_the_call_are_its_reason() -> N
     runner.run_responses(conversation)
     runner.run_responses(conversation[:7])
     assert [r.call.reason for r in recorder.notified] == ["Refunding A-2 as well.", None]
+
+
+def test_a_written_response_is_the_tool_output_and_nothing_runs() -> None:
+    shop = Shop()
+    gate = make_gate(AutoDecider(approver="alice", respond="Refunded by hand, ticket 4411."))
+    runner = ToolRunner(gate, shop.tools())
+    message = chat_message(None, chat_tool_call("refund", {"order_id": "A-1", "amount": 5}, "c1"))
+    assert runner.run_chat(message) == [
+        {"role": "tool", "tool_call_id": "c1", "content": "Refunded by hand, ticket 4411."}
+    ]
+    assert shop.ran == []
+
+
+async def test_the_ask_a_person_tool_answers_through_the_runner() -> None:
+    inbox = RecordingChannel()
+    gate = make_gate(inbox, AutoDecider(approver="alice", respond="EUR"))
+    runner = ToolRunner(gate, {"ask_a_person": gate.ask_tool()})
+    (answer,) = await runner.arun_responses(
+        [function_call("ask_a_person", {"question": "Which currency?"}, "q1")]
+    )
+    assert answer == {"type": "function_call_output", "call_id": "q1", "output": "EUR"}
+    assert [r.kind for r in inbox.notified] == ["question"]

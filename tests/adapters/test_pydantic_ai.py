@@ -801,3 +801,48 @@ async def test_the_toolset_checks_the_arguments_with_their_defaults() -> None:
     await Agent(script.model, toolsets=[GatekeeperToolset(gate, pay_tools(ran))]).run("go")
     assert "denied by policy: too much" in str(script.returns(1)["c1"].content)
     assert ran == []
+
+
+# -- a person writes the result instead --------------------------------------------------------
+async def test_a_written_response_is_the_tool_return_the_model_reads() -> None:
+    gate = make_gate(AutoDecider(approver="alice", respond="Refunded by hand already."))
+    tools = Tools()
+    script = Script(
+        ModelResponse(parts=[call("refund", {"order_id": "A-1", "amount": 5}, "c1")]), done()
+    )
+    result = await gated_agent(gate, tools, script).run("go")
+    assert result.output == "done"
+    returned = script.returns(1)["c1"]
+    assert returned.content == "Refunded by hand already." and returned.outcome == "success"
+    assert tools.ran == []
+
+
+async def test_a_written_response_to_a_deferred_approval_is_what_the_model_reads() -> None:
+    gate = make_gate(AutoDecider(approver="alice", respond="Done by hand; don't retry."))
+    tools = Tools()
+    script = Script(
+        ModelResponse(parts=[call("refund", {"order_id": "A-1", "amount": 5}, "c1")]), done()
+    )
+    agent = Agent(
+        script.model,
+        toolsets=[tools.toolset.approval_required()],
+        capabilities=[HandleDeferredToolCalls(handler=deferred_handler(gate))],
+    )
+    assert (await agent.run("go")).output == "done"
+    returned = script.returns(1)["c1"]
+    # Pydantic AI's approval results approve or deny: the person's text comes back as a denial's
+    assert returned.content == "Done by hand; don't retry." and returned.outcome == "denied"
+    assert tools.ran == []
+
+
+async def test_the_ask_a_person_tool_is_held_once_as_a_question_and_answered() -> None:
+    inbox = RecordingChannel()
+    gate = make_gate(inbox, AutoDecider(approver="alice", respond="EUR"))
+    tools = FunctionToolset([gate.ask_tool()])
+    script = Script(
+        ModelResponse(parts=[call("ask_a_person", {"question": "Which currency?"}, "q1")]), done()
+    )
+    agent = Agent(script.model, toolsets=[GatekeeperToolset(gate, tools)])
+    assert (await agent.run("go")).output == "done"
+    assert script.returns(1)["q1"].content == "EUR"
+    assert [r.kind for r in inbox.notified] == ["question"]

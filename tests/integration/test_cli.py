@@ -307,3 +307,55 @@ def test_console_script_is_installed() -> None:
         check=True,
     )
     assert done.stdout.startswith("gatekeeper ")
+
+
+def test_respond_gives_the_agent_the_text_and_the_tool_never_runs(
+    config: Path, agent: Agent
+) -> None:
+    thread = agent.call(lambda: agent.refund("A-7", 40.0))
+    req = agent.channel.wait_for_request()
+    base = ("--config", str(config), "respond", req.id[:16])
+    code, _, err = run(*base, "--as", "alice", "--text", "   ")
+    assert (code, err) == (
+        1,
+        f"refused: a response needs words, and the agent reads them: gatekeeper respond "
+        f"{req.id[:16]} --text 'the result'; nothing recorded\n",
+    )
+    code, _, err = run(*base, "--as", "bob", "--text", "done")  # bob is not in group ops
+    assert code == 1 and "may not decide" in err
+    code, _, err = run(*base, "--as", "alice", "--text", "x" * 8001)
+    assert code == 1 and "over the limit of 8,000; nothing recorded" in err
+    code, out, err = run(*base, "--as", "alice", "--text", "-", stdin="Refunded by hand.\n")
+    assert code == 0, err
+    assert out == (
+        f"{req.id}: answered by alice; the tool will not run, and the agent gets your text "
+        "as its result\n"
+    )
+    thread.join(10)
+    assert agent.outcome == "Refunded by hand." and agent.ran == []
+    code, out, _ = run("--config", str(config), "show", req.id)
+    assert "status:  responded" in out and "answered by alice via cli" in out
+    assert "Refunded by hand." in out and "request.responded" in out
+    code, _, err = run(*base, "--as", "alice", "--text", "again")
+    assert (code, err) == (
+        1,
+        f"refused: {req.id} is already responded by alice; nothing recorded\n",
+    )
+
+
+def test_a_question_is_listed_answered_and_never_approved(config: Path, agent: Agent) -> None:
+    ask = agent.gate.ask_tool()
+    thread = agent.call(lambda: ask("Refund to the card or as store credit?"))
+    req = agent.channel.wait_for_request()
+    code, out, _ = run("--config", str(config), "pending")
+    assert "asks: Refund to the card or as store credit?" in out
+    code, out, _ = run("--config", str(config), "show", req.id)
+    assert out.startswith(f"Question {req.id}") and "question (the agent's words" in out
+    code, _, err = run("--config", str(config), "approve", req.id, "--as", "alice")
+    assert code == 1 and "it is a question from the agent; answer it (respond)" in err
+    code, out, _ = run(
+        "--config", str(config), "respond", req.id, "--as", "alice", "-t", "store credit"
+    )
+    assert code == 0 and "answered by alice; the agent gets your answer" in out
+    thread.join(10)
+    assert agent.outcome == "store credit"

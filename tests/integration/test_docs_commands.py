@@ -23,7 +23,7 @@ import pytest
 import redis
 import yaml
 
-from gatekeeper import AgentHalted, ApprovalDenied, Gatekeeper
+from gatekeeper import AgentHalted, ApprovalDenied, Gatekeeper, Response
 from gatekeeper._config import starter_config
 from gatekeeper.cli import _commands, main
 from gatekeeper.testing import RecordingChannel
@@ -129,6 +129,12 @@ def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: Redi
     return tmp_path
 
 
+RESPOND_A5 = (
+    "gatekeeper respond 01m8gj6hb4q9y2w7k3n5t8x1zc --as alice --text "
+    '"Order A-5 was refunded last week (ticket 4411); nothing to do."'
+)
+
+
 def test_cli_reference_commands(
     page_env: Path,
     redis_server: RedisServer,
@@ -172,6 +178,14 @@ def test_cli_reference_commands(
             'Tool call denied by alice: "order A-2 was already refunded". The tool was not run.'
         )
 
+    def a5_held() -> None:
+        m.ids["01m8gj6hb4q9y2w7k3n5t8x1zc"] = agent.hold("A-5", 75.0)
+
+    def a5_answered() -> None:
+        answered = agent.outcome("A-5")
+        assert isinstance(answered, Response)
+        assert answered == "Order A-5 was refunded last week (ticket 4411); nothing to do."
+
     def a4_held() -> None:
         m.ids["01m8gj6j36ehnjpwtrkkp6z5pj"] = agent.hold("A-4", 30.0)
 
@@ -210,6 +224,7 @@ def test_cli_reference_commands(
                 0,
             ): a3_held,
             ('gatekeeper halt --agent billing-bot -m "refund loop"', 0): a4_held,
+            (RESPOND_A5, 0): a5_held,
             ("gatekeeper audit verify", 1): delete_one_event,
             ("gatekeeper init", 0): fresh_directory,
         },
@@ -227,6 +242,7 @@ def test_cli_reference_commands(
                 0,
             ): a2_denied,
             ('gatekeeper halt --agent billing-bot -m "refund loop"', 0): a4_cancelled,
+            (RESPOND_A5, 0): a5_answered,
             ("gatekeeper audit verify", 1): redis_store,
         },
     )

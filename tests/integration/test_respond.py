@@ -19,6 +19,7 @@ from gatekeeper import (
     ApprovalDenied,
     ApprovalTimeout,
     Gatekeeper,
+    NotAuthorized,
     Policy,
     RequestStatus,
     Response,
@@ -27,6 +28,7 @@ from gatekeeper import (
     TransitionRefused,
 )
 from gatekeeper._decisions import MAX_RESPONSE_CHARS
+from gatekeeper._signing import DecisionKeys, SigningKey
 from gatekeeper.store import Store
 from gatekeeper.testing import ManualClock, RecordingChannel
 from tests.gatekit import audit_events
@@ -240,7 +242,7 @@ def test_the_policy_may_deny_questions_and_route_them_to_a_group() -> None:
             POLICY + "  - {id: no-questions, match: {tool: ask_a_person}, verdict: deny}\n"
         )
     )
-    with pytest.raises(ToolCallDenied, match="no-questions|denied by policy"):
+    with pytest.raises(ToolCallDenied, match="denied by policy"):
         denied.ask("hello?")
     routed, inbox = _gate()
     routed.policy = Policy.from_yaml(
@@ -334,7 +336,9 @@ def test_an_honest_response_reaches_the_agent_under_the_acl(dep: Deployment) -> 
 def test_the_agents_user_cannot_respond_through_the_store(dep: Deployment) -> None:
     call = HeldCall(dep)
     req = dep.agent.get(call.id)
-    with pytest.raises(Exception, match="forbidden|NOPERM|not allowed|deciding side"):
+    # An agent process that signs with a key of its own runs the decide script as its user.
+    dep.agent.decision_keys = DecisionKeys(SigningKey.generate())
+    with pytest.raises(NotAuthorized, match="may not decide"):
         dep.agent.decide(call.id, answer(ManualClock(), req, "alice", "forged"))
     assert dep.decider.get(call.id).status is S.PENDING
     call.decider.deny(call.id, approver="alice", comment="test over")

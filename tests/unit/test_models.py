@@ -103,7 +103,7 @@ def test_console_channel_never_offers_approve_for_arguments_it_cut() -> None:
     assert ran == []
     text = out.getvalue()
     assert "too long to show here in full" in text
-    assert "Deny as alice? [n]" in text and "[y/n]" not in text
+    assert "Deny as alice? [n/r]" in text and "[y/n" not in text
     # Arguments that fit are offered as before.
     short = ConsoleChannel("alice", stdin=io.StringIO("y\n\n"), stdout=io.StringIO())
     gate.default_timeout = 10

@@ -80,7 +80,7 @@ def test_a_decision_made_elsewhere_releases_at_once_and_ends_the_prompt(silent: 
     agent = threading.Thread(target=lambda: result.append(refund("A-1")))
     agent.start()
     rid = later.wait_for_request().id  # the channel after the terminal was told at once
-    out.wait_for("Approve as alice? [y/n]")
+    out.wait_for("Approve as alice? [y/n/r]")
     started = time.monotonic()
     gate.approve(rid, approver="bob")
     agent.join(5)
@@ -116,9 +116,9 @@ def test_a_bad_answer_is_asked_again_and_skip_is_not_offered() -> None:
 
     assert refund("A-1") == "refunded A-1"
     text = out.getvalue()
-    assert text.count("Please answer y or n.") == 2
+    assert text.count("Please answer y, n or r.") == 2
     assert "skip" not in text.replace("Please answer", "").split("maybe")[0]
-    assert "[y/n]" in text and "[y/n/skip]" not in text
+    assert "[y/n/r]" in text and "skip" not in text
 
 
 def test_a_denial_needs_a_reason() -> None:
@@ -170,3 +170,62 @@ def test_it_refuses_a_process_that_cannot_decide() -> None:
         Gatekeeper(policy=POLICY, store=MemoryStore(decision_keys=agents_keys), channels=[terminal])
     gate = Gatekeeper(policy=POLICY, store=MemoryStore(), channels=[terminal])  # has a key
     assert gate.channels == [terminal]
+
+
+def test_r_writes_the_result_instead_and_the_tool_does_not_run() -> None:
+    out = Out()
+    # A blank answer is asked again: a response needs words.
+    typed = io.StringIO("r\n\nrefunded by hand, ticket 4411\n")
+    gate = _gate(ConsoleChannel("alice", stdin=typed, stdout=out))
+    ran: list[str] = []
+
+    @gate.guard
+    def refund(order: str) -> str:
+        ran.append(order)
+        return "ok"
+
+    result = refund("A-1")
+    assert result == "refunded by hand, ticket 4411" and ran == []
+    assert result.approver == "alice"  # type: ignore[attr-defined]
+    text = out.getvalue()
+    assert "r writes the result the agent gets instead" in text
+    assert text.count("The result the agent gets instead (the tool won't run): ") == 2
+
+
+def test_r_is_not_offered_where_the_rule_takes_no_written_answer() -> None:
+    out = Out()
+    policy = Policy.from_yaml(
+        "version: 1\ndefault: require_approval\nrules:\n"
+        "  - {id: pay, match: {tool: pay}, verdict: require_approval, approval: {respond: false}}\n"
+    )
+    gate = Gatekeeper(
+        policy=policy,
+        approvers=[Approver(name="alice")],
+        channels=[ConsoleChannel("alice", stdin=io.StringIO("r\ny\n\n"), stdout=out)],
+        default_timeout=10,
+    )
+
+    @gate.guard
+    def pay(to: str) -> str:
+        return "paid"
+
+    assert pay("X") == "paid"
+    text = out.getvalue()
+    assert "Approve as alice? [y/n] " in text and "Please answer y or n." in text
+    assert "r writes" not in text
+
+
+def test_a_question_is_answered_or_declined_in_the_terminal() -> None:
+    from gatekeeper import ApprovalDenied
+
+    out = Out()
+    typed = io.StringIO("y\na\nEUR, as on the invoice\nn\nnot your call\n")
+    gate = _gate(ConsoleChannel("alice", stdin=typed, stdout=out))
+    ask = gate.ask_tool()
+    assert ask("Which currency? <b>\x1b[31mred</b>") == "EUR, as on the invoice"
+    with pytest.raises(ApprovalDenied, match="not your call"):
+        ask("May I close the account?")
+    text = out.getvalue()
+    assert "Question " in text and "question (the agent's words" in text
+    assert "Answer as alice? [a/n] Please answer a or n." in text  # "y" is no answer here
+    assert "\x1b" not in text  # the agent's escape codes are shown, not run
