@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import inspect
@@ -21,14 +20,11 @@ from ._decisions import Decisions
 from ._errors import (
     AgentHalted,
     ArgumentsChanged,
-    GatekeeperError,
-    InvalidToolCall,
-    StoreUnavailable,
     TamperingDetected,
     ToolCallBlocked,
     ToolCallDenied,
-    TransitionRefused,
 )
+from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
@@ -38,10 +34,8 @@ from .models import (
     ApprovalRequest,
     Approver,
     HaltScope,
-    RequestStatus,
     Risk,
     ToolCall,
-    Verdict,
 )
 from .policy import Policy
 from .store import MemoryStore, Store
@@ -58,8 +52,6 @@ log = logging.getLogger("gatekeeper")
 #: Seconds the clocks of the agent, the deciders and Redis may disagree by:
 #: past its own expiry plus this, an agent stops waiting and counts no later vote.
 CLOCK_SKEW = 5.0
-_EXPIRED_HERE = "expired by the agent's own clock"
-_APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"
 
 
 class Gatekeeper(Decisions):
@@ -303,7 +295,27 @@ class Gatekeeper(Decisions):
             session_id=session_id,
         )
 
-    # -- the blocking path ---------------------------------------------------------------
+    # -- the guarded call (gatekeeper/_flow.py), and the pieces it uses -------------------------
+    def _call(
+        self,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        reason: str | None = None,
+    ) -> Any:
+        """One call of a guarded tool, on the store's blocking face."""
+        return drive(self, guarded_call(self, spec, args, kwargs, reason))
+
+    async def _acall(
+        self,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        reason: str | None = None,
+    ) -> Any:
+        """One call of a guarded tool, on the store's async face (``store.aio``)."""
+        return await adrive(self, guarded_call(self, spec, args, kwargs, reason))
+
     def _prepare(
         self, spec: ToolSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any], reason: str | None
     ) -> tuple[ToolCall, Any, Any]:
@@ -315,60 +327,6 @@ class Gatekeeper(Decisions):
             spec.question = True
             cls = as_question(cls)
         return call, bound.bound, cls
-
-    def _call(
-        self,
-        spec: ToolSpec,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        reason: str | None = None,
-    ) -> Any:
-        call, bound, cls = self._prepare(spec, args, kwargs, reason)
-        verdict = cls.verdict
-        store = self.store
-        if verdict is Verdict.ALLOW:
-            try:
-                store.admit(
-                    pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
-                )
-            except AgentHalted:
-                self._refused(call, cls)
-                raise
-            except StoreUnavailable:
-                if self.policy.on_store_error != "allow":
-                    raise
-                log.warning("store unavailable; running allowed call %s unaudited", call.tool)
-            return self._run(spec, bound, call)
-        if verdict is Verdict.REQUIRE_APPROVAL:
-            return self._hold(spec, bound, call, cls)
-        try:
-            store.admit(pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
-        except AgentHalted:
-            self._refused(call, cls)
-            raise
-        except StoreUnavailable as exc:
-            log.warning(
-                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
-            )
-        if verdict is Verdict.HALT:
-            cancelled = store.halt(
-                *self._halt_target(call, cls),
-                by=self._halted_by(cls),
-                reason="; ".join(cls.reasons),
-                agent=call.agent,
-            )
-            raise self._halt_for(call, cls, cancelled)
-        raise pipe.denied_error(call, cls)
-
-    def _run(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall) -> Any:
-        start = time.perf_counter()
-        try:
-            result = spec.func(*bound.args, **bound.kwargs)
-        except BaseException as exc:
-            self._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
-            raise
-        self._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
-        return result
 
     def _outcome(self, call: ToolCall, start: float, *, ok: bool, outcome: str) -> None:
         took = (time.perf_counter() - start) * 1000
@@ -395,24 +353,6 @@ class Gatekeeper(Decisions):
             call_id=call.id,
         )
 
-    def _hold(self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any) -> Any:
-        req = self._new_request(spec, call, cls)
-        store = self.store
-        try:
-            store.hold(req, pipe.call_event(call, cls, request=req))
-        except AgentHalted:
-            self._refused(call, cls)
-            raise
-        try:  # from here on, a caller that goes away must not leave the request pending
-            self._notify(req)
-            final = self._await_decision(req)
-        except BaseException:
-            self._abandon(req)
-            raise
-        if final.status is not RequestStatus.APPROVED or req.kind == "question":
-            return self._not_run(req, final)
-        return self._release(spec, bound, req, final)
-
     def _new_request(self, spec: ToolSpec, call: ToolCall, cls: Any) -> ApprovalRequest:
         timeout = cls.approval.timeout or self.default_timeout
         return pipe.new_request(
@@ -424,60 +364,6 @@ class Gatekeeper(Decisions):
             spec.args_schema,
             question=spec.question,
         )
-
-    def _not_run(self, req: ApprovalRequest, final: ApprovalRequest) -> Response:
-        """A request that ended without a release: the person's answer, or the error to raise."""
-        if final.status is RequestStatus.RESPONDED:
-            try:
-                answer = self._answer(req, final)
-            except TamperingDetected as exc:
-                with contextlib.suppress(GatekeeperError):
-                    self.store.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
-                raise
-            self._update(final)
-            return answer
-        if final.status is RequestStatus.APPROVED:  # an approved question: nothing to run
-            with contextlib.suppress(GatekeeperError):
-                self._update(self.store.refuse(req.id, why=_APPROVED_QUESTION))
-            raise self._approved_question(req)
-        self._update(final)
-        raise pipe.blocked_error(final)
-
-    async def _anot_run(self, req: ApprovalRequest, final: ApprovalRequest) -> Response:
-        """:meth:`_not_run` on the store's async face."""
-        aio = self.store.aio
-        if final.status is RequestStatus.RESPONDED:
-            try:
-                answer = self._answer(req, final)
-            except TamperingDetected as exc:
-                with contextlib.suppress(GatekeeperError):
-                    await aio.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
-                raise
-            await self._aupdate(final)
-            return answer
-        if final.status is RequestStatus.APPROVED:
-            with contextlib.suppress(GatekeeperError):
-                await self._aupdate(await aio.refuse(req.id, why=_APPROVED_QUESTION))
-            raise self._approved_question(req)
-        await self._aupdate(final)
-        raise pipe.blocked_error(final)
-
-    def _await_decision(self, req: ApprovalRequest) -> ApprovalRequest:
-        store = self.store
-        while True:
-            remaining = (req.expires_at - self.clock.now()).total_seconds()
-            current = store.wait(req.id, max(remaining, 0.0))
-            if current.status.decided:
-                return current
-            try:
-                return store.expire(req.id)
-            except TransitionRefused:
-                current = store.get(req.id)
-                if current.status.decided:
-                    return current
-                if self._past_deadline(req):
-                    return self._expired_here(req)
-                store.wait(req.id, 0.05)  # our clock is a little ahead of the store's
 
     def _answer(self, held: ApprovalRequest, final: ApprovalRequest) -> Response:
         """The person's answer to ``held``, once its signature checks out.
@@ -504,7 +390,7 @@ class Gatekeeper(Decisions):
 
     def _approved_question(self, req: ApprovalRequest) -> ToolCallBlocked:
         return ToolCallBlocked(
-            f"Question {req.id} was approved, not answered: {_APPROVED_QUESTION}",
+            f"Question {req.id} was approved, not answered: {APPROVED_QUESTION}",
             tool=req.call.tool,
             request_id=req.id,
             call_id=req.call.id,
@@ -517,23 +403,6 @@ class Gatekeeper(Decisions):
         says, this process stops waiting at its own deadline.
         """
         return self.clock.now() > req.expires_at + dt.timedelta(seconds=CLOCK_SKEW)
-
-    def _expired_here(self, req: ApprovalRequest) -> ApprovalRequest:
-        with contextlib.suppress(GatekeeperError):  # nobody may approve it from now on
-            self.store.cancel(req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
-        return req.model_copy(update={"status": RequestStatus.EXPIRED})
-
-    async def _aexpired_here(self, req: ApprovalRequest) -> ApprovalRequest:
-        with contextlib.suppress(GatekeeperError):
-            await self.store.aio.cancel(req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
-        return req.model_copy(update={"status": RequestStatus.EXPIRED})
-
-    def _abandon(self, req: ApprovalRequest) -> None:
-        """The waiting caller went away (interrupt, cancel): nobody may approve it now."""
-        with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
-            self.store.cancel(
-                req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting"
-            )
 
     def _release_args(
         self,
@@ -581,57 +450,7 @@ class Gatekeeper(Decisions):
             data={"problem": exc.message},
         )
 
-    def _release(
-        self,
-        spec: ToolSpec,
-        bound: inspect.BoundArguments,
-        held: ApprovalRequest,
-        final: ApprovalRequest,
-    ) -> Any:
-        store = self.store
-        try:
-            run_args, run_digest = self._release_args(spec, bound, held, final)
-        except TamperingDetected as exc:
-            with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
-                store.flag_tampering(held.id, exc.message, self._tampering_event(held, exc))
-            with contextlib.suppress(GatekeeperError):
-                self._update(store.refuse(held.id, why=f"refused as tampering, not run: {exc}"))
-            raise
-        except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
-            store.claim(held.id, args_digest=final.args_digest, token=self._ids())
-            self._finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
-            raise
-        try:
-            store.claim(
-                held.id, args_digest=run_digest, token=self._ids(), created_at=held.created_at
-            )
-        except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
-            if exc.context.get("status") == "approved":
-                with contextlib.suppress(GatekeeperError):
-                    self._update(store.refuse(held.id, why=f"not run: {exc}"))
-            raise
-        try:
-            result = spec.func(*run_args.args, **run_args.kwargs)
-        except BaseException as exc:
-            self._finish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
-            raise
-        self._finish(final, ok=True, outcome=pipe.outcome_text(result))
-        return result
-
-    def _finish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
-        try:
-            done = self.store.finish(req.id, ok=ok, outcome=outcome)
-        except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
-            log.error("could not record the outcome of request %s: %s", req.id, exc)
-            return
-        self._update(done)
-
     # -- channels --------------------------------------------------------------------------
-    def _notify(self, req: ApprovalRequest) -> None:
-        self._tell("notify", req)
-
-    def _update(self, req: ApprovalRequest) -> None:
-        self._tell("update", req)
 
     def _tell(self, what: str, req: ApprovalRequest) -> None:
         """Call ``notify`` or ``update`` on every channel; a failing one is audited, not fatal."""
@@ -661,145 +480,6 @@ class Gatekeeper(Decisions):
             self.store.record([event])
         else:
             self.store.record_soon([event])
-
-    # -- the async path ------------------------------------------------------------------------
-    async def _acall(
-        self,
-        spec: ToolSpec,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        reason: str | None = None,
-    ) -> Any:
-        call, bound, cls = self._prepare(spec, args, kwargs, reason)
-        verdict = cls.verdict
-        aio = self.store.aio
-        if verdict is Verdict.ALLOW:
-            try:
-                await aio.admit(
-                    pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
-                )
-            except AgentHalted:
-                self._refused(call, cls)
-                raise
-            except StoreUnavailable:
-                if self.policy.on_store_error != "allow":
-                    raise
-                log.warning("store unavailable; running allowed call %s unaudited", call.tool)
-            start = time.perf_counter()
-            try:
-                result = await spec.func(*bound.args, **bound.kwargs)
-            except BaseException as exc:
-                self._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
-                raise
-            self._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
-            return result
-        if verdict is Verdict.REQUIRE_APPROVAL:
-            return await self._ahold(spec, bound, call, cls)
-        try:
-            await aio.admit(
-                pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id
-            )
-        except AgentHalted:
-            self._refused(call, cls)
-            raise
-        except StoreUnavailable as exc:
-            log.warning(
-                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
-            )
-        if verdict is Verdict.HALT:
-            cancelled = await aio.halt(
-                *self._halt_target(call, cls),
-                by=self._halted_by(cls),
-                reason="; ".join(cls.reasons),
-                agent=call.agent,
-            )
-            raise self._halt_for(call, cls, cancelled)
-        raise pipe.denied_error(call, cls)
-
-    async def _ahold(
-        self, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall, cls: Any
-    ) -> Any:
-        req = self._new_request(spec, call, cls)
-        aio = self.store.aio
-        try:
-            await aio.hold(req, pipe.call_event(call, cls, request=req))
-        except AgentHalted:
-            self._refused(call, cls)
-            raise
-        try:
-            await self._anotify(req)
-            final = await self._aawait_decision(req)
-        except BaseException:
-            await asyncio.shield(self._aabandon(req))
-            raise
-        if final.status is not RequestStatus.APPROVED or req.kind == "question":
-            return await self._anot_run(req, final)
-        try:
-            run_args, run_digest = self._release_args(spec, bound, req, final)
-        except TamperingDetected as exc:
-            with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
-                await aio.flag_tampering(req.id, exc.message, self._tampering_event(req, exc))
-            with contextlib.suppress(GatekeeperError):
-                why = f"refused as tampering, not run: {exc}"
-                await self._aupdate(await aio.refuse(req.id, why=why))
-            raise
-        except (InvalidToolCall, ArgumentsChanged) as exc:
-            await aio.claim(final.id, args_digest=final.args_digest, token=self._ids())
-            await self._afinish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
-            raise
-        try:
-            await aio.claim(
-                final.id, args_digest=run_digest, token=self._ids(), created_at=req.created_at
-            )
-        except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
-            if exc.context.get("status") == "approved":
-                with contextlib.suppress(GatekeeperError):
-                    await self._aupdate(await aio.refuse(final.id, why=f"not run: {exc}"))
-            raise
-        try:
-            result = await spec.func(*run_args.args, **run_args.kwargs)
-        except BaseException as exc:
-            await self._afinish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
-            raise
-        await self._afinish(final, ok=True, outcome=pipe.outcome_text(result))
-        return result
-
-    async def _aawait_decision(self, req: ApprovalRequest) -> ApprovalRequest:
-        aio = self.store.aio
-        while True:
-            remaining = (req.expires_at - self.clock.now()).total_seconds()
-            current = await aio.wait(req.id, max(remaining, 0.0))
-            if current.status.decided:
-                return current
-            try:
-                return await aio.expire(req.id)
-            except TransitionRefused:
-                current = await aio.get(req.id)
-                if current.status.decided:
-                    return current
-                if self._past_deadline(req):
-                    return await self._aexpired_here(req)
-                await aio.wait(req.id, 0.05)
-
-    async def _aabandon(self, req: ApprovalRequest) -> None:
-        with contextlib.suppress(GatekeeperError):
-            await self.store.aio.cancel(
-                req.id, by=f"agent:{req.call.agent}", reason="the caller stopped waiting"
-            )
-
-    async def _afinish(self, req: ApprovalRequest, *, ok: bool, outcome: str) -> None:
-        try:
-            done = await self.store.aio.finish(req.id, ok=ok, outcome=outcome)
-        except GatekeeperError as exc:
-            log.error("could not record the outcome of request %s: %s", req.id, exc)
-            return
-        await self._aupdate(done)
-
-    async def _anotify(self, req: ApprovalRequest) -> None:
-        await self._atell("notify", req)
-
-    async def _aupdate(self, req: ApprovalRequest) -> None:
-        await self._atell("update", req)
 
     async def _atell(self, what: str, req: ApprovalRequest) -> None:
         """Async ``_tell``: the channel's ``a<what>``, else ``<what>`` in a thread."""

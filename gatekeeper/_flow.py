@@ -1,0 +1,305 @@
+"""The guarded call, written once: a generator of commands, driven by a sync and an async loop.
+
+:func:`guarded_call` is the whole path of one call through the gate —
+classify, admit or hold, tell the channels, wait for the decision, check
+its signatures, claim, run, record the outcome — with every piece of I/O
+yielded as a command instead of performed:
+
+- :class:`StoreOp`: a method of the store (``hold``, ``wait``, ``claim``...),
+  run on the blocking face by :func:`drive` and on ``store.aio`` by
+  :func:`adrive`;
+- :class:`Tell`: ``notify`` or ``update`` every channel;
+- :class:`Run`: call the tool itself.
+
+The driver sends each command's result back into the generator, or throws
+its error in, so the flow's ``try``/``except`` blocks see store errors,
+interrupts and task cancellation exactly where they happen (the pattern of
+httpx's ``Auth.auth_flow`` and tenacity's ``BaseRetrying.iter``). There is
+one flow to change and both faces run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import _pipeline as pipe
+from ._errors import (
+    AgentHalted,
+    ArgumentsChanged,
+    GatekeeperError,
+    InvalidToolCall,
+    StoreUnavailable,
+    TamperingDetected,
+    TransitionRefused,
+)
+from ._tool import ToolSpec
+from .models import ApprovalRequest, Classification, RequestStatus, ToolCall, Verdict
+
+if TYPE_CHECKING:
+    from ._gate import Gatekeeper
+
+__all__ = ["Flow", "Run", "StoreOp", "Tell", "adrive", "drive", "guarded_call"]
+
+log = logging.getLogger("gatekeeper")
+
+_EXPIRED_HERE = "expired by the agent's own clock"
+APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"
+
+
+@dataclass(frozen=True)
+class StoreOp:
+    """Call ``method`` of the store's face with these arguments.
+
+    ``shield``: the async driver runs it to the end even if the task is
+    cancelled again meanwhile (withdrawing a request on the way out).
+    """
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    shield: bool = False
+
+
+@dataclass(frozen=True)
+class Tell:
+    """Tell every channel about ``request``: ``notify`` (new) or ``update`` (changed)."""
+
+    what: Literal["notify", "update"]
+    request: ApprovalRequest
+
+
+@dataclass(frozen=True)
+class Run:
+    """Call the tool: ``func(*args, **kwargs)`` (awaited on the async face)."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+
+
+Command = StoreOp | Tell | Run
+Flow = Generator[Command, Any, Any]
+
+
+def op(method: str, *args: Any, shield: bool = False, **kwargs: Any) -> StoreOp:
+    return StoreOp(method, args, kwargs, shield)
+
+
+# -- the drivers ------------------------------------------------------------------------------
+def drive(gate: Gatekeeper, flow: Flow) -> Any:
+    """Run ``flow`` on the store's blocking face; returns what the flow returns."""
+    store = gate.store
+    sent: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = flow.send(sent) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        sent, error = None, None
+        try:
+            if isinstance(command, StoreOp):
+                sent = getattr(store, command.method)(*command.args, **command.kwargs)
+            elif isinstance(command, Tell):
+                gate._tell(command.what, command.request)
+            else:
+                sent = command.func(*command.args, **command.kwargs)
+        except BaseException as exc:  # thrown into the flow, which decides what it means
+            error = exc
+
+
+async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
+    """Run ``flow`` on the store's async face (``store.aio``); returns what the flow returns."""
+    aio = gate.store.aio
+    sent: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = flow.send(sent) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        sent, error = None, None
+        try:
+            if isinstance(command, StoreOp):
+                step = getattr(aio, command.method)(*command.args, **command.kwargs)
+                sent = await (asyncio.shield(step) if command.shield else step)
+            elif isinstance(command, Tell):
+                await gate._atell(command.what, command.request)
+            else:
+                sent = await command.func(*command.args, **command.kwargs)
+        except BaseException as exc:
+            error = exc
+
+
+# -- the flow ---------------------------------------------------------------------------------
+def guarded_call(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    reason: str | None,
+) -> Flow:
+    """One call of a guarded tool, from its arguments to its result (or the error it raises)."""
+    call, bound, cls = gate._prepare(spec, args, kwargs, reason)
+    verdict = cls.verdict
+    if verdict is Verdict.REQUIRE_APPROVAL:
+        return (yield from _held(gate, spec, bound, call, cls))
+    try:
+        yield op("admit", pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+    except AgentHalted:
+        gate._refused(call, cls)
+        raise
+    except StoreUnavailable as exc:
+        if verdict is Verdict.ALLOW:
+            if gate.policy.on_store_error != "allow":
+                raise
+            log.warning("store unavailable; running allowed call %s unaudited", call.tool)
+        else:
+            log.warning(
+                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
+            )
+    if verdict is Verdict.ALLOW:
+        return (yield from _run_allowed(gate, spec, bound, call))
+    if verdict is Verdict.HALT:
+        cancelled = yield op(
+            "halt",
+            *gate._halt_target(call, cls),
+            by=gate._halted_by(cls),
+            reason="; ".join(cls.reasons),
+            agent=call.agent,
+        )
+        raise gate._halt_for(call, cls, cancelled)
+    raise pipe.denied_error(call, cls)
+
+
+def _run_allowed(
+    gate: Gatekeeper, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall
+) -> Flow:
+    start = time.perf_counter()
+    try:
+        result = yield Run(spec.func, bound.args, bound.kwargs)
+    except BaseException as exc:
+        gate._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
+        raise
+    gate._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
+    return result
+
+
+def _held(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    bound: inspect.BoundArguments,
+    call: ToolCall,
+    cls: Classification,
+) -> Flow:
+    req = gate._new_request(spec, call, cls)
+    try:
+        yield op("hold", req, pipe.call_event(call, cls, request=req))
+    except AgentHalted:
+        gate._refused(call, cls)
+        raise
+    try:  # from here on, a caller that goes away must not leave the request pending
+        yield Tell("notify", req)
+        final = yield from _decision(gate, req)
+    except BaseException:
+        with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
+            reason = "the caller stopped waiting"
+            yield op("cancel", req.id, by=f"agent:{req.call.agent}", reason=reason, shield=True)
+        raise
+    if final.status is not RequestStatus.APPROVED or req.kind == "question":
+        return (yield from _not_run(gate, req, final))
+    return (yield from _release(gate, spec, bound, req, final))
+
+
+def _decision(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
+    """Wait until ``req`` is decided or expires; returns it as it ended."""
+    while True:
+        remaining = (req.expires_at - gate.clock.now()).total_seconds()
+        current: ApprovalRequest = yield op("wait", req.id, max(remaining, 0.0))
+        if current.status.decided:
+            return current
+        try:
+            return (yield op("expire", req.id))
+        except TransitionRefused:
+            current = yield op("get", req.id)
+            if current.status.decided:
+                return current
+            if gate._past_deadline(req):
+                with contextlib.suppress(GatekeeperError):  # nobody may approve it from now on
+                    yield op("cancel", req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
+                return req.model_copy(update={"status": RequestStatus.EXPIRED})
+            yield op("wait", req.id, 0.05)  # our clock is a little ahead of the store's
+
+
+def _not_run(gate: Gatekeeper, req: ApprovalRequest, final: ApprovalRequest) -> Flow:
+    """A request that ended without a release: the person's answer, or the error to raise."""
+    if final.status is RequestStatus.RESPONDED:
+        try:
+            answer = gate._answer(req, final)
+        except TamperingDetected as exc:
+            with contextlib.suppress(GatekeeperError):
+                yield op("flag_tampering", req.id, exc.message, gate._tampering_event(req, exc))
+            raise
+        yield Tell("update", final)
+        return answer
+    if final.status is RequestStatus.APPROVED:  # an approved question: nothing to run
+        with contextlib.suppress(GatekeeperError):
+            yield Tell("update", (yield op("refuse", req.id, why=APPROVED_QUESTION)))
+        raise gate._approved_question(req)
+    yield Tell("update", final)
+    raise pipe.blocked_error(final)
+
+
+def _release(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    bound: inspect.BoundArguments,
+    held: ApprovalRequest,
+    final: ApprovalRequest,
+) -> Flow:
+    """Run an approved call once its signed votes check out, and record how it ended."""
+    try:
+        run_args, run_digest = gate._release_args(spec, bound, held, final)
+    except TamperingDetected as exc:
+        with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
+            yield op("flag_tampering", held.id, exc.message, gate._tampering_event(held, exc))
+        with contextlib.suppress(GatekeeperError):
+            why = f"refused as tampering, not run: {exc}"
+            yield Tell("update", (yield op("refuse", held.id, why=why)))
+        raise
+    except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
+        yield op("claim", held.id, args_digest=final.args_digest, token=gate._ids())
+        yield from _finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
+        raise
+    try:
+        yield op(
+            "claim", held.id, args_digest=run_digest, token=gate._ids(), created_at=held.created_at
+        )
+    except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
+        if exc.context.get("status") == "approved":
+            with contextlib.suppress(GatekeeperError):
+                yield Tell("update", (yield op("refuse", held.id, why=f"not run: {exc}")))
+        raise
+    try:
+        result = yield Run(spec.func, run_args.args, run_args.kwargs)
+    except BaseException as exc:
+        yield from _finish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
+        raise
+    yield from _finish(final, ok=True, outcome=pipe.outcome_text(result))
+    return result
+
+
+def _finish(req: ApprovalRequest, *, ok: bool, outcome: str) -> Flow:
+    try:
+        done = yield op("finish", req.id, ok=ok, outcome=outcome)
+    except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
+        log.error("could not record the outcome of request %s: %s", req.id, exc)
+        return
+    yield Tell("update", done)
