@@ -133,7 +133,9 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
             elif isinstance(command, Tell):
                 await gate._atell(command.what, command.request)
             else:
-                sent = await command.func(*command.args, **command.kwargs)
+                sent = command.func(*command.args, **command.kwargs)
+                if inspect.isawaitable(sent):  # a coroutine function's call (the async face)
+                    sent = await sent
         except BaseException as exc:
             error = exc
 

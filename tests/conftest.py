@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -127,3 +130,53 @@ def no_local_redis_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     from gatekeeper.cli import _commands
 
     monkeypatch.setattr(_commands, "LOCAL_REDIS", ("127.0.0.1", _free_port()))
+
+
+# -- both faces of the guarded call --------------------------------------------------------------
+@pytest.fixture(params=["sync", "async"])
+def both_faces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test twice: every guarded call on the blocking driver, then on the async one.
+
+    On ``async``, a sync guarded function's call is driven by ``adrive`` on
+    the store's async face (``store.aio``), in an event loop on a thread of
+    its own for this test; the test's thread waits for it as it waits for a
+    blocking call. At the end the loop is shut down as ``asyncio.run`` shuts
+    one down (every task cancelled, so each store closes that loop's
+    connections). A test that reaches into the blocking face on purpose opts
+    out with ``@pytest.mark.sync_face_only(reason)``.
+    """
+    from gatekeeper import Gatekeeper
+    from gatekeeper._flow import adrive, guarded_call
+
+    face = str(request.param)
+    marker = request.node.get_closest_marker("sync_face_only")
+    if face == "async" and marker is not None:
+        pytest.skip(f"the blocking face only: {marker.args[0]}")
+    if face == "sync":
+        yield face
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="async-face", daemon=True)
+    thread.start()
+
+    def on_the_async_face(
+        self: Gatekeeper, spec: Any, args: Any, kwargs: Any, reason: str | None = None
+    ) -> Any:
+        flow = guarded_call(self, spec, args, kwargs, reason)
+        future = asyncio.run_coroutine_threadsafe(adrive(self, flow), loop)
+        return future.result(timeout=60)  # a test that hangs here fails, not the suite
+
+    monkeypatch.setattr(Gatekeeper, "_call", on_the_async_face)
+    yield face
+
+    async def shut_down() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.shutdown_asyncgens()
+
+    asyncio.run_coroutine_threadsafe(shut_down(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()

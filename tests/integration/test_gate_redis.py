@@ -20,7 +20,8 @@ from gatekeeper.testing import RecordingChannel
 from tests.conftest import RedisServer
 from tests.gatekit import audit_kinds, make_policy
 
-pytestmark = pytest.mark.redis
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("both_faces")]
 S = RequestStatus
 
 

@@ -18,6 +18,9 @@ from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 S = RequestStatus
 THREADS = 8
 

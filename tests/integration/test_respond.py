@@ -35,6 +35,9 @@ from tests.gatekit import audit_events
 from tests.storekit import held_event, make_request, vote
 from tests.trustkit import Deployment, HeldCall, chain, tampering_recorded, wake
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 S = RequestStatus
 
 POLICY = """
@@ -291,6 +294,7 @@ def test_an_agent_writing_a_response_gets_tampering_not_an_answer(dep: Deploymen
     tampering_recorded(dep, call.id)
 
 
+@pytest.mark.sync_face_only("it pauses the agent inside the blocking face's wait")
 def test_an_agent_rewriting_a_signed_response_gets_tampering(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

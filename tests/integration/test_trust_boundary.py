@@ -40,6 +40,9 @@ from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
 from tests.trustkit import POLICY, Deployment, HeldCall, chain, tampering_recorded, wake
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 
 def test_writing_status_approved_runs_nothing(dep: Deployment) -> None:
     call = HeldCall(dep)
@@ -70,6 +73,7 @@ def test_writing_args_and_digest_runs_nothing(dep: Deployment) -> None:
     tampering_recorded(dep, call.id)
 
 
+@pytest.mark.sync_face_only("it pauses the agent inside the blocking face's wait")
 def test_swapping_args_between_an_edited_approval_and_the_release_runs_nothing(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

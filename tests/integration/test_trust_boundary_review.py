@@ -22,6 +22,9 @@ from gatekeeper.testing import ManualClock
 from tests.storekit import held_event, make_request
 from tests.trustkit import POLICY, Deployment, HeldCall, chain
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 
 def _register(dep: Deployment) -> None:
     """billing-bot's process makes a call: the agent is in the registry, its journal read."""

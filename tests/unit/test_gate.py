@@ -29,6 +29,9 @@ from gatekeeper import (
 from gatekeeper.testing import AutoDecider, RecordingChannel
 from tests.gatekit import audit_events, audit_kinds, make_policy
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 S = RequestStatus
 
 
@@ -644,6 +647,9 @@ class InterruptedStore(MemoryStore):
         raise KeyboardInterrupt
 
 
+@pytest.mark.sync_face_only(
+    "Ctrl-C lands in the blocking wait; the async face's interrupt is task cancellation"
+)
 def test_keyboard_interrupt_while_waiting_cancels_the_request() -> None:
     chan = RecordingChannel()
     gate = Gatekeeper(policy=make_policy(), store=InterruptedStore(), channels=[chan])

@@ -18,6 +18,9 @@ from gatekeeper import (
 from gatekeeper.testing import AutoDecider, RecordingChannel
 from tests.gatekit import audit_events
 
+# Every guarded call here runs on the blocking driver and on the async one.
+pytestmark = pytest.mark.usefixtures("both_faces")
+
 POLICY = """
 version: 1
 default: allow
