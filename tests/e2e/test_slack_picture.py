@@ -65,10 +65,11 @@ def test_the_pending_picture_shows_what_the_approver_decides_on(slack_page: Any)
     text = _show(slack_page, message(sample_requests()["pending"]))
     for shown in ("refund", "billing-bot", "A-1042", "249.0", "EUR", "order never arrived"):
         assert shown in text
-    for label in ("Approve", "Deny", "Open in console"):
+    for label in ("Approve", "Deny", "Respond", "Open in console"):
         assert label in text
     buttons = slack_page.locator("#message .button").all_inner_texts()
-    assert buttons == ["Approve", "Deny", "Open in console"]  # Deny asks why in a modal
+    # Deny asks why in a modal; Respond asks for the result the agent gets instead
+    assert buttons == ["Approve", "Deny", "Respond", "Open in console"]
     assert "Expires in 14 min" in text and "gatekeeper" in text
     box = slack_page.locator("#message").bounding_box()
     assert box is not None and box["width"] == render_script().WIDTH

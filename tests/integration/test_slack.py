@@ -25,11 +25,10 @@ from gatekeeper.channels.slack._blocks import (
     ACTION_DENY,
     ACTION_DENY_COMMENT,
     ACTION_OPEN,
-    COMMENT_BLOCK,
-    COMMENT_INPUT,
-    DENY_MODAL,
+    ACTION_RESPOND,
     button_value,
 )
+from gatekeeper.channels.slack._modals import COMMENT_BLOCK, COMMENT_INPUT, DENY_MODAL
 from gatekeeper.models import ApprovalRequest, Approver, RequestStatus
 from gatekeeper.store import Store
 from gatekeeper.testing import ManualClock, RecordingChannel
@@ -117,6 +116,7 @@ class Rig:
         sweep_interval: float = 3600.0,
         real_sleep: bool = False,
         serve: bool = True,
+        policy: str = POLICY,
     ) -> None:
         self.store, self.clock, self.fake = store, clock, fake
         self.sleeps: list[float] = []
@@ -124,13 +124,13 @@ class Rig:
         self.recorder = RecordingChannel()
         self.slack = self._channel()
         self.gate = Gatekeeper(
-            policy=Policy.from_yaml(POLICY),
+            policy=Policy.from_yaml(policy),
             store=store,
             approvers=APPROVERS,
             channels=[self.recorder, self.slack],
         )
         self.console_gate = Gatekeeper(
-            policy=Policy.from_yaml(POLICY), store=store, approvers=APPROVERS
+            policy=Policy.from_yaml(policy), store=store, approvers=APPROVERS
         )
         self.service = SlackService(
             self.console_gate,
@@ -290,7 +290,7 @@ def rig(store: Store, clock: ManualClock, fake: FakeSlack) -> Iterator[Rig]:
 def test_an_approve_click_runs_the_tool_and_the_message_says_who(rig: Rig) -> None:
     agent = rig.call("refund", order_id="A-1", amount=5.0)
     posted = rig.shown(agent.request)
-    assert action_ids(posted) == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
+    assert action_ids(posted) == [ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND, ACTION_OPEN]
 
     started = time.monotonic()
     response = rig.click("U0ALICE", ACTION_APPROVE, agent.request)

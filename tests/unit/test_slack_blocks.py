@@ -11,24 +11,32 @@ from typing import Any
 import pytest
 
 from gatekeeper._canonical import digest
+from gatekeeper._decisions import MAX_RESPONSE_CHARS
 from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
     ACTION_OPEN,
+    ACTION_RESPOND,
     ARGS_LIMIT,
-    COMMENT_BLOCK,
-    COMMENT_INPUT,
-    DENY_MODAL,
     button_value,
-    deny_modal,
     fits_in_slack,
     not_approver,
     parse_button_value,
-    parse_modal_metadata,
     reminder,
     request_message,
 )
 from gatekeeper.channels.slack._escape import check_limits, code, escape, literal, plain
+from gatekeeper.channels.slack._modals import (
+    COMMENT_BLOCK,
+    COMMENT_INPUT,
+    DENY_MODAL,
+    RESPOND_MODAL,
+    RESPONSE_BLOCK,
+    RESPONSE_INPUT,
+    deny_modal,
+    parse_modal_metadata,
+    respond_modal,
+)
 from gatekeeper.models import (
     ApprovalRequest,
     Classification,
@@ -331,7 +339,7 @@ def test_huge_arguments_are_cut_and_cannot_be_approved_from_slack() -> None:
     check_limits(message)
     assert len(json.dumps(message)) < 8000
     actions = block(message, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_OPEN]
+    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_RESPOND, ACTION_OPEN]
     total = len(json.dumps(req.args, indent=2))
     note = block(message, "gk_truncated")["elements"][0]["text"]
     assert note.startswith(
@@ -344,7 +352,7 @@ def test_huge_arguments_are_cut_and_cannot_be_approved_from_slack() -> None:
 
     without_console = request_message(req, now=NOW)
     actions = block(without_console, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [ACTION_DENY]
+    assert [a["action_id"] for a in actions] == [ACTION_DENY, ACTION_RESPOND]
 
 
 def test_arguments_at_the_limit_still_fit() -> None:
@@ -434,10 +442,12 @@ def test_pending_message_structure() -> None:
     status = block(message, "gk_status")["elements"]
     assert [e["text"] for e in status] == ["Expires in 14 min (at 12:18 UTC)"]
     actions = block(message, "gk_actions")["elements"]
-    assert [a["action_id"] for a in actions] == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
-    assert [a.get("style") for a in actions] == ["primary", "danger", None]
-    assert {a.get("value") for a in actions[:2]} == {button_value(req)}
-    assert actions[2]["url"] == "https://gk.example/requests/r1"
+    ids = [ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND, ACTION_OPEN]
+    assert [a["action_id"] for a in actions] == ids
+    assert [a["text"]["text"] for a in actions] == ["Approve", "Deny", "Respond", "Open in console"]
+    assert [a.get("style") for a in actions] == ["primary", "danger", None, None]
+    assert {a.get("value") for a in actions[:3]} == {button_value(req)}
+    assert actions[3]["url"] == "https://gk.example/requests/r1"
     assert "confirm" not in actions[0]
 
 
@@ -755,3 +765,216 @@ def test_check_limits_finds_problems() -> None:
     button = {"type": "button", "action_id": "a", "text": plain("")}
     with pytest.raises(ValueError, match=r"0 characters, not 1\.\.75"):
         check_limits({"text": "x", "blocks": [{"type": "actions", "elements": [button]}]})
+
+
+# -- respond, and questions from the agent ------------------------------------------------
+
+HOSTILE = ["<!channel>", "<@U123>", "*bold*", "<https://evil.example|click>", "_x_ ~y~ `z`"]
+
+
+def question(
+    text: str = "Which account should the refund go to?", **update: Any
+) -> ApprovalRequest:
+    """A question the agent asks a person, as ``gate.ask_tool()`` holds it."""
+    return make(
+        tool="ask_a_person",
+        args={"question": text},
+        reason=None,
+        reasons=("the agent asks a person a question",),
+        rules=("question",),
+        kind="question",
+        **update,
+    )
+
+
+def responded(req: ApprovalRequest, text: str, by: str = "alice") -> ApprovalRequest:
+    answer = vote(req, by, approve=False).model_copy(update={"response": text})
+    fields = {"decisions": (answer,), "decided_by": by, "decided_at": NOW, "response": text}
+    return req.model_copy(update={"status": P.RESPONDED, **fields})
+
+
+def action_ids(message: dict[str, Any]) -> list[str]:
+    return [
+        a["action_id"] for b in message["blocks"] if b["type"] == "actions" for a in b["elements"]
+    ]
+
+
+def test_respond_is_offered_only_where_the_rule_allows_it() -> None:
+    req = make()
+    assert ACTION_RESPOND in action_ids(request_message(req, now=NOW))
+    assert ACTION_RESPOND not in action_ids(request_message(req, now=NOW, respond=False))
+    recorded = req.model_copy(
+        update={
+            "classification": req.classification.model_copy(
+                update={
+                    "approval": req.classification.approval.model_copy(update={"respond": False})
+                }
+            )
+        }
+    )
+    # Without the gate's word, the rule as the request recorded it decides.
+    assert action_ids(request_message(recorded, now=NOW)) == [ACTION_APPROVE, ACTION_DENY]
+    assert ACTION_RESPOND in action_ids(request_message(recorded, now=NOW, respond=True))
+
+
+def test_a_question_shows_the_question_and_offers_answer_and_decline_never_approve() -> None:
+    req = question(group="finance")
+    message = request_message(req, now=NOW, console_url=CONSOLE, slack_ids=IDS, respond=False)
+    check_limits(message)
+    assert message["text"] == (
+        "Question from `billing-bot`: `Which account should the refund go to?`"
+    )
+    assert [b["block_id"] for b in message["blocks"]] == [
+        "gk_header",
+        "gk_question",
+        "gk_summary",
+        "gk_status",
+        "gk_actions",
+    ]
+    assert block(message, "gk_header")["text"]["text"] == "❓ Question from billing-bot"
+    assert flat(block(message, "gk_question")) == [
+        "billing-bot asks:",
+        "Which account should the refund go to?",
+    ]
+    fields = [f["text"] for f in block(message, "gk_summary")["fields"]]
+    assert fields == ["Agent: billing-bot", "Session: s1", "Request: r1"]
+    actions = block(message, "gk_actions")["elements"]
+    assert [(a["action_id"], a["text"]["text"], a.get("style")) for a in actions] == [
+        (ACTION_RESPOND, "Answer", "primary"),
+        (ACTION_DENY, "Decline", "danger"),
+        (ACTION_OPEN, "Open in console", None),
+    ]
+    assert {a.get("value") for a in actions[:2]} == {button_value(req)}
+
+
+def test_a_responded_call_says_who_answered_and_quotes_what_the_agent_got() -> None:
+    done = responded(make(), "Refunded by hand: ticket 4411\nsecond line")
+    message = request_message(done, now=NOW, console_url=CONSOLE, slack_ids=IDS)
+    check_limits(message)
+    assert action_ids(message) == []
+    assert block(message, "gk_header")["text"]["text"] == "💬 Responded: refund"
+    assert message["text"] == "Responded: `refund` (risk high)"
+    assert flat(block(message, "gk_outcome")) == [
+        "💬 Responded by <@U0ALICE> at 12:04 UTC · the tool did not run; the agent got:",
+        "Refunded by hand: ticket 4411\nsecond line",
+    ]
+
+
+def test_an_answered_or_declined_question_says_so() -> None:
+    answered = request_message(responded(question(), "The EUR account"), now=NOW, slack_ids=IDS)
+    check_limits(answered)
+    assert action_ids(answered) == []
+    assert (
+        block(answered, "gk_header")["text"]["text"] == "💬 Answered: a question from billing-bot"
+    )
+    assert answered["text"] == "Answered: a question from `billing-bot`"
+    assert flat(block(answered, "gk_outcome")) == [
+        "💬 Answered by <@U0ALICE> at 12:04 UTC:",
+        "The EUR account",
+    ]
+    assert flat(block(answered, "gk_question"))[1] == "Which account should the refund go to?"
+    declined = decide(question(), P.DENIED, by="bob", comment="ask the customer instead")
+    message = request_message(declined, now=NOW, slack_ids=IDS)
+    assert block(message, "gk_header")["text"]["text"] == "⛔ Declined: a question from billing-bot"
+    assert flat(block(message, "gk_outcome")) == [
+        "⛔ Declined by <@U0BOB> at 12:04 UTC:",
+        "ask the customer instead",
+    ]
+    expired = request_message(question(), now=T0 + dt.timedelta(hours=1))
+    assert block(expired, "gk_header")["text"]["text"] == "⌛ Expired: a question from billing-bot"
+
+
+def _question_surfaces(text: str) -> list[dict[str, Any]]:
+    """``text`` as a question and as a person's answer, on every surface that shows them."""
+    asked = question(text, agent=text, group="finance")
+    call = make(args={"note": text})
+    where = {"channel_id": "C0APPROVALS", "message_ts": "1767268980.000100"}
+    return [
+        request_message(asked, now=NOW, console_url=CONSOLE, slack_ids=IDS),
+        request_message(responded(asked, text, by=text), now=NOW, slack_ids=IDS),
+        request_message(decide(asked, P.DENIED, by=text, comment=text), now=NOW, slack_ids=IDS),
+        request_message(responded(call, text), now=NOW, console_url=CONSOLE, slack_ids=IDS),
+        respond_modal(asked, **where),
+        respond_modal(call, **where),
+        deny_modal(asked, **where),
+    ]
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_hostile_questions_and_answers_show_as_written_and_do_nothing(payload: str) -> None:
+    for message in _question_surfaces(f"{payload} pay now"):
+        check_limits(message)
+        assert special(message) == [] or all(
+            e.get("user_id") in IDS.values() for e in special(message)
+        ), special(message)
+        for kind, text in texts(message):
+            if kind in ("mrkdwn", "plain_text", "fallback"):
+                rest = text.replace("<@U0ALICE>", "").replace("<@U0BOB>", "")
+                assert "<" not in rest and ">" not in rest, (kind, text)
+            if kind == "mrkdwn":
+                assert payload not in text, text  # our words only: the agent's text is never mrkdwn
+            if kind == "url":
+                assert text == "https://gk.example/requests/r1"
+    asked = request_message(question(f"{payload} pay now"), now=NOW)
+    assert flat(block(asked, "gk_question"))[1] == f"{payload} pay now"  # as written, literal
+    assert asked["text"].endswith(f"{code(payload + ' pay now', 300)}")
+
+
+def test_a_huge_question_and_answer_are_bounded_everywhere() -> None:
+    huge = "<!channel> " + "q" * 20_000
+    for message in _question_surfaces(huge):
+        check_limits(message)
+        assert len(json.dumps(message)) < 20_000
+    asked = request_message(question(huge), now=NOW)
+    shown = flat(block(asked, "gk_question"))[1]
+    assert len(shown) <= 2500 and shown.endswith(" more characters)")
+    note = block(asked, "gk_truncated")["elements"][0]["text"]
+    assert note.startswith("The question is 20,011 characters long")
+    answered = request_message(responded(make(), huge), now=NOW)
+    quoted = flat(block(answered, "gk_outcome"))[1]
+    assert len(quoted) <= 2500 and quoted.endswith(" more characters)")
+
+
+def test_respond_modal() -> None:
+    req = make(tool="<!channel>")
+    modal = respond_modal(req, channel_id="C0APPROVALS", message_ts="1767268980.000100")
+    check_limits(modal)
+    assert modal["callback_id"] == RESPOND_MODAL
+    assert [modal[k]["text"] for k in ("title", "submit", "close")] == [
+        "Respond instead",
+        "Respond",
+        "Cancel",
+    ]
+    assert parse_modal_metadata(modal["private_metadata"]) == (
+        "r1",
+        "C0APPROVALS",
+        "1767268980.000100",
+    )
+    (field,) = [b for b in modal["blocks"] if b.get("block_id") == RESPONSE_BLOCK]
+    assert field["label"]["text"] == "The result the agent gets instead of running the tool"
+    assert field["element"] == {
+        "type": "plain_text_input",
+        "action_id": RESPONSE_INPUT,
+        "multiline": True,
+        "max_length": MAX_RESPONSE_CHARS,
+    }
+    what = modal["blocks"][0]["text"]["text"]
+    assert what.startswith("Answer for &lt;!channel&gt; (risk high) instead of running it?")
+
+
+def test_a_questions_modals_quote_it_and_are_worded_for_it() -> None:
+    asked = question("Refund <@U123> *now*?\nYes or no")
+    where = {"channel_id": "C0APPROVALS", "message_ts": "1767268980.000100"}
+    answer = respond_modal(asked, **where)
+    check_limits(answer)
+    assert [answer[k]["text"] for k in ("title", "submit")] == ["Answer question", "Answer"]
+    shown = [b["text"]["text"] for b in answer["blocks"] if b["type"] == "section"]
+    assert shown == ["billing-bot asks:", "Refund &lt;@U123&gt; *now*?\u23ce\nYes or no"]
+    (field,) = [b for b in answer["blocks"] if b["type"] == "input"]
+    assert field["label"]["text"] == "Your answer. The agent reads this."
+    decline = deny_modal(asked, **where)
+    check_limits(decline)
+    assert decline["callback_id"] == DENY_MODAL
+    assert [decline[k]["text"] for k in ("title", "submit")] == ["Decline question", "Decline"]
+    (field,) = [b for b in decline["blocks"] if b["type"] == "input"]
+    assert field["block_id"] == COMMENT_BLOCK

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.channels.slack._blocks import deny_modal, reminder
+from gatekeeper.channels.slack._blocks import reminder
+from gatekeeper.channels.slack._modals import deny_modal, respond_modal
 from gatekeeper.models import Decision, RequestStatus
 from tests.slack_samples import (
     NOW,
@@ -94,6 +95,11 @@ def _every_message() -> dict[str, dict[str, Any]]:
         update={"quorum": 3, "decisions": (vote("alice"), vote("dave <d@x>"))}
     )
     long_args = {"body": "x" * 5000, "to": "a@example.com"}
+    asked = pending.model_copy(
+        update={"kind": "question", "args": {"question": "Which account gets the refund?"}}
+    )
+    answer = vote("alice", approve=False).model_copy(update={"response": "The EUR one"})
+    answered = {"decisions": (answer,), "response": "The EUR one"}
     out = dict(sample_messages())
     out |= {
         "approved": ended(P.APPROVED, **approved),
@@ -106,6 +112,13 @@ def _every_message() -> dict[str, dict[str, Any]]:
         "quorum": message(quorum),
         "truncated": message(refund(NOW, long_args)),
         "edited": message(pending.model_copy(update={"args": {"x": 1}, "args_digest": "0" * 64})),
+        "responded": ended(P.RESPONDED, **answered),
+        "question": message(asked),
+        "question-long": message(asked.model_copy(update={"args": {"question": "q" * 5000}})),
+        "answered": message(asked.model_copy(update={"status": P.RESPONDED, **answered})),
+        "declined": message(
+            asked.model_copy(update={"status": P.DENIED, "decided_by": "bob", "comment": "no"})
+        ),
         "reminder-group": reminder(pending, now=NOW, mention="S0FINANCE"),
         "reminder-user": reminder(pending, now=NOW, mention="U0ALICE"),
         "reminder-name": reminder(pending, now=NOW, mention="finance team"),
@@ -134,6 +147,13 @@ def test_the_deny_modal_can_be_drawn() -> None:
     view = deny_modal(refund(NOW), channel_id="C0APPROVALS", message_ts="1732795380.000100")
     page = render_script().modal_html(view)
     assert "Why? The agent reads this." in page
+    assert 'class="textbox multiline"' in page
+
+
+def test_the_respond_modal_can_be_drawn() -> None:
+    view = respond_modal(refund(NOW), channel_id="C0APPROVALS", message_ts="1732795380.000100")
+    page = render_script().modal_html(view)
+    assert "The result the agent gets instead of running the tool" in page
     assert 'class="textbox multiline"' in page
 
 

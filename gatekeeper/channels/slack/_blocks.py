@@ -1,7 +1,10 @@
 """Block Kit for held calls: what an approver sees in Slack, and nothing the agent can forge.
 
 Pure functions from an :class:`~gatekeeper.models.ApprovalRequest` to the JSON
-that ``chat.postMessage`` / ``chat.update`` / ``views.open`` take; no I/O.
+that ``chat.postMessage`` / ``chat.update`` take; no I/O (the modals are in
+:mod:`._modals`). A held call offers Approve, Deny and Respond (write the
+tool's result instead of running it); a question the agent asks a person
+(``kind == "question"``) shows the question and offers Answer and Decline.
 How untrusted text is made harmless is described in :mod:`._escape`; in short:
 
 * the arguments, the agent's reason, the policy's reasons, comments and names
@@ -24,7 +27,6 @@ the arguments that were shown.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import sys
 import types
@@ -57,16 +59,12 @@ __all__ = [
     "ACTION_DENY",
     "ACTION_DENY_COMMENT",
     "ACTION_OPEN",
+    "ACTION_RESPOND",
     "ARGS_LIMIT",
-    "COMMENT_BLOCK",
-    "COMMENT_INPUT",
-    "DENY_MODAL",
     "button_value",
-    "deny_modal",
     "fits_in_slack",
     "not_approver",
     "parse_button_value",
-    "parse_modal_metadata",
     "reminder",
     "request_message",
 ]
@@ -77,13 +75,14 @@ ACTION_DENY = "gk_deny"
 # a click on it opens the same modal as Deny.
 ACTION_DENY_COMMENT = "gk_deny_comment"
 ACTION_OPEN = "gk_open"
-DENY_MODAL = "gk_deny_modal"
-COMMENT_BLOCK = "comment"
-COMMENT_INPUT = "text"
+# Respond on a call, Answer on a question: both open the modal for the text the agent gets.
+ACTION_RESPOND = "gk_respond"
 
 ARGS_LIMIT = 2500  # characters of pretty, visible JSON an approver can read in Slack
 REASON_LIMIT = 1000  # the agent's stated reason
 COMMENT_LIMIT = 500  # a decision's comment, a failure's outcome
+QUESTION_LIMIT = 2500  # the question an agent asks a person
+RESPONSE_LIMIT = 2500  # what a person answered, quoted once the request is done
 ITEM_LIMIT = 300  # one policy reason
 MAX_REASONS = 10
 HEADER_LIMIT = 150
@@ -100,16 +99,19 @@ _HEADLINE = {  # status: (emoji, words) for the header and the notification text
     _P.DENIED: ("⛔", "Denied"),
     _P.EXPIRED: ("⌛", "Expired"),
     _P.CANCELLED: ("🛑", "Cancelled"),
+    _P.RESPONDED: ("💬", "Responded"),
+}
+_QUESTION_HEADLINE = {  # a question reads differently where it ends differently
+    _P.PENDING: ("❓", "Question"),
+    _P.RESPONDED: ("💬", "Answered"),
+    _P.DENIED: ("⛔", "Declined"),
 }
 _SUFFIX = {_P.EXECUTING: " · running", _P.EXECUTED: " · ran", _P.FAILED: " · the tool failed"}
 _NO_IDS: Mapping[str, str] = types.MappingProxyType({})
 _VALUE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127}):([0-9a-f]{16})")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,30}")
-_MESSAGE_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
 
 
-# -- button values and modal metadata ---------------------------------------------
+# -- button values --------------------------------------------------------------
 
 
 def button_value(request: ApprovalRequest) -> str:
@@ -125,23 +127,6 @@ def parse_button_value(value: str) -> tuple[str, str]:
     if found is None:
         raise ValueError("not a gatekeeper button value")
     return found.group(1), found.group(2)
-
-
-def parse_modal_metadata(text: str) -> tuple[str, str, str]:
-    """``(request_id, channel_id, message_ts)`` from a deny modal; ValueError if malformed."""
-    if not isinstance(text, str) or len(text) > 3000:
-        raise ValueError("not gatekeeper modal metadata")
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("not gatekeeper modal metadata") from None
-    if not isinstance(data, dict) or set(data) != {"r", "c", "t"}:
-        raise ValueError("not gatekeeper modal metadata")
-    rid, channel, ts = data["r"], data["c"], data["t"]
-    for pattern, item in ((_REQUEST_ID, rid), (_CHANNEL_ID, channel), (_MESSAGE_TS, ts)):
-        if not isinstance(item, str) or pattern.fullmatch(item) is None:
-            raise ValueError("not gatekeeper modal metadata")
-    return rid, channel, ts
 
 
 # -- small builders ---------------------------------------------------------------
@@ -186,18 +171,66 @@ def fits_in_slack(request: ApprovalRequest) -> bool:
     return shown == total
 
 
+def _is_question(request: ApprovalRequest) -> bool:
+    return request.kind == "question"
+
+
+def _headline(request: ApprovalRequest, status: RequestStatus) -> tuple[str, str]:
+    if _is_question(request) and status in _QUESTION_HEADLINE:
+        return _QUESTION_HEADLINE[status]
+    return _HEADLINE[status]
+
+
 def _fallback(request: ApprovalRequest, status: RequestStatus) -> str:
-    headline = _HEADLINE[status][1]
+    headline = _headline(request, status)[1]
+    if _is_question(request):
+        asker = code(request.call.agent, 100)
+        if status is _P.PENDING:
+            return f"Question from {asker}: {code(request.question, 300)}"
+        return f"{headline}: a question from {asker}"
     risk = request.classification.risk.value
     return f"{headline}: {code(request.call.tool, 200)} (risk {risk})"
 
 
 def _header(request: ApprovalRequest, status: RequestStatus) -> Block:
-    emoji, words = _HEADLINE[status]
-    prefix = f"{emoji or _RISK_EMOJI[request.classification.risk]} {words}: "
+    emoji, words = _headline(request, status)
+    emoji = emoji or _RISK_EMOJI[request.classification.risk]
+    if not _is_question(request):
+        prefix, subject = f"{emoji} {words}: ", request.call.tool
+    elif status is _P.PENDING:
+        prefix, subject = f"{emoji} Question from ", request.call.agent
+    else:
+        prefix, subject = f"{emoji} {words}: a question from ", request.call.agent
     room = HEADER_LIMIT - len(prefix) - 4  # emoji may count double
-    text = prefix + escape(request.call.tool, room, one_line=True)
+    text = prefix + escape(subject, room, one_line=True)
     return {"type": "header", "block_id": "gk_header", "text": plain(text)}
+
+
+def _question(request: ApprovalRequest) -> list[Block]:
+    """The question, quoted: the main text of a question's message."""
+    asker = literal(request.call.agent, 100, one_line=True) or "(empty)"
+    asks = rt_line(rt_text(f"{asker} asks:", bold=True))
+    question = request.question or ""
+    blocks = [
+        rt_block("gk_question", asks, rt_quote(literal(question, QUESTION_LIMIT, prose=True)))
+    ]
+    if len(question) > QUESTION_LIMIT:
+        note = (
+            f"The question is {len(question):,} characters long; this shows the first part. "
+            "Open the console to read all of it."
+        )
+        blocks.append({"type": "context", "block_id": "gk_truncated", "elements": [md(note)]})
+    return blocks
+
+
+def _question_summary(request: ApprovalRequest) -> Block:
+    call = request.call
+    fields = [
+        f"Agent: {escape(call.agent, 200, one_line=True)}",
+        f"Session: {escape(_short(call.session_id), 60, one_line=True)}",
+        f"Request: {escape(request.id, 200, one_line=True)}",
+    ]
+    return {"type": "section", "block_id": "gk_summary", "fields": [plain(f) for f in fields]}
 
 
 def _summary(request: ApprovalRequest) -> Block:
@@ -314,14 +347,18 @@ def _is_halt(request: ApprovalRequest) -> bool:
 def _outcome(
     request: ApprovalRequest, status: RequestStatus, now: dt.datetime, ids: Mapping[str, str]
 ) -> list[Block]:
-    emoji, words = _HEADLINE[status]
+    emoji, words = _headline(request, status)
     title, tail = (
         f"{emoji} {words}",
         f" at {_clock(request.decided_at, now)}" if request.decided_at else "",
     )
     names = [request.decided_by] if request.decided_by else []
-    comment = request.comment
-    if status in _APPROVED:
+    comment, limit = request.comment, COMMENT_LIMIT
+    if status is _P.RESPONDED:  # what the agent got is quoted, not the (optional) comment
+        comment, limit = request.response or "(empty)", RESPONSE_LIMIT
+        if not _is_question(request):
+            tail += " · the tool did not run; the agent got"
+    elif status in _APPROVED:
         title, tail, comment = "✅ Approved", tail + _SUFFIX.get(status, ""), None
         names = [d.approver for d in request.approvals] or names
     elif status is _P.EXPIRED:
@@ -333,7 +370,7 @@ def _outcome(
     line = [rt_text(title, bold=True), *_by(names, ids)] + ([rt_text(tail)] if tail else [])
     elements = [rt_line(*line)]
     if comment:
-        elements.append(rt_quote(literal(comment, COMMENT_LIMIT)))
+        elements.append(rt_quote(literal(comment, limit)))
     blocks = [rt_block("gk_outcome", *elements)]
     if status is _P.FAILED and request.outcome:
         said = escape(request.outcome, COMMENT_LIMIT, one_line=True, prose=True)
@@ -350,15 +387,25 @@ def _button(action_id: str, label: str, **extra: Any) -> Block:
     return {"type": "button", "action_id": action_id, "text": plain(label), **extra}
 
 
-def _actions(request: ApprovalRequest, console_url: str | None, approvable: bool) -> Block:
+def _actions(
+    request: ApprovalRequest, console_url: str | None, approvable: bool, respond: bool
+) -> Block:
     value = button_value(request)
     elements: list[Block] = []
-    if approvable:
-        confirm = _confirm(request)
-        extra = {"confirm": confirm} if confirm else {}
-        elements.append(_button(ACTION_APPROVE, "Approve", style="primary", value=value, **extra))
-    # Deny opens a modal asking why: a denial always carries a reason, since the model reads it.
-    elements.append(_button(ACTION_DENY, "Deny", style="danger", value=value))
+    if _is_question(request):  # answered or declined, never approved
+        elements.append(_button(ACTION_RESPOND, "Answer", style="primary", value=value))
+        elements.append(_button(ACTION_DENY, "Decline", style="danger", value=value))
+    else:
+        if approvable:
+            confirm = _confirm(request)
+            extra = {"confirm": confirm} if confirm else {}
+            elements.append(
+                _button(ACTION_APPROVE, "Approve", style="primary", value=value, **extra)
+            )
+        # Deny opens a modal asking why: a denial always carries a reason (the model reads it).
+        elements.append(_button(ACTION_DENY, "Deny", style="danger", value=value))
+        if respond:  # a modal for the result the agent gets instead of a run
+            elements.append(_button(ACTION_RESPOND, "Respond", value=value))
     if console_url:
         url = f"{console_url.rstrip('/')}/requests/{quote(request.id, safe='')}"
         elements.append(_button(ACTION_OPEN, "Open in console", url=url))
@@ -389,16 +436,23 @@ def request_message(
     console_url: str | None = None,
     slack_ids: Mapping[str, str] = _NO_IDS,
     misses: Sequence[str] = (),
+    respond: bool | None = None,
 ) -> dict[str, Any]:
     """``{"text": ..., "blocks": [...]}`` for ``chat.postMessage`` / ``chat.update``.
 
     ``slack_ids`` maps approver names to Slack user ids (for mentions);
     ``console_url`` is the web console's base URL (for the Open button);
     ``misses`` are the lines of :meth:`Policy.misses <gatekeeper.policy.Policy.misses>`
-    (the rules naming the tool that did not match, and why). A pending request
-    past its expiry already reads as expired.
+    (the rules naming the tool that did not match, and why); ``respond``
+    whether to offer Respond (the gate's ``_may_respond``; None: as the
+    request's rule recorded it). A pending request past its expiry already
+    reads as expired.
     """
     status = request.effective_status(now)
+    if _is_question(request):
+        return _question_message(request, status, now, console_url, slack_ids)
+    if respond is None:
+        respond = request.classification.approval.respond
     text, shown, total = _args_text(request)
     approvable = shown == total
     blocks = [_header(request, status), _summary(request), *_lookalikes(request)]
@@ -408,54 +462,31 @@ def request_message(
         blocks.append(_truncated(shown, total, pending=status is _P.PENDING))
     if status is _P.PENDING:
         blocks.append(_status(request, now, slack_ids))
-        blocks.append(_actions(request, console_url, approvable))
+        blocks.append(_actions(request, console_url, approvable, respond))
+    else:
+        blocks += _outcome(request, status, now, slack_ids)
+    return {"text": _fallback(request, status), "blocks": blocks}
+
+
+def _question_message(
+    request: ApprovalRequest,
+    status: RequestStatus,
+    now: dt.datetime,
+    console_url: str | None,
+    slack_ids: Mapping[str, str],
+) -> dict[str, Any]:
+    """A question from the agent: the question first, then who asks; Answer and Decline."""
+    blocks = [_header(request, status), *_question(request), _question_summary(request)]
+    blocks += _lookalikes(request) + _agent_reason(request)
+    if status is _P.PENDING:
+        blocks.append(_status(request, now, slack_ids))
+        blocks.append(_actions(request, console_url, approvable=False, respond=True))
     else:
         blocks += _outcome(request, status, now, slack_ids)
     return {"text": _fallback(request, status), "blocks": blocks}
 
 
 # -- other surfaces -------------------------------------------------------------------
-
-
-def deny_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str) -> dict[str, Any]:
-    """The ``views.open`` modal Deny opens, asking why (required; the agent reads it).
-
-    Its metadata names the request and the message.
-    """
-    meta = json.dumps({"r": request.id, "c": channel_id, "t": message_ts}, separators=(",", ":"))
-    parse_modal_metadata(meta)  # refuse ids we could not read back
-    call = request.call
-    what = (
-        f"Deny {escape(call.tool, 200, one_line=True)} (risk {request.classification.risk.value})"
-        f" for agent {escape(call.agent, 200, one_line=True)}?"
-    )
-    return {
-        "type": "modal",
-        "callback_id": DENY_MODAL,
-        "title": plain("Deny request"),
-        "submit": plain("Deny"),
-        "close": plain("Cancel"),
-        "private_metadata": meta,
-        "blocks": [
-            {"type": "section", "block_id": "gk_deny_what", "text": plain(what)},
-            {
-                "type": "context",
-                "block_id": "gk_deny_request",
-                "elements": [plain(f"Request {escape(request.id, 200, one_line=True)}")],
-            },
-            {
-                "type": "input",
-                "block_id": COMMENT_BLOCK,
-                "label": plain("Why? The agent reads this."),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": COMMENT_INPUT,
-                    "multiline": True,
-                    "max_length": 1000,
-                },
-            },
-        ],
-    }
 
 
 def reminder(request: ApprovalRequest, *, now: dt.datetime, mention: str | None) -> dict[str, Any]:

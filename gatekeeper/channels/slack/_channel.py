@@ -132,6 +132,7 @@ class SlackChannel:
             console_url=self.console_url,
             slack_ids=self.approvers.slack_ids(),
             misses=self.gate.policy.misses(request.call),
+            respond=self.gate._may_respond(request),
         )
 
     def show(

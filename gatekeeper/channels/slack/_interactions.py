@@ -6,10 +6,12 @@ acknowledgement must carry and returns the slow part (deciding, updating the
 message, telling the user) as ``work`` to run after the acknowledgement, so
 Slack's 3-second deadline is always met.
 
-Every decision goes through ``gate.approve`` / ``gate.deny``: the same
-approver checks and the same atomic store transition as the CLI and the web
-console. A click by someone who is not an approver of the request changes
-nothing and gets an ephemeral answer only they see.
+Every decision goes through ``gate.approve`` / ``gate.deny`` /
+``gate.respond``: the same approver checks and the same atomic store
+transition as the CLI and the web console. A click by someone who is not an
+approver of the request changes nothing and gets an ephemeral answer only
+they see. Deny (Decline, on a question) and Respond (Answer) open a modal
+first; what is typed there arrives as a ``view_submission``.
 """
 
 from __future__ import annotations
@@ -19,22 +21,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..._decisions import MAX_RESPONSE_CHARS
 from ..._errors import GatekeeperError, RequestNotFound, StoreUnavailable
 from ...models import ApprovalRequest
 from ._blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
     ACTION_DENY_COMMENT,
-    COMMENT_BLOCK,
-    COMMENT_INPUT,
-    DENY_MODAL,
-    deny_modal,
+    ACTION_RESPOND,
     not_approver,
     parse_button_value,
-    parse_modal_metadata,
 )
 from ._channel import MessageRef, SlackChannel
 from ._escape import code
+from ._modals import (
+    COMMENT_BLOCK,
+    COMMENT_INPUT,
+    COMMENT_LIMIT,
+    DENY_MODAL,
+    RESPOND_MODAL,
+    RESPONSE_BLOCK,
+    RESPONSE_INPUT,
+    deny_modal,
+    parse_modal_metadata,
+    respond_modal,
+)
 
 if TYPE_CHECKING:
     from ..._gate import Gatekeeper
@@ -43,7 +54,7 @@ __all__ = ["Reply", "SlackInteractions"]
 
 log = logging.getLogger("gatekeeper.slack")
 
-COMMENT_LIMIT = 1000
+_INPUT_BLOCK = {DENY_MODAL: COMMENT_BLOCK, RESPOND_MODAL: RESPONSE_BLOCK}
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class SlackInteractions:
         """The acknowledgement for ``payload`` and the work to do after it."""
         try:
             kind = payload.get("type")
+            modal = _get(payload, "view", "callback_id") if kind == "view_submission" else None
             workspaces = {
                 _get(payload, "team", "id"),
                 _get(payload, "user", "team_id"),
@@ -82,13 +94,16 @@ class SlackInteractions:
             }
             if self.team_id is not None and self.team_id not in workspaces:
                 log.warning("slack: ignored a payload from workspace(s) %r", workspaces)
-                if kind == "view_submission":
-                    return Reply(body=_modal_error("This workspace may not decide requests."))
+                if modal in _INPUT_BLOCK:
+                    problem = "This workspace may not decide requests."
+                    return Reply(body=_modal_error(_INPUT_BLOCK[modal], problem))
                 return Reply()
             if kind == "block_actions":
                 return self._block_action(payload)
-            if kind == "view_submission" and _get(payload, "view", "callback_id") == DENY_MODAL:
-                return self._modal(payload)
+            if modal == DENY_MODAL:
+                return self._deny_modal(payload)
+            if modal == RESPOND_MODAL:
+                return self._respond_modal(payload)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("slack: ignored a malformed %r payload: %s", payload.get("type"), exc)
             return Reply()
@@ -97,7 +112,7 @@ class SlackInteractions:
     def _block_action(self, payload: Mapping[str, Any]) -> Reply:
         action = payload["actions"][0]
         action_id = action["action_id"]
-        if action_id not in (ACTION_APPROVE, ACTION_DENY, ACTION_DENY_COMMENT):
+        if action_id not in (ACTION_APPROVE, ACTION_DENY, ACTION_DENY_COMMENT, ACTION_RESPOND):
             return Reply()  # "Open in console" is a link; Slack reports its click too
         request_id, digest = parse_button_value(str(action["value"]))
         container = payload.get("container") or {}
@@ -111,7 +126,10 @@ class SlackInteractions:
             # A denial needs a reason (the agent reads it): Deny asks for it in a modal.
             # Slack's trigger_id lives about 3 s: open the modal before anything slow
             # (the approver is checked when the reason is submitted).
-            return Reply(work=lambda: self._open_modal(click, request_id))
+            return Reply(work=lambda: self._open_modal(click, request_id, respond=False))
+        if action_id == ACTION_RESPOND:
+            # The text the agent gets instead of a run (a question's answer): also a modal.
+            return Reply(work=lambda: self._open_modal(click, request_id, respond=True))
 
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
             return self.gate.approve(
@@ -120,21 +138,37 @@ class SlackInteractions:
 
         return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
 
-    def _modal(self, payload: Mapping[str, Any]) -> Reply:
-        view = payload["view"]
-        request_id, channel, ts = parse_modal_metadata(str(view["private_metadata"]))
-        value = view["state"]["values"][COMMENT_BLOCK][COMMENT_INPUT].get("value") or ""
-        comment = str(value).strip()
+    def _deny_modal(self, payload: Mapping[str, Any]) -> Reply:
+        click, request_id, comment = _submitted(payload, COMMENT_BLOCK, COMMENT_INPUT)
         if not comment or len(comment) > COMMENT_LIMIT:
             problem = (
-                "Say why; the agent reads this." if not comment else "At most 1,000 characters."
+                "Say why; the agent reads this."
+                if not comment
+                else f"At most {COMMENT_LIMIT:,} characters."
             )
-            return Reply(body=_modal_error(problem))
-        click = _Click(user=str(payload["user"]["id"]), channel=channel, ts=ts, trigger_id=None)
+            return Reply(body=_modal_error(COMMENT_BLOCK, problem))
 
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
             return self.gate.deny(
                 req.id, approver=approver, comment=comment, via=f"slack:{click.user}"
+            )
+
+        return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
+
+    def _respond_modal(self, payload: Mapping[str, Any]) -> Reply:
+        click, request_id, response = _submitted(payload, RESPONSE_BLOCK, RESPONSE_INPUT)
+        if not response or len(response) > MAX_RESPONSE_CHARS:
+            problem = (
+                "Write what the agent gets back."
+                if not response
+                else f"At most {MAX_RESPONSE_CHARS:,} characters."
+            )
+            return Reply(body=_modal_error(RESPONSE_BLOCK, problem))
+
+        def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
+            # Refused here (and nothing recorded) when the rule says respond: false.
+            return self.gate.respond(
+                req.id, approver=approver, response=response, via=f"slack:{click.user}"
             )
 
         return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
@@ -190,18 +224,28 @@ class SlackInteractions:
 
         return step
 
-    def _open_modal(self, click: _Click, request_id: str) -> None:
+    def _open_modal(self, click: _Click, request_id: str, *, respond: bool) -> None:
         try:
             req = self.gate.get(request_id)
             if req.status.decided or not click.trigger_id:
                 self._tell(click, f"Nothing changed: the request is already {req.status.value}.")
                 self._repaint(req, (click.channel, click.ts), force=True)
                 return
+            if respond and not self.gate._may_respond(req):
+                # A forged or stale Respond button: its rule allows no written answer.
+                self._tell(
+                    click,
+                    "Nothing changed: this request can't be answered in place of running "
+                    "the tool (its rule sets respond: false). Approve or deny it.",
+                )
+                self._repaint(req, (click.channel, click.ts), force=True)
+                return
+            build = respond_modal if respond else deny_modal
             self.channel.call(
                 "views.open",
                 self.channel.client.views_open,
                 trigger_id=click.trigger_id,
-                view=deny_modal(req, channel_id=click.channel, message_ts=click.ts),
+                view=build(req, channel_id=click.channel, message_ts=click.ts),
             )
         except Exception as exc:
             log.warning("slack: could not open the comment form for %s: %s", request_id, exc)
@@ -221,9 +265,18 @@ class SlackInteractions:
             log.warning("slack: could not tell %s: %s", click.user, exc)
 
 
-def _modal_error(problem: str) -> dict[str, Any]:
-    """An acknowledgement that keeps the modal open and shows ``problem`` under the comment."""
-    return {"response_action": "errors", "errors": {COMMENT_BLOCK: problem}}
+def _submitted(payload: Mapping[str, Any], block: str, action: str) -> tuple[_Click, str, str]:
+    """Who submitted a modal, for which request and message, and what they typed (stripped)."""
+    view = payload["view"]
+    request_id, channel, ts = parse_modal_metadata(str(view["private_metadata"]))
+    value = view["state"]["values"][block][action].get("value") or ""
+    click = _Click(user=str(payload["user"]["id"]), channel=channel, ts=ts, trigger_id=None)
+    return click, request_id, str(value).strip()
+
+
+def _modal_error(block: str, problem: str) -> dict[str, Any]:
+    """An acknowledgement that keeps the modal open and shows ``problem`` under ``block``."""
+    return {"response_action": "errors", "errors": {block: problem}}
 
 
 def _get(payload: Mapping[str, Any], *path: str) -> Any:
