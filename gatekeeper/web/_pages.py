@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from .._decisions import MAX_RESPONSE_CHARS
 from .._errors import (
     GatekeeperError,
     InvalidToolCall,
@@ -55,12 +56,14 @@ __all__ = ["router"]
 
 templates.env.filters["visible"] = shown
 templates.env.filters["prose"] = prose
+templates.env.filters["prose_line"] = prose_line
 
 router = APIRouter(include_in_schema=False)
 router.include_router(overview_router)
 router.include_router(browse_router)
 
 TIMELINE_SCAN = 10_000  # audit events looked through for one request's timeline
+QUESTION_SHOWN = 16_000  # characters of a question shown on its page; the rest behind a link
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 FormText = Annotated[str, Form(max_length=20_000)]
@@ -94,7 +97,7 @@ def _queue_context(
         offset=offset,
     )
     now = gate.clock.now()
-    rows = [QueueRow(r, compact(r.args, 160), time_left(r.expires_at, now)) for r in items]
+    rows = [QueueRow(r, _preview(r), time_left(r.expires_at, now)) for r in items]
     prev_url = page_url("/", filters, max(offset - PAGE_SIZE, 0)) if offset else None
     more = offset + len(items) < total
     next_url = page_url("/", filters, offset + PAGE_SIZE) if more else None
@@ -140,6 +143,13 @@ def queue_fragment(
     return _fragment(request, "_queue_live.html", context)
 
 
+def _preview(req: ApprovalRequest) -> str:
+    """The queue's one-line look at a request: a question's words, else its arguments."""
+    if req.question is not None:
+        return prose_line(req.question, 160)
+    return compact(req.args, 160)
+
+
 def _fragment(request: Request, name: str, context: dict[str, Any]) -> Response:
     # Not render(): a fragment must not consume the flash meant for the next full page.
     response = templates.TemplateResponse(request, name, context)
@@ -164,7 +174,8 @@ class TimelineEntry:
     said: tuple[tuple[str, str], ...] = ()
 
 
-_SAID = ("comment", "reason", "outcome", "error")  # data keys holding someone else's words
+# data keys holding someone else's words
+_SAID = ("comment", "response", "reason", "outcome", "error")
 
 
 def _summary(event: AuditEvent) -> str:
@@ -233,6 +244,7 @@ def _detail(
     edit_text: str | None = None,
     approve_comment: str = "",
     deny_comment: str = "",
+    response_text: str = "",
 ) -> Response:
     context = _detail_context(gate, viewer, req)
     view = args_view(req.args)
@@ -241,10 +253,16 @@ def _detail(
         editable="" if view.truncated else editable_json(req.args),
         open=req.effective_status(context["now"]) is RequestStatus.PENDING,
         refusal=_may_decide(gate, viewer, req),
+        # A question is always answerable; a call only where its rule allows a written answer.
+        may_respond=gate._may_respond(req),
+        max_response=MAX_RESPONSE_CHARS,
+        question_cut=len(req.question or "") > QUESTION_SHOWN,
+        question_shown=QUESTION_SHOWN,
         error=error,
         edit_text=edit_text,
         approve_comment=approve_comment,
         deny_comment=deny_comment,
+        response_text=response_text,
         # Why the rules naming the tool did not match: computed for the person, not at classify.
         misses=gate.policy.misses(req.call),
     )
@@ -382,7 +400,55 @@ def deny(
             error=exc.message,
             deny_comment=comment,
         )
+    if after.kind == "question":
+        return _decided(request, after, "Declined the question. The agent reads your reason.")
     return _decided(request, after, f"Denied {after.call.tool}. The agent reads your comment.")
+
+
+@router.post("/requests/{request_id}/respond", dependencies=[Csrf])
+def respond(
+    request: Request,
+    gate: Gate,
+    viewer: Signed,
+    request_id: str,
+    digest: FormText = "",
+    response: FormText = "",
+) -> Response:
+    """Answer in place of running the tool (or answer a question): the agent gets the text."""
+    req = gate.get(request_id)
+    approver = decider(gate, viewer, req)
+    if not response.strip():
+        return _detail(
+            request,
+            gate,
+            viewer,
+            req,
+            status_code=422,
+            error="A response is required: write the result the agent gets.",
+        )
+    try:
+        after = gate.respond(req.id, approver=approver, response=response, via=viewer.via)
+    except ValueError as exc:  # over the length limit
+        return _detail(
+            request, gate, viewer, req, status_code=422, error=str(exc), response_text=response
+        )
+    except (NotAuthorized, TransitionRefused) as exc:
+        return _detail(
+            request,
+            gate,
+            viewer,
+            gate.get(request_id),
+            status_code=_refusal_status(exc),
+            error=exc.message,
+            response_text=response,
+        )
+    if after.kind == "question":
+        return _decided(request, after, "Answered the question. The agent gets your text.")
+    return _decided(
+        request,
+        after,
+        f"Answered {after.call.tool} instead of running it. The agent gets your text.",
+    )
 
 
 @router.post("/requests/{request_id}/edit", dependencies=[Csrf])
@@ -396,6 +462,16 @@ def edit(
 ) -> Response:
     req = gate.get(request_id)
     decider(gate, viewer, req)
+    if req.kind == "question":  # nothing to edit before approving: it is never approved
+        return _detail(
+            request,
+            gate,
+            viewer,
+            req,
+            status_code=409,
+            error=f"can't edit request {req.id}: it is a question from the agent; "
+            "answer it or decline it",
+        )
     require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
     try:
