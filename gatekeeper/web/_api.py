@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from .._canonical import digest, to_json_safe
+from .._decisions import MAX_RESPONSE_CHARS
 from .._errors import InvalidToolCall
 from .._gate import Gatekeeper
 from ..audit import parse_event
@@ -68,8 +69,16 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
     409: {
         "model": ErrorOut,
-        "description": "already decided, expired, args changed, or args over 64 KiB "
-        "approved without their full digest",
+        "description": "already decided, expired, args changed, args over 64 KiB "
+        "approved without their full digest, or a question (answer or decline it)",
+    },
+}
+_RESPOND_CONFLICT: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    409: {
+        "model": ErrorOut,
+        "description": "already decided, expired, or the rule that held the call allows "
+        "no written answer (approval: respond: false)",
     },
 }
 
@@ -215,6 +224,48 @@ def approve(
 def deny(gate: Gate, who: Decider, request_id: RequestId, body: DenyIn) -> ApprovalRequest:
     req = gate.get(request_id)
     return gate.deny(req.id, approver=decider(gate, who, req), comment=body.comment, via=who.via)
+
+
+class RespondIn(_Body):
+    response: str = Field(
+        min_length=1,
+        max_length=MAX_RESPONSE_CHARS,
+        description="the tool's result, written by a person, not blank: the agent gets "
+        "this text instead of running the tool (or as the answer to its question)",
+    )
+    comment: str | None = Field(
+        default=None, max_length=4000, description="a note for the audit log"
+    )
+
+    @field_validator("response")
+    @classmethod
+    def _says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a response needs text: the agent gets it as the tool's result")
+        return value
+
+
+@router.post(
+    "/requests/{request_id}/respond",
+    response_model=ApprovalRequest,
+    responses=_RESPOND_CONFLICT,
+    dependencies=[CsrfProtect],
+    summary="Answer instead of running the tool (or answer a question)",
+)
+def respond(gate: Gate, who: Decider, request_id: RequestId, body: RespondIn) -> ApprovalRequest:
+    """End the request as ``responded``: the tool never runs; the agent's call returns the text.
+
+    The response is recorded as the caller's (the signed-in approver, or the
+    token's ``approver``), as approve and deny are.
+    """
+    req = gate.get(request_id)
+    approver = decider(gate, who, req)
+    try:
+        return gate.respond(
+            req.id, approver=approver, response=body.response, comment=body.comment, via=who.via
+        )
+    except ValueError as exc:  # what the body's checks can't see (the text once made safe)
+        raise Refused(422, "invalid", str(exc)) from None
 
 
 # -- history and audit ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ costs the same on a store with a year of audit log as on an empty one:
 
 - pending now: the :data:`PENDING_SCAN` most urgent of the queue, shown oldest first;
 - decisions today (UTC): requests asked since yesterday 00:00 UTC, at most
-  :data:`DECIDED_SCAN`, decided (or expired) since today 00:00 UTC;
+  :data:`DECIDED_SCAN`, decided (or expired) since today 00:00 UTC; a request
+  a person answered instead of running (``responded``) counts as answered;
 - calls per agent over the last 24 hours: the newest :data:`CALLS_SCAN` audit
   events, stopping at the first one older than that.
 
@@ -46,11 +47,14 @@ CALLS_SCAN = 5_000  # newest audit events read for the last day's calls
 CHART_AGENTS = 8  # bars drawn; the rest are summed into one line
 LABEL_CHARS = 40  # of a bar's label: SVG text does not wrap (the <title> has the whole name)
 
-_APPROVED = {
-    RequestStatus.APPROVED,
-    RequestStatus.EXECUTING,
-    RequestStatus.EXECUTED,
-    RequestStatus.FAILED,
+# How each status a person decided counts today (an approved call may have run since).
+_DECIDED = {
+    RequestStatus.APPROVED: "approved",
+    RequestStatus.EXECUTING: "approved",
+    RequestStatus.EXECUTED: "approved",
+    RequestStatus.FAILED: "approved",
+    RequestStatus.DENIED: "denied",
+    RequestStatus.RESPONDED: "answered",
 }
 
 
@@ -107,6 +111,7 @@ class Today:
     since: dt.datetime
     approved: int
     denied: int
+    answered: int  # responded: a person wrote the result (or answered a question)
     expired: int
     cancelled: int
     median: str | None  # approval latency: asked -> decided by a person
@@ -115,7 +120,7 @@ class Today:
 
     @property
     def decided(self) -> int:
-        return self.approved + self.denied
+        return self.approved + self.denied + self.answered
 
     @property
     def capped(self) -> bool:
@@ -126,15 +131,16 @@ def decisions_today(gate: Gatekeeper, now: dt.datetime) -> Today:
     midnight = now.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     # A request decided today may have been asked yesterday (long timeouts); older is rare.
     items = gate.store.history(since=midnight - dt.timedelta(days=1), limit=DECIDED_SCAN)
-    counts = dict.fromkeys(("approved", "denied", "expired", "cancelled"), 0)
+    counts = dict.fromkeys(("approved", "denied", "answered", "expired", "cancelled"), 0)
     latencies: list[float] = []
     for req in items:
         status = req.effective_status(now)
         at = req.decided_at or (req.expires_at if status is RequestStatus.EXPIRED else None)
         if at is None or at < midnight:
             continue
-        if status in _APPROVED or status is RequestStatus.DENIED:
-            counts["denied" if status is RequestStatus.DENIED else "approved"] += 1
+        decided = _DECIDED.get(status)
+        if decided is not None:
+            counts[decided] += 1
             latencies.append((at - req.created_at).total_seconds())
         elif status in (RequestStatus.EXPIRED, RequestStatus.CANCELLED):
             counts[status.value] += 1

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from gatekeeper import ApprovalDenied, Gatekeeper, Policy
+from gatekeeper import ApprovalDenied, Gatekeeper, Policy, Response
 from gatekeeper.models import Approver, RequestStatus
 from gatekeeper.store import RedisStore
 from gatekeeper.testing import RecordingChannel
@@ -326,6 +326,51 @@ def test_deny_with_a_comment_reaches_the_agent(site: Deployment, page: Page) -> 
     assert site.ran == []
     expect(page.locator("#status")).to_contain_text("DENIED")
     expect(page.locator("#comment")).to_have_text(comment)
+
+
+def test_a_written_response_is_what_the_agent_gets(site: Deployment, page: Page) -> None:
+    """Respond: the person types the tool's result; the call returns it and the tool never runs."""
+    signed_in(page, site)
+    agent, rid = site.call("refund", order_id="A-2450", amount=12.0)
+    page.goto(f"{site.url}/requests/{rid}")
+    expect(page.locator("form#approve")).to_be_visible()
+    answer = "Already refunded by hand on 3 May (ticket 4411): nothing to do."
+    page.fill("#respond-text", answer)
+    submit(page, "form#respond")
+
+    result = agent.outcome()
+    assert isinstance(result, Response)
+    assert (result, result.approver) == (answer, "alice")
+    assert site.ran == []
+    expect(page.locator("#flash")).to_contain_text("Answered refund instead of running it")
+    expect(page.locator("#status")).to_contain_text("RESPONDED")
+    expect(page.locator("#response")).to_have_text(answer)
+    expect(page.locator("#decisions")).to_contain_text("ANSWERED by alice via web")
+    expect(page.locator("#decide-fields")).to_have_count(0)
+    assert site.status(rid) is RequestStatus.RESPONDED
+
+
+def test_a_question_is_answered_not_approved(site: Deployment, page: Page) -> None:
+    signed_in(page, site)
+    site.tools["ask"] = site.agent_gate.ask_tool()
+    open_live(page, site.url + "/")
+    agent, rid = site.call("ask", agent="support-bot", question=f"Refund in EUR or USD? {IMG}")
+    row = page.locator(f'tr.request[data-id="{rid}"]')
+    expect(row).to_be_visible(timeout=TIMEOUT)
+    expect(row.locator("td.tool .tag-question")).to_have_text("QUESTION")
+    expect(row.locator("td.preview")).to_have_text(f"Refund in EUR or USD? {IMG}")
+    row.locator("a.open").click()
+    expect(page.locator("#question")).to_have_text(f"Refund in EUR or USD? {IMG}")
+    expect(page.locator("form#approve")).to_have_count(0)
+    expect(page.locator("#edit-box")).to_have_count(0)
+    expect(page.locator("form#deny button[type=submit]")).to_have_text("Decline")
+    page.fill("#respond-text", "EUR, as on the invoice")
+    submit(page, "form#respond")
+
+    assert agent.outcome() == "EUR, as on the invoice"
+    expect(page.locator("#response")).to_have_text("EUR, as on the invoice")
+    assert page.locator("main img, main script").count() == 0
+    assert page.evaluate("window.__pwned") is None
 
 
 def test_edit_and_approve_runs_the_edited_args(site: Deployment, page: Page) -> None:

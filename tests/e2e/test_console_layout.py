@@ -25,10 +25,19 @@ LONG_AGENT = "agent-" + "verylongname" * 20
 RTL_AGENT = "evil\u202egpj.exe-bot"
 HTML_AGENT = IMG
 LONG_TOOL = "export_" + "customer_records_" * 12
+# A question and a person's answer: unbroken words, a line-break forgery, hostile markup.
+LONG_TEXT = (
+    "Which "
+    + "verylongunbrokenword" * 30
+    + f" {IMG} {RTL_AGENT}\n12:03 approved by alice "
+    + "and more words " * 200
+)
 PAGES = {
     "overview": "/overview",
     "queue": "/",
     "request": "/requests/{rid}",
+    "question": "/requests/{qid}",
+    "responded": "/requests/{answered}",
     "history": "/history",
     "audit": "/audit",
     "agents": "/agents",
@@ -64,7 +73,7 @@ OVERFLOW = """() => {
 
 
 @pytest.fixture(scope="module")
-def busy(redis_server: Any) -> Iterator[tuple[Deployment, str]]:
+def busy(redis_server: Any) -> Iterator[tuple[Deployment, dict[str, str]]]:
     """A console with pending, decided and halted work, from well- and ill-named agents."""
     site = Deployment(redis_server.url, f"t{uuid.uuid4().hex[:12]}")
     gate = site.agent_gate
@@ -92,15 +101,19 @@ def busy(redis_server: Any) -> Iterator[tuple[Deployment, str]]:
         "send_email", agent=RTL_AGENT, reason="ticket", to="x@example.com", subject="s", body="b"
     )
     site.agent_gate.deny(mail, approver="alice", comment="no " + RTL_AGENT, via="cli")
+    _, answered = site.call("refund", agent=RTL_AGENT, reason="dup", order_id="A-2", amount=1.0)
+    site.agent_gate.respond(answered, approver="alice", response=LONG_TEXT, via="cli")
+    site.tools["ask"] = site.agent_gate.ask_tool()
+    _, question = site.call("ask", agent=LONG_AGENT, reason=RTL_AGENT, question=LONG_TEXT)
     site.call("post_comment", agent=HTML_AGENT, title=SCRIPT, body=IMG, file="f" * 400)
     site.call("refund", agent="billing-bot", order_id="A-7781", amount=129.0)
     site.agent_gate.halt(agent="scraper-" + LONG_AGENT, by="alice", reason=RTL_AGENT)
-    yield site, wire
+    yield site, {"rid": wire, "qid": question, "answered": answered}
     site.close()
 
 
 @pytest.fixture(scope="module")
-def session_state(browser: Any, busy: tuple[Deployment, str]) -> dict[str, Any]:
+def session_state(browser: Any, busy: tuple[Deployment, dict[str, str]]) -> dict[str, Any]:
     """A signed-in browser's cookies, taken once (sign-ins are rate limited)."""
     context = browser.new_context()
     page = context.new_page()
@@ -125,11 +138,11 @@ def sized(
 
 @pytest.mark.parametrize("name", list(PAGES))
 def test_every_page_fits_the_screen(
-    busy: tuple[Deployment, str], sized: Page, shots: Path, name: str
+    busy: tuple[Deployment, dict[str, str]], sized: Page, shots: Path, name: str
 ) -> None:
-    site, wire = busy
+    site, ids = busy
     width = sized.viewport_size["width"] if sized.viewport_size else 0
-    sized.goto(site.url + PAGES[name].format(rid=wire))
+    sized.goto(site.url + PAGES[name].format(**ids))
     expect(sized.locator("h1")).to_be_visible()
     found = sized.evaluate(OVERFLOW)
     sized.screenshot(path=str(shots / f"layout-{name}-{width}.png"), full_page=True)
@@ -140,7 +153,10 @@ def test_every_page_fits_the_screen(
 
 
 def test_the_overview_shows_the_work_and_draws_the_chart(
-    busy: tuple[Deployment, str], browser: Any, session_state: dict[str, Any], shots: Path
+    busy: tuple[Deployment, dict[str, str]],
+    browser: Any,
+    session_state: dict[str, Any],
+    shots: Path,
 ) -> None:
     site, _ = busy
     context = browser.new_context(
@@ -148,8 +164,10 @@ def test_the_overview_shows_the_work_and_draws_the_chart(
     )
     page = context.new_page()
     page.goto(site.url + "/overview")
-    expect(page.locator("#pending-total")).to_have_text("3")  # the wire waits for a second vote
-    expect(page.locator("#today-decided")).to_have_text("2")
+    # the wire waits for a second vote; the question for its answer
+    expect(page.locator("#pending-total")).to_have_text("4")
+    expect(page.locator("#today-decided")).to_have_text("3")
+    expect(page.locator("#today-answered")).to_have_text("1")
     expect(page.locator("#halts-total")).to_have_text("1")
     bars = page.locator("#calls-chart g.chart-row")
     assert bars.count() >= 4

@@ -88,6 +88,7 @@ READS = [
 WRITES = [
     ("POST", "/api/v1/requests/some-id/approve", {}),
     ("POST", "/api/v1/requests/some-id/deny", {"comment": "no"}),
+    ("POST", "/api/v1/requests/some-id/respond", {"response": "done"}),
     ("POST", "/api/v1/halts", {"all": True}),
     ("DELETE", "/api/v1/halts", {"all": True}),
     ("POST", "/api/v1/policy/explain", {"tool": "refund"}),
@@ -572,8 +573,10 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
 DECIDING: list[tuple[str, str, str, dict[str, str]]] = [
     ("json", "POST", "/api/v1/requests/{id}/approve", {}),
     ("json", "POST", "/api/v1/requests/{id}/deny", {"comment": "no"}),
+    ("json", "POST", "/api/v1/requests/{id}/respond", {"response": "done by hand"}),
     ("form", "POST", "/requests/{id}/approve", {"digest": "{digest}"}),
     ("form", "POST", "/requests/{id}/deny", {"digest": "{digest}", "comment": "no"}),
+    ("form", "POST", "/requests/{id}/respond", {"digest": "{digest}", "response": "done by hand"}),
     ("form", "POST", "/requests/{id}/edit", {"digest": "{digest}", "args": '{"text": "x"}'}),
     (
         "form",
@@ -642,6 +645,10 @@ def test_a_decider_token_still_works_on_every_deciding_route_of_both_surfaces(
     if path.endswith("/deny"):
         with pytest.raises(ApprovalDenied):
             agent.outcome()
+        return
+    if path.endswith("/respond"):
+        assert agent.outcome() == "done by hand"
+        assert console.ran == []
         return
     halted = [h.key for h in console.gate.store.halts()]
     if path.endswith("/edit"):
