@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from .._decisions import MAX_RESPONSE_CHARS
 from .._errors import (
     GatekeeperError,
     InvalidToolCall,
@@ -82,8 +83,14 @@ class DecisionIn(BaseModel):
         description="the person who decided: one of the approvers this webhook channel "
         "may decide for",
     )
-    decision: Literal["approve", "deny"]
+    decision: Literal["approve", "deny", "respond"]
     comment: str | None = Field(default=None, max_length=4000, description="the agent reads it")
+    response: str | None = Field(
+        default=None,
+        max_length=MAX_RESPONSE_CHARS,
+        description="with decision respond (required then): the result the agent gets "
+        "instead of running the tool",
+    )
     args_digest: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{8,64}$",
@@ -97,6 +104,10 @@ class DecisionIn(BaseModel):
             raise ValueError("args_digest is required to approve: the digest the approver saw")
         if self.decision == "deny" and not (self.comment or "").strip():
             raise ValueError("comment is required to deny: the agent reads why")
+        if self.decision == "respond" and not (self.response or "").strip():
+            raise ValueError("response is required to respond: the agent gets it as the result")
+        if self.decision != "respond" and self.response is not None:
+            raise ValueError("response goes only with decision respond")
         return self
 
 
@@ -265,11 +276,36 @@ def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> App
             f"reviewed ({expected[:12]}); show the current ones and decide again",
             current=status.value,
         )
+    # Refusals the gate would make anyway come first: a refused decision costs no vote.
+    if decision.decision == "approve" and req.kind == "question":
+        raise _Refusal(
+            409,
+            "conflict",
+            f"request {req.id} is a question from the agent: answer it (decision respond) "
+            "or decline it (deny)",
+            current=status.value,
+        )
+    if decision.decision == "respond" and not gate._may_respond(req):
+        raise _Refusal(
+            409,
+            "conflict",
+            f"request {req.id}'s rule takes no written answer (approval: respond: false); "
+            "approve or deny it",
+            current=status.value,
+        )
     ttl = max((req.expires_at - now).total_seconds(), 0.0) + VOTE_MARGIN
     if not gate.store.use_once(f"webhook-vote:{hook.name}:{req.id}", ttl):
         raise _already_voted(hook, req, status)
     if decision.decision == "deny":
         return gate.deny(req.id, approver=decision.approver, comment=decision.comment, via=via)
+    if decision.decision == "respond":
+        return gate.respond(
+            req.id,
+            approver=decision.approver,
+            response=decision.response or "",
+            comment=decision.comment,
+            via=via,
+        )
     return gate.approve(
         req.id,
         approver=decision.approver,

@@ -994,3 +994,61 @@ def test_a_bad_webhook_entry_is_a_config_error_naming_the_field(
         load_config(path)
     assert caught.value.field == field
     assert field in str(caught.value)
+
+
+def test_a_signed_response_is_what_the_agent_gets_and_nothing_runs(
+    console: Console, decider: Decider
+) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    doc = {
+        "request_id": agent.request.id,
+        "approver": "alice",
+        "decision": "respond",
+        "response": "Refunded by hand in the billing tool.",
+    }
+    response = decider.post(doc)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "responded"
+    assert agent.outcome() == "Refunded by hand in the billing tool."
+    assert console.ran == []
+    assert console.gate.get(agent.request.id).decisions[-1].via == "webhook:ops"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"decision": "respond"},
+        {"decision": "respond", "response": "   "},
+        {"decision": "respond", "response": "x" * 8001},
+        {"decision": "deny", "comment": "no", "response": "sneaked in"},
+    ],
+)
+def test_a_response_needs_words_within_the_limit_and_only_with_respond(
+    console: Console, decider: Decider, doc: dict[str, Any]
+) -> None:
+    agent = console.call("refund", order_id="A-1", amount=20.0)
+    refused(
+        decider.post({"request_id": agent.request.id, "approver": "alice", **doc}), 422, "invalid"
+    )
+    assert_pending(console, agent)
+    # nothing was spent: the channel's one vote is still there
+    ok = decider.post(approve_doc(agent.request))
+    assert ok.status_code == 200, ok.text
+    agent.outcome()
+
+
+def test_a_question_is_answered_never_approved_and_a_refusal_costs_no_vote(
+    console: Console, decider: Decider
+) -> None:
+    ask = console.gate.ask_tool()
+    box: dict[str, Any] = {}
+    seen = len(console.channel.notified)
+    thread = threading.Thread(target=lambda: box.update(answer=ask("Which currency?")))
+    thread.start()
+    req = console.channel.wait_for_request(seen + 1)
+    error = refused(decider.post(approve_doc(req)), 409, "conflict")
+    assert "is a question" in error["message"]
+    doc = {"request_id": req.id, "approver": "alice", "decision": "respond", "response": "EUR"}
+    assert decider.post(doc).status_code == 200
+    thread.join(10)
+    assert box["answer"] == "EUR"
