@@ -9,26 +9,46 @@ import pytest
 from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
 from tests.aclkit import RoleSplitStore
+from tests.aiokit import AsyncFace
 from tests.conftest import RedisServer
 from tests.trustkit import dep  # noqa: F401  (a fixture for the trust-boundary suites)
 
+#: Modules whose store tests also run on each store's async face (``-aio`` ids).
+ON_BOTH_FACES = {"test_store_contract.py", "test_store_queries.py", "test_respond.py"}
 
-@pytest.fixture(params=["memory", "redis", "redis-acl"])
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``-aio`` stores run only in :data:`ON_BOTH_FACES` (the contract, not every user)."""
+    keep, drop = [], []
+    for item in items:
+        on_aio = "-aio]" in item.nodeid or "-aio-" in item.nodeid
+        (drop if on_aio and item.path.name not in ON_BOTH_FACES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=["memory", "redis", "redis-acl", "memory-aio", "redis-aio"])
 def clock_and_store(
     request: pytest.FixtureRequest, redis_prefix: str
 ) -> Iterator[tuple[ManualClock, Store]]:
     """Each test runs on a MemoryStore, a RedisStore, and a RedisStore split by role under
-    the shipped ACL users (see tests/aclkit.py), with a ManualClock."""
+    the shipped ACL users (see tests/aclkit.py), with a ManualClock; in the contract
+    modules (:data:`ON_BOTH_FACES`), also on the async faces of the first two
+    (tests/aiokit.py)."""
     clock = ManualClock()
     store: Store
-    if request.param == "memory":
+    kind = str(request.param)
+    if kind.startswith("memory"):
         store = MemoryStore(clock=clock)
-    elif request.param == "redis":
+    elif kind.startswith("redis") and kind != "redis-acl":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
     else:
         server = request.getfixturevalue("redis_server")
         store = RoleSplitStore(server.url, redis_prefix, clock)  # type: ignore[assignment]
+    if kind.endswith("-aio"):
+        store = AsyncFace(store)  # type: ignore[assignment]
     yield clock, store
     store.close()
 

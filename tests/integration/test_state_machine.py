@@ -1,4 +1,5 @@
-"""Random operation sequences run on MemoryStore and RedisStore in lockstep must agree."""
+"""Random operation sequences run in lockstep on MemoryStore and RedisStore, each on its blocking
+and its async face (tests/aiokit.py), must agree."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from gatekeeper._errors import GatekeeperError
 from gatekeeper.models import ApprovalRequest, Decision, HaltScope, RequestStatus
 from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
+from tests.aiokit import AsyncFace
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request
 
 pytestmark = pytest.mark.redis
 S = RequestStatus
-TERMINAL = {S.DENIED, S.EXPIRED, S.CANCELLED, S.EXECUTED, S.FAILED}
+TERMINAL = {S.DENIED, S.RESPONDED, S.EXPIRED, S.CANCELLED, S.EXECUTED, S.FAILED}
 APPROVERS = ("alice", "bob", "carol")
 # storekit's default args, and two edits of them: editing back to earlier args happens too.
 EDITS = (
@@ -48,6 +50,7 @@ def _view(req: ApprovalRequest) -> dict[str, Any]:
         "decisions": len(req.decisions),
         "decided_by": req.decided_by,
         "comment": req.comment,
+        "response": req.response,
         "outcome": req.outcome,
     }
 
@@ -65,31 +68,42 @@ class LockstepStores(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.memory = MemoryStore(clock=self.clock)
         self.redis = RedisStore(self.url, prefix=f"sm{uuid.uuid4().hex[:10]}", clock=self.clock)
+        # The same two stores again, driven through their async faces.
+        memory_aio = MemoryStore(clock=self.clock)
+        redis_aio = RedisStore(self.url, prefix=f"sm{uuid.uuid4().hex[:10]}", clock=self.clock)
+        self.stores: list[Any] = [
+            self.memory,
+            self.redis,
+            AsyncFace(memory_aio),
+            AsyncFace(redis_aio),
+        ]
+        self.names = ["memory", "redis", "memory-aio", "redis-aio"]
         self.requests: list[ApprovalRequest] = []
         self.last: dict[str, ApprovalRequest] = {}
 
     def teardown(self) -> None:
-        self.memory.close()
-        self.redis.close()
+        for store in self.stores:
+            store.close()
 
     # -- driving both stores -------------------------------------------------------------
     def both(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """``op`` on every store; they must all agree (``both``: the two stores, two faces)."""
         outcomes = []
-        for store in (self.memory, self.redis):
+        for store in self.stores:
             try:
                 outcomes.append(("ok", getattr(store, op)(*args, **kwargs)))
             except GatekeeperError as exc:
                 outcomes.append(("refused", type(exc).__name__))
-        (mk, mv), (rk, rv) = outcomes
-        assert mk == rk, f"{op}: memory {outcomes[0]} but redis {outcomes[1]}"
-        if mk == "refused":
-            assert mv == rv, f"{op}: memory raised {mv}, redis raised {rv}"
-            return REFUSED
-        if isinstance(mv, ApprovalRequest):
-            assert _view(mv) == _view(rv), f"{op}: {_view(mv)} != {_view(rv)}"
-        else:
-            assert mv == rv, f"{op}: {mv!r} != {rv!r}"
-        return mv
+        mk, mv = outcomes[0]
+        for name, (kind, value) in zip(self.names[1:], outcomes[1:], strict=True):
+            assert kind == mk, f"{op}: memory {outcomes[0]} but {name} {(kind, value)}"
+            if mk == "refused":
+                assert value == mv, f"{op}: memory raised {mv}, {name} raised {value}"
+            elif isinstance(mv, ApprovalRequest):
+                assert _view(mv) == _view(value), f"{op}: {_view(mv)} != {name} {_view(value)}"
+            else:
+                assert mv == value, f"{op}: {mv!r} != {name} {value!r}"
+        return REFUSED if mk == "refused" else mv
 
     def pick(self, i: int) -> ApprovalRequest:
         return self.memory.get(self.requests[i % len(self.requests)].id)
@@ -113,6 +127,20 @@ class LockstepStores(RuleBasedStateMachine):
             at=self.clock.now(),
             args_digest=req.args_digest,
             via="test",
+        )
+        self.both("decide", req.id, d)
+
+    @precondition(lambda self: self.requests)
+    @rule(i=st.integers(0, 20), who=st.sampled_from(APPROVERS))
+    def respond(self, i: int, who: str) -> None:
+        req = self.pick(i)
+        d = Decision(
+            approver=who,
+            approve=False,
+            at=self.clock.now(),
+            args_digest=req.args_digest,
+            via="test",
+            response=f"answered by {who}",
         )
         self.both("decide", req.id, d)
 
@@ -175,8 +203,9 @@ class LockstepStores(RuleBasedStateMachine):
     @invariant()
     def stores_agree_and_rules_hold(self) -> None:
         for req in self.requests:
-            mem, red = self.memory.get(req.id), self.redis.get(req.id)
-            assert _view(mem) == _view(red)
+            mem = self.memory.get(req.id)
+            for name, store in zip(self.names[1:], self.stores[1:], strict=True):
+                assert _view(mem) == _view(store.get(req.id)), name
             before = self.last.get(req.id)
             if before is not None and before.status in TERMINAL:
                 assert mem.status is before.status, f"terminal {before.status} became {mem.status}"
@@ -188,10 +217,12 @@ class LockstepStores(RuleBasedStateMachine):
             if mem.status in (S.APPROVED, S.EXECUTING, S.EXECUTED, S.FAILED):
                 assert len({d.approver for d in mem.approvals}) >= mem.quorum
             self.last[req.id] = mem
-        assert _kinds(self.memory) == _kinds(self.redis)
+        kinds = _kinds(self.memory)
+        for name, store in zip(self.names[1:], self.stores[1:], strict=True):
+            assert _kinds(store) == kinds, name
 
 
-def test_memory_and_redis_stores_agree(redis_server: RedisServer) -> None:
+def test_memory_and_redis_stores_agree_on_both_faces(redis_server: RedisServer) -> None:
     LockstepStores.url = redis_server.url
     run_state_machine_as_test(
         LockstepStores,
