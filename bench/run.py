@@ -515,8 +515,8 @@ def bench_release(report: Report, url: str, quick: bool) -> None:
         p50, p99 = pct(lat, 50), pct(lat, 99)
         rows.append(
             [
-                f"{mode} tool, {'blocking BLPOP' if mode == 'sync' else 'shared pub/sub'}"
-                f" waiter, seal_linger={linger}",
+                f"{mode} tool, {'blocked thread' if mode == 'sync' else 'awaiting task'} woken "
+                f"by the shared pub/sub, seal_linger={linger}",
                 f"{p50:.2f} ms",
                 f"{p99:.2f} ms",
                 f"{max(lat):.2f} ms",
@@ -534,8 +534,9 @@ def bench_release(report: Report, url: str, quick: bool) -> None:
             f"{trials} trials each (after 5 warm-ups). The approver is a second `RedisStore` on "
             "the same URL and prefix (`gate.approve`, another thread); t0 is taken right after "
             "its decide EVALSHA returns, t1 on the tool's first line (perf_counter).",
-            "the waiter is woken by the decide script itself (LPUSH to the wake key, PUBLISH on "
-            "the decisions channel) in the same atomic step that commits the approval; sealing "
+            "the waiter is woken by the decide script itself (a PUBLISH on the decisions channel, "
+            "heard by the process's one subscription, which wakes the waiting thread or task) in "
+            "the same atomic step that commits the approval; sealing "
             "the audit chain happens later and elsewhere, so `seal_linger` is not on this path "
             "(the seal_linger=0 row shows it).",
             "what the waiter does between t0 and t1: wake, read the request (1 round trip), "

@@ -64,6 +64,13 @@ class StoreConfig(_Model):
         description="redis://host:6379/0, rediss://..., unix:///path, or memory:// (embedded)",
     )
     prefix: str = Field(default="gatekeeper", pattern=r"^[^{}\s]+$")
+    max_connections: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Redis connections a process uses at most, for its blocking calls and for "
+        "each event loop's async calls; waiting calls hold none",
+    )
 
     @field_validator("url")
     @classmethod
@@ -142,7 +149,12 @@ class Config(_Model):
         url = self.store_url
         if url.startswith("memory://"):
             return MemoryStore()
-        return RedisStore(url, prefix=self.store.prefix, decision_keys=self.decision_keys())
+        return RedisStore(
+            url,
+            prefix=self.store.prefix,
+            decision_keys=self.decision_keys(),
+            max_connections=self.store.max_connections,
+        )
 
     def decision_keys(self) -> DecisionKeys:
         """The keys this config names, else those of the environment."""

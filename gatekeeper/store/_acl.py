@@ -52,7 +52,7 @@ _READS = [
 # its own could busy-loop the server, where no SCRIPT KILL can stop it.
 _SCRIPTS = ["+evalsha", "+script|exists"]
 _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
-_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +blpop +incr"
+_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +incr"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")

@@ -2,9 +2,9 @@
 
 Every state change is one Lua script (``lua/*.lua``) that also appends its
 audit draft to a journal list in the same atomic step; a sealer moves journal
-drafts into the hash-chained stream (see :mod:`gatekeeper.audit`). Blocking
-waiters block on their request's wake key; async waiters of one event loop
-share one pub/sub subscription.
+drafts into the hash-chained stream (see :mod:`gatekeeper.audit`). Waiting
+calls hold no connection: the blocking ones of a store share one pub/sub
+subscription (:mod:`._wakes`), the async ones of each event loop another.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
 from ._halts import ms, read_halt
 from ._sealer import Sealer
+from ._wakes import RECHECK, Wakes
 
 __all__ = ["RedisStore", "translate_redis_error"]
 
@@ -137,18 +138,20 @@ class RedisStore:
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
         self._socket_timeout = socket_timeout
-        # Blocking callers are threads, each holding at most one connection at
-        # a time, so a plain pool (one connection per busy thread) is enough
-        # here and is cheaper per command than a BlockingConnectionPool. The
-        # async face, where thousands of tasks share a loop, caps its pool.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=2
+        # Blocking callers are threads, each holding a connection only while a
+        # command runs (waiting threads hold none: see _wakes.py); past
+        # ``max_connections`` busy at once, a thread waits its turn for one
+        # instead of failing. The async face caps its pool (per event loop) at
+        # the same number.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2,
         )
-        # Blocking waits hold their connection for as long as they wait, so
-        # they get a pool of their own with no read timeout.
-        self._blocking = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True
-        )
+        self.client = redis.Redis(connection_pool=pool)
+        self._wakes = Wakes(url, self.keys.channel)
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
@@ -556,19 +559,18 @@ class RedisStore:
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         deadline = time.monotonic() + max(timeout, 0.0)
-        wake_key = self._agent_keys(request_id).wake(request_id)
-        while True:
-            req = self.get(request_id)
-            remaining = deadline - time.monotonic()
-            if req.status.decided or remaining <= 0:
-                return req
-
-            # Blocks until a transition pushes a token (or the time is up); a
-            # token pushed between the read above and this call is still there.
-            def block(seconds: float = remaining) -> Any:
-                return self._blocking.blpop([wake_key], timeout=seconds)
-
-            self._call(block)
+        woken = self._wakes.watch(request_id)
+        try:
+            while True:
+                # Cleared before the read: a change published after it still wakes us.
+                woken.clear()
+                req = self.get(request_id)
+                remaining = deadline - time.monotonic()
+                if req.status.decided or remaining <= 0:
+                    return req
+                woken.wait(min(remaining, RECHECK))
+        finally:
+            self._wakes.unwatch(request_id, woken)
 
     # -- kill switch -------------------------------------------------------------------
     def _agents(self) -> list[str]:
@@ -679,7 +681,7 @@ class RedisStore:
             self._sealer.stop()
         finally:
             self.client.connection_pool.disconnect()
-            self._blocking.connection_pool.disconnect()
+            self._wakes.close()
             _OPEN.discard(self)
 
 

@@ -59,12 +59,11 @@ local function fields(req_key)
     digest = v[5], agent = v[6], session = v[7], tool = v[8], call_id = v[9] }
 end
 
--- Something about this request changed: wake its blocking waiter (one token is
--- enough; the waiter re-reads the state) and tell async waiters and consoles.
+-- Something about this request changed: tell its waiters and the consoles.
+-- Every waiting process listens on the channel (one subscription each) and
+-- re-reads the request; wake_key stays in the scripts' KEYS but is no longer
+-- written (waiting threads used to BLPOP it, one connection each).
 local function wake(wake_key, channel, id)
-  redis.call('LPUSH', wake_key, '1')
-  redis.call('LTRIM', wake_key, 0, 0)
-  redis.call('PEXPIRE', wake_key, 86400000)
   redis.call('PUBLISH', channel, id)
 end
 
