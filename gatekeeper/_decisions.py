@@ -63,7 +63,7 @@ class Decisions:
         response: str | None = None,
     ) -> tuple[Decision, dict[str, Any] | None]:
         self.approver(approver, req)
-        if approve and req.kind == "question":
+        if approve and req.is_question:
             raise TransitionRefused(
                 f"can't approve request {req.id}: it is a question from the agent; "
                 "answer it (respond) or decline it (deny)",
@@ -193,7 +193,7 @@ class Decisions:
 
     def _may_respond(self, req: ApprovalRequest) -> bool:
         """Whether a person may answer ``req``, by this process's own policy where it can say."""
-        if req.kind == "question":
+        if req.is_question:
             return True
         try:
             return self.policy.classify(req.call).approval.respond

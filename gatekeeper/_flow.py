@@ -255,8 +255,15 @@ def _not_run(gate: Gatekeeper, req: ApprovalRequest, final: ApprovalRequest) -> 
         with contextlib.suppress(GatekeeperError):
             yield Tell("update", (yield op("refuse", req.id, why=APPROVED_QUESTION)))
         raise gate._approved_question(req)
+    if final.status is RequestStatus.DENIED:  # the model reads the reason: a person's, signed
+        try:
+            final = gate._denial(req, final)
+        except TamperingDetected as exc:
+            with contextlib.suppress(GatekeeperError):
+                yield op("flag_tampering", req.id, exc.message, gate._tampering_event(req, exc))
+            raise
     yield Tell("update", final)
-    raise pipe.blocked_error(final)
+    raise pipe.blocked_error(final, question=req.kind == "question")
 
 
 def _release(

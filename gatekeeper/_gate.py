@@ -20,6 +20,7 @@ from ._decisions import Decisions
 from ._errors import (
     AgentHalted,
     ArgumentsChanged,
+    InvalidToolCall,
     TamperingDetected,
     ToolCallBlocked,
     ToolCallDenied,
@@ -28,7 +29,7 @@ from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._session import Session, current_session
 from ._tool import ToolSpec
-from ._votes import answered_by, approved_run
+from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
 from .models import (
     ApprovalRequest,
@@ -93,6 +94,7 @@ class Gatekeeper(Decisions):
         self._ids = ids
         self._default_session = Session.create(default_agent)
         self._questions: set[str] = set()  # names of this gate's ask-a-person tools
+        self._guarded: set[str] = set()  # names of the functions guarded with @gate.guard
         self.channels: list[Channel] = []
         for channel in channels:
             self.add_channel(channel)
@@ -172,6 +174,12 @@ class Gatekeeper(Decisions):
                     return self._call(spec, args, kwargs)
 
                 wrapper = sync_wrapper
+            if spec.name in self._questions:
+                raise ValueError(
+                    f"{spec.name!r} is this gate's ask-a-person tool (gate.ask_tool); "
+                    "give the tool another name"
+                )
+            self._guarded.add(spec.name)
             wrapper.__dict__["__gatekeeper_tool__"] = spec  # adapters find the spec here
             return wrapper
 
@@ -218,6 +226,12 @@ class Gatekeeper(Decisions):
         Framework adapters that gate tools by name (the LangChain middleware,
         say) hold calls of ``name`` as questions too.
         """
+
+        if name in self._guarded:
+            raise ValueError(
+                f"this gate already guards a tool named {name!r}: give the ask-a-person "
+                "tool another name (gate.ask_tool(name=...))"
+            )
 
         def ask(question: str) -> str:
             raise AssertionError("never runs: a question is answered by a person")
@@ -323,8 +337,8 @@ class Gatekeeper(Decisions):
         bound = spec.bind(args, kwargs, self.max_args_bytes)
         call = pipe.build_call(self._ids(), spec, bound, session, self.clock.now(), reason)
         cls = self.policy.classify(call)
-        if spec.question or spec.name in self._questions:
-            spec.question = True
+        if spec.question:
+            _check_question(call)
             cls = as_question(cls)
         return call, bound.bound, cls
 
@@ -387,6 +401,11 @@ class Gatekeeper(Decisions):
             )
         text = decision.response or ""
         return Response(text, approver=decision.approver, request_id=held.id, tool=call.tool)
+
+    def _denial(self, held: ApprovalRequest, final: ApprovalRequest) -> ApprovalRequest:
+        """``final`` with who denied it and why as the deciders signed them (not as stored)."""
+        denial = denied_by(final, held.call, self.store.decision_keys.trusted)
+        return final.model_copy(update={"decided_by": denial.approver, "comment": denial.comment})
 
     def _approved_question(self, req: ApprovalRequest) -> ToolCallBlocked:
         return ToolCallBlocked(
@@ -499,3 +518,15 @@ class Gatekeeper(Decisions):
     def close(self) -> None:
         """Flush the audit log and release the store's connections."""
         self.store.close()
+
+
+def _check_question(call: ToolCall) -> None:
+    """A question is words: refuse anything else before anyone is asked."""
+    text = call.args.get("question")
+    if set(call.args) != {"question"} or not isinstance(text, str) or not text.strip():
+        raise InvalidToolCall(
+            f"{call.tool}: ask a question in words: the only argument is `question`, a "
+            "non-blank string",
+            tool=call.tool,
+            call_id=call.id,
+        )

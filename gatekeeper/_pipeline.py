@@ -207,14 +207,16 @@ def denied_error(call: ToolCall, cls: Classification) -> ToolCallDenied:
     )
 
 
-def blocked_error(req: ApprovalRequest) -> ToolCallBlocked:
-    """The error for a request that ended without approval."""
+def blocked_error(req: ApprovalRequest, *, question: bool = False) -> ToolCallBlocked:
+    """The error for a request that ended without approval (``question``: the agent asked)."""
     tool, rid, cid = req.call.tool, req.id, req.call.id
+    what = "Question" if question else f"Tool call {tool}"
     if req.status is RequestStatus.DENIED:
         approver = req.decided_by or "an approver"
         said = f': "{req.comment}"' if req.comment else ""
+        verb = "declined" if question else "denied"
         return ApprovalDenied(
-            f"Tool call {tool} denied by {approver}{said}",
+            f"{what} {verb} by {approver}{said}",
             approver=approver,
             comment=req.comment,
             tool=tool,
@@ -222,6 +224,13 @@ def blocked_error(req: ApprovalRequest) -> ToolCallBlocked:
             call_id=cid,
         )
     if req.status is RequestStatus.EXPIRED:
+        if question:
+            return ApprovalTimeout(
+                f"Question was not answered before {req.expires_at:%H:%M:%S} UTC",
+                tool=tool,
+                request_id=rid,
+                call_id=cid,
+            )
         return ApprovalTimeout(
             f"Tool call {tool} was not approved before {req.expires_at:%H:%M:%S} UTC "
             "(no decision counts as a denial)",
@@ -235,8 +244,9 @@ def blocked_error(req: ApprovalRequest) -> ToolCallBlocked:
             return AgentHalted(
                 f"Tool call {tool} cancelled: {comment}", tool=tool, request_id=rid, call_id=cid
             )
+        # Not a person's signed decision: no name is quoted to the model as its author.
         return ApprovalCancelled(
-            f"Tool call {tool} was cancelled by {req.decided_by}: {comment}".rstrip(": "),
+            f"{what} was cancelled: {comment}".rstrip(": "),
             tool=tool,
             request_id=rid,
             call_id=cid,

@@ -26,6 +26,7 @@ __all__ = [
     "answered_by",
     "approved_run",
     "check_resume",
+    "denied_by",
     "sign_resume",
     "sign_vote",
     "trust_problem",
@@ -156,6 +157,21 @@ def answered_by(
     raise _refuse(stored, "reads answered, but carries no signed response")
 
 
+def denied_by(stored: ApprovalRequest, call: ToolCall, trusted: TrustedKeys) -> Decision:
+    """The signed denial that ended ``stored``: who denied it, and the reason they gave.
+
+    The model reads a denial's reason, so it must be a person's words: the
+    stored status, approver and comment are the agent's to write. Raises
+    :class:`~gatekeeper.TamperingDetected` unless a trusted key signed a
+    denial of exactly this request, and returns it as signed.
+    """
+    votes = _verified_votes(stored, call, trusted)
+    for d, body in zip(stored.decisions, votes, strict=True):
+        if body.get("approve") is False and not isinstance(body.get("response"), str):
+            return d.model_copy(update={"comment": body.get("comment")})
+    raise _refuse(stored, "reads denied, but carries no signed denial")
+
+
 def approved_run(
     stored: ApprovalRequest,
     call: ToolCall,
@@ -240,7 +256,21 @@ def trust_problem(
             return exc.message
     if req.status.value == "responded":
         try:
-            answered_by(req, req.call, trusted)
+            answer = answered_by(req, req.call, trusted)
         except TamperingDetected as exc:
             return exc.message
+        if req.decided_by != answer.approver:
+            return f"it reads answered by {req.decided_by!r}, but {answer.approver!r} signed it"
+    elif req.response is not None:
+        return f"it holds a response, but it is {req.status.value}: nobody signed an answer"
+    if req.status.value == "denied":
+        try:
+            denial = denied_by(req, req.call, trusted)
+        except TamperingDetected as exc:
+            return exc.message
+        if (req.decided_by, req.comment) != (denial.approver, denial.comment):
+            return (
+                f"it reads denied by {req.decided_by!r}, but the signed denial is "
+                f"{denial.approver!r}'s, with another reason"
+            )
     return None

@@ -237,11 +237,22 @@ class ApprovalRequest(_Model):
 
     @property
     def question(self) -> str | None:
-        """The question, when the agent asked a person (``kind == "question"``)."""
-        if self.kind != "question":
+        """The question, when the agent asked a person (``kind == "question"``).
+
+        None unless the request is a question *and* its arguments are exactly
+        a question (``{"question": "..."}``): the stored ``kind`` is the
+        agent's to write, so a call marked a question without a question's
+        arguments is still shown, and decided, as a call.
+        """
+        if self.kind != "question" or set(self.args) != {"question"}:
             return None
-        text = self.args.get("question")
+        text = self.args["question"]
         return text if isinstance(text, str) else None
+
+    @property
+    def is_question(self) -> bool:
+        """True for a question from the agent (see :attr:`question`)."""
+        return self.question is not None
 
     @property
     def edited(self) -> bool:

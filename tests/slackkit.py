@@ -482,6 +482,13 @@ class FakeSlack:
                 view = json.loads(view)
         if not args.get("trigger_id") or not isinstance(view, dict):
             return _error("invalid_arguments")
+        for block in view.get("blocks", []):
+            element = block.get("element") if isinstance(block, dict) else None
+            if isinstance(element, dict) and element.get("type") == "plain_text_input":
+                limit = element.get("max_length")
+                # Slack refuses the view: a plain-text input takes 1 to 3,000 characters.
+                if limit is not None and not 1 <= limit <= 3000:
+                    return _error("invalid_arguments")
         view_id = f"V{next(self._view_seq):08d}"
         opened: dict[str, Any] = {
             "type": "modal",

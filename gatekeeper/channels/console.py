@@ -30,7 +30,7 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
     """What an approver needs to decide, as terminal-safe text (arguments cut at ``args_limit``)."""
     call, cls = req.call, req.classification
     odd = call_lookalikes(call.tool, call.agent, req.args)
-    what = "Question" if req.kind == "question" else "Request"
+    what = "Question" if req.is_question else "Request"
     lines = [
         f"{what} {req.id}  [{cls.risk.value.upper()} risk]",
         f"  tool:    {inline(call.tool)}",
@@ -46,12 +46,15 @@ def describe_request(req: ApprovalRequest, *, args_limit: int = 20_000) -> str:
         lines.append(f"  rules:   {', '.join(inline(r, 100) for r in cls.rules)}")
     lines.append(f"  scopes:  {_scopes(req)}")
     group = f" from group {req.group}" if req.group else ""
-    lines.append(
-        f"  needs:   {req.quorum} approval(s){group}; {len(req.approvals)} so far; "
-        f"expires {req.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    needs = (
+        f"one answer{group}"
+        if req.is_question
+        else f"{req.quorum} approval(s){group}; {len(req.approvals)} so far"
     )
+    lines.append(f"  needs:   {needs}; expires {req.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if req.question is not None:
         lines.append("  question (the agent's words, ⏎ where it broke a line):")
+        lines.extend(_warnings(odd["args"]))
         lines.append(quoted_block(req.question, args_limit))
         return "\n".join(lines)
     label = "args (edited by an approver)" if req.edited else "args"
@@ -229,7 +232,7 @@ class ConsoleChannel:
             return
         self._write("\n" + describe_request(current) + "\n")
         whole = shown_whole(current)
-        if not whole and current.kind != "question":
+        if not whole and not current.is_question:
             self._write(
                 "The arguments are too long to show here in full, so they can't be "
                 "approved here: read them with `gatekeeper show ID` (or in the web "
@@ -268,14 +271,14 @@ class ConsoleChannel:
         if choice == "respond":
             ask = (
                 "Your answer (the agent reads it): "
-                if current.kind == "question"
+                if current.is_question
                 else "The result the agent gets instead (the tool won't run): "
             )
             text = self._required(ask)
             if text is not None:
                 gate.respond(current.id, approver=self.approver, response=text, via="console")
             return
-        why = "Why decline? " if current.kind == "question" else "Why deny? "
+        why = "Why decline? " if current.is_question else "Why deny? "
         reason = self._required(why + "(required: the agent reads it) ")
         if reason is not None:
             gate.deny(current.id, approver=self.approver, comment=reason, via="console")
@@ -292,7 +295,7 @@ def _choices(
     req: ApprovalRequest, whole: bool, may_respond: bool
 ) -> tuple[dict[str, str], str, str, str]:
     """For ``req``: typed word -> choice, the legend, the prompt, and the re-ask hint."""
-    if req.kind == "question":
+    if req.is_question:
         picks = {"a": "respond", "answer": "respond", "n": "deny", "no": "deny"}
         legend = "a answers the question; n declines it (with a reason the agent reads)"
         return picks, legend, "Answer as {}? [a/n] ", "a or n"

@@ -340,10 +340,10 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
             f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}; the agent's call runs now"
         )
     if req.status is RequestStatus.DENIED:
-        what = "question declined" if req.kind == "question" else "denied"
+        what = "question declined" if req.is_question else "denied"
         return f"{req.id}: {what} by {inline(req.decided_by, 80)}; the call will not run"
     if req.status is RequestStatus.RESPONDED:
-        if req.kind == "question":
+        if req.is_question:
             return f"{req.id}: answered by {inline(req.decided_by, 80)}; the agent gets your answer"
         return (
             f"{req.id}: answered by {inline(req.decided_by, 80)}; the tool will not run, "

@@ -99,7 +99,7 @@ def decide(
         d.approver == decision.approver
         and d.approve == decision.approve
         and d.args_digest == decision.args_digest
-        and (d.response is None) == (decision.response is None)
+        and d.response == decision.response  # another answer by the same person is no repeat
         for d in req.decisions
     )
     if req.status is not P.PENDING:

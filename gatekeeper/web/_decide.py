@@ -145,7 +145,7 @@ def deny(
             error=exc.message,
             deny_comment=comment,
         )
-    if after.kind == "question":
+    if after.is_question:
         return _decided(request, after, "Declined the question. The agent reads your reason.")
     return _decided(request, after, f"Denied {after.call.tool}. The agent reads your comment.")
 
@@ -187,7 +187,7 @@ def respond(
             error=exc.message,
             response_text=response,
         )
-    if after.kind == "question":
+    if after.is_question:
         return _decided(request, after, "Answered the question. The agent gets your text.")
     return _decided(
         request,
@@ -207,7 +207,7 @@ def edit(
 ) -> Response:
     req = gate.get(request_id)
     decider(gate, viewer, req)
-    if req.kind == "question":  # nothing to edit before approving: it is never approved
+    if req.is_question:  # nothing to edit before approving: it is never approved
         return detail(
             request,
             gate,

@@ -277,7 +277,7 @@ def _decide(gate: Gatekeeper, hook: WebhookChannel, decision: DecisionIn) -> App
             current=status.value,
         )
     # Refusals the gate would make anyway come first: a refused decision costs no vote.
-    if decision.decision == "approve" and req.kind == "question":
+    if decision.decision == "approve" and req.is_question:
         raise _Refusal(
             409,
             "conflict",

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from gatekeeper._canonical import digest
-from gatekeeper._decisions import MAX_RESPONSE_CHARS
 from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
@@ -956,7 +955,7 @@ def test_respond_modal() -> None:
         "type": "plain_text_input",
         "action_id": RESPONSE_INPUT,
         "multiline": True,
-        "max_length": MAX_RESPONSE_CHARS,
+        "max_length": 3000,  # the most Slack takes (plain-text input)
     }
     what = modal["blocks"][0]["text"]["text"]
     assert what.startswith("Answer for &lt;!channel&gt; (risk high) instead of running it?")

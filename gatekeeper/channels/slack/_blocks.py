@@ -172,7 +172,7 @@ def fits_in_slack(request: ApprovalRequest) -> bool:
 
 
 def _is_question(request: ApprovalRequest) -> bool:
-    return request.kind == "question"
+    return request.is_question
 
 
 def _headline(request: ApprovalRequest, status: RequestStatus) -> tuple[str, str]:

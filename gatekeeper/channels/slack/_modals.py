@@ -17,6 +17,10 @@ from ..._decisions import MAX_RESPONSE_CHARS
 from ...models import ApprovalRequest
 from ._escape import Block, escape, plain
 
+#: Slack's plain-text input takes at most 3,000 characters (its ``max_length``
+#: may not be more); a longer answer is written in the console or the CLI.
+SLACK_RESPONSE_CHARS = min(MAX_RESPONSE_CHARS, 3000)
+
 __all__ = [
     "COMMENT_BLOCK",
     "COMMENT_INPUT",
@@ -122,7 +126,7 @@ def deny_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str) ->
     """The modal Deny (Decline, for a question) opens, asking why: required, the agent reads it."""
     meta = _metadata(request, channel_id, message_ts)
     call = request.call
-    if request.kind == "question":
+    if request.is_question:
         what = _asks(request, "gk_deny")
         title, submit = "Decline question", "Decline"
     else:
@@ -147,7 +151,7 @@ def respond_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str)
     """
     meta = _metadata(request, channel_id, message_ts)
     call = request.call
-    if request.kind == "question":
+    if request.is_question:
         what = _asks(request, "gk_respond")
         title, submit, label = "Answer question", "Answer", "Your answer. The agent reads this."
     else:
@@ -160,7 +164,7 @@ def respond_modal(request: ApprovalRequest, *, channel_id: str, message_ts: str)
         what = [{"type": "section", "block_id": "gk_respond_what", "text": plain(sentence)}]
         title, submit = "Respond instead", "Respond"
         label = "The result the agent gets instead of running the tool"
-    field = _input(RESPONSE_BLOCK, RESPONSE_INPUT, label, MAX_RESPONSE_CHARS)
+    field = _input(RESPONSE_BLOCK, RESPONSE_INPUT, label, SLACK_RESPONSE_CHARS)
     return _modal(
         request, meta, callback_id=RESPOND_MODAL, title=title, submit=submit, what=what, field=field
     )

@@ -11,13 +11,17 @@ local action = approve and 'approve' or (respond and 'respond' or 'deny')
 if lapse(f, now, KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[5], ARGV[1]) then
   return {'refused', 'expired', action, 'it expired before a decision (expiry = deny)'}
 end
+local d = cjson.decode(ARGV[6])
 local mark = ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5]
+if respond then
+  -- a repeat only with the same words: another answer by the same person is refused
+  mark = mark .. '\t' .. redis.sha1hex(tostring(d.response))
+end
 local repeated = redis.call('SISMEMBER', KEYS[4], mark) == 1
 if f.status ~= 'pending' then
   if repeated then return state(KEYS[1], KEYS[3]) end
   return {'refused', f.status, action, 'it is already ' .. f.status}
 end
-local d = cjson.decode(ARGV[6])
 local actor = 'approver:' .. ARGV[3]
 if respond then
   -- A person wrote the tool's result: the request ends, nothing runs.
