@@ -13,7 +13,7 @@ Example::
         refund("A-1", 20.0)   # held until a person approves; then runs exactly as approved
 """
 
-from ._answers import Response
+from ._answers import Response, approval_note
 from ._errors import (
     AgentHalted,
     ApprovalCancelled,
@@ -34,7 +34,7 @@ from ._errors import (
     ToolCallDenied,
     TransitionRefused,
 )
-from ._framework import GuardedTool
+from ._framework import GuardedTool, Ran
 from ._gate import Gatekeeper
 from ._session import Session, current_session
 from ._signing import DecisionKeys, SigningKey, TrustedKeys
@@ -81,6 +81,7 @@ __all__ = [
     "NotAuthorized",
     "Policy",
     "PolicyError",
+    "Ran",
     "RedisStore",
     "RequestNotFound",
     "RequestStatus",
@@ -98,5 +99,6 @@ __all__ = [
     "TrustedKeys",
     "Verdict",
     "__version__",
+    "approval_note",
     "current_session",
 ]

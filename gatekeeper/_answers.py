@@ -16,9 +16,10 @@ the same channels, expiry and audit as any held call.
 
 from __future__ import annotations
 
-from .models import Classification, Verdict
+from ._canonical import canonical_json, truncate
+from .models import ApprovalRequest, Classification, Verdict
 
-__all__ = ["QUESTION_RULE", "QUESTION_TOOL", "Response", "as_question"]
+__all__ = ["QUESTION_RULE", "QUESTION_TOOL", "Response", "approval_note", "as_question"]
 
 #: The default name of the ask-a-person tool.
 QUESTION_TOOL = "ask_a_person"
@@ -92,3 +93,30 @@ def as_question(cls: Classification) -> Classification:
             reasons=("the agent asks a person a question",),
         )
     return cls.model_copy(update=update)
+
+
+def approval_note(request: ApprovalRequest | None) -> str | None:
+    """A sentence for the model about what the people who approved a call did, or None.
+
+    None when the call was not held, or was approved as asked without a
+    word; else who changed the arguments (and what the call ran with) and
+    what each approver said. The adapters add it to the tool's output, so
+    the model knows its call was not run exactly as it made it.
+    """
+    if request is None:
+        return None
+    votes = list(request.approvals)
+    said = [(d.approver, d.comment) for d in votes if d.comment and d.comment.strip()]
+    if not request.edited and not said:
+        return None
+    names = ", ".join(dict.fromkeys(d.approver for d in votes)) or "a person"
+    parts = [f"Note from the approval ({names})"]
+    if request.edited:
+        editors = ", ".join(dict.fromkeys(d.approver for d in votes if d.edited)) or names
+        ran = canonical_json(dict(request.args)).decode("utf-8", "replace")
+        if len(ran) > 2000:
+            ran = ran[:2000] + "…"
+        parts.append(f"{editors} changed the arguments; the tool ran with {ran}")
+    for who, comment in said:
+        parts.append(f'{who} said: "{truncate(" ".join((comment or "").split()), 500)}"')
+    return f"{parts[0]}: {'. '.join(parts[1:])}."

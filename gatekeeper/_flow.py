@@ -147,12 +147,17 @@ def guarded_call(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     reason: str | None,
+    decided: list[ApprovalRequest] | None = None,
 ) -> Flow:
-    """One call of a guarded tool, from its arguments to its result (or the error it raises)."""
+    """One call of a guarded tool, from its arguments to its result (or the error it raises).
+
+    ``decided``, when given, receives the held call's request as the people
+    left it (approved, with any edit and comments) before it runs.
+    """
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
-        return (yield from _held(gate, spec, bound, call, cls))
+        return (yield from _held(gate, spec, bound, call, cls, decided))
     try:
         yield op("admit", pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
     except AgentHalted:
@@ -200,6 +205,7 @@ def _held(
     bound: inspect.BoundArguments,
     call: ToolCall,
     cls: Classification,
+    decided: list[ApprovalRequest] | None,
 ) -> Flow:
     req = gate._new_request(spec, call, cls)
     try:
@@ -217,6 +223,8 @@ def _held(
         raise
     if final.status is not RequestStatus.APPROVED or req.kind == "question":
         return (yield from _not_run(gate, req, final))
+    if decided is not None:
+        decided.append(final)
     return (yield from _release(gate, spec, bound, req, final))
 
 

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _pipeline as pipe
+from ._answers import approval_note
 from ._canonical import without_surrogates
 from ._errors import AgentHalted, InvalidToolCall, StoreUnavailable, ToolCallDenied
+from ._flow import adrive, drive, guarded_call
 from ._session import current_session
 from ._tool import MappingToolSpec
-from .models import Classification, Risk, ToolCall, Verdict
+from .models import ApprovalRequest, Classification, Risk, ToolCall, Verdict
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
 
-__all__ = ["GuardedTool", "arefuse_unknown_tool", "refuse_unknown_tool"]
+__all__ = ["GuardedTool", "Ran", "arefuse_unknown_tool", "refuse_unknown_tool"]
 
 
 class GuardedTool:
@@ -64,8 +67,44 @@ class GuardedTool:
             raise TypeError(f"tool {self.name} is not a coroutine function: call tool(args)")
         return await self.gate._acall(self.spec, (), _mapping(self.name, args), reason)
 
+    def run(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Ran:
+        """As calling the tool, but also says what the people who approved it did.
+
+        Returns a :class:`Ran`: the result, the request as approved (None
+        when the call was not held) and :func:`~gatekeeper.approval_note`'s
+        sentence for the model. Adapters add the note to the tool's output.
+        """
+        if self.spec.is_async:
+            raise TypeError(f"tool {self.name} is a coroutine function: await tool.arun(args)")
+        decided: list[ApprovalRequest] = []
+        flow = guarded_call(self.gate, self.spec, (), _mapping(self.name, args), reason, decided)
+        result = drive(self.gate, flow)
+        return Ran(result, decided[0] if decided else None)
+
+    async def arun(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Ran:
+        """:meth:`run` for a coroutine function."""
+        if not self.spec.is_async:
+            raise TypeError(f"tool {self.name} is not a coroutine function: call tool.run(args)")
+        decided: list[ApprovalRequest] = []
+        flow = guarded_call(self.gate, self.spec, (), _mapping(self.name, args), reason, decided)
+        result = await adrive(self.gate, flow)
+        return Ran(result, decided[0] if decided else None)
+
     def __repr__(self) -> str:
         return f"GuardedTool({self.name!r})"
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A guarded call that returned: its result, and the approval it ran under (if held)."""
+
+    result: Any
+    request: ApprovalRequest | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What the people who approved it did, for the model (see approval_note)."""
+        return approval_note(self.request)
 
 
 def make_tool(

@@ -42,6 +42,24 @@ def answer(text: str, *, tool_call_id: str | None, name: str) -> ToolMessage | s
     return ToolMessage(content=text, tool_call_id=tool_call_id, name=name)
 
 
+def with_note(result: Any, note: str | None) -> Any:
+    """``result`` with what the approvers did added to what the model reads (if anything).
+
+    A ``ToolMessage`` gets it after its text; a ``str`` result too. Other
+    results (a ``Command``, a tool's own objects) are left as they are.
+    """
+    if note is None:
+        return result
+    if isinstance(result, ToolMessage):
+        content = result.content
+        if isinstance(content, str):
+            return result.model_copy(update={"content": f"{content}\n\n{note}"})
+        return result.model_copy(update={"content": [*content, {"type": "text", "text": note}]})
+    if isinstance(result, str):
+        return f"{result}\n\n{note}"
+    return result
+
+
 def _messages(state: Any) -> Sequence[Any]:
     if isinstance(state, Sequence) and not isinstance(state, str):
         return state

@@ -12,7 +12,7 @@ from langgraph.types import Command
 
 from gatekeeper import Gatekeeper, InvalidToolCall, Response, Risk, ToolCallBlocked
 
-from ._messages import reason_for, refusal
+from ._messages import reason_for, refusal, with_note
 from ._schema import check_args, gated_function, hidden_fields, invalid_message, with_defaults
 from ._tools import GatedTool, OnBlocked
 
@@ -92,12 +92,15 @@ class GatekeeperMiddleware(AgentMiddleware):
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            result: ToolResult | Response = guarded(ready.args, reason=ready.reason)
+            ran = guarded.run(ready.args, reason=ready.reason)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
             return self._blocked(exc, request)
-        return _answered(request, result) if isinstance(result, Response) else result
+        if isinstance(ran.result, Response):
+            return _answered(request, ran.result)
+        result: ToolResult = with_note(ran.result, ran.note)
+        return result
 
     async def awrap_tool_call(
         self,
@@ -121,12 +124,15 @@ class GatekeeperMiddleware(AgentMiddleware):
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            result: ToolResult | Response = await guarded.acall(ready.args, reason=ready.reason)
+            ran = await guarded.arun(ready.args, reason=ready.reason)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
             return self._blocked(exc, request)
-        return _answered(request, result) if isinstance(result, Response) else result
+        if isinstance(ran.result, Response):
+            return _answered(request, ran.result)
+        result: ToolResult = with_note(ran.result, ran.note)
+        return result
 
     def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:
         """The call, checked and completed: or why it can't go to the gate.

@@ -26,7 +26,7 @@ from gatekeeper import (
     ToolCallBlocked,
 )
 
-from ._messages import answer, reason_for, refusal
+from ._messages import answer, reason_for, refusal, with_note
 from ._schema import (
     RUNTIME,
     check_args,
@@ -149,14 +149,14 @@ class GatedTool(BaseTool):
             return self.tool.run(self._original_input(approved, call), **forward)
 
         try:
-            result = self._guarded(release)(call.args, reason=call.reason)
+            ran = self._guarded(release).run(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
             return self._blocked(exc, tool_call_id)
-        if isinstance(result, Response):  # a person wrote the result; the tool did not run
-            return answer(str(result), tool_call_id=tool_call_id, name=self.name)
-        return result
+        if isinstance(ran.result, Response):  # a person wrote the result; the tool did not run
+            return answer(str(ran.result), tool_call_id=tool_call_id, name=self.name)
+        return with_note(ran.result, ran.note)
 
     @override
     async def arun(
@@ -197,14 +197,14 @@ class GatedTool(BaseTool):
             return await self.tool.arun(self._original_input(approved, call), **forward)
 
         try:
-            result = await self._guarded(release).acall(call.args, reason=call.reason)
+            ran = await self._guarded(release).arun(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
             return self._blocked(exc, tool_call_id)
-        if isinstance(result, Response):
-            return answer(str(result), tool_call_id=tool_call_id, name=self.name)
-        return result
+        if isinstance(ran.result, Response):
+            return answer(str(ran.result), tool_call_id=tool_call_id, name=self.name)
+        return with_note(ran.result, ran.note)
 
     @override
     def _run(self, *args: Any, **kwargs: Any) -> Any:

@@ -174,7 +174,7 @@ class _GatedInvocation:
             risk=self.risk,
         )
         try:
-            return await guarded.acall(args, reason=reason)
+            ran = await guarded.arun(args, reason=reason)
         except InvalidToolCall as exc:  # too large, not JSON-safe, or edited badly
             return not_run(exc)
         except ToolCallBlocked as exc:
@@ -183,6 +183,9 @@ class _GatedInvocation:
             return exc.model_message
         except GatekeeperError as exc:  # the store is down: the run stops, saying why
             raise through_sdk(exc) from None
+        if ran.note is not None and isinstance(ran.result, str):
+            return f"{ran.result}\n\n{ran.note}"  # what the approvers did, for the model
+        return ran.result
 
 
 def _invoked_as_is(tool: FunctionTool) -> bool:

@@ -16,9 +16,11 @@ objects is in ``_calling_items``, checking a call's arguments in ``_calling_args
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -147,7 +149,17 @@ class ToolRunner:
                 raise TypeError(
                     f"tool {call.name} is a coroutine function: use arun_chat / arun_responses"
                 )
-        return [call.answer(self._run_one(call)) for call in calls]
+        if len(calls) < 2:
+            return [call.answer(self._run_one(call)) for call in calls]
+        # The calls of one turn are held at once (people see them together), each
+        # in a thread of its own that carries the caller's session; the answers
+        # come back in the order of the calls, once every call has ended.
+        with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="gatekeeper") as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._run_one, call) for call in calls
+            ]
+            wait(futures)
+        return [call.answer(future.result()) for call, future in zip(calls, futures, strict=True)]
 
     def _run_one(self, call: ToolCall) -> str:
         tool = self._tools.get(call.name)
@@ -163,17 +175,27 @@ class ToolRunner:
         assert tool.sync is not None
         checked = CHECKED.set((tool.arguments, canonical(args)))
         try:
-            result = tool.sync(args, reason=call.reason)
+            ran = tool.sync.run(args, reason=call.reason)
         except Exception as exc:
             if not self._answers(exc):
                 raise
             return self._failure(call.name, exc)
         finally:
             CHECKED.reset(checked)
-        return _content(result)
+        return _with_note(_content(ran.result), ran.note)
 
     async def _arun(self, calls: list[ToolCall]) -> list[dict[str, Any]]:
-        return [call.answer(await self._arun_one(call)) for call in calls]
+        # Held at once; if one raises (on_blocked / on_error "raise"), the calls
+        # still waiting are withdrawn (their tasks are cancelled).
+        tasks = [asyncio.ensure_future(self._arun_one(call)) for call in calls]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [call.answer(answer) for call, answer in zip(calls, answers, strict=True)]
 
     async def _arun_one(self, call: ToolCall) -> str:
         tool = self._tools.get(call.name)
@@ -188,14 +210,14 @@ class ToolRunner:
             return exc.model_message
         checked = CHECKED.set((tool.arguments, canonical(args)))
         try:
-            result = await tool.async_.acall(args, reason=call.reason)
+            ran = await tool.async_.arun(args, reason=call.reason)
         except Exception as exc:
             if not self._answers(exc):
                 raise
             return self._failure(call.name, exc)
         finally:
             CHECKED.reset(checked)
-        return _content(result)
+        return _with_note(_content(ran.result), ran.note)
 
     def _blocked(self, refused: ToolCallBlocked) -> str:
         if self.on_blocked == "raise":
@@ -287,6 +309,11 @@ def _one_of(option: str, value: str) -> Any:
     if value not in ("return", "raise"):
         raise ValueError(f"{option} must be 'return' or 'raise', not {value!r}")
     return value
+
+
+def _with_note(content: str, note: str | None) -> str:
+    """The tool's output, then what the people who approved the call did (if anything)."""
+    return content if note is None else f"{content}\n\n{note}"
 
 
 def _content(result: Any) -> str:

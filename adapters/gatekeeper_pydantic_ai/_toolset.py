@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_ai.exceptions import ModelRetry, ToolFailed
+from pydantic_ai.messages import ToolReturn
 from pydantic_ai.tools import AgentDepsT, RunContext, ToolDenied
 from pydantic_ai.toolsets import (
     AbstractToolset,
@@ -101,7 +102,7 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
 
         reason = reason_for_call(ctx.messages, ctx.tool_call_id)
         try:
-            return await self.gate.tool(name, run).acall(tool_args, reason=reason)
+            ran = await self.gate.tool(name, run).arun(tool_args, reason=reason)
         except InvalidToolCall as exc:
             # Not a decision: a failed tool result, whatever on_blocked says.
             raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
@@ -109,6 +110,10 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
             if self.on_blocked == "raise":
                 raise
             return ToolDenied(exc.model_message)
+        if ran.note is not None and not isinstance(ran.result, ToolReturn):
+            # What the approvers did goes to the model beside the tool's own result.
+            return ToolReturn(return_value=ran.result, content=ran.note)
+        return ran.result
 
 
 def _refuse_approval_required(toolset: AbstractToolset[Any]) -> None:

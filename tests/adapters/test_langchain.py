@@ -243,7 +243,12 @@ def check_the_run(
     after_lookup, after_refund, after_denial = (turn[-1] for turn in model.inputs[1:])
     assert isinstance(after_lookup, ToolMessage) and after_lookup.status == "success"
     assert after_lookup.content == "order A-1: charged twice, 50 each"
-    assert isinstance(after_refund, ToolMessage) and after_refund.content == "refunded 20.0 on A-1"
+    assert isinstance(after_refund, ToolMessage)
+    # ...and was told that a person changed the call, and to what.
+    assert after_refund.content == (
+        "refunded 20.0 on A-1\n\nNote from the approval (alice): alice changed the arguments; "
+        'the tool ran with {"amount":20,"order_id":"A-1"}.'
+    )
     assert isinstance(after_denial, ToolMessage)
     assert after_denial.status == "error"
     assert after_denial.tool_call_id == "c3" and after_denial.name == "refund"
@@ -995,3 +1000,23 @@ def test_the_ask_a_person_tool_brings_the_answer_back_to_the_model(how: str) -> 
     assert told.content == "EUR (you asked: Which currency?)"
     assert [r.kind for r in inbox.notified] == ["question"]  # asked once, as a question
     assert "question" in str(model.bound[0])  # the model was shown the tool and its parameter
+
+
+@GATED_HOW
+def test_an_approvers_comment_and_edit_reach_the_model_with_the_result(how: str) -> None:
+    shop = Shop()
+    model = script(say("", ("refund", {"order_id": "A-1", "amount": 50.0}, "c1")), "Done.")
+    alice = AutoDecider(
+        approver="alice",
+        comment="half now, half next week",
+        args={"order_id": "A-1", "amount": 25.0},
+    )
+    agent = agent_with(how, memory_gate(alice), model, shop.sync_tools())
+    agent.invoke({"messages": [{"role": "user", "content": "refund A-1"}]})
+    told = model.inputs[1][-1]
+    assert isinstance(told, ToolMessage) and told.status == "success"
+    assert told.content == (
+        "refunded 25.0 on A-1\n\nNote from the approval (alice): alice changed the arguments; "
+        'the tool ran with {"amount":25.0,"order_id":"A-1"}. alice said: "half now, half next '
+        'week".'
+    )

@@ -249,7 +249,8 @@ async def test_a_run_with_an_allowed_an_approved_and_a_denied_call(
     assert model.outputs(1) == {"c1": "order A-1: shipped"}
     assert model.outputs(2) == {
         "c1": "order A-1: shipped",
-        "c2": "refunded 15.0 on A-1",
+        "c2": "refunded 15.0 on A-1\n\nNote from the approval (alice): alice changed the "
+        'arguments; the tool ran with {"amount":15,"order_id":"A-1"}.',
         "c3": DENIAL,
     }
     assert ledger.ran == [
@@ -345,7 +346,10 @@ async def test_a_hand_made_function_tool_is_gated_too() -> None:
     gate = memory_gate(AutoDecider(approver="alice", args={"order_id": "A-2"}))
     model = ScriptModel([[call("refund", {"order_id": "A-1"}, "c1")], [say("ok")]])
     await run(Agent(name="a", model=model, tools=[gate_tool(gate, tool)]), "go")
-    assert model.outputs(1) == {"c1": "made"}
+    assert model.outputs(1) == {
+        "c1": "made\n\nNote from the approval (alice): alice changed the arguments; the tool "
+        'ran with {"order_id":"A-2"}.'
+    }
     assert [json.loads(s) for s in seen] == [{"order_id": "A-2"}]
 
 
@@ -934,3 +938,14 @@ async def test_the_ask_a_person_tool_is_held_once_as_a_question_and_answered() -
     await run(agent, "go")
     assert model.outputs(1) == {"q1": "EUR"}
     assert [r.kind for r in inbox.notified] == ["question"]
+
+
+async def test_an_approvers_comment_reaches_the_model_with_the_output() -> None:
+    gate = memory_gate(AutoDecider(approver="alice", comment="fine, this once"))
+    ledger = Ledger()
+    model = ScriptModel([[call("refund", {"order_id": "A-1", "amount": 5}, "c1")], [say("ok")]])
+    await run(Agent(name="a", model=model, tools=gate_tools(gate, ledger.tools)), "go")
+    assert model.outputs(1) == {
+        "c1": "refunded 5.0 on A-1\n\n"
+        'Note from the approval (alice): alice said: "fine, this once".'
+    }

@@ -11,6 +11,7 @@ import asyncio
 import copy
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -165,6 +166,13 @@ def redis_gates(
     approver.close()
 
 
+# The model is told that a person changed its call, and to what.
+EDITED_NOTE = (
+    "Note from the approval (alice): alice changed the arguments; the tool ran with "
+    '{"amount":20.0,"order_id":"A-1"}.'
+)
+
+
 def approve_then_deny(approver: Gatekeeper, recorder: RecordingChannel) -> list[str]:
     """The approver's process: approve the first held call with a smaller amount, deny the next."""
     first = recorder.wait_for_request(1)
@@ -224,7 +232,7 @@ def test_a_chat_completions_loop_runs_allowed_approved_and_denied_calls(
         "tool_call_id": "call_lookup",
         "content": '{"order_id":"A-1","status":"delivered","total":20.0}',
     }
-    assert bodies[2]["messages"][-1]["content"] == "refunded 20.0 on A-1"
+    assert bodies[2]["messages"][-1]["content"] == "refunded 20.0 on A-1\n\n" + EDITED_NOTE
     assert bodies[3]["messages"][-1] == {
         "role": "tool",
         "tool_call_id": "call_close",
@@ -311,7 +319,7 @@ async def test_a_responses_loop_runs_async_and_sync_tools_through_the_async_clie
         "call_id": "call_lookup",
         "output": '{"order_id":"A-1","status":"delivered"}',
     }
-    assert bodies[2]["input"][-1]["output"] == "refunded 20.0 on A-1"
+    assert bodies[2]["input"][-1]["output"] == "refunded 20.0 on A-1\n\n" + EDITED_NOTE
     assert bodies[3]["input"][-1] == {
         "type": "function_call_output",
         "call_id": "call_close",
@@ -975,3 +983,59 @@ async def test_the_ask_a_person_tool_answers_through_the_runner() -> None:
     )
     assert answer == {"type": "function_call_output", "call_id": "q1", "output": "EUR"}
     assert [r.kind for r in inbox.notified] == ["question"]
+
+
+# -- the model is told what a person did; one turn's calls are held together ---------------------
+def test_an_approvers_comment_reaches_the_model_with_the_result() -> None:
+    shop = Shop()
+    gate = make_gate(AutoDecider(approver="alice", comment="ok, but only once this month"))
+    (answer,) = ToolRunner(gate, shop.tools()).run_chat(
+        chat_message(None, chat_tool_call("refund", {"order_id": "A-1", "amount": 5}, "c1"))
+    )
+    assert answer["content"] == (
+        "refunded 5.0 on A-1\n\nNote from the approval (alice): "
+        'alice said: "ok, but only once this month".'
+    )
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_the_calls_of_one_turn_are_held_at_once(face: str) -> None:
+    shop = Shop()
+    recorder = RecordingChannel()
+    gate = make_gate(recorder)
+    runner = ToolRunner(gate, shop.tools())
+    message = chat_message(
+        None,
+        chat_tool_call("refund", {"order_id": "A-1", "amount": 5}, "c1"),
+        chat_tool_call("refund", {"order_id": "A-2", "amount": 6}, "c2"),
+        chat_tool_call("close_account", {"user": "u-1"}, "c3"),
+    )
+
+    together: list[bool] = []
+
+    def approver() -> None:
+        try:  # all three wait for a person before anyone decides
+            recorder.wait_for_request(3, timeout=5)
+            together.append(True)
+        except TimeoutError:
+            together.append(False)
+        done: set[str] = set()
+        while len(done) < 3:  # then decide them, last first (one at a time, if need be)
+            for req in reversed(list(recorder.notified)):
+                if req.id not in done:
+                    gate.approve(req.id, approver="alice")
+                    done.add(req.id)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=approver)
+    thread.start()
+    run = runner.run_chat if face == "sync" else lambda m: asyncio.run(runner.arun_chat(m))
+    answers = run(message)
+    thread.join(10)
+    assert together == [True]
+    assert [a["tool_call_id"] for a in answers] == ["c1", "c2", "c3"]  # in the calls' order
+    assert [a["content"] for a in answers] == [
+        "refunded 5.0 on A-1",
+        "refunded 6.0 on A-2",
+        "closed u-1",
+    ]

@@ -846,3 +846,16 @@ async def test_the_ask_a_person_tool_is_held_once_as_a_question_and_answered() -
     assert (await agent.run("go")).output == "done"
     assert script.returns(1)["q1"].content == "EUR"
     assert [r.kind for r in inbox.notified] == ["question"]
+
+
+async def test_an_approvers_comment_reaches_the_model_beside_the_tool_return() -> None:
+    gate = make_gate(AutoDecider(approver="alice", comment="fine, this once"))
+    tools = Tools()
+    script = Script(
+        ModelResponse(parts=[call("refund", {"order_id": "A-1", "amount": 5}, "c1")]), done()
+    )
+    await gated_agent(gate, tools, script).run("go")
+    assert script.returns(1)["c1"].content == "refunded 5.0 on A-1"  # the tool's own result
+    request = script.inputs[1][-1]
+    told = [str(p.content) for p in request.parts if type(p).__name__ == "UserPromptPart"]
+    assert told == ['Note from the approval (alice): alice said: "fine, this once".']
