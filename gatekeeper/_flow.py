@@ -229,23 +229,33 @@ def _held(
 
 
 def _decision(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
-    """Wait until ``req`` is decided or expires; returns it as it ended."""
+    """Wait until ``req`` is decided or this process's own deadline passes; returns it as it ended.
+
+    The deadline is the expiry this process gave the request, on its own
+    clock: whatever the store's clock says, or whatever expiry is stored (the
+    agent's to write), the caller stops waiting then. When the store does
+    not agree that the request has expired, this process withdraws it
+    (``cancel``); a decision that got there first stands.
+    """
+    by = f"agent:{req.call.agent}"
     while True:
         remaining = (req.expires_at - gate.clock.now()).total_seconds()
         current: ApprovalRequest = yield op("wait", req.id, max(remaining, 0.0))
         if current.status.decided:
             return current
+        if gate.clock.now() < req.expires_at:
+            continue  # woken a moment early (another clock): wait out the rest
         try:
             return (yield op("expire", req.id))
-        except TransitionRefused:
-            current = yield op("get", req.id)
-            if current.status.decided:
-                return current
-            if gate._past_deadline(req):
-                with contextlib.suppress(GatekeeperError):  # nobody may approve it from now on
-                    yield op("cancel", req.id, by=f"agent:{req.call.agent}", reason=_EXPIRED_HERE)
-                return req.model_copy(update={"status": RequestStatus.EXPIRED})
-            yield op("wait", req.id, 0.05)  # our clock is a little ahead of the store's
+        except TransitionRefused:  # the store's clock is behind ours, or the expiry was moved
+            pass
+        try:
+            yield op("cancel", req.id, by=by, reason=_EXPIRED_HERE)
+        except TransitionRefused:  # decided in the meantime: that decision stands
+            return (yield op("get", req.id))
+        except GatekeeperError:  # the store is gone: nobody may approve it, nothing runs
+            pass
+        return req.model_copy(update={"status": RequestStatus.EXPIRED})
 
 
 def _not_run(gate: Gatekeeper, req: ApprovalRequest, final: ApprovalRequest) -> Flow:

@@ -50,8 +50,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("gatekeeper")
 
-#: Seconds the clocks of the agent, the deciders and Redis may disagree by:
-#: past its own expiry plus this, an agent stops waiting and counts no later vote.
+#: Seconds the clocks of the agent, the deciders and Redis may disagree by: a
+#: vote signed later than the request's expiry plus this does not count. (The
+#: agent itself stops waiting at its own expiry, on its own clock.)
 CLOCK_SKEW = 5.0
 
 
@@ -414,14 +415,6 @@ class Gatekeeper(Decisions):
             request_id=req.id,
             call_id=req.call.id,
         )
-
-    def _past_deadline(self, req: ApprovalRequest) -> bool:
-        """Past the expiry this process gave the request, beyond any clock skew.
-
-        The store's copy of the expiry is the agent's to write: whatever it
-        says, this process stops waiting at its own deadline.
-        """
-        return self.clock.now() > req.expires_at + dt.timedelta(seconds=CLOCK_SKEW)
 
     def _release_args(
         self,
