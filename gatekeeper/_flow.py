@@ -130,6 +130,8 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
             if isinstance(command, StoreOp):
                 step = getattr(aio, command.method)(*command.args, **command.kwargs)
                 sent = await (asyncio.shield(step) if command.shield else step)
+                if not command.shield and _cancel_swallowed():
+                    raise asyncio.CancelledError  # as if it had not been dropped
             elif isinstance(command, Tell):
                 await gate._atell(command.what, command.request)
             else:
@@ -138,6 +140,22 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
                     sent = await sent
         except BaseException as exc:
             error = exc
+
+
+def _cancel_swallowed() -> bool:
+    """Whether this task was cancelled, yet the step it awaited returned normally.
+
+    On Python 3.10 and 3.11 a cancellation can be lost inside
+    ``asyncio.wait_for`` (which redis-py's asyncio client uses) when the
+    awaited operation finishes at the same moment: the step returns, and the
+    task goes on as if never cancelled — on to wait, and to run the tool
+    once approved. From 3.11 the task still counts the request
+    (``Task.cancelling()``), so the flow is told after all. (3.10 has no
+    such count.)
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 # -- the flow ---------------------------------------------------------------------------------
@@ -208,18 +226,22 @@ def _held(
     decided: list[ApprovalRequest] | None,
 ) -> Flow:
     req = gate._new_request(spec, call, cls)
+    by, gone = f"agent:{req.call.agent}", "the caller stopped waiting"
     try:
         yield op("hold", req, pipe.call_event(call, cls, request=req))
     except AgentHalted:
         gate._refused(call, cls)
+        raise
+    except BaseException:  # interrupted: the hold may have landed all the same
+        with contextlib.suppress(GatekeeperError):  # no such request: nothing to withdraw
+            yield op("cancel", req.id, by=by, reason=gone, shield=True)
         raise
     try:  # from here on, a caller that goes away must not leave the request pending
         yield Tell("notify", req)
         final = yield from _decision(gate, req)
     except BaseException:
         with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
-            reason = "the caller stopped waiting"
-            yield op("cancel", req.id, by=f"agent:{req.call.agent}", reason=reason, shield=True)
+            yield op("cancel", req.id, by=by, reason=gone, shield=True)
         raise
     if final.status is not RequestStatus.APPROVED or req.kind == "question":
         return (yield from _not_run(gate, req, final))
