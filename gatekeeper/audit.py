@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from ._canonical import canonical_json, without_surrogates
 from .models import AuditEvent, utc
 
 __all__ = [
+    "EVENT_ID_WINDOW",
     "GENESIS",
     "ChainReport",
     "StoredEvent",
@@ -38,6 +40,10 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
+
+#: Seconds a sealed event's id is remembered: a draft written again within
+#: this long (a retried write whose first reply was lost) is not chained twice.
+EVENT_ID_WINDOW = 3600
 
 
 class StoredEvent(NamedTuple):
@@ -81,8 +87,14 @@ def draft(
     session_id: str | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An event not yet sealed into the chain (no seq, prev_hash or hash)."""
+    """An event not yet sealed into the chain (no seq, prev_hash or hash).
+
+    Each draft gets an ``id`` now, before any attempt to store it: a write
+    retried after a lost reply may reach the store twice, and the sealer
+    chains one event per id (see :data:`EVENT_ID_WINDOW`).
+    """
     return {
+        "id": secrets.token_hex(10),
         "at": at_ms,
         "kind": kind,
         "actor": actor,
@@ -106,6 +118,9 @@ def encode_draft(d: Mapping[str, Any]) -> bytes:
     """
     data = d.get("data") or {}
     body: dict[str, Any] = {k: d.get(k) for k in _DRAFT_FIELDS}
+    event_id = d.get("id")
+    if isinstance(event_id, str):  # events of scripts, and of older releases, have none
+        body["id"] = event_id
     body["at"] = int(d["at"])
     body["data"] = data if isinstance(data, dict) else {}
     try:

@@ -348,6 +348,9 @@ class AuditEvent(_Model):
     """
 
     seq: int
+    id: str | None = Field(
+        default=None, description="the event's id, fixed before its first write (None: a script's)"
+    )
     at: dt.datetime
     kind: AuditKind
     actor: str

@@ -25,6 +25,10 @@ from ._memory_async import AsyncMemoryStore
 __all__ = ["MemoryStore"]
 
 
+#: How many sealed event ids a MemoryStore remembers, to chain a repeated draft once.
+_IDS_KEPT = 100_000
+
+
 class MemoryStore:
     """Everything in this process's memory, guarded by one lock.
 
@@ -50,6 +54,7 @@ class MemoryStore:
         self._halts: dict[str, Halt] = {}
         self._entries: list[StoredEvent] = []
         self._drafts: list[Mapping[str, Any]] = []
+        self._sealed_ids: dict[str, None] = {}  # the newest _IDS_KEPT, oldest first
         self._head: tuple[int, str] = (0, GENESIS)
         self._async_waiters: dict[str, list[Callable[[], None]]] = {}
         self._claims: dict[str, str] = {}
@@ -68,13 +73,25 @@ class MemoryStore:
     def _seal_locked(self) -> None:
         if not self._drafts:
             return
+        drafts = []
+        for d in self._drafts:  # one event per id, as RedisStore's sealer does
+            event_id = d.get("id")
+            if isinstance(event_id, str):
+                if event_id in self._sealed_ids:
+                    continue
+                self._sealed_ids[event_id] = None
+                if len(self._sealed_ids) > _IDS_KEPT:
+                    del self._sealed_ids[next(iter(self._sealed_ids))]
+            drafts.append(d)
+        self._drafts.clear()
+        if not drafts:
+            return
         seq, prev = self._head
-        sealed = seal(prev, seq + 1, self._drafts)
+        sealed = seal(prev, seq + 1, drafts)
         for raw, hash_ in sealed:
             seq += 1
             self._entries.append(StoredEvent(str(seq), raw, hash_))
         self._head = (seq, sealed[-1][1])
-        self._drafts.clear()
 
     def record(self, events: Sequence[Draft]) -> None:
         with self._lock:

@@ -128,9 +128,10 @@ class Keys:
 
     Deployment-wide keys share the hash tag ``{prefix}``: the registry of
     agents, where each request lives, halts of everything and of sessions,
-    the decider's journal, the sealed audit stream and its head, and the
-    console's notes. Everything of one agent lives under ``{prefix:agent}``
-    (:class:`AgentKeys`), so no script touches two slots.
+    the decider's journal, the sealed audit stream, its head and the ids of
+    the events sealed lately, and the console's notes. Everything of one
+    agent lives under ``{prefix:agent}`` (:class:`AgentKeys`), so no script
+    touches two slots.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -146,6 +147,7 @@ class Keys:
         self.trimmed = f"{tag}:trimmed"
         self.audit = f"{tag}:audit"
         self.head = f"{tag}:head"
+        self.event_ids = f"{tag}:eids"  # ids of the events sealed lately (zset, by time)
         self.channel = f"{tag}:decided"
         self._agents: dict[str, AgentKeys] = {}
 

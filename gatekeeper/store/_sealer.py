@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import GatekeeperError, TamperingDetected
 from .._signing import RESUME, VOTE, TrustedKeys
-from ..audit import GENESIS, draft, encode_draft, seal_encoded
+from ..audit import EVENT_ID_WINDOW, GENESIS, draft, encode_draft, seal_encoded
 from ..models import HaltScope
 from . import _redis_ops as ops
 from ._base import Draft
@@ -183,6 +183,7 @@ class Sealer:
                 place = entry.number if entry.number is not None else last
                 merged.append((place, order * 10**9 + i, checked, journal))
         merged.sort(key=lambda m: (m[0], m[1]))
+        merged, ids = self._first_writes(merged)
         head_seq = int(seq) if seq else 0
         head_hash = ops.text(hash_) if hash_ else GENESIS
         encoded = [encode_draft(d) for _, _, d, _ in merged]
@@ -192,13 +193,47 @@ class Sealer:
             argv += [journal.cursor, c, len(entries)]
         for body, h in sealed:
             argv += [body, h]
+        argv += [int(time.time() * 1000), EVENT_ID_WINDOW * 1000, *ids]
         script = store._scripts["seal"]
-        sealed_now = store._call(lambda: script(keys=[k.audit, k.head], args=argv))
+        keys = [k.audit, k.head, k.event_ids]
+        sealed_now = store._call(lambda: script(keys=keys, args=argv))
         if sealed_now and agent is not None:
             mine = [d for _, _, d, j in merged if j.source == "agent"]
             self._after_agent_batch(agent, mine)
         # Sealed or not (another process sealed first), read again.
         return True
+
+    def _first_writes(
+        self, merged: list[tuple[int, int, dict[str, Any], Journal]]
+    ) -> tuple[list[tuple[int, int, dict[str, Any], Journal]], list[str]]:
+        """``merged`` without drafts whose id was sealed already (or earlier in the batch).
+
+        A write retried after its reply was lost (the first try did land)
+        leaves the same draft, with the same id, in a journal twice: it is
+        chained once. Returns the drafts to seal and their ids (as
+        remembered: ``agent/id``, the deciders' with no agent).
+        """
+        store = self._store
+        # Ids count per journal's owner: what an agent writes can only ever
+        # stand in for (and so drop) a repeat of its own event.
+        wanted = [
+            f"{j.agent or ''}/{d['id']}" if isinstance(d.get("id"), str) else None
+            for _, _, d, j in merged
+        ]
+        named = [i for i in wanted if isinstance(i, str)]
+        if not named:
+            return merged, []
+        scores = store._call(lambda: store.client.zmscore(store.keys.event_ids, named))
+        seen = {i for i, score in zip(named, scores, strict=True) if score is not None}
+        kept, ids = [], []
+        for item, event_id in zip(merged, wanted, strict=True):
+            if isinstance(event_id, str):
+                if event_id in seen:
+                    continue  # sealed before: a repeat
+                seen.add(event_id)
+                ids.append(event_id)
+            kept.append(item)
+        return kept, ids
 
     def _owners(self, drafts: Sequence[dict[str, Any]]) -> dict[str, str | None]:
         """The agent each request named in ``drafts`` belongs to (``where``)."""

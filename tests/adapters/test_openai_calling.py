@@ -671,12 +671,16 @@ def test_the_responses_text_before_a_call_is_its_reason() -> None:
         )
     )
     runner.run_responses(result)
-    assert [r.call.reason for r in recorder.notified] == [
-        None,
-        "Charged twice, per the ledger.\nRefunding the duplicate charge.",
-        "Charged twice, per the ledger.\nRefunding the duplicate charge.\n"
+    # The calls are held at once, so they reach the channel in any order: by call.
+    reasons = {json.dumps(r.call.args, sort_keys=True): r.call.reason for r in recorder.notified}
+    assert reasons == {
+        '{"user": "u-0"}': None,
+        '{"amount": 5.0, "order_id": "A-1"}': (
+            "Charged twice, per the ledger.\nRefunding the duplicate charge."
+        ),
+        '{"user": "u-7"}': "Charged twice, per the ledger.\nRefunding the duplicate charge.\n"
         "Then closing the account.",
-    ]
+    }
 
 
 # -- the shapes the API uses ---------------------------------------------------------------------
