@@ -120,6 +120,7 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
     aio = gate.store.aio
     sent: Any = None
     error: BaseException | None = None
+    cancels = _cancelling()  # a count left over from before this call is not ours to act on
     while True:
         try:
             command = flow.send(sent) if error is None else flow.throw(error)
@@ -130,7 +131,7 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
             if isinstance(command, StoreOp):
                 step = getattr(aio, command.method)(*command.args, **command.kwargs)
                 sent = await (asyncio.shield(step) if command.shield else step)
-                if not command.shield and _cancel_swallowed():
+                if not command.shield and _cancelling() > cancels:
                     raise asyncio.CancelledError  # as if it had not been dropped
             elif isinstance(command, Tell):
                 await gate._atell(command.what, command.request)
@@ -142,8 +143,11 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
             error = exc
 
 
-def _cancel_swallowed() -> bool:
-    """Whether this task was cancelled, yet the step it awaited returned normally.
+def _cancelling() -> int:
+    """How many cancellations of this task are pending (0 where Python does not count them).
+
+    Compared before and after each store step: a count that went up while a
+    step returned normally is a cancellation that was swallowed on the way.
 
     On Python 3.10 and 3.11 a cancellation can be lost inside
     ``asyncio.wait_for`` (which redis-py's asyncio client uses) when the
@@ -155,7 +159,7 @@ def _cancel_swallowed() -> bool:
     """
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
+    return int(cancelling()) if cancelling is not None else 0
 
 
 # -- the flow ---------------------------------------------------------------------------------
@@ -347,7 +351,8 @@ def _release(
 
 def _finish(req: ApprovalRequest, *, ok: bool, outcome: str) -> Flow:
     try:
-        done = yield op("finish", req.id, ok=ok, outcome=outcome)
+        # The tool has run: its outcome is written even if the task is cancelled meanwhile.
+        done = yield op("finish", req.id, ok=ok, outcome=outcome, shield=True)
     except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
         log.error("could not record the outcome of request %s: %s", req.id, exc)
         return

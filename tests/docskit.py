@@ -108,6 +108,7 @@ class Matcher:
             text = text.replace(shown if docs else real, f"<request {n}>")
         replacements = [
             (r"\b[0-9a-f]{64}\b", "<sha256>"),
+            (r'"id": "[0-9a-f]{20}"', '"id": "<event id>"'),
             (rf"\b{ULID}\b", "<id>"),
             (r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?Z?", "<time>"),
             (r"\b\d\d:\d\d:\d\d\b", "<time>"),

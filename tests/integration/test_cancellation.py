@@ -9,6 +9,7 @@ flow must still withdraw the request and end with ``CancelledError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -88,3 +89,22 @@ async def test_a_swallowed_cancel_still_withdraws_the_request_and_runs_nothing(
     assert req.status is RequestStatus.CANCELLED
     assert req.comment == "the caller stopped waiting"
     assert ran == []
+
+
+async def test_a_cancellation_caught_before_the_call_is_not_held_against_it(store: Store) -> None:
+    gate = Gatekeeper(policy=Policy.from_yaml("version: 1\ndefault: allow\n"), store=store)
+
+    @gate.guard
+    async def lookup(key: str) -> str:
+        return key
+
+    async def caller() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        # caught, and carried on without uncancel(): common in older code
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        return await lookup("k")
+
+    assert await caller() == "k"

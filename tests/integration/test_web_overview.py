@@ -47,8 +47,13 @@ class Console:
 
     def calls(self, agent: str, kind: str = "call.allowed", n: int = 1, tool: str = "read") -> None:
         at = int(self.clock.now().timestamp() * 1000)
-        event = draft(kind, at_ms=at, actor=f"agent:{agent}", tool=tool, agent=agent)
-        self.store.record([event] * n)
+        # n events, each a draft of its own (one draft recorded twice is one event)
+        self.store.record(
+            [
+                draft(kind, at_ms=at, actor=f"agent:{agent}", tool=tool, agent=agent)
+                for _ in range(n)
+            ]
+        )
 
     def page(self) -> str:
         response = self.client.get("/overview")
