@@ -119,6 +119,30 @@ class HeldCall:
         assert not self.thread.is_alive()
 
 
+def pause_after_decision(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Pause the agent between hearing the decision and acting on it (as by SIGSTOP).
+
+    Returns ``(decided, go)``: ``decided`` is set once the agent has seen the
+    request decided; it then waits for ``go`` and reads the store again, so
+    whatever was written meanwhile is what it acts on.
+    """
+    decided, go = threading.Event(), threading.Event()
+    real_wait = dep.agent.wait
+
+    def paused_wait(rid: str, timeout: float) -> Any:
+        req = real_wait(rid, timeout)
+        if req.status.decided:
+            decided.set()
+            go.wait(10)
+            return dep.agent.get(rid)  # resumed: it reads the store again
+        return req
+
+    monkeypatch.setattr(dep.agent, "wait", paused_wait)
+    return decided, go
+
+
 def wake(dep: Deployment, rid: str) -> None:
     """Wake the waiting agent as a transition would (the agent's user may do this)."""
     a = dep.agent.keys.of("billing-bot")

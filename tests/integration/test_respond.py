@@ -34,7 +34,14 @@ from gatekeeper.store import Store
 from gatekeeper.testing import ManualClock, RecordingChannel
 from tests.gatekit import audit_events
 from tests.storekit import held_event, make_request, vote
-from tests.trustkit import Deployment, HeldCall, chain, tampering_recorded, wake
+from tests.trustkit import (
+    Deployment,
+    HeldCall,
+    chain,
+    pause_after_decision,
+    tampering_recorded,
+    wake,
+)
 
 # Every guarded call here runs on the blocking driver and on the async one.
 pytestmark = pytest.mark.usefixtures("both_faces")
@@ -299,18 +306,7 @@ def test_an_agent_writing_a_response_gets_tampering_not_an_answer(dep: Deploymen
 def test_an_agent_rewriting_a_signed_response_gets_tampering(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decided, go = threading.Event(), threading.Event()
-    real_wait = dep.agent.wait
-
-    def paused_wait(rid: str, timeout: float) -> Any:
-        req = real_wait(rid, timeout)
-        if req.status.decided:
-            decided.set()
-            go.wait(10)
-            return dep.agent.get(rid)
-        return req
-
-    monkeypatch.setattr(dep.agent, "wait", paused_wait)
+    decided, go = pause_after_decision(dep, monkeypatch)
     call = HeldCall(dep)
     call.decider.respond(call.id, approver="alice", response="do not refund")
     assert decided.wait(10)
@@ -385,18 +381,7 @@ def test_a_forged_denial_never_puts_its_words_in_front_of_the_model(dep: Deploym
 def test_a_genuine_denial_reaches_the_model_as_signed_even_if_rewritten(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decided, go = threading.Event(), threading.Event()
-    real_wait = dep.agent.wait
-
-    def paused_wait(rid: str, timeout: float) -> Any:
-        req = real_wait(rid, timeout)
-        if req.status.decided:
-            decided.set()
-            go.wait(10)
-            return dep.agent.get(rid)
-        return req
-
-    monkeypatch.setattr(dep.agent, "wait", paused_wait)
+    decided, go = pause_after_decision(dep, monkeypatch)
     call = HeldCall(dep)
     call.decider.deny(call.id, approver="alice", comment="no refunds today")
     assert decided.wait(10)

@@ -38,7 +38,15 @@ from gatekeeper.store._acl import acl_user
 from gatekeeper.testing import ManualClock
 from tests.conftest import RedisServer
 from tests.storekit import held_event, make_request, vote
-from tests.trustkit import POLICY, Deployment, HeldCall, chain, tampering_recorded, wake
+from tests.trustkit import (
+    POLICY,
+    Deployment,
+    HeldCall,
+    chain,
+    pause_after_decision,
+    tampering_recorded,
+    wake,
+)
 
 # Every guarded call here runs on the blocking driver and on the async one.
 pytestmark = pytest.mark.usefixtures("both_faces")
@@ -78,18 +86,7 @@ def test_swapping_args_between_an_edited_approval_and_the_release_runs_nothing(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The agent is paused after the decision (as by SIGSTOP); the args are swapped meanwhile."""
-    decided, go = threading.Event(), threading.Event()
-    real_wait = dep.agent.wait
-
-    def paused_wait(rid: str, timeout: float) -> Any:
-        req = real_wait(rid, timeout)
-        if req.status.decided:
-            decided.set()
-            go.wait(10)
-            return dep.agent.get(rid)  # resumed: it reads the store again
-        return req
-
-    monkeypatch.setattr(dep.agent, "wait", paused_wait)
+    decided, go = pause_after_decision(dep, monkeypatch)
     call = HeldCall(dep)
     edit = {"order_id": "A-1", "amount": 15.0, "to_account": "CUSTOMER"}
     call.decider.approve(call.id, approver="alice", args=edit)
