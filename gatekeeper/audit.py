@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._canonical import canonical_json, without_surrogates
+from ._errors import StoreError
 from .models import AuditEvent, utc
 
 __all__ = [
+    "EVENT_ID",
     "EVENT_ID_WINDOW",
     "GENESIS",
     "ChainReport",
     "StoredEvent",
+    "check_event_ids",
     "draft",
     "encode_draft",
+    "event_id_problem",
     "parse_event",
     "seal",
     "seal_encoded",
@@ -44,6 +49,11 @@ GENESIS = "0" * 64
 #: Seconds a sealed event's id is remembered: a draft written again within
 #: this long (a retried write whose first reply was lost) is not chained twice.
 EVENT_ID_WINDOW = 3600
+
+#: What an event id may be: 1 to 64 ASCII letters, digits, ``_`` and ``-``
+#: (:func:`draft` makes 20 hex digits). Ids name events in the store's memory
+#: of sealed ids, so their size and shape are bounded.
+EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class StoredEvent(NamedTuple):
@@ -105,6 +115,31 @@ def draft(
         "session_id": session_id,
         "data": dict(data) if data else {},
     }
+
+
+def event_id_problem(d: Mapping[str, Any]) -> str | None:
+    """What is wrong with the id of draft ``d``; None if it is fine, or has none (a script's)."""
+    event_id = d.get("id")
+    if event_id is None:
+        return None
+    if isinstance(event_id, str) and EVENT_ID.fullmatch(event_id):
+        return None
+    shown = repr(event_id)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"its id {shown} is not 1 to 64 characters of A-Z, a-z, 0-9, _ and -"
+
+
+def check_event_ids(events: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse drafts with a malformed id before any is written (the store calls it).
+
+    Raises :class:`~gatekeeper.StoreError` naming the event; nothing of the
+    batch is written then.
+    """
+    for d in events:
+        problem = event_id_problem(d)
+        if problem is not None:
+            kind = str(d.get("kind"))[:100]
+            raise StoreError(f"refused to record the audit event {kind!r}: {problem}")
 
 
 _DRAFT_FIELDS = ("kind", "actor", "request_id", "call_id", "tool", "agent", "session_id")

@@ -13,7 +13,7 @@ from .._clock import Clock, SystemClock
 from .._errors import AgentHalted, RequestNotFound, TransitionRefused
 from .._signing import DecisionKeys
 from .._votes import sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, draft, seal
+from ..audit import GENESIS, StoredEvent, check_event_ids, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
@@ -94,6 +94,7 @@ class MemoryStore:
         self._head = (seq, sealed[-1][1])
 
     def record(self, events: Sequence[Draft]) -> None:
+        check_event_ids(events)
         with self._lock:
             self._drafts.extend(events)
 
@@ -184,6 +185,7 @@ class MemoryStore:
         return halts.get("all") or halts.get(f"agent:{agent}") or halts.get(f"session:{session_id}")
 
     def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        check_event_ids([event])
         with self._lock:
             halt = self._halted_locked(agent, session_id)
             if halt is None:
@@ -262,6 +264,7 @@ class MemoryStore:
 
     # -- requests ----------------------------------------------------------------
     def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        check_event_ids([event])
         with self._lock:
             halt = self._halted_locked(request.call.agent, request.call.session_id)
             if halt is not None:
@@ -399,6 +402,7 @@ class MemoryStore:
 
     def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
         """Mark ``request_id`` as a target of tampering and audit ``event`` with it."""
+        check_event_ids([event])
         with self._lock:
             req = self._requests.get(request_id)
             if req is not None:

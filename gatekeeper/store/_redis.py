@@ -38,7 +38,7 @@ from .._errors import (
 )
 from .._signing import DecisionKeys, SigningKey
 from .._votes import check_resume, sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, draft
+from ..audit import GENESIS, StoredEvent, check_event_ids, draft
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _redis_ops as ops
 from . import _redis_queries as queries
@@ -336,6 +336,7 @@ class RedisStore:
 
     # -- hot path -----------------------------------------------------------------
     def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        check_event_ids([event])
         a = self._ensure(agent)
         self._check_lifted(a, session_id)
         try:
@@ -352,6 +353,7 @@ class RedisStore:
     def record(self, events: Sequence[Draft]) -> None:
         if not events:
             return
+        check_event_ids(events)
         by_journal: dict[str, list[bytes]] = {}
         for e in events:
             by_journal.setdefault(self._journal_of(e), []).append(ops.journal_entry(e))
@@ -360,6 +362,7 @@ class RedisStore:
         self._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
+        check_event_ids(events)  # refused now, to the caller, not later in the sealer
         self._sealer.enqueue(events)
 
     def flush(self) -> None:
@@ -367,6 +370,7 @@ class RedisStore:
 
     # -- requests -------------------------------------------------------------------
     def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        check_event_ids([event])
         agent = request.call.agent
         a = self._ensure(agent)
         self._check_lifted(a, request.call.session_id)
@@ -554,6 +558,7 @@ class RedisStore:
 
     def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
         """Mark ``request_id`` as a target of tampering and audit ``event`` with it."""
+        check_event_ids([event])
         a = self._agent_keys(request_id)
         self._changed(self._run(ops.flag(self.keys, a, request_id, why, event)))
 

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying
 
 from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from .._votes import sign_vote
-from ..audit import StoredEvent
+from ..audit import StoredEvent, check_event_ids
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 from . import _redis_ops as ops
 from . import _redis_queries as queries
@@ -276,6 +276,7 @@ class AsyncRedisStore:
             await asyncio.to_thread(self._store._check_lifted, a, session_id)
 
     async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+        check_event_ids([event])
         a = await self._ensure(agent)
         await self._check_lifted(a, session_id)
         try:
@@ -286,6 +287,7 @@ class AsyncRedisStore:
         self._store._sealer.kick()
 
     async def record(self, events: Sequence[Draft]) -> None:
+        check_event_ids(events)
         if events:
             by_journal: dict[str, list[bytes]] = {}
             for e in events:
@@ -295,9 +297,10 @@ class AsyncRedisStore:
             self._store._sealer.kick()
 
     def record_soon(self, events: Sequence[Draft]) -> None:
-        self._store._sealer.enqueue(events)
+        self._store.record_soon(events)
 
     async def hold(self, request: ApprovalRequest, event: Draft) -> None:
+        check_event_ids([event])
         agent = request.call.agent
         a = await self._ensure(agent)
         await self._check_lifted(a, request.call.session_id)
@@ -395,6 +398,7 @@ class AsyncRedisStore:
         return await self._after(op)
 
     async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
+        check_event_ids([event])
         a = await self._agent_keys(request_id)
         await self._run(ops.flag(self.keys, a, request_id, why, event))
         self._store._sealer.kick()

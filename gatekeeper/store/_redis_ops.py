@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from .._canonical import canonical_json
 from .._errors import AgentHalted, NotAuthorized, RequestNotFound, StoreError, TransitionRefused
-from ..audit import encode_draft
+from ..audit import check_event_ids, encode_draft
 from ..models import ApprovalRequest, Decision, Halt, Risk, utc
 from ._base import check_note
 from ._halts import halted_message, ms, read_halt
@@ -236,6 +236,7 @@ def journal_entry(event: Mapping[str, Any]) -> bytes:
     Lua scripts journal drafts of their own as plain (cjson) JSON; the ``=``
     tells the sealer which drafts are canonical already and need no parsing.
     """
+    check_event_ids([event])  # the last gate: every draft a script journals passes here
     return b"=" + encode_draft(event)
 
 

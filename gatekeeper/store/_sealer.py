@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import GatekeeperError, TamperingDetected
 from .._signing import RESUME, VOTE, TrustedKeys
-from ..audit import EVENT_ID_WINDOW, GENESIS, draft, encode_draft, seal_encoded
+from ..audit import (
+    EVENT_ID_WINDOW,
+    GENESIS,
+    draft,
+    encode_draft,
+    event_id_problem,
+    seal_encoded,
+)
 from ..models import HaltScope
 from . import _redis_ops as ops
 from ._base import Draft
@@ -384,6 +391,9 @@ def _read(raw: bytes) -> Entry:
 
 
 def _shape_problem(value: dict[str, Any]) -> str | None:
+    bad_id = event_id_problem(value)
+    if bad_id is not None:
+        return bad_id
     at = value.get("at")
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 10**15:
         return "its time is not a number of milliseconds"

@@ -85,3 +85,67 @@ def test_an_agent_cannot_drop_a_deciders_event_by_reusing_its_id(
     # ...is its own: ids count per writer, so both are sealed.
     assert kinds.count("call.allowed") == 1 and kinds.count("halt.set") == 1
     decider.close()
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", "x" * 65, "has space", "slash/in/it", "nul\x00", "é-accent", 42, ["a"]],
+    ids=["empty", "65-chars", "space", "slash", "nul", "non-ascii", "int", "list"],
+)
+def test_a_draft_with_a_malformed_id_is_refused_and_nothing_is_written(
+    bad_id: object, clock: ManualClock, store: Store
+) -> None:
+    """Ids are bounded (1-64 of A-Z a-z 0-9 _ -): the store refuses the rest, with why."""
+    from gatekeeper import StoreError
+    from tests.storekit import held_event, make_request
+
+    event = draft("channel.failed", at_ms=1, actor="system", data={"channel": "x"})
+    event["id"] = bad_id
+    before = len(audit_events(store))
+    with pytest.raises(StoreError, match="1 to 64 characters of A-Z, a-z, 0-9, _ and -"):
+        store.record([event, draft("channel.failed", at_ms=1, actor="system")])
+    with pytest.raises(StoreError, match="refused to record the audit event 'channel.failed'"):
+        store.admit(event, agent="billing-bot", session_id="s1")
+    req = make_request(clock)
+    bad_hold = {**held_event(req), "id": bad_id}
+    with pytest.raises(StoreError):
+        store.hold(req, bad_hold)
+    assert len(audit_events(store)) == before  # nothing of the refused batch
+    with pytest.raises(Exception, match="no approval request"):
+        store.get(req.id)
+
+
+def test_ids_of_the_right_shape_are_taken(clock: ManualClock, store: Store) -> None:
+    for event_id in ("a", "A-1_z" * 12 + "1234", None):
+        event = draft("channel.failed", at_ms=1, actor="system", data={"channel": str(event_id)})
+        event["id"] = event_id
+        store.record([event])
+    sealed = [e for e in audit_events(store) if e.kind == "channel.failed"]
+    assert [e.id for e in sealed] == ["a", "A-1_z" * 12 + "1234", None]
+
+
+@pytest.mark.redis
+def test_an_agents_journal_entry_with_a_malformed_id_is_sealed_as_refused(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Written past the library (an agent's user can RPUSH its own journal): refused in the chain."""
+    import json
+
+    decider = RedisStore(redis_server.url, prefix=redis_prefix)
+    decider.admit(
+        draft("call.allowed", at_ms=1, actor="agent:bot", agent="bot", data={}),
+        agent="bot",
+        session_id="s",
+    )
+    forged = draft("call.allowed", at_ms=2, actor="agent:bot", agent="bot", data={})
+    forged["id"] = "y" * 5000
+    raw = json.dumps(forged).encode()
+    decider.client.rpush(decider.keys.of("bot").journal, raw)
+    events = audit_events(decider)
+    refused = [e for e in events if e.kind == "audit.refused"]
+    assert len(refused) == 1
+    assert "is not 1 to 64 characters" in str(refused[0].data["problem"])
+    assert all(e.id is None or len(e.id) <= 64 for e in events)
+    assert decider.client.zcard(decider.keys.event_ids) >= 1
+    assert all(len(m) <= 80 for m in decider.client.zrange(decider.keys.event_ids, 0, -1))
+    decider.close()
