@@ -7,22 +7,48 @@ a configured approver, of the rule's group, for the arguments they reviewed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
-from ._errors import InvalidToolCall, NotAuthorized, TransitionRefused
+from ._errors import InvalidToolCall, NotAuthorized, StoreUnavailable, TransitionRefused
 from ._votes import trust_problem
 from .audit import ChainReport, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope
 from .policy import Policy
 from .store import Store
 
-__all__ = ["MAX_RESPONSE_CHARS", "Decisions"]
+__all__ = ["MAX_RESPONSE_CHARS", "Decisions", "recorded_or_not"]
 
 #: The longest answer a person may write in place of a tool's result.
 MAX_RESPONSE_CHARS = 8000
+
+T = TypeVar("T")
+
+
+def recorded_or_not(what: str, check: str, step: Callable[[], T]) -> T:
+    """``step()``; a store that fails it says whether ``what`` was recorded, and how to check.
+
+    A write whose reply never came (a timeout, a frozen Redis, a lost reply)
+    may have been applied all the same — Redis runs it when it resumes — so
+    the person is told its fate is unknown, and how to look (``check``),
+    rather than that nothing happened. Only a write that never reached Redis
+    (no connection could be made) is reported as not recorded.
+    """
+    try:
+        return step()
+    except StoreUnavailable as exc:
+        if exc.context.get("applied") == "no":
+            raise StoreUnavailable(
+                f"{what} was not recorded: {exc.message}; nothing changed, try again",
+                applied="no",
+            ) from exc
+        raise StoreUnavailable(
+            f"{what} may or may not have been recorded: {exc.message}; "
+            f"check with `{check}` before trying again",
+            applied="unknown",
+        ) from exc
 
 
 class Decisions:
@@ -123,9 +149,9 @@ class Decisions:
         expect_digest: str | None = None,
     ) -> ApprovalRequest:
         """Approve as ``approver`` (optionally with edited ``args``); returns the request after."""
-        req = self.store.get(request_id)
+        req = self._read_to_decide(request_id, "your approval")
         decision, edited = self._decision(req, approver, True, comment, via, args, expect_digest)
-        return self.store.decide(request_id, decision, args=edited)
+        return self._decide(request_id, "your approval", decision, edited)
 
     def deny(
         self,
@@ -146,9 +172,9 @@ class Decisions:
             raise ValueError(
                 f"can't deny request {request_id} without a comment: say why (the agent reads it)"
             )
-        req = self.store.get(request_id)
+        req = self._read_to_decide(request_id, "your denial")
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
-        return self.store.decide(request_id, decision)
+        return self._decide(request_id, "your denial", decision)
 
     def respond(
         self,
@@ -179,7 +205,7 @@ class Decisions:
                 f"can't respond to request {request_id}: the response is {len(text):,} "
                 f"characters, over the limit of {MAX_RESPONSE_CHARS:,}"
             )
-        req = self.store.get(request_id)
+        req = self._read_to_decide(request_id, "your response")
         if not self._may_respond(req):
             raise TransitionRefused(
                 f"can't respond to request {req.id}: its rule does not allow a written answer "
@@ -189,7 +215,31 @@ class Decisions:
                 action="respond",
             )
         decision, _ = self._decision(req, approver, False, comment, via, None, None, text)
-        return self.store.decide(request_id, decision)
+        return self._decide(request_id, "your response", decision)
+
+    def _read_to_decide(self, request_id: str, what: str) -> ApprovalRequest:
+        """The request about to be decided; a store unavailable now has recorded nothing."""
+        try:
+            return self.store.get(request_id)
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(
+                f"{what} of request {request_id} was not recorded: {exc.message}; "
+                "nothing changed, try again",
+                applied="no",
+            ) from exc
+
+    def _decide(
+        self,
+        request_id: str,
+        what: str,
+        decision: Decision,
+        edited: Mapping[str, Any] | None = None,
+    ) -> ApprovalRequest:
+        return recorded_or_not(
+            f"{what} of request {request_id}",
+            f"gatekeeper show {request_id}",
+            lambda: self.store.decide(request_id, decision, args=edited),
+        )
 
     def _may_respond(self, req: ApprovalRequest) -> bool:
         """Whether a person may answer ``req``, by this process's own policy where it can say."""
@@ -232,7 +282,11 @@ class Decisions:
         """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
         scope, target = _halt_scope(agent, session, everything)
         reason = without_surrogates(reason) if reason else reason
-        return self.store.halt(scope, target, by=without_surrogates(by), reason=reason)
+        return recorded_or_not(
+            f"the halt of {_scope_name(scope, target)}",
+            "gatekeeper halts",
+            lambda: self.store.halt(scope, target, by=without_surrogates(by), reason=reason),
+        )
 
     def resume(
         self,
@@ -244,7 +298,11 @@ class Decisions:
     ) -> bool:
         """Release the kill switch again; False if it was not on."""
         scope, target = _halt_scope(agent, session, everything)
-        return self.store.resume(scope, target, by=by)
+        return recorded_or_not(
+            f"the resume of {_scope_name(scope, target)}",
+            "gatekeeper halts",
+            lambda: self.store.resume(scope, target, by=by),
+        )
 
     def verify_audit(self) -> ChainReport:
         """Check the audit chain from its first event to the store's head."""
@@ -261,6 +319,10 @@ def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tup
     if agent:
         return HaltScope.AGENT, agent
     return HaltScope.SESSION, str(session)
+
+
+def _scope_name(scope: HaltScope, target: str) -> str:
+    return "everything" if scope is HaltScope.ALL else f"{scope.value} {target}"
 
 
 def _check_edit(req: ApprovalRequest, edited: Mapping[str, Any]) -> None:

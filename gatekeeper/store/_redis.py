@@ -63,12 +63,43 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE) and not isinstance(exc, rexc.AuthenticationError)
 
 
-def translate_redis_error(exc: BaseException) -> GatekeeperError:
-    """The gatekeeper error for a redis-py error (the store is where they enter)."""
+def _unsent(exc: BaseException) -> bool:
+    """Whether ``exc`` shows the command never reached Redis (or Redis did not run it).
+
+    redis-py says so only in words: a connection that could not be made
+    ("Error 111 connecting to...", "Timeout connecting to server"), none free
+    in the pool, or a server still loading its data (it refuses every
+    command). Anything else — above all a read that timed out — may have
+    come after Redis received the command, and ran it.
+    """
+    if isinstance(exc, (rexc.BusyLoadingError, rexc.AuthenticationError)):
+        return True
+    said = str(exc)
+    return any(
+        words in said
+        for words in (
+            "connecting to",
+            "Timeout connecting",
+            "No connection available",
+            "Too many connections",
+        )
+    )
+
+
+def translate_redis_error(
+    exc: BaseException, tries: Sequence[BaseException] = ()
+) -> GatekeeperError:
+    """The gatekeeper error for a redis-py error (the store is where they enter).
+
+    A :class:`StoreUnavailable` says in ``context["applied"]`` whether the
+    command may have run after all: ``"no"`` when no try of it (``tries``,
+    else ``exc`` alone) can have reached Redis, ``"unknown"`` otherwise.
+    """
+    applied = "no" if all(_unsent(e) for e in (tries or [exc])) else "unknown"
     if isinstance(exc, rexc.AuthenticationError):
-        return StoreUnavailable(f"Redis refused the credentials: {exc}")
+        return StoreUnavailable(f"Redis refused the credentials: {exc}", applied="no")
     if isinstance(exc, RETRYABLE):
-        return StoreUnavailable(f"Redis is unavailable: {exc}")
+        return StoreUnavailable(f"Redis is unavailable: {exc}", applied=applied)
     if isinstance(exc, rexc.ResponseError):
         return StoreError(f"Redis refused a command: {exc}")
     return StoreError(f"Redis error: {exc}")
@@ -173,17 +204,26 @@ class RedisStore:
 
     # -- plumbing ---------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
+        tries: list[BaseException] = []
+
+        def once() -> T:
+            try:
+                return fn()
+            except rexc.RedisError as exc:
+                tries.append(exc)
+                raise
+
         try:
-            return fn()  # the common case, without building a retry loop
+            return once()  # the common case, without building a retry loop
         except rexc.RedisError as exc:
             if not _retryable(exc):
-                raise translate_redis_error(exc) from exc
+                raise translate_redis_error(exc, tries) from exc
         try:
             for attempt in Retrying(**self.retry.tenacity_kwargs()):
                 with attempt:
-                    return fn()
+                    return once()
         except rexc.RedisError as exc:
-            raise translate_redis_error(exc) from exc
+            raise translate_redis_error(exc, tries) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, op: ops.Op[T]) -> T:
@@ -500,7 +540,7 @@ class RedisStore:
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
         signer = self.decision_keys.signer()
-        req = self.get(request_id)
+        req = _read_before_writing(self.get, request_id)
         a = self.keys.of(req.call.agent)
         signed = sign_vote(signer, req, decision, args)
         return self._after(ops.decide(self.keys, a, request_id, signed, self._now_ms(), args))
@@ -688,6 +728,14 @@ class RedisStore:
             self.client.connection_pool.disconnect()
             self._wakes.close()
             _OPEN.discard(self)
+
+
+def _read_before_writing(read: Callable[[str], T], request_id: str) -> T:
+    """``read(request_id)``; a store unavailable then has recorded nothing (``applied="no"``)."""
+    try:
+        return read(request_id)
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(exc.message, applied="no") from exc.__cause__
 
 
 def _halt_record(

@@ -24,7 +24,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
-from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
+from .._errors import (
+    AgentHalted,
+    RequestNotFound,
+    StoreError,
+    StoreUnavailable,
+    TransitionRefused,
+)
 from .._votes import sign_vote
 from ..audit import StoredEvent, check_event_ids
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
@@ -107,17 +113,26 @@ class AsyncRedisStore:
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         from ._redis import _retryable, translate_redis_error
 
+        tries: list[BaseException] = []
+
+        async def once() -> T:
+            try:
+                return await fn()
+            except rexc.RedisError as exc:
+                tries.append(exc)
+                raise
+
         try:
-            return await fn()
+            return await once()
         except rexc.RedisError as exc:
             if not _retryable(exc):
-                raise translate_redis_error(exc) from exc
+                raise translate_redis_error(exc, tries) from exc
         try:
             async for attempt in AsyncRetrying(**self._store.retry.tenacity_kwargs()):
                 with attempt:
-                    return await fn()
+                    return await once()
         except rexc.RedisError as exc:
-            raise translate_redis_error(exc) from exc
+            raise translate_redis_error(exc, tries) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, op: ops.Op[T]) -> T:
@@ -352,7 +367,10 @@ class AsyncRedisStore:
         self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
         signer = self._store.decision_keys.signer()
-        req = await self.get(request_id)
+        try:
+            req = await self.get(request_id)
+        except StoreUnavailable as exc:  # read only: nothing recorded
+            raise StoreUnavailable(exc.message, applied="no") from exc.__cause__
         a = self.keys.of(req.call.agent)
         signed = sign_vote(signer, req, decision, args)
         now = self._now_ms()

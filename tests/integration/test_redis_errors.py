@@ -106,6 +106,16 @@ def test_allowed_call_runs_when_the_policy_says_on_store_error_allow(
     assert runs == ["ran"]
 
 
+def test_a_redis_that_refuses_connections_has_recorded_nothing(dead_store: RedisStore) -> None:
+    """Connection refused: no command reached Redis, and the error says so."""
+    with pytest.raises(StoreUnavailable) as info:
+        dead_store.get("r1")
+    assert info.value.context["applied"] == "no"  # the words of a real redis-py error
+    gate = Gatekeeper(policy=make_policy(), store=dead_store)
+    with pytest.raises(StoreUnavailable, match="your approval of request r1 was not recorded"):
+        gate.approve("r1", approver="alice")
+
+
 def test_a_refused_command_is_a_store_error(redis_server: RedisServer, redis_prefix: str) -> None:
     store = RedisStore(redis_server.url, prefix=redis_prefix)
     raw = redis.Redis.from_url(redis_server.url)
