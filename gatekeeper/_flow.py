@@ -9,19 +9,26 @@ yielded as a command instead of performed:
   run on the blocking face by :func:`drive` and on ``store.aio`` by
   :func:`adrive`;
 - :class:`Tell`: ``notify`` or ``update`` every channel;
-- :class:`Run`: call the tool itself.
+- :class:`Run`: call the tool itself;
+- :class:`StartBy`: the tool of this approved call may start only in time
+  (checked by the driver at the moment it would start it).
 
 The driver sends each command's result back into the generator, or throws
 its error in, so the flow's ``try``/``except`` blocks see store errors,
 interrupts and task cancellation exactly where they happen (the pattern of
 httpx's ``Auth.auth_flow`` and tenacity's ``BaseRetrying.iter``). There is
 one flow to change and both faces run it.
+
+A store step may carry a deadline (:attr:`StoreOp.deadline`): the driver
+stops waiting for it then (:mod:`gatekeeper.store._bounded`), so the steps a
+waiter takes at its expiry can't keep it past that, whatever Redis does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _pipeline as pipe
 from ._errors import (
     AgentHalted,
+    ApprovalTimeout,
     ArgumentsChanged,
     GatekeeperError,
     InvalidToolCall,
@@ -41,16 +49,50 @@ from ._errors import (
 )
 from ._tool import ToolSpec
 from .models import ApprovalRequest, Classification, RequestStatus, ToolCall, Verdict
+from .store._bounded import READ_FLOOR, awithin, within
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
 
-__all__ = ["Flow", "Run", "StoreOp", "Tell", "adrive", "drive", "guarded_call"]
+__all__ = [
+    "AT_EXPIRY",
+    "LATE_APPROVAL",
+    "Flow",
+    "Run",
+    "StartBy",
+    "StoreOp",
+    "Tell",
+    "adrive",
+    "drive",
+    "guarded_call",
+    "late_start",
+    "too_late",
+]
 
 log = logging.getLogger("gatekeeper")
 
 _EXPIRED_HERE = "expired by the agent's own clock"
 APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"
+
+#: Seconds past its expiry by which the steps at a waiter's expiry (``expire``,
+#: else withdrawing the request) must be done. A store that has not answered
+#: by then is left as it is: the waiter raises ApprovalTimeout, and nothing
+#: runs the call — only this waiter would have claimed it, and the store
+#: refuses approvals past expiry.
+AT_EXPIRY = 0.08
+
+#: An approval this process learns of more than this many seconds after the
+#: request's expiry (on its own clock) is not run: the request is closed as
+#: failed ("not run") and the call raises ApprovalTimeout. The grace covers an
+#: approval recorded just before expiry whose wake-up arrives just after.
+LATE_APPROVAL = 1.0
+
+#: What a waiter says when the store did not answer at its expiry.
+_UNANSWERED = (
+    "no decision reached this agent by then, and the store did not answer at expiry "
+    "(it may show the request as pending, or approved if a decision came that this "
+    "agent could not read); the call was not run, and this agent will not run it"
+)
 
 
 @dataclass(frozen=True)
@@ -59,12 +101,16 @@ class StoreOp:
 
     ``shield``: the async driver runs it to the end even if the task is
     cancelled again meanwhile (withdrawing a request on the way out).
+    ``deadline`` (``time.monotonic()`` seconds): the driver stops waiting for
+    the step then and throws :class:`~gatekeeper.StoreUnavailable` in (the step
+    may or may not have reached the store).
     """
 
     method: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     shield: bool = False
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,12 +130,26 @@ class Run:
     kwargs: Mapping[str, Any]
 
 
-Command = StoreOp | Tell | Run
+@dataclass(frozen=True)
+class StartBy:
+    """The next :class:`Run` starts only while approved ``held`` is in time (:func:`too_late`).
+
+    The wait yields it with an approval: the driver checks right before it
+    starts the tool, since a step in between (a claim whose reply was lost)
+    can take a socket timeout, and throws the ApprovalTimeout in instead.
+    """
+
+    held: ApprovalRequest
+
+
+Command = StoreOp | Tell | Run | StartBy
 Flow = Generator[Command, Any, Any]
 
 
-def op(method: str, *args: Any, shield: bool = False, **kwargs: Any) -> StoreOp:
-    return StoreOp(method, args, kwargs, shield)
+def op(
+    method: str, *args: Any, shield: bool = False, deadline: float | None = None, **kwargs: Any
+) -> StoreOp:
+    return StoreOp(method, args, kwargs, shield, deadline)
 
 
 # -- the drivers ------------------------------------------------------------------------------
@@ -98,6 +158,7 @@ def drive(gate: Gatekeeper, flow: Flow) -> Any:
     store = gate.store
     sent: Any = None
     error: BaseException | None = None
+    start_by: StartBy | None = None
     while True:
         try:
             command = flow.send(sent) if error is None else flow.throw(error)
@@ -106,10 +167,18 @@ def drive(gate: Gatekeeper, flow: Flow) -> Any:
         sent, error = None, None
         try:
             if isinstance(command, StoreOp):
-                sent = getattr(store, command.method)(*command.args, **command.kwargs)
+                method = getattr(store, command.method)
+                step = functools.partial(method, *command.args, **command.kwargs)
+                if command.deadline is None:
+                    sent = step()
+                else:
+                    sent = within(command.deadline - time.monotonic(), step)
             elif isinstance(command, Tell):
                 gate._tell(command.what, command.request)
+            elif isinstance(command, StartBy):
+                start_by = command
             else:
+                _check_start(gate, start_by)
                 sent = command.func(*command.args, **command.kwargs)
         except BaseException as exc:  # thrown into the flow, which decides what it means
             error = exc
@@ -120,6 +189,7 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
     aio = gate.store.aio
     sent: Any = None
     error: BaseException | None = None
+    start_by: StartBy | None = None
     cancels = _cancelling()  # a count left over from before this call is not ours to act on
     while True:
         try:
@@ -130,17 +200,29 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
         try:
             if isinstance(command, StoreOp):
                 step = getattr(aio, command.method)(*command.args, **command.kwargs)
+                if command.deadline is not None:
+                    step = awithin(command.deadline - time.monotonic(), step)
                 sent = await (asyncio.shield(step) if command.shield else step)
                 if not command.shield and _cancelling() > cancels:
                     raise asyncio.CancelledError  # as if it had not been dropped
             elif isinstance(command, Tell):
                 await gate._atell(command.what, command.request)
+            elif isinstance(command, StartBy):
+                start_by = command
             else:
+                _check_start(gate, start_by)
                 sent = command.func(*command.args, **command.kwargs)
                 if inspect.isawaitable(sent):  # a coroutine function's call (the async face)
                     sent = await sent
         except BaseException as exc:
             error = exc
+
+
+def _check_start(gate: Gatekeeper, start_by: StartBy | None) -> None:
+    if start_by is not None:
+        late = late_start(gate, start_by.held, at="could start it")
+        if late is not None:
+            raise late
 
 
 def _cancelling() -> int:
@@ -262,26 +344,91 @@ def _decision(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
     agent's to write), the caller stops waiting then. When the store does
     not agree that the request has expired, this process withdraws it
     (``cancel``); a decision that got there first stands.
+
+    Bounded whatever the store does: the wait is back by the deadline (its
+    reads are bounded and retried, see ``Store.wait``), and the steps at
+    expiry get :data:`AT_EXPIRY` seconds. When the store can't be reached in
+    time the request comes back expired, with why: nothing of the call runs.
+    An approval learned of too late (:func:`too_late`) is closed, not run.
     """
-    by = f"agent:{req.call.agent}"
     while True:
         remaining = (req.expires_at - gate.clock.now()).total_seconds()
-        current: ApprovalRequest = yield op("wait", req.id, max(remaining, 0.0))
+        try:
+            current: ApprovalRequest = yield op("wait", req.id, max(remaining, 0.0))
+        except StoreUnavailable:  # no read got through by the deadline
+            if (req.expires_at - gate.clock.now()).total_seconds() > AT_EXPIRY:
+                raise  # a store that gave up long before the deadline: not waited out
+            return (yield from _at_expiry(gate, req))
         if current.status.decided:
-            return current
+            return (yield from _in_time(gate, req, current))
         if gate.clock.now() < req.expires_at:
             continue  # woken a moment early (another clock): wait out the rest
+        return (yield from _at_expiry(gate, req))
+
+
+def _at_expiry(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
+    """End ``req`` at its expiry (ours): expired, or withdrawn, within :data:`AT_EXPIRY` s."""
+    by = f"agent:{req.call.agent}"
+    late = max((gate.clock.now() - req.expires_at).total_seconds(), 0.0)
+    deadline = time.monotonic() + max(AT_EXPIRY - late, READ_FLOOR)  # AT_EXPIRY past expiry
+    try:
         try:
-            return (yield op("expire", req.id))
+            return (yield op("expire", req.id, deadline=deadline))
         except TransitionRefused:  # the store's clock is behind ours, or the expiry was moved
             pass
         try:
-            yield op("cancel", req.id, by=by, reason=_EXPIRED_HERE)
+            yield op("cancel", req.id, by=by, reason=_EXPIRED_HERE, deadline=deadline)
         except TransitionRefused:  # decided in the meantime: that decision stands
-            return (yield op("get", req.id))
-        except GatekeeperError:  # the store is gone: nobody may approve it, nothing runs
-            pass
-        return req.model_copy(update={"status": RequestStatus.EXPIRED})
+            current = yield op("get", req.id, deadline=deadline)
+            return (yield from _in_time(gate, req, current))
+    except StoreUnavailable:  # nobody may approve it now, and only we would run it
+        return req.model_copy(update={"status": RequestStatus.EXPIRED, "comment": _UNANSWERED})
+    except GatekeeperError:  # the store is gone: nobody may approve it, nothing runs
+        pass
+    return req.model_copy(update={"status": RequestStatus.EXPIRED})
+
+
+def too_late(gate: Gatekeeper, held: ApprovalRequest, *, at: str = "learned of it") -> str | None:
+    """Why approved ``held`` must not start now, or None while it may.
+
+    It may start until :data:`LATE_APPROVAL` seconds past its expiry, on this
+    process's clock: checked when the approval is learned of (the end of the
+    wait) and again right before the tool starts (:class:`StartBy`).
+    """
+    late = (gate.clock.now() - held.expires_at).total_seconds()
+    if late < LATE_APPROVAL:
+        return None
+    return (
+        f"it was approved, but this agent {at} only {late:.1f} s after that, "
+        "too late to run it; it was closed without running"
+    )
+
+
+def late_start(
+    gate: Gatekeeper, held: ApprovalRequest, *, at: str = "learned of it"
+) -> ApprovalTimeout | None:
+    """The error to raise in place of starting approved ``held`` now, or None (:func:`too_late`)."""
+    why = too_late(gate, held, at=at)
+    if why is None:
+        return None
+    expired = held.model_copy(update={"status": RequestStatus.EXPIRED, "comment": why})
+    error = pipe.blocked_error(expired, question=held.kind == "question")
+    assert isinstance(error, ApprovalTimeout)
+    return error
+
+
+def _in_time(gate: Gatekeeper, req: ApprovalRequest, current: ApprovalRequest) -> Flow:
+    """``current`` as decided, unless it is an approval learned of too late to run."""
+    if current.status is not RequestStatus.APPROVED or req.kind == "question":
+        return current
+    late = too_late(gate, req)
+    if late is None:
+        yield StartBy(req)
+        return current
+    log.warning("request %s: %s", req.id, late)
+    with contextlib.suppress(GatekeeperError):  # refused already, or the store is gone: not run
+        yield op("refuse", req.id, why=f"not run: {late}", deadline=time.monotonic() + AT_EXPIRY)
+    return req.model_copy(update={"status": RequestStatus.EXPIRED, "comment": late})
 
 
 def _not_run(gate: Gatekeeper, req: ApprovalRequest, final: ApprovalRequest) -> Flow:

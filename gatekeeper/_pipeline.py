@@ -224,6 +224,13 @@ def blocked_error(req: ApprovalRequest, *, question: bool = False) -> ToolCallBl
             call_id=cid,
         )
     if req.status is RequestStatus.EXPIRED:
+        if req.comment:  # the waiter's own account: the store unanswered, an approval too late
+            return ApprovalTimeout(
+                f"{what} timed out at {req.expires_at:%H:%M:%S} UTC: {req.comment}",
+                tool=tool,
+                request_id=rid,
+                call_id=cid,
+            )
         if question:
             return ApprovalTimeout(
                 f"Question was not answered before {req.expires_at:%H:%M:%S} UTC",

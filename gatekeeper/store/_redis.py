@@ -43,6 +43,7 @@ from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, 
 from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
+from ._bounded import READ_FLOOR, Backoff, within
 from ._halts import ms, read_halt
 from ._sealer import Sealer
 from ._wakes import RECHECK, Wakes
@@ -182,7 +183,7 @@ class RedisStore:
             socket_connect_timeout=2,
         )
         self.client = redis.Redis(connection_pool=pool)
-        self._wakes = Wakes(url, self.keys.channel)
+        self._wakes = Wakes(url, self.keys.channel, socket_timeout=socket_timeout)
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
@@ -603,13 +604,30 @@ class RedisStore:
         self._changed(self._run(ops.flag(self.keys, a, request_id, why, event)))
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
+        """The request once decided, or as last read when ``timeout`` seconds have passed.
+
+        Returns by then whatever Redis does: every read is bounded by that
+        deadline (see :mod:`._bounded`), and a read that fails (Redis
+        restarting, frozen, a reply lost) is tried again, backing off, until
+        then. Raises :class:`~gatekeeper.StoreUnavailable` only when no read
+        has succeeded by the deadline.
+        """
         deadline = time.monotonic() + max(timeout, 0.0)
         woken = self._wakes.watch(request_id)
+        backoff = Backoff()
         try:
             while True:
                 # Cleared before the read: a change published after it still wakes us.
                 woken.clear()
-                req = self.get(request_id)
+                budget = max(deadline - time.monotonic(), READ_FLOOR)
+                try:
+                    req = within(budget, functools.partial(self.get, request_id))
+                except StoreUnavailable:
+                    if time.monotonic() >= deadline:
+                        raise
+                    woken.wait(min(deadline - time.monotonic(), backoff.next()))
+                    continue
+                backoff.reset()
                 remaining = deadline - time.monotonic()
                 if req.status.decided or remaining <= 0:
                     return req

@@ -37,8 +37,10 @@ from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, 
 from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import Draft
+from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._redis import GLOBAL_HALTS_EVERY
+from ._wakes import KEEPALIVE, LISTEN_STEP, RECHECK, Heartbeat, SubscriptionLost
 
 if TYPE_CHECKING:
     from ._redis import RedisStore
@@ -62,7 +64,7 @@ class _LoopState:
         )
         self.client = aredis.Redis(connection_pool=pool)
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
-        self.dispatcher = _Dispatcher(store.url, store.keys.channel)
+        self.dispatcher = _Dispatcher(store.url, store.keys.channel, store._socket_timeout)
 
         # Closes this loop's connections when the loop shuts down (asyncio.run
         # and test runners cancel every task at the end): one asyncio.run after
@@ -422,22 +424,36 @@ class AsyncRedisStore:
         self._store._sealer.kick()
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
+        """As :meth:`RedisStore.wait`: back by ``timeout`` seconds whatever Redis does.
+
+        Every read is bounded by the deadline, a failed one is tried again
+        (backing off), and the request is re-read at least every
+        :data:`~._wakes.RECHECK` seconds even if no wake-up comes.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         dispatcher = self._state().dispatcher
         # Watch before the first read, so no decision can slip in between.
         woken = dispatcher.watch(request_id)
+        backoff = Backoff()
         try:
             while True:
                 woken.clear()
-                req = await self.get(request_id)
-                remaining = deadline - loop.time()
-                if req.status.decided or remaining <= 0:
-                    return req
+                budget = max(deadline - loop.time(), READ_FLOOR)
                 try:
-                    await asyncio.wait_for(woken.wait(), remaining)
-                except asyncio.TimeoutError:
-                    continue
+                    req = await awithin(budget, self.get(request_id))
+                except StoreUnavailable:
+                    if loop.time() >= deadline:
+                        raise
+                    pause = min(deadline - loop.time(), backoff.next())
+                else:
+                    backoff.reset()
+                    remaining = deadline - loop.time()
+                    if req.status.decided or remaining <= 0:
+                        return req
+                    pause = min(remaining, RECHECK)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken.wait(), max(pause, 0.0))
         finally:
             dispatcher.unwatch(request_id, woken)
 
@@ -472,6 +488,8 @@ class _Dispatcher:
 
     After every (re)subscription all waiters are woken to re-read their
     request: a decision published while the connection was down is not lost.
+    A quiet subscription is pinged, and one that does not answer is made
+    again (see :class:`~._wakes.Heartbeat`).
 
     Listeners (``changes()``) get every published id in a bounded queue of
     their own. After every (re)subscription they get :data:`RESYNC` (``""``)
@@ -479,9 +497,10 @@ class _Dispatcher:
     held (see :func:`~gatekeeper.store._changes.offer_change`).
     """
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, socket_timeout: float = KEEPALIVE) -> None:
         self._url = url
         self._channel = channel
+        self._socket_timeout = min(socket_timeout, KEEPALIVE)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listeners: set[asyncio.Queue[str]] = set()
         self._subscribed = asyncio.Event()
@@ -522,7 +541,9 @@ class _Dispatcher:
             self._client = aredis.Redis.from_url(
                 self._url,
                 socket_connect_timeout=2,
-                socket_timeout=None,  # a quiet channel is not a dead one
+                # Reads of the channel are bounded by LISTEN_STEP; this bounds
+                # the rest (the connection's handshake, as the store's commands).
+                socket_timeout=self._socket_timeout,
                 retry=Retry(NoBackoff(), 0),
             )
             self._task = asyncio.get_running_loop().create_task(self._listen())
@@ -534,10 +555,13 @@ class _Dispatcher:
             if not waiters:
                 del self._waiters[request_id]
 
-    def _wake_all(self) -> None:
+    def _wake_waiters(self) -> None:
         for events in self._waiters.values():
             for event in events:
                 event.set()
+
+    def _wake_all(self) -> None:
+        self._wake_waiters()
         for queue in self._listeners:
             offer_change(queue, RESYNC)
 
@@ -546,12 +570,19 @@ class _Dispatcher:
         backoff = 0.05
         while True:
             pubsub = self._client.pubsub()
+            beat = Heartbeat()
             try:
-                await pubsub.subscribe(self._channel)
+                await asyncio.wait_for(pubsub.subscribe(self._channel), self._socket_timeout)
                 while True:
-                    message = await pubsub.get_message(timeout=None)
+                    message = await pubsub.get_message(timeout=LISTEN_STEP)
                     if message is None:
+                        if beat.lost():
+                            raise SubscriptionLost(f"no answer for {2 * KEEPALIVE:.0f} s")
+                        if beat.due():
+                            await asyncio.wait_for(pubsub.ping(), self._socket_timeout)
+                            beat.pinged()
                         continue
+                    beat.heard()
                     if message["type"] == "subscribe":
                         # Live only once Redis confirms: anything published
                         # before then is caught by the re-read this triggers.
@@ -569,14 +600,15 @@ class _Dispatcher:
                         offer_change(queue, rid)
             except asyncio.CancelledError:
                 raise
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except Exception as exc:  # whatever broke it, the subscription is made again
                 self._subscribed.clear()
                 self.reconnects += 1
                 log.warning("decision subscription lost, reconnecting: %s", exc)
+                self._wake_waiters()  # re-read now: a wake may have been missed
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(rexc.RedisError, OSError):  # it is gone either way
+                with contextlib.suppress(Exception):  # it is gone either way
                     await pubsub.aclose()
 
     async def close(self) -> None:

@@ -11,6 +11,11 @@ tasks. Thousands of blocked calls in one process share that one connection.
 After every (re)subscription all waiters are woken to re-read their request,
 so a decision published while the subscription was down is not lost; and
 each waiter re-reads at least every :data:`RECHECK` seconds whatever it hears.
+
+A quiet subscription is pinged (:class:`Heartbeat`): one that does not answer
+within :data:`KEEPALIVE` seconds is taken for lost — a Redis frozen or gone
+without closing the connection — and made again, so wake-ups come back
+promptly once Redis does, not only at the next re-read.
 """
 
 from __future__ import annotations
@@ -18,27 +23,67 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
-import redis.exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["RECHECK", "Wakes"]
+__all__ = ["KEEPALIVE", "RECHECK", "Heartbeat", "Wakes"]
 
 log = logging.getLogger("gatekeeper.store")
 
 #: Longest a waiter goes without re-reading its request, even if it hears nothing.
 RECHECK = 5.0
 
+#: Seconds of silence on a subscription before it is pinged; as long again
+#: without an answer and it is taken for lost and made again.
+KEEPALIVE = 5.0
+
+#: Longest one read of the subscription blocks (the heartbeat is checked between).
+LISTEN_STEP = 1.0
+
+
+class Heartbeat:
+    """When to ping a quiet subscription, and when to call it lost.
+
+    ``heard()`` on every message (a pong too); ``due()`` says a ping is
+    owed (then ``pinged()``), ``lost()`` that nothing came back in time.
+    """
+
+    def __init__(self, every: float = KEEPALIVE, clock: Callable[[], float] = time.monotonic):
+        self._every = every
+        self._clock = clock
+        self._last = clock()
+        self._pinged = False
+
+    def heard(self) -> None:
+        self._last = self._clock()
+        self._pinged = False
+
+    def due(self) -> bool:
+        return not self._pinged and self._clock() - self._last >= self._every
+
+    def pinged(self) -> None:
+        self._pinged = True
+
+    def lost(self) -> bool:
+        return self._clock() - self._last >= 2 * self._every
+
+
+class SubscriptionLost(Exception):
+    """The subscription went quiet and did not answer a ping."""
+
 
 class Wakes:
     """The waiting threads of one store, woken by one pub/sub subscription."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, *, socket_timeout: float = KEEPALIVE) -> None:
         self._url = url
         self._channel = channel
+        self._socket_timeout = min(socket_timeout, KEEPALIVE)
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
         self._thread: threading.Thread | None = None
@@ -82,7 +127,9 @@ class Wakes:
         client = redis.Redis.from_url(
             self._url,
             socket_connect_timeout=2,
-            socket_timeout=None,  # a quiet channel is not a dead one
+            # Reads of the channel are bounded by LISTEN_STEP; this bounds the
+            # rest (the connection's handshake, as the store's commands).
+            socket_timeout=self._socket_timeout,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
@@ -91,11 +138,19 @@ class Wakes:
             while not self._closed.is_set():
                 pubsub = client.pubsub()
                 self._pubsub = pubsub
+                beat = Heartbeat()
                 try:
                     pubsub.subscribe(self._channel)
-                    for message in pubsub.listen():  # type: ignore[no-untyped-call]
-                        if self._closed.is_set():
-                            return
+                    while not self._closed.is_set():
+                        message = pubsub.get_message(timeout=LISTEN_STEP)
+                        if message is None:
+                            if beat.lost():
+                                raise SubscriptionLost(f"no answer for {2 * KEEPALIVE:.0f} s")
+                            if beat.due():
+                                pubsub.ping()
+                                beat.pinged()
+                            continue
+                        beat.heard()
                         kind = message.get("type")
                         if kind == "subscribe":
                             self.subscribed.set()
@@ -105,7 +160,7 @@ class Wakes:
                             data = message.get("data")
                             raw = data if isinstance(data, bytes) else str(data).encode()
                             self._wake(raw.decode("utf-8", "replace"))
-                except (rexc.RedisError, OSError, ValueError) as exc:
+                except Exception as exc:  # whatever broke it, the subscription is made again
                     if self._closed.is_set():
                         return
                     self.subscribed.clear()
