@@ -22,6 +22,9 @@ one flow to change and both faces run it.
 A store step may carry a deadline (:attr:`StoreOp.deadline`): the driver
 stops waiting for it then (:mod:`gatekeeper.store._bounded`), so the steps a
 waiter takes at its expiry can't keep it past that, whatever Redis does.
+A flow closed mid-way (``GeneratorExit``: its driver was closed, not
+resumed) yields nothing more; it withdraws what it held without a command
+(:func:`withdraw_unattended`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ __all__ = [
     "guarded_call",
     "late_start",
     "too_late",
+    "withdraw_unattended",
 ]
 
 log = logging.getLogger("gatekeeper")
@@ -159,29 +163,32 @@ def drive(gate: Gatekeeper, flow: Flow) -> Any:
     sent: Any = None
     error: BaseException | None = None
     start_by: StartBy | None = None
-    while True:
-        try:
-            command = flow.send(sent) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        sent, error = None, None
-        try:
-            if isinstance(command, StoreOp):
-                method = getattr(store, command.method)
-                step = functools.partial(method, *command.args, **command.kwargs)
-                if command.deadline is None:
-                    sent = step()
+    try:
+        while True:
+            try:
+                command = flow.send(sent) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            sent, error = None, None
+            try:
+                if isinstance(command, StoreOp):
+                    method = getattr(store, command.method)
+                    step = functools.partial(method, *command.args, **command.kwargs)
+                    if command.deadline is None:
+                        sent = step()
+                    else:
+                        sent = within(command.deadline - time.monotonic(), step)
+                elif isinstance(command, Tell):
+                    gate._tell(command.what, command.request)
+                elif isinstance(command, StartBy):
+                    start_by = command
                 else:
-                    sent = within(command.deadline - time.monotonic(), step)
-            elif isinstance(command, Tell):
-                gate._tell(command.what, command.request)
-            elif isinstance(command, StartBy):
-                start_by = command
-            else:
-                _check_start(gate, start_by)
-                sent = command.func(*command.args, **command.kwargs)
-        except BaseException as exc:  # thrown into the flow, which decides what it means
-            error = exc
+                    _check_start(gate, start_by)
+                    sent = command.func(*command.args, **command.kwargs)
+            except BaseException as exc:  # thrown into the flow, which decides what it means
+                error = exc
+    finally:
+        flow.close()  # left mid-way (an interrupt in this loop itself): the flow withdraws
 
 
 async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
@@ -191,31 +198,36 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
     error: BaseException | None = None
     start_by: StartBy | None = None
     cancels = _cancelling()  # a count left over from before this call is not ours to act on
-    while True:
-        try:
-            command = flow.send(sent) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        sent, error = None, None
-        try:
-            if isinstance(command, StoreOp):
-                step = getattr(aio, command.method)(*command.args, **command.kwargs)
-                if command.deadline is not None:
-                    step = awithin(command.deadline - time.monotonic(), step)
-                sent = await (asyncio.shield(step) if command.shield else step)
-                if not command.shield and _cancelling() > cancels:
-                    raise asyncio.CancelledError  # as if it had not been dropped
-            elif isinstance(command, Tell):
-                await gate._atell(command.what, command.request)
-            elif isinstance(command, StartBy):
-                start_by = command
-            else:
-                _check_start(gate, start_by)
-                sent = command.func(*command.args, **command.kwargs)
-                if inspect.isawaitable(sent):  # a coroutine function's call (the async face)
-                    sent = await sent
-        except BaseException as exc:
-            error = exc
+    try:
+        while True:
+            try:
+                command = flow.send(sent) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            sent, error = None, None
+            try:
+                if isinstance(command, StoreOp):
+                    step = getattr(aio, command.method)(*command.args, **command.kwargs)
+                    if command.deadline is not None:
+                        step = awithin(command.deadline - time.monotonic(), step)
+                    sent = await (asyncio.shield(step) if command.shield else step)
+                    if not command.shield and _cancelling() > cancels:
+                        raise asyncio.CancelledError  # as if it had not been dropped
+                elif isinstance(command, Tell):
+                    await gate._atell(command.what, command.request)
+                elif isinstance(command, StartBy):
+                    start_by = command
+                else:
+                    _check_start(gate, start_by)
+                    sent = command.func(*command.args, **command.kwargs)
+                    if inspect.isawaitable(sent):  # a coroutine function's call (the async face)
+                        sent = await sent
+            except GeneratorExit:  # this coroutine is being closed: nothing can be awaited now
+                raise
+            except BaseException as exc:
+                error = exc
+    finally:
+        flow.close()  # closed mid-way: the flow withdraws what it held by itself
 
 
 def _check_start(gate: Gatekeeper, start_by: StartBy | None) -> None:
@@ -223,6 +235,39 @@ def _check_start(gate: Gatekeeper, start_by: StartBy | None) -> None:
         late = late_start(gate, start_by.held, at="could start it")
         if late is not None:
             raise late
+
+
+_WITHDRAWING: set[asyncio.Task[Any]] = set()  # kept until done (the loop holds tasks weakly)
+
+
+def withdraw_unattended(gate: Gatekeeper, request_id: str, *, by: str, reason: str) -> None:
+    """Withdraw ``request_id`` for a flow that was closed while it waited (``GeneratorExit``).
+
+    A closed generator (or coroutine) may not yield or await any more, so no
+    command can do it. On a running event loop a task of its own cancels the
+    request through the async face; elsewhere the blocking face does, here.
+    A request decided already stays as it is.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+
+        async def cancel() -> None:
+            with contextlib.suppress(GatekeeperError):
+                await gate.store.aio.cancel(request_id, by=by, reason=reason)
+
+        task = loop.create_task(cancel())
+        _WITHDRAWING.add(task)
+        task.add_done_callback(_WITHDRAWING.discard)
+        return
+    try:
+        gate.store.cancel(request_id, by=by, reason=reason)
+    except GatekeeperError:
+        pass
+    except Exception as exc:  # closing: nothing may escape from here
+        log.warning("could not withdraw request %s: %s", request_id, exc)
 
 
 def _cancelling() -> int:
@@ -318,6 +363,9 @@ def _held(
     except AgentHalted:
         gate._refused(call, cls)
         raise
+    except GeneratorExit:  # closed, not driven: withdrawn without a command
+        withdraw_unattended(gate, req.id, by=by, reason=gone)
+        raise
     except BaseException:  # interrupted: the hold may have landed all the same
         with contextlib.suppress(GatekeeperError):  # no such request: nothing to withdraw
             yield op("cancel", req.id, by=by, reason=gone, shield=True)
@@ -325,6 +373,9 @@ def _held(
     try:  # from here on, a caller that goes away must not leave the request pending
         yield Tell("notify", req)
         final = yield from _decision(gate, req)
+    except GeneratorExit:  # closed, not driven: withdrawn without a command
+        withdraw_unattended(gate, req.id, by=by, reason=gone)
+        raise
     except BaseException:
         with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
             yield op("cancel", req.id, by=by, reason=gone, shield=True)
