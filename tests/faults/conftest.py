@@ -24,8 +24,6 @@ import redis
 
 from tests.conftest import _free_port
 
-pytestmark = pytest.mark.redis
-
 
 class FaultyRedis:
     """A redis-server of one test's own, with AOF on, that the test freezes, kills, restarts."""

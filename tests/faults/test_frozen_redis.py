@@ -30,6 +30,8 @@ from gatekeeper.store._redis import RetryPolicy
 from tests.faults.conftest import Callers, FaultyRedis, wait_until
 from tests.storekit import held_event, make_request
 
+pytestmark = pytest.mark.redis
+
 WAITERS = 20  # on each face
 EXPIRY = 3.0
 SOCKET_TIMEOUT = 2.0  # shorter than the freeze, as the 10 s default is shorter than a long one

@@ -29,6 +29,8 @@ from gatekeeper.store._redis import RetryPolicy
 from tests.faultkit import ReplyDropper
 from tests.faults.conftest import Callers, FaultyRedis
 
+pytestmark = pytest.mark.redis
+
 CALLS = 25  # on each face
 EXPIRY = 4.0
 SOCKET_TIMEOUT = 5.0  # longer than the expiry, as the 10 s default is longer than a short one

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from gatekeeper import Gatekeeper, Policy, RedisStore, RequestStatus
 from gatekeeper.store._redis import RetryPolicy
 from tests.faults.conftest import Callers, FaultyRedis, wait_until
+
+pytestmark = pytest.mark.redis
 
 WAITERS = 5  # on each face
 EXPIRY = 10.0

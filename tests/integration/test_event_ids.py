@@ -104,7 +104,7 @@ def test_a_draft_with_a_malformed_id_is_refused_and_nothing_is_written(
     before = len(audit_events(store))
     with pytest.raises(StoreError, match="1 to 64 characters of A-Z, a-z, 0-9, _ and -"):
         store.record([event, draft("channel.failed", at_ms=1, actor="system")])
-    with pytest.raises(StoreError, match="refused to record the audit event 'channel.failed'"):
+    with pytest.raises(StoreError, match=r"refused to record the audit event 'channel\.failed'"):
         store.admit(event, agent="billing-bot", session_id="s1")
     req = make_request(clock)
     bad_hold = {**held_event(req), "id": bad_id}
@@ -128,7 +128,7 @@ def test_ids_of_the_right_shape_are_taken(clock: ManualClock, store: Store) -> N
 def test_an_agents_journal_entry_with_a_malformed_id_is_sealed_as_refused(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
-    """Written past the library (an agent's user can RPUSH its own journal): refused in the chain."""
+    """Written past the library (an agent's user may RPUSH its journal): refused in the chain."""
     import json
 
     decider = RedisStore(redis_server.url, prefix=redis_prefix)

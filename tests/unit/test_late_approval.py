@@ -114,7 +114,7 @@ def test_a_tool_that_could_start_only_past_the_grace_does_not_start() -> None:
     def refund(amount: int) -> None:
         runs.append(amount)
 
-    with pytest.raises(ApprovalTimeout, match="this agent could start it only 3.0 s after that"):
+    with pytest.raises(ApprovalTimeout, match=r"this agent could start it only 3\.0 s after that"):
         refund(1)
     assert runs == []
     req = gate.get(seen.notified[0].id)
