@@ -191,7 +191,12 @@ class Store(Protocol):
         ...
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
-        """Block until the request leaves ``pending`` or ``timeout`` seconds pass; return it."""
+        """Block until the request leaves ``pending`` or ``timeout`` seconds pass; return it.
+
+        Back by then whatever the backend does: a read that fails or hangs is
+        given up at the deadline, and tried again meanwhile. Raises
+        ``StoreUnavailable`` only when no read succeeded by the deadline.
+        """
         ...
 
     def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
