@@ -16,6 +16,7 @@ Example::
 from ._answers import Response, approval_note
 from ._errors import (
     AgentHalted,
+    AlreadyRan,
     ApprovalCancelled,
     ApprovalDenied,
     ApprovalTimeout,
@@ -25,7 +26,9 @@ from ._errors import (
     GatekeeperError,
     InvalidToolCall,
     NotAuthorized,
+    OutcomeUnknown,
     PolicyError,
+    RequestAbandoned,
     RequestNotFound,
     StoreError,
     StoreUnavailable,
@@ -36,7 +39,7 @@ from ._errors import (
 )
 from ._framework import GuardedTool, Ran
 from ._gate import Gatekeeper
-from ._session import Session, current_session
+from ._session import Session, call_key, current_session
 from ._signing import DecisionKeys, SigningKey, TrustedKeys
 from ._version import __version__
 from .models import (
@@ -58,6 +61,7 @@ from .store import MemoryStore, RedisStore
 
 __all__ = [
     "AgentHalted",
+    "AlreadyRan",
     "ApprovalCancelled",
     "ApprovalDenied",
     "ApprovalRequest",
@@ -79,10 +83,12 @@ __all__ = [
     "InvalidToolCall",
     "MemoryStore",
     "NotAuthorized",
+    "OutcomeUnknown",
     "Policy",
     "PolicyError",
     "Ran",
     "RedisStore",
+    "RequestAbandoned",
     "RequestNotFound",
     "RequestStatus",
     "Response",
@@ -100,5 +106,6 @@ __all__ = [
     "Verdict",
     "__version__",
     "approval_note",
+    "call_key",
     "current_session",
 ]

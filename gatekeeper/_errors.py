@@ -32,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "AgentHalted",
+    "AlreadyRan",
     "ApprovalCancelled",
     "ApprovalDenied",
     "ApprovalTimeout",
@@ -41,7 +42,9 @@ __all__ = [
     "GatekeeperError",
     "InvalidToolCall",
     "NotAuthorized",
+    "OutcomeUnknown",
     "PolicyError",
+    "RequestAbandoned",
     "RequestNotFound",
     "StoreError",
     "StoreUnavailable",
@@ -127,6 +130,30 @@ class ApprovalTimeout(ToolCallBlocked):
 
 class ApprovalCancelled(ToolCallBlocked):
     """The request was cancelled before it was decided."""
+
+
+class RequestAbandoned(ToolCallBlocked):
+    """Nobody renewed the request's lease in time (its caller was gone or frozen): never run."""
+
+
+class AlreadyRan(ToolCallBlocked):
+    """The same call (same key) already ran through an earlier request; not run again."""
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. It was not run a second time."
+
+
+class OutcomeUnknown(ToolCallBlocked):
+    """The same call was released earlier and whether it ran is unknown: a person must look.
+
+    Also raised while another process still runs it. Nothing is run again
+    until a person records what happened (``gatekeeper resolve``).
+    """
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. It is not run again until a person checks what happened."
 
 
 class AgentHalted(ToolCallBlocked):

@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
-from ._session import Session, current_session
+from ._session import Session, check_call_key, current_call_key, current_session
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
@@ -368,8 +368,11 @@ class Gatekeeper(Decisions):
             call_id=call.id,
         )
 
-    def _new_request(self, spec: ToolSpec, call: ToolCall, cls: Any) -> ApprovalRequest:
+    def _new_request(
+        self, spec: ToolSpec, call: ToolCall, cls: Any, key: str | None = None
+    ) -> ApprovalRequest:
         timeout = cls.approval.timeout or self.default_timeout
+        key = check_call_key(key) if key is not None else current_call_key()
         return pipe.new_request(
             self._ids(),
             call,
@@ -378,6 +381,8 @@ class Gatekeeper(Decisions):
             timeout,
             spec.args_schema,
             question=spec.question,
+            lease=getattr(self.store, "lease_ttl", None),
+            key=key,
         )
 
     def _answer(self, held: ApprovalRequest, final: ApprovalRequest) -> Response:

@@ -20,6 +20,11 @@ from gatekeeper.models import (
 
 _ids = itertools.count(1)
 
+#: The lease of stores run on a ManualClock: a test's clock jumps minutes at once,
+#: with no beat of the lease thread in between, where a live caller renews every
+#: lease/3 s of real time. The lease tests give their requests leases of their own.
+MANUAL_LEASE = 30 * 86400.0
+
 
 def make_request(
     clock: Clock,

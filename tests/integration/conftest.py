@@ -9,6 +9,7 @@ import pytest
 from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
 from tests.aclkit import RoleSplitStore
+from tests.storekit import MANUAL_LEASE
 from tests.aiokit import AsyncFace
 from tests.conftest import RedisServer
 from tests.trustkit import dep  # noqa: F401  (a fixture for the trust-boundary suites)
@@ -43,7 +44,7 @@ def clock_and_store(
         store = MemoryStore(clock=clock)
     elif kind.startswith("redis") and kind != "redis-acl":
         server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
+        store = RedisStore(server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
     else:
         server = request.getfixturevalue("redis_server")
         store = RoleSplitStore(server.url, redis_prefix, clock)  # type: ignore[assignment]
