@@ -35,6 +35,7 @@ __all__ = [
     "AlreadyRan",
     "ApprovalCancelled",
     "ApprovalDenied",
+    "ApprovalPending",
     "ApprovalTimeout",
     "ArgumentsChanged",
     "ChannelError",
@@ -130,6 +131,25 @@ class ApprovalTimeout(ToolCallBlocked):
 
 class ApprovalCancelled(ToolCallBlocked):
     """The request was cancelled before it was decided."""
+
+
+class ApprovalPending(ToolCallBlocked):
+    """A call made without waiting (``wait=False``) is held for a person: resume it later.
+
+    Its request is kept (not cancelled) until it expires; the same call made
+    again under the same key re-attaches to it — running it once approved.
+    This is how framework runs end while a call waits and resume in another
+    process (LangGraph ``interrupt``, the Agents SDK's ``RunState``, Pydantic
+    AI's deferred tools).
+    """
+
+    def __init__(self, message: str, *, expires_at: object = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.expires_at = expires_at
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. The tool has not run yet."
 
 
 class RequestAbandoned(ToolCallBlocked):

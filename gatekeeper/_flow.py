@@ -171,19 +171,23 @@ def guarded_call(
     reason: str | None,
     decided: list[ApprovalRequest] | None = None,
     key: str | None = None,
+    wait: bool = True,
 ) -> Flow:
     """One call of a guarded tool, from its arguments to its result (or the error it raises).
 
     ``decided``, when given, receives the held call's request as the people
     left it (approved, with any edit and comments) before it runs. ``key``:
     the call's idempotency key (a framework's tool-call id); by default the
-    one :func:`gatekeeper.call_key` set, if any.
+    one :func:`gatekeeper.call_key` set, if any. ``wait=False``: a held call
+    that is still pending raises :class:`~gatekeeper.ApprovalPending` at once
+    and its request stays (parked) for the same call, under the same key, to
+    pick up later — from this process or another.
     """
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
-        req = gate._new_request(spec, call, cls, key)
-        return (yield from _held(gate, spec, bound, req, cls, decided))
+        req = gate._new_request(spec, call, cls, key, park=not wait)
+        return (yield from _held(gate, spec, bound, req, cls, decided, wait))
     try:
         yield op("admit", pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
     except AgentHalted:
@@ -232,6 +236,7 @@ def _held(
     req: ApprovalRequest,
     cls: Classification,
     decided: list[ApprovalRequest] | None,
+    wait: bool = True,
 ) -> Flow:
     call = req.call
     by, gone = f"agent:{call.agent}", "the caller stopped waiting"
@@ -249,6 +254,10 @@ def _held(
         return (yield from _not_run(gate, held, held))  # the same answer as the first time
     if attached and held.status is RequestStatus.EXECUTING:
         raise pipe.blocked_error(held)  # running elsewhere: never twice
+    if not wait and held.status is RequestStatus.PENDING:  # parked: picked up by a resume
+        if not attached:
+            yield Tell("notify", held)
+        raise pipe.pending_error(held)
     # From here on this process holds the request's lease (renewed from the
     # store's lease thread) until the call is over; if the process dies, the
     # lease runs out and the request is abandoned, never left pending.

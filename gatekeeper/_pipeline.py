@@ -14,6 +14,7 @@ from ._errors import (
     AgentHalted,
     AlreadyRan,
     ApprovalCancelled,
+    ApprovalPending,
     ApprovalDenied,
     ApprovalTimeout,
     InvalidToolCall,
@@ -215,6 +216,18 @@ def denied_error(call: ToolCall, cls: Classification) -> ToolCallDenied:
         reasons=cls.reasons,
         tool=call.tool,
         call_id=call.id,
+    )
+
+
+def pending_error(req: ApprovalRequest) -> ApprovalPending:
+    """The error for a call made without waiting whose request is still pending."""
+    return ApprovalPending(
+        f"Tool call {req.call.tool} is waiting for approval (request {req.id}, "
+        f"until {req.expires_at:%H:%M:%S} UTC)",
+        expires_at=req.expires_at,
+        tool=req.call.tool,
+        request_id=req.id,
+        call_id=req.call.id,
     )
 
 
