@@ -120,9 +120,7 @@ class RoleSplitStore:
     def finish(
         self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
     ) -> ApprovalRequest:
-        return self._of_request(request_id).finish(
-            request_id, ok=ok, outcome=outcome, token=token
-        )
+        return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome, token=token)
 
     def expire(self, request_id: str) -> ApprovalRequest:
         return self._of_request(request_id).expire(request_id)

@@ -36,6 +36,8 @@ def make_request(
     timeout: float = 60,
     tool: str = "refund",
     risk: Risk = Risk.HIGH,
+    lease: float | None = None,
+    key: str | None = None,
 ) -> ApprovalRequest:
     n = next(_ids)
     args = {"order_id": "A-1", "amount": 20.0} if args is None else args
@@ -59,6 +61,8 @@ def make_request(
         quorum=quorum,
         args=args,
         args_digest=call.args_digest,
+        lease_until=None if lease is None else now + dt.timedelta(seconds=lease),
+        key=key,
     )
 
 

@@ -66,7 +66,7 @@ class LeaseKeeper:
             try:
                 self._renew(ids, self.ttl)
                 self.renewals += 1
-            except Exception as exc:  # noqa: BLE001 - tried again at the next beat
+            except Exception as exc:
                 self.failures += 1
                 log.warning("could not renew %d lease(s), trying again: %s", len(ids), exc)
 

@@ -108,7 +108,7 @@ def lapse_why(status: P, lease_until: dt.datetime | None) -> str:
 
 
 def _lapse(req: ApprovalRequest, now: dt.datetime, action: str) -> Step | None:
-    """If time alone changed ``req`` (expiry, a lapsed lease), the step is: that change, refuse ``action``."""
+    """What time alone did to ``req`` (expiry, a lapsed lease), with ``action`` refused."""
     to = lapsed_status(req, now)
     if to is None:
         return None

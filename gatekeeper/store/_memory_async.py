@@ -36,9 +36,7 @@ class AsyncMemoryStore:
     async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
         return self._store.hold(request, event)
 
-    async def renew(
-        self, request_ids: Sequence[str], *, ttl: float
-    ) -> dict[str, RequestStatus]:
+    async def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
         return self._store.renew(request_ids, ttl=ttl)
 
     def keep(self, request_id: str) -> None:

@@ -45,8 +45,8 @@ from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
 from ._halts import ms, read_halt
-from ._sealer import Sealer
 from ._leases import LeaseKeeper
+from ._sealer import Sealer
 from ._wakes import RECHECK, Wakes
 
 __all__ = ["RedisStore", "translate_redis_error"]
@@ -410,7 +410,7 @@ class RedisStore:
 
     # -- leases ------------------------------------------------------------------------
     def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
-        """Extend each live request's lease to ``ttl`` s from now; returns each one's status after."""
+        """Extend each live request's lease to ``ttl`` s from now; their statuses after."""
         by_agent: dict[str, list[str]] = {}
         for rid in request_ids:
             try:
@@ -460,9 +460,7 @@ class RedisStore:
     ) -> ApprovalRequest:
         """outcome_unknown -> executed | failed: a person says whether the tool ran."""
         a = self._agent_keys(request_id)
-        return self._after(
-            ops.resolve(self.keys, a, request_id, self._now_ms(), by, ran, comment)
-        )
+        return self._after(ops.resolve(self.keys, a, request_id, self._now_ms(), by, ran, comment))
 
     def get(self, request_id: str) -> ApprovalRequest:
         from .._errors import RequestNotFound

@@ -327,9 +327,7 @@ class AsyncRedisStore:
 
     # Leases are renewed by the store's one lease thread; sweeping and
     # resolving are the deciding side's, rare: the blocking face, off the loop.
-    async def renew(
-        self, request_ids: Sequence[str], *, ttl: float
-    ) -> dict[str, RequestStatus]:
+    async def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
         return await asyncio.to_thread(self._store.renew, request_ids, ttl=ttl)
 
     def keep(self, request_id: str) -> None:

@@ -330,7 +330,7 @@ def hold(
         k.channel,
         now_ms,
         "" if lease is None else max(ms(lease) - ms(request.created_at), 0),
-        "" if not retain_ms else retain_ms,
+        retain_ms or "",
         call.args_digest,
         "1" if request.key else "0",
         max(key_ttl, 1000),

@@ -9,13 +9,18 @@ import pytest
 from gatekeeper.store import MemoryStore, RedisStore, Store
 from gatekeeper.testing import ManualClock
 from tests.aclkit import RoleSplitStore
-from tests.storekit import MANUAL_LEASE
 from tests.aiokit import AsyncFace
 from tests.conftest import RedisServer
+from tests.storekit import MANUAL_LEASE
 from tests.trustkit import dep  # noqa: F401  (a fixture for the trust-boundary suites)
 
 #: Modules whose store tests also run on each store's async face (``-aio`` ids).
-ON_BOTH_FACES = {"test_store_contract.py", "test_store_queries.py", "test_respond.py"}
+ON_BOTH_FACES = {
+    "test_store_contract.py",
+    "test_store_queries.py",
+    "test_respond.py",
+    "test_store_leases.py",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
