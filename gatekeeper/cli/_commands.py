@@ -400,7 +400,7 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
                 f"{who}; it runs when the agent's run resumes "
                 f"(until {req.lease_until:%Y-%m-%d %H:%M} UTC)"
             )
-        return f"{who}; the agent is waiting for it, and its call runs now"
+        return f"{who}; the agent's call runs now"
     if req.status is RequestStatus.DENIED:
         what = "question declined" if req.is_question else "denied"
         return f"{req.id}: {what} by {inline(req.decided_by, 80)}; the call will not run"

@@ -117,7 +117,7 @@ class Rig:
         raise AssertionError(f"not within {timeout}s: {what}")
 
     def one_pending(self) -> ApprovalRequest:
-        found = self.until(lambda: self.gate.pending())
+        found = self.until(self.gate.pending)
         assert len(found) == 1
         return found[0]
 
