@@ -16,8 +16,10 @@ Example::
 from ._answers import Response, approval_note
 from ._errors import (
     AgentHalted,
+    AlreadyRan,
     ApprovalCancelled,
     ApprovalDenied,
+    ApprovalPending,
     ApprovalTimeout,
     ArgumentsChanged,
     ChannelError,
@@ -25,7 +27,9 @@ from ._errors import (
     GatekeeperError,
     InvalidToolCall,
     NotAuthorized,
+    OutcomeUnknown,
     PolicyError,
+    RequestAbandoned,
     RequestNotFound,
     StoreError,
     StoreUnavailable,
@@ -36,7 +40,7 @@ from ._errors import (
 )
 from ._framework import GuardedTool, Ran
 from ._gate import Gatekeeper
-from ._session import Session, current_session
+from ._session import Session, call_key, current_session
 from ._signing import DecisionKeys, SigningKey, TrustedKeys
 from ._version import __version__
 from .models import (
@@ -58,8 +62,10 @@ from .store import MemoryStore, RedisStore
 
 __all__ = [
     "AgentHalted",
+    "AlreadyRan",
     "ApprovalCancelled",
     "ApprovalDenied",
+    "ApprovalPending",
     "ApprovalRequest",
     "ApprovalRequirement",
     "ApprovalTimeout",
@@ -79,10 +85,12 @@ __all__ = [
     "InvalidToolCall",
     "MemoryStore",
     "NotAuthorized",
+    "OutcomeUnknown",
     "Policy",
     "PolicyError",
     "Ran",
     "RedisStore",
+    "RequestAbandoned",
     "RequestNotFound",
     "RequestStatus",
     "Response",
@@ -100,5 +108,6 @@ __all__ = [
     "Verdict",
     "__version__",
     "approval_note",
+    "call_key",
     "current_session",
 ]

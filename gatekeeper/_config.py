@@ -71,6 +71,24 @@ class StoreConfig(_Model):
         description="Redis connections a process uses at most, for its blocking calls and for "
         "each event loop's async calls; waiting calls hold none",
     )
+    lease: float = Field(
+        default=60.0,
+        ge=3,
+        le=86400,
+        description="seconds a waiting or running caller's lease lasts; renewed every third of "
+        "it, so a caller gone this long leaves its request abandoned (or of unknown outcome)",
+    )
+    retention: float | None = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="seconds a request's record is kept after it ends (null: for good); the "
+        "audit log is the permanent record",
+    )
+
+    @field_validator("lease", "retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("url")
     @classmethod
@@ -98,8 +116,14 @@ class Defaults(_Model):
     timeout: float = Field(default=900.0, gt=0, description="seconds a held call waits")
     agent: str = Field(default="default", min_length=1)
     max_args_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    resume_within: float = Field(
+        default=86400.0,
+        gt=0,
+        description="seconds after its expiry an approved call held for a resumed run "
+        "(LangGraph interrupt, Agents SDK RunState, Pydantic AI deferred) may still be run",
+    )
 
-    @field_validator("timeout", mode="before")
+    @field_validator("timeout", "resume_within", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
@@ -154,6 +178,8 @@ class Config(_Model):
             prefix=self.store.prefix,
             decision_keys=self.decision_keys(),
             max_connections=self.store.max_connections,
+            lease=self.store.lease,
+            retention=self.store.retention,
         )
 
     def decision_keys(self) -> DecisionKeys:
@@ -283,6 +309,7 @@ class Config(_Model):
             "default_agent": self.defaults.agent,
             "default_timeout": self.defaults.timeout,
             "max_args_bytes": self.defaults.max_args_bytes,
+            "resume_within": self.defaults.resume_within,
         }
         options.update(overrides)
         if "store" not in options:

@@ -32,8 +32,10 @@ from typing import Any
 
 __all__ = [
     "AgentHalted",
+    "AlreadyRan",
     "ApprovalCancelled",
     "ApprovalDenied",
+    "ApprovalPending",
     "ApprovalTimeout",
     "ArgumentsChanged",
     "ChannelError",
@@ -41,7 +43,9 @@ __all__ = [
     "GatekeeperError",
     "InvalidToolCall",
     "NotAuthorized",
+    "OutcomeUnknown",
     "PolicyError",
+    "RequestAbandoned",
     "RequestNotFound",
     "StoreError",
     "StoreUnavailable",
@@ -127,6 +131,49 @@ class ApprovalTimeout(ToolCallBlocked):
 
 class ApprovalCancelled(ToolCallBlocked):
     """The request was cancelled before it was decided."""
+
+
+class ApprovalPending(ToolCallBlocked):
+    """A call made without waiting (``wait=False``) is held for a person: resume it later.
+
+    Its request is kept (not cancelled) until it expires; the same call made
+    again under the same key re-attaches to it — running it once approved.
+    This is how framework runs end while a call waits and resume in another
+    process (LangGraph ``interrupt``, the Agents SDK's ``RunState``, Pydantic
+    AI's deferred tools).
+    """
+
+    def __init__(self, message: str, *, expires_at: object = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.expires_at = expires_at
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. The tool has not run yet."
+
+
+class RequestAbandoned(ToolCallBlocked):
+    """Nobody renewed the request's lease in time (its caller was gone or frozen): never run."""
+
+
+class AlreadyRan(ToolCallBlocked):
+    """The same call (same key) already ran through an earlier request; not run again."""
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. It was not run a second time."
+
+
+class OutcomeUnknown(ToolCallBlocked):
+    """The same call was released earlier and whether it ran is unknown: a person must look.
+
+    Also raised while another process still runs it. Nothing is run again
+    until a person records what happened (``gatekeeper resolve``).
+    """
+
+    @property
+    def model_message(self) -> str:
+        return f"{self.message}. It is not run again until a person checks what happened."
 
 
 class AgentHalted(ToolCallBlocked):

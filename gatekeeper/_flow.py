@@ -297,16 +297,24 @@ def guarded_call(
     kwargs: Mapping[str, Any],
     reason: str | None,
     decided: list[ApprovalRequest] | None = None,
+    key: str | None = None,
+    wait: bool = True,
 ) -> Flow:
     """One call of a guarded tool, from its arguments to its result (or the error it raises).
 
     ``decided``, when given, receives the held call's request as the people
-    left it (approved, with any edit and comments) before it runs.
+    left it (approved, with any edit and comments) before it runs. ``key``:
+    the call's idempotency key (a framework's tool-call id); by default the
+    one :func:`gatekeeper.call_key` set, if any. ``wait=False``: a held call
+    that is still pending raises :class:`~gatekeeper.ApprovalPending` at once
+    and its request stays (parked) for the same call, under the same key, to
+    pick up later — from this process or another.
     """
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
-        return (yield from _held(gate, spec, bound, call, cls, decided))
+        req = gate._new_request(spec, call, cls, key, park=not wait)
+        return (yield from _held(gate, spec, bound, req, cls, decided, wait))
     try:
         yield op("admit", pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
     except AgentHalted:
@@ -352,14 +360,15 @@ def _held(
     gate: Gatekeeper,
     spec: ToolSpec,
     bound: inspect.BoundArguments,
-    call: ToolCall,
+    req: ApprovalRequest,
     cls: Classification,
     decided: list[ApprovalRequest] | None,
+    wait: bool = True,
 ) -> Flow:
-    req = gate._new_request(spec, call, cls)
-    by, gone = f"agent:{req.call.agent}", "the caller stopped waiting"
+    call = req.call
+    by, gone = f"agent:{call.agent}", "the caller stopped waiting"
     try:
-        yield op("hold", req, pipe.call_event(call, cls, request=req))
+        held: ApprovalRequest = yield op("hold", req, pipe.call_event(call, cls, request=req))
     except AgentHalted:
         gate._refused(call, cls)
         raise
@@ -370,21 +379,41 @@ def _held(
         with contextlib.suppress(GatekeeperError):  # no such request: nothing to withdraw
             yield op("cancel", req.id, by=by, reason=gone, shield=True)
         raise
-    try:  # from here on, a caller that goes away must not leave the request pending
-        yield Tell("notify", req)
-        final = yield from _decision(gate, req)
-    except GeneratorExit:  # closed, not driven: withdrawn without a command
-        withdraw_unattended(gate, req.id, by=by, reason=gone)
-        raise
-    except BaseException:
-        with contextlib.suppress(GatekeeperError):  # already decided, or the store is gone
-            yield op("cancel", req.id, by=by, reason=gone, shield=True)
-        raise
-    if final.status is not RequestStatus.APPROVED or req.kind == "question":
-        return (yield from _not_run(gate, req, final))
-    if decided is not None:
-        decided.append(final)
-    return (yield from _release(gate, spec, bound, req, final))
+    attached = held.id != req.id  # the same call made before under its key: that request
+    if attached and held.status.ended:
+        return (yield from _not_run(gate, held, held))  # the same answer as the first time
+    if attached and held.status is RequestStatus.EXECUTING:
+        raise pipe.blocked_error(held)  # running elsewhere: never twice
+    if not wait and held.status is RequestStatus.PENDING:  # parked: picked up by a resume
+        if not attached:
+            yield Tell("notify", held)
+        raise pipe.pending_error(held)
+    # From here on this process holds the request's lease (renewed from the
+    # store's lease thread) until the call is over; if the process dies, the
+    # lease runs out and the request is abandoned, never left pending.
+    gate.store.keep(held.id)
+    try:
+        if held.status is RequestStatus.PENDING:
+            try:  # a caller that goes away must not leave the request pending
+                if not attached:
+                    yield Tell("notify", held)
+                final = yield from _decision(gate, held)
+            except GeneratorExit:  # closed, not driven: withdrawn without a command
+                withdraw_unattended(gate, held.id, by=by, reason=gone)
+                raise
+            except BaseException:
+                with contextlib.suppress(GatekeeperError):  # already decided, or store gone
+                    yield op("cancel", held.id, by=by, reason=gone, shield=True)
+                raise
+        else:
+            final = held  # re-attached to an approval that never ran: run it now
+        if final.status is not RequestStatus.APPROVED or held.kind == "question":
+            return (yield from _not_run(gate, held, final))
+        if decided is not None:
+            decided.append(final)
+        return (yield from _release(gate, spec, bound, held, final))
+    finally:
+        gate.store.drop(held.id)
 
 
 def _decision(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
@@ -526,13 +555,14 @@ def _release(
             yield Tell("update", (yield op("refuse", held.id, why=why)))
         raise
     except (InvalidToolCall, ArgumentsChanged) as exc:  # close it: it must never run later
-        yield op("claim", held.id, args_digest=final.args_digest, token=gate._ids())
-        yield from _finish(final, ok=False, outcome=f"arguments rejected, not run: {exc}")
+        token = gate._ids()
+        yield op("claim", held.id, args_digest=final.args_digest, token=token)
+        why = f"arguments rejected, not run: {exc}"
+        yield from _finish(final, ok=False, outcome=why, token=token)
         raise
+    token = gate._ids()
     try:
-        yield op(
-            "claim", held.id, args_digest=run_digest, token=gate._ids(), created_at=held.created_at
-        )
+        yield op("claim", held.id, args_digest=run_digest, token=token, created_at=held.created_at)
     except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
         if exc.context.get("status") == "approved":
             with contextlib.suppress(GatekeeperError):
@@ -541,16 +571,17 @@ def _release(
     try:
         result = yield Run(spec.func, run_args.args, run_args.kwargs)
     except BaseException as exc:
-        yield from _finish(final, ok=False, outcome=pipe.outcome_text(exc=exc))
+        yield from _finish(final, ok=False, outcome=pipe.outcome_text(exc=exc), token=token)
         raise
-    yield from _finish(final, ok=True, outcome=pipe.outcome_text(result))
+    yield from _finish(final, ok=True, outcome=pipe.outcome_text(result), token=token)
     return result
 
 
-def _finish(req: ApprovalRequest, *, ok: bool, outcome: str) -> Flow:
+def _finish(req: ApprovalRequest, *, ok: bool, outcome: str, token: str) -> Flow:
     try:
-        # The tool has run: its outcome is written even if the task is cancelled meanwhile.
-        done = yield op("finish", req.id, ok=ok, outcome=outcome, shield=True)
+        # The tool has run: its outcome is written even if the task is cancelled meanwhile;
+        # the claim's token makes a retry after a lost reply find its own outcome.
+        done = yield op("finish", req.id, ok=ok, outcome=outcome, token=token, shield=True)
     except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
         log.error("could not record the outcome of request %s: %s", req.id, exc)
         return

@@ -55,38 +55,67 @@ class GuardedTool:
     def is_async(self) -> bool:
         return self.spec.is_async
 
-    def __call__(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Any:
-        """Run the tool with ``args`` through the gate (a sync function)."""
-        if self.spec.is_async:
-            raise TypeError(f"tool {self.name} is a coroutine function: await tool.acall(args)")
-        return self.gate._call(self.spec, (), _mapping(self.name, args), reason)
+    def __call__(
+        self, args: Mapping[str, Any], /, *, reason: str | None = None, key: str | None = None
+    ) -> Any:
+        """Run the tool with ``args`` through the gate (a sync function).
 
-    async def acall(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Any:
+        ``key``: the call's idempotency key, e.g. the framework's tool-call id
+        (see :func:`gatekeeper.call_key`).
+        """
+        return self.run(args, reason=reason, key=key).result
+
+    async def acall(
+        self, args: Mapping[str, Any], /, *, reason: str | None = None, key: str | None = None
+    ) -> Any:
         """Run the tool with ``args`` through the gate (a coroutine function)."""
-        if not self.spec.is_async:
-            raise TypeError(f"tool {self.name} is not a coroutine function: call tool(args)")
-        return await self.gate._acall(self.spec, (), _mapping(self.name, args), reason)
+        return (await self.arun(args, reason=reason, key=key)).result
 
-    def run(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Ran:
+    def run(
+        self,
+        args: Mapping[str, Any],
+        /,
+        *,
+        reason: str | None = None,
+        key: str | None = None,
+        wait: bool = True,
+    ) -> Ran:
         """As calling the tool, but also says what the people who approved it did.
 
         Returns a :class:`Ran`: the result, the request as approved (None
         when the call was not held) and :func:`~gatekeeper.approval_note`'s
         sentence for the model. Adapters add the note to the tool's output.
+
+        ``key``: the call's idempotency key (the framework's tool-call id): made
+        again under it — after a restart, or by a resumed run — the call
+        re-attaches to its earlier request instead of asking twice.
+        ``wait=False``: a call still pending raises
+        :class:`~gatekeeper.ApprovalPending` at once (its request stays for the
+        same call under the same key to pick up later; a key is required).
         """
         if self.spec.is_async:
-            raise TypeError(f"tool {self.name} is a coroutine function: await tool.arun(args)")
+            raise TypeError(f"tool {self.name} is a coroutine function: await tool.acall(args)")
         decided: list[ApprovalRequest] = []
-        flow = guarded_call(self.gate, self.spec, (), _mapping(self.name, args), reason, decided)
+        mapping = _mapping(self.name, args)
+        flow = guarded_call(self.gate, self.spec, (), mapping, reason, decided, key, wait)
         result = drive(self.gate, flow)
         return Ran(result, decided[0] if decided else None)
 
-    async def arun(self, args: Mapping[str, Any], /, *, reason: str | None = None) -> Ran:
+    async def arun(
+        self,
+        args: Mapping[str, Any],
+        /,
+        *,
+        reason: str | None = None,
+        key: str | None = None,
+        wait: bool = True,
+    ) -> Ran:
         """:meth:`run` for a coroutine function."""
         if not self.spec.is_async:
-            raise TypeError(f"tool {self.name} is not a coroutine function: call tool.run(args)")
+            raise TypeError(f"tool {self.name} is not a coroutine function: call tool(args)")
         decided: list[ApprovalRequest] = []
-        flow = guarded_call(self.gate, self.spec, (), _mapping(self.name, args), reason, decided)
+        mapping = _mapping(self.name, args)
+        flow = guarded_call(self.gate, self.spec, (), mapping, reason, decided, key, wait)
         result = await adrive(self.gate, flow)
         return Ran(result, decided[0] if decided else None)
 

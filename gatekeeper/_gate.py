@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
-from ._session import Session, current_session
+from ._session import Session, check_call_key, current_call_key, current_session
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
@@ -85,6 +85,7 @@ class Gatekeeper(Decisions):
         default_agent: str = "default",
         default_timeout: float = 900.0,
         max_args_bytes: int = 2 * 1024 * 1024,
+        resume_within: float = 86400.0,
     ) -> None:
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
         self.policy = policy or Policy.empty()
@@ -92,6 +93,9 @@ class Gatekeeper(Decisions):
         self.approvers = None if approvers is None else {a.name: a for a in approvers}
         self.default_timeout = default_timeout
         self.max_args_bytes = max_args_bytes
+        #: Seconds after its expiry an approved, parked call (one whose run ended
+        #: to be resumed later) may still be run when the run resumes.
+        self.resume_within = resume_within
         self._ids = ids
         self._default_session = Session.create(default_agent)
         self._questions: set[str] = set()  # names of this gate's ask-a-person tools
@@ -368,8 +372,21 @@ class Gatekeeper(Decisions):
             call_id=call.id,
         )
 
-    def _new_request(self, spec: ToolSpec, call: ToolCall, cls: Any) -> ApprovalRequest:
+    def _new_request(
+        self, spec: ToolSpec, call: ToolCall, cls: Any, key: str | None = None, park: bool = False
+    ) -> ApprovalRequest:
         timeout = cls.approval.timeout or self.default_timeout
+        key = check_call_key(key) if key is not None else current_call_key()
+        lease = getattr(self.store, "lease_ttl", None)
+        if park:  # nobody waits: the request lives until its expiry, its approval a while after
+            if key is None:
+                raise InvalidToolCall(
+                    f"tool call {call.tool}: a call that does not wait needs a key to be "
+                    "resumed by (the framework's tool-call id, or gatekeeper.call_key)",
+                    tool=call.tool,
+                    call_id=call.id,
+                )
+            lease = timeout + self.resume_within
         return pipe.new_request(
             self._ids(),
             call,
@@ -378,6 +395,8 @@ class Gatekeeper(Decisions):
             timeout,
             spec.args_schema,
             question=spec.question,
+            lease=lease,
+            key=key,
         )
 
     def _answer(self, held: ApprovalRequest, final: ApprovalRequest) -> Response:

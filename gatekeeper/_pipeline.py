@@ -12,10 +12,14 @@ from typing import Any
 from ._canonical import first_surrogate, truncate, without_surrogates
 from ._errors import (
     AgentHalted,
+    AlreadyRan,
     ApprovalCancelled,
     ApprovalDenied,
+    ApprovalPending,
     ApprovalTimeout,
     InvalidToolCall,
+    OutcomeUnknown,
+    RequestAbandoned,
     ToolCallBlocked,
     ToolCallDenied,
 )
@@ -179,8 +183,14 @@ def new_request(
     args_schema: dict[str, Any] | None = None,
     *,
     question: bool = False,
+    lease: float | None = None,
+    key: str | None = None,
 ) -> ApprovalRequest:
-    """A pending request for a held call (``question``: the agent asks a person)."""
+    """A pending request for a held call (``question``: the agent asks a person).
+
+    ``lease``: seconds the caller's lease lasts from ``now`` (None: no lease);
+    ``key``: the call's idempotency key.
+    """
     return ApprovalRequest(
         id=request_id,
         call=call,
@@ -193,6 +203,8 @@ def new_request(
         args=call.args,
         args_digest=call.args_digest,
         args_schema=args_schema,
+        lease_until=None if lease is None else now + dt.timedelta(seconds=lease),
+        key=key,
     )
 
 
@@ -204,6 +216,18 @@ def denied_error(call: ToolCall, cls: Classification) -> ToolCallDenied:
         reasons=cls.reasons,
         tool=call.tool,
         call_id=call.id,
+    )
+
+
+def pending_error(req: ApprovalRequest) -> ApprovalPending:
+    """The error for a call made without waiting whose request is still pending."""
+    return ApprovalPending(
+        f"Tool call {req.call.tool} is waiting for approval (request {req.id}, "
+        f"until {req.expires_at:%H:%M:%S} UTC)",
+        expires_at=req.expires_at,
+        tool=req.call.tool,
+        request_id=req.id,
+        call_id=req.call.id,
     )
 
 
@@ -254,6 +278,36 @@ def blocked_error(req: ApprovalRequest, *, question: bool = False) -> ToolCallBl
         # Not a person's signed decision: no name is quoted to the model as its author.
         return ApprovalCancelled(
             f"{what} was cancelled: {comment}".rstrip(": "),
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    if req.status is RequestStatus.ABANDONED:
+        since = f" at {req.lease_until:%H:%M:%S} UTC" if req.lease_until else ""
+        return RequestAbandoned(
+            f"{what} was abandoned: its caller's lease ran out{since} (the caller was gone "
+            "or stopped), so it will never run",
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    if req.status in (RequestStatus.EXECUTING, RequestStatus.OUTCOME_UNKNOWN):
+        where = (
+            "is running in another process"
+            if req.status is RequestStatus.EXECUTING
+            else "was released earlier and whether it ran is unknown"
+        )
+        return OutcomeUnknown(
+            f"Tool call {tool} (request {rid}) {where}",
+            tool=tool,
+            request_id=rid,
+            call_id=cid,
+        )
+    if req.status in (RequestStatus.EXECUTED, RequestStatus.FAILED):
+        how = "ran" if req.status is RequestStatus.EXECUTED else "ran and failed"
+        said = f": {req.outcome}" if req.outcome else ""
+        return AlreadyRan(
+            f"Tool call {tool} already {how} as request {rid}{said}",
             tool=tool,
             request_id=rid,
             call_id=cid,

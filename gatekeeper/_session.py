@@ -7,9 +7,10 @@ asyncio tasks and ``asyncio.to_thread`` on its own; for other threads use
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from ._canonical import first_surrogate
 from ._clock import new_id
 from ._errors import InvalidToolCall
 
-__all__ = ["Session", "current_session"]
+__all__ = ["Session", "call_key", "check_call_key", "current_call_key", "current_session"]
 
 R = TypeVar("R")
 
@@ -120,3 +121,47 @@ class Session:
                 _current.reset(token)
 
         return in_session
+
+
+#: Longest idempotency key a call may carry (it is stored, and shown to approvers).
+MAX_CALL_KEY = 256
+
+_call_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gatekeeper_call_key", default=None
+)
+
+
+def check_call_key(key: object) -> str:
+    """``key`` if it can name a call: a non-blank str of at most MAX_CALL_KEY characters."""
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_CALL_KEY:
+        raise InvalidToolCall(
+            f"a call key is a non-blank string of at most {MAX_CALL_KEY} characters, "
+            f"got {type(key).__name__} of length {len(key) if isinstance(key, str) else '-'}"
+        )
+    if first_surrogate(key) is not None:
+        raise InvalidToolCall("a call key must be valid Unicode (it holds a lone surrogate)")
+    return key
+
+
+@contextlib.contextmanager
+def call_key(key: str) -> Iterator[str]:
+    """Give the guarded call made inside this block an idempotency key.
+
+    The same call made again under the same key — after a restart, or by a
+    resumed run — re-attaches to the request it made before instead of
+    asking the people twice (see docs/concepts.md, "Durable approvals").
+    Framework adapters pass the framework's tool-call id on their own::
+
+        with gatekeeper.call_key(f"refund:{order_id}"):
+            refund(order_id, amount)
+    """
+    token = _call_key.set(check_call_key(key))
+    try:
+        yield key
+    finally:
+        _call_key.reset(token)
+
+
+def current_call_key() -> str | None:
+    """The key :func:`call_key` set for calls made here, if any."""
+    return _call_key.get()

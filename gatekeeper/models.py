@@ -89,14 +89,33 @@ class RequestStatus(str, enum.Enum):
     EXECUTED = "executed"
     FAILED = "failed"
     RESPONDED = "responded"
+    #: Pending or approved, and its caller stopped renewing its lease: nobody
+    #: is waiting for it, so it never runs.
+    ABANDONED = "abandoned"
+    #: Released to run, and its caller stopped renewing its lease: the tool
+    #: may or may not have run. A person must look (``gatekeeper resolve``).
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
     @property
     def decided(self) -> bool:
         """True once the request has left ``pending``."""
         return self is not RequestStatus.PENDING
 
+    @property
+    def live(self) -> bool:
+        """True while a caller may still act on it (pending, approved or executing)."""
+        return self in _LIVE
+
+    @property
+    def ended(self) -> bool:
+        """True once nothing more happens to it by itself (every status but the live ones)."""
+        return self not in _LIVE
+
     def __str__(self) -> str:
         return self.value
+
+
+_LIVE = frozenset({RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.EXECUTING})
 
 
 class HaltScope(str, enum.Enum):
@@ -234,6 +253,16 @@ class ApprovalRequest(_Model):
     tampering: str | None = Field(
         default=None, description="why a release was refused as tampering, if it was"
     )
+    lease_until: dt.datetime | None = Field(
+        default=None,
+        description="the caller's lease: past it with nobody renewing, the request is "
+        "abandoned (or its outcome unknown); None = no lease (one process, or legacy)",
+    )
+    key: str | None = Field(
+        default=None,
+        description="the call's idempotency key (a framework's tool-call id): the same "
+        "call, made again after a restart, re-attaches to this request",
+    )
 
     @property
     def question(self) -> str | None:
@@ -265,10 +294,34 @@ class ApprovalRequest(_Model):
         return tuple(d for d in self.decisions if d.approve and d.args_digest == self.args_digest)
 
     def effective_status(self, now: dt.datetime) -> RequestStatus:
-        """The status a transition at ``now`` would see (pending past expiry reads expired)."""
-        if self.status is RequestStatus.PENDING and now >= self.expires_at:
-            return RequestStatus.EXPIRED
-        return self.status
+        """The status a transition at ``now`` would see (see :func:`lapsed_status`)."""
+        return lapsed_status(self, now) or self.status
+
+    def lease_lapsed(self, now: dt.datetime) -> bool:
+        """True when the request has a lease and it ran out before ``now``."""
+        return self.lease_until is not None and now >= self.lease_until
+
+
+def lapsed_status(req: ApprovalRequest, now: dt.datetime) -> RequestStatus | None:
+    """What ``req`` becomes at ``now`` by the passing of time alone, or None if nothing.
+
+    A pending request past its expiry is ``expired``; one not yet expired,
+    or an approved one, whose caller's lease ran out is ``abandoned``; an executing one
+    whose lease ran out is ``outcome_unknown``. The same rule runs in the
+    Redis scripts (``lapse`` in ``lua/_prelude.lua``).
+    """
+    s = req.status
+    if s is RequestStatus.EXECUTING:
+        return RequestStatus.OUTCOME_UNKNOWN if req.lease_lapsed(now) else None
+    if s is RequestStatus.APPROVED:
+        return RequestStatus.ABANDONED if req.lease_lapsed(now) else None
+    if s is not RequestStatus.PENDING:
+        return None
+    if now >= req.expires_at:  # expiry first: both mean "never runs", expiry is the rule
+        return RequestStatus.EXPIRED
+    if req.lease_lapsed(now):
+        return RequestStatus.ABANDONED
+    return None
 
 
 class Approver(_Model):
@@ -329,6 +382,9 @@ AuditKind = Literal[
     "request.responded",
     "request.expired",
     "request.cancelled",
+    "request.abandoned",
+    "request.outcome_unknown",
+    "request.resolved",
     "request.released",
     "request.executed",
     "request.failed",

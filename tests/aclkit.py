@@ -22,6 +22,7 @@ from gatekeeper._signing import DecisionKeys, SigningKey, TrustedKeys
 from gatekeeper.models import ApprovalRequest
 from gatekeeper.store import RedisStore
 from gatekeeper.store._acl import acl_rules, acl_user
+from tests.storekit import MANUAL_LEASE
 
 Draft = Mapping[str, Any]
 
@@ -42,6 +43,7 @@ class RoleSplitStore:
             prefix=prefix,
             clock=clock,
             decision_keys=DecisionKeys(key),
+            lease=MANUAL_LEASE,
         )
         self.decider.load_scripts()  # agents may only run them
         self.decision_keys = self.decider.decision_keys
@@ -63,6 +65,7 @@ class RoleSplitStore:
                 prefix=self._prefix,
                 clock=self.clock,
                 decision_keys=DecisionKeys(trusted=TrustedKeys(self._trusted)),
+                lease=MANUAL_LEASE,
             )
             self._agents[name] = store
         return store
@@ -74,8 +77,27 @@ class RoleSplitStore:
     def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
         self.agent(agent).admit(event, agent=agent, session_id=session_id)
 
-    def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        self.agent(request.call.agent).hold(request, event)
+    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+        return self.agent(request.call.agent).hold(request, event)
+
+    @property
+    def lease_ttl(self) -> float | None:
+        return self.decider.lease_ttl
+
+    def renew(self, request_ids: Sequence[str], *, ttl: float) -> Any:
+        by_agent: dict[str, list[str]] = {}
+        for rid in request_ids:
+            by_agent.setdefault(self.decider.get(rid).call.agent, []).append(rid)
+        out: dict[str, Any] = {}
+        for agent, ids in by_agent.items():
+            out.update(self.agent(agent).renew(ids, ttl=ttl))
+        return out
+
+    def keep(self, request_id: str) -> None:
+        self._of_request(request_id).keep(request_id)
+
+    def drop(self, request_id: str) -> None:
+        self._of_request(request_id).drop(request_id)
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         return self._of_request(request_id).wait(request_id, timeout)
@@ -95,8 +117,10 @@ class RoleSplitStore:
     def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
         return self._of_request(request_id).refuse(request_id, why=why)
 
-    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
-        return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome)
+    def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
+        return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome, token=token)
 
     def expire(self, request_id: str) -> ApprovalRequest:
         return self._of_request(request_id).expire(request_id)
@@ -162,8 +186,8 @@ class _AsyncSplit:
     async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
         await self._split.agent(agent).aio.admit(event, agent=agent, session_id=session_id)
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        await self._split.agent(request.call.agent).aio.hold(request, event)
+    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+        return await self._split.agent(request.call.agent).aio.hold(request, event)
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         return await (await self._of_request(request_id)).wait(request_id, timeout)
@@ -184,9 +208,11 @@ class _AsyncSplit:
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
         return await (await self._of_request(request_id)).refuse(request_id, why=why)
 
-    async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+    async def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
         aio = await self._of_request(request_id)
-        return await aio.finish(request_id, ok=ok, outcome=outcome)
+        return await aio.finish(request_id, ok=ok, outcome=outcome, token=token)
 
     async def expire(self, request_id: str) -> ApprovalRequest:
         return await (await self._of_request(request_id)).expire(request_id)

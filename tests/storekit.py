@@ -20,6 +20,11 @@ from gatekeeper.models import (
 
 _ids = itertools.count(1)
 
+#: The lease of stores run on a ManualClock: a test's clock jumps minutes at once,
+#: with no beat of the lease thread in between, where a live caller renews every
+#: lease/3 s of real time. The lease tests give their requests leases of their own.
+MANUAL_LEASE = 30 * 86400.0
+
 
 def make_request(
     clock: Clock,
@@ -31,6 +36,8 @@ def make_request(
     timeout: float = 60,
     tool: str = "refund",
     risk: Risk = Risk.HIGH,
+    lease: float | None = None,
+    key: str | None = None,
 ) -> ApprovalRequest:
     n = next(_ids)
     args = {"order_id": "A-1", "amount": 20.0} if args is None else args
@@ -54,6 +61,8 @@ def make_request(
         quorum=quorum,
         args=args,
         args_digest=call.args_digest,
+        lease_until=None if lease is None else now + dt.timedelta(seconds=lease),
+        key=key,
     )
 
 

@@ -74,6 +74,32 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = sub.add_parser("pending", help="list requests waiting for a decision")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also approved and running ones, and those whose caller is gone "
+        "(abandoned, outcome unknown), with what to do",
+    )
+
+    sub.add_parser(
+        "sweep",
+        help="mark requests whose caller is gone as abandoned or of unknown outcome (once)",
+    )
+
+    p = sub.add_parser(
+        "resolve", help="record whether a request of unknown outcome ran (after checking)"
+    )
+    p.add_argument("id", help="request id, or enough of its start to name one request")
+    ran = p.add_mutually_exclusive_group(required=True)
+    ran.add_argument("--ran", dest="ran", action="store_true", help="the tool did run")
+    ran.add_argument("--not-run", dest="ran", action="store_false", help="the tool did not run")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=os.environ.get("GATEKEEPER_APPROVER"),
+        help="your approver name from the config (default: $GATEKEEPER_APPROVER)",
+    )
+    p.add_argument("--comment", "-m", required=True, help="what you found, for the audit log")
 
     p = sub.add_parser("show", help="everything about one request")
     p.add_argument("id", help="request id, or enough of its start to name one request")
@@ -306,7 +332,13 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
     gate = cmd.shared_gate(args.config)
     try:
         if command == "pending":
-            return cmd.pending(gate, limit=args.limit, as_json=args.json, io=io)
+            return cmd.pending(gate, limit=args.limit, as_json=args.json, every=args.all, io=io)
+        if command == "sweep":
+            return cmd.sweep(gate, io=io)
+        if command == "resolve":
+            return cmd.resolve_outcome(
+                gate, args.id, approver=args.approver, ran=args.ran, comment=args.comment, io=io
+            )
         if command == "show":
             return cmd.show(gate, args.id, as_json=args.json, io=io)
         if command == "approve":

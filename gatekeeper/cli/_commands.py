@@ -20,6 +20,8 @@ from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
 from .._gate import Gatekeeper
+from .._sweep import advice
+from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
 from ..audit import parse_event
 from ..channels.console import describe_request
@@ -130,25 +132,81 @@ def _left(req: ApprovalRequest) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO) -> int:
+#: The statuses `pending --all` lists besides pending: not over, or over and needing a person.
+NEEDS_A_LOOK = (
+    RequestStatus.APPROVED,
+    RequestStatus.EXECUTING,
+    RequestStatus.OUTCOME_UNKNOWN,
+    RequestStatus.ABANDONED,
+)
+
+
+def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO, every: bool = False) -> int:
     requests = gate.pending(limit=limit)
+    if every:
+        for wanted in NEEDS_A_LOOK:
+            requests += gate.store.history(status=wanted, limit=limit)
     if as_json:
         for req in requests:
             io.say(_ascii_json(req.model_dump(mode="json")))
         return 0
     if not requests:
-        io.say("no pending requests")
+        io.say("no pending requests" if not every else "no requests waiting or needing a look")
         return 0
-    io.say(f"{'ID':<26}  {'RISK':<8}  {'LEFT':>7}  {'VOTES':>5}  {'AGENT':<16}  {'TOOL':<20}  ARGS")
+    status = f"{'STATUS':<15}  " if every else ""
+    io.say(
+        f"{'ID':<26}  {status}{'RISK':<8}  {'LEFT':>7}  {'VOTES':>5}  {'AGENT':<16}  "
+        f"{'TOOL':<20}  ARGS"
+    )
     for req in requests:
         args = json.dumps(req.args, ensure_ascii=False, sort_keys=True)
         if req.question is not None:
             args = f"asks: {req.question}"
+        left = _left(req) if req.status is RequestStatus.PENDING else "-"
+        status = f"{req.status.value:<15}  " if every else ""
         io.say(
-            f"{req.id:<26}  {req.classification.risk.value:<8}  {_left(req):>7}  "
+            f"{req.id:<26}  {status}{req.classification.risk.value:<8}  {left:>7}  "
             f"{len(req.approvals)}/{req.quorum:<3}  {inline(req.call.agent, 16):<16}  "
             f"{inline(req.call.tool, 20):<20}  {inline(args, 60)}"
         )
+        todo = advice(req) if every else ""
+        if todo:
+            io.say(f"{'':<26}  -> {todo}")
+    return 0
+
+
+def sweep(gate: Gatekeeper, *, io: IO) -> int:
+    """Sweep once: requests whose caller is gone become abandoned or of unknown outcome."""
+    moved = run_sweep(gate)
+    if not moved:
+        io.say("nothing to sweep: every live request has its caller")
+        return 0
+    for req in moved:
+        io.say(
+            f"{req.id}  {req.status.value:<15}  {inline(req.call.agent, 16)}  "
+            f"{inline(req.call.tool, 30)}"
+        )
+        io.say(f"{'':<26}  -> {advice(req)}")
+    return 0
+
+
+def resolve_outcome(
+    gate: Gatekeeper, given: str, *, approver: str | None, ran: bool, comment: str, io: IO
+) -> int:
+    """Record what a person found about a request of unknown outcome."""
+    if not approver:
+        raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    if not comment.strip():
+        return io.refuse("say what you found: -m 'what you checked and saw'; nothing recorded")
+    gate.approver(approver)  # who you are comes first: a stranger learns nothing more
+    req = resolve(gate, given)
+    after = gate.store.resolve(req.id, by=approver, ran=ran, comment=comment)
+    gate._tell("update", after)
+    what = "ran" if ran else "did not run"
+    io.say(
+        f"{after.id}: recorded by {inline(approver, 80)} that {inline(after.call.tool, 60)} "
+        f"{what}; it is {after.status.value}"
+    )
     return 0
 
 
@@ -336,9 +394,13 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
         )
     if req.status in _RELEASED:  # the agent may already be running it
         edited = " with edited arguments" if req.edited else ""
-        return (
-            f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}; the agent's call runs now"
-        )
+        who = f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}"
+        if req.lease_until is not None and req.lease_until > req.expires_at:  # parked
+            return (
+                f"{who}; it runs when the agent's run resumes "
+                f"(until {req.lease_until:%Y-%m-%d %H:%M} UTC)"
+            )
+        return f"{who}; the agent's call runs now"
     if req.status is RequestStatus.DENIED:
         what = "question declined" if req.is_question else "denied"
         return f"{req.id}: {what} by {inline(req.decided_by, 80)}; the call will not run"

@@ -15,11 +15,20 @@ import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._errors import TransitionRefused
 from .._signing import DecisionKeys
 from ..audit import StoredEvent
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 
-__all__ = ["NOTE_MAX_BYTES", "AsyncStore", "Draft", "Store", "check_note"]
+__all__ = [
+    "NOTE_MAX_BYTES",
+    "REATTACH_ENDS",
+    "AsyncStore",
+    "Draft",
+    "Store",
+    "attach_check",
+    "check_note",
+]
 
 Draft = Mapping[str, Any]
 
@@ -47,6 +56,38 @@ def check_note(value: str, ttl: float) -> bytes:
             f"this one is {len(raw):,}"
         )
     return raw
+
+
+#: Ended requests a call re-attaches to by its key (it gets the same answer again);
+#: expired, cancelled and abandoned ones are asked again as a new request.
+REATTACH_ENDS = frozenset(
+    {
+        RequestStatus.EXECUTING,
+        RequestStatus.DENIED,
+        RequestStatus.RESPONDED,
+        RequestStatus.EXECUTED,
+        RequestStatus.FAILED,
+        RequestStatus.OUTCOME_UNKNOWN,
+    }
+)
+
+
+def attach_check(earlier: ApprovalRequest, request: ApprovalRequest) -> None:
+    """Refuse to re-attach ``request`` to ``earlier`` unless it is the same call.
+
+    One key, one call: the same tool with the same arguments, as first asked
+    (an approver's edit does not count against it). Anything else under a
+    used key is refused rather than merged with a decision about another call.
+    """
+    a, b = earlier.call, request.call
+    if a.tool != b.tool or a.args_digest != b.args_digest:
+        raise TransitionRefused(
+            f"call key {request.key!r} already belongs to request {earlier.id} "
+            f"({a.tool} with other arguments); a key names one call",
+            request_id=earlier.id,
+            status=earlier.status.value,
+            action="hold",
+        )
 
 
 @runtime_checkable
@@ -82,8 +123,40 @@ class Store(Protocol):
         ...
 
     # -- approval requests ------------------------------------------------
-    def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        """Create a pending request and append ``event``, unless halted (then AgentHalted)."""
+    #: Seconds a caller's lease lasts unless renewed (None: this store keeps no leases).
+    lease_ttl: float | None
+
+    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+        """Store a new pending request (refused if its agent or session is halted).
+
+        Returns the request as held. When ``request.key`` names a request this
+        agent made before (the same call, made again after a restart), that
+        one is returned instead — pending or approved with its lease renewed,
+        or ended with its answer — and nothing new is stored; an expired,
+        cancelled or abandoned one is asked again as ``request``.
+        """
+        ...
+
+    def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
+        """Extend each live request's lease to ``ttl`` seconds from now; their statuses after."""
+        ...
+
+    def keep(self, request_id: str) -> None:
+        """Renew the lease of ``request_id`` in the background until :meth:`drop`."""
+        ...
+
+    def drop(self, request_id: str) -> None:
+        """Stop renewing the lease of ``request_id``."""
+        ...
+
+    def sweep(self) -> list[ApprovalRequest]:
+        """Move every request time has changed (expired, abandoned, outcome unknown); those."""
+        ...
+
+    def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
+    ) -> ApprovalRequest:
+        """outcome_unknown -> executed (``ran``) or failed: a person looked (deciding side)."""
         ...
 
     def get(self, request_id: str) -> ApprovalRequest:
@@ -186,8 +259,14 @@ class Store(Protocol):
         """approved -> failed without running: the releasing process refused it (tampering)."""
         ...
 
-    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
-        """executing -> executed (ok) or failed."""
+    def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
+        """executing (or outcome_unknown) -> executed (ok) or failed.
+
+        ``token``: the claim's; a retry after a lost reply gets the recorded
+        outcome back instead of a refusal.
+        """
         ...
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
@@ -299,7 +378,7 @@ class AsyncStore(Protocol):
     async def admit(self, event: Draft, *, agent: str, session_id: str) -> None: ...
     async def record(self, events: Sequence[Draft]) -> None: ...
     def record_soon(self, events: Sequence[Draft]) -> None: ...
-    async def hold(self, request: ApprovalRequest, event: Draft) -> None: ...
+    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest: ...
     async def get(self, request_id: str) -> ApprovalRequest: ...
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]: ...
     async def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]: ...
@@ -375,7 +454,16 @@ class AsyncStore(Protocol):
     ) -> ApprovalRequest: ...
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest: ...
     async def finish(
-        self, request_id: str, *, ok: bool, outcome: str | None
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest: ...
+    async def renew(
+        self, request_ids: Sequence[str], *, ttl: float
+    ) -> dict[str, RequestStatus]: ...
+    def keep(self, request_id: str) -> None: ...
+    def drop(self, request_id: str) -> None: ...
+    async def sweep(self) -> list[ApprovalRequest]: ...
+    async def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
     ) -> ApprovalRequest: ...
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest: ...
     async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None: ...

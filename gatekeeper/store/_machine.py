@@ -9,6 +9,10 @@
        │ ──expires_at passes─────────────▶ expired      (fail-safe: = deny)
        └ ──requester cancels─────────────▶ cancelled
 
+    pending | approved ──caller's lease lapses──▶ abandoned        (never runs)
+    executing ──────────caller's lease lapses──▶ outcome_unknown  ──resolve (a person)──▶
+                                                  executed | failed   (or the caller's late finish)
+
 ``MemoryStore`` applies these directly under its lock; ``RedisStore`` runs the
 same rules as Lua scripts (``lua/*.lua``), and one contract test suite holds
 both to the same behaviour. Each function returns a :class:`Step`: the request
@@ -26,9 +30,20 @@ from typing import Any
 
 from .._errors import TransitionRefused
 from ..audit import draft
-from ..models import ApprovalRequest, Decision, RequestStatus
+from ..models import ApprovalRequest, Decision, RequestStatus, lapsed_status
 
-__all__ = ["Step", "cancel", "claim", "decide", "expire", "finish", "refuse"]
+__all__ = [
+    "Step",
+    "cancel",
+    "claim",
+    "decide",
+    "expire",
+    "finish",
+    "lapse",
+    "refuse",
+    "renew",
+    "resolve",
+]
 
 P = RequestStatus
 
@@ -71,14 +86,85 @@ def _refuse(req: ApprovalRequest, action: str, why: str) -> TransitionRefused:
     )
 
 
+#: The audit event of each status that time alone can bring.
+_LAPSE_EVENTS = {
+    P.EXPIRED: "request.expired",
+    P.ABANDONED: "request.abandoned",
+    P.OUTCOME_UNKNOWN: "request.outcome_unknown",
+}
+
+
+def lapse_why(status: P, lease_until: dt.datetime | None) -> str:
+    """Why an action on a request that just lapsed to ``status`` is refused."""
+    if status is P.EXPIRED:
+        return "it expired before a decision (expiry = deny)"
+    since = f" since {lease_until:%H:%M:%S} UTC" if lease_until is not None else ""
+    if status is P.ABANDONED:
+        return f"its caller is gone (no lease renewed{since}): nothing is waiting to run it"
+    return (
+        f"its caller is gone (no lease renewed{since}) while the tool ran: "
+        "whether it ran is unknown; a person must look"
+    )
+
+
 def _lapse(req: ApprovalRequest, now: dt.datetime, action: str) -> Step | None:
-    """If a pending request is past its expiry, the step is: expire it, refuse ``action``."""
-    if req.status is P.PENDING and now >= req.expires_at:
-        expired = req.model_copy(update={"status": P.EXPIRED, "decided_at": now})
-        step = Step(expired, [_event(req, "request.expired", now, "system")])
-        step.refused = _refuse(expired, action, "it expired before a decision (expiry = deny)")
-        return step
-    return None
+    """What time alone did to ``req`` (expiry, a lapsed lease), with ``action`` refused."""
+    to = lapsed_status(req, now)
+    if to is None:
+        return None
+    update: dict[str, Any] = {"status": to}
+    data: dict[str, Any] = {}
+    if to is not P.EXPIRED:
+        data = {"was": req.status.value, "lease_until": _ms(req.lease_until or now)}
+    if req.status is P.PENDING:
+        update["decided_at"] = now
+    lapsed = req.model_copy(update=update)
+    step = Step(lapsed, [_event(req, _LAPSE_EVENTS[to], now, "system", **data)])
+    step.refused = _refuse(lapsed, action, lapse_why(to, req.lease_until))
+    return step
+
+
+def lapse(req: ApprovalRequest, now: dt.datetime) -> Step:
+    """Apply what time alone did to ``req`` (the sweep); unchanged when nothing lapsed."""
+    step = _lapse(req, now, "sweep")
+    if step is None:
+        return Step(req, changed=False)
+    step.refused = None
+    return step
+
+
+def renew(req: ApprovalRequest, now: dt.datetime, *, until: dt.datetime) -> Step:
+    """The caller is still there: extend the lease of a live request to ``until``.
+
+    A lease that already lapsed is not revived: the request becomes abandoned
+    (or its outcome unknown) and the renewal is refused, so every process
+    reads the same history whatever order renewals and sweeps come in.
+    """
+    lapsed = _lapse(req, now, "renew")
+    if lapsed:
+        return lapsed
+    if not req.status.live:
+        return Step(req, refused=_refuse(req, "renew", f"it is {req.status.value}"), changed=False)
+    return Step(req.model_copy(update={"lease_until": until}))
+
+
+def resolve(
+    req: ApprovalRequest, now: dt.datetime, *, by: str, ran: bool, comment: str | None
+) -> Step:
+    """outcome_unknown -> executed | failed: a person looked and says whether the tool ran."""
+    cur, events = req, []
+    if req.status is P.EXECUTING:  # a lease that ran out meanwhile: it is unknown now
+        lapsed = _lapse(req, now, "resolve")
+        if lapsed:
+            cur, events = lapsed.request, list(lapsed.events)
+    if cur.status is not P.OUTCOME_UNKNOWN:
+        why = f"it is {cur.status.value}; only a request whose outcome is unknown is resolved"
+        return Step(cur, refused=_refuse(cur, "resolve", why), changed=False)
+    status = P.EXECUTED if ran else P.FAILED
+    outcome = comment or ("a person says it ran" if ran else "a person says it did not run")
+    done = cur.model_copy(update={"status": status, "outcome": outcome, "finished_at": now})
+    events.append(_event(req, "request.resolved", now, f"approver:{by}", ran=ran, comment=comment))
+    return Step(done, events)
 
 
 def decide(
@@ -189,15 +275,17 @@ def decide(
 
 
 def expire(req: ApprovalRequest, now: dt.datetime) -> Step:
-    """pending -> expired once ``expires_at`` has passed."""
+    """pending -> expired once ``expires_at`` has passed (abandoned if its lease lapsed first)."""
     if req.status is not P.PENDING:
         if req.status is P.EXPIRED:
             return Step(req, changed=False)
         return Step(req, refused=_refuse(req, "expire", f"it is {req.status.value}"), changed=False)
-    if now < req.expires_at:
+    lapsed = _lapse(req, now, "expire")
+    if lapsed is None:
         return Step(req, refused=_refuse(req, "expire", "it has not expired yet"), changed=False)
-    expired = req.model_copy(update={"status": P.EXPIRED, "decided_at": now})
-    return Step(expired, [_event(req, "request.expired", now, "system")])
+    if lapsed.request.status is P.EXPIRED:
+        lapsed.refused = None
+    return lapsed
 
 
 def cancel(req: ApprovalRequest, now: dt.datetime, *, by: str, reason: str | None) -> Step:
@@ -217,6 +305,9 @@ def cancel(req: ApprovalRequest, now: dt.datetime, *, by: str, reason: str | Non
 
 def claim(req: ApprovalRequest, now: dt.datetime, *, args_digest: str) -> Step:
     """approved -> executing, at most once, for exactly the approved arguments."""
+    lapsed = _lapse(req, now, "release") if req.status is P.APPROVED else None
+    if lapsed:
+        return lapsed
     if req.status is not P.APPROVED:
         why = f"it is {req.effective_status(now).value}"
         if req.status is P.EXECUTING:
@@ -230,9 +321,23 @@ def claim(req: ApprovalRequest, now: dt.datetime, *, args_digest: str) -> Step:
     return Step(executing, [ev])
 
 
-def finish(req: ApprovalRequest, now: dt.datetime, *, ok: bool, outcome: str | None) -> Step:
-    """executing -> executed | failed."""
-    if req.status is not P.EXECUTING:
+def finish(
+    req: ApprovalRequest,
+    now: dt.datetime,
+    *,
+    ok: bool,
+    outcome: str | None,
+    same_caller: bool = False,
+) -> Step:
+    """executing (or outcome_unknown: the caller came back late) -> executed | failed.
+
+    ``same_caller``: the finish comes from the process that claimed it (its
+    claim token matched), so a retry after a lost reply finds its own
+    outcome recorded and is not refused.
+    """
+    if same_caller and req.status in (P.EXECUTED, P.FAILED):
+        return Step(req, changed=False)
+    if req.status not in (P.EXECUTING, P.OUTCOME_UNKNOWN):
         why = f"it is {req.status.value}, not executing"
         return Step(req, refused=_refuse(req, "finish", why), changed=False)
     status = P.EXECUTED if ok else P.FAILED
@@ -243,6 +348,9 @@ def finish(req: ApprovalRequest, now: dt.datetime, *, ok: bool, outcome: str | N
 
 def refuse(req: ApprovalRequest, now: dt.datetime, *, why: str) -> Step:
     """approved -> failed without running (the release was refused as tampering)."""
+    lapsed = _lapse(req, now, "refuse") if req.status is P.APPROVED else None
+    if lapsed:
+        return lapsed
     if req.status is not P.APPROVED:
         why_not = f"it is {req.status.value}, not approved"
         return Step(req, refused=_refuse(req, "refuse", why_not), changed=False)

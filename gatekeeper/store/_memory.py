@@ -17,7 +17,7 @@ from ..audit import GENESIS, StoredEvent, check_event_ids, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
-from ._base import AsyncStore, Draft, check_note
+from ._base import REATTACH_ENDS, AsyncStore, Draft, attach_check, check_note
 from ._changes import offer_change
 from ._halts import halted_message, ms
 from ._memory_async import AsyncMemoryStore
@@ -58,6 +58,7 @@ class MemoryStore:
         self._head: tuple[int, str] = (0, GENESIS)
         self._async_waiters: dict[str, list[Callable[[], None]]] = {}
         self._claims: dict[str, str] = {}
+        self._keys: dict[tuple[str, str], str] = {}  # (agent, idempotency key) -> request id
         # changes() readers: the loop each reads on, and its queue.
         self._feeds: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
         self._once: dict[str, dt.datetime] = {}  # key -> when it may be used again
@@ -263,7 +264,10 @@ class MemoryStore:
             return list(self._halts.values())
 
     # -- requests ----------------------------------------------------------------
-    def hold(self, request: ApprovalRequest, event: Draft) -> None:
+    #: No leases here: every caller lives in this process, and dies with the store.
+    lease_ttl: float | None = None
+
+    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
         check_event_ids([event])
         with self._lock:
             halt = self._halted_locked(request.call.agent, request.call.session_id)
@@ -271,7 +275,7 @@ class MemoryStore:
                 raise AgentHalted(halted_message(halt), scope=halt.key, tool=request.call.tool)
             existing = self._requests.get(request.id)
             if existing is not None and existing.call.id == request.call.id:
-                return  # the same call retried: already held
+                return existing  # the same call retried: already held
             if existing is not None:
                 raise TransitionRefused(
                     f"request {request.id} already exists",
@@ -279,9 +283,72 @@ class MemoryStore:
                     status=self._requests[request.id].status.value,
                     action="hold",
                 )
+            if request.key is not None:
+                slot = (request.call.agent, request.key)
+                earlier = self._requests.get(self._keys.get(slot, ""))
+                if earlier is not None:
+                    attached = self._attach_locked(earlier, request)
+                    if attached is not None:
+                        return attached
+                self._keys[slot] = request.id
             self._requests[request.id] = request
             self._drafts.append(event)
             self._announce_locked(request.id)
+            return request
+
+    def _attach_locked(
+        self, earlier: ApprovalRequest, request: ApprovalRequest
+    ) -> ApprovalRequest | None:
+        """The request ``request`` re-attaches to (its key's), or None to hold it anew."""
+        now = self.clock.now()
+        self._apply_locked(_machine.lapse(earlier, now))
+        earlier = self._requests[earlier.id]
+        attach_check(earlier, request)
+        if earlier.status in (RequestStatus.PENDING, RequestStatus.APPROVED):
+            if request.lease_until is not None:
+                self._apply_locked(_machine.renew(earlier, now, until=request.lease_until))
+            return self._requests[earlier.id]
+        if earlier.status in REATTACH_ENDS:
+            return earlier
+        return None  # expired, cancelled or abandoned: ask again
+
+    def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
+        """Extend each live request's lease to ``ttl`` s from now; returns each one's status after.
+
+        A request whose lease already lapsed is not revived (it reads
+        ``abandoned`` or ``outcome_unknown``); an unknown id is left out.
+        """
+        now = self.clock.now()
+        until = now + dt.timedelta(seconds=ttl)
+        out: dict[str, RequestStatus] = {}
+        with self._lock:
+            for rid in request_ids:
+                req = self._requests.get(rid)
+                if req is None:
+                    continue
+                step = _machine.renew(req, now, until=until)
+                self._apply_locked(step)
+                out[rid] = step.request.status
+        return out
+
+    def keep(self, request_id: str) -> None:
+        """Renew ``request_id``'s lease while this process waits for it or runs it (no-op here)."""
+
+    def drop(self, request_id: str) -> None:
+        """Stop renewing ``request_id``'s lease (no-op here: see :meth:`keep`)."""
+
+    def sweep(self) -> list[ApprovalRequest]:
+        """Apply what time did: expired, abandoned, outcome unknown. Returns the changed ones."""
+        now = self.clock.now()
+        changed = []
+        with self._lock:
+            for req in list(self._requests.values()):
+                if req.status.live:
+                    step = _machine.lapse(req, now)
+                    if step.changed:
+                        self._apply_locked(step)
+                        changed.append(step.request)
+        return changed
 
     def get(self, request_id: str) -> ApprovalRequest:
         with self._lock:
@@ -453,10 +520,24 @@ class MemoryStore:
             raise step.refused
         return step.request
 
-    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+    def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
+        now = self.clock.now()
+        with self._lock:
+            same = bool(token) and self._claims.get(request_id) == token
+        return self._transition(
+            request_id,
+            lambda r: _machine.finish(r, now, ok=ok, outcome=outcome, same_caller=same),
+        )
+
+    def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
+    ) -> ApprovalRequest:
+        """A person says whether a request of unknown outcome ran (see :meth:`Store.resolve`)."""
         now = self.clock.now()
         return self._transition(
-            request_id, lambda r: _machine.finish(r, now, ok=ok, outcome=outcome)
+            request_id, lambda r: _machine.resolve(r, now, by=by, ran=ran, comment=comment)
         )
 
     def wait(self, request_id: str, timeout: float) -> ApprovalRequest:

@@ -33,8 +33,25 @@ class AsyncMemoryStore:
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store.record(events)
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> None:
-        self._store.hold(request, event)
+    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+        return self._store.hold(request, event)
+
+    async def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
+        return self._store.renew(request_ids, ttl=ttl)
+
+    def keep(self, request_id: str) -> None:
+        self._store.keep(request_id)
+
+    def drop(self, request_id: str) -> None:
+        self._store.drop(request_id)
+
+    async def sweep(self) -> list[ApprovalRequest]:
+        return self._store.sweep()
+
+    async def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
+    ) -> ApprovalRequest:
+        return self._store.resolve(request_id, by=by, ran=ran, comment=comment)
 
     async def get(self, request_id: str) -> ApprovalRequest:
         return self._store.get(request_id)
@@ -139,8 +156,10 @@ class AsyncMemoryStore:
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
         return self._store.refuse(request_id, why=why)
 
-    async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
-        return self._store.finish(request_id, ok=ok, outcome=outcome)
+    async def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
+        return self._store.finish(request_id, ok=ok, outcome=outcome, token=token)
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         store = self._store

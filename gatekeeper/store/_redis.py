@@ -10,6 +10,7 @@ subscription (:mod:`._wakes`), the async ones of each event loop another.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -45,6 +46,7 @@ from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
 from ._bounded import READ_FLOOR, Backoff, within
 from ._halts import ms, read_halt
+from ._leases import LeaseKeeper
 from ._sealer import Sealer
 from ._wakes import RECHECK, Wakes
 
@@ -151,8 +153,18 @@ class RedisStore:
         seal_linger: float = 0.05,
         decision_keys: DecisionKeys | None = None,
         seal: bool | None = None,
+        lease: float = 60.0,
+        retention: float | None = 7 * 86400.0,
     ) -> None:
+        if not lease > 0:
+            raise ValueError(f"lease must be a number of seconds above zero, got {lease!r}")
+        if retention is not None and not retention > 0:
+            raise ValueError(f"retention must be seconds above zero or None, got {retention!r}")
         self.url = url
+        #: Seconds a waiting or running caller's lease lasts unless renewed.
+        self.lease_ttl: float | None = float(lease)
+        #: Seconds a request's record is kept after it ends (None: for good).
+        self.retention = retention
         self.keys = ops.Keys(prefix)
         #: The signing key (deciding side only) and the trusted public keys.
         self.decision_keys = decision_keys or DecisionKeys.from_env()
@@ -188,6 +200,7 @@ class RedisStore:
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
         self._sealer = Sealer(self, seal_linger)
+        self._leases = LeaseKeeper(self._renew_for_keeper, float(lease))
         self._scripts_checked = -1e9
         self._aio: AsyncStore | None = None
         _OPEN.add(self)
@@ -410,7 +423,7 @@ class RedisStore:
         self._sealer.flush()
 
     # -- requests -------------------------------------------------------------------
-    def hold(self, request: ApprovalRequest, event: Draft) -> None:
+    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
         check_event_ids([event])
         agent = request.call.agent
         a = self._ensure(agent)
@@ -425,10 +438,74 @@ class RedisStore:
                 )
         self._remember_where(rid, agent)
         try:
-            self._changed(self._run(ops.hold(self.keys, a, request, event)))
+            held = self._changed(
+                self._run(ops.hold(self.keys, a, request, event, self._now_ms(), self._retain_ms))
+            )
         except AgentHalted as exc:
             self._halted_here(agent, exc)
             raise
+        if held == rid:
+            return request
+        self._remember_where(held, agent)
+        return self.get(held)  # re-attached to the request this call made before
+
+    @property
+    def _retain_ms(self) -> int | None:
+        return None if self.retention is None else int(self.retention * 1000)
+
+    # -- leases ------------------------------------------------------------------------
+    def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
+        """Extend each live request's lease to ``ttl`` s from now; their statuses after."""
+        by_agent: dict[str, list[str]] = {}
+        for rid in request_ids:
+            try:
+                by_agent.setdefault(self._agent_keys(rid).agent, []).append(rid)
+            except GatekeeperError:
+                continue
+        out: dict[str, RequestStatus] = {}
+        for agent, ids in by_agent.items():
+            a = self.keys.of(agent)
+            found = self._run(ops.renew(self.keys, a, ids, self._now_ms(), int(ttl * 1000)))
+            out.update({rid: RequestStatus(status) for rid, status in found.items()})
+        if out:
+            self._sealer.kick()
+        return out
+
+    def _renew_for_keeper(self, request_ids: Sequence[str], ttl: float) -> object:
+        return self.renew(request_ids, ttl=ttl)
+
+    def keep(self, request_id: str) -> None:
+        """Renew ``request_id``'s lease from this process's lease thread until :meth:`drop`."""
+        self._leases.keep(request_id)
+
+    def drop(self, request_id: str) -> None:
+        self._leases.drop(request_id)
+
+    def sweep(self, *, limit: int = 1000) -> list[ApprovalRequest]:
+        """Move every request whose lease or expiry ran out (all agents); returns those changed.
+
+        ``gatekeeper serve`` runs it every few seconds; ``gatekeeper sweep``
+        runs it once. Transitions apply the same rule when they happen; the
+        sweep is for requests nobody touches again (their caller died).
+        """
+        changed: list[ApprovalRequest] = []
+        for agent in self._agents():
+            a = self.keys.of(agent)
+            found = self._run(ops.sweep(self.keys, a, self._now_ms(), limit))
+            for rid in found:
+                self._remember_where(rid, agent)
+                with contextlib.suppress(GatekeeperError):
+                    changed.append(self.get(rid))
+        if changed:
+            self._sealer.kick()
+        return changed
+
+    def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
+    ) -> ApprovalRequest:
+        """outcome_unknown -> executed | failed: a person says whether the tool ran."""
+        a = self._agent_keys(request_id)
+        return self._after(ops.resolve(self.keys, a, request_id, self._now_ms(), by, ran, comment))
 
     def get(self, request_id: str) -> ApprovalRequest:
         from .._errors import RequestNotFound
@@ -593,9 +670,12 @@ class RedisStore:
             self._halted_here(a.agent, exc)
             raise
 
-    def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+    def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
         a = self._agent_keys(request_id)
-        return self._after(ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome))
+        op = ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome, token)
+        return self._after(op)
 
     def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:
         """Mark ``request_id`` as a target of tampering and audit ``event`` with it."""
@@ -741,6 +821,7 @@ class RedisStore:
 
     def close(self) -> None:
         try:
+            self._leases.close()
             self._sealer.stop()
         finally:
             self.client.connection_pool.disconnect()

@@ -316,7 +316,7 @@ class AsyncRedisStore:
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store.record_soon(events)
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> None:
+    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
         check_event_ids([event])
         agent = request.call.agent
         a = await self._ensure(agent)
@@ -331,12 +331,40 @@ class AsyncRedisStore:
                     f"request {rid} already exists", request_id=rid, status="", action="hold"
                 )
         self._store._remember_where(rid, agent)
+        store = self._store
         try:
-            await self._run(ops.hold(self.keys, a, request, event))
+            held = await self._run(
+                ops.hold(self.keys, a, request, event, self._now_ms(), store._retain_ms)
+            )
         except AgentHalted as exc:
-            self._store._halted_here(agent, exc)
+            store._halted_here(agent, exc)
             raise
-        self._store._sealer.kick()
+        store._sealer.kick()
+        if held == rid:
+            return request
+        store._remember_where(held, agent)
+        return await self.get(held)  # re-attached to the request this call made before
+
+    # Leases are renewed by the store's one lease thread; sweeping and
+    # resolving are the deciding side's, rare: the blocking face, off the loop.
+    async def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
+        return await asyncio.to_thread(self._store.renew, request_ids, ttl=ttl)
+
+    def keep(self, request_id: str) -> None:
+        self._store.keep(request_id)
+
+    def drop(self, request_id: str) -> None:
+        self._store.drop(request_id)
+
+    async def sweep(self) -> list[ApprovalRequest]:
+        return await asyncio.to_thread(self._store.sweep)
+
+    async def resolve(
+        self, request_id: str, *, by: str, ran: bool, comment: str | None = None
+    ) -> ApprovalRequest:
+        return await asyncio.to_thread(
+            self._store.resolve, request_id, by=by, ran=ran, comment=comment
+        )
 
     async def get(self, request_id: str) -> ApprovalRequest:
         client = self._state().client
@@ -412,9 +440,11 @@ class AsyncRedisStore:
             self._store._halted_here(a.agent, exc)
             raise
 
-    async def finish(self, request_id: str, *, ok: bool, outcome: str | None) -> ApprovalRequest:
+    async def finish(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
-        op = ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome)
+        op = ops.finish(self.keys, a, request_id, self._now_ms(), ok, outcome, token)
         return await self._after(op)
 
     async def flag_tampering(self, request_id: str, why: str, event: Draft) -> None:

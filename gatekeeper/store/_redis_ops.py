@@ -7,6 +7,7 @@ async faces only differ in how they send it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -46,6 +47,9 @@ _SCRIPT_NAMES = (
     "trimread",
     "refuse",
     "jpush",
+    "renew",
+    "sweep",
+    "resolve",
 )
 
 
@@ -100,11 +104,20 @@ class AgentKeys:
         self.pending = f"{tag}:idx:pending"
         self.requests = f"{tag}:idx:requests"
         self.owners = f"{tag}:idx:owners"
+        # Live requests with a lease, scored by when it runs out (the sweep's list).
+        self.live = f"{tag}:idx:live"
         self._req = f"{tag}:req:"
         self._dec = f"{tag}:dec:"
 
     def req(self, rid: str) -> str:
         return self._req + rid
+
+    def call_key(self, key: str) -> str:
+        """Where a call's idempotency key names its request (hashed: keys are agent text)."""
+        return f"{self._req}key:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+    def req_prefix(self) -> str:
+        return self._req
 
     def wake(self, rid: str) -> str:
         return f"{self._req}{rid}:wake"
@@ -266,18 +279,41 @@ def copy_halts(a: AgentKeys, halts: list[tuple[str, str]]) -> Op[None]:
     return Op("copyhalts", [a.halts], flat, lambda reply: None)
 
 
-def hold(k: Keys, a: AgentKeys, request: ApprovalRequest, event: Mapping[str, Any]) -> Op[None]:
+def hold(
+    k: Keys,
+    a: AgentKeys,
+    request: ApprovalRequest,
+    event: Mapping[str, Any],
+    now_ms: int | str,
+    retain_ms: int | None,
+) -> Op[str]:
+    """Hold ``request``; answers the id of the request held (another one when it re-attached)."""
     call = request.call
     rid = request.id
 
-    def parse(reply: Any) -> None:
+    def parse(reply: Any) -> str:
         parts = [_text(p) for p in reply]
         if parts[0] == "exists":
             raise TransitionRefused(
                 f"request {rid} already exists", request_id=rid, status=parts[1], action="hold"
             )
+        if parts[0] == "attached":
+            return parts[1]
+        if parts[0] == "conflict":
+            raise TransitionRefused(
+                f"call key {request.key!r} already belongs to request {parts[1]} "
+                f"({call.tool} with other arguments); a key names one call",
+                request_id=parts[1],
+                status=parts[2],
+                action="hold",
+            )
         _check(reply, rid, call.tool)
+        return rid
 
+    lease = request.lease_until
+    key_ttl = max(ms(request.expires_at) - ms(request.created_at), 0) + (retain_ms or 0)
+    if lease is not None:
+        key_ttl = max(key_ttl, ms(lease) - ms(request.created_at))
     args = [
         rid,
         call.agent,
@@ -293,6 +329,12 @@ def hold(k: Keys, a: AgentKeys, request: ApprovalRequest, event: Mapping[str, An
         journal_entry(event),
         request.classification.risk.value,
         k.channel,
+        now_ms,
+        "" if lease is None else max(ms(lease) - ms(request.created_at), 0),
+        retain_ms or "",
+        call.args_digest,
+        "1" if request.key else "0",
+        max(key_ttl, 1000),
     ]
     keys = [
         a.req(rid),
@@ -302,8 +344,42 @@ def hold(k: Keys, a: AgentKeys, request: ApprovalRequest, event: Mapping[str, An
         a.journal,
         a.requests,
         a.pending_by_risk(request.classification.risk),
+        a.live,
+        a.call_key(request.key) if request.key else a.req(rid) + ":key",
     ]
     return Op("hold", keys, args, parse)
+
+
+def renew(
+    k: Keys, a: AgentKeys, ids: list[str], now_ms: int | str, lease_ms: int
+) -> Op[dict[str, str]]:
+    """Extend the leases of these requests of one agent to ``lease_ms`` from now; their statuses."""
+
+    def parse(reply: Any) -> dict[str, str]:
+        flat = [_text(v) for v in reply]
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    keys = [a.pending, a.owners, a.journal, a.live]
+    return Op("renew", keys, [a.req_prefix(), k.channel, now_ms, lease_ms, *ids], parse)
+
+
+def sweep(k: Keys, a: AgentKeys, now_ms: int | str, limit: int) -> Op[dict[str, str]]:
+    """Apply what time did to one agent's live requests; answers those changed, to what."""
+
+    def parse(reply: Any) -> dict[str, str]:
+        flat = [_text(v) for v in reply]
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    keys = [a.pending, a.owners, a.dec_journal, a.live]
+    return Op("sweep", keys, [a.req_prefix(), k.channel, now_ms, limit], parse)
+
+
+def resolve(
+    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, ran: bool, comment: str | None
+) -> Op[ApprovalRequest]:
+    keys = [a.req(rid), a.wake(rid), a.dec_journal, a.votes(rid), a.seen(rid)]
+    argv = [k.channel, now_ms, by, "1" if ran else "0", comment or ""]
+    return Op("resolve", keys, argv, _transition(rid, a.agent))
 
 
 def _transition(rid: str, agent: str) -> Callable[[Any], ApprovalRequest]:
@@ -377,10 +453,16 @@ def claim(
 
 
 def finish(
-    k: Keys, a: AgentKeys, rid: str, now_ms: int | str, ok: bool, outcome: str | None
+    k: Keys,
+    a: AgentKeys,
+    rid: str,
+    now_ms: int | str,
+    ok: bool,
+    outcome: str | None,
+    token: str | None = None,
 ) -> Op[ApprovalRequest]:
     keys = [a.req(rid), a.wake(rid), a.journal, a.votes(rid)]
-    argv = [k.channel, now_ms, "1" if ok else "0", outcome or ""]
+    argv = [k.channel, now_ms, "1" if ok else "0", outcome or "", token or ""]
     return Op("finish", keys, argv, _transition(rid, a.agent))
 
 
@@ -521,5 +603,6 @@ def request_from_hash(
         outcome=f.get("outcome"),
         finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
         tampering=_text(flag) if flag is not None else f.get("tampering"),
+        lease_until=utc(int(f["lease"])) if f.get("lease") else None,
     )
     return ApprovalRequest.model_validate(doc)

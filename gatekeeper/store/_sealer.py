@@ -307,6 +307,8 @@ AGENT_KINDS = frozenset(
         "request.failed",
         "request.cancelled",
         "request.expired",
+        "request.abandoned",
+        "request.outcome_unknown",
         "request.tampering",
         "halt.set",
         "channel.failed",

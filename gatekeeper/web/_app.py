@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from .._gate import Gatekeeper
+from .._sweep import SWEEP_EVERY, sweeping
 from .._version import __version__
 from ..channels.webhook import WebhookChannel
 from . import _api, _events, _session_routes, _webhooks
@@ -32,16 +33,25 @@ def build_app(
     *,
     slack: SlackService | None = None,
     webhooks: Iterable[WebhookChannel] | None = None,
+    sweep_every: float | None = SWEEP_EVERY,
 ) -> FastAPI:
-    """The console's ASGI app for ``gate`` (and, with ``slack``, Slack's request URL)."""
+    """The console's ASGI app for ``gate`` (and, with ``slack``, Slack's request URL).
+
+    ``sweep_every``: seconds between sweeps for requests whose caller is gone
+    (see :mod:`gatekeeper._sweep`); None: no sweeping here.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(slack.run(), name="gatekeeper-slack") if slack else None
+        tasks = []
+        if slack:
+            tasks.append(asyncio.create_task(slack.run(), name="gatekeeper-slack"))
+        if sweep_every is not None:
+            tasks.append(asyncio.create_task(sweeping(gate, sweep_every), name="gatekeeper-sweep"))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -11,10 +11,16 @@ from gatekeeper.testing import ManualClock
 from tests.aclkit import RoleSplitStore
 from tests.aiokit import AsyncFace
 from tests.conftest import RedisServer
+from tests.storekit import MANUAL_LEASE
 from tests.trustkit import dep  # noqa: F401  (a fixture for the trust-boundary suites)
 
 #: Modules whose store tests also run on each store's async face (``-aio`` ids).
-ON_BOTH_FACES = {"test_store_contract.py", "test_store_queries.py", "test_respond.py"}
+ON_BOTH_FACES = {
+    "test_store_contract.py",
+    "test_store_queries.py",
+    "test_respond.py",
+    "test_store_leases.py",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,7 +49,7 @@ def clock_and_store(
         store = MemoryStore(clock=clock)
     elif kind.startswith("redis") and kind != "redis-acl":
         server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, prefix=redis_prefix, clock=clock)
+        store = RedisStore(server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
     else:
         server = request.getfixturevalue("redis_server")
         store = RoleSplitStore(server.url, redis_prefix, clock)  # type: ignore[assignment]

@@ -100,6 +100,8 @@ _HEADLINE = {  # status: (emoji, words) for the header and the notification text
     _P.EXPIRED: ("⌛", "Expired"),
     _P.CANCELLED: ("🛑", "Cancelled"),
     _P.RESPONDED: ("💬", "Responded"),
+    _P.ABANDONED: ("🚫", "Abandoned"),
+    _P.OUTCOME_UNKNOWN: ("❓", "Outcome unknown"),
 }
 _QUESTION_HEADLINE = {  # a question reads differently where it ends differently
     _P.PENDING: ("❓", "Question"),
@@ -363,6 +365,11 @@ def _outcome(
         names = [d.approver for d in request.approvals] or names
     elif status is _P.EXPIRED:
         names, tail, comment = [], " — denied (nobody decided in time)", None
+    elif status is _P.ABANDONED:
+        names, tail, comment = [], " — the agent stopped waiting; it never ran", None
+    elif status is _P.OUTCOME_UNKNOWN:
+        names, comment = [], None
+        tail = " — the agent was gone while the tool ran; check whether it ran (gatekeeper resolve)"
     elif status is _P.CANCELLED and _is_halt(request):
         title += " — agent halted"
         comment = (comment or "").removeprefix("halted").lstrip(": ") or None

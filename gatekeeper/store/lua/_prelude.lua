@@ -53,10 +53,24 @@ end
 
 local function fields(req_key)
   local v = redis.call('HMGET', req_key, 'id', 'status', 'expires', 'quorum', 'digest',
-    'agent', 'session', 'tool', 'call_id')
+    'agent', 'session', 'tool', 'call_id', 'lease', 'retain', 'cdigest')
   if not v[1] then return nil end
   return { id = v[1], status = v[2], expires = tonumber(v[3]), quorum = tonumber(v[4]),
-    digest = v[5], agent = v[6], session = v[7], tool = v[8], call_id = v[9] }
+    digest = v[5], agent = v[6], session = v[7], tool = v[8], call_id = v[9],
+    lease = tonumber(v[10]), retain = tonumber(v[11]), cdigest = v[12] }
+end
+
+-- The index of an agent's live requests with a lease (scored by when it runs
+-- out), named from any key of that agent: same hash tag, same slot.
+local function live_key(key)
+  return string.match(key, '^(%b{})') .. ':idx:live'
+end
+
+-- The request ended: it leaves the live index, and its record expires after
+-- the retention it was held with (the audit log is the permanent record).
+local function ended(req_key, f)
+  redis.call('ZREM', live_key(req_key), f.id)
+  if f.retain and f.retain > 0 then redis.call('PEXPIRE', req_key, f.retain) end
 end
 
 -- Something about this request changed: tell its waiters and the consoles.
@@ -78,16 +92,63 @@ local function settle(req_key, pending_key, owners_key, id)
   if risk then redis.call('ZREM', pending_key .. ':' .. risk, id) end
 end
 
--- A pending request past its expiry expires now, and the step asked for is refused.
-local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake_key, channel)
-  if f.status == 'pending' and now >= f.expires then
-    redis.call('HSET', req_key, 'status', 'expired', 'decided_at', now)
-    settle(req_key, pending_key, owners_key, f.id)
-    journal_push(journal_key, event_json('request.expired', now, 'system', f))
-    wake(wake_key, channel, f.id)
-    return true
+-- What time alone makes of a request (as models.lapsed_status): a pending one
+-- past its expiry is expired; one not yet expired, or an approved one, whose
+-- caller's lease ran out is abandoned; an executing one whose lease ran out has an
+-- unknown outcome. nil when none of these.
+local function lapsed_status(f, now)
+  local leased_out = f.lease ~= nil and now >= f.lease
+  if f.status == 'executing' then
+    if leased_out then return 'outcome_unknown' end
+    return nil
   end
-  return false
+  if f.status == 'approved' then
+    if leased_out then return 'abandoned' end
+    return nil
+  end
+  if f.status ~= 'pending' then return nil end
+  if now >= f.expires then return 'expired' end
+  if leased_out then return 'abandoned' end
+  return nil
+end
+
+local LAPSE_EVENTS = { expired = 'request.expired', abandoned = 'request.abandoned',
+  outcome_unknown = 'request.outcome_unknown' }
+
+-- Why an action on a request that just lapsed to `status` is refused (as
+-- _machine.lapse_why).
+local function lapse_why(status, lease)
+  if status == 'expired' then return 'it expired before a decision (expiry = deny)' end
+  local since = ''
+  if lease then
+    local s = math.floor(lease / 1000) % 86400
+    since = string.format(' since %02d:%02d:%02d UTC', math.floor(s / 3600),
+      math.floor(s / 60) % 60, s % 60)
+  end
+  if status == 'abandoned' then
+    return 'its caller is gone (no lease renewed' .. since .. '): nothing is waiting to run it'
+  end
+  return 'its caller is gone (no lease renewed' .. since .. ') while the tool ran: ' ..
+    'whether it ran is unknown; a person must look'
+end
+
+-- Apply what time alone did to the request (see lapsed_status); returns the
+-- new status, or nil when nothing lapsed.
+local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake_key, channel)
+  local to = lapsed_status(f, now)
+  if not to then return nil end
+  redis.call('HSET', req_key, 'status', to)
+  local data = {}
+  if to ~= 'expired' then data = { was = f.status, lease_until = f.lease } end
+  if f.status == 'pending' then
+    redis.call('HSET', req_key, 'decided_at', now)
+    settle(req_key, pending_key, owners_key, f.id)
+  end
+  if to ~= 'outcome_unknown' then ended(req_key, f) end
+  journal_push(journal_key, event_json(LAPSE_EVENTS[to], now, 'system', f, data))
+  wake(wake_key, channel, f.id)
+  f.status = to
+  return to
 end
 
 -- The request after a step, so the caller needs no second round trip to read it.

@@ -5,6 +5,10 @@
 local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
+if f.status == 'approved' then
+  local lapsed = lapse(f, now, KEYS[1], KEYS[1], KEYS[1], KEYS[4], KEYS[3], ARGV[1])
+  if lapsed then return {'refused', lapsed, 'release', lapse_why(lapsed, f.lease)} end
+end
 if f.status ~= 'approved' then
   local shown = f.status
   if shown == 'pending' and now >= f.expires then shown = 'expired' end

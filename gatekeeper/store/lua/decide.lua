@@ -8,9 +8,8 @@ if not f then return {'missing'} end
 local approve = ARGV[4] == '1'
 local respond = ARGV[4] == 'r'
 local action = approve and 'approve' or (respond and 'respond' or 'deny')
-if lapse(f, now, KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[5], ARGV[1]) then
-  return {'refused', 'expired', action, 'it expired before a decision (expiry = deny)'}
-end
+local lapsed = lapse(f, now, KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[5], ARGV[1])
+if lapsed then return {'refused', lapsed, action, lapse_why(lapsed, f.lease)} end
 local d = cjson.decode(ARGV[6])
 local mark = ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5]
 if respond then
@@ -31,6 +30,7 @@ if respond then
   redis.call('RPUSH', KEYS[3], ARGV[6])
   redis.call('SADD', KEYS[4], mark)
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  ended(KEYS[1], f)
   journal_push(KEYS[8], event_json('request.responded', now, actor, f,
     { response = d.response, comment = opt(d.comment), via = opt(d.via),
       signed = opt(d.signed) }))
@@ -43,6 +43,7 @@ if not approve then
   redis.call('RPUSH', KEYS[3], ARGV[6])
   redis.call('SADD', KEYS[4], mark)
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  ended(KEYS[1], f)
   journal_push(KEYS[8], event_json('request.denied', now, actor, f,
     { comment = opt(d.comment), via = opt(d.via), signed = opt(d.signed) }))
   wake(KEYS[5], ARGV[1], f.id)

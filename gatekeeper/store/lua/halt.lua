@@ -41,6 +41,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', req_key, 'status', 'cancelled', 'decided_at', now,
         'decided_by', ARGV[9], 'comment', ARGV[10])
       settle(req_key, KEYS[4], KEYS[2], id)
+      ended(req_key, f)
       journal_push(KEYS[3], event_json('request.cancelled', now, ARGV[9], f,
         { reason = ARGV[10] }))
       wake(wake_key, ARGV[7], id)

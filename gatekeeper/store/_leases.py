@@ -1,0 +1,77 @@
+"""Keeping the leases of the requests this process waits for or runs, from one thread.
+
+A caller that holds a request (waiting for its decision, or running its
+tool) says it is still there by renewing the request's lease every
+``ttl / 3`` seconds. One thread per store renews every lease of the process
+in one batch, so ten thousand waiters cost one round trip per agent per
+renewal, not ten thousand. When the process dies — SIGKILL, a crash, a
+lost machine — nothing renews, the leases run out, and the requests become
+``abandoned`` (never run) or ``outcome_unknown`` (a person looks) instead of
+staying pending or approved forever.
+
+A renewal that fails (Redis down for a moment) is tried again at the next
+beat; a lease outlives two missed beats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+__all__ = ["LeaseKeeper"]
+
+log = logging.getLogger("gatekeeper.store")
+
+
+class LeaseKeeper:
+    """Renews the leases registered with :meth:`keep` until :meth:`drop`."""
+
+    def __init__(self, renew: Callable[[Sequence[str], float], object], ttl: float) -> None:
+        self._renew = renew
+        self.ttl = ttl
+        self._held: Counter[str] = Counter()  # request id -> how many callers hold it here
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewals = 0
+        self.failures = 0
+
+    def keep(self, request_id: str) -> None:
+        with self._lock:
+            self._held[request_id] += 1
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="gatekeeper-leases", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, request_id: str) -> None:
+        with self._lock:
+            self._held[request_id] -= 1
+            if self._held[request_id] <= 0:
+                del self._held[request_id]
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.ttl / 3):
+            ids = self.held()
+            if not ids:
+                continue
+            try:
+                self._renew(ids, self.ttl)
+                self.renewals += 1
+            except Exception as exc:
+                self.failures += 1
+                log.warning("could not renew %d lease(s), trying again: %s", len(ids), exc)
+
+    def close(self) -> None:
+        self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2)
