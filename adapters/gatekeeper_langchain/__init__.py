@@ -34,13 +34,12 @@ with needs_extra(
 ):
     from ._hitl import adecide_hitl, decide_hitl
     from ._middleware import GatekeeperMiddleware, ToolOptions
-    from ._resume import WAITING, StackedApprovals, resume_command
+    from ._resume import StackedApprovals, resume_command
     from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
 
 del needs_extra  # not part of the adapter's surface
 
 __all__ = [
-    "WAITING",
     "GatedTool",
     "GatekeeperMiddleware",
     "OnBlocked",

@@ -27,13 +27,12 @@ from gatekeeper._extras import needs_extra
 
 with needs_extra("gatekeeper_pydantic_ai", "pydantic-ai", "Pydantic AI", ("pydantic_ai",)):
     from ._deferred import decide_deferred, decide_deferred_sync, deferred_handler
-    from ._resume import REQUEST_ID, deferred_results, deferred_results_sync
+    from ._resume import deferred_results, deferred_results_sync
     from ._toolset import GatekeeperToolset
 
 del needs_extra  # not part of the adapter's surface
 
 __all__ = [
-    "REQUEST_ID",
     "GatekeeperToolset",
     "decide_deferred",
     "decide_deferred_sync",

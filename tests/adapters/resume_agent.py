@@ -50,7 +50,7 @@ def langgraph(gate: Gatekeeper, phase: str, folder: Path) -> dict[str, Any]:
     from langchain_core.tools import tool
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from gatekeeper_langchain import WAITING, GatekeeperMiddleware, resume_command
+    from gatekeeper_langchain import GatekeeperMiddleware, resume_command
     from tests.adapters.test_langchain import say, script
 
     class FileSaver(InMemorySaver):
@@ -103,7 +103,7 @@ def langgraph(gate: Gatekeeper, phase: str, folder: Path) -> dict[str, Any]:
     waiting: list[str] = []
     for update in agent.stream(start, config, stream_mode="updates"):
         for paused in update.get("__interrupt__", ()):  # the stream shows what the run waits for
-            if paused.value.get("type") == WAITING:
+            if paused.value.get("type") == "gatekeeper_approval":
                 waiting.append(paused.value["gatekeeper_request_id"])
     if waiting:
         return {"waiting": waiting}
@@ -161,7 +161,7 @@ async def pydantic_ai(gate: Gatekeeper, phase: str, folder: Path) -> dict[str, A
     from pydantic_ai.tools import DeferredToolRequests
     from pydantic_ai.toolsets import FunctionToolset
 
-    from gatekeeper_pydantic_ai import REQUEST_ID, GatekeeperToolset, deferred_results
+    from gatekeeper_pydantic_ai import GatekeeperToolset, deferred_results
 
     def refund(order_id: str, amount: float) -> str:
         """Refund part of an order."""
@@ -195,7 +195,7 @@ async def pydantic_ai(gate: Gatekeeper, phase: str, folder: Path) -> dict[str, A
         requests = requests_type.validate_json(saved.read_bytes())
         results = await deferred_results(gate, requests)
         if results is None:
-            return {"waiting": [m[REQUEST_ID] for m in requests.metadata.values()]}
+            return {"waiting": [m["gatekeeper_request_id"] for m in requests.metadata.values()]}
         options = {
             "message_history": ModelMessagesTypeAdapter.validate_json(history.read_bytes()),
             "deferred_tool_results": results,
@@ -207,7 +207,9 @@ async def pydantic_ai(gate: Gatekeeper, phase: str, folder: Path) -> dict[str, A
                 async with node.stream(run.ctx) as events:
                     async for event in events:  # the events show what the run waits for
                         if isinstance(event, DeferredToolRequestsEvent):
-                            waiting += [m[REQUEST_ID] for m in event.requests.metadata.values()]
+                            waiting += [
+                                m["gatekeeper_request_id"] for m in event.requests.metadata.values()
+                            ]
     assert run.result is not None
     output = run.result.output
     if isinstance(output, DeferredToolRequests):

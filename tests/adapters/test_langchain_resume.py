@@ -20,7 +20,6 @@ from langgraph.types import Command
 from gatekeeper import Gatekeeper
 from gatekeeper.testing import AutoDecider, RecordingChannel
 from gatekeeper_langchain import (
-    WAITING,
     GatekeeperMiddleware,
     StackedApprovals,
     decide_hitl,
@@ -56,7 +55,7 @@ def waiting(result: Any) -> dict[str, str]:
     return {
         i.value["tool_call_id"]: i.value["gatekeeper_request_id"]
         for i in result.interrupts
-        if i.value.get("type") == WAITING
+        if i.value.get("type") == "gatekeeper_approval"
     }
 
 
@@ -108,7 +107,7 @@ def test_the_stream_shows_the_request_a_call_waits_for() -> None:
     with gate.session(agent="billing-bot"):
         updates = list(agent.stream({"messages": [("user", "go")]}, CONFIG, stream_mode="updates"))
     paused = [i.value for u in updates for i in u.get("__interrupt__", ())]
-    assert {v["type"] for v in paused} == {WAITING}
+    assert {v["type"] for v in paused} == {"gatekeeper_approval"}
     assert {v["tool_call_id"] for v in paused} == {"c1", "c2"}
     assert all(gate.get(v["gatekeeper_request_id"]).status.value == "pending" for v in paused)
 

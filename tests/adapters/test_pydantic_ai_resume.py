@@ -17,7 +17,6 @@ from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApp
 
 from gatekeeper.testing import RecordingChannel
 from gatekeeper_pydantic_ai import (
-    REQUEST_ID,
     GatekeeperToolset,
     deferred_results,
     deferred_results_sync,
@@ -67,7 +66,9 @@ async def test_the_run_ends_with_the_requests_and_resumes_with_what_the_people_d
         carried = Carried(first)
         requests = carried.deferred()
         assert [c.tool_call_id for c in requests.approvals] == ["c1", "c2"]
-        ids = {call_id: meta[REQUEST_ID] for call_id, meta in requests.metadata.items()}
+        ids = {
+            call_id: meta["gatekeeper_request_id"] for call_id, meta in requests.metadata.items()
+        }
         assert sorted(ids.values()) == sorted(r.id for r in inbox.notified)
         assert {r.key for r in inbox.notified} == {"c1", "c2"}
         assert requests.metadata["c1"]["tool"] == "refund"
@@ -110,7 +111,7 @@ async def test_edited_arguments_in_the_results_are_refused() -> None:
     with gate.session(agent="billing-bot"):
         carried = Carried(await agent.run("refund both"))
         for meta in carried.deferred().metadata.values():
-            gate.approve(meta[REQUEST_ID], approver="alice")
+            gate.approve(meta["gatekeeper_request_id"], approver="alice")
         results = DeferredToolResults(
             approvals={
                 "c1": ToolApproved(override_args={"order_id": "A-1", "amount": 2000}),
@@ -129,7 +130,7 @@ async def test_resuming_the_same_run_twice_runs_the_approved_call_once() -> None
     with gate.session(agent="billing-bot"):
         carried = Carried(await agent.run("refund both"))
         for meta in carried.deferred().metadata.values():
-            gate.approve(meta[REQUEST_ID], approver="alice")
+            gate.approve(meta["gatekeeper_request_id"], approver="alice")
         for _ in range(2):
             results = deferred_results_sync(gate, carried.deferred())
             assert results is not None
@@ -151,7 +152,7 @@ async def test_the_events_show_the_requests_the_run_waits_for() -> None:
                             e async for e in events if isinstance(e, DeferredToolRequestsEvent)
                         ]
     (event,) = seen
-    ids = [meta[REQUEST_ID] for meta in event.requests.metadata.values()]
+    ids = [meta["gatekeeper_request_id"] for meta in event.requests.metadata.values()]
     assert all(gate.get(rid).status.value == "pending" for rid in ids) and len(ids) == 2
 
 
