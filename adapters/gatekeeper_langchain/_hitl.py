@@ -9,8 +9,11 @@ approvers, audit), and the people's decisions become HITL decisions
 
 HumanInTheLoopMiddleware runs the tool after this returns, so gatekeeper's
 record of an approved call ends at its release. Each call is made under its
-tool call id as key: a decider that restarts re-attaches to the requests it
-made before instead of asking the people again.
+tool call id as key: a decider that restarts before its requests' leases run
+out re-attaches to them instead of asking the people again, and a call
+already released is not released twice. The decider waits: to let the run's
+process exit while people decide, use gatekeeper's own pause instead
+(``GatekeeperMiddleware(gate, resumable=True)``).
 """
 
 from __future__ import annotations
