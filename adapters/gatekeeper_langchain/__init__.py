@@ -8,6 +8,12 @@ Two ways in, use one per agent:
 - :class:`GatekeeperMiddleware` gates every tool call of a ``create_agent``
   agent, and refuses (and audits) calls to tools the agent doesn't have.
 
+Either takes ``resumable=True``: a held call ends the run with a LangGraph
+``interrupt()`` naming its gatekeeper request, and :func:`resume_command`
+resumes it later, in any process. An app that keeps LangChain's own
+``HumanInTheLoopMiddleware`` decides its pauses through gatekeeper with
+:func:`decide_hitl` (``adecide_hitl``).
+
 Example::
 
     from gatekeeper import Gatekeeper
@@ -26,7 +32,9 @@ with needs_extra(
     "LangChain and LangGraph",
     ("langchain", "langchain_core", "langgraph"),
 ):
+    from ._hitl import adecide_hitl, decide_hitl
     from ._middleware import GatekeeperMiddleware, ToolOptions
+    from ._resume import StackedApprovals, resume_command
     from ._tools import GatedTool, OnBlocked, gate_tool, gate_tools
 
 del needs_extra  # not part of the adapter's surface
@@ -35,7 +43,11 @@ __all__ = [
     "GatedTool",
     "GatekeeperMiddleware",
     "OnBlocked",
+    "StackedApprovals",
     "ToolOptions",
+    "adecide_hitl",
+    "decide_hitl",
     "gate_tool",
     "gate_tools",
+    "resume_command",
 ]

@@ -8,11 +8,29 @@ from typing import Any, TypedDict
 from langchain.agents.middleware import AgentMiddleware, ToolCallRequest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph.errors import GraphInterrupt
 from langgraph.types import Command
 
-from gatekeeper import Gatekeeper, InvalidToolCall, Response, Risk, ToolCallBlocked
+from gatekeeper import (
+    Gatekeeper,
+    GuardedTool,
+    InvalidToolCall,
+    Ran,
+    Response,
+    Risk,
+    ToolCallBlocked,
+)
 
 from ._messages import reason_for, refusal, with_note
+from ._resume import (
+    StackedApprovals,
+    arun_resumable,
+    in_graph_run,
+    is_hitl_interrupt,
+    refuse_answered_hitl,
+    refuse_stacked_hitl,
+    run_resumable,
+)
 from ._schema import check_args, gated_function, hidden_fields, invalid_message, with_defaults
 from ._tools import GatedTool, OnBlocked
 
@@ -45,6 +63,20 @@ class GatekeeperMiddleware(AgentMiddleware):
     (:class:`ToolOptions`); tools not named are still gated, with no scopes,
     not irreversible and no declared risk.
 
+    ``resumable=True`` ends the run instead of waiting while a held call is
+    pending: the call is held under its tool call id and the run stops at a
+    LangGraph ``interrupt()`` whose value names the gatekeeper request (see
+    :func:`~gatekeeper_langchain.resume_command`). The agent needs a
+    checkpointer; resumed later, in this process or another, the call
+    re-attaches to its request and runs once if a person approved it. The
+    resume value is ignored: the decision is the one in gatekeeper's store.
+
+    LangChain's ``HumanInTheLoopMiddleware`` in the same agent would ask the
+    person a second time about each call; a call reaching this middleware
+    after it paused the agent raises ``ValueError`` (decide its pauses with
+    :func:`~gatekeeper_langchain.decide_hitl` instead, or use this middleware
+    alone).
+
     Example::
 
         agent = create_agent(
@@ -60,11 +92,13 @@ class GatekeeperMiddleware(AgentMiddleware):
         *,
         on_blocked: OnBlocked = "return",
         tools: Mapping[str, ToolOptions] | None = None,
+        resumable: bool = False,
     ) -> None:
         if on_blocked not in ("return", "raise"):
             raise ValueError(f"on_blocked must be 'return' or 'raise', not {on_blocked!r}")
         self.gate = gate
         self.on_blocked: OnBlocked = on_blocked
+        self.resumable = resumable
         # Not ``self.tools``: create_agent reads that attribute as tools the middleware adds.
         self.tool_options: dict[str, ToolOptions] = {
             name: _checked(name, options) for name, options in (tools or {}).items()
@@ -88,11 +122,16 @@ class GatekeeperMiddleware(AgentMiddleware):
             return handler(request)
 
         def release(**approved: Any) -> ToolResult:
-            return handler(_with_args(request, approved))
+            try:
+                return handler(_with_args(request, approved))
+            except GraphInterrupt as exc:
+                if is_hitl_interrupt(exc):  # HITL pauses inside: the person is asked again
+                    raise StackedApprovals() from None
+                raise
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            ran = guarded.run(ready.args, reason=ready.reason)
+            ran = self._run(guarded, ready, request)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
@@ -120,11 +159,16 @@ class GatekeeperMiddleware(AgentMiddleware):
             return await handler(request)
 
         async def release(**approved: Any) -> ToolResult:
-            return await handler(_with_args(request, approved))
+            try:
+                return await handler(_with_args(request, approved))
+            except GraphInterrupt as exc:
+                if is_hitl_interrupt(exc):
+                    raise StackedApprovals() from None
+                raise
 
         guarded = self.gate.tool(ready.name, release, **ready.options)
         try:
-            ran = await guarded.arun(ready.args, reason=ready.reason)
+            ran = await self._arun(guarded, ready, request)
         except InvalidToolCall as exc:
             return _refuse(request, f"{exc.message}. The tool was not run.")
         except ToolCallBlocked as exc:
@@ -134,6 +178,23 @@ class GatekeeperMiddleware(AgentMiddleware):
         result: ToolResult = with_note(ran.result, ran.note)
         return result
 
+    def _run(self, guarded: GuardedTool, ready: _Ready, request: ToolCallRequest) -> Ran:
+        """The gated call: waiting for a person, or (resumable) interrupting the run meanwhile."""
+        call_id = request.tool_call["id"]
+        if self.resumable and call_id and in_graph_run():
+            return run_resumable(
+                guarded, ready.args, reason=ready.reason, tool_call_id=call_id, name=ready.name
+            )
+        return guarded.run(ready.args, reason=ready.reason)
+
+    async def _arun(self, guarded: GuardedTool, ready: _Ready, request: ToolCallRequest) -> Ran:
+        call_id = request.tool_call["id"]
+        if self.resumable and call_id and in_graph_run():
+            return await arun_resumable(
+                guarded, ready.args, reason=ready.reason, tool_call_id=call_id, name=ready.name
+            )
+        return await guarded.arun(ready.args, reason=ready.reason)
+
     def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:
         """The call, checked and completed: or why it can't go to the gate.
 
@@ -141,6 +202,8 @@ class GatekeeperMiddleware(AgentMiddleware):
         (as the tool would fill them), so the policy and the approver see what
         runs, and the tool is then handed all of them.
         """
+        refuse_stacked_hitl(request.state)
+        refuse_answered_hitl(getattr(request.runtime, "config", None))
         call = request.tool_call
         name, call_id = call["name"], call["id"]
         raw = call.get("args")

@@ -27,6 +27,13 @@ from gatekeeper import (
 )
 
 from ._messages import answer, reason_for, refusal, with_note
+from ._resume import (
+    arun_resumable,
+    in_graph_run,
+    refuse_answered_hitl,
+    refuse_stacked_hitl,
+    run_resumable,
+)
 from ._schema import (
     RUNTIME,
     check_args,
@@ -73,6 +80,8 @@ class GatedTool(BaseTool):
     scopes: tuple[str, ...] = ()
     irreversible: bool = False
     risk: Risk | None = None
+    resumable: bool = False
+    """Interrupt the LangGraph run while a held call waits, instead of waiting (gate_tool)."""
 
     _hidden: frozenset[str] = PrivateAttr(default=frozenset())
     _pass_runtime: bool = PrivateAttr(default=False)
@@ -149,7 +158,17 @@ class GatedTool(BaseTool):
             return self.tool.run(self._original_input(approved, call), **forward)
 
         try:
-            ran = self._guarded(release).run(call.args, reason=call.reason)
+            guarded = self._guarded(release)
+            if self.resumable and tool_call_id and in_graph_run():
+                ran = run_resumable(
+                    guarded,
+                    call.args,
+                    reason=call.reason,
+                    tool_call_id=tool_call_id,
+                    name=self.name,
+                )
+            else:
+                ran = guarded.run(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
@@ -197,7 +216,17 @@ class GatedTool(BaseTool):
             return await self.tool.arun(self._original_input(approved, call), **forward)
 
         try:
-            ran = await self._guarded(release).arun(call.args, reason=call.reason)
+            guarded = self._guarded(release)
+            if self.resumable and tool_call_id and in_graph_run():
+                ran = await arun_resumable(
+                    guarded,
+                    call.args,
+                    reason=call.reason,
+                    tool_call_id=tool_call_id,
+                    name=self.name,
+                )
+            else:
+                ran = await guarded.arun(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
@@ -250,6 +279,8 @@ class GatedTool(BaseTool):
         args = with_defaults(self.tool, args)
         reason = None
         if runtime is not None:
+            refuse_stacked_hitl(runtime.state)  # HITL pauses too: the person is asked twice
+            refuse_answered_hitl(runtime.config)
             reason = reason_for(runtime.state, runtime.tool_call_id or tool_call_id)
         return _Call(args=args, injected=injected, reason=reason)
 
@@ -296,6 +327,7 @@ def gate_tool(
     scopes: Iterable[str] = (),
     irreversible: bool = False,
     risk: Risk | str | None = None,
+    resumable: bool = False,
 ) -> GatedTool:
     """Put ``tool`` behind ``gate``; use the result wherever the tool was used.
 
@@ -308,6 +340,12 @@ def gate_tool(
     arguments; ``on_blocked="raise"`` raises the :class:`~gatekeeper.ToolCallBlocked`
     instead. Inside a LangGraph ``ToolNode`` (``create_agent``), the text the
     model wrote before the call is the call's reason.
+
+    ``resumable=True``: inside a LangGraph run with a checkpointer, a held call
+    that is still pending ends the run with an ``interrupt()`` naming its
+    gatekeeper request instead of waiting; resumed later (any process), the
+    call re-attaches to the request by its tool call id and runs once if it
+    was approved (see :class:`~gatekeeper_langchain.GatekeeperMiddleware`).
 
     Example::
 
@@ -344,6 +382,7 @@ def gate_tool(
         "scopes": tuple(sorted(set(scopes))),
         "irreversible": irreversible,
         "risk": Risk(risk) if risk is not None else None,
+        "resumable": resumable,
     }
     if cls is _GatedSingleInputTool:
         fields["func"] = None  # never called: the original tool runs
@@ -358,11 +397,18 @@ def gate_tools(
     scopes: Iterable[str] = (),
     irreversible: bool = False,
     risk: Risk | str | None = None,
+    resumable: bool = False,
 ) -> list[BaseTool]:
     """:func:`gate_tool` for each of ``tools``, with the same options."""
     return [
         gate_tool(
-            gate, t, on_blocked=on_blocked, scopes=scopes, irreversible=irreversible, risk=risk
+            gate,
+            t,
+            on_blocked=on_blocked,
+            scopes=scopes,
+            irreversible=irreversible,
+            risk=risk,
+            resumable=resumable,
         )
         for t in tools
     ]

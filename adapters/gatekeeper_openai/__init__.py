@@ -5,7 +5,9 @@ OpenAI Agents SDK (``openai-agents``; docs: openai-agents.md):
 - :func:`gate_tool` / :func:`gate_tools`: ``FunctionTool`` copies whose calls go
   through a gate; :class:`CallReasons` hands the model's words to approvers.
 - :func:`decide_interruptions` (and ``_sync``): the SDK's own ``needs_approval``
-  interruptions decided through gatekeeper.
+  interruptions decided through gatekeeper; :func:`hold_interruptions` holds
+  them without waiting, for a run resumed later from ``RunState.to_string()``
+  in another process.
 
 Plain function calling (``openai``; docs: openai.md):
 
@@ -29,7 +31,13 @@ with needs_extra(
     ("agents", "openai", "jsonschema"),
 ):
     from ._agents import OnBlocked, gate_tool, gate_tools
-    from ._agents_bridge import decide_interruptions, decide_interruptions_sync
+    from ._agents_bridge import (
+        Held,
+        decide_interruptions,
+        decide_interruptions_sync,
+        hold_interruptions,
+        hold_interruptions_sync,
+    )
     from ._agents_reasons import CallReasons
     from ._calling import ToolOptions, ToolRunner
 
@@ -37,6 +45,7 @@ del needs_extra  # not part of the adapter's surface
 
 __all__ = [
     "CallReasons",
+    "Held",
     "OnBlocked",
     "ToolOptions",
     "ToolRunner",
@@ -44,4 +53,6 @@ __all__ = [
     "decide_interruptions_sync",
     "gate_tool",
     "gate_tools",
+    "hold_interruptions",
+    "hold_interruptions_sync",
 ]

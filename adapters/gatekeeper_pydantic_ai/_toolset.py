@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_ai.exceptions import ModelRetry, ToolFailed
+from pydantic_ai.exceptions import ApprovalRequired, ModelRetry, ToolFailed
 from pydantic_ai.messages import ToolReturn
 from pydantic_ai.tools import AgentDepsT, RunContext, ToolDenied
 from pydantic_ai.toolsets import (
@@ -22,9 +22,16 @@ from pydantic_ai.toolsets import (
 )
 from pydantic_core import to_jsonable_python
 
-from gatekeeper import Gatekeeper, InvalidToolCall, ToolCallBlocked
+from gatekeeper import (
+    ApprovalPending,
+    Gatekeeper,
+    InvalidToolCall,
+    ToolCallBlocked,
+    TransitionRefused,
+)
 
 from ._reason import OnBlocked, check_on_blocked, reason_for_call
+from ._resume import call_key_for, waiting_metadata
 
 __all__ = ["GatekeeperToolset"]
 
@@ -49,6 +56,17 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
     out of the run instead. Arguments gatekeeper can't record (too large, no
     JSON form) are a failed tool result either way.
 
+    ``resumable=True`` ends the run instead of waiting while a held call is
+    pending: the call is held under its tool call id and deferred
+    (``ApprovalRequired``), so the run ends with
+    :class:`~pydantic_ai.tools.DeferredToolRequests` whose ``metadata`` names
+    each call's gatekeeper request (and a ``DeferredToolRequestsEvent`` shows
+    it in the event stream). The agent's ``output_type`` must include
+    ``DeferredToolRequests``. Carry the messages and the requests to any
+    process and resume with :func:`~gatekeeper_pydantic_ai.deferred_results`:
+    each call re-attaches to its request and runs once if a person approved
+    it; an approval in the ``DeferredToolResults`` is never taken as one.
+
     Don't wrap tools that also need Pydantic AI's approval
     (``ApprovalRequiredToolset``, ``requires_approval=True``): each call would
     be decided twice, so the constructor refuses them (``ValueError``). A
@@ -64,6 +82,7 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
 
     gate: Gatekeeper
     on_blocked: OnBlocked
+    resumable: bool
 
     def __init__(
         self,
@@ -71,6 +90,7 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
         wrapped: AbstractToolset[AgentDepsT],
         *,
         on_blocked: OnBlocked = "return",
+        resumable: bool = False,
     ) -> None:
         # Keyword names match the fields: WrapperToolset copies itself with
         # dataclasses.replace() when the wrapped toolset changes per run.
@@ -78,6 +98,7 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
         self.wrapped = wrapped
         self.gate = gate
         self.on_blocked = check_on_blocked(on_blocked)
+        self.resumable = resumable
 
     async def call_tool(
         self,
@@ -101,8 +122,20 @@ class GatekeeperToolset(WrapperToolset[AgentDepsT]):
             return await wrapped.call_tool(name, args, ctx, tool)
 
         reason = reason_for_call(ctx.messages, ctx.tool_call_id)
+        guarded = self.gate.tool(name, run)
         try:
-            ran = await self.gate.tool(name, run).arun(tool_args, reason=reason)
+            if self.resumable and ctx.tool_call_id:
+                # Whatever the DeferredToolResults said (ctx.tool_call_approved), the
+                # decision is the one the store holds for this call's request.
+                ran = await guarded.arun(
+                    tool_args, reason=reason, key=call_key_for(ctx.tool_call_id), wait=False
+                )
+            else:
+                ran = await guarded.arun(tool_args, reason=reason)
+        except ApprovalPending as exc:  # resumable: the run ends, the request stays
+            raise ApprovalRequired(metadata=waiting_metadata(exc)) from None
+        except TransitionRefused as exc:  # resumed with other arguments than the held call's
+            raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
         except InvalidToolCall as exc:
             # Not a decision: a failed tool result, whatever on_blocked says.
             raise ToolFailed(f"{exc.message}. The tool was not run.") from exc
