@@ -161,7 +161,7 @@ class AlreadyRan(ToolCallBlocked):
 
     @property
     def model_message(self) -> str:
-        return f"{self.message}. It was not run a second time."
+        return f"{self.message}. It was not run again."
 
 
 class OutcomeUnknown(ToolCallBlocked):

@@ -50,6 +50,8 @@ from ._errors import (
     TamperingDetected,
     TransitionRefused,
 )
+from ._session import _call_key as _CALL_KEY
+from ._session import current_call_key
 from ._tool import ToolSpec
 from .models import ApprovalRequest, Classification, RequestStatus, ToolCall, Verdict
 from .store._bounded import READ_FLOOR, awithin, within
@@ -309,7 +311,29 @@ def guarded_call(
     that is still pending raises :class:`~gatekeeper.ApprovalPending` at once
     and its request stays (parked) for the same call, under the same key, to
     pick up later — from this process or another.
+
+    The key names this call only: guarded calls its tool makes in turn don't
+    inherit it.
     """
+    key = key if key is not None else current_call_key()
+    token = _CALL_KEY.set(None)
+    try:
+        return (yield from _guarded(gate, spec, args, kwargs, reason, decided, key, wait))
+    finally:
+        with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
+            _CALL_KEY.reset(token)
+
+
+def _guarded(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    reason: str | None,
+    decided: list[ApprovalRequest] | None,
+    key: str | None,
+    wait: bool,
+) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
@@ -380,6 +404,8 @@ def _held(
             yield op("cancel", req.id, by=by, reason=gone, shield=True)
         raise
     attached = held.id != req.id  # the same call made before under its key: that request
+    if attached:
+        held = yield from _trusted_attach(gate, req, held)
     if attached and held.status.ended:
         return (yield from _not_run(gate, held, held))  # the same answer as the first time
     if attached and held.status is RequestStatus.EXECUTING:
@@ -414,6 +440,41 @@ def _held(
         return (yield from _release(gate, spec, bound, held, final))
     finally:
         gate.store.drop(held.id)
+
+
+def _trusted_attach(gate: Gatekeeper, req: ApprovalRequest, held: ApprovalRequest) -> Flow:
+    """The earlier request ``req`` re-attached to, once it is shown to be the same call.
+
+    The store's copy is the agent's to write: its tool, arguments, kind and
+    quorum are checked against (or taken from) what this process made from
+    its own policy, so a rewritten record can't get another call released,
+    another call's answer returned, or a quorum lowered.
+    """
+    mine, theirs = req.call, held.call
+    same = (
+        theirs.agent == mine.agent
+        and theirs.tool == mine.tool
+        and theirs.args_digest == mine.args_digest
+        and held.kind == req.kind
+    )
+    if not same:
+        exc = TamperingDetected(
+            f"Tool call {mine.tool}: the request its key names ({held.id}) is for another call "
+            f"({theirs.tool} by {theirs.agent}); not run",
+            tool=mine.tool,
+            request_id=held.id,
+            call_id=mine.id,
+        )
+        with contextlib.suppress(GatekeeperError):
+            yield op("flag_tampering", held.id, exc.message, gate._tampering_event(held, exc))
+        raise exc
+    return held.model_copy(
+        update={
+            "quorum": max(held.quorum, req.quorum),
+            "classification": req.classification,
+            "group": req.group if req.group is not None else held.group,
+        }
+    )
 
 
 def _decision(gate: Gatekeeper, req: ApprovalRequest) -> Flow:
@@ -564,9 +625,14 @@ def _release(
     try:
         yield op("claim", held.id, args_digest=run_digest, token=token, created_at=held.created_at)
     except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
-        if exc.context.get("status") == "approved":
+        status = exc.context.get("status")
+        if status == "approved":
             with contextlib.suppress(GatekeeperError):
                 yield Tell("update", (yield op("refuse", held.id, why=f"not run: {exc}")))
+        if status in _RAN_OR_RUNNING:  # another caller of the same call got there first
+            raise pipe.blocked_error(
+                held.model_copy(update={"status": RequestStatus(status), "outcome": None})
+            ) from exc
         raise
     try:
         result = yield Run(spec.func, run_args.args, run_args.kwargs)
@@ -575,6 +641,9 @@ def _release(
         raise
     yield from _finish(final, ok=True, outcome=pipe.outcome_text(result), token=token)
     return result
+
+
+_RAN_OR_RUNNING = frozenset({"executing", "executed", "failed", "outcome_unknown"})
 
 
 def _finish(req: ApprovalRequest, *, ok: bool, outcome: str, token: str) -> Flow:

@@ -397,6 +397,7 @@ class Gatekeeper(Decisions):
             question=spec.question,
             lease=lease,
             key=key,
+            parked=park,
         )
 
     def _answer(self, held: ApprovalRequest, final: ApprovalRequest) -> Response:

@@ -185,6 +185,7 @@ def new_request(
     question: bool = False,
     lease: float | None = None,
     key: str | None = None,
+    parked: bool = False,
 ) -> ApprovalRequest:
     """A pending request for a held call (``question``: the agent asks a person).
 
@@ -205,6 +206,7 @@ def new_request(
         args_schema=args_schema,
         lease_until=None if lease is None else now + dt.timedelta(seconds=lease),
         key=key,
+        parked=parked,
     )
 
 
@@ -304,10 +306,14 @@ def blocked_error(req: ApprovalRequest, *, question: bool = False) -> ToolCallBl
             call_id=cid,
         )
     if req.status in (RequestStatus.EXECUTED, RequestStatus.FAILED):
-        how = "ran" if req.status is RequestStatus.EXECUTED else "ran and failed"
+        how = (
+            "already ran"
+            if req.status is RequestStatus.EXECUTED
+            else "already ended without success (it failed, or did not run)"
+        )
         said = f": {req.outcome}" if req.outcome else ""
         return AlreadyRan(
-            f"Tool call {tool} already {how} as request {rid}{said}",
+            f"Tool call {tool} {how} as request {rid}{said}",
             tool=tool,
             request_id=rid,
             call_id=cid,

@@ -258,6 +258,10 @@ class ApprovalRequest(_Model):
         description="the caller's lease: past it with nobody renewing, the request is "
         "abandoned (or its outcome unknown); None = no lease (one process, or legacy)",
     )
+    parked: bool = Field(
+        default=False,
+        description="made without waiting (wait=False): a resumed run picks it up later",
+    )
     key: str | None = Field(
         default=None,
         description="the call's idempotency key (a framework's tool-call id): the same "

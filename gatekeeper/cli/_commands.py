@@ -18,7 +18,13 @@ import yaml
 
 from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
-from .._errors import ConfigError, GatekeeperError, NotAuthorized, RequestNotFound
+from .._errors import (
+    ConfigError,
+    GatekeeperError,
+    NotAuthorized,
+    RequestNotFound,
+    TransitionRefused,
+)
 from .._gate import Gatekeeper
 from .._sweep import advice
 from .._sweep import sweep as run_sweep
@@ -158,7 +164,10 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO, every: bool 
         f"{'ID':<26}  {status}{'RISK':<8}  {'LEFT':>7}  {'VOTES':>5}  {'AGENT':<16}  "
         f"{'TOOL':<20}  ARGS"
     )
-    for req in requests:
+    now = gate.clock.now()
+    for stored in requests:
+        # As a transition now would find it (a dead caller's lease has run out).
+        req = stored.model_copy(update={"status": stored.effective_status(now)})
         args = json.dumps(req.args, ensure_ascii=False, sort_keys=True)
         if req.question is not None:
             args = f"asks: {req.question}"
@@ -328,12 +337,20 @@ def decide(
             f"unseen: read them whole with `gatekeeper show {req.id}` and approve with "
             "--digest and the full sha256 it prints"
         )
-    if approve:
-        after = gate.approve(
-            req.id, approver=approver, comment=comment, args=edited, via="cli", expect_digest=digest
-        )
-    else:
-        after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
+    try:
+        if approve:
+            after = gate.approve(
+                req.id,
+                approver=approver,
+                comment=comment,
+                args=edited,
+                via="cli",
+                expect_digest=digest,
+            )
+        else:
+            after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
+    except TransitionRefused as exc:  # e.g. its caller is gone: say why, nothing recorded
+        return io.refuse(f"{exc}; nothing recorded")
     if after.status is RequestStatus.PENDING and len(after.decisions) == len(req.decisions):
         return _already_voted(after, approver, io)  # the store found the same vote there
     io.say(_decided(after, approver))
@@ -395,7 +412,7 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
     if req.status in _RELEASED:  # the agent may already be running it
         edited = " with edited arguments" if req.edited else ""
         who = f"{req.id}: approved{edited} by {inline(req.decided_by, 80)}"
-        if req.lease_until is not None and req.lease_until > req.expires_at:  # parked
+        if req.parked and req.lease_until is not None:
             return (
                 f"{who}; it runs when the agent's run resumes "
                 f"(until {req.lease_until:%Y-%m-%d %H:%M} UTC)"

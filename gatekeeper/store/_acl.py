@@ -52,7 +52,7 @@ _READS = [
 # its own could busy-loop the server, where no SCRIPT KILL can stop it.
 _SCRIPTS = ["+evalsha", "+script|exists"]
 _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
-_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +incr"
+_REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +persist +incr"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -89,6 +89,8 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         f"&{k.channel}",
         f"({_REQUEST_WRITES} ~{t}:req:* ~{t}:idx:*)",
         f"(+rpush ~{a.journal})",
+        # Which of its requests were released or closed: written once, never unwritten.
+        f"(+hsetnx ~{t}:claims)",
         f"(+hset ~{a.halts})",
         f"(+sadd ~{k.agents})",
         f"(+hget +hsetnx ~{k.where})",

@@ -15,8 +15,11 @@ beat; a lease outlives two missed beats.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -38,6 +41,9 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self.renewals = 0
         self.failures = 0
+        # A forked child has none of its parent's threads: it starts its own on its first keep.
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
 
     def keep(self, request_id: str) -> None:
         with self._lock:
@@ -75,3 +81,10 @@ class LeaseKeeper:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(2)
+
+
+def _after_fork(ref: weakref.ref[LeaseKeeper]) -> None:
+    keeper = ref()
+    if keeper is not None:
+        keeper._lock = threading.Lock()
+        keeper._thread = None

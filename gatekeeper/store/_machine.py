@@ -98,11 +98,11 @@ def lapse_why(status: P, lease_until: dt.datetime | None) -> str:
     """Why an action on a request that just lapsed to ``status`` is refused."""
     if status is P.EXPIRED:
         return "it expired before a decision (expiry = deny)"
-    since = f" since {lease_until:%H:%M:%S} UTC" if lease_until is not None else ""
+    at = f"its lease ran out at {lease_until:%H:%M:%S} UTC" if lease_until else "no lease"
     if status is P.ABANDONED:
-        return f"its caller is gone (no lease renewed{since}): nothing is waiting to run it"
+        return f"its caller is gone ({at}): nothing is waiting to run it"
     return (
-        f"its caller is gone (no lease renewed{since}) while the tool ran: "
+        f"its caller is gone ({at}) while the tool ran: "
         "whether it ran is unknown; a person must look"
     )
 
@@ -328,22 +328,29 @@ def finish(
     ok: bool,
     outcome: str | None,
     same_caller: bool = False,
+    finished_it: bool = False,
 ) -> Step:
     """executing (or outcome_unknown: the caller came back late) -> executed | failed.
 
     ``same_caller``: the finish comes from the process that claimed it (its
-    claim token matched), so a retry after a lost reply finds its own
-    outcome recorded and is not refused.
+    claim token matched). ``finished_it``: that process already recorded
+    this outcome (a retry after a lost reply): nothing changes. A caller that
+    comes back after a person resolved the request records what really
+    happened, with what the person had said (``resolved_as``).
     """
+    resolved = None
     if same_caller and req.status in (P.EXECUTED, P.FAILED):
-        return Step(req, changed=False)
-    if req.status not in (P.EXECUTING, P.OUTCOME_UNKNOWN):
+        if finished_it:
+            return Step(req, changed=False)
+        resolved = req.status.value
+    elif req.status not in (P.EXECUTING, P.OUTCOME_UNKNOWN):
         why = f"it is {req.status.value}, not executing"
         return Step(req, refused=_refuse(req, "finish", why), changed=False)
     status = P.EXECUTED if ok else P.FAILED
     done = req.model_copy(update={"status": status, "outcome": outcome, "finished_at": now})
     kind = "request.executed" if ok else "request.failed"
-    return Step(done, [_event(req, kind, now, f"agent:{req.call.agent}", outcome=outcome)])
+    actor = f"agent:{req.call.agent}"
+    return Step(done, [_event(req, kind, now, actor, outcome=outcome, resolved_as=resolved)])
 
 
 def refuse(req: ApprovalRequest, now: dt.datetime, *, why: str) -> Step:

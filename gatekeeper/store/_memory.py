@@ -58,6 +58,7 @@ class MemoryStore:
         self._head: tuple[int, str] = (0, GENESIS)
         self._async_waiters: dict[str, list[Callable[[], None]]] = {}
         self._claims: dict[str, str] = {}
+        self._finishers: dict[str, str] = {}  # request id -> token of the finish that ended it
         self._keys: dict[tuple[str, str], str] = {}  # (agent, idempotency key) -> request id
         # changes() readers: the loop each reads on, and its queue.
         self._feeds: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
@@ -526,10 +527,21 @@ class MemoryStore:
         now = self.clock.now()
         with self._lock:
             same = bool(token) and self._claims.get(request_id) == token
-        return self._transition(
-            request_id,
-            lambda r: _machine.finish(r, now, ok=ok, outcome=outcome, same_caller=same),
-        )
+            done = bool(token) and self._finishers.get(request_id) == token
+            step = _machine.finish(
+                self._get_locked(request_id),
+                now,
+                ok=ok,
+                outcome=outcome,
+                same_caller=same,
+                finished_it=done,
+            )
+            self._apply_locked(step)
+            if step.refused is None and step.changed and token:
+                self._finishers[request_id] = token
+        if step.refused is not None:
+            raise step.refused
+        return step.request
 
     def resolve(
         self, request_id: str, *, by: str, ran: bool, comment: str | None = None

@@ -10,7 +10,6 @@ subscription (:mod:`._wakes`), the async ones of each event loop another.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -491,11 +490,19 @@ class RedisStore:
         changed: list[ApprovalRequest] = []
         for agent in self._agents():
             a = self.keys.of(agent)
-            found = self._run(ops.sweep(self.keys, a, self._now_ms(), limit))
+            try:  # one agent's unreadable records must not stop the sweep of the others
+                found = self._run(ops.sweep(self.keys, a, self._now_ms(), limit))
+            except StoreUnavailable:
+                raise
+            except GatekeeperError as exc:
+                log.error("sweep: skipped agent %r, whose records can't be swept: %s", agent, exc)
+                continue
             for rid in found:
                 self._remember_where(rid, agent)
-                with contextlib.suppress(GatekeeperError):
+                try:
                     changed.append(self.get(rid))
+                except (GatekeeperError, ValueError, KeyError, TypeError) as exc:
+                    log.error("sweep: request %s of agent %r is unreadable: %r", rid, agent, exc)
         if changed:
             self._sealer.kick()
         return changed

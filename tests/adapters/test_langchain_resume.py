@@ -158,8 +158,8 @@ def test_resuming_a_saved_run_twice_runs_the_approved_call_once() -> None:
         replay = agent.invoke(resume_command(first.interrupts), paused_at, version="v2")
     assert len(shop.ran) == 2  # each approved call ran once
     read = tool_messages(replay)
-    assert "It was not run a second time." in str(read["c1"].content)
-    assert "It was not run a second time." in str(read["c2"].content)
+    assert "It was not run again." in str(read["c1"].content)
+    assert "It was not run again." in str(read["c2"].content)
 
 
 def test_resume_command_resumes_only_gatekeepers_pauses() -> None:

@@ -136,7 +136,7 @@ async def test_resuming_the_same_run_twice_runs_the_approved_call_once() -> None
             assert results is not None
             await agent.run(message_history=carried.history(), deferred_tool_results=results)
     assert sorted(args["order_id"] for _, args in tools.ran) == ["A-1", "B-2"]
-    assert "It was not run a second time." in str(script.returns(2)["c1"].content)
+    assert "It was not run again." in str(script.returns(2)["c1"].content)
 
 
 async def test_the_events_show_the_requests_the_run_waits_for() -> None:

@@ -102,6 +102,6 @@ def test_a_run_ends_while_calls_wait_and_a_new_process_resumes_it_after_the_cli_
     (saved / "ran.txt").write_text("")
     again = agent(framework, "resume", config, saved)
     assert (saved / "ran.txt").read_text() == ""
-    assert "It was not run a second time." in again["read"]["call-a"]
+    assert "It was not run again." in again["read"]["call-a"]
     assert again["read"]["call-b"].endswith(DENIAL)
     assert gatekeeper(config, "pending", "--json").strip() == ""

@@ -104,7 +104,11 @@ def test_a_short_digest_is_an_error_line_not_a_traceback(config: Path, agent: Ag
     code, _, err = run(
         "--config", str(config), "approve", req.id, "--as", "alice", "--digest", "00000000"
     )
-    assert (code, "not the ones you reviewed" in err, err.startswith("error: ")) == (1, True, True)
+    assert (code, "not the ones you reviewed" in err, err.startswith("refused: ")) == (
+        1,
+        True,
+        True,
+    )
     assert agent.gate.get(req.id).decisions == ()
 
 

@@ -202,3 +202,39 @@ def test_a_request_that_ended_unanswered_is_asked_again(
     second, held = hold(store, clock, key="call_1", lease=30, timeout=60)
     assert held.id == second.id != first.id
     assert [r.id for r in store.pending()] == [second.id]
+
+
+def test_the_sweep_expires_a_parked_request_past_its_expiry(
+    clock: ManualClock, store: Store
+) -> None:
+    req, _ = hold(store, clock, lease=86400 + 60, timeout=60)  # parked: timeout + a day
+    clock.advance(120)
+    assert [(r.id, r.status) for r in store.sweep()] == [(req.id, S.EXPIRED)]
+
+
+def test_a_late_vote_on_an_approved_request_whose_caller_is_gone(
+    clock: ManualClock, store: Store
+) -> None:
+    req, _ = hold(store, clock, lease=30, timeout=600, quorum=2)
+    store.decide(req.id, vote(clock, req, "alice"))
+    clock.advance(31)
+    with pytest.raises(TransitionRefused, match="its caller is gone"):
+        store.decide(req.id, vote(clock, req, "bob"))
+    assert store.get(req.id).status is S.ABANDONED
+
+
+def test_a_caller_back_after_a_person_resolved_records_what_really_happened(
+    clock: ManualClock, store: Store
+) -> None:
+    req, _ = hold(store, clock, lease=30, timeout=600)
+    store.decide(req.id, vote(clock, req, "alice"))
+    store.claim(req.id, args_digest=req.args_digest, token="t1")
+    clock.advance(31)
+    store.sweep()
+    store.resolve(req.id, by="alice", ran=False, comment="no payment found")
+    late = store.finish(req.id, ok=True, outcome="paid", token="t1")
+    assert late.status is S.EXECUTED
+    assert late.outcome == "paid"
+    events = [audit.parse_event(e.body, e.hash) for e in store.audit_entries()]
+    assert events[-1].kind == "request.executed"
+    assert events[-1].data.get("resolved_as") == "failed"

@@ -68,9 +68,30 @@ end
 
 -- The request ended: it leaves the live index, and its record expires after
 -- the retention it was held with (the audit log is the permanent record).
+-- The agent's record of which requests were released or closed without a
+-- run, one field each, written once: its ACL user may only HSETNX it (never
+-- HSET, HDEL or DEL), so a request's own hash, which the agent can rewrite,
+-- can't make a request that ran, or was abandoned, run (again).
+local function claims_key(key)
+  return string.match(key, '^(%b{})') .. ':claims'
+end
+
+local function mark(req_key, id, what)
+  redis.call('HSETNX', claims_key(req_key), id, what)
+end
+
+-- The request ended: it leaves the live index, and its record (and its call
+-- key's pointer to it) expires after the retention it was held with (the
+-- audit log is the permanent record).
 local function ended(req_key, f)
   redis.call('ZREM', live_key(req_key), f.id)
-  if f.retain and f.retain > 0 then redis.call('PEXPIRE', req_key, f.retain) end
+  if f.retain and f.retain > 0 then
+    redis.call('PEXPIRE', req_key, f.retain)
+    local kmap = redis.call('HGET', req_key, 'kmap')
+    if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
+      redis.call('PEXPIRE', kmap, f.retain)
+    end
+  end
 end
 
 -- Something about this request changed: tell its waiters and the consoles.
@@ -98,6 +119,8 @@ end
 -- unknown outcome. nil when none of these.
 local function lapsed_status(f, now)
   local leased_out = f.lease ~= nil and now >= f.lease
+  -- A hash without a readable expiry was not written by hold: it is over.
+  if f.status == 'pending' and f.expires == nil then return 'expired' end
   if f.status == 'executing' then
     if leased_out then return 'outcome_unknown' end
     return nil
@@ -119,16 +142,16 @@ local LAPSE_EVENTS = { expired = 'request.expired', abandoned = 'request.abandon
 -- _machine.lapse_why).
 local function lapse_why(status, lease)
   if status == 'expired' then return 'it expired before a decision (expiry = deny)' end
-  local since = ''
+  local at = 'no lease'
   if lease then
     local s = math.floor(lease / 1000) % 86400
-    since = string.format(' since %02d:%02d:%02d UTC', math.floor(s / 3600),
+    at = string.format('its lease ran out at %02d:%02d:%02d UTC', math.floor(s / 3600),
       math.floor(s / 60) % 60, s % 60)
   end
   if status == 'abandoned' then
-    return 'its caller is gone (no lease renewed' .. since .. '): nothing is waiting to run it'
+    return 'its caller is gone (' .. at .. '): nothing is waiting to run it'
   end
-  return 'its caller is gone (no lease renewed' .. since .. ') while the tool ran: ' ..
+  return 'its caller is gone (' .. at .. ') while the tool ran: ' ..
     'whether it ran is unknown; a person must look'
 end
 
@@ -144,7 +167,14 @@ local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake
     redis.call('HSET', req_key, 'decided_at', now)
     settle(req_key, pending_key, owners_key, f.id)
   end
+  if to == 'abandoned' then mark(req_key, f.id, 'abandoned') end
   if to ~= 'outcome_unknown' then ended(req_key, f) end
+  if to == 'outcome_unknown' then  -- a person must look: its call key stays until resolved
+    local kmap = redis.call('HGET', req_key, 'kmap')
+    if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
+      redis.call('PERSIST', kmap)
+    end
+  end
   journal_push(journal_key, event_json(LAPSE_EVENTS[to], now, 'system', f, data))
   wake(wake_key, channel, f.id)
   f.status = to

@@ -5,6 +5,17 @@
 local now = clock(ARGV[2])
 local f = fields(KEYS[1])
 if not f then return {'missing'} end
+-- Released or closed before, whatever the hash says now: a request runs at most once.
+local claimed = redis.call('HGET', claims_key(KEYS[1]), f.id)
+if claimed and ARGV[4] ~= '' and claimed == ARGV[4] and f.status == 'executing' then
+  return state(KEYS[1], KEYS[5])
+end
+if claimed and claimed ~= ARGV[4] then
+  local why = 'it was already released (a request runs at most once)'
+  if claimed == 'abandoned' then why = 'it was abandoned: its caller was gone' end
+  if claimed == 'refused' then why = 'it was closed without running' end
+  return {'refused', f.status, 'release', why}
+end
 if f.status == 'approved' then
   local lapsed = lapse(f, now, KEYS[1], KEYS[1], KEYS[1], KEYS[4], KEYS[3], ARGV[1])
   if lapsed then return {'refused', lapsed, 'release', lapse_why(lapsed, f.lease)} end
@@ -42,6 +53,7 @@ if ARGV[3] ~= f.digest then
   return {'refused', f.status, 'release', 'the arguments to run are not the approved ones'}
 end
 redis.call('HSET', KEYS[1], 'status', 'executing', 'claimant', ARGV[4])
+if ARGV[4] ~= '' then mark(KEYS[1], f.id, ARGV[4]) else mark(KEYS[1], f.id, 'released') end
 journal_push(KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
   { args_digest = ARGV[3] }))
 wake(KEYS[3], ARGV[1], f.id)

@@ -27,7 +27,9 @@ if ARGV[19] == '1' then
       if of.status == 'pending' or of.status == 'approved' then
         if lease then
           redis.call('HSET', old_key, 'lease', lease)
-          redis.call('ZADD', KEYS[8], lease, old)
+          local due = lease
+          if of.status == 'pending' and of.expires then due = math.min(lease, of.expires) end
+          redis.call('ZADD', KEYS[8], due, old)
         end
         return {'attached', old}
       end
@@ -42,12 +44,14 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'pending', 'agent', ARGV[2]
   'args', ARGV[9], 'digest', ARGV[10], 'risk', ARGV[13], 'cdigest', ARGV[18])
 if lease then
   redis.call('HSET', KEYS[1], 'lease', lease)
-  redis.call('ZADD', KEYS[8], lease, ARGV[1])
+  -- Scored by when the sweep must look: the lease, or the expiry if that comes first.
+  redis.call('ZADD', KEYS[8], math.min(lease, tonumber(ARGV[7])), ARGV[1])
 end
 if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'retain', ARGV[17]) end
 if ARGV[19] == '1' then
   redis.call('HSET', KEYS[9], 'id', ARGV[1])
   redis.call('PEXPIRE', KEYS[9], ARGV[20])
+  redis.call('HSET', KEYS[1], 'kmap', KEYS[9])
 end
 redis.call('ZADD', KEYS[3], ARGV[11], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1])

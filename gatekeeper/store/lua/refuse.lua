@@ -13,6 +13,7 @@ if f.status ~= 'approved' then
   return {'refused', f.status, 'refuse', 'it is ' .. f.status .. ', not approved'}
 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', now, 'outcome', ARGV[3])
+mark(KEYS[1], f.id, 'refused')
 ended(KEYS[1], f)
 journal_push(KEYS[3], event_json('request.failed', now, 'agent:' .. f.agent, f,
   { outcome = ARGV[3] }))

@@ -15,7 +15,9 @@ for i = 5, #ARGV do
     if not lapsed and (f.status == 'pending' or f.status == 'approved'
         or f.status == 'executing') then
       redis.call('HSET', req_key, 'lease', lease)
-      redis.call('ZADD', KEYS[4], lease, id)
+      local due = lease
+      if f.status == 'pending' and f.expires then due = math.min(lease, f.expires) end
+      redis.call('ZADD', KEYS[4], due, id)
     end
     table.insert(out, id)
     table.insert(out, f.status)

@@ -21,6 +21,16 @@ for _, id in ipairs(due) do
     end
     if f.status ~= 'pending' and f.status ~= 'approved' and f.status ~= 'executing' then
       redis.call('ZREM', KEYS[4], id)
+    elseif not lapsed then  -- looked at early (its expiry was due, not yet its lease)
+      local due = f.lease
+      if due == nil then
+        redis.call('ZREM', KEYS[4], id)
+      else
+        if f.status == 'pending' and f.expires and f.expires > now then
+          due = math.min(due, f.expires)
+        end
+        redis.call('ZADD', KEYS[4], due, id)
+      end
     end
   end
 end
