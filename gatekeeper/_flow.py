@@ -619,7 +619,7 @@ def _release(
         token = gate._ids()
         yield op("claim", held.id, args_digest=final.args_digest, token=token)
         why = f"arguments rejected, not run: {exc}"
-        yield from _finish(final, ok=False, outcome=why, token=token)
+        yield from _finish(gate, final, ok=False, outcome=why, token=token)
         raise
     token = gate._ids()
     try:
@@ -637,21 +637,26 @@ def _release(
     try:
         result = yield Run(spec.func, run_args.args, run_args.kwargs)
     except BaseException as exc:
-        yield from _finish(final, ok=False, outcome=pipe.outcome_text(exc=exc), token=token)
+        yield from _finish(gate, final, ok=False, outcome=pipe.outcome_text(exc=exc), token=token)
         raise
-    yield from _finish(final, ok=True, outcome=pipe.outcome_text(result), token=token)
+    yield from _finish(gate, final, ok=True, outcome=pipe.outcome_text(result), token=token)
     return result
 
 
 _RAN_OR_RUNNING = frozenset({"executing", "executed", "failed", "outcome_unknown"})
 
 
-def _finish(req: ApprovalRequest, *, ok: bool, outcome: str, token: str) -> Flow:
+def _finish(gate: Gatekeeper, req: ApprovalRequest, *, ok: bool, outcome: str, token: str) -> Flow:
     try:
         # The tool has run: its outcome is written even if the task is cancelled meanwhile;
         # the claim's token makes a retry after a lost reply find its own outcome.
         done = yield op("finish", req.id, ok=ok, outcome=outcome, token=token, shield=True)
     except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
-        log.error("could not record the outcome of request %s: %s", req.id, exc)
+        later = getattr(gate.store, "finish_soon", None)
+        if isinstance(exc, StoreUnavailable) and later is not None:
+            later(req.id, ok=ok, outcome=outcome, token=token)  # retried until recorded
+            log.warning("outcome of request %s not recorded yet, retrying: %s", req.id, exc)
+        else:
+            log.error("could not record the outcome of request %s: %s", req.id, exc)
         return
     yield Tell("update", done)

@@ -122,6 +122,11 @@ class RoleSplitStore:
     ) -> ApprovalRequest:
         return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome, token=token)
 
+    def finish_soon(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> None:
+        self._of_request(request_id).finish_soon(request_id, ok=ok, outcome=outcome, token=token)
+
     def expire(self, request_id: str) -> ApprovalRequest:
         return self._of_request(request_id).expire(request_id)
 

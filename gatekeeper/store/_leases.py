@@ -35,6 +35,7 @@ class LeaseKeeper:
         self._renew = renew
         self.ttl = ttl
         self._held: Counter[str] = Counter()  # request id -> how many callers hold it here
+        self._later: dict[str, Callable[[], object]] = {}  # outcomes still to record
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -64,6 +65,37 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held)
 
+    def later(self, request_id: str, write: Callable[[], object]) -> None:
+        """Try ``write`` (a request's outcome) at every beat until it lands, keeping the lease.
+
+        The tool has run; only recording how it ended failed (Redis away for
+        a moment). Until it is recorded the request keeps its lease, so it
+        does not read as ``outcome_unknown`` while this process is alive.
+        """
+        with self._lock:
+            self._later[request_id] = write
+        self.keep(request_id)
+
+    def owed(self) -> int:
+        """How many outcomes are still waiting to be recorded."""
+        with self._lock:
+            return len(self._later)
+
+    def settle(self) -> None:
+        """Try every outcome still owed, once (at each beat, and on close)."""
+        with self._lock:
+            owed = list(self._later.items())
+        for rid, write in owed:
+            try:
+                write()
+            except Exception as exc:  # tried again at the next beat
+                log.warning("outcome of request %s still not recorded: %s", rid, exc)
+                continue
+            with self._lock:
+                self._later.pop(rid, None)
+            self.drop(rid)
+            log.info("outcome of request %s recorded after a retry", rid)
+
     def _run(self) -> None:
         while not self._closed.wait(self.ttl / 3):
             ids = self.held()
@@ -72,11 +104,14 @@ class LeaseKeeper:
             try:
                 self._renew(ids, self.ttl)
                 self.renewals += 1
-            except Exception as exc:
+            except Exception as exc:  # tried again at the next beat
                 self.failures += 1
                 log.warning("could not renew %d lease(s), trying again: %s", len(ids), exc)
+            self.settle()
 
     def close(self) -> None:
+        if self.owed():
+            self.settle()  # a last try; what is still owed ends outcome_unknown
         self._closed.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

@@ -480,6 +480,20 @@ class RedisStore:
     def drop(self, request_id: str) -> None:
         self._leases.drop(request_id)
 
+    def finish_soon(
+        self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
+    ) -> None:
+        """Record a finish that failed just now from the lease thread, retried until it lands.
+
+        The request keeps its lease meanwhile (it does not turn
+        ``outcome_unknown`` while this process lives); the claim's token
+        makes the retries idempotent.
+        """
+        self._leases.later(
+            request_id,
+            lambda: self.finish(request_id, ok=ok, outcome=outcome, token=token),
+        )
+
     def sweep(self, *, limit: int = 1000) -> list[ApprovalRequest]:
         """Move every request whose lease or expiry ran out (all agents); returns those changed.
 

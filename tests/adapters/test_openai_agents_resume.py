@@ -122,8 +122,8 @@ async def test_resuming_the_paused_state_twice_runs_an_approved_call_once() -> N
             await run(agent, state)
     assert sorted(name for name, _ in ledger.ran) == ["refund", "wire"]
     second = model.outputs(2)
-    assert second["c1"].endswith("It was not run a second time.")
-    assert second["c2"].endswith("It was not run a second time.")
+    assert second["c1"].endswith("It was not run again.")
+    assert second["c2"].endswith("It was not run again.")
     released = [e for e in audit_events(gate) if e.kind == "request.executed"]
     assert len(released) == 2
 
