@@ -653,7 +653,8 @@ def _finish(gate: Gatekeeper, req: ApprovalRequest, *, ok: bool, outcome: str, t
         done = yield op("finish", req.id, ok=ok, outcome=outcome, token=token, shield=True)
     except GatekeeperError as exc:  # the tool already ran: say so, don't hide its result
         later = getattr(gate.store, "finish_soon", None)
-        if isinstance(exc, StoreUnavailable) and later is not None:
+        passing = isinstance(exc, StoreUnavailable) or "OOM" in exc.message  # may clear
+        if passing and later is not None:
             later(req.id, ok=ok, outcome=outcome, token=token)  # retried until recorded
             log.warning("outcome of request %s not recorded yet, retrying: %s", req.id, exc)
         else:

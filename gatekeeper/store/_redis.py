@@ -102,6 +102,8 @@ def translate_redis_error(
         return StoreUnavailable(f"Redis refused the credentials: {exc}", applied="no")
     if isinstance(exc, RETRYABLE):
         return StoreUnavailable(f"Redis is unavailable: {exc}", applied=applied)
+    if isinstance(exc, rexc.OutOfMemoryError):  # full (maxmemory): refused, nothing written
+        return StoreUnavailable(f"Redis is out of memory and refuses writes: {exc}", applied="no")
     if isinstance(exc, rexc.ResponseError):
         return StoreError(f"Redis refused a command: {exc}")
     return StoreError(f"Redis error: {exc}")
