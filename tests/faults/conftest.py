@@ -201,3 +201,32 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def assert_settled(store: Any) -> None:
+    """What every fault scenario ends with, read by a deciding store once the faults are over.
+
+    - After a sweep, no request is pending, approved or executing without a
+      live lease: each one left has a caller renewing it, or it was moved to
+      abandoned / outcome unknown (or expired).
+    - No audit event id was sealed twice, and the hash chain verifies.
+    """
+    import datetime as dt
+
+    from gatekeeper.audit import parse_event, verify_chain
+
+    store.sweep()
+    now = dt.datetime.now(dt.timezone.utc)
+    stuck = [
+        (r.id, r.status.value, r.lease_until)
+        for r in store.history(limit=10_000)
+        if r.status.live and (r.lease_until is None or r.lease_until <= now)
+    ]
+    assert stuck == [], f"live requests without a live lease after the sweep: {stuck}"
+    store.flush()
+    entries = list(store.audit_entries())
+    ids = [parse_event(e.body, e.hash).id for e in entries]
+    twice = sorted({i for i in ids if i and ids.count(i) > 1})
+    assert twice == [], f"audit event ids sealed twice: {twice}"
+    report = verify_chain(entries)
+    assert report.ok, report.problem

@@ -31,6 +31,7 @@ from gatekeeper import Gatekeeper
 from gatekeeper.cli import main
 from gatekeeper.models import ApprovalRequest, RequestStatus
 from tests.conftest import RedisServer
+from tests.faults.conftest import assert_settled
 
 S = RequestStatus
 LEASE = 3.0
@@ -136,7 +137,14 @@ class Rig:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=10)
+        self.settled()
         self.gate.close()
+
+    def settled(self) -> None:
+        """Every agent is gone: once their leases run out, nothing live is left."""
+        if any(r.status.live for r in self.requests()):
+            time.sleep(LEASE + 0.5)
+        assert_settled(self.gate.store)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from gatekeeper import (
 )
 from gatekeeper._clock import SystemClock
 from gatekeeper.store._redis import RetryPolicy
-from tests.faults.conftest import Callers, FaultyRedis, wait_until
+from tests.faults.conftest import Callers, FaultyRedis, assert_settled, wait_until
 from tests.storekit import held_event, make_request
 
 pytestmark = pytest.mark.redis
@@ -98,6 +98,7 @@ def test_waiters_return_at_expiry_while_redis_is_frozen_and_nothing_runs_after(
         )
     assert runs == []
     callers.close(store)
+    assert_settled(decider)
     gate.close()
     decider.close()
 

@@ -27,7 +27,7 @@ from gatekeeper import Gatekeeper, Policy, RedisStore, RequestStatus, ToolCallBl
 from gatekeeper._flow import LATE_APPROVAL
 from gatekeeper.store._redis import RetryPolicy
 from tests.faultkit import ReplyDropper
-from tests.faults.conftest import Callers, FaultyRedis
+from tests.faults.conftest import Callers, FaultyRedis, assert_settled
 
 pytestmark = pytest.mark.redis
 
@@ -168,6 +168,7 @@ def test_lost_replies_neither_delay_a_waiter_nor_start_a_tool_late_or_twice(
     assert all(late <= 1.0 for late in waited_late)  # no waiter overslept its expiry
     assert len(starts) > CALLS  # most were approved and ran: the run tested something
     callers.close(store)
+    assert_settled(reader)
     gate.close()
     reader.close()
 

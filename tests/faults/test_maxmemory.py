@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gatekeeper import Gatekeeper, Policy, RedisStore, RequestStatus, StoreUnavailable
-from tests.faults.conftest import FaultyRedis, wait_until
+from tests.faults.conftest import FaultyRedis, assert_settled, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -57,5 +57,6 @@ def test_an_outcome_refused_for_memory_is_written_once_memory_is_back(
     )
     assert gate.get(req.id).outcome == "'refunded'"
     assert runs == ["A-1"]
+    assert_settled(store)
     gate.close()
     admin.close()

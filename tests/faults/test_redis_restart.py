@@ -14,7 +14,7 @@ import pytest
 
 from gatekeeper import Gatekeeper, Policy, RedisStore, RequestStatus
 from gatekeeper.store._redis import RetryPolicy
-from tests.faults.conftest import Callers, FaultyRedis, wait_until
+from tests.faults.conftest import Callers, FaultyRedis, assert_settled, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -75,5 +75,6 @@ def test_waiters_outlive_a_redis_restart_and_run_once_when_approved_after_it(
     for req in pending:
         assert decider.get(req.id).status is RequestStatus.EXECUTED
     callers.close(store)
+    assert_settled(decider)
     gate.close()
     decider.close()
