@@ -40,7 +40,7 @@ from ._errors import (
 )
 from ._framework import GuardedTool, Ran
 from ._gate import Gatekeeper
-from ._session import Session, call_key, current_session
+from ._session import Session, call_key, current_session, on_held
 from ._signing import DecisionKeys, SigningKey, TrustedKeys
 from ._version import __version__
 from .models import (
@@ -110,4 +110,5 @@ __all__ = [
     "approval_note",
     "call_key",
     "current_session",
+    "on_held",
 ]

@@ -51,7 +51,7 @@ from ._errors import (
     TransitionRefused,
 )
 from ._session import _call_key as _CALL_KEY
-from ._session import current_call_key
+from ._session import current_call_key, tell_held
 from ._tool import ToolSpec
 from .models import ApprovalRequest, Classification, RequestStatus, ToolCall, Verdict
 from .store._bounded import READ_FLOOR, awithin, within
@@ -423,6 +423,7 @@ def _held(
             try:  # a caller that goes away must not leave the request pending
                 if not attached:
                     yield Tell("notify", held)
+                tell_held(held)  # the framework's stream shows it waits (see on_held)
                 final = yield from _decision(gate, held)
             except GeneratorExit:  # closed, not driven: withdrawn without a command
                 withdraw_unattended(gate, held.id, by=by, reason=gone)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,7 +20,15 @@ from ._canonical import first_surrogate
 from ._clock import new_id
 from ._errors import InvalidToolCall
 
-__all__ = ["Session", "call_key", "check_call_key", "current_call_key", "current_session"]
+__all__ = [
+    "Session",
+    "call_key",
+    "check_call_key",
+    "current_call_key",
+    "current_session",
+    "on_held",
+    "tell_held",
+]
 
 R = TypeVar("R")
 
@@ -165,3 +174,36 @@ def call_key(key: str) -> Iterator[str]:
 def current_call_key() -> str | None:
     """The key :func:`call_key` set for calls made here, if any."""
     return _call_key.get()
+
+
+_on_held: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
+    "gatekeeper_on_held", default=None
+)
+
+
+@contextlib.contextmanager
+def on_held(callback: Callable[[Any], None]) -> Iterator[None]:
+    """Call ``callback(request)`` when a guarded call made inside this block is held.
+
+    It runs once the request is stored, before the call starts waiting, so a
+    UI can show "waiting for approval (request ID)" instead of "running".
+    Adapters use it to put the request into the framework's own stream (a
+    LangGraph ``custom`` event). An error in the callback is logged, never
+    raised: the call goes on waiting.
+    """
+    token = _on_held.set(callback)
+    try:
+        yield
+    finally:
+        _on_held.reset(token)
+
+
+def tell_held(request: Any) -> None:
+    """Call the :func:`on_held` callback of this context, if any, with ``request``."""
+    callback = _on_held.get()
+    if callback is None:
+        return
+    try:
+        callback(request)
+    except Exception:  # a UI hook must not break the call it reports on
+        logging.getLogger("gatekeeper").exception("on_held callback failed")

@@ -30,6 +30,7 @@ from ._resume import (
     refuse_answered_hitl,
     refuse_stacked_hitl,
     run_resumable,
+    stream_waiting,
 )
 from ._schema import check_args, gated_function, hidden_fields, invalid_message, with_defaults
 from ._tools import GatedTool, OnBlocked
@@ -185,7 +186,8 @@ class GatekeeperMiddleware(AgentMiddleware):
             return run_resumable(
                 guarded, ready.args, reason=ready.reason, tool_call_id=call_id, name=ready.name
             )
-        return guarded.run(ready.args, reason=ready.reason)
+        with stream_waiting(tool_call_id=call_id, name=ready.name):
+            return guarded.run(ready.args, reason=ready.reason)
 
     async def _arun(self, guarded: GuardedTool, ready: _Ready, request: ToolCallRequest) -> Ran:
         call_id = request.tool_call["id"]
@@ -193,7 +195,8 @@ class GatekeeperMiddleware(AgentMiddleware):
             return await arun_resumable(
                 guarded, ready.args, reason=ready.reason, tool_call_id=call_id, name=ready.name
             )
-        return await guarded.arun(ready.args, reason=ready.reason)
+        with stream_waiting(tool_call_id=call_id, name=ready.name):
+            return await guarded.arun(ready.args, reason=ready.reason)
 
     def _ready(self, request: ToolCallRequest) -> _Ready | _Unknown | ToolMessage:
         """The call, checked and completed: or why it can't go to the gate.

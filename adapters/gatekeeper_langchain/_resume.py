@@ -14,15 +14,16 @@ by the deciders, is the decision.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langgraph.config import get_config
+from langgraph.config import get_config, get_stream_writer
 from langgraph.errors import GraphInterrupt
 from langgraph.types import Command, Interrupt, interrupt
 
-from gatekeeper import ApprovalPending, GuardedTool, Ran
+from gatekeeper import ApprovalPending, GuardedTool, Ran, on_held
 
 __all__ = [
     "HITL_STATE_KEY",
@@ -208,3 +209,34 @@ def is_hitl_interrupt(exc: GraphInterrupt) -> bool:
 
 def _is_waiting(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get("type") == WAITING
+
+
+def stream_waiting(
+    *, tool_call_id: str | None, name: str
+) -> contextlib.AbstractContextManager[None]:
+    """While a blocking call waits, say so in the LangGraph run's ``custom`` stream.
+
+    Writes ``{"type": "gatekeeper_waiting", "gatekeeper_request_id": ...,
+    "tool_call_id": ..., "name": ..., "expires_at": ...}`` once the call is
+    held, so a UI streaming with ``stream_mode="custom"`` shows "waiting for
+    approval" instead of "running". Outside a graph run: nothing.
+    """
+    if not in_graph_run():
+        return contextlib.nullcontext()
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # no stream here
+        return contextlib.nullcontext()
+
+    def held(request: Any) -> None:
+        writer(
+            {
+                "type": "gatekeeper_waiting",
+                "gatekeeper_request_id": request.id,
+                "tool_call_id": tool_call_id,
+                "name": name,
+                "expires_at": request.expires_at.isoformat(),
+            }
+        )
+
+    return on_held(held)

@@ -33,6 +33,7 @@ from ._resume import (
     refuse_answered_hitl,
     refuse_stacked_hitl,
     run_resumable,
+    stream_waiting,
 )
 from ._schema import (
     RUNTIME,
@@ -168,7 +169,8 @@ class GatedTool(BaseTool):
                     name=self.name,
                 )
             else:
-                ran = guarded.run(call.args, reason=call.reason)
+                with stream_waiting(tool_call_id=tool_call_id, name=self.name):
+                    ran = guarded.run(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:
@@ -226,7 +228,8 @@ class GatedTool(BaseTool):
                     name=self.name,
                 )
             else:
-                ran = await guarded.arun(call.args, reason=call.reason)
+                with stream_waiting(tool_call_id=tool_call_id, name=self.name):
+                    ran = await guarded.arun(call.args, reason=call.reason)
         except InvalidToolCall as exc:
             return refusal(_not_run(exc), tool_call_id=tool_call_id, name=self.name)
         except ToolCallBlocked as exc:

@@ -292,3 +292,28 @@ def test_gated_tools_under_batched_hitl_are_refused_too() -> None:
         with pytest.raises(StackedApprovals):
             agent.invoke(resume, CONFIG, version="v2")
     assert shop.ran == []
+
+
+def test_a_blocking_call_says_in_the_custom_stream_which_request_it_waits_for() -> None:
+    """Without resumable=True the run waits; its custom stream names the request meanwhile."""
+    gate = memory_gate(RecordingChannel())
+    shop = Shop()
+    agent = create_agent(
+        script(TWO_REFUNDS, "ok"),
+        shop.sync_tools(),
+        middleware=[GatekeeperMiddleware(gate)],
+    )
+    seen: list[dict[str, Any]] = []
+    with gate.session(agent="billing-bot"):
+        for mode, chunk in agent.stream(
+            {"messages": [("user", "go")]}, stream_mode=["custom", "updates"]
+        ):
+            if mode == "custom" and chunk.get("type") == "gatekeeper_waiting":
+                seen.append(chunk)
+                assert gate.get(chunk["gatekeeper_request_id"]).status.value == "pending"
+                gate.approve(chunk["gatekeeper_request_id"], approver="alice")
+    held = gate.store.history(limit=10)
+    assert held and len(seen) == len(held)
+    assert {c["tool_call_id"] for c in seen} <= {"c1", "c2"}
+    assert {c["gatekeeper_request_id"] for c in seen} == {r.id for r in held}
+    assert all(r.status.value == "executed" for r in held)
