@@ -623,8 +623,34 @@ def _release(
         yield from _finish(gate, final, ok=False, outcome=why, token=token)
         raise
     token = gate._ids()
+    # A call this process waited for starts by LATE_APPROVAL past its expiry or not at all:
+    # the claim is bounded by that too (a parked one, resumed later, by the store's retries).
+    deadline = None
+    if not held.parked:
+        room = (held.expires_at - gate.clock.now()).total_seconds() + LATE_APPROVAL
+        deadline = time.monotonic() + max(room, READ_FLOOR)
     try:
-        yield op("claim", held.id, args_digest=run_digest, token=token, created_at=held.created_at)
+        yield op(
+            "claim",
+            held.id,
+            args_digest=run_digest,
+            token=token,
+            created_at=held.created_at,
+            deadline=deadline,
+        )
+    except StoreUnavailable as exc:  # the claim may land later: close it then, never run it
+        if exc.context.get("applied") != "no":
+            close = getattr(gate.store, "close_unclaimed_soon", None)
+            if close is not None:
+                close(held.id, token=token, why=f"not run: the claim went unanswered ({exc})")
+        if deadline is not None and time.monotonic() >= deadline:  # out of time, not of store
+            why = (
+                "it was approved, but the store did not confirm its release in time "
+                f"({exc}); it was not run, and is closed as not run"
+            )
+            expired = held.model_copy(update={"status": RequestStatus.EXPIRED, "comment": why})
+            raise pipe.blocked_error(expired, question=held.kind == "question") from exc
+        raise
     except TransitionRefused as exc:  # approved but not to be run: close it, not stuck
         status = exc.context.get("status")
         if status == "approved":

@@ -40,7 +40,15 @@ from agents import (
     ToolApprovalItem,
 )
 
-from gatekeeper import ApprovalPending, Gatekeeper, InvalidToolCall, Response, ToolCallBlocked
+from gatekeeper import (
+    AlreadyRan,
+    ApprovalPending,
+    Gatekeeper,
+    InvalidToolCall,
+    Response,
+    TamperingDetected,
+    ToolCallBlocked,
+)
 
 from ._agents import OnBlocked
 from ._agents_args import ArgumentCheck, not_run
@@ -124,6 +132,7 @@ async def decide_interruptions(
     if on_blocked not in ("return", "raise"):
         raise ValueError(f'on_blocked must be "return" or "raise", not {on_blocked!r}')
     state, items, responses = _paused(result)
+    await _check_recorded_approvals(gate, state, responses)
     if not items:
         return state
     verdicts = await _decide_all(gate, items, responses, on_blocked, wait=True)
@@ -160,6 +169,7 @@ async def hold_interruptions(gate: Gatekeeper, result: Paused) -> Held:
             result = await Runner.run(agent, held.state)
     """
     state, items, responses = _paused(result)
+    await _check_recorded_approvals(gate, state, responses)
     waiting: dict[str, ApprovalPending] = {}
     if items:
         verdicts = await _decide_all(gate, items, responses, "return", wait=False)
@@ -219,6 +229,41 @@ async def _decide_all(
         if error is not None:
             raise error
     return [task.result() for task in tasks]
+
+
+async def _check_recorded_approvals(
+    gate: Gatekeeper, state: RunState[Any], responses: Sequence[ModelResponse]
+) -> None:
+    """Refuse a restored state that approves a call no person approved through the gate.
+
+    A saved ``RunState`` is a string anyone who can write it can edit; the
+    approvals it carries are believed only when the store shows the same call
+    (same agent, tool and arguments, under its call id) approved and released
+    to the SDK by this bridge. Anything else raises
+    :class:`~gatekeeper.TamperingDetected` and nothing is run.
+    """
+    for item in state.get_interruptions():
+        if _decided(state, item) is not True:
+            continue  # undecided, or rejected: rejecting never runs anything
+        name = item.qualified_name or item.name or "<no name>"
+        try:
+            verdict = await _decide(gate, item, responses, "raise", wait=False)
+        except AlreadyRan as exc:
+            earlier = gate.get(exc.request_id) if exc.request_id else None
+            if earlier is not None and RELEASED in (earlier.outcome or ""):
+                continue  # approved by a person, released to the SDK by this bridge
+            verdict = exc.message
+        except ToolCallBlocked as exc:
+            verdict = exc.message
+        if verdict is None:
+            continue  # approved by a person and never released: released now
+        why = verdict.message if isinstance(verdict, ApprovalPending) else verdict
+        raise TamperingDetected(
+            f"the restored run state approves tool call {name} ({item.call_id}), but no person "
+            f"approved it through the gate ({why}); nothing was run",
+            tool=name,
+            call_id=item.call_id,
+        )
 
 
 def _decided(state: RunState[Any], item: ToolApprovalItem) -> bool | None:

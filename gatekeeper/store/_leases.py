@@ -75,6 +75,7 @@ class LeaseKeeper:
         with self._lock:
             self._later[request_id] = write
         self.keep(request_id)
+        self._wake.set()  # beat now, then every second until it lands
 
     def owed(self) -> int:
         """How many outcomes are still waiting to be recorded."""
@@ -96,8 +97,16 @@ class LeaseKeeper:
             self.drop(rid)
             log.info("outcome of request %s recorded after a retry", rid)
 
+    def _beat(self) -> float:
+        """Seconds to the next beat: a third of the lease, or 1 s while outcomes are owed."""
+        return min(self.ttl / 3, 1.0) if self.owed() else self.ttl / 3
+
     def _run(self) -> None:
-        while not self._closed.wait(self.ttl / 3):
+        while True:
+            self._wake.wait(self._beat())
+            self._wake.clear()
+            if self._closed.is_set():
+                return
             ids = self.held()
             if not ids:
                 continue
@@ -113,6 +122,7 @@ class LeaseKeeper:
         if self.owed():
             self.settle()  # a last try; what is still owed ends outcome_unknown
         self._closed.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(2)

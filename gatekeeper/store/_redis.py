@@ -482,6 +482,25 @@ class RedisStore:
     def drop(self, request_id: str) -> None:
         self._leases.drop(request_id)
 
+    def close_unclaimed_soon(self, request_id: str, *, token: str, why: str) -> None:
+        """Close a request whose claim went unanswered, from the lease thread, until it lands.
+
+        The claim may have reached Redis or not: if it did, the request is
+        ``executing`` under ``token`` with nothing running it, and is finished
+        as failed (``why``); if not, it is still ``approved`` and is refused
+        (closed without running). Either way it never runs, and no person is
+        asked to look into a call that never started.
+        """
+
+        def close() -> None:
+            try:
+                self.finish(request_id, ok=False, outcome=why, token=token)
+            except TransitionRefused as exc:
+                if exc.context.get("status") == "approved":
+                    self.refuse(request_id, why=why)
+
+        self._leases.later(request_id, close)
+
     def finish_soon(
         self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
     ) -> None:

@@ -158,3 +158,54 @@ def test_a_decision_refused_before_it_was_sent_is_not_recorded(
     assert reader.get(rid).decisions == ()
     reader.close()
     store.close()
+
+
+def test_a_claim_sent_into_a_frozen_redis_is_bounded_and_closed_never_run(
+    faulty_redis: FaultyRedis, redis_prefix: str
+) -> None:
+    """Approved just before expiry, Redis freezes as the claim goes out: back by expiry + ~1 s,
+    nothing ran, and once Redis is back the request is closed as not run (not executing)."""
+    import threading
+    import time as _time
+
+    store = RedisStore(faulty_redis.url, prefix=redis_prefix)  # the 10 s socket timeout
+    gate = Gatekeeper(policy=Policy.empty(), store=store, default_timeout=3.0)
+    decider = RedisStore(faulty_redis.url, prefix=redis_prefix)
+    approver = Gatekeeper(policy=Policy.empty(), store=decider)
+    runs: list[int] = []
+    claim = store.claim
+
+    def claim_into_a_freeze(*args: object, **kwargs: object) -> object:
+        faulty_redis.freeze()
+        return claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.claim = claim_into_a_freeze  # type: ignore[method-assign]
+
+    @gate.guard
+    def refund(n: int) -> int:
+        runs.append(n)
+        return n
+
+    def approve_late() -> None:
+        wait_until("the call is held", lambda: bool(decider.pending(limit=10)))
+        req = decider.pending(limit=10)[0]
+        _time.sleep(max(req.expires_at.timestamp() - _time.time() - 0.5, 0))
+        approver.approve(req.id, approver="alice")
+
+    threading.Thread(target=approve_late, daemon=True).start()
+    with pytest.raises(ApprovalTimeout, match="did not confirm its release in time"):
+        refund(1)
+    back = _time.time()
+    faulty_redis.thaw()
+    held = decider.history(limit=1)[0]
+    assert back - held.expires_at.timestamp() < 1.5  # LATE_APPROVAL (1 s) and a read floor
+    assert runs == []
+    wait_until(
+        "the unanswered claim is closed",
+        lambda: decider.get(held.id).status is RequestStatus.FAILED,
+        timeout=15,
+    )
+    assert "not run" in (decider.get(held.id).outcome or "")
+    assert runs == []
+    gate.close()
+    decider.close()
