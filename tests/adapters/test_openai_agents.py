@@ -949,3 +949,17 @@ async def test_an_approvers_comment_reaches_the_model_with_the_output() -> None:
         "c1": "refunded 5.0 on A-1\n\n"
         'Note from the approval (alice): alice said: "fine, this once".'
     }
+
+
+async def test_a_waiting_call_is_told_to_on_held_inside_a_run() -> None:
+    """`gatekeeper.on_held` around `Runner.run`: the app learns each request a call waits for."""
+    from gatekeeper import on_held
+
+    recorder = RecordingChannel()
+    gate = memory_gate(recorder, AutoDecider(approver="alice"))
+    ledger = Ledger()
+    model = ScriptModel([[call("refund", {"order_id": "A-1", "amount": 5}, "c1")], [say("ok")]])
+    waiting: list[str] = []
+    with on_held(lambda request: waiting.append(request.id)):
+        await run(Agent(name="a", model=model, tools=gate_tools(gate, ledger.tools)), "go")
+    assert waiting == [r.id for r in recorder.notified] and len(waiting) == 1

@@ -859,3 +859,18 @@ async def test_an_approvers_comment_reaches_the_model_beside_the_tool_return() -
     request = script.inputs[1][-1]
     told = [str(p.content) for p in request.parts if type(p).__name__ == "UserPromptPart"]
     assert told == ['Note from the approval (alice): alice said: "fine, this once".']
+
+
+async def test_a_waiting_call_is_told_to_on_held_inside_a_run() -> None:
+    """`gatekeeper.on_held` around `agent.run`: the app learns each request a call waits for."""
+    from gatekeeper import on_held
+
+    channel = RecordingChannel()
+    gate = make_gate(channel, AutoDecider(approver="alice"))
+    script = Script(
+        ModelResponse(parts=[call("refund", {"order_id": "A-1", "amount": 3}, "c1")]), done()
+    )
+    waiting: list[str] = []
+    with on_held(lambda request: waiting.append(request.id)):
+        await gated_agent(gate, Tools(), script).run("go")
+    assert waiting == [r.id for r in channel.notified] and len(waiting) == 1
