@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import redis
 from _keys import use_run_keys  # bench/ is on sys.path when run as a script
+from run import free_port
 
 from gatekeeper import Gatekeeper
 from gatekeeper._signing import SIGNING_ENV
@@ -103,12 +103,6 @@ with ThreadPoolExecutor(8) as pool:
         print(json.dumps({"key": key, "tool": tool, "got": got}), flush=True)
 gate.close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Redis:

@@ -122,6 +122,9 @@ class RoleSplitStore:
     ) -> ApprovalRequest:
         return self._of_request(request_id).finish(request_id, ok=ok, outcome=outcome, token=token)
 
+    def close_unclaimed_soon(self, request_id: str, *, token: str, why: str) -> None:
+        self._of_request(request_id).close_unclaimed_soon(request_id, token=token, why=why)
+
     def finish_soon(
         self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
     ) -> None:
