@@ -212,9 +212,12 @@ async def adrive(gate: Gatekeeper, flow: Flow) -> Any:
                     step = getattr(aio, command.method)(*command.args, **command.kwargs)
                     if command.deadline is not None:
                         step = awithin(command.deadline - time.monotonic(), step)
-                    sent = await (asyncio.shield(step) if command.shield else step)
-                    if not command.shield and _cancelling() > cancels:
-                        raise asyncio.CancelledError  # as if it had not been dropped
+                    if command.shield:
+                        sent = await asyncio.shield(step)
+                    else:
+                        sent = await _cancellable(step, command.deadline)
+                        if _cancelling() > cancels:
+                            raise asyncio.CancelledError  # as if it had not been dropped
                 elif isinstance(command, Tell):
                     await gate._atell(command.what, command.request)
                 elif isinstance(command, StartBy):
@@ -272,6 +275,38 @@ def withdraw_unattended(gate: Gatekeeper, request_id: str, *, by: str, reason: s
         log.warning("could not withdraw request %s: %s", request_id, exc)
 
 
+_LET_FINISH = 5.0  # seconds a cancelled step may take to end before the flow goes on without it
+
+
+async def _cancellable(step: Any, deadline: float | None) -> Any:
+    """Await the store step ``step`` so that cancelling this task always raises here.
+
+    The step runs as a task of its own behind :func:`asyncio.shield`: a
+    cancellation of this task cancels the shield's outer future, which cannot
+    swallow it, and is then passed on to the step. Whether the step drops it
+    (``asyncio.wait_for`` inside redis-py can, on Python 3.10 and 3.11, when
+    the command finishes at the same moment) no longer matters: the flow is
+    told ``CancelledError`` on every Python, and withdraws the request.
+
+    The step is given a little time to end first (at most
+    ``_LET_FINISH`` seconds, and never past its deadline), so that a hold
+    under way has landed before the withdrawal is sent; one still running
+    after that holds no lease from this process and lapses as abandoned.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        bound = _LET_FINISH
+        if deadline is not None:
+            bound = max(0.0, min(bound, deadline - time.monotonic()))
+        done, _ = await asyncio.wait({task}, timeout=bound)
+        if task in done and not task.cancelled():
+            task.exception()  # its result, or error, is not wanted any more: retrieved, not logged
+        raise
+
+
 def _cancelling() -> int:
     """How many cancellations of this task are pending (0 where Python does not count them).
 
@@ -282,9 +317,9 @@ def _cancelling() -> int:
     ``asyncio.wait_for`` (which redis-py's asyncio client uses) when the
     awaited operation finishes at the same moment: the step returns, and the
     task goes on as if never cancelled — on to wait, and to run the tool
-    once approved. From 3.11 the task still counts the request
-    (``Task.cancelling()``), so the flow is told after all. (3.10 has no
-    such count.)
+    once approved. :func:`_cancellable` keeps such a cancellation out of the
+    store step altogether, on every Python; this count (3.11 and newer) is a
+    second guard, for one swallowed anywhere else inside a step.
     """
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
