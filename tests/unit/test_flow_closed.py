@@ -64,7 +64,15 @@ async def test_a_coroutine_closed_while_it_waits_withdraws_its_request(
 ) -> None:
     gate, chan, flow = _a_held_call(monkeypatch)
     driving = adrive(gate, flow)
-    driving.send(None)  # runs until the wait suspends it
+    # Driven by hand, as a task would: each store step runs as a task of its
+    # own (so a cancel can't be swallowed inside it), which this loop lets run.
+    yielded = driving.send(None)
+    for _ in range(100):
+        if chan.notified:  # told the channels: it now waits
+            break
+        while not yielded.done():
+            await asyncio.sleep(0)
+        yielded = driving.send(None)
     assert chan.notified and gate.get(chan.notified[0].id).status is RequestStatus.PENDING
     driving.close()  # closed, never resumed: no RuntimeError, and it withdraws
     rid = chan.notified[0].id
