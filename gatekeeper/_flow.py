@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import inspect
 import logging
 import time
@@ -370,12 +371,40 @@ def _guarded(
     wait: bool,
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
+    plan = None if spec.question else _plan(gate, call, key)
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
         req = gate._new_request(spec, call, cls, key, park=not wait)
-        return (yield from _held(gate, spec, bound, req, cls, decided, wait))
+        if plan is not None:  # sequences move on, limits are checked (not yet counted)
+            raw = yield op("observe", plan, agent=call.agent, request_id=req.id)
+            if raw:
+                cls = gate.policy.escalate(cls, gate.policy.hits(raw))
+                req = req.model_copy(update={"classification": cls})
+        if cls.verdict is Verdict.REQUIRE_APPROVAL:
+            return (yield from _held(gate, spec, bound, req, cls, decided, wait, plan))
+        plan, verdict = None, cls.verdict  # a sequence or limit refuses it outright
     try:
-        yield op("admit", pipe.call_event(call, cls), agent=call.agent, session_id=call.session_id)
+        raw = yield op(
+            "admit",
+            pipe.call_event(call, cls),
+            agent=call.agent,
+            session_id=call.session_id,
+            plan=plan,
+            verdict=verdict.value,
+        )
+        if raw:  # a sequence it completes or a limit it passes: stricter than its verdict
+            cls = gate.policy.escalate(cls, gate.policy.hits(raw))
+            verdict = cls.verdict
+            if verdict is Verdict.REQUIRE_APPROVAL:
+                req = gate._new_request(spec, call, cls, key, park=not wait)
+                return (yield from _held(gate, spec, bound, req, cls, decided, wait, plan))
+            yield op(
+                "admit",
+                pipe.call_event(call, cls),
+                agent=call.agent,
+                session_id=call.session_id,
+                verdict=verdict.value,
+            )
     except AgentHalted:
         gate._refused(call, cls)
         raise
@@ -389,7 +418,8 @@ def _guarded(
                 "store unavailable; refusing %s without an audit record: %s", call.tool, exc
             )
     if verdict is Verdict.ALLOW:
-        return (yield from _run_allowed(gate, spec, bound, call))
+        slots = plan if plan is not None and _takes_slot(plan) else None
+        return (yield from _run_allowed(gate, spec, bound, call, slots))
     if verdict is Verdict.HALT:
         cancelled = yield op(
             "halt",
@@ -402,17 +432,54 @@ def _guarded(
     raise pipe.denied_error(call, cls)
 
 
+def _plan(gate: Gatekeeper, call: ToolCall, key: str | None) -> dict[str, Any] | None:
+    """The call's behaviour plan for the store (None: no sequence or limit names its tool).
+
+    A call with a key is counted under its key, so the same call made again
+    (a retry, a resumed run) is not counted twice.
+    """
+    plan = gate.policy.plan(call)
+    if plan is None:
+        return None
+    wire = plan.wire()
+    if key is not None:
+        wire["c"] = "k:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return wire
+
+
+def _takes_slot(plan: Mapping[str, Any]) -> bool:
+    return any(lim["kind"] == "concurrent" for lim in plan["l"])
+
+
 def _run_allowed(
-    gate: Gatekeeper, spec: ToolSpec, bound: inspect.BoundArguments, call: ToolCall
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    bound: inspect.BoundArguments,
+    call: ToolCall,
+    slots: Mapping[str, Any] | None = None,
 ) -> Flow:
     start = time.perf_counter()
     try:
         result = yield Run(spec.func, bound.args, bound.kwargs)
+    except GeneratorExit:  # closed, not driven: the slot lapses by itself
+        raise
     except BaseException as exc:
+        yield from _free_slots(call, slots)
         gate._outcome(call, start, ok=False, outcome=pipe.outcome_text(exc=exc))
         raise
+    yield from _free_slots(call, slots)
     gate._outcome(call, start, ok=True, outcome=pipe.outcome_text(result))
     return result
+
+
+def _free_slots(call: ToolCall, slots: Mapping[str, Any] | None) -> Flow:
+    """An allowed call that took concurrency slots ended: free them (else they lapse)."""
+    if slots is None:
+        return
+    try:
+        yield op("observe", slots, agent=call.agent, mode="done", shield=True)
+    except GatekeeperError as exc:  # the slot lapses by itself (docs/policy.md)
+        log.warning("could not free the concurrency slot of %s: %s", call.tool, exc)
 
 
 def _held(
@@ -423,11 +490,13 @@ def _held(
     cls: Classification,
     decided: list[ApprovalRequest] | None,
     wait: bool = True,
+    plan: Mapping[str, Any] | None = None,
 ) -> Flow:
     call = req.call
     by, gone = f"agent:{call.agent}", "the caller stopped waiting"
     try:
-        held: ApprovalRequest = yield op("hold", req, pipe.call_event(call, cls, request=req))
+        event = pipe.call_event(call, cls, request=req)
+        held: ApprovalRequest = yield op("hold", req, event, plan)
     except AgentHalted:
         gate._refused(call, cls)
         raise

@@ -129,6 +129,8 @@ def call_event(
         data["granted_scopes"] = list(call.granted_scopes)
     if call.required_scopes:
         data["required_scopes"] = list(call.required_scopes)
+    if cls.behaviour:  # the sequences it completed, the limits it reached
+        data["behaviour"] = [h.model_dump(mode="json", exclude_none=True) for h in cls.behaviour]
     if request is not None:
         data["expires_at"] = request.expires_at.isoformat()
         data["quorum"] = request.quorum

@@ -17,12 +17,14 @@ __all__ = [
     "ApprovalRequirement",
     "Approver",
     "AuditEvent",
+    "BehaviourHit",
     "Classification",
     "Decision",
     "Halt",
     "HaltScope",
     "RequestStatus",
     "Risk",
+    "StepCall",
     "ToolCall",
     "Verdict",
     "utc",
@@ -165,6 +167,29 @@ class ApprovalRequirement(_Model):
     )
 
 
+class StepCall(_Model):
+    """An earlier call that matched a step of a sequence (what the approver is shown)."""
+
+    tool: str
+    at: dt.datetime
+    call_id: str
+    request_id: str | None = Field(default=None, description="its request, if it was held")
+
+
+class BehaviourHit(_Model):
+    """A sequence completed, or a limit reached, by this call (see docs/policy.md)."""
+
+    kind: Literal["sequence", "limit"]
+    id: str = Field(description="the sequence's or the limit's id")
+    verdict: Verdict
+    reason: str = Field(description="a sentence a person can read")
+    calls: tuple[StepCall, ...] = Field(
+        default=(), description="sequence: the earlier calls that matched its steps, in order"
+    )
+    used: float | None = Field(default=None, description="limit: the count or sum so far")
+    max: float | None = Field(default=None, description="limit: what it allows")
+
+
 class Classification(_Model):
     """The policy's answer for one call."""
 
@@ -184,6 +209,10 @@ class Classification(_Model):
         default=None,
         description="the scopes this call needed, as the policy counted them (its `tools:` "
         "entry and the tool's declaration); None when not recorded",
+    )
+    behaviour: tuple[BehaviourHit, ...] = Field(
+        default=(),
+        description="sequences this call completed and limits it reached (from the store)",
     )
 
     @property

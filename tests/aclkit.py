@@ -74,11 +74,33 @@ class RoleSplitStore:
         return self.agent(self.decider.get(request_id).call.agent)
 
     # -- what an agent's gate does ----------------------------------------------------------
-    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
-        self.agent(agent).admit(event, agent=agent, session_id=session_id)
+    def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
+        return self.agent(agent).admit(
+            event, agent=agent, session_id=session_id, plan=plan, verdict=verdict
+        )
 
-    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
-        return self.agent(request.call.agent).hold(request, event)
+    def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return self.agent(agent).observe(plan, agent=agent, mode=mode, request_id=request_id)
+
+    def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        return self.agent(request.call.agent).hold(request, event, plan)
 
     @property
     def lease_ttl(self) -> float | None:
@@ -191,11 +213,34 @@ class _AsyncSplit:
         req = await self._split.decider.aio.get(request_id)
         return self._split.agent(req.call.agent).aio
 
-    async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
-        await self._split.agent(agent).aio.admit(event, agent=agent, session_id=session_id)
+    async def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
+        return await self._split.agent(agent).aio.admit(
+            event, agent=agent, session_id=session_id, plan=plan, verdict=verdict
+        )
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
-        return await self._split.agent(request.call.agent).aio.hold(request, event)
+    async def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        aio = self._split.agent(agent).aio
+        return await aio.observe(plan, agent=agent, mode=mode, request_id=request_id)
+
+    async def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        return await self._split.agent(request.call.agent).aio.hold(request, event, plan)
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         return await (await self._of_request(request_id)).wait(request_id, timeout)

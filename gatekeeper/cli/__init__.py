@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
         "(abandoned, outcome unknown), with what to do",
     )
 
+    p = sub.add_parser("limits", help="current usage of the policy's limits, per agent")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
     sub.add_parser(
         "sweep",
         help="mark requests whose caller is gone as abandoned or of unknown outcome (once)",
@@ -335,6 +338,8 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             return cmd.pending(gate, limit=args.limit, as_json=args.json, every=args.all, io=io)
         if command == "sweep":
             return cmd.sweep(gate, io=io)
+        if command == "limits":
+            return cmd.limits(gate, as_json=args.json, io=io)
         if command == "resolve":
             return cmd.resolve_outcome(
                 gate, args.id, approver=args.approver, ran=args.ran, comment=args.comment, io=io

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -29,6 +30,7 @@ from .._gate import Gatekeeper
 from .._sweep import advice
 from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
+from .._usage import limit_usage
 from ..audit import parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall
@@ -182,6 +184,45 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO, every: bool 
         if todo:
             io.say(f"{'':<26}  -> {todo}")
     return 0
+
+
+def limits(gate: Gatekeeper, *, as_json: bool, io: IO) -> int:
+    """Current usage of every limit of the policy, per limit and per agent."""
+    reader = getattr(gate.store, "behaviour_usage", None)
+    if reader is None:
+        return io.refuse(f"{type(gate.store).__name__} does not report limit usage")
+    rows = limit_usage(gate.policy, reader(), gate.clock.now())
+    if as_json:
+        for row in rows:
+            io.say(_ascii_json({**dataclasses.asdict(row), "full": row.full}))
+        return 0
+    if not gate.policy.limits:
+        io.say("the policy has no limits")
+        return 0
+    if not rows:
+        io.say("no limit has been used in its window")
+        return 0
+    io.say(f"{'LIMIT':<20}  {'KIND':<10}  {'AGENT':<16}  {'PER':<10}  {'USED':>12}  WINDOW")
+    for row in rows:
+        used = f"{_amount(row.used)}/{_amount(row.max)}"
+        window = "running now" if row.kind == "concurrent" else _span(row.window_s)
+        full = "  FULL" if row.full else ""
+        io.say(
+            f"{inline(row.limit, 20):<20}  {row.kind:<10}  {inline(row.agent, 16):<16}  "
+            f"{row.per:<10}  {used:>12}  {window}{full}"
+        )
+    return 0
+
+
+def _amount(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def sweep(gate: Gatekeeper, *, io: IO) -> int:
@@ -538,12 +579,13 @@ def policy_check(file: str, io: IO) -> int:
     else:
         policy = Policy.from_file(file)
     doc = policy.document
-    io.say(f"ok: policy {policy.source}: {len(doc.rules)} rule(s), default {doc.default.value}")
+    behaviour = ""
     if doc.sequences or doc.limits:
-        io.say(
-            f"note: {len(doc.sequences)} sequence rule(s) and {len(doc.limits)} limit(s) are "
-            "validated but not enforced in this release"
-        )
+        behaviour = f", {len(doc.sequences)} sequence(s), {len(doc.limits)} limit(s)"
+    io.say(
+        f"ok: policy {policy.source}: {len(doc.rules)} rule(s){behaviour}, "
+        f"default {doc.default.value}"
+    )
     return 0
 
 

@@ -15,7 +15,16 @@ from typing import Any, Final, Literal
 
 from .._canonical import digest as _digest
 from .._errors import PolicyError
-from ..models import ApprovalRequirement, Classification, HaltScope, Risk, ToolCall, Verdict
+from ..models import (
+    ApprovalRequirement,
+    BehaviourHit,
+    Classification,
+    HaltScope,
+    Risk,
+    ToolCall,
+    Verdict,
+)
+from ._behaviour import CompiledLimit, CompiledSequence, LimitUse, Plan, SeqUse, hits_from_wire
 from ._compiled import Applied, CompiledRule, glob_regex
 from ._loading import parse_toml, parse_yaml, validate_document
 from ._schema import (
@@ -53,9 +62,14 @@ class Policy:
         "_agents",
         "_answers",
         "_approval_default",
+        "_b_cache",
+        "_b_exact",
+        "_b_globbed",
         "_cache",
         "_exact",
         "_globbed",
+        "_limit_rules",
+        "_sequence_rules",
         "_tools",
         "digest",
         "document",
@@ -80,6 +94,11 @@ class Policy:
     _exact: dict[str, tuple[CompiledRule, ...]]
     _globbed: tuple[tuple[Callable[[str], object], CompiledRule], ...]
     _tools: dict[str, ToolSpec]
+    _b_cache: dict[str, tuple[CompiledSequence | CompiledLimit, ...]]
+    _b_exact: dict[str, tuple[CompiledSequence | CompiledLimit, ...]]
+    _b_globbed: tuple[tuple[Callable[[str], object], CompiledSequence | CompiledLimit], ...]
+    _sequence_rules: dict[str, SequenceRule]
+    _limit_rules: dict[str, LimitRule]
 
     def __init__(self, document: PolicyDocument, *, source: str = "<policy>") -> None:
         compiled = tuple(
@@ -98,6 +117,24 @@ class Policy:
                 globbed.append((glob_regex(wild), rule))
         defaults = document.defaults.approval
         sets = object.__setattr__
+        watched: list[CompiledSequence | CompiledLimit] = [
+            *(CompiledSequence(r, i) for i, r in enumerate(document.sequences)),
+            *(CompiledLimit(r, i) for i, r in enumerate(document.limits)),
+        ]
+        b_exact: dict[str, list[CompiledSequence | CompiledLimit]] = {}
+        b_globbed: list[tuple[Callable[[str], object], CompiledSequence | CompiledLimit]] = []
+        for item in watched:
+            for name in dict.fromkeys(item.tools):
+                if _GLOB_CHARS.isdisjoint(name):
+                    b_exact.setdefault(name, []).append(item)
+            wild = tuple(p for p in item.tools if not _GLOB_CHARS.isdisjoint(p))
+            if wild:
+                b_globbed.append((glob_regex(wild), item))
+        sets(self, "_b_exact", {name: tuple(items) for name, items in b_exact.items()})
+        sets(self, "_b_globbed", tuple(b_globbed))
+        sets(self, "_b_cache", {})
+        sets(self, "_sequence_rules", {r.id: r for r in document.sequences})
+        sets(self, "_limit_rules", {r.id: r for r in document.limits})
         sets(self, "document", document)
         sets(self, "source", source)
         sets(self, "digest", _digest(document.model_dump(mode="json", by_alias=True)))
@@ -251,6 +288,98 @@ class Policy:
                 del cache[next(iter(cache))]
         cache[tool] = found
         return found
+
+    # -- behaviour: sequences and limits ----------------------------------------------------
+
+    def _watching(self, tool: str) -> tuple[CompiledSequence | CompiledLimit, ...]:
+        """The sequences and limits with a step or match that can name ``tool``."""
+        cached: tuple[CompiledSequence | CompiledLimit, ...] | None = self._b_cache.get(tool)
+        if cached is not None:
+            return cached
+        found = list(self._b_exact.get(tool, ()))
+        found.extend(item for match, item in self._b_globbed if match(tool) and item not in found)
+        answer = tuple(found)
+        cache = self._b_cache
+        if len(cache) >= _CACHE_SIZE:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del cache[next(iter(cache))]
+        cache[tool] = answer
+        return answer
+
+    def plan(self, call: ToolCall) -> Plan | None:
+        """What ``call`` means for the sequences and limits (None: it touches none). Pure.
+
+        The store applies the plan and answers with what the call completes or
+        exceeds (see :meth:`escalate`). Cost grows with the sequences and
+        limits that name the call's tool, not with the others.
+        """
+        watching = self._watching(call.tool)
+        if not watching:
+            return None
+        seqs: list[SeqUse] = []
+        limits: list[LimitUse] = []
+        for item in watching:
+            if isinstance(item, CompiledSequence):
+                used = item.use(call)
+                if used is not None:
+                    seqs.append(used)
+            else:
+                counted = item.use(call)
+                if counted is not None:
+                    limits.append(counted)
+        if not seqs and not limits:
+            return None
+        return Plan(call.id, call.tool, tuple(seqs), tuple(limits))
+
+    def hits(self, raw: list[Mapping[str, Any]]) -> tuple[BehaviourHit, ...]:
+        """The store's answer to a plan, as hits with sentences a person can read."""
+        return hits_from_wire(raw, self._sequence_rules, self._limit_rules)
+
+    def escalate(self, cls: Classification, hits: tuple[BehaviourHit, ...]) -> Classification:
+        """``cls`` made as strict as the strictest of ``hits`` (never less strict).
+
+        A sequence raises the risk to high, a limit to medium; the hits' ids
+        come first among the rules and their sentences first among the reasons
+        (an allowed call's own reason is dropped: it does not explain the new
+        verdict). A halt from a hit
+        covers what the sequence or limit counts per: its session, or its agent.
+        """
+        if not hits:
+            return cls
+        top = max((cls.verdict, *(h.verdict for h in hits)), key=lambda v: v.strictness)
+        level = cls.risk.level
+        for h in hits:
+            level = max(level, (Risk.HIGH if h.kind == "sequence" else Risk.MEDIUM).level)
+        halt_scope = cls.halt_scope
+        if top is Verdict.HALT and cls.verdict is not Verdict.HALT:
+            first = next(h for h in hits if h.verdict is Verdict.HALT)
+            per = (
+                self._sequence_rules[first.id].per
+                if first.kind == "sequence" and first.id in self._sequence_rules
+                else self._limit_rules[first.id].per
+                if first.id in self._limit_rules
+                else "agent"
+            )
+            halt_scope = HaltScope.SESSION if per == "session" else HaltScope.AGENT
+        approval = cls.approval
+        if top is Verdict.REQUIRE_APPROVAL and cls.verdict is not Verdict.REQUIRE_APPROVAL:
+            approval = self._approval_default
+        return cls.model_copy(
+            update={
+                "verdict": top,
+                "risk": _RISKS[level],
+                "rules": (*(h.id for h in hits if h.id not in cls.rules), *cls.rules),
+                # The hits explain the verdict first; why the call alone was allowed
+                # does not explain it at all.
+                "reasons": (
+                    *(h.reason for h in hits),
+                    *(cls.reasons if cls.verdict is not Verdict.ALLOW else ()),
+                ),
+                "approval": approval,
+                "halt_scope": halt_scope,
+                "behaviour": (*cls.behaviour, *hits),
+            }
+        )
 
     # -- classification -------------------------------------------------------------------
 

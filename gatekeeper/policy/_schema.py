@@ -46,6 +46,7 @@ __all__ = [
     "Rule",
     "SequenceRule",
     "SequenceStep",
+    "StepMatch",
     "ToolSpec",
     "resolve_predicate",
 ]
@@ -366,37 +367,113 @@ def _not_allow(value: Verdict) -> Verdict:
     return value
 
 
-class SequenceStep(_Strict):
-    """One step of a sequence: a call to a matching tool."""
+class StepMatch(_Strict):
+    """Which calls a step is about: a tool, and optionally an agent and arguments."""
 
     model_config = ConfigDict(json_schema_extra=_matcher_or_value)
 
-    tool: Globs
+    tool: Globs = Field(description="glob (fnmatch, case-sensitive) or list")
     agent: Globs | None = None
     args: dict[ArgName, ArgMatcher] = Field(default_factory=dict)
 
+    @field_validator("tool", "agent")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else _non_empty(value)
+
+
+class SequenceStep(_Strict):
+    """One step of a sequence: a call to a matching tool (``times`` of them), or,
+    with ``not``, the absence of a matching call between the steps around it."""
+
+    model_config = ConfigDict(json_schema_extra=_matcher_or_value)
+
+    tool: Globs | None = Field(default=None, description="glob (fnmatch, case-sensitive) or list")
+    agent: Globs | None = None
+    args: dict[ArgName, ArgMatcher] = Field(default_factory=dict)
+    times: int = Field(
+        default=1, ge=1, le=100, description="this many matching calls (others may come between)"
+    )
+    absent: StepMatch | None = Field(
+        default=None,
+        alias="not",
+        description="no call that ran and matches this between the previous and the next step",
+    )
+
+    @field_validator("tool", "agent")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else _non_empty(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SequenceStep:
+        if self.absent is not None:
+            if self.tool is not None or self.agent is not None or self.args or self.times != 1:
+                raise ValueError("a 'not' step has only 'not' (its tool, agent and args go inside)")
+        elif self.tool is None:
+            raise ValueError("a step needs 'tool' (or 'not' for a call that must not happen)")
+        return self
+
+    @property
+    def negated(self) -> bool:
+        return self.absent is not None
+
 
 class SequenceRule(_Strict):
-    """A pattern over a session's recent calls. Parsed and validated; not enforced yet."""
+    """A pattern over an agent's or a session's recent calls, checked before each call runs."""
 
     id: str = Field(pattern=_ID_PATTERN)
     description: str | None = None
-    steps: list[SequenceStep] = Field(min_length=2)
+    steps: list[SequenceStep] = Field(min_length=1)
     within: Duration
+    per: Literal["session", "agent"] = "session"
     verdict: Verdict
     reason: str | None = None
 
     _verdict = field_validator("verdict")(_not_allow)
 
+    @field_validator("steps")
+    @classmethod
+    def _shape(cls, steps: list[SequenceStep]) -> list[SequenceStep]:
+        if steps[0].negated or steps[-1].negated:
+            raise ValueError("a 'not' step must stand between two steps (not first or last)")
+        if sum(s.times for s in steps if not s.negated) < 2:
+            raise ValueError("a sequence needs at least two calls (two steps, or 'times' >= 2)")
+        return steps
+
+
+LIMIT_PER_HELP = "agent, session, tool, global, or args.NAME (each value counted apart)"
+
+
+def _limit_per(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"per must be {LIMIT_PER_HELP}")
+    if value in ("agent", "session", "tool", "global"):
+        return value
+    if value.startswith("args.") and len(value) > 5:
+        _args_key(value[5:])
+        return value
+    raise ValueError(f"invalid per {value!r}: must be {LIMIT_PER_HELP}")
+
 
 class LimitRule(_Strict):
-    """A rate limit on matching calls. Parsed and validated; not enforced yet."""
+    """A limit on matching calls: a rate, a budget over an argument, or a concurrency cap."""
 
     id: str = Field(pattern=_ID_PATTERN)
     description: str | None = None
     match: Match = Field(default_factory=Match)
-    rate: str = Field(description="N/second|minute|hour|day", examples=["20/hour"])
-    per: Literal["agent", "session", "tool", "global"] = "agent"
+    rate: str | None = Field(
+        default=None, description="N/second|minute|hour|day", examples=["20/hour"]
+    )
+    sum: str | None = Field(
+        default=None, description="budget: the argument whose values add up (dotted for nesting)"
+    )
+    max: float | None = Field(default=None, gt=0, description="budget: the most the sum may reach")
+    window: Duration | None = Field(default=None, description="budget: over how long, e.g. 1d")
+    concurrent: int | None = Field(default=None, ge=1, description="at most this many running")
+    per: Annotated[str, PlainValidator(_limit_per)] = Field(
+        default="agent", description=LIMIT_PER_HELP
+    )
     on_exceed: Verdict = Verdict.REQUIRE_APPROVAL
     reason: str | None = None
 
@@ -404,13 +481,40 @@ class LimitRule(_Strict):
 
     @field_validator("rate")
     @classmethod
-    def _rate(cls, value: str) -> str:
-        parse_rate(value)
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
         return value
+
+    @field_validator("sum")
+    @classmethod
+    def _sum(cls, value: str | None) -> str | None:
+        return None if value is None else _args_key(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LimitRule:
+        kinds = [k for k in ("rate", "sum", "concurrent") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a limit has exactly one of: rate, sum (a budget), concurrent")
+        budget = (self.max, self.window)
+        if kinds == ["sum"] and None in budget:
+            raise ValueError("a budget ('sum') needs 'max' and 'window'")
+        if kinds != ["sum"] and budget != (None, None):
+            raise ValueError("'max' and 'window' belong to a budget ('sum')")
+        if self.match.python is not None:
+            raise ValueError("a limit's match can't use 'python' (it is counted in the store)")
+        return self
+
+    @property
+    def kind(self) -> Literal["rate", "budget", "concurrent"]:
+        if self.rate is not None:
+            return "rate"
+        return "budget" if self.sum is not None else "concurrent"
 
     @property
     def parsed_rate(self) -> tuple[int, float]:
         """``(count, period_seconds)``."""
+        assert self.rate is not None
         return parse_rate(self.rate)
 
 

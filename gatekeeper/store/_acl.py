@@ -41,6 +41,7 @@ _READS = [
     "+zrevrangebyscore",
     "+zcount",
     "+zscore",
+    "+zcard",
     "+smembers",
     "+sismember",
     "+get",
@@ -55,6 +56,7 @@ _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
 _REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +persist +incr"
 
 
+_BEHAVIOUR_WRITES = "+hset +hdel +pexpire +zadd +zrem +zremrangebyscore"
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -86,11 +88,15 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         f"~{t}:*",
         f"~{k.agents}",
         f"~{k.halts}",
+        f"~{k.tag}:bhv:*",
         f"&{k.channel}",
         f"({_REQUEST_WRITES} ~{t}:req:* ~{t}:idx:*)",
         f"(+rpush ~{a.journal})",
         # Which of its requests were released or closed: written once, never unwritten.
         f"(+hsetnx ~{t}:claims)",
+        # Its behaviour state (sequences, limits): see docs/security.md for why an
+        # agent's user may write it.
+        f"({_BEHAVIOUR_WRITES} ~{t}:bhv:* ~{k.tag}:bhv:*)",
         f"(+hset ~{a.halts})",
         f"(+sadd ~{k.agents})",
         f"(+hget +hsetnx ~{k.where})",

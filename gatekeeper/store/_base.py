@@ -103,10 +103,40 @@ class Store(Protocol):
         ...
 
     # -- the hot path -----------------------------------------------------
-    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+    def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
         """Append ``event`` unless the agent, session or everything is halted.
 
         Raises :class:`~gatekeeper.AgentHalted` (and appends nothing) when halted.
+        ``plan`` (the policy's behaviour plan for the call, ``Plan.wire()``) is
+        applied in the same atomic step, for a call whose verdict is
+        ``verdict``: when a sequence it completes or a limit it passes is
+        stricter than that verdict, nothing is appended and those hits are
+        returned (the caller escalates the call); else ``[]``, and an allowed
+        call is counted by its limits.
+        """
+        ...
+
+    def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Apply a behaviour plan apart from admitting a call; returns the hits.
+
+        ``attempt``: a call about to be held (sequences move on; limits are
+        checked, not consumed); ``release``: counted as running; ``done``: an
+        allowed call ended (frees its concurrency slots).
         """
         ...
 
@@ -126,7 +156,9 @@ class Store(Protocol):
     #: Seconds a caller's lease lasts unless renewed (None: this store keeps no leases).
     lease_ttl: float | None
 
-    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+    def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
         """Store a new pending request (refused if its agent or session is halted).
 
         Returns the request as held. When ``request.key`` names a request this
@@ -375,10 +407,28 @@ class Store(Protocol):
 class AsyncStore(Protocol):
     """Async face of a store: the same operations as :class:`Store`, as coroutines."""
 
-    async def admit(self, event: Draft, *, agent: str, session_id: str) -> None: ...
+    async def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]: ...
+    async def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]: ...
     async def record(self, events: Sequence[Draft]) -> None: ...
     def record_soon(self, events: Sequence[Draft]) -> None: ...
-    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest: ...
+    async def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest: ...
     async def get(self, request_id: str) -> ApprovalRequest: ...
     async def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]: ...
     async def get_many(self, ids: Sequence[str]) -> list[ApprovalRequest]: ...

@@ -18,6 +18,7 @@ from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, 
 from . import _machine
 from . import _memory_queries as queries
 from ._base import REATTACH_ENDS, AsyncStore, Draft, attach_check, check_note
+from ._behaviour import BehaviourState
 from ._changes import offer_change
 from ._halts import halted_message, ms
 from ._memory_async import AsyncMemoryStore
@@ -65,6 +66,8 @@ class MemoryStore:
         self._once: dict[str, dt.datetime] = {}  # key -> when it may be used again
         self._hits: dict[str, tuple[dt.datetime, int]] = {}  # key -> (window end, hits)
         self._notes: dict[str, tuple[dt.datetime, str]] = {}  # key -> (expiry, value)
+        self._behaviour = BehaviourState()
+        self._plans: dict[str, Mapping[str, Any]] = {}  # request id -> its behaviour plan
         self._aio = AsyncMemoryStore(self)
 
     @property
@@ -186,14 +189,50 @@ class MemoryStore:
             return None
         return halts.get("all") or halts.get(f"agent:{agent}") or halts.get(f"session:{session_id}")
 
-    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+    def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
         check_event_ids([event])
         with self._lock:
             halt = self._halted_locked(agent, session_id)
             if halt is None:
+                if plan is not None:
+                    hits, escalated = self._behaviour.apply(
+                        agent, plan, "admit", self._now_ms(), verdict=verdict
+                    )
+                    if escalated:
+                        return hits
                 self._drafts.append(event)
-                return
+                return []
         raise AgentHalted(halted_message(halt), scope=halt.key, tool=event.get("tool"))
+
+    def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            hits, _ = self._behaviour.apply(
+                agent, plan, mode, self._now_ms(), request_id=request_id
+            )
+            return hits
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now().timestamp() * 1000)
+
+    def behaviour_usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
+        """Limit entries by key (``gatekeeper limits``): ``(agent or "*", key, entries)``."""
+        with self._lock:
+            return self._behaviour.usage()
 
     def halt(
         self,
@@ -268,7 +307,9 @@ class MemoryStore:
     #: No leases here: every caller lives in this process, and dies with the store.
     lease_ttl: float | None = None
 
-    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+    def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
         check_event_ids([event])
         with self._lock:
             halt = self._halted_locked(request.call.agent, request.call.session_id)
@@ -293,6 +334,8 @@ class MemoryStore:
                         return attached
                 self._keys[slot] = request.id
             self._requests[request.id] = request
+            if plan is not None:
+                self._plans[request.id] = plan
             self._drafts.append(event)
             self._announce_locked(request.id)
             return request
@@ -431,6 +474,8 @@ class MemoryStore:
     def _apply_locked(self, step: _machine.Step) -> None:
         if step.changed:
             self._requests[step.request.id] = step.request
+            if step.request.status.ended:
+                self._plans.pop(step.request.id, None)
             self._drafts.extend(step.events)
             self._changed.notify_all()
             for wake in self._async_waiters.get(step.request.id, ()):
@@ -517,6 +562,10 @@ class MemoryStore:
             self._apply_locked(step)
             if step.refused is None and token:
                 self._claims[req.id] = token
+            plan = self._plans.get(req.id)
+            if step.refused is None and step.changed and plan is not None:
+                # It runs now: its 'not' steps clear, its limits count it.
+                self._behaviour.apply(req.call.agent, plan, "release", self._now_ms())
         if step.refused is not None:
             raise step.refused
         return step.request
@@ -536,9 +585,12 @@ class MemoryStore:
                 same_caller=same,
                 finished_it=done,
             )
+            plan = self._plans.get(request_id)
             self._apply_locked(step)
             if step.refused is None and step.changed and token:
                 self._finishers[request_id] = token
+            if step.refused is None and step.changed and plan is not None:
+                self._behaviour.apply(step.request.call.agent, plan, "done", self._now_ms())
         if step.refused is not None:
             raise step.refused
         return step.request

@@ -24,8 +24,28 @@ class AsyncMemoryStore:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
 
-    async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
-        self._store.admit(event, agent=agent, session_id=session_id)
+    async def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
+        return self._store.admit(
+            event, agent=agent, session_id=session_id, plan=plan, verdict=verdict
+        )
+
+    async def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return self._store.observe(plan, agent=agent, mode=mode, request_id=request_id)
 
     async def record(self, events: Sequence[Draft]) -> None:
         self._store.record(events)
@@ -33,8 +53,10 @@ class AsyncMemoryStore:
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store.record(events)
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
-        return self._store.hold(request, event)
+    async def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
+        return self._store.hold(request, event, plan)
 
     async def renew(self, request_ids: Sequence[str], *, ttl: float) -> dict[str, RequestStatus]:
         return self._store.renew(request_ids, ttl=ttl)

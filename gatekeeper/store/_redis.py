@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
+from urllib.parse import unquote
 
 import redis
 import redis.exceptions as rexc
@@ -390,16 +391,68 @@ class RedisStore:
             )
 
     # -- hot path -----------------------------------------------------------------
-    def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+    def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
         check_event_ids([event])
         a = self._ensure(agent)
         self._check_lifted(a, session_id)
+        op = ops.admit(self.keys, a, event, session_id, plan, verdict, self._now_ms())
         try:
-            self._run(ops.admit(a, event, session_id))
+            hits = self._run(op)
         except AgentHalted as exc:
             self._halted_here(agent, exc)
             raise
-        self._sealer.kick()
+        if not hits:
+            self._sealer.kick()
+        return hits
+
+    def behaviour_usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
+        """Limit entries by key (``gatekeeper limits``): ``(agent or "*", key, entries)``.
+
+        Each entry is ``(ms, amount)``: when the call was counted (a concurrency
+        slot: until when it is held) and by how much. Found with ``SCAN``.
+        """
+        prefix = self.keys.prefix
+        out: list[tuple[str, str, list[tuple[int, float]]]] = []
+        client = self.client
+
+        def scan(pattern: str) -> list[Any]:
+            return sorted(client.scan_iter(match=pattern, count=500))
+
+        def read(name: str) -> list[tuple[bytes, float]]:
+            return cast("list[tuple[bytes, float]]", client.zrange(name, 0, -1, withscores=True))
+
+        for pattern in (f"{{{prefix}:*}}:bhv:lim:*", f"{{{prefix}}}:bhv:lim:*"):
+            for raw in self._call(functools.partial(scan, pattern)):
+                name = ops.text(raw)
+                tag, _, rest = name.partition("}:bhv:")
+                agent = "*" if tag == f"{{{prefix}" else unquote(tag[len(prefix) + 2 :])
+                entries = []
+                for member, score in self._call(functools.partial(read, name)):
+                    text = ops.text(member)
+                    amount = float(text.rpartition("|")[2]) if "|" in text else 1.0
+                    entries.append((int(score), amount))
+                if entries:
+                    out.append((agent, rest, sorted(entries)))
+        return out
+
+    def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        a = self._ensure(agent)
+        return self._run(ops.observe(self.keys, a, plan, mode, self._now_ms(), request_id or ""))
 
     def _journal_of(self, event: Draft) -> str:
         agent = event.get("agent")
@@ -424,7 +477,9 @@ class RedisStore:
         self._sealer.flush()
 
     # -- requests -------------------------------------------------------------------
-    def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+    def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
         check_event_ids([event])
         agent = request.call.agent
         a = self._ensure(agent)
@@ -440,7 +495,9 @@ class RedisStore:
         self._remember_where(rid, agent)
         try:
             held = self._changed(
-                self._run(ops.hold(self.keys, a, request, event, self._now_ms(), self._retain_ms))
+                self._run(
+                    ops.hold(self.keys, a, request, event, self._now_ms(), self._retain_ms, plan)
+                )
             )
         except AgentHalted as exc:
             self._halted_here(agent, exc)

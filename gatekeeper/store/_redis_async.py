@@ -292,16 +292,39 @@ class AsyncRedisStore:
             # Rare (this process saw a halt of this agent): the blocking check, off the loop.
             await asyncio.to_thread(self._store._check_lifted, a, session_id)
 
-    async def admit(self, event: Draft, *, agent: str, session_id: str) -> None:
+    async def admit(
+        self,
+        event: Draft,
+        *,
+        agent: str,
+        session_id: str,
+        plan: Mapping[str, Any] | None = None,
+        verdict: str = "allow",
+    ) -> list[dict[str, Any]]:
         check_event_ids([event])
         a = await self._ensure(agent)
         await self._check_lifted(a, session_id)
+        op = ops.admit(self.keys, a, event, session_id, plan, verdict, self._now_ms())
         try:
-            await self._run(ops.admit(a, event, session_id))
+            hits = await self._run(op)
         except AgentHalted as exc:
             self._store._halted_here(agent, exc)
             raise
-        self._store._sealer.kick()
+        if not hits:
+            self._store._sealer.kick()
+        return hits
+
+    async def observe(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        agent: str,
+        mode: str = "attempt",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        a = await self._ensure(agent)
+        op = ops.observe(self.keys, a, plan, mode, self._now_ms(), request_id or "")
+        return await self._run(op)
 
     async def record(self, events: Sequence[Draft]) -> None:
         check_event_ids(events)
@@ -316,7 +339,9 @@ class AsyncRedisStore:
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store.record_soon(events)
 
-    async def hold(self, request: ApprovalRequest, event: Draft) -> ApprovalRequest:
+    async def hold(
+        self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
+    ) -> ApprovalRequest:
         check_event_ids([event])
         agent = request.call.agent
         a = await self._ensure(agent)
@@ -334,7 +359,7 @@ class AsyncRedisStore:
         store = self._store
         try:
             held = await self._run(
-                ops.hold(self.keys, a, request, event, self._now_ms(), store._retain_ms)
+                ops.hold(self.keys, a, request, event, self._now_ms(), store._retain_ms, plan)
             )
         except AgentHalted as exc:
             store._halted_here(agent, exc)

@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 _SCRIPT_NAMES = (
     "admit",
+    "observe",
     "hold",
     "decide",
     "expire",
@@ -172,6 +173,10 @@ class Keys:
             found = self._agents[agent] = AgentKeys(self.prefix, agent)
         return found
 
+    @property
+    def tag(self) -> str:
+        return self._tag
+
     def once(self, key: str) -> str:
         return f"{self._tag}:once:{key}"
 
@@ -257,11 +262,49 @@ def _json(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
-def admit(a: AgentKeys, event: Mapping[str, Any], session_id: str) -> Op[None]:
-    def parse(reply: Any) -> None:
-        _check(reply, tool=event.get("tool"))
+def plan_json(k: Keys, plan: Mapping[str, Any] | None) -> str:
+    """A behaviour plan for the scripts, with the deployment's tag for shared limits."""
+    return "" if plan is None else _json({**plan, "d": k.tag})
 
-    return Op("admit", [a.halts, a.journal], [a.agent, session_id, journal_entry(event)], parse)
+
+def _hits(raw: Any) -> list[dict[str, Any]]:
+    hits: list[dict[str, Any]] = json.loads(_text(raw))
+    return hits
+
+
+def admit(
+    k: Keys,
+    a: AgentKeys,
+    event: Mapping[str, Any],
+    session_id: str,
+    plan: Mapping[str, Any] | None = None,
+    verdict: str = "allow",
+    now_ms: int | str = "",
+) -> Op[list[dict[str, Any]]]:
+    """Record ``event`` for an admitted call; answers the hits that escalate it (then
+    nothing is recorded), or ``[]``."""
+
+    def parse(reply: Any) -> list[dict[str, Any]]:
+        if isinstance(reply, list) and reply and _text(reply[0]) == "escalate":
+            return _hits(reply[1])
+        _check(reply, tool=event.get("tool"))
+        return []
+
+    argv = [a.agent, session_id, journal_entry(event), plan_json(k, plan), verdict, now_ms]
+    return Op("admit", [a.halts, a.journal], argv, parse)
+
+
+def observe(
+    k: Keys,
+    a: AgentKeys,
+    plan: Mapping[str, Any],
+    mode: str,
+    now_ms: int | str = "",
+    request_id: str = "",
+) -> Op[list[dict[str, Any]]]:
+    """Apply a behaviour plan apart from admitting (``attempt``, ``release``, ``done``)."""
+    argv = [plan_json(k, plan), mode, now_ms, request_id]
+    return Op("observe", [a.halts], argv, _hits)
 
 
 def register(k: Keys, agent: str) -> Op[list[tuple[str, str]]]:
@@ -286,8 +329,12 @@ def hold(
     event: Mapping[str, Any],
     now_ms: int | str,
     retain_ms: int | None,
+    plan: Mapping[str, Any] | None = None,
 ) -> Op[str]:
-    """Hold ``request``; answers the id of the request held (another one when it re-attached)."""
+    """Hold ``request``; answers the id of the request held (another one when it re-attached).
+
+    ``plan``: the call's behaviour plan, applied (``release``) when it is claimed.
+    """
     call = request.call
     rid = request.id
 
@@ -335,6 +382,7 @@ def hold(
         call.args_digest,
         "1" if request.key else "0",
         max(key_ttl, 1000),
+        plan_json(k, plan),
     ]
     keys = [
         a.req(rid),

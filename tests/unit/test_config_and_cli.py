@@ -141,12 +141,12 @@ def test_missing_config_says_how_to_make_one(tmp_path: Path) -> None:
     assert code == 1 and "gatekeeper init" in err
 
 
-def test_policy_check_reports_unenforced_sections(tmp_path: Path) -> None:
+def test_policy_check_counts_rules_sequences_and_limits(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     code, out, _ = run("policy", "check", str(path))
     assert code == 0
-    assert "2 rule(s)" in out and "not enforced in this release" in out
+    assert "2 rule(s), 1 sequence(s), 0 limit(s), default" in out
     path.write_text(POLICY.replace("gt: 100", "gte: 100"))
     code, _, err = run("policy", "check", str(path))
     assert code == 1 and "rule 'big-refund'" in err and "match.args.amount" in err

@@ -70,8 +70,7 @@ async def test_a_coroutine_closed_while_it_waits_withdraws_its_request(
     for _ in range(100):
         if chan.notified:  # told the channels: it now waits
             break
-        while not yielded.done():
-            await asyncio.sleep(0)
+        await asyncio.wait({yielded})
         yielded = driving.send(None)
     assert chan.notified and gate.get(chan.notified[0].id).status is RequestStatus.PENDING
     driving.close()  # closed, never resumed: no RuntimeError, and it withdraws

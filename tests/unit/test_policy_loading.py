@@ -230,7 +230,7 @@ MALFORMED: dict[str, tuple[str, str | None, str | None, int, str]] = {
         "exfil",
         "steps",
         4,
-        "at least 2 items",
+        "at least two calls",
     ),
     "sequence allow": (
         """\

@@ -274,6 +274,27 @@ def _reasons(request: ApprovalRequest) -> list[Block]:
     return [rt_block("gk_reasons", *elements)]
 
 
+def _sequences(request: ApprovalRequest) -> list[Block]:
+    """Each sequence the call completed, with the earlier calls that matched its steps."""
+    blocks: list[Block] = []
+    for hit in request.classification.behaviour:
+        if hit.kind != "sequence" or not hit.calls:
+            continue
+        items = []
+        for c in hit.calls[:MAX_REASONS]:
+            line = f"{c.tool} at {c.at:%H:%M:%S} UTC" + (
+                f" (request {c.request_id})" if c.request_id else ""
+            )
+            items.append(rt_line(rt_text(literal(line, ITEM_LIMIT, one_line=True))))
+        title = f"Sequence {hit.id}: the earlier calls, then this one"
+        elements = [
+            rt_line(rt_text(literal(title, ITEM_LIMIT, one_line=True), bold=True)),
+            {"type": "rich_text_list", "style": "ordered", "elements": items},
+        ]
+        blocks.append(rt_block(f"gk_seq_{len(blocks)}", *elements))
+    return blocks[:MAX_REASONS]
+
+
 def _misses(misses: Sequence[str]) -> list[Block]:
     if not misses:
         return []
@@ -463,7 +484,7 @@ def request_message(
     text, shown, total = _args_text(request)
     approvable = shown == total
     blocks = [_header(request, status), _summary(request), *_lookalikes(request)]
-    blocks += _reasons(request) + _misses(misses) + _agent_reason(request)
+    blocks += _reasons(request) + _sequences(request) + _misses(misses) + _agent_reason(request)
     blocks.append(_args(request, text))
     if not approvable:
         blocks.append(_truncated(shown, total, pending=status is _P.PENDING))

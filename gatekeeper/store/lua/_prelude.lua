@@ -190,3 +190,139 @@ local function opt(v)
   if v == nil or v == cjson.null then return nil end
   return v
 end
+
+-- Behaviour: sequences and limits (see gatekeeper/store/_behaviour.py, which
+-- applies the same steps, in the same order, for MemoryStore). `plan` is the
+-- policy's plan for one call (gatekeeper/policy/_behaviour.py, Plan.wire); its
+-- keys are relative: an agent's under its hash tag, a deployment-wide limit's
+-- (g = 1) under the deployment's tag, `plan.d`. Returns the hits (sequences
+-- completed, limits passed) and whether the call is escalated.
+local bhv = {}
+bhv.RANK = { allow = 0, require_approval = 1, deny = 2, halt = 3 }
+bhv.SLOT_TTL = 600000
+
+function bhv.step(key, s, cid, tool, now, rid)
+  local done = redis.call('HMGET', key, 'last', 'res')
+  if done[1] == cid then  -- the same call again (a retry): the same answer
+    if done[2] and done[2] ~= '' then return cjson.decode(done[2]) end
+    return nil
+  end
+  local lv = {}
+  local stored = redis.call('HGETALL', key)
+  for i = 1, #stored, 2 do
+    local f = stored[i]
+    if string.sub(f, 1, 1) == 'L' then
+      local e = cjson.decode(stored[i + 1])
+      if now - e[1] <= s.w then lv[tonumber(string.sub(f, 2))] = e
+      else redis.call('HDEL', key, f) end
+    end
+  end
+  local me = { cid, tool, now, rid or '' }
+  local fired = nil
+  for j = #s.m, 1, -1 do  -- highest position first: one call fills one step
+    local p = s.m[j]
+    if p == 1 then
+      lv[1] = { now, { me } }
+      redis.call('HSET', key, 'L1', cjson.encode(lv[1]))
+    else
+      local prev = lv[p - 1]
+      if prev then
+        if p == s.n then
+          fired = prev[2]
+        elseif (not lv[p]) or lv[p][1] <= prev[1] then
+          local chain = {}
+          for _, c in ipairs(prev[2]) do table.insert(chain, c) end
+          table.insert(chain, me)
+          lv[p] = { prev[1], chain }
+          redis.call('HSET', key, 'L' .. p, cjson.encode(lv[p]))
+        end
+      end
+    end
+  end
+  local res = ''
+  if fired then res = cjson.encode(fired) end
+  redis.call('HSET', key, 'last', cid, 'res', res)
+  redis.call('PEXPIRE', key, s.w)
+  return fired
+end
+
+function bhv.member(l, cid)
+  if l.kind == 'budget' then return cid .. '|' .. string.format('%.17g', l.a) end
+  return cid
+end
+
+function bhv.check(key, l, cid, now)
+  if l.kind == 'concurrent' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - l.w)
+  end
+  if redis.call('ZSCORE', key, bhv.member(l, cid)) then return nil end  -- counted already
+  local used, over
+  if l.kind == 'budget' then
+    used = 0
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      used = used + tonumber(string.match(m, '|([^|]*)$'))
+    end
+    over = l.bad ~= '' or used + l.a > l.max
+  else
+    used = redis.call('ZCARD', key)
+    over = used + 1 > l.max
+  end
+  if not over then return nil end
+  return { kind = 'limit', i = l.i, v = l.v, u = used, max = l.max, a = l.a, bad = l.bad }
+end
+
+function bhv.lkey(tag, plan, l)
+  if l.g == 1 then return plan.d .. ':bhv:' .. l.k end
+  return tag .. ':bhv:' .. l.k
+end
+
+function bhv.apply(tag, plan, mode, now, verdict, rid)
+  local hits = {}
+  if mode == 'attempt' or mode == 'admit' then
+    for _, s in ipairs(plan.s) do
+      if #s.m > 0 then
+        local fired = bhv.step(tag .. ':bhv:' .. s.k, s, plan.c, plan.t, now, rid)
+        if fired then table.insert(hits, { kind = 'sequence', i = s.i, v = s.v, c = fired }) end
+      end
+    end
+    for _, l in ipairs(plan.l) do
+      local h = bhv.check(bhv.lkey(tag, plan, l), l, plan.c, now)
+      if h then table.insert(hits, h) end
+    end
+  end
+  if mode == 'attempt' then return hits, false end
+  if mode == 'admit' then
+    for _, h in ipairs(hits) do
+      if bhv.RANK[h.v] > bhv.RANK[verdict] then return hits, true end
+    end
+    if verdict ~= 'allow' then return {}, false end
+  end
+  if mode == 'done' then
+    for _, l in ipairs(plan.l) do
+      if l.kind == 'concurrent' then redis.call('ZREM', bhv.lkey(tag, plan, l), plan.c) end
+    end
+    return {}, false
+  end
+  for _, s in ipairs(plan.s) do  -- admitted (allowed) or released: the call runs now
+    for _, level in ipairs(s.x) do redis.call('HDEL', tag .. ':bhv:' .. s.k, 'L' .. level) end
+  end
+  for _, l in ipairs(plan.l) do
+    local key = bhv.lkey(tag, plan, l)
+    if l.kind == 'concurrent' then
+      redis.call('ZADD', key, 'NX', now + bhv.SLOT_TTL, plan.c)
+      redis.call('PEXPIRE', key, bhv.SLOT_TTL)
+    else
+      redis.call('ZADD', key, 'NX', now, bhv.member(l, plan.c))
+      redis.call('PEXPIRE', key, l.w)
+    end
+  end
+  return {}, false
+end
+
+-- The hits as JSON for the client ('[]' when none: cjson would write '{}').
+function bhv.encode(hits)
+  if #hits == 0 then return '[]' end
+  return cjson.encode(hits)
+end

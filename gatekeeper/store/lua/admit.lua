@@ -1,5 +1,12 @@
--- KEYS: halts, journal   ARGV: agent, session, event
+-- KEYS: halts, journal   ARGV: agent, session, event, plan ('' = none), verdict, now
 local h, hf = halted(KEYS[1], ARGV[1], ARGV[2])
 if h then return {'halted', h, hf} end
+if ARGV[4] ~= '' then
+  -- Sequences and limits: a hit stricter than the verdict escalates the call,
+  -- and then nothing of it is recorded here (the caller holds or refuses it).
+  local hits, escalated = bhv.apply(string.match(KEYS[1], '^(%b{})'), cjson.decode(ARGV[4]),
+    'admit', clock(ARGV[6]), ARGV[5], nil)
+  if escalated then return {'escalate', bhv.encode(hits)} end
+end
 journal_push(KEYS[2], ARGV[3])
 return {'ok'}

@@ -53,6 +53,10 @@ if ARGV[3] ~= f.digest then
   return {'refused', f.status, 'release', 'the arguments to run are not the approved ones'}
 end
 redis.call('HSET', KEYS[1], 'status', 'executing', 'claimant', ARGV[4])
+-- It runs now: its sequences' 'not' steps clear, its limits count it (past
+-- them if need be: a person approved it).
+local plan = redis.call('HGET', KEYS[1], 'bhv')
+if plan then bhv.apply(string.match(KEYS[1], '^(%b{})'), cjson.decode(plan), 'release', now, 'allow', nil) end
 if ARGV[4] ~= '' then mark(KEYS[1], f.id, ARGV[4]) else mark(KEYS[1], f.id, 'released') end
 journal_push(KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
   { args_digest = ARGV[3] }))

@@ -20,6 +20,8 @@ if ARGV[3] == '1' then status, kind = 'executed', 'request.executed' end
 local outcome = nil
 if ARGV[4] ~= '' then outcome = ARGV[4] end
 redis.call('HSET', KEYS[1], 'status', status, 'finished_at', now, 'finisher', ARGV[5])
+local plan = redis.call('HGET', KEYS[1], 'bhv')  -- its concurrency slots are free again
+if plan then bhv.apply(string.match(KEYS[1], '^(%b{})'), cjson.decode(plan), 'done', now, 'allow', nil) end
 if outcome then redis.call('HSET', KEYS[1], 'outcome', outcome) end
 ended(KEYS[1], f)
 journal_push(KEYS[3], event_json(kind, now, 'agent:' .. f.agent, f,

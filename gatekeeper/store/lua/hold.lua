@@ -1,7 +1,7 @@
 -- KEYS: req, halts, pending, owners, journal, requests, pending by risk, live, call key
 -- ARGV: id, agent, session, tool, call_id, doc, expires, quorum, args, digest, created, event,
 --       risk, channel, now, lease (ms from now, '' = none), retain (ms, '' = keep), call digest,
---       has key (1|0), key ttl (ms)
+--       has key (1|0), key ttl (ms), behaviour plan ('' = none; applied at the claim)
 local h, hf = halted(KEYS[2], ARGV[2], ARGV[3])
 if h then return {'halted', h, hf} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -48,6 +48,7 @@ if lease then
   redis.call('ZADD', KEYS[8], math.min(lease, tonumber(ARGV[7])), ARGV[1])
 end
 if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'retain', ARGV[17]) end
+if ARGV[21] ~= '' then redis.call('HSET', KEYS[1], 'bhv', ARGV[21]) end
 if ARGV[19] == '1' then
   redis.call('HSET', KEYS[9], 'id', ARGV[1])
   redis.call('PEXPIRE', KEYS[9], ARGV[20])

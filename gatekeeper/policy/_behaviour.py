@@ -1,0 +1,291 @@
+"""Sequences and limits, compiled: what one call means for the behaviour state in the store.
+
+``classify`` judges a call alone. Sequences and limits need what the agent
+did before, which lives in the store, shared by every process of the agent.
+So the policy does the pure part here — which steps of which sequences the
+call matches, which limits count it and under which key — and hands the store
+a :class:`Plan`. The store applies it atomically (on ``RedisStore`` inside the
+script that admits or holds the call) and answers with the sequences the call
+completes and the limits it would pass, as :class:`~gatekeeper.models.BehaviourHit`.
+
+The rules the store applies (docs/policy.md, "Sequences and limits"):
+
+- every call is a step *attempt* when it is classified, whatever its verdict
+  (a refused attempt still moves a sequence on: trying counts);
+- a ``not`` step is only satisfied by a call that *ran* (allowed at once, or
+  approved and released): a refused or pending call can't reset a match;
+- a sequence keeps, per step, the latest start of a partial match, and fires
+  on the call that completes it within ``within`` of its first step;
+- a limit is checked on every call, and consumed only by a call that runs:
+  allowed at once, or approved and released (then even past the limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._canonical import canonical_json
+from ..models import BehaviourHit, StepCall, ToolCall, Verdict, utc
+from ._compiled import glob_regex
+from ._matchers import ABSENT, ArgCondition, compile_args, lookup
+from ._schema import LimitRule, Match, Matcher, SequenceRule, StepMatch
+
+__all__ = ["CompiledLimit", "CompiledSequence", "LimitUse", "Plan", "SeqUse", "hits_from_wire"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+class StepMatcher:
+    """One step's matcher: tool and agent globs, argument conditions (three-valued)."""
+
+    __slots__ = ("_agent", "_conditions", "_tool", "tools")
+
+    def __init__(
+        self,
+        tool: tuple[str, ...] | None,
+        agent: tuple[str, ...] | None,
+        args: Mapping[str, Matcher],
+    ) -> None:
+        assert tool is not None
+        self.tools: tuple[str, ...] = tool
+        self._tool = glob_regex(tool)
+        self._agent = None if agent in (None, ("*",)) else glob_regex(agent or ())
+        self._conditions: tuple[ArgCondition, ...] = compile_args(args)
+
+    @classmethod
+    def of(cls, match: StepMatch | Match) -> StepMatcher:
+        return cls(match.tool, match.agent, match.args)
+
+    def matches(self, call: ToolCall, *, definite: bool) -> bool:
+        """Whether ``call`` matches; an argument that can't be evaluated counts as a
+        match unless ``definite`` (a ``not`` step needs a definite match to clear a
+        sequence; a positive step errs towards matching)."""
+        if not self._tool(call.tool):
+            return False
+        if self._agent is not None and not self._agent(call.agent):
+            return False
+        for condition in self._conditions:
+            result = condition.evaluate(call.args)
+            if result is False or (result is not True and definite):
+                return False
+        return True
+
+
+class CompiledSequence:
+    """A sequence rule with its ``times`` expanded into positions 1..n and its ``not``
+    steps placed between positions (a ``not`` after position k clears level k)."""
+
+    __slots__ = ("index", "n", "negated", "positives", "rule", "tools")
+
+    def __init__(self, rule: SequenceRule, index: int) -> None:
+        self.rule = rule
+        self.index = index
+        positives: list[StepMatcher] = []
+        negated: list[tuple[int, StepMatcher]] = []
+        for step in rule.steps:
+            if step.absent is not None:
+                negated.append((len(positives), StepMatcher.of(step.absent)))
+            else:
+                matcher = StepMatcher(step.tool, step.agent, step.args)
+                positives.extend([matcher] * step.times)
+        self.positives = tuple(positives)
+        self.negated = tuple(negated)
+        self.n = len(positives)
+        self.tools = tuple({t for m in (*positives, *(m for _, m in negated)) for t in m.tools})
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def use(self, call: ToolCall) -> SeqUse | None:
+        matched = tuple(
+            i + 1 for i, m in enumerate(self.positives) if m.matches(call, definite=False)
+        )
+        kills = tuple(sorted({lvl for lvl, m in self.negated if m.matches(call, definite=True)}))
+        if not matched and not kills:
+            return None
+        scope = "a" if self.rule.per == "agent" else "s:" + _digest(call.session_id)
+        return SeqUse(self, f"seq:{self.rule.id}:{scope}", matched, kills)
+
+
+class CompiledLimit:
+    """A limit rule: its matcher and how it partitions and counts calls."""
+
+    __slots__ = ("_match", "index", "max", "rule", "tools", "window")
+
+    def __init__(self, rule: LimitRule, index: int) -> None:
+        self.rule = rule
+        self.index = index
+        self.tools = rule.match.tool
+        self._match = StepMatcher.of(rule.match)
+        if rule.kind == "rate":
+            count, period = rule.parsed_rate
+            self.max: float = float(count)
+            self.window: float = period
+        elif rule.kind == "budget":
+            assert rule.max is not None
+            assert rule.window is not None
+            self.max, self.window = float(rule.max), float(rule.window)
+        else:
+            assert rule.concurrent is not None
+            self.max, self.window = float(rule.concurrent), 0.0
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def use(self, call: ToolCall) -> LimitUse | None:
+        if not self._match.matches(call, definite=False):
+            return None
+        per = self.rule.per
+        if per == "agent":
+            part = "a"
+        elif per == "session":
+            part = "s:" + _digest(call.session_id)
+        elif per == "tool":
+            part = "t:" + _digest(call.tool)
+        elif per == "global":
+            part = "g"
+        else:
+            value = lookup(call.args, tuple(per[5:].split(".")))
+            shown = "absent" if value is ABSENT else canonical_json(value).decode()
+            part = "v:" + _digest(shown)
+        amount, bad = 1.0, None
+        if self.rule.sum is not None:
+            value = lookup(call.args, tuple(self.rule.sum.split(".")))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad = f"args.{self.rule.sum} is not a number, so it can't be counted"
+                amount = 0.0
+            elif not math.isfinite(value) or value < 0:
+                bad = f"args.{self.rule.sum} is {value}, which a budget can't count"
+                amount = 0.0
+            else:
+                amount = float(value)
+        return LimitUse(self, f"lim:{self.rule.id}:{part}", amount, bad, per == "global")
+
+
+@dataclass(frozen=True, slots=True)
+class SeqUse:
+    """How one call touches one sequence: the positions it matches, the levels it clears."""
+
+    seq: CompiledSequence
+    key: str
+    matched: tuple[int, ...]
+    kills: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUse:
+    """How one call counts against one limit: under which key, by how much."""
+
+    limit: CompiledLimit
+    key: str
+    amount: float
+    bad: str | None
+    shared: bool  # per: global — counted for the whole deployment, not in the agent's keys
+
+
+Mode = Literal["attempt", "admit", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a call means for the behaviour state; the store applies it (see module doc)."""
+
+    call_id: str
+    tool: str
+    seqs: tuple[SeqUse, ...]
+    limits: tuple[LimitUse, ...]
+
+    def wire(self) -> dict[str, Any]:
+        """The plan as JSON-able data, for the store's scripts (keys relative to the agent)."""
+        return {
+            "c": self.call_id,
+            "t": self.tool,
+            "s": [
+                {
+                    "k": u.key,
+                    "i": u.seq.id,
+                    "n": u.seq.n,
+                    "w": int(u.seq.rule.within * 1000),
+                    "m": list(u.matched),
+                    "x": list(u.kills),
+                    "v": u.seq.rule.verdict.value,
+                }
+                for u in self.seqs
+            ],
+            "l": [
+                {
+                    "k": u.key,
+                    "i": u.limit.id,
+                    "kind": u.limit.rule.kind,
+                    "max": u.limit.max,
+                    "w": int(u.limit.window * 1000),
+                    "a": u.amount,
+                    "bad": u.bad or "",
+                    "g": 1 if u.shared else 0,
+                    "v": u.limit.rule.on_exceed.value,
+                }
+                for u in self.limits
+            ],
+        }
+
+
+def _when(ms: float) -> str:
+    return utc(int(ms)).strftime("%H:%M:%S UTC")
+
+
+def hits_from_wire(
+    raw: list[Mapping[str, Any]],
+    sequences: Mapping[str, SequenceRule],
+    limits: Mapping[str, LimitRule],
+) -> tuple[BehaviourHit, ...]:
+    """The store's answer (JSON-able hits) as :class:`BehaviourHit`, with sentences for people."""
+    out: list[BehaviourHit] = []
+    for h in raw:
+        hid, verdict = str(h["i"]), Verdict(h["v"])
+        if h["kind"] == "sequence":
+            calls = tuple(
+                StepCall(tool=c[1], at=utc(int(c[2])), call_id=c[0], request_id=c[3] or None)
+                for c in h.get("c", ())
+            )
+            seq = sequences.get(hid)
+            first = _when(calls[0].at.timestamp() * 1000) if calls else "?"
+            steps = " → ".join(c.tool for c in calls)
+            said = seq.reason if seq is not None and seq.reason else None
+            reason = f"sequence {hid}: {steps} since {first}" + (f" ({said})" if said else "")
+            out.append(
+                BehaviourHit(kind="sequence", id=hid, verdict=verdict, reason=reason, calls=calls)
+            )
+        else:
+            lim = limits.get(hid)
+            used, most = float(h["u"]), float(h["max"])
+            if h.get("bad"):
+                text = f"limit {hid}: {h['bad']}"
+            elif lim is not None and lim.kind == "concurrent":
+                text = f"limit {hid}: {_num(used)} of at most {_num(most)} calls already running"
+            elif lim is not None and lim.kind == "budget":
+                text = (
+                    f"limit {hid}: {_num(used)} of {_num(most)} already used in the window, "
+                    f"this call adds {_num(float(h.get('a', 0)))}"
+                )
+            else:
+                text = f"limit {hid}: {_num(used)} of {_num(most)} calls already made in the window"
+            if lim is not None and lim.reason:
+                text += f" ({lim.reason})"
+            out.append(
+                BehaviourHit(
+                    kind="limit", id=hid, verdict=verdict, reason=text, used=used, max=most
+                )
+            )
+    return tuple(out)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"

@@ -1,0 +1,171 @@
+"""The behaviour state of :class:`MemoryStore`: sequences and limits, applied in Python.
+
+The same steps, in the same order, as ``bhv_apply`` in ``lua/_prelude.lua``
+(``RedisStore`` runs that inside its admit, observe, hold and claim scripts);
+the contract tests check that the two agree on every decision. See
+:mod:`gatekeeper.policy._behaviour` for what a plan is and the rules applied.
+
+Modes:
+
+- ``attempt``: the call was classified (any verdict). Sequence steps move on;
+  the answer is every sequence the call completes and every limit it would
+  pass. Nothing is consumed.
+- ``admit``: as ``attempt``, for a call whose verdict is ``verdict``. When a
+  hit is stricter than that verdict the call is escalated and nothing more
+  happens. Otherwise, when the verdict is ``allow``, the call runs now: its
+  ``not`` steps clear their sequences and it is counted by its limits.
+- ``release``: an approved call is released to run: its ``not`` steps clear
+  their sequences and it is counted by its limits (past them if need be: a
+  person approved it). No check.
+- ``done``: a call that took a concurrency slot ended; the slot is freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..models import Verdict
+
+__all__ = ["SLOT_TTL_MS", "BehaviourState", "stricter"]
+
+#: How long a concurrency slot is held at most (a process that died while
+#: running a call frees its slot after this).
+SLOT_TTL_MS = 600_000
+
+
+def stricter(a: str, b: str) -> bool:
+    """Whether verdict ``a`` is stricter than verdict ``b``."""
+    return Verdict(a).strictness > Verdict(b).strictness
+
+
+class BehaviourState:
+    """Sequence levels and limit entries by key; the caller holds the store's lock."""
+
+    def __init__(self) -> None:
+        # (scope, key) -> {"last": call id, "res": chain or None, "lv": {level: (start, chain)}}
+        self.seqs: dict[tuple[str, str], dict[str, Any]] = {}
+        # (scope, key) -> {call id: (at ms, amount)}
+        self.limits: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
+
+    def apply(
+        self,
+        agent: str,
+        plan: Mapping[str, Any],
+        mode: str,
+        now: int,
+        *,
+        verdict: str = "allow",
+        request_id: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Apply ``plan``; returns ``(hits, escalated)``."""
+        cid = plan["c"]
+        hits: list[dict[str, Any]] = []
+        if mode in ("attempt", "admit"):
+            for s in plan["s"]:
+                if s["m"]:
+                    fired = self._step(agent, s, cid, plan["t"], now, request_id)
+                    if fired is not None:
+                        hits.append({"kind": "sequence", "i": s["i"], "v": s["v"], "c": fired})
+            for lim in plan["l"]:
+                hit = self._check(agent, lim, cid, now)
+                if hit is not None:
+                    hits.append(hit)
+        if mode == "attempt":
+            return hits, False
+        if mode == "admit":
+            if any(stricter(h["v"], verdict) for h in hits):
+                return hits, True
+            if verdict != "allow":
+                return [], False
+        if mode == "done":
+            for lim in plan["l"]:
+                if lim["kind"] == "concurrent":
+                    self.limits.get(self._lkey(agent, lim), {}).pop(cid, None)
+            return [], False
+        for s in plan["s"]:  # admit (allowed) or release: the call runs now
+            if s["x"]:
+                st = self.seqs.get((agent, s["k"]))
+                if st is not None:
+                    for level in s["x"]:
+                        st["lv"].pop(level, None)
+        for lim in plan["l"]:
+            entries = self.limits.setdefault(self._lkey(agent, lim), {})
+            at = now + SLOT_TTL_MS if lim["kind"] == "concurrent" else now
+            entries.setdefault(cid, (at, float(lim["a"])))
+        return [], False
+
+    @staticmethod
+    def _lkey(agent: str, lim: Mapping[str, Any]) -> tuple[str, str]:
+        return ("*" if lim["g"] else agent, lim["k"])
+
+    def _step(
+        self,
+        agent: str,
+        s: Mapping[str, Any],
+        cid: str,
+        tool: str,
+        now: int,
+        request_id: str | None,
+    ) -> list[list[Any]] | None:
+        st = self.seqs.setdefault((agent, s["k"]), {"last": None, "res": None, "lv": {}})
+        if st["last"] == cid:  # the same call again (a retry): the same answer
+            res: list[list[Any]] | None = st["res"]
+            return res
+        lv: dict[int, tuple[int, list[list[Any]]]] = st["lv"]
+        for level in [lvl for lvl, (start, _) in lv.items() if now - start > s["w"]]:
+            del lv[level]
+        me = [cid, tool, now, request_id or ""]
+        fired = None
+        for p in sorted(s["m"], reverse=True):  # highest first: one call fills one step
+            if p == 1:
+                lv[1] = (now, [me])
+                continue
+            prev = lv.get(p - 1)
+            if prev is None:
+                continue
+            if p == s["n"]:
+                fired = prev[1]
+            elif p not in lv or lv[p][0] <= prev[0]:
+                lv[p] = (prev[0], [*prev[1], me])
+        st["last"], st["res"] = cid, fired
+        return fired
+
+    def _check(
+        self, agent: str, lim: Mapping[str, Any], cid: str, now: int
+    ) -> dict[str, Any] | None:
+        entries = self.limits.setdefault(self._lkey(agent, lim), {})
+        kind = lim["kind"]
+        if kind == "concurrent":
+            stale = [c for c, (until, _) in entries.items() if until <= now]
+        else:
+            stale = [c for c, (at, _) in entries.items() if at <= now - lim["w"]]
+        for c in stale:
+            del entries[c]
+        if cid in entries:  # counted already (a retry, or a re-attached call)
+            return None
+        if kind == "budget":
+            used = sum(a for _, a in entries.values())
+            over = bool(lim["bad"]) or used + float(lim["a"]) > float(lim["max"])
+        else:
+            used = float(len(entries))
+            over = used + 1 > float(lim["max"])
+        if not over:
+            return None
+        return {
+            "kind": "limit",
+            "i": lim["i"],
+            "v": lim["v"],
+            "u": used,
+            "max": lim["max"],
+            "a": lim["a"],
+            "bad": lim["bad"],
+        }
+
+    def usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
+        """Every limit key with entries: ``(agent or "*", key, [(at ms, amount), ...])``."""
+        return [
+            (scope, key, sorted(entries.values()))
+            for (scope, key), entries in sorted(self.limits.items())
+            if entries
+        ]
