@@ -177,10 +177,13 @@ class StepCall(_Model):
 
 
 class BehaviourHit(_Model):
-    """A sequence completed, or a limit reached, by this call (see docs/policy.md)."""
+    """A sequence completed, a limit reached, or something new done by this call.
 
-    kind: Literal["sequence", "limit"]
-    id: str = Field(description="the sequence's or the limit's id")
+    See docs/policy.md, "Sequences and limits" and "Novelty".
+    """
+
+    kind: Literal["sequence", "limit", "novelty"]
+    id: str = Field(description="the sequence's, limit's or novelty rule's id")
     verdict: Verdict
     reason: str = Field(description="a sentence a person can read")
     calls: tuple[StepCall, ...] = Field(
@@ -213,6 +216,11 @@ class Classification(_Model):
     behaviour: tuple[BehaviourHit, ...] = Field(
         default=(),
         description="sequences this call completed and limits it reached (from the store)",
+    )
+    policy_digest: str | None = Field(
+        default=None,
+        description="sha256 of the policy that classified the call (Policy.digest); None "
+        "when no policy did, or classified before gatekeeper recorded it",
     )
 
     @property
@@ -409,6 +417,7 @@ AuditKind = Literal[
     "call.executed",
     "call.failed",
     "call.observed",
+    "novelty.forgotten",
     "request.vote",
     "request.approved",
     "request.denied",

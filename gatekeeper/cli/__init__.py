@@ -84,6 +84,21 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = sub.add_parser("limits", help="current usage of the policy's limits, per agent")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    p = sub.add_parser("known", help="what each agent has done that a novelty rule watches")
+    p.add_argument("--agent", help="only this agent")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("forget", help="make a known value new again (its next call asks)")
+    p.add_argument("rule", help="the novelty rule's id")
+    p.add_argument("value", help="the ID `gatekeeper known` shows (or its start), or the value")
+    p.add_argument("--agent", required=True, help="whose known value")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=os.environ.get("GATEKEEPER_APPROVER"),
+        help="your approver name from the config (default: $GATEKEEPER_APPROVER)",
+    )
+
     sub.add_parser(
         "sweep",
         help="mark requests whose caller is gone as abandoned or of unknown outcome (once)",
@@ -340,6 +355,12 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             return cmd.sweep(gate, io=io)
         if command == "limits":
             return cmd.limits(gate, as_json=args.json, io=io)
+        if command == "known":
+            return cmd.known(gate, agent=args.agent, as_json=args.json, io=io)
+        if command == "forget":
+            return cmd.forget(
+                gate, args.rule, args.value, agent=args.agent, approver=args.approver, io=io
+            )
         if command == "resolve":
             return cmd.resolve_outcome(
                 gate, args.id, approver=args.approver, ran=args.ran, comment=args.comment, io=io

@@ -31,9 +31,9 @@ from .._sweep import advice
 from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
 from .._usage import limit_usage
-from ..audit import parse_event
+from ..audit import draft, parse_event
 from ..channels.console import describe_request
-from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall
+from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
 from ..policy import Policy
 from ..web._present import ARGS_LIMIT, args_view, shown_in_full
 
@@ -188,10 +188,7 @@ def pending(gate: Gatekeeper, *, limit: int, as_json: bool, io: IO, every: bool 
 
 def limits(gate: Gatekeeper, *, as_json: bool, io: IO) -> int:
     """Current usage of every limit of the policy, per limit and per agent."""
-    reader = getattr(gate.store, "behaviour_usage", None)
-    if reader is None:
-        return io.refuse(f"{type(gate.store).__name__} does not report limit usage")
-    rows = limit_usage(gate.policy, reader(), gate.clock.now())
+    rows = limit_usage(gate.policy, gate.store.behaviour_usage(), gate.clock.now())
     if as_json:
         for row in rows:
             io.say(_ascii_json({**dataclasses.asdict(row), "full": row.full}))
@@ -211,6 +208,68 @@ def limits(gate: Gatekeeper, *, as_json: bool, io: IO) -> int:
             f"{inline(row.limit, 20):<20}  {row.kind:<10}  {inline(row.agent, 16):<16}  "
             f"{row.per:<10}  {used:>12}  {window}{full}"
         )
+    return 0
+
+
+def known(gate: Gatekeeper, *, agent: str | None, as_json: bool, io: IO) -> int:
+    """What each agent has done that a novelty rule watches: tools used, values seen."""
+    rows = [r for r in gate.store.known_values() if agent is None or r[0] == agent]
+    if as_json:
+        for who, key, digest, entry in rows:
+            rule = key.removeprefix("new:")
+            at = utc(int(entry.get("at", 0))).isoformat()
+            io.say(
+                _ascii_json(
+                    {"agent": who, "rule": rule, "value": entry.get("s"), "since": at, "id": digest}
+                )
+            )
+        return 0
+    if not rows:
+        io.say("nothing is known yet" + (f" for agent {inline(agent, 60)}" if agent else ""))
+        return 0
+    io.say(f"{'AGENT':<16}  {'RULE':<20}  {'ID':<12}  {'SINCE (UTC)':<19}  VALUE")
+    for who, key, digest, entry in rows:
+        since = utc(int(entry.get("at", 0))).strftime("%Y-%m-%d %H:%M:%S")
+        io.say(
+            f"{inline(who, 16):<16}  {inline(key.removeprefix('new:'), 20):<20}  "
+            f"{digest[:12]:<12}  {since:<19}  {inline(str(entry.get('s', '')), 80)}"
+        )
+    return 0
+
+
+def forget(
+    gate: Gatekeeper, rule: str, given: str, *, agent: str, approver: str | None, io: IO
+) -> int:
+    """Make a known value new again: the agent's next such call asks a person."""
+    if not approver:
+        raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    gate.approver(approver)
+    key = f"new:{rule}"
+    found = [
+        (digest, entry)
+        for who, k, digest, entry in gate.store.known_values()
+        if who == agent and k == key and (digest.startswith(given) or entry.get("s") == given)
+    ]
+    if len(found) != 1:
+        what = "nothing known" if not found else f"{len(found)} known values"
+        return io.refuse(
+            f"{what} for agent {inline(agent, 60)} under rule {inline(rule, 60)} match "
+            f"{inline(given, 80)}; give the ID `gatekeeper known` shows"
+        )
+    digest, entry = found[0]
+    gate.store.forget_known(agent, key, digest)
+    event = draft(
+        "novelty.forgotten",
+        at_ms=int(gate.clock.now().timestamp() * 1000),
+        actor=approver,
+        # In the deployment's journal, which only deciders write (not the agent's).
+        data={"agent": agent, "rule": rule, "value": entry.get("s"), "id": digest},
+    )
+    gate.store.record([event])
+    io.say(
+        f"forgot {inline(str(entry.get('s')), 80)} for agent {inline(agent, 60)}: its next "
+        "such call asks a person"
+    )
     return 0
 
 

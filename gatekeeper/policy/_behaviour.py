@@ -31,10 +31,27 @@ from typing import Any, Literal
 from .._canonical import canonical_json
 from ..models import BehaviourHit, StepCall, ToolCall, Verdict, utc
 from ._compiled import glob_regex
-from ._matchers import ABSENT, ArgCondition, compile_args, lookup
-from ._schema import LimitRule, Match, Matcher, SequenceRule, StepMatch
+from ._matchers import (
+    _UNREADABLE,
+    ABSENT,
+    ArgCondition,
+    compile_args,
+    lookup,
+    shown_value,
+    url_host,
+)
+from ._schema import LimitRule, Match, Matcher, NoveltyRule, SequenceRule, StepMatch
 
-__all__ = ["CompiledLimit", "CompiledSequence", "LimitUse", "Plan", "SeqUse", "hits_from_wire"]
+__all__ = [
+    "CompiledLimit",
+    "CompiledNovelty",
+    "CompiledSequence",
+    "LimitUse",
+    "NewUse",
+    "Plan",
+    "SeqUse",
+    "hits_from_wire",
+]
 
 
 def _digest(text: str) -> str:
@@ -170,6 +187,61 @@ class CompiledLimit:
         return LimitUse(self, f"lim:{self.rule.id}:{part}", amount, bad, per == "global")
 
 
+class CompiledNovelty:
+    """A novelty rule: which calls it watches, and the value that is new or known."""
+
+    __slots__ = ("_match", "index", "rule", "tools")
+
+    def __init__(self, rule: NoveltyRule, index: int) -> None:
+        self.rule = rule
+        self.index = index
+        self.tools = rule.match.tool
+        self._match = StepMatcher.of(rule.match)
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def use(self, call: ToolCall) -> NewUse | None:
+        if not self._match.matches(call, definite=False):
+            return None
+        path = self.rule.arg_path
+        if path is None:
+            value: Any = call.tool
+            shown = f"tool {shown_value(call.tool, 200)}"
+        else:
+            value = lookup(call.args, path)
+            if value is ABSENT or value is _UNREADABLE:
+                return None  # the call does not use such a value: nothing new about it
+            name = ".".join(path)
+            if self.rule.by_host:
+                host = url_host(value)
+                # A URL whose host can't be told for sure is never known: always new.
+                value = host if host is not None else {"unparsable": value}
+                shown = (
+                    f"host {shown_value(host, 200)}"
+                    if host is not None
+                    else f"args.{name} {shown_value(value['unparsable'], 200)} (no host that "
+                    "can be told for sure)"
+                )
+            else:
+                shown = f"args.{name} {shown_value(value, 200)}"
+        digest = _digest(canonical_json(value).decode())
+        if self.rule.by_host and isinstance(value, dict):
+            digest = "unparsable"  # never stored as known (see the store)
+        return NewUse(self, f"new:{self.rule.id}", digest, shown)
+
+
+@dataclass(frozen=True, slots=True)
+class NewUse:
+    """How one call touches one novelty rule: the value's digest, and how it is shown."""
+
+    novelty: CompiledNovelty
+    key: str
+    digest: str
+    shown: str
+
+
 @dataclass(frozen=True, slots=True)
 class SeqUse:
     """How one call touches one sequence: the positions it matches, the levels it clears."""
@@ -202,6 +274,7 @@ class Plan:
     tool: str
     seqs: tuple[SeqUse, ...]
     limits: tuple[LimitUse, ...]
+    new: tuple[NewUse, ...] = ()
 
     def wire(self) -> dict[str, Any]:
         """The plan as JSON-able data, for the store's scripts (keys relative to the agent)."""
@@ -234,6 +307,16 @@ class Plan:
                 }
                 for u in self.limits
             ],
+            "n": [
+                {
+                    "k": u.key,
+                    "i": u.novelty.id,
+                    "d": u.digest,
+                    "s": u.shown,
+                    "v": u.novelty.rule.verdict.value,
+                }
+                for u in self.new
+            ],
         }
 
 
@@ -245,6 +328,7 @@ def hits_from_wire(
     raw: list[Mapping[str, Any]],
     sequences: Mapping[str, SequenceRule],
     limits: Mapping[str, LimitRule],
+    novelty: Mapping[str, NoveltyRule] | None = None,
 ) -> tuple[BehaviourHit, ...]:
     """The store's answer (JSON-able hits) as :class:`BehaviourHit`, with sentences for people."""
     out: list[BehaviourHit] = []
@@ -263,6 +347,12 @@ def hits_from_wire(
             out.append(
                 BehaviourHit(kind="sequence", id=hid, verdict=verdict, reason=reason, calls=calls)
             )
+        elif h["kind"] == "novelty":
+            rule = novelty.get(hid) if novelty is not None else None
+            text = f"novelty {hid}: the first call with {h['s']} by this agent"
+            if rule is not None and rule.reason:
+                text += f" ({rule.reason})"
+            out.append(BehaviourHit(kind="novelty", id=hid, verdict=verdict, reason=text))
         else:
             lim = limits.get(hid)
             used, most = float(h["u"]), float(h["max"])

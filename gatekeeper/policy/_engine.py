@@ -24,13 +24,23 @@ from ..models import (
     ToolCall,
     Verdict,
 )
-from ._behaviour import CompiledLimit, CompiledSequence, LimitUse, Plan, SeqUse, hits_from_wire
+from ._behaviour import (
+    CompiledLimit,
+    CompiledNovelty,
+    CompiledSequence,
+    LimitUse,
+    NewUse,
+    Plan,
+    SeqUse,
+    hits_from_wire,
+)
 from ._compiled import Applied, CompiledRule, glob_regex
 from ._loading import parse_toml, parse_yaml, validate_document
 from ._schema import (
     DEFAULT_RISK,
     AgentSpec,
     LimitRule,
+    NoveltyRule,
     PolicyDocument,
     Rule,
     SequenceRule,
@@ -39,6 +49,8 @@ from ._schema import (
 )
 
 __all__ = ["Policy"]
+
+Watcher = CompiledSequence | CompiledLimit | CompiledNovelty
 
 _GLOB_CHARS = frozenset("*?[")
 _CACHE_SIZE: Final = 4096
@@ -69,6 +81,7 @@ class Policy:
         "_exact",
         "_globbed",
         "_limit_rules",
+        "_novelty_rules",
         "_sequence_rules",
         "_tools",
         "digest",
@@ -94,11 +107,12 @@ class Policy:
     _exact: dict[str, tuple[CompiledRule, ...]]
     _globbed: tuple[tuple[Callable[[str], object], CompiledRule], ...]
     _tools: dict[str, ToolSpec]
-    _b_cache: dict[str, tuple[CompiledSequence | CompiledLimit, ...]]
-    _b_exact: dict[str, tuple[CompiledSequence | CompiledLimit, ...]]
-    _b_globbed: tuple[tuple[Callable[[str], object], CompiledSequence | CompiledLimit], ...]
+    _b_cache: dict[str, tuple[Watcher, ...]]
+    _b_exact: dict[str, tuple[Watcher, ...]]
+    _b_globbed: tuple[tuple[Callable[[str], object], Watcher], ...]
     _sequence_rules: dict[str, SequenceRule]
     _limit_rules: dict[str, LimitRule]
+    _novelty_rules: dict[str, NoveltyRule]
 
     def __init__(self, document: PolicyDocument, *, source: str = "<policy>") -> None:
         compiled = tuple(
@@ -117,12 +131,13 @@ class Policy:
                 globbed.append((glob_regex(wild), rule))
         defaults = document.defaults.approval
         sets = object.__setattr__
-        watched: list[CompiledSequence | CompiledLimit] = [
+        watched: list[Watcher] = [
             *(CompiledSequence(r, i) for i, r in enumerate(document.sequences)),
             *(CompiledLimit(r, i) for i, r in enumerate(document.limits)),
+            *(CompiledNovelty(r, i) for i, r in enumerate(document.novelty)),
         ]
-        b_exact: dict[str, list[CompiledSequence | CompiledLimit]] = {}
-        b_globbed: list[tuple[Callable[[str], object], CompiledSequence | CompiledLimit]] = []
+        b_exact: dict[str, list[Watcher]] = {}
+        b_globbed: list[tuple[Callable[[str], object], Watcher]] = []
         for item in watched:
             for name in dict.fromkeys(item.tools):
                 if _GLOB_CHARS.isdisjoint(name):
@@ -135,6 +150,7 @@ class Policy:
         sets(self, "_b_cache", {})
         sets(self, "_sequence_rules", {r.id: r for r in document.sequences})
         sets(self, "_limit_rules", {r.id: r for r in document.limits})
+        sets(self, "_novelty_rules", {r.id: r for r in document.novelty})
         sets(self, "document", document)
         sets(self, "source", source)
         sets(self, "digest", _digest(document.model_dump(mode="json", by_alias=True)))
@@ -291,9 +307,9 @@ class Policy:
 
     # -- behaviour: sequences and limits ----------------------------------------------------
 
-    def _watching(self, tool: str) -> tuple[CompiledSequence | CompiledLimit, ...]:
-        """The sequences and limits with a step or match that can name ``tool``."""
-        cached: tuple[CompiledSequence | CompiledLimit, ...] | None = self._b_cache.get(tool)
+    def _watching(self, tool: str) -> tuple[Watcher, ...]:
+        """The sequences, limits and novelty rules with a step or match that can name ``tool``."""
+        cached: tuple[Watcher, ...] | None = self._b_cache.get(tool)
         if cached is not None:
             return cached
         found = list(self._b_exact.get(tool, ()))
@@ -318,22 +334,27 @@ class Policy:
             return None
         seqs: list[SeqUse] = []
         limits: list[LimitUse] = []
+        new: list[NewUse] = []
         for item in watching:
             if isinstance(item, CompiledSequence):
                 used = item.use(call)
                 if used is not None:
                     seqs.append(used)
-            else:
+            elif isinstance(item, CompiledLimit):
                 counted = item.use(call)
                 if counted is not None:
                     limits.append(counted)
-        if not seqs and not limits:
+            else:
+                fresh = item.use(call)
+                if fresh is not None:
+                    new.append(fresh)
+        if not seqs and not limits and not new:
             return None
-        return Plan(call.id, call.tool, tuple(seqs), tuple(limits))
+        return Plan(call.id, call.tool, tuple(seqs), tuple(limits), tuple(new))
 
     def hits(self, raw: list[Mapping[str, Any]]) -> tuple[BehaviourHit, ...]:
         """The store's answer to a plan, as hits with sentences a person can read."""
-        return hits_from_wire(raw, self._sequence_rules, self._limit_rules)
+        return hits_from_wire(raw, self._sequence_rules, self._limit_rules, self._novelty_rules)
 
     def escalate(self, cls: Classification, hits: tuple[BehaviourHit, ...]) -> Classification:
         """``cls`` made as strict as the strictest of ``hits`` (never less strict).
@@ -350,16 +371,15 @@ class Policy:
         level = cls.risk.level
         for h in hits:
             level = max(level, (Risk.HIGH if h.kind == "sequence" else Risk.MEDIUM).level)
+        # A halt from a hit covers its session when the hit counts per session.
         halt_scope = cls.halt_scope
         if top is Verdict.HALT and cls.verdict is not Verdict.HALT:
             first = next(h for h in hits if h.verdict is Verdict.HALT)
-            per = (
-                self._sequence_rules[first.id].per
-                if first.kind == "sequence" and first.id in self._sequence_rules
-                else self._limit_rules[first.id].per
-                if first.id in self._limit_rules
-                else "agent"
-            )
+            per = "agent"
+            if first.kind == "sequence" and first.id in self._sequence_rules:
+                per = self._sequence_rules[first.id].per
+            elif first.kind == "limit" and first.id in self._limit_rules:
+                per = self._limit_rules[first.id].per
             halt_scope = HaltScope.SESSION if per == "session" else HaltScope.AGENT
         approval = cls.approval
         if top is Verdict.REQUIRE_APPROVAL and cls.verdict is not Verdict.REQUIRE_APPROVAL:

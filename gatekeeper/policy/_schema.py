@@ -41,6 +41,7 @@ __all__ = [
     "LimitRule",
     "Match",
     "Matcher",
+    "NoveltyRule",
     "PolicyDefaults",
     "PolicyDocument",
     "Rule",
@@ -518,6 +519,58 @@ class LimitRule(_Strict):
         return parse_rate(self.rate)
 
 
+NEW_HELP = "tool, args.NAME (a new value), or host(args.NAME) (a new host of a URL)"
+_NEW_HOST = re.compile(r"host\(args\.(.+)\)")
+
+
+def _new_what(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"new must be {NEW_HELP}")
+    if value == "tool":
+        return value
+    host = _NEW_HOST.fullmatch(value)
+    if host is not None:
+        _args_key(host.group(1))
+        return value
+    if value.startswith("args.") and len(value) > 5:
+        _args_key(value[5:])
+        return value
+    raise ValueError(f"invalid new {value!r}: must be {NEW_HELP}")
+
+
+class NoveltyRule(_Strict):
+    """Hold the first time an agent does something new: a tool, or a new value of an argument."""
+
+    id: str = Field(pattern=_ID_PATTERN)
+    description: str | None = None
+    match: Match = Field(default_factory=Match)
+    new: Annotated[str, PlainValidator(_new_what)] = Field(description=NEW_HELP)
+    verdict: Verdict = Verdict.REQUIRE_APPROVAL
+    reason: str | None = None
+
+    _verdict = field_validator("verdict")(_not_allow)
+
+    @model_validator(mode="after")
+    def _no_python(self) -> NoveltyRule:
+        if self.match.python is not None:
+            raise ValueError(
+                "a novelty rule's match can't use 'python' (it is checked in the store)"
+            )
+        return self
+
+    @property
+    def arg_path(self) -> tuple[str, ...] | None:
+        """The argument whose values are new or known (None: the tool itself)."""
+        host = _NEW_HOST.fullmatch(self.new)
+        if host is not None:
+            return tuple(host.group(1).split("."))
+        return tuple(self.new[5:].split(".")) if self.new.startswith("args.") else None
+
+    @property
+    def by_host(self) -> bool:
+        return _NEW_HOST.fullmatch(self.new) is not None
+
+
 class PolicyDefaults(_Strict):
     """Values rules fall back to."""
 
@@ -540,6 +593,7 @@ class PolicyDocument(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     sequences: list[SequenceRule] = Field(default_factory=list)
     limits: list[LimitRule] = Field(default_factory=list)
+    novelty: list[NoveltyRule] = Field(default_factory=list)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -555,10 +609,13 @@ class PolicyDocument(_Strict):
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicyDocument:
         seen: dict[str, str] = {}
-        sections: tuple[tuple[str, Sequence[Rule | SequenceRule | LimitRule]], ...] = (
+        sections: tuple[
+            tuple[str, Sequence[Rule | SequenceRule | LimitRule | NoveltyRule]], ...
+        ] = (
             ("rules", self.rules),
             ("sequences", self.sequences),
             ("limits", self.limits),
+            ("novelty", self.novelty),
         )
         for section, items in sections:
             for index, item in enumerate(items):

@@ -56,7 +56,7 @@ _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
 _REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +persist +incr"
 
 
-_BEHAVIOUR_WRITES = "+hset +hdel +pexpire +zadd +zrem +zremrangebyscore"
+_BEHAVIOUR_WRITES = "+hset +hsetnx +hdel +pexpire +zadd +zrem +zremrangebyscore"
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
 
 

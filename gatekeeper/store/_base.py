@@ -156,6 +156,18 @@ class Store(Protocol):
     #: Seconds a caller's lease lasts unless renewed (None: this store keeps no leases).
     lease_ttl: float | None
 
+    def behaviour_usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
+        """Limit entries by key: ``(agent or "*", key, [(ms, amount), ...])``."""
+        ...
+
+    def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Values novelty rules know, per agent: ``(agent, key, digest, entry)``."""
+        ...
+
+    def forget_known(self, agent: str, key: str, digest: str) -> bool:
+        """Make a known value new again for ``agent``; False when it was not known."""
+        ...
+
     def hold(
         self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:

@@ -15,8 +15,8 @@ Modes:
   happens. Otherwise, when the verdict is ``allow``, the call runs now: its
   ``not`` steps clear their sequences and it is counted by its limits.
 - ``release``: an approved call is released to run: its ``not`` steps clear
-  their sequences and it is counted by its limits (past them if need be: a
-  person approved it). No check.
+  their sequences, it is counted by its limits (past them if need be: a
+  person approved it), and its new values become known. No check.
 - ``done``: a call that took a concurrency slot ended; the slot is freed.
 """
 
@@ -27,7 +27,10 @@ from typing import Any
 
 from ..models import Verdict
 
-__all__ = ["SLOT_TTL_MS", "BehaviourState", "stricter"]
+__all__ = ["SLOT_TTL_MS", "UNPARSABLE", "BehaviourState", "stricter"]
+
+#: The digest of a value that can never be known (a URL whose host can't be told).
+UNPARSABLE = "unparsable"
 
 #: How long a concurrency slot is held at most (a process that died while
 #: running a call frees its slot after this).
@@ -47,6 +50,8 @@ class BehaviourState:
         self.seqs: dict[tuple[str, str], dict[str, Any]] = {}
         # (scope, key) -> {call id: (at ms, amount)}
         self.limits: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
+        # (agent, key) -> {value digest: {"s": shown, "at": ms, "c": call id}}
+        self.known: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def apply(
         self,
@@ -71,6 +76,10 @@ class BehaviourState:
                 hit = self._check(agent, lim, cid, now)
                 if hit is not None:
                     hits.append(hit)
+            for new in plan.get("n", ()):
+                known = self.known.get((agent, new["k"]), {})
+                if new["d"] == UNPARSABLE or new["d"] not in known:
+                    hits.append({"kind": "novelty", "i": new["i"], "v": new["v"], "s": new["s"]})
         if mode == "attempt":
             return hits, False
         if mode == "admit":
@@ -93,7 +102,22 @@ class BehaviourState:
             entries = self.limits.setdefault(self._lkey(agent, lim), {})
             at = now + SLOT_TTL_MS if lim["kind"] == "concurrent" else now
             entries.setdefault(cid, (at, float(lim["a"])))
+        for new in plan.get("n", ()):  # it ran: from now on this agent has done it
+            if new["d"] != UNPARSABLE:
+                known = self.known.setdefault((agent, new["k"]), {})
+                known.setdefault(new["d"], {"s": new["s"], "at": now, "c": cid})
         return [], False
+
+    def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """``(agent, key, digest, {"s": shown, "at": ms, "c": call id})`` for every known value."""
+        return [
+            (agent, key, digest, dict(entry))
+            for (agent, key), values in sorted(self.known.items())
+            for digest, entry in sorted(values.items())
+        ]
+
+    def forget(self, agent: str, key: str, digest: str) -> bool:
+        return self.known.get((agent, key), {}).pop(digest, None) is not None
 
     @staticmethod
     def _lkey(agent: str, lim: Mapping[str, Any]) -> tuple[str, str]:

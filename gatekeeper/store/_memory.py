@@ -229,6 +229,19 @@ class MemoryStore:
     def _now_ms(self) -> int:
         return int(self.clock.now().timestamp() * 1000)
 
+    def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """What each agent has done that a novelty rule watches (``gatekeeper known``).
+
+        ``(agent, key, digest, {"s": shown, "at": ms, "c": call id})``.
+        """
+        with self._lock:
+            return self._behaviour.known_values()
+
+    def forget_known(self, agent: str, key: str, digest: str) -> bool:
+        """Make a known value new again for ``agent`` (its next call asks a person)."""
+        with self._lock:
+            return self._behaviour.forget(agent, key, digest)
+
     def behaviour_usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
         """Limit entries by key (``gatekeeper limits``): ``(agent or "*", key, entries)``."""
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import functools
+import json
 import logging
 import time
 import weakref
@@ -442,6 +443,39 @@ class RedisStore:
                 if entries:
                     out.append((agent, rest, sorted(entries)))
         return out
+
+    def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """What each agent has done that a novelty rule watches (``gatekeeper known``).
+
+        ``(agent, key, digest, {"s": shown, "at": ms, "c": call id})``, found with ``SCAN``.
+        """
+        prefix = self.keys.prefix
+        client = self.client
+
+        def scan() -> list[Any]:
+            return sorted(client.scan_iter(match=f"{{{prefix}:*}}:bhv:new:*", count=500))
+
+        def read(name: str) -> dict[bytes, bytes]:
+            return cast("dict[bytes, bytes]", client.hgetall(name))
+
+        out: list[tuple[str, str, str, dict[str, Any]]] = []
+        for raw in self._call(scan):
+            name = ops.text(raw)
+            tag, _, key = name.partition("}:bhv:")
+            agent = unquote(tag[len(prefix) + 2 :])
+            for digest, entry in sorted(self._call(functools.partial(read, name)).items()):
+                try:
+                    value = json.loads(entry)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    out.append((agent, key, ops.text(digest), value))
+        return out
+
+    def forget_known(self, agent: str, key: str, digest: str) -> bool:
+        """Make a known value new again for ``agent`` (its next call asks a person)."""
+        name = f"{self.keys.of(agent).tag}:bhv:{key}"
+        return bool(self._call(lambda: self.client.hdel(name, digest)))
 
     def observe(
         self,

@@ -264,7 +264,8 @@ def _json(value: Any) -> str:
 
 def plan_json(k: Keys, plan: Mapping[str, Any] | None) -> str:
     """A behaviour plan for the scripts, with the deployment's tag for shared limits."""
-    return "" if plan is None else _json({**plan, "d": k.tag})
+    # Plain json.dumps: the scripts decode it, nothing hashes it.
+    return "" if plan is None else json.dumps({**plan, "d": k.tag}, separators=(",", ":"))
 
 
 def _hits(raw: Any) -> list[dict[str, Any]]:

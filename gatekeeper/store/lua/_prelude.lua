@@ -202,13 +202,15 @@ bhv.RANK = { allow = 0, require_approval = 1, deny = 2, halt = 3 }
 bhv.SLOT_TTL = 600000
 
 function bhv.step(key, s, cid, tool, now, rid)
-  local done = redis.call('HMGET', key, 'last', 'res')
-  if done[1] == cid then  -- the same call again (a retry): the same answer
-    if done[2] and done[2] ~= '' then return cjson.decode(done[2]) end
-    return nil
-  end
   local lv = {}
   local stored = redis.call('HGETALL', key)
+  for i = 1, #stored, 2 do
+    if stored[i] == 'last' and stored[i + 1] == cid then  -- the same call again (a retry)
+      local res = redis.call('HGET', key, 'res')  -- the same answer
+      if res and res ~= '' then return cjson.decode(res) end
+      return nil
+    end
+  end
   for i = 1, #stored, 2 do
     local f = stored[i]
     if string.sub(f, 1, 1) == 'L' then
@@ -291,6 +293,11 @@ function bhv.apply(tag, plan, mode, now, verdict, rid)
       local h = bhv.check(bhv.lkey(tag, plan, l), l, plan.c, now)
       if h then table.insert(hits, h) end
     end
+    for _, n in ipairs(plan.n or {}) do
+      if n.d == 'unparsable' or redis.call('HEXISTS', tag .. ':bhv:' .. n.k, n.d) == 0 then
+        table.insert(hits, { kind = 'novelty', i = n.i, v = n.v, s = n.s })
+      end
+    end
   end
   if mode == 'attempt' then return hits, false end
   if mode == 'admit' then
@@ -316,6 +323,11 @@ function bhv.apply(tag, plan, mode, now, verdict, rid)
     else
       redis.call('ZADD', key, 'NX', now, bhv.member(l, plan.c))
       redis.call('PEXPIRE', key, l.w)
+    end
+  end
+  for _, n in ipairs(plan.n or {}) do  -- it ran: from now on this agent has done it
+    if n.d ~= 'unparsable' then
+      redis.call('HSETNX', tag .. ':bhv:' .. n.k, n.d, cjson.encode({ s = n.s, at = now, c = plan.c }))
     end
   end
   return {}, false
