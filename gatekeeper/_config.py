@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from ._config_alerts import AlertsConfig, AlertSlackConfig
 from ._config_channels import (
     ChannelConfig,
     ConsoleChannelConfig,
@@ -39,8 +40,9 @@ from .web._settings import WebSettings  # pydantic only: no web framework is imp
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
     from ._signing import DecisionKeys
+    from .alerts import Alerter
     from .channels import Channel, WebhookChannel
-    from .channels.slack import SlackChannel, SlackService
+    from .channels.slack import SlackAlerts, SlackChannel, SlackService
     from .store import Store
 
 __all__ = ["Config", "find_config", "load_config", "starter_config"]
@@ -147,6 +149,11 @@ class Config(_Model):
     )
     web: WebSettings | None = Field(
         default=None, description="the web console (`gatekeeper serve`); needs secret_key"
+    )
+    alerts: AlertsConfig | None = Field(
+        default=None,
+        description="where halts, sequence hits, limits, denials, novelty and a late queue "
+        "are announced (`gatekeeper serve`, `gatekeeper alerts`)",
     )
 
     # Set by load_config, not read from the file.
@@ -298,6 +305,78 @@ class Config(_Model):
                     ) from None
             hooks.append(self._webhook(spec, secret))
         return hooks
+
+    def alerter(self, gate: Gatekeeper) -> Alerter | None:
+        """The :class:`~gatekeeper.alerts.Alerter` of the ``alerts:`` section (None without one).
+
+        Reads the Slack bot token and the webhooks' secrets from the environment
+        now; one that is unset or too short is a :class:`ConfigError` naming it.
+        """
+        spec = self.alerts
+        if spec is None:
+            return None
+        from .alerts import Alerter, AlertTarget, WebhookAlerts
+
+        targets: list[AlertTarget] = []
+        if spec.slack is not None:
+            targets.append(self._slack_alerts(spec.slack, spec))
+        for i, hook in enumerate(spec.webhooks):
+            field = f"alerts.webhooks[{i}].secret_env"
+            secret = os.environ.get(hook.secret_env, "")
+            problem = (
+                f"environment variable {hook.secret_env} (the secret alerts are signed with) "
+                "is not set"
+                if not secret
+                else f"the secret in {hook.secret_env} needs at least 16 characters"
+                if len(secret) < 16
+                else None
+            )
+            if problem is not None:
+                raise ConfigError(
+                    f"{self.source}: {field}: {problem}", source=self.source, field=field
+                )
+            targets.append(
+                WebhookAlerts(
+                    hook.url,
+                    secret=secret,
+                    name=hook.name,
+                    timeout=hook.timeout,
+                    attempts=spec.attempts,
+                    max_wait=spec.max_wait,
+                )
+            )
+        return Alerter(
+            gate.store,
+            targets,
+            console_url=spec.console_url or (self.web.base_url if self.web else None),
+            kinds=spec.kinds,
+            deny_risk=spec.deny_risk,
+            queue_age=spec.queue_age,
+            window=spec.window,
+            most=spec.most,
+            every=spec.every,
+            clock=gate.clock,
+        )
+
+    def _slack_alerts(self, slack: AlertSlackConfig, spec: AlertsConfig) -> SlackAlerts:
+        from slack_sdk import WebClient
+
+        from .channels.slack import SlackAlerts
+
+        channel = next((c for c in self.channels if isinstance(c, SlackChannelConfig)), None)
+        env = slack.bot_token_env or (channel.bot_token_env if channel else "SLACK_BOT_TOKEN")
+        base_url = slack.base_url or (channel.base_url if channel else None)
+        token = os.environ.get(env, "").strip()
+        if not token:
+            field = "alerts.slack.bot_token_env"
+            raise ConfigError(
+                f"{self.source}: {field}: environment variable {env} (the bot token, xoxb-...) "
+                "is not set",
+                source=self.source,
+                field=field,
+            )
+        client = WebClient(token=token, base_url=base_url) if base_url else WebClient(token=token)
+        return SlackAlerts(client, slack.channel, attempts=spec.attempts, max_wait=spec.max_wait)
 
     def build_gate(self, **overrides: Any) -> Gatekeeper:
         """A :class:`~gatekeeper.Gatekeeper` as this file describes it."""

@@ -7,15 +7,22 @@ a configured approver, of the rule's group, for the arguments they reviewed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
-from ._errors import InvalidToolCall, NotAuthorized, StoreUnavailable, TransitionRefused
+from ._errors import (
+    GatekeeperError,
+    InvalidToolCall,
+    NotAuthorized,
+    StoreUnavailable,
+    TransitionRefused,
+)
 from ._votes import trust_problem
 from .audit import ChainReport, verify_chain
-from .models import ApprovalRequest, Approver, Decision, HaltScope
+from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
 
@@ -23,6 +30,8 @@ __all__ = ["MAX_RESPONSE_CHARS", "Decisions", "recorded_or_not"]
 
 #: The longest answer a person may write in place of a tool's result.
 MAX_RESPONSE_CHARS = 8000
+
+log = logging.getLogger("gatekeeper.decisions")
 
 T = TypeVar("T")
 
@@ -147,11 +156,44 @@ class Decisions:
         args: Mapping[str, Any] | None = None,
         via: str = "api",
         expect_digest: str | None = None,
+        grant_for: float | None = None,
+        bounds: Mapping[str, float] | None = None,
     ) -> ApprovalRequest:
-        """Approve as ``approver`` (optionally with edited ``args``); returns the request after."""
+        """Approve as ``approver`` (optionally with edited ``args``); returns the request after.
+
+        ``grant_for`` (seconds, at most 7 days): also let this agent's matching
+        calls of the tool run without asking until then — a standing approval
+        (see docs/concepts.md, "Standing approvals"); ``bounds`` lowers the
+        most a number argument may be (``{"amount": 50}``). Refused before
+        anything is recorded when the request can't carry one.
+        """
         req = self._read_to_decide(request_id, "your approval")
         decision, edited = self._decision(req, approver, True, comment, via, args, expect_digest)
-        return self._decide(request_id, "your approval", decision, edited)
+        if grant_for is not None:
+            self.check_grantable(req)  # type: ignore[attr-defined]
+            if edited is not None:
+                req = req.model_copy(update={"args": dict(edited)})
+        after = self._decide(request_id, "your approval", decision, edited)
+        if grant_for is not None and after.status in (
+            RequestStatus.APPROVED,
+            RequestStatus.EXECUTING,
+            RequestStatus.EXECUTED,
+        ):
+            self.grant_from(  # type: ignore[attr-defined]
+                req, approver=approver, seconds=grant_for, bounds=bounds, comment=comment
+            )
+        self._after_decision(after, approve=True, by=approver)
+        return after
+
+    def _after_decision(self, req: ApprovalRequest, *, approve: bool, by: str) -> None:
+        """Earned autonomy follows each decision; its failure never undoes the decision."""
+        try:
+            if approve:
+                self.after_approval(req)  # type: ignore[attr-defined]
+            else:
+                self.after_denial(req, by=by)  # type: ignore[attr-defined]
+        except GatekeeperError as exc:
+            log.warning("autonomy not updated after request %s: %s", req.id, exc)
 
     def deny(
         self,
@@ -174,7 +216,9 @@ class Decisions:
             )
         req = self._read_to_decide(request_id, "your denial")
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
-        return self._decide(request_id, "your denial", decision)
+        after = self._decide(request_id, "your denial", decision)
+        self._after_decision(after, approve=False, by=approver)
+        return after
 
     def respond(
         self,
@@ -282,11 +326,20 @@ class Decisions:
         """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
         scope, target = _halt_scope(agent, session, everything)
         reason = without_surrogates(reason) if reason else reason
-        return recorded_or_not(
+        cancelled: list[str] = recorded_or_not(
             f"the halt of {_scope_name(scope, target)}",
             "gatekeeper halts",
             lambda: self.store.halt(scope, target, by=without_surrogates(by), reason=reason),
         )
+        self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="halt")
+        return cancelled
+
+    def _halt_revokes(self, agent: str | None, *, by: str, what: str) -> None:
+        """A halt revokes grants (a session's or everything's: every agent's)."""
+        try:
+            self.revoke_grants_for_halt(agent, by=by, why=what)  # type: ignore[attr-defined]
+        except GatekeeperError as exc:
+            log.warning("grants not revoked after the %s: %s", what, exc)
 
     def resume(
         self,
@@ -298,11 +351,17 @@ class Decisions:
     ) -> bool:
         """Release the kill switch again; False if it was not on."""
         scope, target = _halt_scope(agent, session, everything)
-        return recorded_or_not(
+        resumed: bool = recorded_or_not(
             f"the resume of {_scope_name(scope, target)}",
             "gatekeeper halts",
             lambda: self.store.resume(scope, target, by=by),
         )
+        # A halt the agent's own gate pulled (a sequence, a halt rule) could not
+        # revoke grants (its Redis user may not); the resume does, so no grant
+        # from before the halt outlives it.
+        if resumed:
+            self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="resume")
+        return resumed
 
     def verify_audit(self) -> ChainReport:
         """Check the audit chain from its first event to the store's head."""

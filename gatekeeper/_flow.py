@@ -51,10 +51,18 @@ from ._errors import (
     TamperingDetected,
     TransitionRefused,
 )
+from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
 from ._tool import ToolSpec
-from .models import ApprovalRequest, Classification, RequestStatus, ToolCall, Verdict
+from .models import (
+    ApprovalRequest,
+    BehaviourHit,
+    Classification,
+    RequestStatus,
+    ToolCall,
+    Verdict,
+)
 from .store._bounded import READ_FLOOR, awithin, within
 
 if TYPE_CHECKING:
@@ -372,17 +380,29 @@ def _guarded(
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
     plan = None if spec.question else _plan(gate, call, key)
+    shadows: tuple[BehaviourHit, ...] = ()
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
         req = gate._new_request(spec, call, cls, key, park=not wait)
         if plan is not None:  # sequences move on, limits are checked (not yet counted)
             raw = yield op("observe", plan, agent=call.agent, request_id=req.id)
-            if raw:
-                cls = gate.policy.escalate(cls, gate.policy.hits(raw))
+            enforced, shadows = _split(gate, raw)
+            if enforced:
+                cls = gate.policy.escalate(cls, enforced)
                 req = req.model_copy(update={"classification": cls})
+        _record_shadow(gate, call, cls, shadows)
+        if cls.verdict is Verdict.REQUIRE_APPROVAL and not cls.behaviour and req.quorum == 1:
+            # A standing approval, or autonomy the agent earned, may let it pass.
+            stored, demoted = yield op("grants_for", call.agent)
+            grant = _usable_grant(gate, call, stored, demoted) if stored else None
+            if grant is not None:
+                cls = _granted(cls, grant)
+                gate.store.record_soon([pipe.grant_used_event(call, grant)])
         if cls.verdict is Verdict.REQUIRE_APPROVAL:
             return (yield from _held(gate, spec, bound, req, cls, decided, wait, plan))
-        plan, verdict = None, cls.verdict  # a sequence or limit refuses it outright
+        verdict = cls.verdict
+        if verdict is not Verdict.ALLOW:
+            plan = None  # a sequence or limit refuses it outright
     try:
         raw = yield op(
             "admit",
@@ -392,8 +412,10 @@ def _guarded(
             plan=plan,
             verdict=verdict.value,
         )
-        if raw:  # a sequence it completes or a limit it passes: stricter than its verdict
-            cls = gate.policy.escalate(cls, gate.policy.hits(raw))
+        enforced, shadows = _split(gate, raw)
+        _record_shadow(gate, call, cls, shadows)
+        if enforced:  # a sequence it completes or a limit it passes: stricter than its verdict
+            cls = gate.policy.escalate(cls, enforced)
             verdict = cls.verdict
             if verdict is Verdict.REQUIRE_APPROVAL:
                 req = gate._new_request(spec, call, cls, key, park=not wait)
@@ -447,6 +469,69 @@ def _plan(gate: Gatekeeper, call: ToolCall, key: str | None) -> dict[str, Any] |
     return wire
 
 
+def _usable_grant(
+    gate: Gatekeeper, call: ToolCall, stored: Mapping[str, str], demoted: int | None
+) -> Grant | None:
+    grant, problems, voided = usable_grant(
+        gate.store.decision_keys,
+        stored,
+        call,
+        gate.clock.now(),
+        demoted,
+        lambda rule, c: any(r.id == rule for r in gate.policy.autonomy_for(c)),
+    )
+    for problem in problems:  # never used; said loudly: someone wrote the agent's grants
+        log.error("grants of agent %s: %s", call.agent, problem)
+    for lost in voided:  # a sequence or limit fired since it was earned: said once here
+        if lost.id not in gate._demoted:
+            gate._demoted.add(lost.id)
+            gate.store.record_soon([pipe.demoted_event(call, lost)])
+    return grant
+
+
+def _granted(cls: Classification, grant: Grant) -> Classification:
+    """``cls`` (a hold) made an allow by ``grant``, saying so first among the reasons."""
+    if grant.kind == "autonomy":
+        why = f"autonomy earned under rule {grant.rule} ({grant.comment or 'promoted'})"
+    else:
+        why = f"standing approval {grant.id} by {grant.by}: {grant.describe()}"
+    return cls.model_copy(
+        update={
+            "verdict": Verdict.ALLOW,
+            "rules": (f"grant:{grant.id}", *cls.rules),
+            "reasons": (why, *cls.reasons),
+        }
+    )
+
+
+def _split(
+    gate: Gatekeeper, raw: list[dict[str, Any]] | None
+) -> tuple[tuple[BehaviourHit, ...], tuple[BehaviourHit, ...]]:
+    """The store's hits: those that decide, and those of shadow-mode entries."""
+    if not raw:
+        return (), ()
+    hits = gate.policy.hits(raw)
+    return tuple(h for h in hits if not h.shadow), tuple(h for h in hits if h.shadow)
+
+
+def _record_shadow(
+    gate: Gatekeeper, call: ToolCall, cls: Classification, hits: tuple[BehaviourHit, ...]
+) -> None:
+    """Record what shadow-mode rules, sequences, limits or novelty rules would have done."""
+    if cls.shadow is None and not hits:
+        return
+    gate.store.record_soon([pipe.shadow_event(call, cls, hits)])
+
+
+def _hold(
+    req: ApprovalRequest, event: Mapping[str, Any], plan: Mapping[str, Any] | None
+) -> StoreOp:
+    """The hold of ``req``; its behaviour plan as a keyword, only when it has one."""
+    if plan is None:
+        return op("hold", req, event)
+    return StoreOp("hold", (req, event), {"plan": plan})
+
+
 def _takes_slot(plan: Mapping[str, Any]) -> bool:
     return any(lim["kind"] == "concurrent" for lim in plan["l"])
 
@@ -495,8 +580,7 @@ def _held(
     call = req.call
     by, gone = f"agent:{call.agent}", "the caller stopped waiting"
     try:
-        event = pipe.call_event(call, cls, request=req)
-        held: ApprovalRequest = yield op("hold", req, event, plan)
+        held: ApprovalRequest = yield _hold(req, pipe.call_event(call, cls, request=req), plan)
     except AgentHalted:
         gate._refused(call, cls)
         raise

@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
+from ._grant_decisions import GrantDecisions
 from ._session import Session, check_call_key, current_call_key, current_session
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
@@ -56,7 +57,7 @@ log = logging.getLogger("gatekeeper")
 CLOCK_SKEW = 5.0
 
 
-class Gatekeeper(Decisions):
+class Gatekeeper(Decisions, GrantDecisions):
     """The checkpoint between an agent and its tools.
 
     Example::
@@ -98,6 +99,7 @@ class Gatekeeper(Decisions):
         self.resume_within = resume_within
         self._ids = ids
         self._default_session = Session.create(default_agent)
+        self._demoted: set[str] = set()  # autonomy grants this process saw end (said once)
         self._questions: set[str] = set()  # names of this gate's ask-a-person tools
         self._guarded: set[str] = set()  # names of the functions guarded with @gate.guard
         self.channels: list[Channel] = []

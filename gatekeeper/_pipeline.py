@@ -28,6 +28,7 @@ from ._tool import BoundCall, ToolSpec
 from .audit import draft
 from .models import (
     ApprovalRequest,
+    BehaviourHit,
     Classification,
     RequestStatus,
     ToolCall,
@@ -129,8 +130,14 @@ def call_event(
         data["granted_scopes"] = list(call.granted_scopes)
     if call.required_scopes:
         data["required_scopes"] = list(call.required_scopes)
+    if call.irreversible:  # what the code declared, so a replay classifies it alike
+        data["irreversible"] = True
+    if call.declared_risk is not None:
+        data["declared_risk"] = call.declared_risk.value
     if cls.behaviour:  # the sequences it completed, the limits it reached
         data["behaviour"] = [h.model_dump(mode="json", exclude_none=True) for h in cls.behaviour]
+    if cls.policy_digest:  # which version of the policy was in force (the report counts them)
+        data["policy_digest"] = cls.policy_digest
     if request is not None:
         data["expires_at"] = request.expires_at.isoformat()
         data["quorum"] = request.quorum
@@ -141,6 +148,72 @@ def call_event(
         at_ms=_ms(call.created_at),
         actor=f"agent:{call.agent}",
         request_id=request.id if request else None,
+        call_id=call.id,
+        tool=call.tool,
+        agent=call.agent,
+        session_id=call.session_id,
+        data=data,
+    )
+
+
+def grant_used_event(call: ToolCall, grant: Any) -> dict[str, Any]:
+    """The audit draft recording that a grant let ``call`` run without asking."""
+    return draft(
+        "grant.used",
+        at_ms=_ms(call.created_at),
+        actor=f"agent:{call.agent}",
+        call_id=call.id,
+        tool=call.tool,
+        agent=call.agent,
+        session_id=call.session_id,
+        data={"grant": grant.id, "kind": grant.kind, "by": grant.by, "rule": grant.rule},
+    )
+
+
+def demoted_event(call: ToolCall, grant: Any) -> dict[str, Any]:
+    """The audit draft recording that a sequence or limit hit ended an agent's autonomy."""
+    return draft(
+        "autonomy.demoted",
+        at_ms=_ms(call.created_at),
+        actor=f"agent:{call.agent}",
+        tool=grant.tool,
+        agent=call.agent,
+        data={
+            "grant": grant.id,
+            "rule": grant.rule,
+            "why": "a sequence or limit fired for this agent since it was earned",
+        },
+    )
+
+
+def shadow_event(
+    call: ToolCall, cls: Classification, hits: tuple[BehaviourHit, ...]
+) -> dict[str, Any]:
+    """The audit draft recording what shadow-mode entries would have done with a call.
+
+    ``data.would_be`` is the verdict the call would have had with them
+    enforced; ``data.verdict`` the one it had.
+    """
+    would = cls.shadow.verdict if cls.shadow is not None else cls.verdict
+    for hit in hits:
+        if hit.verdict.strictness > would.strictness:
+            would = hit.verdict
+    data: dict[str, Any] = {
+        "verdict": cls.verdict.value,
+        "would_be": would.value,
+        "rules": list(cls.shadow.rules) if cls.shadow is not None else [],
+        "reasons": [
+            *(cls.shadow.reasons if cls.shadow is not None else ()),
+            *(h.reason for h in hits),
+        ],
+        "args_digest": call.args_digest,
+    }
+    if hits:
+        data["behaviour"] = [h.model_dump(mode="json", exclude_none=True) for h in hits]
+    return draft(
+        "call.shadow",
+        at_ms=_ms(call.created_at),
+        actor=f"agent:{call.agent}",
         call_id=call.id,
         tool=call.tool,
         agent=call.agent,

@@ -24,6 +24,7 @@ __all__ = [
     "HaltScope",
     "RequestStatus",
     "Risk",
+    "ShadowNote",
     "StepCall",
     "ToolCall",
     "Verdict",
@@ -191,6 +192,15 @@ class BehaviourHit(_Model):
     )
     used: float | None = Field(default=None, description="limit: the count or sum so far")
     max: float | None = Field(default=None, description="limit: what it allows")
+    shadow: bool = Field(default=False, description="in shadow mode: recorded, changed nothing")
+
+
+class ShadowNote(_Model):
+    """What rules in shadow mode would have made of a call (they changed nothing)."""
+
+    verdict: Verdict
+    rules: tuple[str, ...] = Field(default=(), description="the shadow rules that applied")
+    reasons: tuple[str, ...] = ()
 
 
 class Classification(_Model):
@@ -216,6 +226,10 @@ class Classification(_Model):
     behaviour: tuple[BehaviourHit, ...] = Field(
         default=(),
         description="sequences this call completed and limits it reached (from the store)",
+    )
+    shadow: ShadowNote | None = Field(
+        default=None,
+        description="what rules in shadow mode would have decided, when one applied",
     )
     policy_digest: str | None = Field(
         default=None,
@@ -417,7 +431,13 @@ AuditKind = Literal[
     "call.executed",
     "call.failed",
     "call.observed",
+    "call.shadow",
     "novelty.forgotten",
+    "grant.created",
+    "grant.used",
+    "grant.revoked",
+    "autonomy.promoted",
+    "autonomy.demoted",
     "request.vote",
     "request.approved",
     "request.denied",

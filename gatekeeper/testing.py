@@ -3,6 +3,8 @@
 - :class:`ManualClock`: time that moves only when told to.
 - :class:`RecordingChannel`: remembers every request it was told about.
 - :class:`AutoDecider`: a channel that approves or denies at once, by a rule you give.
+- :class:`RecordingAlerts`: an alert target (see :mod:`gatekeeper.alerts`) that remembers
+  every alert sent to it.
 
 Example::
 
@@ -21,8 +23,9 @@ from .models import ApprovalRequest
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
+    from .alerts import Alert
 
-__all__ = ["AutoDecider", "ManualClock", "RecordingChannel"]
+__all__ = ["AutoDecider", "ManualClock", "RecordingAlerts", "RecordingChannel"]
 
 
 class ManualClock:
@@ -75,6 +78,37 @@ class RecordingChannel:
             if not self._arrived.wait_for(lambda: len(self.notified) >= count, timeout):
                 raise TimeoutError(f"no request #{count} within {timeout}s")
             return self.notified[count - 1]
+
+
+class RecordingAlerts:
+    """An alert target that records every alert; ``wait_for`` blocks until enough arrived.
+
+    Example::
+
+        seen = RecordingAlerts()
+        alerter = Alerter(gate.store, [seen])
+        alerter.check()
+        alerter.flush()
+        print([a.headline for a in seen.alerts])
+    """
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self._arrived = threading.Condition()
+
+    def send(self, alert: Alert) -> None:
+        with self._arrived:
+            self.alerts.append(alert)
+            self._arrived.notify_all()
+
+    def wait_for(self, count: int = 1, timeout: float = 10.0) -> list[Alert]:
+        """The alerts so far, once there are at least ``count``; TimeoutError after ``timeout``."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.alerts) >= count, timeout):
+                raise TimeoutError(f"{len(self.alerts)} alert(s), not {count}, within {timeout}s")
+            return list(self.alerts)
 
 
 Rule = Callable[[ApprovalRequest], bool]

@@ -102,6 +102,9 @@ class RoleSplitStore:
     ) -> ApprovalRequest:
         return self.agent(request.call.agent).hold(request, event, plan)
 
+    def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        return self.agent(agent).grants_for(agent)
+
     @property
     def lease_ttl(self) -> float | None:
         return self.decider.lease_ttl
@@ -241,6 +244,9 @@ class _AsyncSplit:
         self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:
         return await self._split.agent(request.call.agent).aio.hold(request, event, plan)
+
+    async def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        return await self._split.agent(agent).aio.grants_for(agent)
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequest:
         return await (await self._of_request(request_id)).wait(request_id, timeout)

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -106,6 +106,10 @@ def _retry_after(value: str | None, now: float | None = None) -> float | None:
         when = when.replace(tzinfo=dt.timezone.utc)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def _json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class _Transient(Exception):
@@ -283,8 +287,7 @@ class WebhookChannel:
         return body
 
     def _encode(self, kind: str, request: ApprovalRequest) -> bytes:
-        doc = self.payload(kind, request)
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _json(self.payload(kind, request))
 
     def _headers(self, kind: str, delivery: str, body: bytes) -> dict[str, str]:
         timestamp = str(int(time.time()))
@@ -367,8 +370,19 @@ class WebhookChannel:
         except httpx.HTTPError as exc:
             raise self._broken(exc) from exc
 
+    def post(self, kind: str, document: Mapping[str, Any]) -> None:
+        """POST ``document`` as one signed delivery of type ``kind`` (``X-Gatekeeper-Event``).
+
+        Retried as every delivery is; raises :class:`ChannelError` when it
+        gives up. What the alerts' webhooks send (``kind="alert"``).
+        """
+        self._send(kind, _json(document))
+
     def _deliver(self, kind: str, request: ApprovalRequest) -> None:
-        body, delivery, tries = self._encode(kind, request), uuid.uuid4().hex, 0
+        self._send(kind, self._encode(kind, request))
+
+    def _send(self, kind: str, body: bytes) -> None:
+        delivery, tries = uuid.uuid4().hex, 0
         try:
             for attempt in Retrying(sleep=self._sleep, **self._policy()):
                 with attempt:

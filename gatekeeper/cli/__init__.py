@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from .._errors import ConfigError, GatekeeperError, NotAuthorized
 from .._version import __version__
+from . import _alerting as alerting
 from . import _commands as cmd
 from . import _trust as trust
 
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     )
 
     p = sub.add_parser(
+        "alerts", help="send the config's alerts without the console (serve sends them too)"
+    )
+    p.add_argument(
+        "--once", action="store_true", help="send what is new (one window back) and exit"
+    )
+
+    p = sub.add_parser(
         "resolve", help="record whether a request of unknown outcome ran (after checking)"
     )
     p.add_argument("id", help="request id, or enough of its start to name one request")
@@ -188,6 +196,19 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = audit.add_parser("export", help="write every event as JSON lines")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
 
+    p = sub.add_parser(
+        "report", help="a transparency report: calls, decisions, halts, hits, policy versions"
+    )
+    p.add_argument(
+        "--since",
+        default="30d",
+        help="start of the window: a duration back from now (30d, 12h), a UTC date or time "
+        "(2026-05-01), or all (default: 30d)",
+    )
+    p.add_argument("--until", help="end of the window, a UTC date or time (default: now)")
+    p.add_argument("--format", "-f", choices=("md", "html", "json"), default="md")
+    p.add_argument("--output", "-o", help="file to write (default: stdout)")
+
     policy = sub.group("policy", "policy_command", help="check, describe and try out policies")
     p = policy.add_parser("check", help="validate a policy file")
     p.add_argument("file")
@@ -200,6 +221,14 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--scopes", default="", help="granted scopes, comma-separated")
     p.add_argument("--tool-scopes", default="", help="scopes the tool declares, comma-separated")
     p.add_argument("--irreversible", action="store_true", help="the tool declares irreversible")
+
+    p = policy.add_parser(
+        "replay", help="run a candidate policy over the recorded audit log: what would change"
+    )
+    p.add_argument("file", help="the candidate policy (or a gatekeeper.yaml holding one)")
+    p.add_argument("--since", help="only calls since this long ago, e.g. 7d (default: all)")
+    p.add_argument("--from", dest="source", help="an `audit export` file instead of the store")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
 
     keys = sub.group("keys", "keys_command", help="decision signing keys")
     p = keys.add_parser("generate", help="write decider.pem and print the public key to trust")
@@ -315,6 +344,15 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             return cmd.policy_check(args.file, io)
         if args.policy_command == "schema":
             return cmd.policy_schema(io)
+        if args.policy_command == "replay":
+            return cmd.policy_replay(
+                args.config,
+                args.file,
+                since=args.since,
+                source=args.source,
+                as_json=args.json,
+                io=io,
+            )
         return cmd.policy_explain(
             args.file,
             args.tool,
@@ -331,6 +369,8 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
         return trust.acl(args.prefix, args.agent, io, roles=args.role, config_path=args.config)
     if command == "serve":
         return cmd.serve(args.config, host=args.host, port=args.port, demo=args.demo, io=io)
+    if command == "alerts":
+        return alerting.alerts(args.config, once=args.once, io=io)
     if command == "web":
         if args.web_command == "hash-secret":
             return cmd.web_hash_secret(io)
@@ -394,6 +434,10 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             text = io.inp.read() if args.text == "-" else args.text
             return cmd.respond(
                 gate, args.id, approver=args.approver, text=text, comment=args.comment, io=io
+            )
+        if command == "report":
+            return cmd.report(
+                gate, since=args.since, until=args.until, fmt=args.format, output=args.output, io=io
             )
         if command in ("halt", "resume"):
             return cmd.halt_or_resume(gate, args, io)

@@ -27,6 +27,16 @@ from .._errors import (
     TransitionRefused,
 )
 from .._gate import Gatekeeper
+from .._replay import events_from_export, events_from_store, replay
+from .._report import (
+    gate_report,
+    parse_time,
+    render_html,
+    render_json,
+    render_markdown,
+    window_start,
+)
+from .._report._format import window as report_window
 from .._sweep import advice
 from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
@@ -34,8 +44,9 @@ from .._usage import limit_usage
 from ..audit import draft, parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
-from ..policy import Policy
+from ..policy import Policy, parse_duration
 from ..web._present import ARGS_LIMIT, args_view, shown_in_full
+from . import _alerting as alerting
 
 __all__ = ["IO", "shared_gate"]
 
@@ -612,6 +623,31 @@ def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
     return 0
 
 
+def report(
+    gate: Gatekeeper, *, since: str, until: str | None, fmt: str, output: str | None, io: IO
+) -> int:
+    now = gate.clock.now()
+    try:
+        start = window_start(since, now)
+    except ValueError as exc:
+        return io.fail(f"--since: {exc}")
+    try:
+        end = parse_time(until) if until else None
+    except ValueError as exc:
+        return io.fail(f"--until: {exc}")
+    if end is not None and start is not None and end < start:
+        return io.fail(f"--until {inline(until, 60)} is before --since {inline(since, 60)}")
+    built = gate_report(gate, since=start, until=end)
+    draw = {"md": render_markdown, "html": render_html, "json": render_json}[fmt]
+    text = draw(built)
+    if not output:
+        io.out.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    Path(output).write_text(text, encoding="utf-8")
+    io.say(f"wrote the report of {built.events} events ({report_window(built)}) to {output}")
+    return 0
+
+
 # -- policies ---------------------------------------------------------------------------
 _CONFIG_KEYS = frozenset(
     {"store", "approvers", "channels", "defaults", "policy", "decisions", "web"}
@@ -645,6 +681,46 @@ def policy_check(file: str, io: IO) -> int:
         f"ok: policy {policy.source}: {len(doc.rules)} rule(s){behaviour}, "
         f"default {doc.default.value}"
     )
+    return 0
+
+
+def policy_replay(
+    config_path: str | None,
+    file: str,
+    *,
+    since: str | None,
+    source: str | None,
+    as_json: bool,
+    io: IO,
+) -> int:
+    """Run the candidate policy in ``file`` over the recorded log; print what would change."""
+    candidate = load_config(file).load_policy() if _is_config(file) else Policy.from_file(file)
+    start = None
+    if since:
+        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=parse_duration(since))
+    if source:
+        with open(source, encoding="utf-8") as lines:
+            report = replay(candidate, events_from_export(lines), since=start)
+    else:
+        gate = shared_gate(config_path)
+        report = replay(candidate, events_from_store(gate.store.audit_entries()), since=start)
+    if as_json:
+        io.say(_ascii_json(report.as_json()))
+        return 0
+    window = f" since {start:%Y-%m-%d %H:%M} UTC" if start else ""
+    io.say(
+        f"replayed {report.calls:,} call(s){window} under {candidate.source}: "
+        f"{report.same:,} the same, {report.changed:,} changed"
+        + (f" ({report.skipped:,} refused by a halt then, not compared)" if report.skipped else "")
+    )
+    for (recorded, now), count in sorted(report.changes.items()):
+        io.say(f"  {recorded} -> {now}: {count:,}")
+        for c in report.examples.get((recorded, now), []):
+            why = inline("; ".join(c.reasons), 160)
+            io.say(
+                f"    {c.at:%Y-%m-%d %H:%M:%S}  {inline(c.agent, 20)}  {inline(c.tool, 24)}  "
+                f"{c.call_id}  {why}"
+            )
     return 0
 
 
@@ -739,11 +815,16 @@ def serve(config_path: str | None, *, host: str, port: int, demo: bool, io: IO) 
     gate = config.build_gate(channels=[])
     try:
         slack = config.slack_service(gate)
-        app = create_app(gate, config.web, slack=slack, webhooks=config.webhook_channels())
+        alerts = config.alerter(gate)
+        app = create_app(
+            gate, config.web, slack=slack, webhooks=config.webhook_channels(), alerts=alerts
+        )
         io.say(f"gatekeeper console on http://{host}:{port} (public URL {config.web.base_url})")
         if slack is not None:
             ways = [w for w, on in (("Socket Mode", slack.socket), ("HTTP", slack.verifier)) if on]
             io.say(f"Slack interactivity over {' and '.join(ways)}")
+        if alerts is not None:
+            io.say(alerting.describe(alerts))
         # The console reads X-Forwarded-For itself, from web.trusted_proxies only;
         # uvicorn's proxy_headers would believe anyone connecting from 127.0.0.1.
         uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)

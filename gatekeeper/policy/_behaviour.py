@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,6 +78,10 @@ class StepMatcher:
     @classmethod
     def of(cls, match: StepMatch | Match) -> StepMatcher:
         return cls(match.tool, match.agent, match.args)
+
+    def names(self, tool: str) -> bool:
+        """Whether the step's tool globs name ``tool``."""
+        return bool(self._tool(tool))
 
     def matches(self, call: ToolCall, *, definite: bool) -> bool:
         """Whether ``call`` matches; an argument that can't be evaluated counts as a
@@ -275,6 +279,10 @@ class Plan:
     seqs: tuple[SeqUse, ...]
     limits: tuple[LimitUse, ...]
     new: tuple[NewUse, ...] = ()
+    shadow_all: bool = False  # the whole policy is in shadow mode
+
+    def _sh(self, mode: str) -> int:
+        return 1 if self.shadow_all or mode == "shadow" else 0
 
     def wire(self) -> dict[str, Any]:
         """The plan as JSON-able data, for the store's scripts (keys relative to the agent)."""
@@ -290,6 +298,7 @@ class Plan:
                     "m": list(u.matched),
                     "x": list(u.kills),
                     "v": u.seq.rule.verdict.value,
+                    "sh": self._sh(u.seq.rule.mode),
                 }
                 for u in self.seqs
             ],
@@ -304,6 +313,7 @@ class Plan:
                     "bad": u.bad or "",
                     "g": 1 if u.shared else 0,
                     "v": u.limit.rule.on_exceed.value,
+                    "sh": self._sh(u.limit.rule.mode),
                 }
                 for u in self.limits
             ],
@@ -314,6 +324,7 @@ class Plan:
                     "d": u.digest,
                     "s": u.shown,
                     "v": u.novelty.rule.verdict.value,
+                    "sh": self._sh(u.novelty.rule.mode),
                 }
                 for u in self.new
             ],
@@ -325,7 +336,7 @@ def _when(ms: float) -> str:
 
 
 def hits_from_wire(
-    raw: list[Mapping[str, Any]],
+    raw: Sequence[Mapping[str, Any]],
     sequences: Mapping[str, SequenceRule],
     limits: Mapping[str, LimitRule],
     novelty: Mapping[str, NoveltyRule] | None = None,
@@ -333,7 +344,7 @@ def hits_from_wire(
     """The store's answer (JSON-able hits) as :class:`BehaviourHit`, with sentences for people."""
     out: list[BehaviourHit] = []
     for h in raw:
-        hid, verdict = str(h["i"]), Verdict(h["v"])
+        hid, verdict, shadow = str(h["i"]), Verdict(h["v"]), h.get("sh") == 1
         if h["kind"] == "sequence":
             calls = tuple(
                 StepCall(tool=c[1], at=utc(int(c[2])), call_id=c[0], request_id=c[3] or None)
@@ -345,14 +356,23 @@ def hits_from_wire(
             said = seq.reason if seq is not None and seq.reason else None
             reason = f"sequence {hid}: {steps} since {first}" + (f" ({said})" if said else "")
             out.append(
-                BehaviourHit(kind="sequence", id=hid, verdict=verdict, reason=reason, calls=calls)
+                BehaviourHit(
+                    kind="sequence",
+                    id=hid,
+                    verdict=verdict,
+                    reason=reason,
+                    calls=calls,
+                    shadow=shadow,
+                )
             )
         elif h["kind"] == "novelty":
             rule = novelty.get(hid) if novelty is not None else None
             text = f"novelty {hid}: the first call with {h['s']} by this agent"
             if rule is not None and rule.reason:
                 text += f" ({rule.reason})"
-            out.append(BehaviourHit(kind="novelty", id=hid, verdict=verdict, reason=text))
+            out.append(
+                BehaviourHit(kind="novelty", id=hid, verdict=verdict, reason=text, shadow=shadow)
+            )
         else:
             lim = limits.get(hid)
             used, most = float(h["u"]), float(h["max"])
@@ -371,7 +391,13 @@ def hits_from_wire(
                 text += f" ({lim.reason})"
             out.append(
                 BehaviourHit(
-                    kind="limit", id=hid, verdict=verdict, reason=text, used=used, max=most
+                    kind="limit",
+                    id=hid,
+                    verdict=verdict,
+                    reason=text,
+                    used=used,
+                    max=most,
+                    shadow=shadow,
                 )
             )
     return tuple(out)

@@ -43,6 +43,7 @@ class CompiledRule:
         "index",
         "risk",
         "rule",
+        "shadow",
         "verdict",
     )
 
@@ -55,6 +56,7 @@ class CompiledRule:
         self.approval: ApprovalSpec | None = rule.approval
         self.allow_irreversible = rule.allow_irreversible
         self.halt_scope = rule.halt_scope or HaltScope.AGENT
+        self.shadow = rule.mode == "shadow"
         agent = rule.match.agent
         self._agent = None if agent is None or agent == ("*",) else glob_regex(agent)
         self._agent_patterns = agent or ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -21,6 +21,7 @@ from ..models import (
     Classification,
     HaltScope,
     Risk,
+    ShadowNote,
     ToolCall,
     Verdict,
 )
@@ -32,6 +33,7 @@ from ._behaviour import (
     NewUse,
     Plan,
     SeqUse,
+    StepMatcher,
     hits_from_wire,
 )
 from ._compiled import Applied, CompiledRule, glob_regex
@@ -39,6 +41,7 @@ from ._loading import parse_toml, parse_yaml, validate_document
 from ._schema import (
     DEFAULT_RISK,
     AgentSpec,
+    AutonomyRule,
     LimitRule,
     NoveltyRule,
     PolicyDocument,
@@ -72,8 +75,10 @@ class Policy:
 
     __slots__ = (
         "_agents",
+        "_allow_all",
         "_answers",
         "_approval_default",
+        "_autonomy",
         "_b_cache",
         "_b_exact",
         "_b_globbed",
@@ -83,6 +88,7 @@ class Policy:
         "_limit_rules",
         "_novelty_rules",
         "_sequence_rules",
+        "_shadowing",
         "_tools",
         "digest",
         "document",
@@ -113,6 +119,9 @@ class Policy:
     _sequence_rules: dict[str, SequenceRule]
     _limit_rules: dict[str, LimitRule]
     _novelty_rules: dict[str, NoveltyRule]
+    _autonomy: tuple[tuple[AutonomyRule, StepMatcher], ...]
+    _shadowing: bool
+    _allow_all: Classification
 
     def __init__(self, document: PolicyDocument, *, source: str = "<policy>") -> None:
         compiled = tuple(
@@ -151,6 +160,21 @@ class Policy:
         sets(self, "_sequence_rules", {r.id: r for r in document.sequences})
         sets(self, "_limit_rules", {r.id: r for r in document.limits})
         sets(self, "_novelty_rules", {r.id: r for r in document.novelty})
+        sets(self, "_autonomy", tuple((r, StepMatcher.of(r.match)) for r in document.autonomy))
+        sets(
+            self,
+            "_shadowing",
+            document.mode == "shadow" or any(r.shadow for r in compiled),
+        )
+        sets(
+            self,
+            "_allow_all",
+            Classification(
+                verdict=Verdict.ALLOW,
+                risk=Risk.LOW,
+                reasons=("the policy is in shadow mode: every call runs",),
+            ),
+        )
         sets(self, "document", document)
         sets(self, "source", source)
         sets(self, "digest", _digest(document.model_dump(mode="json", by_alias=True)))
@@ -350,11 +374,24 @@ class Policy:
                     new.append(fresh)
         if not seqs and not limits and not new:
             return None
-        return Plan(call.id, call.tool, tuple(seqs), tuple(limits), tuple(new))
+        shadow_all = self.document.mode == "shadow"
+        return Plan(call.id, call.tool, tuple(seqs), tuple(limits), tuple(new), shadow_all)
 
-    def hits(self, raw: list[Mapping[str, Any]]) -> tuple[BehaviourHit, ...]:
+    def hits(self, raw: Sequence[Mapping[str, Any]]) -> tuple[BehaviourHit, ...]:
         """The store's answer to a plan, as hits with sentences a person can read."""
         return hits_from_wire(raw, self._sequence_rules, self._limit_rules, self._novelty_rules)
+
+    def autonomy_for(self, call: ToolCall, *, tool_only: bool = False) -> tuple[AutonomyRule, ...]:
+        """The autonomy rules whose match covers ``call`` (see docs/policy.md, "Autonomy").
+
+        ``tool_only``: the rules whose tools include ``call``'s, whatever its
+        arguments (a denial of any of them demotes the agent).
+        """
+        return tuple(
+            rule
+            for rule, matcher in self._autonomy
+            if (matcher.names(call.tool) if tool_only else matcher.matches(call, definite=True))
+        )
 
     def escalate(self, cls: Classification, hits: tuple[BehaviourHit, ...]) -> Classification:
         """``cls`` made as strict as the strictest of ``hits`` (never less strict).
@@ -406,9 +443,32 @@ class Policy:
     def classify(self, call: ToolCall) -> Classification:
         """The verdict, risk, reasons and approval requirement for ``call``. Pure; no I/O.
 
-        See docs/policy.md, "Precedence", for the exact rules.
+        See docs/policy.md, "Precedence", for the exact rules. Rules in shadow
+        mode don't decide; when one applies, ``Classification.shadow`` says
+        what they would have made of the call. A policy in shadow mode allows
+        every call and says, the same way, what it would have done.
         """
         applied = [a for a in (r.evaluate(call) for r in self._candidates(call.tool)) if a]
+        if not self._shadowing:
+            return self._decide(call, applied)
+        enforced = [a for a in applied if not a.rule.shadow]
+        if self.document.mode == "shadow":
+            would = self._decide(call, applied)
+            cls = self._allow_all
+        else:
+            cls = self._decide(call, enforced)
+            if len(enforced) == len(applied):
+                return cls
+            would = self._decide(call, applied)
+        shadows = tuple(a.rule.id for a in applied if a.rule.shadow)
+        if self.document.mode != "shadow" and would.verdict is cls.verdict and not shadows:
+            return cls
+        note = ShadowNote(
+            verdict=would.verdict, rules=shadows or would.rules, reasons=would.reasons
+        )
+        return cls.model_copy(update={"shadow": note})
+
+    def _decide(self, call: ToolCall, applied: list[Applied]) -> Classification:
         reasons: list[str] = []
         risk_level = -1
         if applied:
@@ -479,6 +539,7 @@ class Policy:
                 halt_scope=halt_scope,
                 granted_scopes=granted,
                 required_scopes=required,
+                policy_digest=self.digest,
             )
         return known
 

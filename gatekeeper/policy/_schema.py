@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_RISK",
     "AgentSpec",
     "ApprovalSpec",
+    "AutonomyRule",
     "LimitRule",
     "Match",
     "Matcher",
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+Mode = Literal["enforce", "shadow"]
+_MODE_HELP = "enforce (the default), or shadow: record what it would do, change nothing"
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?(\s*\d+(\.\d+)?\s*(ms|s|m|h|d))*\s*$"
 
 
@@ -327,6 +330,7 @@ class Rule(_Strict):
     approval: ApprovalSpec | None = None
     allow_irreversible: bool = False
     halt_scope: HaltScope | None = None
+    mode: Mode = Field(default="enforce", description=_MODE_HELP)
 
     @property
     def effective_risk(self) -> Risk:
@@ -430,6 +434,7 @@ class SequenceRule(_Strict):
     per: Literal["session", "agent"] = "session"
     verdict: Verdict
     reason: str | None = None
+    mode: Mode = Field(default="enforce", description=_MODE_HELP)
 
     _verdict = field_validator("verdict")(_not_allow)
 
@@ -477,6 +482,7 @@ class LimitRule(_Strict):
     )
     on_exceed: Verdict = Verdict.REQUIRE_APPROVAL
     reason: str | None = None
+    mode: Mode = Field(default="enforce", description=_MODE_HELP)
 
     _on_exceed = field_validator("on_exceed")(_not_allow)
 
@@ -547,6 +553,7 @@ class NoveltyRule(_Strict):
     new: Annotated[str, PlainValidator(_new_what)] = Field(description=NEW_HELP)
     verdict: Verdict = Verdict.REQUIRE_APPROVAL
     reason: str | None = None
+    mode: Mode = Field(default="enforce", description=_MODE_HELP)
 
     _verdict = field_validator("verdict")(_not_allow)
 
@@ -571,6 +578,24 @@ class NoveltyRule(_Strict):
         return _NEW_HOST.fullmatch(self.new) is not None
 
 
+class AutonomyRule(_Strict):
+    """Earned autonomy: after ``after`` approvals of matching calls and no denial within
+    ``within``, matching calls pass without asking until a denial, a halt, or a
+    sequence or limit hit demotes the agent."""
+
+    id: str = Field(pattern=_ID_PATTERN)
+    description: str | None = None
+    match: Match = Field(default_factory=Match)
+    after: int = Field(ge=1, le=10_000, description="approvals of matching calls that earn it")
+    within: Duration = Field(description="the window the approvals (and no denial) fall in")
+
+    @model_validator(mode="after")
+    def _no_python(self) -> AutonomyRule:
+        if self.match.python is not None:
+            raise ValueError("an autonomy rule's match can't use 'python'")
+        return self
+
+
 class PolicyDefaults(_Strict):
     """Values rules fall back to."""
 
@@ -587,6 +612,10 @@ class PolicyDocument(_Strict):
         default=Verdict.REQUIRE_APPROVAL, description="verdict when no rule matches"
     )
     on_store_error: Literal["fail_closed", "allow"] = "fail_closed"
+    mode: Mode = Field(
+        default="enforce",
+        description="shadow: every call runs; what the policy would do is recorded",
+    )
     defaults: PolicyDefaults = Field(default_factory=PolicyDefaults)
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
@@ -594,6 +623,7 @@ class PolicyDocument(_Strict):
     sequences: list[SequenceRule] = Field(default_factory=list)
     limits: list[LimitRule] = Field(default_factory=list)
     novelty: list[NoveltyRule] = Field(default_factory=list)
+    autonomy: list[AutonomyRule] = Field(default_factory=list)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -610,12 +640,14 @@ class PolicyDocument(_Strict):
     def _unique_ids(self) -> PolicyDocument:
         seen: dict[str, str] = {}
         sections: tuple[
-            tuple[str, Sequence[Rule | SequenceRule | LimitRule | NoveltyRule]], ...
+            tuple[str, Sequence[Rule | SequenceRule | LimitRule | NoveltyRule | AutonomyRule]],
+            ...,
         ] = (
             ("rules", self.rules),
             ("sequences", self.sequences),
             ("limits", self.limits),
             ("novelty", self.novelty),
+            ("autonomy", self.autonomy),
         )
         for section, items in sections:
             for index, item in enumerate(items):

@@ -48,10 +48,12 @@ class BehaviourState:
     def __init__(self) -> None:
         # (scope, key) -> {"last": call id, "res": chain or None, "lv": {level: (start, chain)}}
         self.seqs: dict[tuple[str, str], dict[str, Any]] = {}
-        # (scope, key) -> {call id: (at ms, amount)}
-        self.limits: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
+        # (scope, key) -> its entries: {call id: (at ms, amount)}, oldest first
+        self.limits: dict[tuple[str, str], _Entries] = {}
         # (agent, key) -> {value digest: {"s": shown, "at": ms, "c": call id}}
         self.known: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # agent -> when a sequence or limit last fired for it (ms): autonomy ends there
+        self.demoted: dict[str, int] = {}
 
     def apply(
         self,
@@ -71,26 +73,46 @@ class BehaviourState:
                 if s["m"]:
                     fired = self._step(agent, s, cid, plan["t"], now, request_id)
                     if fired is not None:
-                        hits.append({"kind": "sequence", "i": s["i"], "v": s["v"], "c": fired})
+                        hits.append(
+                            {
+                                "kind": "sequence",
+                                "i": s["i"],
+                                "v": s["v"],
+                                "c": fired,
+                                "sh": s["sh"],
+                            }
+                        )
             for lim in plan["l"]:
                 hit = self._check(agent, lim, cid, now)
                 if hit is not None:
-                    hits.append(hit)
+                    hits.append({**hit, "sh": lim["sh"]})
             for new in plan.get("n", ()):
                 known = self.known.get((agent, new["k"]), {})
                 if new["d"] == UNPARSABLE or new["d"] not in known:
-                    hits.append({"kind": "novelty", "i": new["i"], "v": new["v"], "s": new["s"]})
+                    hits.append(
+                        {
+                            "kind": "novelty",
+                            "i": new["i"],
+                            "v": new["v"],
+                            "s": new["s"],
+                            "sh": new["sh"],
+                        }
+                    )
+        if any(h.get("sh") != 1 and h["kind"] in ("sequence", "limit") for h in hits):
+            self.demoted[agent] = now  # earned autonomy ends here (docs/policy.md)
         if mode == "attempt":
             return hits, False
+        # Hits of shadow-mode entries: recorded by the caller, they change nothing.
+        shadows = [h for h in hits if h.get("sh") == 1]
         if mode == "admit":
-            if any(stricter(h["v"], verdict) for h in hits):
+            if any(h.get("sh") != 1 and stricter(h["v"], verdict) for h in hits):
                 return hits, True
             if verdict != "allow":
-                return [], False
+                return shadows, False
         if mode == "done":
             for lim in plan["l"]:
                 if lim["kind"] == "concurrent":
-                    self.limits.get(self._lkey(agent, lim), {}).pop(cid, None)
+                    self._entries(agent, lim).remove(cid)
             return [], False
         for s in plan["s"]:  # admit (allowed) or release: the call runs now
             if s["x"]:
@@ -99,14 +121,13 @@ class BehaviourState:
                     for level in s["x"]:
                         st["lv"].pop(level, None)
         for lim in plan["l"]:
-            entries = self.limits.setdefault(self._lkey(agent, lim), {})
             at = now + SLOT_TTL_MS if lim["kind"] == "concurrent" else now
-            entries.setdefault(cid, (at, float(lim["a"])))
+            self._entries(agent, lim).add(cid, at, float(lim["a"]))
         for new in plan.get("n", ()):  # it ran: from now on this agent has done it
             if new["d"] != UNPARSABLE:
                 known = self.known.setdefault((agent, new["k"]), {})
                 known.setdefault(new["d"], {"s": new["s"], "at": now, "c": cid})
-        return [], False
+        return shadows, False
 
     def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """``(agent, key, digest, {"s": shown, "at": ms, "c": call id})`` for every known value."""
@@ -158,21 +179,15 @@ class BehaviourState:
     def _check(
         self, agent: str, lim: Mapping[str, Any], cid: str, now: int
     ) -> dict[str, Any] | None:
-        entries = self.limits.setdefault(self._lkey(agent, lim), {})
-        kind = lim["kind"]
-        if kind == "concurrent":
-            stale = [c for c, (until, _) in entries.items() if until <= now]
-        else:
-            stale = [c for c, (at, _) in entries.items() if at <= now - lim["w"]]
-        for c in stale:
-            del entries[c]
-        if cid in entries:  # counted already (a retry, or a re-attached call)
+        entries = self._entries(agent, lim)
+        entries.trim(now if lim["kind"] == "concurrent" else now - lim["w"])
+        if cid in entries.items:  # counted already (a retry, or a re-attached call)
             return None
-        if kind == "budget":
-            used = sum(a for _, a in entries.values())
+        if lim["kind"] == "budget":
+            used = entries.total
             over = bool(lim["bad"]) or used + float(lim["a"]) > float(lim["max"])
         else:
-            used = float(len(entries))
+            used = float(len(entries.items))
             over = used + 1 > float(lim["max"])
         if not over:
             return None
@@ -186,10 +201,54 @@ class BehaviourState:
             "bad": lim["bad"],
         }
 
+    def _entries(self, agent: str, lim: Mapping[str, Any]) -> _Entries:
+        key = self._lkey(agent, lim)
+        found = self.limits.get(key)
+        if found is None:
+            found = self.limits[key] = _Entries()
+        return found
+
     def usage(self) -> list[tuple[str, str, list[tuple[int, float]]]]:
         """Every limit key with entries: ``(agent or "*", key, [(at ms, amount), ...])``."""
         return [
-            (scope, key, sorted(entries.values()))
+            (scope, key, sorted(entries.items.values()))
             for (scope, key), entries in sorted(self.limits.items())
-            if entries
+            if entries.items
         ]
+
+
+class _Entries:
+    """One limit key's entries, oldest first, with their running total.
+
+    Calls are counted in the order they happen, so the oldest entries are at
+    the front and a window is trimmed from there (as ``ZREMRANGEBYSCORE``
+    does in Redis), in time proportional to what leaves it.
+    """
+
+    __slots__ = ("items", "total")
+
+    def __init__(self) -> None:
+        self.items: dict[str, tuple[int, float]] = {}
+        self.total = 0.0
+
+    def trim(self, cutoff: float) -> None:
+        items = self.items
+        while items:
+            first = next(iter(items))
+            at, amount = items[first]
+            if at > cutoff:
+                break
+            del items[first]
+            self.total -= amount
+        if not items:
+            self.total = 0.0
+
+    def add(self, cid: str, at: int, amount: float) -> None:
+        if cid not in self.items:
+            self.items[cid] = (at, amount)
+            self.total += amount
+
+    def remove(self, cid: str) -> None:
+        found = self.items.pop(cid, None)
+        if found is not None:
+            self.total -= found[1]

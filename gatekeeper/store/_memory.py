@@ -68,6 +68,7 @@ class MemoryStore:
         self._notes: dict[str, tuple[dt.datetime, str]] = {}  # key -> (expiry, value)
         self._behaviour = BehaviourState()
         self._plans: dict[str, Mapping[str, Any]] = {}  # request id -> its behaviour plan
+        self._grants: dict[str, dict[str, str]] = {}  # agent -> {grant id: signed grant}
         self._aio = AsyncMemoryStore(self)
 
     @property
@@ -202,6 +203,7 @@ class MemoryStore:
         with self._lock:
             halt = self._halted_locked(agent, session_id)
             if halt is None:
+                hits: list[dict[str, Any]] = []
                 if plan is not None:
                     hits, escalated = self._behaviour.apply(
                         agent, plan, "admit", self._now_ms(), verdict=verdict
@@ -209,7 +211,7 @@ class MemoryStore:
                     if escalated:
                         return hits
                 self._drafts.append(event)
-                return []
+                return hits  # those of shadow-mode entries, if any
         raise AgentHalted(halted_message(halt), scope=halt.key, tool=event.get("tool"))
 
     def observe(
@@ -228,6 +230,29 @@ class MemoryStore:
 
     def _now_ms(self) -> int:
         return int(self.clock.now().timestamp() * 1000)
+
+    def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        """The agent's signed grants by id, and when its own side last demoted it (ms)."""
+        with self._lock:
+            return dict(self._grants.get(agent, {})), self._behaviour.demoted.get(agent)
+
+    def put_grant(self, agent: str, grant_id: str, signed: str) -> None:
+        with self._lock:
+            self._grants.setdefault(agent, {})[grant_id] = signed
+
+    def drop_grants(self, agent: str, grant_ids: Sequence[str] | None = None) -> list[str]:
+        with self._lock:
+            held = self._grants.get(agent, {})
+            ids = list(held) if grant_ids is None else list(grant_ids)
+            return [gid for gid in ids if held.pop(gid, None) is not None]
+
+    def all_grants(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [
+                (agent, gid, signed)
+                for agent, held in sorted(self._grants.items())
+                for gid, signed in sorted(held.items())
+            ]
 
     def known_values(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """What each agent has done that a novelty rule watches (``gatekeeper known``).

@@ -53,6 +53,9 @@ class AsyncMemoryStore:
     def record_soon(self, events: Sequence[Draft]) -> None:
         self._store.record(events)
 
+    async def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        return self._store.grants_for(agent)
+
     async def hold(
         self, request: ApprovalRequest, event: Draft, plan: Mapping[str, Any] | None = None
     ) -> ApprovalRequest:

@@ -906,6 +906,54 @@ class RedisStore:
             self.record([_resume_event(self.clock, scope, target, by, signed)])
         return self._changed(lifted)
 
+    # -- grants (standing approvals, earned autonomy) --------------------------------------
+    def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        """The agent's signed grants by id, and when its own side last demoted it (ms)."""
+        a = self.keys.of(agent)
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(f"{a.tag}:grants")
+            pipe.hget(f"{a.tag}:bhv:demoted", "*")
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        stored, demoted = self._call(read)
+        grants = {ops.text(k): ops.text(v) for k, v in (stored or {}).items()}
+        return grants, int(float(ops.text(demoted))) if demoted else None
+
+    def put_grant(self, agent: str, grant_id: str, signed: str) -> None:
+        """Keep a signed grant (the deciding side: an agent's user may not write grants)."""
+        name = f"{self.keys.of(agent).tag}:grants"
+        self._call(lambda: self.client.hset(name, grant_id, signed))
+
+    def drop_grants(self, agent: str, grant_ids: Sequence[str] | None = None) -> list[str]:
+        """Remove some (or all) of an agent's grants; returns the ids removed."""
+        name = f"{self.keys.of(agent).tag}:grants"
+        if grant_ids is None:
+            grant_ids = [ops.text(k) for k in self._call(lambda: self.client.hkeys(name))]
+        gone = []
+        for gid in grant_ids:
+            if self._call(lambda g=gid: self.client.hdel(name, g)):  # type: ignore[misc]
+                gone.append(gid)
+        return gone
+
+    def all_grants(self) -> list[tuple[str, str, str]]:
+        """Every agent's grants: ``(agent, id, signed)``, found with ``SCAN``."""
+        prefix = self.keys.prefix
+        client = self.client
+
+        def scan() -> list[Any]:
+            return sorted(client.scan_iter(match=f"{{{prefix}:*}}:grants", count=500))
+
+        out: list[tuple[str, str, str]] = []
+        for raw in self._call(scan):
+            name = ops.text(raw)
+            agent = unquote(name[len(prefix) + 2 : -len("}:grants")])
+            stored = self._call(functools.partial(client.hgetall, name))
+            out.extend((agent, ops.text(k), ops.text(v)) for k, v in sorted(stored.items()))
+        return out
+
     def halts(self) -> list[Halt]:
         agents = self._agents()
 

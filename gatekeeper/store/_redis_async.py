@@ -532,6 +532,9 @@ class AsyncRedisStore:
     async def halts(self) -> list[Halt]:
         return await asyncio.to_thread(self._store.halts)
 
+    async def grants_for(self, agent: str) -> tuple[dict[str, str], int | None]:
+        return await asyncio.to_thread(self._store.grants_for, agent)
+
     async def aclose(self) -> None:
         state = self._loops.pop(asyncio.get_running_loop(), None)
         if state is not None:

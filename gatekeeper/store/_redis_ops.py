@@ -283,12 +283,14 @@ def admit(
     now_ms: int | str = "",
 ) -> Op[list[dict[str, Any]]]:
     """Record ``event`` for an admitted call; answers the hits that escalate it (then
-    nothing is recorded), or ``[]``."""
+    nothing is recorded), or those of shadow-mode entries only (``sh``), or ``[]``."""
 
     def parse(reply: Any) -> list[dict[str, Any]]:
         if isinstance(reply, list) and reply and _text(reply[0]) == "escalate":
             return _hits(reply[1])
         _check(reply, tool=event.get("tool"))
+        if isinstance(reply, list) and len(reply) > 1:  # admitted, with shadow-mode hits
+            return _hits(reply[1])
         return []
 
     argv = [a.agent, session_id, journal_entry(event), plan_json(k, plan), verdict, now_ms]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from .._gate import Gatekeeper
+    from ..alerts import Alerter
     from ..channels.slack import SlackService
     from ..channels.webhook import WebhookChannel
 
@@ -32,6 +33,7 @@ def create_app(
     *,
     slack: SlackService | None = None,
     webhooks: Iterable[WebhookChannel] | None = None,
+    alerts: Alerter | None = None,
 ) -> FastAPI:
     """The console's ASGI app for ``gate``; every console process on one store acts as one.
 
@@ -40,9 +42,11 @@ def create_app(
     ``POST /webhooks/decision`` takes decisions signed with the secret of one
     of ``webhooks`` that has ``accept_decisions`` (default: the webhook
     channels in ``gate.channels``; ``gatekeeper serve`` passes the config's).
+    With ``alerts``, the app runs that :class:`~gatekeeper.alerts.Alerter`
+    while it serves (``gatekeeper serve`` passes the config's ``alerts:``).
     Importing :mod:`gatekeeper.web` needs no web framework; this does (the
     ``web`` extra).
     """
     from ._app import build_app
 
-    return build_app(gate, settings, slack=slack, webhooks=webhooks)
+    return build_app(gate, settings, slack=slack, webhooks=webhooks, alerts=alerts)

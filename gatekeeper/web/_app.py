@@ -21,6 +21,7 @@ from ._handlers import SecurityHeaders, install_error_handlers
 from ._settings import WebSettings
 
 if TYPE_CHECKING:
+    from ..alerts import Alerter
     from ..channels.slack import SlackService
 
 __all__ = ["build_app"]
@@ -34,11 +35,13 @@ def build_app(
     slack: SlackService | None = None,
     webhooks: Iterable[WebhookChannel] | None = None,
     sweep_every: float | None = SWEEP_EVERY,
+    alerts: Alerter | None = None,
 ) -> FastAPI:
     """The console's ASGI app for ``gate`` (and, with ``slack``, Slack's request URL).
 
     ``sweep_every``: seconds between sweeps for requests whose caller is gone
-    (see :mod:`gatekeeper._sweep`); None: no sweeping here.
+    (see :mod:`gatekeeper._sweep`); None: no sweeping here. ``alerts``: an
+    alerter run while the app serves (closed when it stops).
     """
 
     @contextlib.asynccontextmanager
@@ -48,6 +51,8 @@ def build_app(
             tasks.append(asyncio.create_task(slack.run(), name="gatekeeper-slack"))
         if sweep_every is not None:
             tasks.append(asyncio.create_task(sweeping(gate, sweep_every), name="gatekeeper-sweep"))
+        if alerts is not None:
+            tasks.append(asyncio.create_task(alerts.run(), name="gatekeeper-alerts"))
         try:
             yield
         finally:
@@ -55,6 +60,8 @@ def build_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if alerts is not None:
+                await asyncio.to_thread(alerts.close)  # what waits is sent first, within bounds
             await app.state.events.stop()
 
     app = FastAPI(

@@ -8,8 +8,8 @@ nothing.
 
 One request's page lives in :mod:`._request`, the decisions posted from it
 (approve, deny, respond, edit) in :mod:`._decide`; the overview in
-:mod:`._overview`; history, audit, agents and policy in :mod:`._browse`. This
-router includes theirs.
+:mod:`._overview`; history, audit, agents and policy in :mod:`._browse`; the
+transparency report in :mod:`._report_page`. This router includes theirs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ._decide import router as decide_router
 from ._deps import render, templates
 from ._overview import router as overview_router
 from ._present import compact, offset_of, page_url, prose, prose_line, shown, time_left
+from ._report_page import router as report_router
 from ._request import fragment
 from ._request import router as request_router
 
@@ -42,6 +43,7 @@ router.include_router(overview_router)
 router.include_router(browse_router)
 router.include_router(request_router)
 router.include_router(decide_router)
+router.include_router(report_router)
 
 
 # -- the queue ----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ PAGES = {
     "audit": "/audit",
     "agents": "/agents",
     "policy": "/policy?tool=refund&agent=billing-bot",
+    "report": "/report?since=all",
     "login": "/login",
 }
 

@@ -286,25 +286,35 @@ function bhv.apply(tag, plan, mode, now, verdict, rid)
     for _, s in ipairs(plan.s) do
       if #s.m > 0 then
         local fired = bhv.step(tag .. ':bhv:' .. s.k, s, plan.c, plan.t, now, rid)
-        if fired then table.insert(hits, { kind = 'sequence', i = s.i, v = s.v, c = fired }) end
+        if fired then table.insert(hits, { kind = 'sequence', i = s.i, v = s.v, c = fired, sh = s.sh }) end
       end
     end
     for _, l in ipairs(plan.l) do
       local h = bhv.check(bhv.lkey(tag, plan, l), l, plan.c, now)
-      if h then table.insert(hits, h) end
+      if h then h.sh = l.sh; table.insert(hits, h) end
     end
     for _, n in ipairs(plan.n or {}) do
       if n.d == 'unparsable' or redis.call('HEXISTS', tag .. ':bhv:' .. n.k, n.d) == 0 then
-        table.insert(hits, { kind = 'novelty', i = n.i, v = n.v, s = n.s })
+        table.insert(hits, { kind = 'novelty', i = n.i, v = n.v, s = n.s, sh = n.sh })
       end
     end
   end
+  for _, h in ipairs(hits) do  -- earned autonomy ends at a sequence or limit hit
+    if h.sh ~= 1 and (h.kind == 'sequence' or h.kind == 'limit') then
+      redis.call('HSET', tag .. ':bhv:demoted', '*', now)
+      break
+    end
+  end
   if mode == 'attempt' then return hits, false end
+  local shadows = {}  -- hits of shadow-mode entries: recorded, they change nothing
+  for _, h in ipairs(hits) do
+    if h.sh == 1 then table.insert(shadows, h) end
+  end
   if mode == 'admit' then
     for _, h in ipairs(hits) do
-      if bhv.RANK[h.v] > bhv.RANK[verdict] then return hits, true end
+      if h.sh ~= 1 and bhv.RANK[h.v] > bhv.RANK[verdict] then return hits, true end
     end
-    if verdict ~= 'allow' then return {}, false end
+    if verdict ~= 'allow' then return shadows, false end
   end
   if mode == 'done' then
     for _, l in ipairs(plan.l) do
@@ -330,7 +340,7 @@ function bhv.apply(tag, plan, mode, now, verdict, rid)
       redis.call('HSETNX', tag .. ':bhv:' .. n.k, n.d, cjson.encode({ s = n.s, at = now, c = plan.c }))
     end
   end
-  return {}, false
+  return shadows, false
 end
 
 -- The hits as JSON for the client ('[]' when none: cjson would write '{}').
