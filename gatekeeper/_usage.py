@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from .policy import Policy
+from .policy._behaviour import UNIT
 
 __all__ = ["LimitUsage", "limit_usage"]
 
@@ -69,7 +70,7 @@ def limit_usage(
             limit_max = float(count)
         if not live:
             continue
-        used = sum(live) if rule.kind == "budget" else float(len(live))
+        used = sum(live) / UNIT if rule.kind == "budget" else float(len(live))
         per = _PER_PART.get(part.split(":", 1)[0], part)
         out.append(LimitUsage(lid, rule.kind, agent, per, part, used, limit_max, window))
     out.sort(key=lambda u: (u.limit, u.agent, u.part))

@@ -307,9 +307,9 @@ class Plan:
                     "k": u.key,
                     "i": u.limit.id,
                     "kind": u.limit.rule.kind,
-                    "max": u.limit.max,
+                    "max": _units(u.limit.max) if u.limit.rule.kind == "budget" else u.limit.max,
                     "w": int(u.limit.window * 1000),
-                    "a": u.amount,
+                    "a": _units(u.amount) if u.limit.rule.kind == "budget" else 1,
                     "bad": u.bad or "",
                     "g": 1 if u.shared else 0,
                     "v": u.limit.rule.on_exceed.value,
@@ -375,7 +375,9 @@ def hits_from_wire(
             )
         else:
             lim = limits.get(hid)
-            used, most = float(h["u"]), float(h["max"])
+            used, most, adds = float(h["u"]), float(h["max"]), float(h.get("a", 0))
+            if lim is not None and lim.kind == "budget":  # the store counts micro-units
+                used, most, adds = used / UNIT, most / UNIT, adds / UNIT
             if h.get("bad"):
                 text = f"limit {hid}: {h['bad']}"
             elif lim is not None and lim.kind == "concurrent":
@@ -383,7 +385,7 @@ def hits_from_wire(
             elif lim is not None and lim.kind == "budget":
                 text = (
                     f"limit {hid}: {_num(used)} of {_num(most)} already used in the window, "
-                    f"this call adds {_num(float(h.get('a', 0)))}"
+                    f"this call adds {_num(adds)}"
                 )
             else:
                 text = f"limit {hid}: {_num(used)} of {_num(most)} calls already made in the window"
@@ -401,6 +403,15 @@ def hits_from_wire(
                 )
             )
     return tuple(out)
+
+
+#: A budget is counted in millionths of its unit, as whole numbers: sums of
+#: amounts like 0.1 are then exact, and the same in every store.
+UNIT = 1_000_000
+
+
+def _units(value: float) -> int:
+    return round(value * UNIT)
 
 
 def _num(value: float) -> str:

@@ -122,7 +122,7 @@ class BehaviourState:
                         st["lv"].pop(level, None)
         for lim in plan["l"]:
             at = now + SLOT_TTL_MS if lim["kind"] == "concurrent" else now
-            self._entries(agent, lim).add(cid, at, float(lim["a"]))
+            self._entries(agent, lim).add(cid, at, lim["a"])
         for new in plan.get("n", ()):  # it ran: from now on this agent has done it
             if new["d"] != UNPARSABLE:
                 known = self.known.setdefault((agent, new["k"]), {})
@@ -185,7 +185,7 @@ class BehaviourState:
             return None
         if lim["kind"] == "budget":
             used = entries.total
-            over = bool(lim["bad"]) or used + float(lim["a"]) > float(lim["max"])
+            over = bool(lim["bad"]) or used + lim["a"] > lim["max"]
         else:
             used = float(len(entries.items))
             over = used + 1 > float(lim["max"])
@@ -229,7 +229,7 @@ class _Entries:
 
     def __init__(self) -> None:
         self.items: dict[str, tuple[int, float]] = {}
-        self.total = 0.0
+        self.total: float = 0  # budgets: whole micro-units (exact); rates: counts
 
     def trim(self, cutoff: float) -> None:
         items = self.items
@@ -241,9 +241,9 @@ class _Entries:
             del items[first]
             self.total -= amount
         if not items:
-            self.total = 0.0
+            self.total = 0
 
-    def add(self, cid: str, at: int, amount: float) -> None:
+    def add(self, cid: str, at: int, amount: float) -> None:  # an int for budgets
         if cid not in self.items:
             self.items[cid] = (at, amount)
             self.total += amount

@@ -196,3 +196,24 @@ def test_a_limit_holds_the_call_past_it_and_counts_it_only_when_it_runs(rig: Rig
     assert held[0].data["behaviour"][0]["id"] == "refunds-per-day"
     released = [e for e in events if e.kind == "request.released" and e.request_id == fourth.id]
     assert len(released) == 1
+
+
+def test_a_budget_of_cents_adds_up_exactly(store: Store) -> None:
+    """0.1 + 0.2 is 0.3 in a budget (counted in whole micro-units), on every store."""
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(
+            "version: 1\ndefault: allow\nlimits:\n"
+            "  - {id: tips, match: {tool: tip}, sum: amount, max: 0.3, window: 1d, "
+            "on_exceed: deny}\n"
+        ),
+        store=store,
+    )
+
+    @gate.guard
+    def tip(amount: float) -> str:
+        return "tipped"
+
+    assert tip(0.1) == "tipped"
+    assert tip(0.2) == "tipped"  # 0.30000000000000004 in floats: not past 0.3 here
+    with pytest.raises(ToolCallDenied, match=r"tips: 0\.3 of 0\.3 already used"):
+        tip(0.01)
