@@ -299,7 +299,9 @@ def test_a_hand_made_trace_hits_every_rule_at_its_edge_the_same_on_both(
         ]
 
         pair.release(0)  # the 2.5 refund, approved: it runs now, counted past the budget
-        assert call("refund", {"amount": 0}) == [("limit", "refund-budget", 102_500_000, 100_000_000)]
+        assert call("refund", {"amount": 0}) == [
+            ("limit", "refund-budget", 102_500_000, 100_000_000)
+        ]
     finally:
         pair.close()
 
