@@ -85,6 +85,20 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = sub.add_parser("limits", help="current usage of the policy's limits, per agent")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    p = sub.add_parser("grants", help="standing approvals and earned autonomy in force")
+    p.add_argument("--agent", help="only this agent")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("revoke", help="revoke a standing approval (or autonomy) at once")
+    p.add_argument("grant", help="the grant's id, as `gatekeeper grants` shows it")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=os.environ.get("GATEKEEPER_APPROVER"),
+        help="your approver name from the config (default: $GATEKEEPER_APPROVER)",
+    )
+    p.add_argument("--comment", "-m", help="why, for the audit log")
+
     p = sub.add_parser("known", help="what each agent has done that a novelty rule watches")
     p.add_argument("--agent", help="only this agent")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -163,6 +177,19 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
         if name == "approve":
             p.add_argument(
                 "--args", dest="edited", help="approve these edited arguments (JSON object)"
+            )
+            p.add_argument(
+                "--for",
+                dest="grant_for",
+                help="also let matching calls run without asking for this long (e.g. 1h; "
+                "at most 7d): a standing approval",
+            )
+            p.add_argument(
+                "--max",
+                dest="bounds",
+                action="append",
+                default=[],
+                help="with --for: lower the most a number argument may be (NAME=NUMBER)",
             )
             p.add_argument(
                 "--digest",
@@ -395,6 +422,10 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             return cmd.sweep(gate, io=io)
         if command == "limits":
             return cmd.limits(gate, as_json=args.json, io=io)
+        if command == "grants":
+            return cmd.grants(gate, agent=args.agent, as_json=args.json, io=io)
+        if command == "revoke":
+            return cmd.revoke(gate, args.grant, approver=args.approver, reason=args.comment, io=io)
         if command == "known":
             return cmd.known(gate, agent=args.agent, as_json=args.json, io=io)
         if command == "forget":
@@ -418,6 +449,8 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
                 edited=edited,
                 digest=args.digest,
                 io=io,
+                grant_for=args.grant_for,
+                bounds=args.bounds,
             )
         if command == "deny":
             return cmd.decide(

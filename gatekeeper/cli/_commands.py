@@ -414,9 +414,17 @@ def decide(
     edited: dict[str, Any] | None,
     digest: str | None,
     io: IO,
+    grant_for: str | None = None,
+    bounds: list[str] | None = None,
 ) -> int:
     if not approver:
         raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    seconds, lowered = None, None
+    if grant_for is not None or bounds:
+        try:
+            seconds, lowered = _grant_options(grant_for, bounds or [])
+        except ValueError as exc:
+            return io.fail(f"{exc}; nothing recorded")
     if not approve and not (comment or "").strip():
         return io.refuse(
             f"a denial needs a reason, and the agent reads it: gatekeeper deny {inline(given, 80)} "
@@ -457,14 +465,73 @@ def decide(
                 args=edited,
                 via="cli",
                 expect_digest=digest,
+                grant_for=seconds,
+                bounds=lowered,
             )
         else:
             after = gate.deny(req.id, approver=approver, comment=comment, via="cli")
     except TransitionRefused as exc:  # e.g. its caller is gone: say why, nothing recorded
         return io.refuse(f"{exc}; nothing recorded")
+    except ValueError as exc:  # a bound raised, not lowered: refused before anything was
+        return io.refuse(f"{exc}; nothing recorded")
     if after.status is RequestStatus.PENDING and len(after.decisions) == len(req.decisions):
         return _already_voted(after, approver, io)  # the store found the same vote there
     io.say(_decided(after, approver))
+    if seconds is not None:
+        made = [g for g in gate.grants(after.call.agent) if g.request_id == after.id]
+        for grant in made:
+            io.say(f"standing approval {grant.id}: {inline(grant.describe(), 200)}")
+    return 0
+
+
+def _grant_options(grant_for: str | None, bounds: list[str]) -> tuple[float, dict[str, float]]:
+    """``--for 1h`` and ``--max amount=50`` as seconds and bounds."""
+    if grant_for is None:
+        raise ValueError("--max narrows a standing approval: give --for DURATION too")
+    seconds = parse_duration(grant_for)
+    lowered: dict[str, float] = {}
+    for item in bounds:
+        name, sep, number = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            lowered[name] = float(number)
+        except ValueError:
+            raise ValueError(f"--max {inline(item, 60)}: write NAME=NUMBER") from None
+    return seconds, lowered
+
+
+def grants(gate: Gatekeeper, *, agent: str | None, as_json: bool, io: IO) -> int:
+    """The standing approvals and earned autonomy in force, per agent."""
+    found = gate.grants(agent)
+    if as_json:
+        for g in found:
+            io.say(_ascii_json(g.model_dump(mode="json")))
+        return 0
+    if not found:
+        io.say("no grants in force" + (f" for agent {inline(agent, 60)}" if agent else ""))
+        return 0
+    io.say(f"{'ID':<18}  {'KIND':<9}  {'AGENT':<16}  {'BY':<20}  COVERS")
+    for g in found:
+        io.say(
+            f"{g.id:<18}  {g.kind:<9}  {inline(g.agent, 16):<16}  {inline(g.by, 20):<20}  "
+            f"{inline(g.describe(), 120)}"
+        )
+    return 0
+
+
+def revoke(
+    gate: Gatekeeper, grant_id: str, *, approver: str | None, reason: str | None, io: IO
+) -> int:
+    """Revoke a grant at once (audited as grant.revoked or autonomy.demoted)."""
+    if not approver:
+        raise NotAuthorized("say who you are: --as NAME (an approver from the config)", approver="")
+    gate.approver(approver)
+    try:
+        grant = gate.revoke_grant(grant_id, by=approver, reason=reason)
+    except KeyError:
+        return io.refuse(f"no grant {inline(grant_id, 60)} (see `gatekeeper grants`)")
+    io.say(f"revoked {grant.id}: {inline(grant.describe(), 160)}")
     return 0
 
 

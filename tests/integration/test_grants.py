@@ -238,3 +238,37 @@ def test_the_agent_can_not_grant_itself(store: Store, rig: Rig) -> None:
     rig.gate.deny(req.id, approver="alice", comment="no")
     thread.join(10)
     assert rig.ran == []
+
+
+def test_the_cli_approves_for_later_lists_and_revokes(rig: Rig) -> None:
+    import io as _io
+
+    from gatekeeper.cli import _commands as cmd
+
+    def run(fn: Any, *args: Any, **kw: Any) -> tuple[int, str, str]:
+        out, err = _io.StringIO(), _io.StringIO()
+        code = fn(rig.gate, *args, io=cmd.IO(out=out, err=err, inp=_io.StringIO()), **kw)
+        return code, out.getvalue(), err.getvalue()
+
+    decide = dict(approve=True, approver="alice", comment=None, edited=None, digest=None)
+    thread, box, req = rig.held("refund", order_id="A-1", amount=80.0)
+    code, _, err = run(cmd.decide, req.id, grant_for="1h", bounds=["amount=900"], **decide)
+    assert code == 1 and "lowered, not raised" in err and "nothing recorded" in err
+    assert rig.gate.get(req.id).approvals == ()
+    code, _, err = run(cmd.decide, req.id, grant_for=None, bounds=["amount=5"], **decide)
+    assert code == 1 and "give --for" in err
+    code, out, _ = run(cmd.decide, req.id, grant_for="1h", bounds=["amount=50"], **decide)
+    assert code == 0 and "standing approval g_" in out and "amount <= 50" in out
+    thread.join(10)
+    assert box == ["refunded"]
+
+    code, out, _ = run(cmd.grants, agent="billing-bot", as_json=False)
+    (row,) = out.splitlines()[1:]
+    grant_id = row.split()[0]
+    assert row.split()[1:4] == ["standing", "billing-bot", "alice"]
+    assert rig.at_once("refund", order_id="A-1", amount=50.0) == "refunded"
+
+    code, out, _ = run(cmd.revoke, grant_id, approver="bob", reason="done")
+    assert code == 0 and out.startswith(f"revoked {grant_id}")
+    assert run(cmd.revoke, grant_id, approver="bob", reason="again")[0] == 1
+    assert run(cmd.grants, agent=None, as_json=False)[1].startswith("no grants in force")
