@@ -250,7 +250,13 @@ def test_the_cli_approves_for_later_lists_and_revokes(rig: Rig) -> None:
         code = fn(rig.gate, *args, io=cmd.IO(out=out, err=err, inp=_io.StringIO()), **kw)
         return code, out.getvalue(), err.getvalue()
 
-    decide = dict(approve=True, approver="alice", comment=None, edited=None, digest=None)
+    decide: dict[str, Any] = {
+        "approve": True,
+        "approver": "alice",
+        "comment": None,
+        "edited": None,
+        "digest": None,
+    }
     thread, box, req = rig.held("refund", order_id="A-1", amount=80.0)
     code, _, err = run(cmd.decide, req.id, grant_for="1h", bounds=["amount=900"], **decide)
     assert code == 1 and "lowered, not raised" in err and "nothing recorded" in err
