@@ -170,9 +170,11 @@ class Decisions:
         req = self._read_to_decide(request_id, "your approval")
         decision, edited = self._decision(req, approver, True, comment, via, args, expect_digest)
         if grant_for is not None:
-            self.check_grantable(req)  # type: ignore[attr-defined]
             if edited is not None:
                 req = req.model_copy(update={"args": dict(edited)})
+            # Every refusal (can't carry one, a bound raised, a duration out of range)
+            # before the approval is recorded: nothing at all changes.
+            self.grant_terms(req, seconds=grant_for, bounds=bounds)  # type: ignore[attr-defined]
         after = self._decide(request_id, "your approval", decision, edited)
         if grant_for is not None and after.status in (
             RequestStatus.APPROVED,

@@ -379,7 +379,7 @@ def _guarded(
     wait: bool,
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
-    plan = None if spec.question else _plan(gate, call, key)
+    plan = None if spec.question else _plan(gate, call, key, cls.verdict)
     shadows: tuple[BehaviourHit, ...] = ()
     verdict = cls.verdict
     if verdict is Verdict.REQUIRE_APPROVAL:
@@ -394,7 +394,7 @@ def _guarded(
         if cls.verdict is Verdict.REQUIRE_APPROVAL and not cls.behaviour and req.quorum == 1:
             # A standing approval, or autonomy the agent earned, may let it pass.
             stored, demoted = yield op("grants_for", call.agent)
-            grant = _usable_grant(gate, call, stored, demoted) if stored else None
+            grant = _usable_grant(gate, call, cls, stored, demoted) if stored else None
             if grant is not None:
                 cls = _granted(cls, grant)
                 gate.store.record_soon([pipe.grant_used_event(call, grant)])
@@ -454,23 +454,33 @@ def _guarded(
     raise pipe.denied_error(call, cls)
 
 
-def _plan(gate: Gatekeeper, call: ToolCall, key: str | None) -> dict[str, Any] | None:
+def _plan(
+    gate: Gatekeeper, call: ToolCall, key: str | None, verdict: Verdict
+) -> dict[str, Any] | None:
     """The call's behaviour plan for the store (None: no sequence or limit names its tool).
 
-    A call with a key is counted under its key, so the same call made again
-    (a retry, a resumed run) is not counted twice.
+    A held call with a key is counted under its key and its arguments: the
+    same call made again (a retry, a resumed run) re-attaches to the same
+    request, which runs at most once, so it is counted once. Any other call
+    counts as itself: a key used again for a call that runs at once, or with
+    other arguments, is another call and counts again.
     """
     plan = gate.policy.plan(call)
     if plan is None:
         return None
     wire = plan.wire()
-    if key is not None:
-        wire["c"] = "k:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    if key is not None and verdict is Verdict.REQUIRE_APPROVAL:
+        named = f"{key}\x00{call.args_digest}".encode("utf-8", "surrogatepass")
+        wire["c"] = "k:" + hashlib.sha256(named).hexdigest()[:32]
     return wire
 
 
 def _usable_grant(
-    gate: Gatekeeper, call: ToolCall, stored: Mapping[str, str], demoted: int | None
+    gate: Gatekeeper,
+    call: ToolCall,
+    cls: Classification,
+    stored: Mapping[str, str],
+    demoted: int | None,
 ) -> Grant | None:
     grant, problems, voided = usable_grant(
         gate.store.decision_keys,
@@ -479,6 +489,7 @@ def _usable_grant(
         gate.clock.now(),
         demoted,
         lambda rule, c: any(r.id == rule for r in gate.policy.autonomy_for(c)),
+        (cls.rules, cls.approval.group),
     )
     for problem in problems:  # never used; said loudly: someone wrote the agent's grants
         log.error("grants of agent %s: %s", call.agent, problem)
@@ -530,6 +541,27 @@ def _hold(
     if plan is None:
         return op("hold", req, event)
     return StoreOp("hold", (req, event), {"plan": plan})
+
+
+def _claim_args(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    run_args: inspect.BoundArguments,
+    run_digest: str,
+    token: str,
+    held: ApprovalRequest,
+    plan: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The claim's arguments; with a plan remade from the arguments an approver edited."""
+    out: dict[str, Any] = {"args_digest": run_digest, "token": token}
+    out["created_at"] = held.created_at
+    if plan is not None and run_digest != held.call.args_digest:
+        edited_call = held.call.model_copy(update={"args": spec.json_of(run_args)})
+        remade = gate.policy.plan(edited_call)
+        replan = remade.wire() if remade is not None else {"s": [], "l": [], "n": []}
+        replan.update(c=plan["c"], t=plan["t"])
+        out["plan"] = replan
+    return out
 
 
 def _takes_slot(plan: Mapping[str, Any]) -> bool:
@@ -626,7 +658,7 @@ def _held(
             return (yield from _not_run(gate, held, final))
         if decided is not None:
             decided.append(final)
-        return (yield from _release(gate, spec, bound, held, final))
+        return (yield from _release(gate, spec, bound, held, final, plan))
     finally:
         gate.store.drop(held.id)
 
@@ -793,8 +825,14 @@ def _release(
     bound: inspect.BoundArguments,
     held: ApprovalRequest,
     final: ApprovalRequest,
+    plan: Mapping[str, Any] | None = None,
 ) -> Flow:
-    """Run an approved call once its signed votes check out, and record how it ended."""
+    """Run an approved call once its signed votes check out, and record how it ended.
+
+    ``plan``: the call's behaviour plan, kept at the hold; when the approver
+    edited the arguments, the claim counts a plan made from the edited ones
+    (what runs is what counts: its values become known, its amount is spent).
+    """
     try:
         run_args, run_digest = gate._release_args(spec, bound, held, final)
     except TamperingDetected as exc:
@@ -817,15 +855,9 @@ def _release(
     if not held.parked:
         room = (held.expires_at - gate.clock.now()).total_seconds() + LATE_APPROVAL
         deadline = time.monotonic() + max(room, READ_FLOOR)
+    claim_args = _claim_args(gate, spec, run_args, run_digest, token, held, plan)
     try:
-        yield op(
-            "claim",
-            held.id,
-            args_digest=run_digest,
-            token=token,
-            created_at=held.created_at,
-            deadline=deadline,
-        )
+        yield StoreOp("claim", (held.id,), claim_args, False, deadline)
     except StoreUnavailable as exc:  # the claim may land later: close it then, never run it
         if exc.context.get("applied") != "no":
             close = getattr(gate.store, "close_unclaimed_soon", None)

@@ -57,6 +57,26 @@ class GrantDecisions:
                 action="approve",
             )
 
+    def grant_terms(
+        self,
+        req: ApprovalRequest,
+        *,
+        seconds: float,
+        bounds: Mapping[str, float] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """The conditions a standing approval from ``req`` would have; refused if it can't be.
+
+        TransitionRefused when ``req`` can't carry one; ValueError for a
+        duration out of range or a bound raised (or naming no number argument).
+        Decisions.approve asks this before recording anything.
+        """
+        if not 0 < seconds <= MAX_GRANT_SECONDS:
+            raise ValueError(
+                f"a standing approval lasts more than 0 s and at most 7 days, not {seconds:g} s"
+            )
+        self.check_grantable(req)
+        return narrowed(conditions_for(req.args), bounds or {})
+
     def grant_from(
         self,
         req: ApprovalRequest,
@@ -67,12 +87,7 @@ class GrantDecisions:
         comment: str | None = None,
     ) -> Grant:
         """A standing approval made from ``req`` (approved by ``approver``); kept and audited."""
-        if not 0 < seconds <= MAX_GRANT_SECONDS:
-            raise ValueError(
-                f"a standing approval lasts more than 0 s and at most 7 days, not {seconds:g} s"
-            )
-        self.check_grantable(req)
-        conditions = narrowed(conditions_for(req.args), bounds or {})
+        conditions = self.grant_terms(req, seconds=seconds, bounds=bounds)
         grant = new_grant(
             agent=req.call.agent,
             tool=req.call.tool,
@@ -82,6 +97,8 @@ class GrantDecisions:
             seconds=seconds,
             request_id=req.id,
             comment=comment,
+            group=req.group,
+            rules=req.classification.rules,
         )
         self._keep(grant, "grant.created", actor=approver)
         return grant
@@ -185,8 +202,8 @@ class GrantDecisions:
         for past in history:
             if past.is_question or rule not in self.policy.autonomy_for(past.call):
                 continue
-            if past.status is RequestStatus.DENIED:
-                denied += 1
+            if past.status in (RequestStatus.DENIED, RequestStatus.EXPIRED):
+                denied += 1  # no decision counts as a denial
             elif past.status in _APPROVED or (
                 past.status is RequestStatus.FAILED and any(d.approve for d in past.approvals)
             ):

@@ -14,10 +14,11 @@ gate before each use, like a vote. What a grant may cover, decided here:
 - only calls the policy holds for a person on their own (a rule, the default,
   a missing scope, an irreversible tool); never a call a sequence, limit or
   novelty rule escalated, and never a denial or a halt;
-- the same agent and tool, and every argument within its condition: a string
-  (or any non-number) equal to the approved value, a number at most the
-  approved value (the approver may lower that bound, never raise it); an
-  argument the approved call did not have is not covered;
+- the same agent and tool, held by the same rules (or fewer) for the same
+  approver group, and every argument equal to the approved value — unless
+  the approver turned a number into a range from 0 up to a bound no higher
+  than the approved value (``--max amount=50``); an argument the approved
+  call did not have is not covered;
 - only requests that need one approval (a quorum of two can't be met by one
   person's standing approval).
 """
@@ -51,7 +52,11 @@ class Grant(BaseModel):
     agent: str
     tool: str
     args: dict[str, dict[str, Any]] = Field(
-        description="per argument: {'eq': value} or {'lte': number}"
+        description="per argument: {'eq': value} or {'gte': 0, 'lte': number}"
+    )
+    group: str | None = Field(default=None, description="the approver group of the approval")
+    rules: tuple[str, ...] = Field(
+        default=(), description="the rules that held the approved call: it covers no others"
     )
     by: str = Field(description="the approver, or autonomy:RULE")
     created_at: dt.datetime
@@ -64,7 +69,7 @@ class Grant(BaseModel):
         parts = []
         for name, cond in sorted(self.args.items()):
             if "lte" in cond:
-                parts.append(f"{name} <= {cond['lte']}")
+                parts.append(f"{cond.get('gte', 0)} <= {name} <= {cond['lte']}")
             else:
                 parts.append(f"{name} = {_short(cond.get('eq'))}")
         until = f" until {self.expires_at:%Y-%m-%d %H:%M} UTC" if self.expires_at else ""
@@ -83,27 +88,38 @@ def _number(value: Any) -> bool:
 
 
 def conditions_for(args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The default conditions of a grant made from a call with ``args``."""
-    return {
-        name: ({"lte": value} if _number(value) else {"eq": value}) for name, value in args.items()
-    }
+    """The default conditions of a grant made from a call with ``args``: every value equal.
+
+    A number is an amount to one tool and an id to another (``user_id=500``
+    must not cover user 1): only the approver can say it is a range.
+    """
+    return {name: {"eq": value} for name, value in args.items()}
 
 
 def narrowed(
     conditions: Mapping[str, Mapping[str, Any]], bounds: Mapping[str, float]
 ) -> dict[str, dict[str, Any]]:
-    """``conditions`` with some numeric bounds lowered; raising one is refused (ValueError)."""
+    """``conditions`` with some number arguments made ranges ``0 <= x <= bound``.
+
+    A bound must be from 0 up to the approved value: lower than what was
+    approved, never higher (ValueError otherwise, and for a name that is not
+    a number argument of zero or more).
+    """
     out = {name: dict(cond) for name, cond in conditions.items()}
     for name, bound in bounds.items():
         cond = out.get(name)
-        if cond is None or "lte" not in cond:
-            raise ValueError(f"can't bound {name!r}: the call has no number argument of that name")
-        if not _number(bound) or bound > cond["lte"]:
+        value: Any = None if cond is None else cond.get("eq", cond.get("lte"))
+        if cond is None or not _number(value) or value < 0:
             raise ValueError(
-                f"{name} may be lowered, not raised: the approved call had {cond['lte']}, "
-                f"you gave {bound!r}"
+                f"can't bound {name!r}: the call has no number argument of that name "
+                "(of zero or more)"
             )
-        cond["lte"] = bound
+        if not _number(bound) or bound > value or bound < 0:
+            raise ValueError(
+                f"{name} may be lowered, not raised: the approved call had {value}, "
+                f"you gave {bound!r} (a bound is from 0 up to the approved value)"
+            )
+        out[name] = {"gte": 0, "lte": bound}
     return out
 
 
@@ -119,8 +135,12 @@ def new_grant(
     request_id: str | None = None,
     rule: str | None = None,
     comment: str | None = None,
+    group: str | None = None,
+    rules: tuple[str, ...] = (),
 ) -> Grant:
     return Grant(
+        group=group,
+        rules=rules,
         id="g_" + secrets.token_hex(8),
         kind=kind,
         agent=agent,
@@ -157,7 +177,7 @@ def covers(grant: Grant, call: ToolCall, now: dt.datetime) -> bool:
             return False
         value = call.args[name]
         if "lte" in cond:
-            if not _number(value) or value > cond["lte"]:
+            if not _number(value) or value > cond["lte"] or value < cond.get("gte", 0):
                 return False
         elif not _same(value, cond.get("eq")):
             return False
@@ -177,6 +197,7 @@ def usable_grant(
     now: dt.datetime,
     demoted_at_ms: int | None,
     earned: Callable[[str, ToolCall], bool] = lambda rule, call: False,
+    held_by: tuple[tuple[str, ...], str | None] = ((), None),
 ) -> tuple[Grant | None, list[str], list[Grant]]:
     """The first stored grant that covers ``call``, the problems found, the autonomy voided.
 
@@ -208,7 +229,14 @@ def usable_grant(
                 grant.agent == call.agent and grant.rule is not None and earned(grant.rule, call)
             )
         else:
-            usable = covers(grant, call, now)
+            # Held by the same rules (or fewer) for the same group: a grant from a
+            # credit approver's approval never covers what only finance may decide.
+            rules, group = held_by
+            usable = (
+                covers(grant, call, now)
+                and (group is None or group == grant.group)
+                and set(rules) <= set(grant.rules)
+            )
         if usable:
             return grant, problems, voided
     return None, problems, voided

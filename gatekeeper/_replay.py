@@ -153,7 +153,7 @@ def replay(
         call = _call(event, now)
         report.first = report.first or call.created_at
         report.last = call.created_at
-        recorded = str(event.get("data", {}).get("verdict", ""))
+        recorded = _recorded_verdict(event)
         cls = policy.classify(call)
         plan = policy.plan(call)
         wire = plan.wire() if plan is not None else None
@@ -192,6 +192,20 @@ def replay(
                 )
             )
     return report
+
+
+def _recorded_verdict(event: Mapping[str, Any]) -> str:
+    """The verdict the policy gave a recorded call.
+
+    A call a standing approval or earned autonomy let through is recorded as
+    allowed, with ``grant:ID`` among its rules; the policy held it (grants are
+    people's, not the policy's), so it compares as a hold.
+    """
+    data = event.get("data") or {}
+    recorded = str(data.get("verdict", ""))
+    if recorded == "allow" and any(str(r).startswith("grant:") for r in data.get("rules", ())):
+        return "require_approval"
+    return recorded
 
 
 def _ms(value: Any) -> int:

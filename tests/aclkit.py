@@ -134,9 +134,10 @@ class RoleSplitStore:
         args_digest: str,
         token: str | None = None,
         created_at: Any = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         return self._of_request(request_id).claim(
-            request_id, args_digest=args_digest, token=token, created_at=created_at
+            request_id, args_digest=args_digest, token=token, created_at=created_at, plan=plan
         )
 
     def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:
@@ -258,10 +259,11 @@ class _AsyncSplit:
         args_digest: str,
         token: str | None = None,
         created_at: Any = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         aio = await self._of_request(request_id)
         return await aio.claim(
-            request_id, args_digest=args_digest, token=token, created_at=created_at
+            request_id, args_digest=args_digest, token=token, created_at=created_at, plan=plan
         )
 
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:

@@ -215,9 +215,12 @@ class CompiledNovelty:
             shown = f"tool {shown_value(call.tool, 200)}"
         else:
             value = lookup(call.args, path)
-            if value is ABSENT or value is _UNREADABLE:
+            if value is ABSENT:
                 return None  # the call does not use such a value: nothing new about it
             name = ".".join(path)
+            if value is _UNREADABLE:  # the path runs through a string or a list: never known
+                shown = f"args.{name}, which can't be read (the path runs through a non-object)"
+                return NewUse(self, f"new:{self.rule.id}", "unparsable", shown)
             if self.rule.by_host:
                 host = url_host(value)
                 # A URL whose host can't be told for sure is never known: always new.

@@ -304,6 +304,7 @@ class Store(Protocol):
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         """approved -> executing, at most once, unless halted; ``args_digest`` must match.
 
@@ -530,6 +531,7 @@ class AsyncStore(Protocol):
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest: ...
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest: ...
     async def finish(

@@ -581,6 +581,7 @@ class MemoryStore:
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,  # one process: no halt can be lifted behind it
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         now = self.clock.now()
         with self._lock:
@@ -600,10 +601,12 @@ class MemoryStore:
             self._apply_locked(step)
             if step.refused is None and token:
                 self._claims[req.id] = token
-            plan = self._plans.get(req.id)
-            if step.refused is None and step.changed and plan is not None:
+            if plan is not None and req.id in self._plans:
+                self._plans[req.id] = plan  # what runs is what counts (edited arguments)
+            kept = self._plans.get(req.id)
+            if step.refused is None and step.changed and kept is not None:
                 # It runs now: its 'not' steps clear, its limits count it.
-                self._behaviour.apply(req.call.agent, plan, "release", self._now_ms())
+                self._behaviour.apply(req.call.agent, kept, "release", self._now_ms())
         if step.refused is not None:
             raise step.refused
         return step.request

@@ -173,9 +173,10 @@ class AsyncMemoryStore:
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         return self._store.claim(
-            request_id, args_digest=args_digest, token=token, created_at=created_at
+            request_id, args_digest=args_digest, token=token, created_at=created_at, plan=plan
         )
 
     async def refuse(self, request_id: str, *, why: str) -> ApprovalRequest:

@@ -793,10 +793,11 @@ class RedisStore:
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         a = self._agent_keys(request_id)
         created = ms(created_at) if created_at is not None else None
-        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created)
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created, plan)
         try:
             return self._after(op)
         except AgentHalted as exc:

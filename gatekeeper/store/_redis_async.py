@@ -455,10 +455,11 @@ class AsyncRedisStore:
         args_digest: str,
         token: str | None = None,
         created_at: dt.datetime | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
         created = int(created_at.timestamp() * 1000) if created_at is not None else None
-        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created)
+        op = ops.claim(self.keys, a, request_id, self._now_ms(), args_digest, token, created, plan)
         try:
             return await self._after(op)
         except AgentHalted as exc:

@@ -497,9 +497,13 @@ def claim(
     args_digest: str,
     token: str | None,
     created_ms: int | None,
+    plan: Mapping[str, Any] | None = None,
 ) -> Op[ApprovalRequest]:
+    """Claim an approved request; ``plan`` replaces the behaviour plan kept at the hold
+    (the approver edited the arguments: what runs is what counts)."""
     keys = [a.req(rid), a.halts, a.wake(rid), a.journal, a.votes(rid), a.resumes]
-    argv = [k.channel, now_ms, args_digest, token or "", "" if created_ms is None else created_ms]
+    created = "" if created_ms is None else created_ms
+    argv = [k.channel, now_ms, args_digest, token or "", created, plan_json(k, plan)]
     return Op("claim", keys, argv, _transition(rid, a.agent))
 
 

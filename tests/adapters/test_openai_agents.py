@@ -675,8 +675,10 @@ async def test_on_blocked_raise_raises_the_first_refusal_and_withdraws_the_rest(
     result = await run(Agent(name="a", model=model, tools=[ledger.refund, drop_table]), "go")
     with pytest.raises(ToolCallDenied, match="dropping tables is forbidden"):
         await decide_interruptions(gate, result, on_blocked="raise")
-    (held,) = recorder.notified
-    assert gate.get(held.id).status.value == "cancelled"  # nobody can approve it any more
+    # The refund may or may not have been held when the denial came: whatever it
+    # reached, nothing is left waiting for a person, and nothing ran.
+    assert gate.pending() == []
+    assert {r.status.value for r in gate.store.history(limit=10)} <= {"cancelled"}
     assert ledger.ran == []
 
 

@@ -13,6 +13,7 @@ agent is a thread making guarded calls. Shown here:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -217,3 +218,28 @@ def test_a_budget_of_cents_adds_up_exactly(store: Store) -> None:
     assert tip(0.2) == "tipped"  # 0.30000000000000004 in floats: not past 0.3 here
     with pytest.raises(ToolCallDenied, match=r"tips: 0\.3 of 0\.3 already used"):
         tip(0.01)
+
+
+def test_a_call_key_used_again_is_another_call_and_counts_again(store: Store) -> None:
+    """The docs' own idiom, ``call_key(f"refund:{order_id}")``, must not dodge a limit."""
+    from gatekeeper import call_key
+
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(
+            "version: 1\ndefault: allow\nlimits:\n"
+            "  - {id: refunds, match: {tool: refund}, sum: amount, max: 1000, window: 1d, "
+            "on_exceed: deny}\n"
+        ),
+        store=store,
+    )
+    ran: list[float] = []
+
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        ran.append(amount)
+        return "refunded"
+
+    for _ in range(3):
+        with call_key("refund:A-1"), contextlib.suppress(ToolCallDenied):
+            refund("A-1", 400.0)
+    assert ran == [400.0, 400.0]  # the third would pass the budget

@@ -126,11 +126,12 @@ def test_a_standing_approval_lets_matching_calls_run_until_revoked(rig: Rig) -> 
     thread, box, req = rig.held("refund", order_id="A-1", amount=80.0)
     with pytest.raises(ValueError, match="lowered, not raised"):
         rig.gate.approve(req.id, approver="alice", grant_for=3600, bounds={"amount": 500})
+    assert rig.gate.get(req.id).approvals == ()  # refused before anything was recorded
     rig.gate.approve(req.id, approver="alice", grant_for=3600, bounds={"amount": 50})
     thread.join(10)
     assert box == ["refunded"]
     (grant,) = rig.gate.grants()
-    assert grant.by == "alice" and grant.args["amount"] == {"lte": 50}
+    assert grant.by == "alice" and grant.args["amount"] == {"gte": 0, "lte": 50}
 
     assert rig.at_once("refund", order_id="A-1", amount=40.0) == "refunded"
     for other in ({"order_id": "A-1", "amount": 60.0}, {"order_id": "B-2", "amount": 10.0}):
@@ -264,7 +265,7 @@ def test_the_cli_approves_for_later_lists_and_revokes(rig: Rig) -> None:
     code, _, err = run(cmd.decide, req.id, grant_for=None, bounds=["amount=5"], **decide)
     assert code == 1 and "give --for" in err
     code, out, _ = run(cmd.decide, req.id, grant_for="1h", bounds=["amount=50"], **decide)
-    assert code == 0 and "standing approval g_" in out and "amount <= 50" in out
+    assert code == 0 and "standing approval g_" in out and "0 <= amount <= 50" in out
     thread.join(10)
     assert box == ["refunded"]
 
@@ -278,3 +279,52 @@ def test_the_cli_approves_for_later_lists_and_revokes(rig: Rig) -> None:
     assert code == 0 and out.startswith(f"revoked {grant_id}")
     assert run(cmd.revoke, grant_id, approver="bob", reason="again")[0] == 1
     assert run(cmd.grants, agent=None, as_json=False)[1].startswith("no grants in force")
+
+
+def test_numbers_stay_exact_unless_bounded_and_negatives_never_pass(rig: Rig) -> None:
+    """A number may be an id: a grant covers the approved value only, unless bounded."""
+    thread, _, req = rig.held("refund", order_id="A-1", amount=80.0)
+    rig.gate.approve(req.id, approver="alice", grant_for=3600)
+    thread.join(10)
+    assert rig.at_once("refund", order_id="A-1", amount=80.0) == "refunded"
+    for amount in (79.0, -80.0):  # not the approved value: asked again
+        thread, _, req = rig.held("refund", order_id="A-1", amount=amount)
+        rig.gate.deny(req.id, approver="alice", comment="not covered")
+        thread.join(10)
+    thread, _, req = rig.held("refund", order_id="B-1", amount=30.0)
+    rig.gate.approve(req.id, approver="alice", grant_for=3600, bounds={"amount": 30})
+    thread.join(10)
+    thread, _, req = rig.held("refund", order_id="B-1", amount=-1e9)  # below the floor of 0
+    rig.gate.deny(req.id, approver="alice", comment="negative")
+    thread.join(10)
+    assert rig.ran == ["refund A-1 80.0", "refund A-1 80.0", "refund B-1 30.0"]
+
+
+def test_a_grant_covers_no_call_held_by_other_rules_or_for_another_group(store: Store) -> None:
+    rig = Rig(store)
+    rig.gate.policy = Policy.from_yaml(  # type: ignore[misc]
+        POLICY.replace(
+            "  - {id: lookups-wait,",
+            "  - id: card-testing-finance\n"
+            "    match: {tool: refund, args: {amount: {lt: 5}}}\n"
+            "    verdict: require_approval\n"
+            "    approval: {group: finance}\n"
+            "  - {id: lookups-wait,",
+        )
+    )
+    # carol (no group) approves a refund of 30, and later ones of 0 to 30 ...
+    thread, _, req = rig.held("refund", order_id="A-1", amount=30.0)
+    rig.gate.approve(req.id, approver="carol", grant_for=3600, bounds={"amount": 30})
+    thread.join(10)
+    assert rig.at_once("refund", order_id="A-1", amount=20.0) == "refunded"
+    # ... but one a finance rule holds is not hers to let through, though within bounds.
+    thread, _, req = rig.held("refund", order_id="A-1", amount=2.0)
+    assert req.group == "finance"
+    rig.gate.approve(req.id, approver="alice", grant_for=3600, bounds={"amount": 2})
+    thread.join(10)
+    (alices,) = [g for g in rig.gate.grants() if g.by == "alice"]
+    assert alices.group == "finance"
+    assert set(alices.rules) == {"refunds-wait", "card-testing-finance"}
+    # alice's grant (finance, both rules) covers what the default rule alone holds too.
+    assert rig.at_once("refund", order_id="A-1", amount=1.0) == "refunded"
+    assert rig.ran == ["refund A-1 30.0", "refund A-1 20.0", "refund A-1 2.0", "refund A-1 1.0"]

@@ -205,3 +205,72 @@ def test_a_new_tool_waits_for_its_first_call(agent: Agent) -> None:
     assert box == ["deployed"]
     assert agent.deploy_app("prod") == "deployed"  # known: no person asked
     assert agent.ran == ["deploy staging", "deploy prod"]
+
+
+def test_what_runs_is_what_becomes_known_when_the_approver_edits(store: Store) -> None:
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(
+            "version: 1\ndefault: allow\nnovelty:\n"
+            "  - {id: new-recipients, match: {tool: send_email}, new: args.to}\n"
+        ),
+        store=store,
+        approvers=APPROVERS,
+        channels=[channel := RecordingChannel()],
+        default_timeout=30,
+    )
+    sent: list[str] = []
+
+    @gate.guard
+    def send_email(to: str) -> str:
+        sent.append(to)
+        return "sent"
+
+    box: list[Any] = []
+    thread = threading.Thread(target=_into, args=(box, send_email, "attacker@evil.example"))
+    thread.start()
+    req = channel.wait_for_request(1)
+    gate.approve(req.id, approver="alice", args={"to": "boss@corp.example"})
+    thread.join(10)
+    assert sent == ["boss@corp.example"]
+    values = [entry["s"] for _, _, _, entry in gate.store.known_values()]
+    assert values == ['args.to "boss@corp.example"']  # not the agent's own choice
+    assert send_email("boss@corp.example") == "sent"  # known now: no person asked
+    thread = threading.Thread(target=_into, args=(box, send_email, "attacker@evil.example"))
+    thread.start()
+    again = channel.wait_for_request(2)  # still new: asked again
+    gate.deny(again.id, approver="alice", comment="no")
+    thread.join(10)
+
+
+def test_a_value_behind_an_unreadable_path_is_never_known(store: Store) -> None:
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(
+            "version: 1\ndefault: allow\nnovelty:\n"
+            "  - {id: new-hosts, match: {tool: fetch}, new: host(args.request.url)}\n"
+        ),
+        store=store,
+        approvers=APPROVERS,
+        channels=[channel := RecordingChannel()],
+        default_timeout=30,
+    )
+
+    @gate.guard
+    def fetch(request: Any) -> str:
+        return "page"
+
+    for n, shape in enumerate(("https://evil.example/x", ["https://evil.example/x"]), start=1):
+        box: list[Any] = []
+        thread = threading.Thread(target=_into, args=(box, fetch, shape))
+        thread.start()
+        req = channel.wait_for_request(n)
+        assert "can't be read" in req.classification.reasons[0]
+        gate.deny(req.id, approver="alice", comment="no")
+        thread.join(10)
+
+
+def _into(box: list[Any], fn: Any, arg: Any) -> None:
+    """Call ``fn(arg)`` in a thread; its result or error goes into ``box``."""
+    try:
+        box.append(fn(arg))
+    except Exception as exc:
+        box.append(exc)

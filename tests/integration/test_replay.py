@@ -189,3 +189,29 @@ def test_the_cli_replays_the_store_or_an_export_file(store: Store, tmp_path: Pat
     assert "  allow -> require_approval: 2" in text
     assert "  require_approval -> halt: 1" in text
     del out
+
+
+def test_calls_a_grant_let_through_replay_as_the_holds_they_were(store: Store) -> None:
+    channel = RecordingChannel()
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY),
+        store=store,
+        approvers=APPROVERS,
+        channels=[channel],
+        default_timeout=30,
+    )
+
+    def pay(amount: str) -> str:
+        return "paid"
+
+    guarded = gate.guard(pay)
+    thread = threading.Thread(target=_quiet, args=(guarded, "100"), daemon=True)
+    thread.start()
+    req = channel.wait_for_request(1)
+    gate.approve(req.id, approver="alice", grant_for=3600)
+    thread.join(10)
+    assert guarded("100") == "paid"  # the standing approval lets it through
+    assert guarded("100") == "paid"
+    gate.store.flush()
+    report = replay(Policy.from_yaml(POLICY), events_from_store(gate.store.audit_entries()))
+    assert report.calls == 3 and report.changed == 0, report.as_json()

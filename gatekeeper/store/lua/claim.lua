@@ -1,5 +1,6 @@
 -- KEYS: req, halts, wake, journal, votes, resumes
--- ARGV: channel, now, digest, token, created (ms, as the releasing process holds it; '' if not)
+-- ARGV: channel, now, digest, token, created (ms, as the releasing process holds it; '' if not),
+--       behaviour plan of the arguments that run ('' = the one kept at the hold)
 -- The token makes a retry idempotent: a caller whose reply was lost and who
 -- claims again with the same token gets its claim back, not a refusal.
 local now = clock(ARGV[2])
@@ -56,6 +57,10 @@ redis.call('HSET', KEYS[1], 'status', 'executing', 'claimant', ARGV[4])
 -- It runs now: its sequences' 'not' steps clear, its limits count it (past
 -- them if need be: a person approved it).
 local plan = redis.call('HGET', KEYS[1], 'bhv')
+if plan and ARGV[6] and ARGV[6] ~= '' then
+  plan = ARGV[6]
+  redis.call('HSET', KEYS[1], 'bhv', plan)
+end
 if plan then bhv.apply(string.match(KEYS[1], '^(%b{})'), cjson.decode(plan), 'release', now, 'allow', nil) end
 if ARGV[4] ~= '' then mark(KEYS[1], f.id, ARGV[4]) else mark(KEYS[1], f.id, 'released') end
 journal_push(KEYS[4], event_json('request.released', now, 'agent:' .. f.agent, f,
