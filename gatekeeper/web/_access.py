@@ -13,6 +13,9 @@ session cookie holds every scope; a bearer token only its own):
 - :func:`require_shown_in_full` for approvals: arguments too large for the
   console page to show whole are approved only by naming their full sha256,
   which is given only together with the full arguments.
+- :func:`grant_keeper` for the grants page and :func:`revoker` for revoking
+  a grant: the ``decide`` scope and a configured approver. A token that
+  belongs to an agent may revoke only that agent's grants.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..models import ApprovalRequest
 from ._deps import Refused, Viewer, check_scope
 from ._present import ARGS_LIMIT, shown_in_full
 
-__all__ = ["decider", "halter", "require_shown_in_full", "resumer"]
+__all__ = ["decider", "grant_keeper", "halter", "require_shown_in_full", "resumer", "revoker"]
 
 
 def decider(gate: Gatekeeper, who: Viewer, req: ApprovalRequest) -> str:
@@ -75,6 +78,29 @@ def resumer(gate: Gatekeeper, who: Viewer) -> str:
         raise Refused(403, "forbidden", "resuming needs an approver; this API token names none")
     gate.approver(who.name)  # a configured approver, or NotAuthorized
     return who.name
+
+
+def grant_keeper(gate: Gatekeeper, who: Viewer) -> str:
+    """The configured approver ``who`` is; Refused (403) or NotAuthorized otherwise."""
+    check_scope(who, "decide")
+    if not who.name:
+        raise Refused(403, "forbidden", "grants are for approvers; this API token names none")
+    gate.approver(who.name)  # a configured approver, or NotAuthorized
+    return who.name
+
+
+def revoker(gate: Gatekeeper, who: Viewer, *, agent: str | None) -> str:
+    """The approver a revocation of a grant of ``agent`` is recorded as; Refused (403) if not."""
+    name = grant_keeper(gate, who)
+    token = who.token
+    if token is not None and token.agent is not None and agent != token.agent:
+        raise Refused(
+            403,
+            "forbidden",
+            f"token {token.name!r} belongs to agent {token.agent!r}: it may revoke that "
+            "agent's grants only",
+        )
+    return name
 
 
 def require_shown_in_full(req: ApprovalRequest, full_digest: str | None) -> None:

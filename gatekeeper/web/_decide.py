@@ -3,7 +3,9 @@
 Each is a POST carrying the session's CSRF token, answered with a redirect
 (303) back to the request and a message saying what happened; a refused
 decision renders the request page again with the reason, and changes nothing.
-Approve and edit bind to the digest of the arguments the page showed.
+Approve and edit bind to the digest of the arguments the page showed. Approve
+with ``grant_for`` (and ``bound`` fields) also makes a standing approval, see
+:mod:`._grants_page`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..models import ApprovalRequest, RequestStatus
 from ._access import decider, require_shown_in_full
 from ._browse import Csrf, Gate, Signed
 from ._deps import Refused, flash, render
+from ._grants_page import grant_made, grant_terms
 from ._present import (
     ArgsError,
     args_view,
@@ -87,18 +90,35 @@ def approve(
     request_id: str,
     digest: FormText = "",
     comment: FormText = "",
+    grant_for: Annotated[str, Form(max_length=20)] = "",
+    bound: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
+    """Approve; with ``grant_for`` (seconds) also let matching calls run that long.
+
+    ``bound`` are the number arguments' bounds, in the page's order; a bound
+    raised past the approved value is refused (422) and nothing is recorded.
+    """
     req = gate.get(request_id)
     approver = decider(gate, viewer, req)
     require_shown_in_full(req, None)
     expect = _digest_or_refuse(digest)
+    bounds_text = [b[:100] for b in (bound or [])[:1000]]
+    granting = bool(grant_for or bound)
+    refill = {"grant_for": grant_for, "bounds": bounds_text, "comment": comment}
     try:
+        seconds: float | None = None
+        bounds: dict[str, int | float] | None = None
+        if granting:
+            gate.check_grantable(req)  # first: no form fields make a grant possible
+            seconds, bounds = grant_terms(req, grant_for, bounds_text)
         after = gate.approve(
             req.id,
             approver=approver,
             comment=comment.strip() or None,
             via=viewer.via,
             expect_digest=expect,
+            grant_for=seconds,
+            bounds=bounds,
         )
     except (NotAuthorized, TransitionRefused, InvalidToolCall) as exc:
         return detail(
@@ -108,9 +128,31 @@ def approve(
             gate.get(request_id),
             status_code=_refusal_status(exc),
             error=exc.message,
-            approve_comment=comment,
+            approve_comment="" if granting else comment,
+            grant_form=refill if granting else None,
         )
-    return _decided(request, after, _outcome(after))
+    except ValueError as exc:  # GrantTermsError, or a bound raised: nothing was recorded
+        return detail(
+            request,
+            gate,
+            viewer,
+            gate.get(request_id),
+            status_code=422,
+            error=str(exc),
+            grant_form=refill,
+        )
+    if not granting:
+        return _decided(request, after, _outcome(after))
+    grant = grant_made(gate, after)
+    if grant is None or grant.expires_at is None:
+        return _decided(request, after, _outcome(after) + " No standing approval was made.")
+    return _decided(
+        request,
+        after,
+        f"{_outcome(after)} Matching calls run without asking until "
+        f"{grant.expires_at:%Y-%m-%d %H:%M} UTC (standing approval {grant.id}; "
+        "revoke it on the Grants page).",
+    )
 
 
 @router.post("/requests/{request_id}/deny", dependencies=[Csrf])

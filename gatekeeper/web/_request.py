@@ -7,6 +7,7 @@ again (:func:`detail`) with the reason when a decision is refused.
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..models import ApprovalRequest, AuditEvent, RequestStatus
 from ._access import decider
 from ._browse import Gate, Signed, newest_entries
 from ._deps import Refused, Viewer, render, templates
+from ._grants_page import grant_offer
 from ._present import (
     args_view,
     editable_json,
@@ -137,9 +139,16 @@ def detail(
     approve_comment: str = "",
     deny_comment: str = "",
     response_text: str = "",
+    grant_form: Mapping[str, Any] | None = None,
 ) -> Response:
+    """The request's page; the ``*_text``/``*_comment``/``grant_form`` refill refused forms.
+
+    ``grant_form`` holds the grant fields posted (``grant_for``, ``bounds``,
+    ``comment``) when a standing approval was refused.
+    """
     context = _detail_context(gate, viewer, req)
     view = args_view(req.args)
+    refill = grant_form or {}
     context.update(
         args=view,
         editable="" if view.truncated else editable_json(req.args),
@@ -155,6 +164,13 @@ def detail(
         approve_comment=approve_comment,
         deny_comment=deny_comment,
         response_text=response_text,
+        # Approve, and let matching calls run: only where the request can carry it.
+        grant=None
+        if view.truncated
+        else grant_offer(
+            gate, req, chosen=refill.get("grant_for", ""), bounds=refill.get("bounds", ())
+        ),
+        grant_comment=refill.get("comment", ""),
         # Why the rules naming the tool did not match: computed for the person, not at classify.
         misses=gate.policy.misses(req.call),
     )

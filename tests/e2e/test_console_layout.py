@@ -36,6 +36,7 @@ PAGES = {
     "overview": "/overview",
     "queue": "/",
     "request": "/requests/{rid}",
+    "request-grant": "/requests/{grantable}",
     "question": "/requests/{qid}",
     "responded": "/requests/{answered}",
     "history": "/history",
@@ -43,6 +44,7 @@ PAGES = {
     "agents": "/agents",
     "policy": "/policy?tool=refund&agent=billing-bot",
     "report": "/report?since=all",
+    "grants": "/grants",
     "login": "/login",
 }
 
@@ -97,7 +99,7 @@ def busy(redis_server: Any) -> Iterator[tuple[Deployment, dict[str, str]]]:
     )
     site.agent_gate.approve(wire, approver="bob", comment="checked against the PO", via="cli")
     _, refund = site.call("refund", agent=LONG_AGENT, reason=SCRIPT, order_id="A-1", amount=5.0)
-    site.agent_gate.approve(refund, approver="alice", via="cli")
+    site.agent_gate.approve(refund, approver="alice", via="cli", grant_for=3600)
     _, mail = site.call(
         "send_email", agent=RTL_AGENT, reason="ticket", to="x@example.com", subject="s", body="b"
     )
@@ -107,9 +109,9 @@ def busy(redis_server: Any) -> Iterator[tuple[Deployment, dict[str, str]]]:
     site.tools["ask"] = site.agent_gate.ask_tool()
     _, question = site.call("ask", agent=LONG_AGENT, reason=RTL_AGENT, question=LONG_TEXT)
     site.call("post_comment", agent=HTML_AGENT, title=SCRIPT, body=IMG, file="f" * 400)
-    site.call("refund", agent="billing-bot", order_id="A-7781", amount=129.0)
+    _, grantable = site.call("refund", agent="billing-bot", order_id="A-7781", amount=129.0)
     site.agent_gate.halt(agent="scraper-" + LONG_AGENT, by="alice", reason=RTL_AGENT)
-    yield site, {"rid": wire, "qid": question, "answered": answered}
+    yield site, {"rid": wire, "qid": question, "answered": answered, "grantable": grantable}
     site.close()
 
 

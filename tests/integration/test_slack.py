@@ -22,6 +22,7 @@ from gatekeeper import ApprovalDenied, Gatekeeper, Policy, ToolCallBlocked
 from gatekeeper.channels.slack import SlackChannel, SlackService
 from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
+    ACTION_APPROVE_GRANT,
     ACTION_DENY,
     ACTION_DENY_COMMENT,
     ACTION_OPEN,
@@ -290,7 +291,13 @@ def rig(store: Store, clock: ManualClock, fake: FakeSlack) -> Iterator[Rig]:
 def test_an_approve_click_runs_the_tool_and_the_message_says_who(rig: Rig) -> None:
     agent = rig.call("refund", order_id="A-1", amount=5.0)
     posted = rig.shown(agent.request)
-    assert action_ids(posted) == [ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND, ACTION_OPEN]
+    assert action_ids(posted) == [
+        ACTION_APPROVE,
+        ACTION_APPROVE_GRANT,  # the request can carry a standing approval
+        ACTION_DENY,
+        ACTION_RESPOND,
+        ACTION_OPEN,
+    ]
 
     started = time.monotonic()
     response = rig.click("U0ALICE", ACTION_APPROVE, agent.request)

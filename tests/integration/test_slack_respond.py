@@ -20,6 +20,7 @@ import pytest
 from gatekeeper import ApprovalDenied, Response
 from gatekeeper.channels.slack._blocks import (
     ACTION_APPROVE,
+    ACTION_APPROVE_GRANT,
     ACTION_DENY,
     ACTION_OPEN,
     ACTION_RESPOND,
@@ -186,6 +187,7 @@ def test_respond_in_slack_returns_the_text_to_the_agent_and_the_tool_never_runs(
         agent = rig.call("refund", order_id="P-1", amount=30.0)
         assert buttons(rig.shown(agent.request)) == [
             (ACTION_APPROVE, "Approve"),
+            (ACTION_APPROVE_GRANT, "Approve + matching, 1 h"),
             (ACTION_DENY, "Deny"),
             (ACTION_RESPOND, "Respond"),
             (ACTION_OPEN, "Open in console"),
@@ -222,7 +224,7 @@ def test_respond_is_hidden_and_refused_where_the_rule_says_respond_false(rig: Ri
     agent = rig.call("payout", to="acct-1", amount=10.0)
     posted = rig.shown(agent.request)
     assert ACTION_RESPOND not in action_ids(posted)
-    assert action_ids(posted) == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
+    assert action_ids(posted) == [ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, ACTION_OPEN]
 
     # A made-up Respond click: no modal opens, and the clicker is told why.
     rig.click("U0ALICE", ACTION_RESPOND, agent.request, trigger_id="5.5.5")
@@ -234,7 +236,8 @@ def test_respond_is_hidden_and_refused_where_the_rule_says_respond_false(rig: Ri
     assert "does not allow a written answer" in told(rig, "U0ALICE", 1)
     req = rig.gate.get(agent.request.id)
     assert (req.status, req.decisions) == (S.PENDING, ())
-    assert action_ids(rig.shown(agent.request)) == [ACTION_APPROVE, ACTION_DENY, ACTION_OPEN]
+    shown = action_ids(rig.shown(agent.request))
+    assert shown == [ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, ACTION_OPEN]
     finish(rig, agent)
     assert rig.ran == []
 

@@ -22,11 +22,18 @@ longer than :data:`ARGS_LIMIT` the message says so and offers no Approve
 button (see :func:`fits_in_slack`), and every button value carries the
 first 16 hex digits of the arguments' digest, so a click approves exactly
 the arguments that were shown.
+
+Where the request can carry a standing approval, a second button approves
+it and lets the agent's matching calls run without asking for
+:data:`GRANT_SECONDS`; the message lists what those calls must match (the
+same tool, held by the same rules; each argument equal to the value shown),
+and once approved says until when.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import sys
 import types
@@ -34,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..._grants import Grant, conditions_for
 from ..._text import call_lookalikes, lookalike_warnings, pretty_json
 from ...models import ApprovalRequest, Classification, RequestStatus, Risk
 from ._escape import (
@@ -56,11 +64,13 @@ from ._escape import (
 
 __all__ = [
     "ACTION_APPROVE",
+    "ACTION_APPROVE_GRANT",
     "ACTION_DENY",
     "ACTION_DENY_COMMENT",
     "ACTION_OPEN",
     "ACTION_RESPOND",
     "ARGS_LIMIT",
+    "GRANT_SECONDS",
     "button_value",
     "fits_in_slack",
     "not_approver",
@@ -70,6 +80,8 @@ __all__ = [
 ]
 
 ACTION_APPROVE = "gk_approve"
+# Approve, and let matching calls run without asking for GRANT_SECONDS (a standing approval).
+ACTION_APPROVE_GRANT = "gk_approve_grant"
 ACTION_DENY = "gk_deny"
 # Messages posted before Deny asked for the reason itself still carry this button;
 # a click on it opens the same modal as Deny.
@@ -86,6 +98,8 @@ RESPONSE_LIMIT = 2500  # what a person answered, quoted once the request is done
 ITEM_LIMIT = 300  # one policy reason
 MAX_REASONS = 10
 HEADER_LIMIT = 150
+GRANT_SECONDS = 3600.0  # how long Slack's "Approve + matching" lets matching calls run
+MAX_CONDITIONS = 20  # conditions listed one by one under that button; the rest summed up
 
 _P = RequestStatus
 _APPROVED = (_P.APPROVED, _P.EXECUTING, _P.EXECUTED, _P.FAILED)
@@ -368,7 +382,11 @@ def _is_halt(request: ApprovalRequest) -> bool:
 
 
 def _outcome(
-    request: ApprovalRequest, status: RequestStatus, now: dt.datetime, ids: Mapping[str, str]
+    request: ApprovalRequest,
+    status: RequestStatus,
+    now: dt.datetime,
+    ids: Mapping[str, str],
+    grant: Grant | None = None,
 ) -> list[Block]:
     emoji, words = _headline(request, status)
     title, tail = (
@@ -384,6 +402,8 @@ def _outcome(
     elif status in _APPROVED:
         title, tail, comment = "✅ Approved", tail + _SUFFIX.get(status, ""), None
         names = [d.approver for d in request.approvals] or names
+        if grant is not None and grant.expires_at is not None:
+            tail += f", and matching calls until {_clock(grant.expires_at, now)}"
     elif status is _P.EXPIRED:
         names, tail, comment = [], " — denied (nobody decided in time)", None
     elif status is _P.ABANDONED:
@@ -404,6 +424,10 @@ def _outcome(
         said = escape(request.outcome, COMMENT_LIMIT, one_line=True, prose=True)
         failed = plain(f"The tool failed: {said}")
         blocks.append({"type": "context", "block_id": "gk_failure", "elements": [failed]})
+    if status in _APPROVED and grant is not None:
+        covers = escape(grant.describe(), 1000, one_line=True)
+        made = plain(f"Standing approval {escape(grant.id, 60, one_line=True)}: {covers}")
+        blocks.append({"type": "context", "block_id": "gk_grant_made", "elements": [made]})
     return blocks
 
 
@@ -416,7 +440,11 @@ def _button(action_id: str, label: str, **extra: Any) -> Block:
 
 
 def _actions(
-    request: ApprovalRequest, console_url: str | None, approvable: bool, respond: bool
+    request: ApprovalRequest,
+    console_url: str | None,
+    approvable: bool,
+    respond: bool,
+    grantable: bool = False,
 ) -> Block:
     value = button_value(request)
     elements: list[Block] = []
@@ -430,6 +458,15 @@ def _actions(
             elements.append(
                 _button(ACTION_APPROVE, "Approve", style="primary", value=value, **extra)
             )
+            if grantable:
+                elements.append(
+                    _button(
+                        ACTION_APPROVE_GRANT,
+                        f"Approve + matching, {_GRANT_SPAN}",
+                        value=value,
+                        confirm=_grant_confirm(request),
+                    )
+                )
         # Deny opens a modal asking why: a denial always carries a reason (the model reads it).
         elements.append(_button(ACTION_DENY, "Deny", style="danger", value=value))
         if respond:  # a modal for the result the agent gets instead of a run
@@ -438,6 +475,55 @@ def _actions(
         url = f"{console_url.rstrip('/')}/requests/{quote(request.id, safe='')}"
         elements.append(_button(ACTION_OPEN, "Open in console", url=url))
     return {"type": "actions", "block_id": "gk_actions", "elements": elements}
+
+
+_GRANT_SPAN = _span(dt.timedelta(seconds=GRANT_SECONDS))
+
+
+def _grant_terms(request: ApprovalRequest) -> Block:
+    """What "Approve + matching" lets run later: the tool, and each argument's value."""
+    lead = (
+        f"Approve + matching, {_GRANT_SPAN} also lets this agent's later calls of "
+        f"{literal(request.call.tool, 200, one_line=True) or '(empty)'} run without asking "
+        f"for {_GRANT_SPAN} (until someone revokes it), when the same rules hold them "
+        "and every argument is exactly:"
+    )
+    items = []
+    conditions = sorted(conditions_for(request.args).items())
+    for name, cond in conditions[:MAX_CONDITIONS]:
+        shown = literal(name, 200, one_line=True) or "(empty)"
+        value = json.dumps(cond.get("eq"), ensure_ascii=False, sort_keys=True)
+        items.append(rt_line(rt_text(f"{shown} = {literal(value, 600, one_line=True)}")))
+    if not items:
+        items.append(rt_line(rt_text("(none: only calls without arguments)", italic=True)))
+    elements = [
+        rt_line(rt_text(lead, bold=True)),
+        {"type": "rich_text_list", "style": "bullet", "elements": items},
+    ]
+    if len(conditions) > MAX_CONDITIONS:
+        more = len(conditions) - MAX_CONDITIONS
+        elements.append(
+            rt_line(rt_text(f"and {more} more, each equal to its value above", italic=True))
+        )
+    tail = "A call with an argument this one does not have is not covered. To let a number "
+    tail += "range from 0 up to a bound, or for another duration, approve in the console."
+    elements.append(rt_line(rt_text(tail, italic=True)))
+    return rt_block("gk_grant", *elements)
+
+
+def _grant_confirm(request: ApprovalRequest) -> Block:
+    tool = escape(request.call.tool, 80, one_line=True)
+    text = (
+        f"Run {tool} with the arguments shown, and for {_GRANT_SPAN} let this agent's "
+        "calls matching it (as listed above the buttons) run without asking?"
+    )
+    return {
+        "title": plain("Approve matching calls too?"),
+        "text": plain(text),
+        "confirm": plain(f"Approve + {_GRANT_SPAN}"),
+        "deny": plain("Cancel"),
+        "style": "primary",
+    }
 
 
 def _confirm(request: ApprovalRequest) -> Block | None:
@@ -465,6 +551,8 @@ def request_message(
     slack_ids: Mapping[str, str] = _NO_IDS,
     misses: Sequence[str] = (),
     respond: bool | None = None,
+    grantable: bool = False,
+    grant: Grant | None = None,
 ) -> dict[str, Any]:
     """``{"text": ..., "blocks": [...]}`` for ``chat.postMessage`` / ``chat.update``.
 
@@ -473,7 +561,10 @@ def request_message(
     ``misses`` are the lines of :meth:`Policy.misses <gatekeeper.policy.Policy.misses>`
     (the rules naming the tool that did not match, and why); ``respond``
     whether to offer Respond (the gate's ``_may_respond``; None: as the
-    request's rule recorded it). A pending request past its expiry already
+    request's rule recorded it); ``grantable`` whether to offer "Approve +
+    matching" (the gate's ``check_grantable`` passes; only where Approve is
+    offered too); ``grant`` the standing approval the request was approved
+    with, named in the outcome. A pending request past its expiry already
     reads as expired.
     """
     status = request.effective_status(now)
@@ -489,10 +580,13 @@ def request_message(
     if not approvable:
         blocks.append(_truncated(shown, total, pending=status is _P.PENDING))
     if status is _P.PENDING:
+        grantable = grantable and approvable
         blocks.append(_status(request, now, slack_ids))
-        blocks.append(_actions(request, console_url, approvable, respond))
+        if grantable:
+            blocks.append(_grant_terms(request))
+        blocks.append(_actions(request, console_url, approvable, respond, grantable))
     else:
-        blocks += _outcome(request, status, now, slack_ids)
+        blocks += _outcome(request, status, now, slack_ids, grant)
     return {"text": _fallback(request, status), "blocks": blocks}
 
 

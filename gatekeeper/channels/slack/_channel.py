@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 
-from ..._errors import ChannelError
-from ...models import ApprovalRequest, Approver
+from ..._errors import ChannelError, GatekeeperError, TransitionRefused
+from ..._grants import Grant, read_grant
+from ...models import ApprovalRequest, Approver, RequestStatus
 from ._approvers import SlackApprovers
 from ._blocks import reminder, request_message
 from ._retry import SlackCaller
@@ -40,6 +41,7 @@ log = logging.getLogger("gatekeeper.slack")
 MessageRef = tuple[str, str]  # (channel id, message ts)
 _KEEP = 7 * 86400.0  # how long after expiry a message reference is kept
 _MAX_DMS = 50
+_APPROVED = (RequestStatus.APPROVED, RequestStatus.EXECUTING, RequestStatus.EXECUTED)
 
 
 class SlackChannel:
@@ -133,7 +135,41 @@ class SlackChannel:
             slack_ids=self.approvers.slack_ids(),
             misses=self.gate.policy.misses(request.call),
             respond=self.gate._may_respond(request),
+            grantable=self._grantable(request),
+            grant=self._grant_of(request),
         )
+
+    def _grantable(self, request: ApprovalRequest) -> bool:
+        """Whether to offer "Approve + matching": the request can carry a standing approval."""
+        if request.status is not RequestStatus.PENDING:
+            return False
+        try:
+            self.gate.check_grantable(request)
+        except TransitionRefused:
+            return False
+        return True
+
+    def _grant_of(self, request: ApprovalRequest) -> Grant | None:
+        """The standing approval ``request`` was approved with, if it is still kept.
+
+        Read from the agent's own grants (which its gate may read too), each
+        signature checked; one that can't be read is left out, never shown.
+        """
+        if request.status not in _APPROVED or request.is_question:
+            return None
+        try:
+            stored, _ = self.store.grants_for(request.call.agent)
+        except GatekeeperError as exc:
+            log.warning("slack: grants of %s not read: %s", request.call.agent, exc)
+            return None
+        for signed in stored.values():
+            try:
+                grant = read_grant(self.store.decision_keys, signed)
+            except (GatekeeperError, ValueError):
+                continue
+            if grant.kind == "standing" and grant.request_id == request.id:
+                return grant
+        return None
 
     def show(
         self, request: ApprovalRequest, *, also: Sequence[MessageRef] = (), force: bool = False

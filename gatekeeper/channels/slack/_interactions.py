@@ -26,9 +26,11 @@ from ..._errors import GatekeeperError, RequestNotFound, StoreUnavailable
 from ...models import ApprovalRequest
 from ._blocks import (
     ACTION_APPROVE,
+    ACTION_APPROVE_GRANT,
     ACTION_DENY,
     ACTION_DENY_COMMENT,
     ACTION_RESPOND,
+    GRANT_SECONDS,
     not_approver,
     parse_button_value,
 )
@@ -55,6 +57,7 @@ __all__ = ["Reply", "SlackInteractions"]
 log = logging.getLogger("gatekeeper.slack")
 
 _INPUT_BLOCK = {DENY_MODAL: COMMENT_BLOCK, RESPOND_MODAL: RESPONSE_BLOCK}
+_DECIDING = (ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, ACTION_DENY_COMMENT, ACTION_RESPOND)
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class SlackInteractions:
     def _block_action(self, payload: Mapping[str, Any]) -> Reply:
         action = payload["actions"][0]
         action_id = action["action_id"]
-        if action_id not in (ACTION_APPROVE, ACTION_DENY, ACTION_DENY_COMMENT, ACTION_RESPOND):
+        if action_id not in _DECIDING:
             return Reply()  # "Open in console" is a link; Slack reports its click too
         request_id, digest = parse_button_value(str(action["value"]))
         container = payload.get("container") or {}
@@ -131,12 +134,23 @@ class SlackInteractions:
             # The text the agent gets instead of a run (a question's answer): also a modal.
             return Reply(work=lambda: self._open_modal(click, request_id, respond=True))
 
+        # Approve + matching: the same approval, and a standing approval for GRANT_SECONDS
+        # (refused before anything is recorded when the request can't carry one).
+        grant_for = GRANT_SECONDS if action_id == ACTION_APPROVE_GRANT else None
+
         def decide(req: ApprovalRequest, approver: str) -> ApprovalRequest:
             return self.gate.approve(
-                req.id, approver=approver, via=f"slack:{click.user}", expect_digest=digest
+                req.id,
+                approver=approver,
+                via=f"slack:{click.user}",
+                expect_digest=digest,
+                grant_for=grant_for,
             )
 
-        return Reply(work=lambda: self._guarded(click, request_id, self._deciding(decide)))
+        # Painted again even if another process painted this state first: that one may
+        # have read the grants before this approval's standing approval was kept.
+        deciding = self._deciding(decide, force=grant_for is not None)
+        return Reply(work=lambda: self._guarded(click, request_id, deciding))
 
     def _deny_modal(self, payload: Mapping[str, Any]) -> Reply:
         click, request_id, comment = _submitted(payload, COMMENT_BLOCK, COMMENT_INPUT)
@@ -206,7 +220,7 @@ class SlackInteractions:
             self._tell(click, "gatekeeper could not do that (an internal error). Nothing changed.")
 
     def _deciding(
-        self, decide: Callable[[ApprovalRequest, str], ApprovalRequest]
+        self, decide: Callable[[ApprovalRequest, str], ApprovalRequest], *, force: bool = False
     ) -> Callable[[_Click, ApprovalRequest, str], None]:
         def step(click: _Click, req: ApprovalRequest, approver: str) -> None:
             ref: MessageRef = (click.channel, click.ts)
@@ -220,7 +234,7 @@ class SlackInteractions:
                 self._tell(click, f"Nothing changed: {code(exc.message, 500)}")
                 self._repaint(self.gate.get(req.id), ref, force=True)
                 return
-            self._repaint(after, ref)
+            self._repaint(after, ref, force=force)
 
         return step
 
