@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,11 +26,10 @@ from gatekeeper.audit import parse_event
 from gatekeeper.channels.slack._blocks import request_message
 from gatekeeper.cli import _commands as cmd
 from gatekeeper.models import ApprovalRequest, Verdict
-from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.store import Store
 from gatekeeper.testing import RecordingChannel
 from gatekeeper.web import WebSettings, create_app
 from gatekeeper.web._auth import new_session
-from tests.conftest import RedisServer
 from tests.webkit import APPROVERS, SECRET_KEY, TestClient
 
 POLICY = """
@@ -48,17 +47,6 @@ sequences:
 limits:
   - {id: refunds-per-day, match: {tool: refund}, rate: 2/day}
 """
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[Store]:
-    if request.param == "memory":
-        made: Store = MemoryStore()
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=redis_prefix)
-    yield made
-    made.close()
 
 
 class Rig:
@@ -112,10 +100,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(store: Store) -> Iterator[Rig]:
-    made = Rig(store)
-    yield made
-    made.gate.close()
+def rig(store: Store) -> Rig:
+    return Rig(store)  # the store fixture closes the store
 
 
 def test_a_call_held_by_a_sequence_shows_the_earlier_calls_in_slack_and_the_console(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,10 +23,9 @@ from gatekeeper._grants import new_grant, sign_grant
 from gatekeeper._signing import DecisionKeys
 from gatekeeper.audit import parse_event
 from gatekeeper.models import ApprovalRequest
-from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.store import Store
 from gatekeeper.testing import ManualClock, RecordingChannel
 from tests.aclkit import RoleSplitStore
-from tests.conftest import RedisServer
 from tests.webkit import APPROVERS
 
 POLICY = """
@@ -45,21 +43,6 @@ limits:
 autonomy:
   - {id: trusted-lookups, match: {tool: lookup}, after: 3, within: 1h}
 """
-
-
-@pytest.fixture(params=["memory", "redis", "redis-acl"])
-def store(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[Store]:
-    made: Store
-    if request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=redis_prefix)
-    else:
-        server = request.getfixturevalue("redis_server")
-        made = RoleSplitStore(server.url, redis_prefix, ManualClock())  # type: ignore[assignment]
-    yield made
-    made.close()
 
 
 class Rig:
@@ -215,7 +198,7 @@ def test_autonomy_is_earned_used_and_lost(rig: Rig) -> None:
     assert kinds.count("grant.used") == 3
 
 
-@pytest.mark.parametrize("store", ["redis-acl"], indirect=True)
+@pytest.mark.parametrize("clock_and_store", ["redis-acl"], indirect=True)
 def test_the_agent_can_not_grant_itself(store: Store, rig: Rig) -> None:
     assert isinstance(store, RoleSplitStore)  # the agent's gate logs in as its own user
     forged = new_grant(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,10 +21,8 @@ from gatekeeper import ApprovalDenied, Gatekeeper, Policy
 from gatekeeper.audit import parse_event
 from gatekeeper.cli import _commands as cmd
 from gatekeeper.models import ApprovalRequest
-from gatekeeper.store import MemoryStore, RedisStore, Store
-from gatekeeper.testing import ManualClock, RecordingChannel
-from tests.aclkit import RoleSplitStore
-from tests.conftest import RedisServer
+from gatekeeper.store import Store
+from gatekeeper.testing import RecordingChannel
 from tests.webkit import APPROVERS
 
 POLICY = """
@@ -40,21 +37,6 @@ novelty:
     match: {tool: "deploy_*"}
     new: tool
 """
-
-
-@pytest.fixture(params=["memory", "redis", "redis-acl"])
-def store(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[Store]:
-    made: Store
-    if request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=redis_prefix)
-    else:
-        server = request.getfixturevalue("redis_server")
-        made = RoleSplitStore(server.url, redis_prefix, ManualClock())  # type: ignore[assignment]
-    yield made
-    made.close()
 
 
 class Agent:

@@ -16,18 +16,14 @@ import contextvars
 import io
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper._replay import events_from_store, replay
 from gatekeeper.cli import _commands as cmd
-from gatekeeper.store import MemoryStore, RedisStore, Store
+from gatekeeper.store import Store
 from gatekeeper.testing import RecordingChannel
-from tests.conftest import RedisServer
 from tests.webkit import APPROVERS
 
 POLICY = """
@@ -60,18 +56,6 @@ STRICTER = (
 LOOSER = POLICY.replace(
     "verdict: require_approval}\n  - {id: no-drop", "verdict: allow}\n  - {id: no-drop"
 )
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[Store]:
-    made: Store
-    if request.param == "memory":
-        made = MemoryStore()
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=redis_prefix)
-    yield made
-    made.close()
 
 
 def record(store: Store) -> Gatekeeper:

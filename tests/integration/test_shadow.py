@@ -9,7 +9,6 @@ audit log holds for it (what the call would have got, and why).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,25 +16,7 @@ import pytest
 from gatekeeper import Gatekeeper, Policy
 from gatekeeper.audit import parse_event
 from gatekeeper.models import AuditEvent
-from gatekeeper.store import MemoryStore, RedisStore, Store
-from gatekeeper.testing import ManualClock
-from tests.aclkit import RoleSplitStore
-from tests.conftest import RedisServer
-
-
-@pytest.fixture(params=["memory", "redis", "redis-acl"])
-def store(request: pytest.FixtureRequest, redis_prefix: str) -> Iterator[Store]:
-    made: Store
-    if request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=redis_prefix)
-    else:
-        server = request.getfixturevalue("redis_server")
-        made = RoleSplitStore(server.url, redis_prefix, ManualClock())  # type: ignore[assignment]
-    yield made
-    made.close()
+from gatekeeper.store import Store
 
 
 def gate_with(store: Store, policy: str) -> tuple[Gatekeeper, dict[str, Any], list[str]]:
