@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .policy import Policy
 from .policy._behaviour import UNIT
 
-__all__ = ["LimitUsage", "limit_usage"]
+__all__ = ["LimitUsage", "amount", "limit_usage", "span"]
 
 _PER_PART = {"a": "agent", "s": "session", "t": "tool", "v": "value", "g": "all agents"}
 
@@ -75,3 +75,16 @@ def limit_usage(
         out.append(LimitUsage(lid, rule.kind, agent, per, part, used, limit_max, window))
     out.sort(key=lambda u: (u.limit, u.agent, u.part))
     return out
+
+
+def amount(value: float) -> str:
+    """A used or maximum amount as people write it: ``3``, ``12.5``."""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def span(seconds: float) -> str:
+    """A window as the policy writes it: ``1h``, ``1d``, ``90s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -40,7 +40,9 @@ from .._report._format import window as report_window
 from .._sweep import advice
 from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
+from .._usage import amount as _amount
 from .._usage import limit_usage
+from .._usage import span as _span
 from ..audit import draft, parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
@@ -282,17 +284,6 @@ def forget(
         "such call asks a person"
     )
     return 0
-
-
-def _amount(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def sweep(gate: Gatekeeper, *, io: IO) -> int:

@@ -10,7 +10,8 @@ One request's page lives in :mod:`._request`, the decisions posted from it
 (approve, deny, respond, edit) in :mod:`._decide`; the overview in
 :mod:`._overview`; history, audit, agents and policy in :mod:`._browse`; the
 transparency report in :mod:`._report_page`; standing approvals (the grants
-page) in :mod:`._grants_page`. This router includes theirs.
+page) in :mod:`._grants_page`; limit usage in :mod:`._limits_page`. This router
+includes theirs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._browse import router as browse_router
 from ._decide import router as decide_router
 from ._deps import render, templates
 from ._grants_page import router as grants_router
+from ._limits_page import router as limits_router
 from ._overview import router as overview_router
 from ._present import compact, offset_of, page_url, prose, prose_line, shown, time_left
 from ._report_page import router as report_router
@@ -47,6 +49,7 @@ router.include_router(request_router)
 router.include_router(decide_router)
 router.include_router(report_router)
 router.include_router(grants_router)
+router.include_router(limits_router)
 
 
 # -- the queue ----------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ rules:
     match: {tool: post_comment}
     verdict: require_approval
     risk: low
+limits:
+  - id: invoice-lookups
+    match: {tool: read_invoice}
+    rate: 1000/hour
+    reason: "a scraper reads invoices one after another"
 """
 
 APPROVERS = (

@@ -45,6 +45,7 @@ PAGES = {
     "policy": "/policy?tool=refund&agent=billing-bot",
     "report": "/report?since=all",
     "grants": "/grants",
+    "limits": "/limits",
     "login": "/login",
 }
 
