@@ -145,6 +145,7 @@ def make_tool(
     irreversible: bool = False,
     risk: Risk | str | None = None,
     schema: Mapping[str, Any] | None = None,
+    server: str | None = None,
 ) -> GuardedTool:
     spec = MappingToolSpec(
         func=func,
@@ -155,6 +156,7 @@ def make_tool(
         risk=Risk(risk) if risk is not None else None,
         is_async=inspect.iscoroutinefunction(func),
         question=name in gate._questions,  # a framework's call of the gate's ask-a-person tool
+        server=server,
     )
     return GuardedTool(gate, spec)
 

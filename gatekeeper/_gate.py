@@ -201,17 +201,27 @@ class Gatekeeper(Decisions, GrantDecisions):
         irreversible: bool = False,
         risk: Risk | str | None = None,
         schema: Mapping[str, Any] | None = None,
+        server: str | None = None,
     ) -> GuardedTool:
         """Gate a tool whose arguments arrive as one mapping (a framework's tool call).
 
         ``func`` runs as ``func(**args)``, with exactly the approved (or
         edited) arguments. ``schema`` (the tool's JSON Schema, as the model
         is shown it) lets approvers' edits be checked when they are made.
+        ``server`` names where the tool lives (the MCP gateway passes the
+        upstream's name), for policy rules that match ``server:``.
         This is what the framework adapters build on; see
         :class:`~gatekeeper.GuardedTool`.
         """
         return make_tool(
-            self, name, func, scopes=scopes, irreversible=irreversible, risk=risk, schema=schema
+            self,
+            name,
+            func,
+            scopes=scopes,
+            irreversible=irreversible,
+            risk=risk,
+            schema=schema,
+            server=server,
         )
 
     # -- asking a person -------------------------------------------------------------
@@ -344,6 +354,8 @@ class Gatekeeper(Decisions, GrantDecisions):
         bound = spec.bind(args, kwargs, self.max_args_bytes)
         call = pipe.build_call(self._ids(), spec, bound, session, self.clock.now(), reason)
         cls = self.policy.classify(call)
+        if spec.must_ask is not None:
+            cls = self.policy.insist(cls, *spec.must_ask)
         if spec.question:
             _check_question(call)
             cls = as_question(cls)

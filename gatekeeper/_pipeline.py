@@ -97,6 +97,7 @@ def build_call(
         declared_risk=spec.risk,
         reason=truncate(stated, REASON_LIMIT) if stated else None,
         created_at=now,
+        server=spec.server,
     )
 
 

@@ -47,6 +47,10 @@ class ToolSpec:
     exclude: frozenset[str] = frozenset()
     is_async: bool = False
     question: bool = False  # the ask-a-person tool: its calls are questions for a person
+    server: str | None = None  # the MCP upstream it belongs to (``gatekeeper mcp``)
+    # Why a person must look at every call of it whatever the policy allows (the
+    # MCP gateway: the tool's description changed since it was first seen).
+    must_ask: tuple[str, str] | None = None  # (rule id, reason)
     signature: inspect.Signature = field(init=False)
     _skip: frozenset[str] = field(init=False)
     _plain: tuple[str, ...] | None = field(init=False)

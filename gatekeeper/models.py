@@ -10,7 +10,14 @@ import datetime as dt
 import enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 __all__ = [
     "ApprovalRequest",
@@ -151,6 +158,19 @@ class ToolCall(_Model):
     declared_risk: Risk | None = None
     reason: str | None = Field(default=None, description="the agent's stated reason")
     created_at: dt.datetime
+    server: str | None = Field(
+        default=None,
+        description="the MCP upstream the tool belongs to, for a call made through "
+        "`gatekeeper mcp`; None for a call made in the agent's own process",
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_server(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A call made in-process records (and signs) exactly as before `server` existed.
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("server") is None:
+            dumped.pop("server", None)
+        return dumped
 
 
 class ApprovalRequirement(_Model):

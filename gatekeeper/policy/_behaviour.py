@@ -61,23 +61,25 @@ def _digest(text: str) -> str:
 class StepMatcher:
     """One step's matcher: tool and agent globs, argument conditions (three-valued)."""
 
-    __slots__ = ("_agent", "_conditions", "_tool", "tools")
+    __slots__ = ("_agent", "_conditions", "_server", "_tool", "tools")
 
     def __init__(
         self,
         tool: tuple[str, ...] | None,
         agent: tuple[str, ...] | None,
         args: Mapping[str, Matcher],
+        server: tuple[str, ...] | None = None,
     ) -> None:
         assert tool is not None
         self.tools: tuple[str, ...] = tool
         self._tool = glob_regex(tool)
         self._agent = None if agent in (None, ("*",)) else glob_regex(agent or ())
+        self._server = None if server is None else glob_regex(server)
         self._conditions: tuple[ArgCondition, ...] = compile_args(args)
 
     @classmethod
     def of(cls, match: StepMatch | Match) -> StepMatcher:
-        return cls(match.tool, match.agent, match.args)
+        return cls(match.tool, match.agent, match.args, match.server)
 
     def names(self, tool: str) -> bool:
         """Whether the step's tool globs name ``tool``."""
@@ -90,6 +92,8 @@ class StepMatcher:
         if not self._tool(call.tool):
             return False
         if self._agent is not None and not self._agent(call.agent):
+            return False
+        if self._server is not None and (call.server is None or not self._server(call.server)):
             return False
         for condition in self._conditions:
             result = condition.evaluate(call.args)
@@ -113,7 +117,7 @@ class CompiledSequence:
             if step.absent is not None:
                 negated.append((len(positives), StepMatcher.of(step.absent)))
             else:
-                matcher = StepMatcher(step.tool, step.agent, step.args)
+                matcher = StepMatcher(step.tool, step.agent, step.args, step.server)
                 positives.extend([matcher] * step.times)
         self.positives = tuple(positives)
         self.negated = tuple(negated)

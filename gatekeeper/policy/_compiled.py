@@ -36,6 +36,8 @@ class CompiledRule:
         "_applied",
         "_conditions",
         "_predicate",
+        "_server",
+        "_server_patterns",
         "allow_irreversible",
         "approval",
         "halt_scope",
@@ -60,6 +62,9 @@ class CompiledRule:
         agent = rule.match.agent
         self._agent = None if agent is None or agent == ("*",) else glob_regex(agent)
         self._agent_patterns = agent or ()
+        server = rule.match.server
+        self._server = None if server is None else glob_regex(server)
+        self._server_patterns = server or ()
         self._conditions: tuple[ArgCondition, ...] = compile_args(rule.match.args)
         self._predicate = predicate
         self._applied = Applied(
@@ -69,6 +74,8 @@ class CompiledRule:
     def evaluate(self, call: ToolCall) -> Applied | None:
         """How this rule applies to ``call`` (tool already matched), or None if it does not."""
         if self._agent is not None and not self._agent(call.agent):
+            return None
+        if self._server is not None and (call.server is None or not self._server(call.server)):
             return None
         unknown: str | None = None
         for condition in self._conditions:
@@ -113,6 +120,11 @@ class CompiledRule:
         if self._agent is not None and not self._agent(call.agent):
             patterns = ", ".join(self._agent_patterns)
             return f"agent {shown_value(call.agent)} is not {patterns}"
+        if self._server is not None and (call.server is None or not self._server(call.server)):
+            patterns = ", ".join(self._server_patterns)
+            if call.server is None:
+                return f"the call comes through no MCP server, not {patterns}"
+            return f"server {shown_value(call.server)} is not {patterns}"
         unknown: str | None = None
         for condition in self._conditions:
             failed = condition.why_false(call.args)

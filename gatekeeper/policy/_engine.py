@@ -393,6 +393,27 @@ class Policy:
             if (matcher.names(call.tool) if tool_only else matcher.matches(call, definite=True))
         )
 
+    def insist(self, cls: Classification, rule: str, reason: str) -> Classification:
+        """``cls``, but a person must look at it: an allowed call is held, for ``reason``.
+
+        For what the policy can't know and the caller does (``gatekeeper mcp``:
+        a tool whose description changed since it was first seen). A held
+        call keeps its approval requirement and gains the reason; a denied or
+        halting call stays as it is (never less strict).
+        """
+        if cls.verdict.strictness > Verdict.REQUIRE_APPROVAL.strictness:
+            return cls
+        held = cls.verdict is Verdict.REQUIRE_APPROVAL
+        return cls.model_copy(
+            update={
+                "verdict": Verdict.REQUIRE_APPROVAL,
+                "risk": _RISKS[max(cls.risk.level, Risk.HIGH.level)],
+                "rules": (rule, *(r for r in cls.rules if r != rule)),
+                "reasons": (reason, *(cls.reasons if held else ())),
+                "approval": cls.approval if held else self._approval_default,
+            }
+        )
+
     def escalate(self, cls: Classification, hits: tuple[BehaviourHit, ...]) -> Classification:
         """``cls`` made as strict as the strictest of ``hits`` (never less strict).
 

@@ -253,6 +253,21 @@ def resolve_predicate(path: str) -> Callable[[ToolCall], object]:
     return predicate
 
 
+_SERVER_HELP = (
+    "glob or list: the MCP upstream's name, for calls made through `gatekeeper mcp` "
+    "(a call made in the agent's own process has none, so never matches)"
+)
+
+
+def _without_unset_server(self: Any, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    # A policy that names no server dumps (and so digests) as it did before
+    # `server` existed.
+    dumped: dict[str, Any] = handler(self)
+    if dumped.get("server") is None:
+        dumped.pop("server", None)
+    return dumped
+
+
 class Match(_Strict):
     """Which calls a rule is about. All the conditions given must hold."""
 
@@ -260,15 +275,18 @@ class Match(_Strict):
 
     tool: Globs = Field(default=("*",), description="glob (fnmatch, case-sensitive) or list")
     agent: Globs | None = Field(default=None, description="glob or list of globs")
+    server: Globs | None = Field(default=None, description=_SERVER_HELP)
     args: dict[ArgName, ArgMatcher] = Field(
         default_factory=dict, description="arg name (dotted for nesting) -> matcher or value"
     )
     python: str | None = Field(default=None, description="'module:function' taking the ToolCall")
 
-    @field_validator("tool", "agent")
+    @field_validator("tool", "agent", "server")
     @classmethod
     def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else _non_empty(value)
+
+    _no_server = model_serializer(mode="wrap")(_without_unset_server)
 
     @field_validator("python")
     @classmethod
@@ -379,12 +397,15 @@ class StepMatch(_Strict):
 
     tool: Globs = Field(description="glob (fnmatch, case-sensitive) or list")
     agent: Globs | None = None
+    server: Globs | None = Field(default=None, description=_SERVER_HELP)
     args: dict[ArgName, ArgMatcher] = Field(default_factory=dict)
 
-    @field_validator("tool", "agent")
+    @field_validator("tool", "agent", "server")
     @classmethod
     def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else _non_empty(value)
+
+    _no_server = model_serializer(mode="wrap")(_without_unset_server)
 
 
 class SequenceStep(_Strict):
@@ -395,6 +416,7 @@ class SequenceStep(_Strict):
 
     tool: Globs | None = Field(default=None, description="glob (fnmatch, case-sensitive) or list")
     agent: Globs | None = None
+    server: Globs | None = Field(default=None, description=_SERVER_HELP)
     args: dict[ArgName, ArgMatcher] = Field(default_factory=dict)
     times: int = Field(
         default=1, ge=1, le=100, description="this many matching calls (others may come between)"
@@ -405,16 +427,21 @@ class SequenceStep(_Strict):
         description="no call that ran and matches this between the previous and the next step",
     )
 
-    @field_validator("tool", "agent")
+    @field_validator("tool", "agent", "server")
     @classmethod
     def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else _non_empty(value)
 
+    _no_server = model_serializer(mode="wrap")(_without_unset_server)
+
     @model_validator(mode="after")
     def _one_kind(self) -> SequenceStep:
         if self.absent is not None:
-            if self.tool is not None or self.agent is not None or self.args or self.times != 1:
-                raise ValueError("a 'not' step has only 'not' (its tool, agent and args go inside)")
+            given = (self.tool, self.agent, self.server)
+            if given != (None, None, None) or self.args or self.times != 1:
+                raise ValueError(
+                    "a 'not' step has only 'not' (its tool, agent, server and args go inside)"
+                )
         elif self.tool is None:
             raise ValueError("a step needs 'tool' (or 'not' for a call that must not happen)")
         return self

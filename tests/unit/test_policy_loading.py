@@ -38,7 +38,7 @@ MALFORMED: dict[str, tuple[str, str | None, str | None, int, str]] = {
         "read-only",
         "match.tol",
         6,
-        "unknown key 'tol'; valid keys are: agent, args, python, tool",
+        "unknown key 'tol'; valid keys are: agent, args, python, server, tool",
     ),
     "bad verdict": (
         """\
