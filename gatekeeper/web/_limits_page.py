@@ -75,9 +75,7 @@ def limit_views(gate: Gatekeeper, agent: str = "") -> list[LimitView]:
     wanted = agent.strip()
     views = []
     for rule in gate.policy.limits:
-        rows = [
-            _row(u) for u in usage if u.limit == rule.id and (not wanted or u.agent == wanted)
-        ]
+        rows = [_row(u) for u in usage if u.limit == rule.id and (not wanted or u.agent == wanted)]
         views.append(LimitView(rule=rule, counts=_counts(rule), rows=rows))
     return views
 
