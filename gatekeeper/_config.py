@@ -31,6 +31,7 @@ from ._config_channels import (
     SlackChannelConfig,
     WebhookChannelConfig,
 )
+from ._config_mcp import McpConfig
 from ._errors import ConfigError, PolicyError
 from .models import Approver
 from .policy import Policy, parse_duration
@@ -154,6 +155,10 @@ class Config(_Model):
         default=None,
         description="where halts, sequence hits, limits, denials, novelty and a late queue "
         "are announced (`gatekeeper serve`, `gatekeeper alerts`)",
+    )
+    mcp: McpConfig | None = Field(
+        default=None,
+        description="the MCP gateway (`gatekeeper mcp`): upstream servers, agents, limits",
     )
 
     # Set by load_config, not read from the file.
@@ -435,6 +440,12 @@ class Config(_Model):
                             source=self.source,
                             field=f"channels[{i}].approvers[{j}]",
                         )
+        if self.mcp is not None and self.mcp.elicit is not None and self.mcp.elicit not in names:
+            raise ConfigError(
+                f"{self.source}: mcp.elicit: {self.mcp.elicit!r} is not one of the approvers",
+                source=self.source,
+                field="mcp.elicit",
+            )
         members: dict[str | None, int] = {None: len(names)}
         for approver in self.approvers:
             for group in approver.groups:

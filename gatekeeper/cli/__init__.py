@@ -20,6 +20,7 @@ from .._errors import ConfigError, GatekeeperError, NotAuthorized
 from .._version import __version__
 from . import _alerting as alerting
 from . import _commands as cmd
+from . import _mcp as mcp_cli
 from . import _trust as trust
 
 __all__ = ["main"]
@@ -284,6 +285,22 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
         help="serve even a memory:// store, which no other process can reach",
     )
 
+    mcp = sub.group("mcp", "mcp_command", help="the MCP gateway: put the gate before MCP servers")
+    p = mcp.add_parser("serve", help="run the gateway (stdio by default, --http for remote agents)")
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP, not stdio")
+    p.add_argument("--host", help="HTTP address (default: the config's mcp.http.host)")
+    p.add_argument("--port", type=int, help="HTTP port (default: the config's mcp.http.port)")
+    p = mcp.add_parser("tools", help="the tools an agent is offered, from every upstream")
+    p.add_argument("--agent", help="as this agent sees them (default: mcp.agent)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = mcp.add_parser(
+        "accept", help="accept a tool's changed description and schema (its calls run again)"
+    )
+    p.add_argument("name", help="the tool's name as agents call it, e.g. git__git_commit")
+    p = mcp.add_parser("token", help="make a bearer token for an agent and its config entry")
+    p.add_argument("--agent", required=True, help="the agent it authenticates")
+    p.add_argument("--scopes", default="", help="comma-separated scopes granted to its calls")
+
     web = sub.group("web", "web_command", help="web console helpers")
     web.add_parser(
         "hash-secret",
@@ -398,6 +415,14 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
         return cmd.serve(args.config, host=args.host, port=args.port, demo=args.demo, io=io)
     if command == "alerts":
         return alerting.alerts(args.config, once=args.once, io=io)
+    if command == "mcp":
+        if args.mcp_command == "serve":
+            return mcp_cli.serve(args.config, http=args.http, host=args.host, port=args.port, io=io)
+        if args.mcp_command == "tools":
+            return mcp_cli.tools(args.config, agent=args.agent, as_json=args.json, io=io)
+        if args.mcp_command == "accept":
+            return mcp_cli.accept(args.config, args.name, io=io)
+        return mcp_cli.token(args.agent, _csv(args.scopes), io=io)
     if command == "web":
         if args.web_command == "hash-secret":
             return cmd.web_hash_secret(io)

@@ -71,6 +71,17 @@ class CompiledRule:
             self, self.verdict, rule.reason or f"rule {rule.id} matched", self.risk
         )
 
+    def applies_to(self, agent: str, server: str | None) -> bool:
+        """Whether the rule's agent and server conditions hold (its tool already matched)."""
+        if self._agent is not None and not self._agent(agent):
+            return False
+        return self._server is None or (server is not None and bool(self._server(server)))
+
+    @property
+    def unconditional(self) -> bool:
+        """Whether it applies whatever the call's arguments (no args, no python)."""
+        return not self._conditions and self._predicate is None
+
     def evaluate(self, call: ToolCall) -> Applied | None:
         """How this rule applies to ``call`` (tool already matched), or None if it does not."""
         if self._agent is not None and not self._agent(call.agent):

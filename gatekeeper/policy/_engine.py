@@ -393,6 +393,24 @@ class Policy:
             if (matcher.names(call.tool) if tool_only else matcher.matches(call, definite=True))
         )
 
+    def denies_outright(self, tool: str, agent: str, server: str | None = None) -> bool:
+        """Whether every call of ``tool`` by ``agent`` is denied, whatever its arguments.
+
+        True when an enforced ``deny`` rule with no argument or ``python``
+        condition applies to the agent (and server), or when no rule could
+        apply and the policy's default is ``deny``. The MCP gateway leaves such
+        tools out of the list it shows the agent. A ``halt`` rule does not
+        count: a tripwire must stay where the agent can trip it.
+        """
+        if self.document.mode == "shadow":
+            return False
+        applicable = [
+            r for r in self._candidates(tool) if not r.shadow and r.applies_to(agent, server)
+        ]
+        if any(r.verdict is Verdict.DENY and r.unconditional for r in applicable):
+            return True
+        return not applicable and self.document.default is Verdict.DENY
+
     def insist(self, cls: Classification, rule: str, reason: str) -> Classification:
         """``cls``, but a person must look at it: an allowed call is held, for ``reason``.
 

@@ -1,0 +1,459 @@
+"""The gateway: an MCP server to agents, an MCP client to upstreams, a gate in between.
+
+Every ``tools/call`` goes through the same gate as a guarded function: the
+policy classifies it (with ``server:`` the upstream's name, and the tool's
+MCP annotations as hints that only ever add caution), allowed calls are
+forwarded at once, held calls wait in the store for a person (the client
+meanwhile gets progress notices, so it does not time out), and only an
+approved call is sent upstream, with exactly the approved arguments. What
+does not run comes back as a tool result with ``isError`` and the sentence
+the model reads. A client that cancels its request withdraws the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import types
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.auth.middleware.auth_context import get_access_token
+
+from gatekeeper import Gatekeeper
+from gatekeeper._config_mcp import McpConfig
+from gatekeeper._errors import StoreUnavailable, ToolCallBlocked
+from gatekeeper._framework import arefuse_unknown_tool
+from gatekeeper._session import on_held
+from gatekeeper._text import pretty_json
+from gatekeeper._version import __version__
+from gatekeeper.models import ApprovalRequest
+
+from ._catalog import CHANGED_RULE, Offered, Pins, offer
+from ._upstream import Upstream, UpstreamDown, UpstreamFailed
+
+__all__ = ["Gateway", "Identity"]
+
+log = logging.getLogger("gatekeeper.mcp")
+
+_REFRESH_EVERY = 60.0  # seconds an upstream's tool list is trusted before it is read again
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the agent, its scopes, and its gatekeeper session."""
+
+    agent: str
+    scopes: tuple[str, ...]
+    session_id: str
+
+
+class ResultTooLarge(Exception):
+    """The upstream's result is larger than the gateway passes back."""
+
+
+class UpstreamToolError(Exception):
+    """The upstream ran the tool and answered with ``isError``: passed back unchanged."""
+
+    def __init__(self, result: types.CallToolResult, summary: str) -> None:
+        super().__init__(summary)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class Passed:
+    """An upstream result on its way back; its repr is what the audit log records."""
+
+    result: types.CallToolResult
+    size: int
+    sha256: str
+    excerpt: str
+
+    def __repr__(self) -> str:
+        return f"MCP result: {self.size} bytes, sha256 {self.sha256}, begins {self.excerpt!r}"
+
+
+def _excerpt(result: types.CallToolResult, limit: int) -> str:
+    parts: list[str] = []
+    for block in result.content:
+        text = getattr(block, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{block.type}]")
+    whole = " ".join(parts)
+    return whole if len(whole) <= limit else whole[:limit] + "…"
+
+
+def _error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+@dataclass
+class _Held:
+    """A call's state, for its progress notices (and the elicitation, if any)."""
+
+    started: float = field(default_factory=time.monotonic)
+    request: ApprovalRequest | None = None
+    held: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Gateway:
+    """The MCP gateway of one config: its upstreams, its catalog, its server."""
+
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        config: McpConfig,
+        *,
+        base_dir: str | Path = ".",
+        default_agent: str = "default",
+        refresh_every: float = _REFRESH_EVERY,
+    ) -> None:
+        self.gate = gate
+        self.config = config
+        self.pins = Pins(Path(base_dir, config.pins))
+        self.upstreams = {u.name: Upstream(u, self._tools_changed) for u in config.upstreams}
+        self._configs = {u.name: u for u in config.upstreams}
+        self._offers: dict[str, dict[str, Offered]] = {u.name: {} for u in config.upstreams}
+        self._listed_at: dict[str, float] = {}
+        self._catalog_lock = anyio.Lock()
+        self.refresh_every = refresh_every
+        self.stdio_identity = Identity(
+            agent=config.agent or default_agent,
+            scopes=tuple(config.scopes),
+            session_id=f"mcp-{secrets.token_hex(8)}",
+        )
+        self._tokens = {t.token_sha256: t for t in config.http.tokens}
+        self._instance = secrets.token_hex(6)
+        self._downstream: set[Any] = set()  # server sessions told when the tool list changes
+        self.transport = "stdio"
+        self.server: Server[Gateway] = Server(
+            "gatekeeper",
+            version=__version__,
+            instructions=(
+                "Tools from several MCP servers behind gatekeeper. Some calls wait for a person "
+                "to approve them; a refused call says why."
+            ),
+            lifespan=self._lifespan,
+            get_tool_input_schema=self._input_schema,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def run_upstreams(self) -> AsyncIterator[Gateway]:
+        """Keep every upstream connected while the block runs."""
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.supervise)
+            try:
+                yield self
+            finally:
+                for upstream in self.upstreams.values():
+                    upstream.stop()
+                tg.cancel_scope.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _server: Server[Gateway]) -> AsyncIterator[Gateway]:
+        async with self.run_upstreams():
+            yield self
+
+    def init_options(self) -> Any:
+        return self.server.create_initialization_options(NotificationOptions(tools_changed=True))
+
+    # -- the catalog -------------------------------------------------------------------------
+    async def _tools_changed(self) -> None:
+        for session in list(self._downstream):
+            try:
+                await session.send_tool_list_changed()
+            except Exception:  # a client that went away: forget it
+                self._downstream.discard(session)
+
+    async def catalog(self) -> dict[str, Offered]:
+        """Every tool offered now, by the name agents call it; reads stale upstream lists."""
+        async with self._catalog_lock:
+            now = time.monotonic()
+            for name, upstream in self.upstreams.items():
+                fresh = now - self._listed_at.get(name, -1e9) < self.refresh_every
+                if fresh and not upstream.tools_stale:
+                    continue
+                try:
+                    tools = await upstream.list_tools()
+                except UpstreamDown as exc:
+                    log.warning("%s", exc)  # its tools stay as last seen; calls get the error
+                    continue
+                self._listed_at[name] = time.monotonic()
+                self._offers[name] = self._offer_all(name, tools)
+            return {k: v for offers in self._offers.values() for k, v in offers.items()}
+
+    def _offer_all(self, upstream: str, tools: list[types.Tool]) -> dict[str, Offered]:
+        config = self._configs[upstream]
+        offers: dict[str, Offered] = {}
+        now = self.gate.clock.now()
+        for tool in tools:
+            made = offer(config, tool)
+            if isinstance(made, str):
+                log.warning("%s", made)
+                continue
+            if made.name in offers:
+                log.warning(
+                    "upstream %s advertises tool %s twice; the first is offered",
+                    upstream,
+                    json.dumps(tool.name[:80]),
+                )
+                continue
+            checked = self.pins.check(made, now)
+            if checked.changed:
+                log.warning("%s", checked.changed)
+            offers[made.name] = checked
+        return offers
+
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        for offers in self._offers.values():
+            if name in offers:
+                schema = offers[name].defn.get("input_schema")
+                return schema if isinstance(schema, dict) else None
+        return None
+
+    # -- identity -------------------------------------------------------------------------------
+    def verify(self, token: str) -> Any:
+        """The agent a bearer token belongs to (its config entry), or None."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._tokens.get(digest)
+
+    def identity(self, ctx: ServerRequestContext[Any]) -> Identity:
+        if self.transport == "stdio":
+            return self.stdio_identity
+        access = get_access_token()
+        entry = self._tokens.get(access.client_id) if access is not None else None
+        if entry is None:  # the HTTP app refuses these before a handler runs
+            raise PermissionError("this request carries no known agent token")
+        request = ctx.request
+        session = request.headers.get("mcp-session-id") if request is not None else None
+        # The 2026 protocol has no sessions: then one per agent per gateway process.
+        sid = f"mcp-{session}" if session else f"mcp-{entry.agent}-{self._instance}"
+        return Identity(agent=entry.agent, scopes=tuple(entry.scopes), session_id=sid)
+
+    # -- tools/list --------------------------------------------------------------------------
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        self._remember(ctx)
+        who = self.identity(ctx)
+        offers = await self.catalog()
+        tools = [
+            o.as_tool()
+            for o in offers.values()
+            if not (
+                self.config.hide_denied
+                and self.gate.policy.denies_outright(o.name, who.agent, o.upstream)
+            )
+        ]
+        return types.ListToolsResult(tools=tools)
+
+    def _remember(self, ctx: ServerRequestContext[Any]) -> None:
+        with contextlib.suppress(Exception):
+            if ctx.session.can_send_request:
+                self._downstream.add(ctx.session)
+
+    # -- tools/call --------------------------------------------------------------------------
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        who = self.identity(ctx)
+        args = params.arguments if params.arguments is not None else {}
+        offers = await self.catalog()
+        found = offers.get(params.name)
+        async with self.gate.session(agent=who.agent, scopes=who.scopes, session_id=who.session_id):
+            if found is None:
+                refused = await arefuse_unknown_tool(self.gate, params.name, args)
+                return _error(refused.model_message)
+            problem = _invalid(found, args)
+            if problem is not None:
+                return _error(problem)
+            return await self._run(ctx, found, args)
+
+    async def _run(
+        self, ctx: ServerRequestContext[Any], found: Offered, args: dict[str, Any]
+    ) -> types.CallToolResult:
+        upstream = self.upstreams[found.upstream]
+        state = _Held()
+        limit, excerpt = self.config.max_result_bytes, self.config.audit_excerpt
+
+        async def relay(progress: float, total: float | None, message: str | None) -> None:
+            with contextlib.suppress(Exception):
+                await ctx.session.report_progress(progress, total, message)
+
+        async def forward(**approved: Any) -> Passed:
+            result = await upstream.call(found.original, approved, progress=relay)
+            if result.meta:  # the upstream's own serverInfo stamp is not ours to pass on
+                result.meta.pop(types.SERVER_INFO_META_KEY, None)
+            body = result.model_dump_json(by_alias=True, exclude_none=True)
+            size = len(body.encode())
+            if size > limit:
+                raise ResultTooLarge(
+                    f"the result of {found.name} is {size} bytes, more than this gateway passes "
+                    f"back ({limit}, mcp.max_result_bytes); the tool ran, its result was dropped"
+                )
+            if result.is_error:
+                raise UpstreamToolError(result, _excerpt(result, excerpt))
+            sha = hashlib.sha256(body.encode()).hexdigest()
+            return Passed(result, size, sha, _excerpt(result, excerpt))
+
+        tool = self.gate.tool(
+            found.name,
+            forward,
+            irreversible=found.irreversible,
+            risk=found.risk,
+            schema=found.defn.get("input_schema") or None,
+            server=found.upstream,
+        )
+        if found.changed is not None:
+            tool.spec.must_ask = (CHANGED_RULE, found.changed)
+
+        def held(request: ApprovalRequest) -> None:
+            state.request = request
+            state.held.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_alive, ctx, state)
+            if self._can_elicit(ctx):
+                tg.start_soon(self._elicit, ctx, state)
+            try:
+                with on_held(held):
+                    ran = await tool.arun(args)
+            except ToolCallBlocked as exc:
+                return _error(exc.model_message)
+            except UpstreamToolError as exc:
+                return exc.result
+            except (ResultTooLarge, UpstreamFailed, UpstreamDown) as exc:
+                return _error(str(exc))
+            except StoreUnavailable as exc:
+                return _error(
+                    f"{found.name} did not run: gatekeeper can't reach its store ({exc}); "
+                    "nothing is run unchecked"
+                )
+            finally:
+                tg.cancel_scope.cancel()
+        result: types.CallToolResult = ran.result.result
+        note = ran.note
+        if note:  # unchanged content; what the approvers did goes alongside
+            meta = dict(result.meta or {})
+            meta["gatekeeper/approval"] = note
+            result = result.model_copy(update={"meta": meta})
+        return result
+
+    async def _keep_alive(self, ctx: ServerRequestContext[Any], state: _Held) -> None:
+        """Progress notices while the call waits, so clients don't time out: one at once
+        when it is held, then one every ``progress_every`` seconds."""
+        beats, told_held = 0, False
+        while True:
+            with anyio.move_on_after(self.config.progress_every):
+                if told_held:
+                    await anyio.sleep_forever()
+                await state.held.wait()
+            beats += 1
+            req = state.request
+            if req is not None:
+                told_held = True
+                message = (
+                    f"held for a person's approval (request {req.id}): waiting for a decision "
+                    "in Slack, the web console or `gatekeeper approve`"
+                )
+            else:
+                message = "running"
+            with contextlib.suppress(Exception):
+                await ctx.session.report_progress(float(beats), None, message)
+
+    # -- elicitation ----------------------------------------------------------------------------
+    def _can_elicit(self, ctx: ServerRequestContext[Any]) -> bool:
+        if self.config.elicit is None or self.transport != "stdio":
+            return False
+        try:
+            capable = ctx.session.check_client_capability(
+                types.ClientCapabilities(elicitation=types.ElicitationCapability())
+            )
+            return bool(capable and ctx.session.can_send_request)
+        except Exception:
+            return False
+
+    async def _elicit(self, ctx: ServerRequestContext[Any], state: _Held) -> None:
+        """Ask the person at the MCP client, once the call is held."""
+        await state.held.wait()
+        req = state.request
+        approver = self.config.elicit
+        if req is None or approver is None:
+            return
+        shown = pretty_json(req.call.args, limit=4000)
+        reasons = "; ".join(req.classification.reasons)[:1000]
+        message = (
+            f"gatekeeper holds a call for your approval.\n\nTool: {req.call.tool}\n"
+            f"Arguments (exactly what will run):\n{shown}\n\nWhy it is held: {reasons}\n\n"
+            f"Approve as {approver}?"
+        )
+        schema = {
+            "type": "object",
+            "properties": {
+                "decision": {"type": "string", "enum": ["approve", "deny"], "title": "Decision"},
+                "comment": {"type": "string", "title": "Comment (optional)"},
+            },
+            "required": ["decision"],
+        }
+        try:
+            answer = await ctx.session.elicit_form(
+                message, schema, related_request_id=ctx.request_id
+            )
+        except Exception as exc:
+            log.warning("could not ask through the MCP client: %s", exc)
+            return
+        if answer.action != "accept" or not isinstance(answer.content, dict):
+            return  # declined or dismissed: the request waits for the other channels
+        decision = answer.content.get("decision")
+        comment = answer.content.get("comment")
+        comment = comment if isinstance(comment, str) and comment.strip() else None
+        try:
+            if decision == "approve":
+                await anyio.to_thread.run_sync(
+                    lambda: self.gate.approve(
+                        req.id,
+                        approver=approver,
+                        comment=comment,
+                        via="mcp-elicitation",
+                        expect_digest=req.call.args_digest,
+                    )
+                )
+            elif decision == "deny":
+                await anyio.to_thread.run_sync(
+                    lambda: self.gate.deny(
+                        req.id, approver=approver, comment=comment, via="mcp-elicitation"
+                    )
+                )
+        except Exception as exc:  # decided elsewhere first, or no signing key here
+            log.warning("the decision given through the MCP client was not recorded: %s", exc)
+
+
+def _invalid(found: Offered, args: Any) -> str | None:
+    """Why ``args`` don't fit the tool's input schema, or None."""
+    if not isinstance(args, dict):
+        return f"{found.name}: the arguments must be a JSON object"
+    schema = found.defn.get("input_schema")
+    if not isinstance(schema, dict):
+        return None
+    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
+
+    try:
+        validator = jsonschema.Draft202012Validator(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+    except jsonschema.exceptions.SchemaError:
+        return None  # the upstream's schema can't be checked: the upstream checks its input
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(the arguments)"
+    return f"{found.name}: invalid arguments at {where}: {error.message[:500]}; nothing ran"

@@ -1,0 +1,178 @@
+"""``gatekeeper mcp``: run the MCP gateway, accept changed tools, make agent tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .._config import Config, load_config
+from .._errors import ConfigError, GatekeeperError
+from .._text import inline
+
+if TYPE_CHECKING:
+    from ._commands import IO
+
+__all__ = ["accept", "serve", "token", "tools"]
+
+_EXTRA = "the MCP gateway needs the 'mcp' extra: pip install 'hitl-gatekeeper[mcp]'"
+
+
+def _gateway_module() -> Any:
+    try:
+        import gatekeeper_mcp
+    except ImportError as exc:
+        raise GatekeeperError(f"{_EXTRA} ({exc})") from None
+    return gatekeeper_mcp
+
+
+def _mcp_config(config_path: str | None) -> Config:
+    config = load_config(config_path)
+    if config.mcp is None:
+        raise ConfigError(
+            f"{config.source}: there is no mcp: section (its upstreams: the MCP servers to put "
+            "behind the gate); see docs/mcp.md",
+            source=config.source,
+            field="mcp",
+        )
+    return config
+
+
+def serve(
+    config_path: str | None, *, http: bool, host: str | None, port: int | None, io: IO
+) -> int:
+    """Run the gateway: over stdio (this process's stdin/stdout), or over HTTP."""
+    module = _gateway_module()
+    import anyio
+
+    from ..channels import ConsoleChannel
+
+    config = _mcp_config(config_path)
+    assert config.mcp is not None
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+    channels = config.build_channels()
+    if not http and any(isinstance(c, ConsoleChannel) for c in channels):
+        # Over stdio, stdin and stdout are the MCP client's: nobody could answer there.
+        io.err.write(
+            "warning: the console channel is left out: over stdio the terminal belongs to "
+            "the MCP client\n"
+        )
+        channels = [c for c in channels if not isinstance(c, ConsoleChannel)]
+    if config.store_url.startswith("memory://"):
+        io.err.write(
+            "warning: store.url is memory://: only this process sees held calls, so only "
+            "mcp.elicit (asking through the MCP client) can approve them\n"
+        )
+    gate = config.build_gate(channels=channels)
+    try:
+        gateway = module.Gateway(
+            gate, config.mcp, base_dir=config.base_dir, default_agent=config.defaults.agent
+        )
+        if not http:
+            anyio.run(module.serve_stdio, gateway)
+            return 0
+        import uvicorn
+
+        app = module.http_app(gateway)
+        bind_host = host or config.mcp.http.host
+        bind_port = config.mcp.http.port if port is None else port
+        io.err.write(
+            f"gatekeeper MCP gateway on http://{bind_host}:{bind_port}{config.mcp.http.path}\n"
+        )
+        uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
+    finally:
+        gate.close()
+    return 0
+
+
+def tools(config_path: str | None, *, agent: str | None, as_json: bool, io: IO) -> int:
+    """The tools an agent is offered through the gateway, as it would list them."""
+    module = _gateway_module()
+    import anyio
+
+    config = _mcp_config(config_path)
+    assert config.mcp is not None
+    gate = config.build_gate(channels=[])
+    try:
+        gateway = module.Gateway(
+            gate, config.mcp, base_dir=config.base_dir, default_agent=config.defaults.agent
+        )
+        who = agent or gateway.stdio_identity.agent
+
+        async def listing() -> Any:
+            async with gateway.run_upstreams():
+                return await gateway.catalog()
+
+        offers = anyio.run(listing)
+        down = {n: u.error for n, u in gateway.upstreams.items() if u.error}
+    finally:
+        gate.close()
+    for name, offered in sorted(offers.items()):
+        hidden = config.mcp.hide_denied and gate.policy.denies_outright(name, who, offered.upstream)
+        if as_json:
+            io.say(
+                json.dumps(
+                    {
+                        "name": name,
+                        "server": offered.upstream,
+                        "tool": offered.original,
+                        "irreversible": offered.irreversible,
+                        "hidden": hidden,
+                        "changed": offered.changed is not None,
+                    },
+                    ensure_ascii=True,
+                )
+            )
+            continue
+        notes = [
+            n
+            for n, on in (
+                ("irreversible", offered.irreversible),
+                ("hidden: denied", hidden),
+                ("CHANGED: held until accepted", offered.changed is not None),
+            )
+            if on
+        ]
+        io.say(f"{inline(name, 60):<40}  {offered.upstream:<12}  {', '.join(notes)}")
+    for error in sorted(down.values()):
+        io.err.write(f"warning: {inline(error, 300)}\n")
+    return 0
+
+
+def accept(config_path: str | None, name: str, *, io: IO) -> int:
+    """Pin the changed definition of tool ``name`` (as agents call it): its calls run again."""
+    module = _gateway_module()
+    config = _mcp_config(config_path)
+    assert config.mcp is not None
+    import datetime as dt
+    from pathlib import Path
+
+    pins = module.Pins(Path(config.base_dir, config.mcp.pins))
+    owner = next((u for u in config.mcp.upstreams if name.startswith(u.tool_prefix)), None)
+    if owner is None:
+        return io.refuse(f"no upstream's tools are named like {inline(name, 200)}")
+    key = f"{owner.name}/{name[len(owner.tool_prefix) :]}"
+    try:
+        pending = pins.accept(key, dt.datetime.now(dt.timezone.utc))
+    except module.PinsError as exc:
+        return io.refuse(str(exc))
+    description = (pending.get("definition") or {}).get("description") or ""
+    io.say(f"accepted the new definition of {inline(name, 200)} ({key}); its calls run again")
+    io.say(f"description now: {inline(description, 300)}")
+    return 0
+
+
+def token(agent: str, scopes: list[str], *, io: IO) -> int:
+    """A new bearer token for ``agent`` and the config entry (its sha256) that accepts it."""
+    raw = "gk_mcp_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    io.say(f"token (give it to the agent; it is not stored anywhere): {raw}")
+    io.say("add under mcp.http.tokens:")
+    entry = {"agent": agent, "token_sha256": digest}
+    if scopes:
+        entry["scopes"] = scopes  # type: ignore[assignment]
+    io.say("  - " + json.dumps(entry, ensure_ascii=True))
+    return 0
