@@ -16,8 +16,13 @@ Example::
     anyio.run(serve_stdio, gateway)
 """
 
-from ._catalog import Offered, Pins, PinsError
-from ._gateway import Gateway, Identity
-from ._serve import http_app, serve_stdio
+from gatekeeper._extras import needs_extra
+
+with needs_extra(
+    "gatekeeper_mcp", "mcp", "the MCP Python SDK", ("mcp", "jsonschema", "starlette", "httpx2")
+):
+    from ._catalog import Offered, Pins, PinsError
+    from ._gateway import Gateway, Identity
+    from ._serve import http_app, serve_stdio
 
 __all__ = ["Gateway", "Identity", "Offered", "Pins", "PinsError", "http_app", "serve_stdio"]

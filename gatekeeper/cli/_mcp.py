@@ -18,14 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = ["accept", "serve", "token", "tools"]
 
-_EXTRA = "the MCP gateway needs the 'mcp' extra: pip install 'hitl-gatekeeper[mcp]'"
-
-
 def _gateway_module() -> Any:
     try:
         import gatekeeper_mcp
     except ImportError as exc:
-        raise GatekeeperError(f"{_EXTRA} ({exc})") from None
+        raise GatekeeperError(str(exc)) from None
     return gatekeeper_mcp
 
 

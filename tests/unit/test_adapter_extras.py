@@ -15,6 +15,7 @@ EXTRAS = {
     "gatekeeper_langchain": ("langchain", ("langchain", "langchain_core", "langgraph")),
     "gatekeeper_openai": ("openai", ("agents", "openai")),
     "gatekeeper_pydantic_ai": ("pydantic-ai", ("pydantic_ai",)),
+    "gatekeeper_mcp": ("mcp", ("mcp",)),
 }
 CASES = [(adapter, module) for adapter, (_, modules) in EXTRAS.items() for module in modules]
 
