@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["accept", "serve", "token", "tools"]
 
+
 def _gateway_module() -> Any:
     try:
         import gatekeeper_mcp
