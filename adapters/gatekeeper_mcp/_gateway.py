@@ -13,6 +13,7 @@ the model reads. A client that cancels its request withdraws the request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ __all__ = ["Gateway", "Identity"]
 log = logging.getLogger("gatekeeper.mcp")
 
 _REFRESH_EVERY = 60.0  # seconds an upstream's tool list is trusted before it is read again
+_RETRY_LIST = 10.0  # seconds before an upstream whose tools could not be listed is tried again
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Gateway:
         self._configs = {u.name: u for u in config.upstreams}
         self._offers: dict[str, dict[str, Offered]] = {u.name: {} for u in config.upstreams}
         self._listed_at: dict[str, float] = {}
+        self._failed_at: dict[str, float] = {}
         self._catalog_lock = anyio.Lock()
         self.refresh_every = refresh_every
         self.stdio_identity = Identity(
@@ -180,18 +183,32 @@ class Gateway:
         """Every tool offered now, by the name agents call it; reads stale upstream lists."""
         async with self._catalog_lock:
             now = time.monotonic()
-            for name, upstream in self.upstreams.items():
-                fresh = now - self._listed_at.get(name, -1e9) < self.refresh_every
-                if fresh and not upstream.tools_stale:
-                    continue
-                try:
-                    tools = await upstream.list_tools()
-                except UpstreamDown as exc:
-                    log.warning("%s", exc)  # its tools stay as last seen; calls get the error
-                    continue
-                self._listed_at[name] = time.monotonic()
-                self._offers[name] = self._offer_all(name, tools)
+            stale = [
+                name
+                for name, upstream in self.upstreams.items()
+                if (
+                    upstream.tools_stale
+                    or now - self._listed_at.get(name, -1e9) >= self.refresh_every
+                )
+                and now - self._failed_at.get(name, -1e9) >= _RETRY_LIST
+            ]
+            if stale:  # read them side by side: one slow upstream does not hold up the rest
+                async with anyio.create_task_group() as tg:
+                    for name in stale:
+                        tg.start_soon(self._relist, name)
             return {k: v for offers in self._offers.values() for k, v in offers.items()}
+
+    async def _relist(self, name: str) -> None:
+        try:
+            tools = await self.upstreams[name].list_tools()
+        except UpstreamDown as exc:
+            # Its tools stay as last seen (calls of them get the error); tried again later.
+            log.warning("%s", exc)
+            self._failed_at[name] = time.monotonic()
+            return
+        self._listed_at[name] = time.monotonic()
+        self._failed_at.pop(name, None)
+        self._offers[name] = self._offer_all(name, tools)
 
     def _offer_all(self, upstream: str, tools: list[types.Tool]) -> dict[str, Offered]:
         config = self._configs[upstream]
@@ -439,6 +456,19 @@ class Gateway:
             log.warning("the decision given through the MCP client was not recorded: %s", exc)
 
 
+@functools.lru_cache(maxsize=1024)
+def _validator(schema_json: str) -> Any:
+    """A checked validator of a tool's input schema (None when the schema is not valid)."""
+    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
+
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError:
+        return None  # the upstream's schema can't be checked: the upstream checks its input
+    return jsonschema.Draft202012Validator(schema)
+
+
 def _invalid(found: Offered, args: Any) -> str | None:
     """Why ``args`` don't fit the tool's input schema, or None."""
     if not isinstance(args, dict):
@@ -446,13 +476,16 @@ def _invalid(found: Offered, args: Any) -> str | None:
     schema = found.defn.get("input_schema")
     if not isinstance(schema, dict):
         return None
-    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
+    import jsonschema
 
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if validator is None:
+        return None
     try:
-        validator = jsonschema.Draft202012Validator(schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
-    except jsonschema.exceptions.SchemaError:
-        return None  # the upstream's schema can't be checked: the upstream checks its input
+    except Exception as exc:  # a schema that breaks the validator: the upstream checks its input
+        log.warning("could not check the arguments of %s: %s", found.name, exc)
+        return None
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(the arguments)"

@@ -88,10 +88,10 @@ class Upstream:
                 log.warning("%s", self.error)
             finally:
                 self._session = None
+                self._wanted = anyio.Event()
                 self._ready = anyio.Event()
                 self._broken = anyio.Event()
             # Reconnect when a call wants it, but not in a tight loop.
-            self._wanted = anyio.Event()
             await self._wanted.wait()
             wait = _RETRY_AFTER - (time.monotonic() - self._last_attempt)
             if wait > 0:
@@ -145,11 +145,13 @@ class Upstream:
     # -- what the gateway uses -------------------------------------------------------------
     async def session(self) -> ClientSession:
         """The live session, connecting first if needed; UpstreamDown when it can't be had."""
-        if self._session is not None:
-            return self._session
-        self._wanted.set()
-        with anyio.move_on_after(self.config.connect_timeout + _RETRY_AFTER):
-            await self._ready.wait()
+        deadline = time.monotonic() + self.config.connect_timeout + _RETRY_AFTER
+        while self._session is None and time.monotonic() < deadline:
+            # The supervisor swaps its events when a connection ends: ask again each turn.
+            self._wanted.set()
+            ready = self._ready
+            with anyio.move_on_after(min(0.25, max(0.0, deadline - time.monotonic()))):
+                await ready.wait()
         if self._session is None:
             raise UpstreamDown(self.error or f"upstream {self.name} is not connected")
         return self._session
