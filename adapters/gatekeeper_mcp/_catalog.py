@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -67,6 +68,24 @@ class Offered:
     irreversible: bool
     risk: Risk | None
     changed: str | None = None  # why a person must look at each call, when it changed
+
+    @functools.cached_property
+    def validator(self) -> Any:
+        """A checked validator of the input schema; None when there is none to check against.
+
+        An input schema that is not valid JSON Schema can't be checked here: the
+        upstream checks its own input then.
+        """
+        import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
+
+        schema = self.defn.get("input_schema")
+        if not isinstance(schema, dict):
+            return None
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except Exception:  # a SchemaError, or a schema that breaks the checker itself
+            return None
+        return jsonschema.Draft202012Validator(schema)
 
     @property
     def pin_key(self) -> str:

@@ -13,7 +13,6 @@ the model reads. A client that cancels its request withdraws the request.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from mcp import types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -103,6 +103,7 @@ class _Held:
     started: float = field(default_factory=time.monotonic)
     request: ApprovalRequest | None = None
     held: anyio.Event = field(default_factory=anyio.Event)
+    scopes: list[anyio.CancelScope] = field(default_factory=list)  # of the tasks beside it
 
 
 class Gateway:
@@ -126,6 +127,8 @@ class Gateway:
         self._listed_at: dict[str, float] = {}
         self._failed_at: dict[str, float] = {}
         self._catalog_lock = anyio.Lock()
+        self._merged: dict[str, Offered] | None = None  # every offer by name, until a relist
+        self._tasks: anyio.abc.TaskGroup | None = None  # for each call's keep-alive
         self.refresh_every = refresh_every
         self.stdio_identity = Identity(
             agent=config.agent or default_agent,
@@ -156,9 +159,11 @@ class Gateway:
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.supervise)
+            self._tasks = tg
             try:
                 yield self
             finally:
+                self._tasks = None
                 for upstream in self.upstreams.values():
                     upstream.stop()
                 tg.cancel_scope.cancel()
@@ -181,22 +186,27 @@ class Gateway:
 
     async def catalog(self) -> dict[str, Offered]:
         """Every tool offered now, by the name agents call it; reads stale upstream lists."""
+        if self._merged is not None and not self._stale():
+            return self._merged
         async with self._catalog_lock:
-            now = time.monotonic()
-            stale = [
-                name
-                for name, upstream in self.upstreams.items()
-                if (
-                    upstream.tools_stale
-                    or now - self._listed_at.get(name, -1e9) >= self.refresh_every
-                )
-                and now - self._failed_at.get(name, -1e9) >= _RETRY_LIST
-            ]
+            stale = self._stale()
             if stale:  # read them side by side: one slow upstream does not hold up the rest
                 async with anyio.create_task_group() as tg:
                     for name in stale:
                         tg.start_soon(self._relist, name)
-            return {k: v for offers in self._offers.values() for k, v in offers.items()}
+            if self._merged is None:
+                self._merged = {k: v for offers in self._offers.values() for k, v in offers.items()}
+            return self._merged
+
+    def _stale(self) -> list[str]:
+        """The upstreams whose tool list is due to be read again."""
+        now = time.monotonic()
+        return [
+            name
+            for name, upstream in self.upstreams.items()
+            if (upstream.tools_stale or now - self._listed_at.get(name, -1e9) >= self.refresh_every)
+            and now - self._failed_at.get(name, -1e9) >= _RETRY_LIST
+        ]
 
     async def _relist(self, name: str) -> None:
         try:
@@ -209,6 +219,7 @@ class Gateway:
         self._listed_at[name] = time.monotonic()
         self._failed_at.pop(name, None)
         self._offers[name] = self._offer_all(name, tools)
+        self._merged = None
 
     def _offer_all(self, upstream: str, tools: list[types.Tool]) -> dict[str, Offered]:
         config = self._configs[upstream]
@@ -238,6 +249,22 @@ class Gateway:
                 schema = offers[name].defn.get("input_schema")
                 return schema if isinstance(schema, dict) else None
         return None
+
+    def _spawn(self, state: _Held, job: Any, *args: Any) -> None:
+        """Run ``job`` beside a call, in the gateway's task group, until the call ends."""
+        scope = anyio.CancelScope()
+        state.scopes.append(scope)
+
+        async def guarded() -> None:
+            with scope:
+                try:
+                    await job(*args)
+                except Exception:  # never the gateway's end: the call itself goes on
+                    log.exception("a task beside a tool call failed")
+
+        if self._tasks is None:
+            raise RuntimeError("the gateway is not running (Gateway.run_upstreams)")
+        self._tasks.start_soon(guarded)
 
     # -- identity -------------------------------------------------------------------------------
     def verify(self, token: str) -> Any:
@@ -339,26 +366,28 @@ class Gateway:
             state.request = request
             state.held.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keep_alive, ctx, state)
-            if self._can_elicit(ctx):
-                tg.start_soon(self._elicit, ctx, state)
-            try:
-                with on_held(held):
-                    ran = await tool.arun(args)
-            except ToolCallBlocked as exc:
-                return _error(exc.model_message)
-            except UpstreamToolError as exc:
-                return exc.result
-            except (ResultTooLarge, UpstreamFailed, UpstreamDown) as exc:
-                return _error(str(exc))
-            except StoreUnavailable as exc:
-                return _error(
-                    f"{found.name} did not run: gatekeeper can't reach its store ({exc}); "
-                    "nothing is run unchecked"
-                )
-            finally:
-                tg.cancel_scope.cancel()
+        # Beside the call: its keep-alive, and the question to the person at the client.
+        # Tasks of the gateway's own group, not a group per call: that is cheaper.
+        self._spawn(state, self._keep_alive, ctx, state)
+        if self._can_elicit(ctx):
+            self._spawn(state, self._elicit, ctx, state)
+        try:
+            with on_held(held):
+                ran = await tool.arun(args)
+        except ToolCallBlocked as exc:
+            return _error(exc.model_message)
+        except UpstreamToolError as exc:
+            return exc.result
+        except (ResultTooLarge, UpstreamFailed, UpstreamDown) as exc:
+            return _error(str(exc))
+        except StoreUnavailable as exc:
+            return _error(
+                f"{found.name} did not run: gatekeeper can't reach its store ({exc}); "
+                "nothing is run unchecked"
+            )
+        finally:
+            for scope in state.scopes:
+                scope.cancel()
         result: types.CallToolResult = ran.result.result
         note = ran.note
         if note:  # unchanged content; what the approvers did goes alongside
@@ -456,29 +485,13 @@ class Gateway:
             log.warning("the decision given through the MCP client was not recorded: %s", exc)
 
 
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> Any:
-    """A checked validator of a tool's input schema (None when the schema is not valid)."""
-    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
-
-    schema = json.loads(schema_json)
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.exceptions.SchemaError:
-        return None  # the upstream's schema can't be checked: the upstream checks its input
-    return jsonschema.Draft202012Validator(schema)
-
-
 def _invalid(found: Offered, args: Any) -> str | None:
     """Why ``args`` don't fit the tool's input schema, or None."""
     if not isinstance(args, dict):
         return f"{found.name}: the arguments must be a JSON object"
-    schema = found.defn.get("input_schema")
-    if not isinstance(schema, dict):
-        return None
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
 
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = found.validator
     if validator is None:
         return None
     try:
