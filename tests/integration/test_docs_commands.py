@@ -10,6 +10,7 @@ command a page shows that is not run says why in ``NOT_RUN``.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ import redis
 import yaml
 
 from gatekeeper import AgentHalted, ApprovalDenied, Gatekeeper, Response
+from gatekeeper._canonical import digest
 from gatekeeper._config import starter_config
 from gatekeeper.cli import _commands, main
 from gatekeeper.testing import RecordingChannel
@@ -318,3 +320,74 @@ def test_console_page_commands(
 
     done = replay(ROOT / "docs" / "console.md", Matcher(), run=run)
     assert any(s.argv[0] == "serve" for s in done)
+
+
+def test_mcp_page_commands(
+    page_env: Path, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/mcp.md: the tools offered, a changed tool accepted, a token, the HTTP gateway.
+
+    The page's first config runs as written, on the test's prefix, with a
+    throw-away repository standing for /srv/agent-repo: the upstreams are the
+    real mcp-server-git and mcp-server-time, found on PATH beside this Python.
+    A new release of mcp-server-git that changed git_status's description is
+    played by pinning an older description, so the next listing finds the tool
+    changed. `mcp serve --http` listens on a free port instead of 8765 and is
+    stopped once it has said where it listens.
+    """
+    pytest.importorskip("gatekeeper_mcp", reason="the MCP gateway needs the 'mcp' extra")
+    from tests.mcpkit import have_git, make_repo
+
+    if not have_git():
+        pytest.skip("mcp-server-git needs git")
+    repo = make_repo(page_env / "repo")
+    (config_text,) = [b for b in yaml_blocks("mcp.md") if "\nmcp:\n" in b][:1]
+    (page_env / "gatekeeper.yaml").write_text(
+        config_text.replace("prefix: gatekeeper", f"prefix: {redis_prefix}").replace(
+            "/srv/agent-repo", str(repo)
+        )
+    )
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    port = _free_port()
+
+    def upstream_changed_git_status() -> None:
+        pins = page_env / "mcp-pins.json"
+        data = json.loads(pins.read_text())
+        pin = data["tools"]["git/git_status"]
+        pin["definition"]["description"] = "Shows the status of the working tree"
+        pin["fingerprint"] = digest(pin["definition"])
+        pins.write_text(json.dumps(data))
+
+    def run(shown: Shown, argv: list[str]) -> str:
+        if argv[:2] != ["mcp", "serve"]:
+            out, err = io.StringIO(), io.StringIO()
+            main(argv, stdout=out, stderr=err, stdin=io.StringIO(shown.stdin or ""))
+            return out.getvalue() + err.getvalue()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        with subprocess.Popen(
+            [sys.executable, "-m", "gatekeeper.cli", *argv, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        ) as proc:
+            try:
+                assert proc.stderr is not None
+                first = proc.stderr.readline()
+            finally:
+                proc.terminate()
+        return first.replace(f":{port}/", ":8765/")
+
+    done = replay(
+        ROOT / "docs" / "mcp.md",
+        Matcher(),
+        before={("gatekeeper mcp tools", 1): upstream_changed_git_status},
+        run=run,
+    )
+    assert [s.argv[:2] for s in done] == [
+        ("mcp", "tools"),
+        ("mcp", "serve"),
+        ("mcp", "tools"),
+        ("mcp", "accept"),
+        ("mcp", "token"),
+    ]
