@@ -155,6 +155,14 @@ class Pins:
         self.path = path
         self._lock = threading.Lock()
 
+    def stamp(self) -> tuple[int, int, int] | None:
+        """What changes when the file is written (inode, size, mtime); None when absent."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))

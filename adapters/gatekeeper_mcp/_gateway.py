@@ -38,7 +38,7 @@ from gatekeeper._text import pretty_json
 from gatekeeper._version import __version__
 from gatekeeper.models import ApprovalRequest
 
-from ._catalog import CHANGED_RULE, Offered, Pins, offer
+from ._catalog import CHANGED_RULE, Offered, Pins, PinsError, offer
 from ._upstream import Upstream, UpstreamDown, UpstreamFailed
 
 __all__ = ["Gateway", "Identity"]
@@ -47,6 +47,7 @@ log = logging.getLogger("gatekeeper.mcp")
 
 _REFRESH_EVERY = 60.0  # seconds an upstream's tool list is trusted before it is read again
 _RETRY_LIST = 10.0  # seconds before an upstream whose tools could not be listed is tried again
+_PINS_EVERY = 1.0  # seconds between looks at the pins file (for `gatekeeper mcp accept`)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ class Gateway:
         self._failed_at: dict[str, float] = {}
         self._catalog_lock = anyio.Lock()
         self._merged: dict[str, Offered] | None = None  # every offer by name, until a relist
+        self._listed: dict[str, list[types.Tool]] = {}  # each upstream's tools as last read
+        self._pins_stamp: tuple[int, int, int] | None = None  # the pins file as last checked
+        self._pins_looked = -1e9
+        self._pins_problem: PinsError | None = None
         self._tasks: anyio.abc.TaskGroup | None = None  # for each call's keep-alive
         self.refresh_every = refresh_every
         self.stdio_identity = Identity(
@@ -186,6 +191,11 @@ class Gateway:
 
     async def catalog(self) -> dict[str, Offered]:
         """Every tool offered now, by the name agents call it; reads stale upstream lists."""
+        now = time.monotonic()
+        if now - self._pins_looked >= _PINS_EVERY:  # an operator's `mcp accept`, or an edit
+            self._pins_looked = now
+            if self.pins.stamp() != self._pins_stamp:
+                self._merged = None
         if self._merged is not None and not self._stale():
             return self._merged
         async with self._catalog_lock:
@@ -195,6 +205,13 @@ class Gateway:
                     for name in stale:
                         tg.start_soon(self._relist, name)
             if self._merged is None:
+                # Every list checked against the pins as they are now, then offered.
+                self._pins_problem = None
+                for name, tools in self._listed.items():
+                    self._offers[name] = self._offer_all(name, tools)
+                self._pins_stamp = self.pins.stamp()
+                if self._pins_problem is not None:
+                    raise self._pins_problem  # not cached: tried again on the next call
                 self._merged = {k: v for offers in self._offers.values() for k, v in offers.items()}
             return self._merged
 
@@ -218,7 +235,7 @@ class Gateway:
             return
         self._listed_at[name] = time.monotonic()
         self._failed_at.pop(name, None)
-        self._offers[name] = self._offer_all(name, tools)
+        self._listed[name] = tools
         self._merged = None
 
     def _offer_all(self, upstream: str, tools: list[types.Tool]) -> dict[str, Offered]:
@@ -237,7 +254,15 @@ class Gateway:
                     json.dumps(tool.name[:80]),
                 )
                 continue
-            checked = self.pins.check(made, now)
+            try:
+                checked = self.pins.check(made, now)
+            except PinsError as exc:  # nothing of this upstream is offered unchecked
+                log.error("%s", exc)
+                self._pins_problem = PinsError(
+                    f"the MCP gateway can't check its tools against their pins, so it offers "
+                    f"none: {exc}"
+                )
+                return {}
             if checked.changed:
                 log.warning("%s", checked.changed)
             offers[made.name] = checked
@@ -313,7 +338,10 @@ class Gateway:
     ) -> types.CallToolResult:
         who = self.identity(ctx)
         args = params.arguments if params.arguments is not None else {}
-        offers = await self.catalog()
+        try:
+            offers = await self.catalog()
+        except PinsError as exc:
+            return _error(f"{params.name[:200]} did not run: {exc}")
         found = offers.get(params.name)
         async with self.gate.session(agent=who.agent, scopes=who.scopes, session_id=who.session_id):
             if found is None:
@@ -421,6 +449,8 @@ class Gateway:
     # -- elicitation ----------------------------------------------------------------------------
     def _can_elicit(self, ctx: ServerRequestContext[Any]) -> bool:
         if self.config.elicit is None or self.transport != "stdio":
+            return False
+        if not self.gate.store.decision_keys.can_decide:  # `mcp serve` refuses to start so
             return False
         try:
             capable = ctx.session.check_client_capability(

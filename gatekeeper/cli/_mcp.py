@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import Config, load_config
 from .._errors import ConfigError, GatekeeperError
-from .._text import inline
+from .._text import inline, pretty_json
 
 if TYPE_CHECKING:
     from ._commands import IO
@@ -66,6 +67,19 @@ def serve(
         )
     gate = config.build_gate(channels=channels)
     try:
+        if config.mcp.elicit is not None and not gate.store.decision_keys.can_decide:
+            # A person asked through the client whose answer could not count: refused up front.
+            return io.fail(
+                f"mcp.elicit names {config.mcp.elicit}, but this process holds no decision "
+                "signing key, so an approval given through the MCP client could not be "
+                "recorded: give the gateway decisions.signing_key (GATEKEEPER_SIGNING_KEY), "
+                "or remove mcp.elicit"
+            )
+        if http and config.mcp.elicit is not None:
+            io.err.write(
+                "warning: mcp.elicit is ignored over HTTP: a remote agent's own client "
+                "could answer for the person\n"
+            )
         gateway = module.Gateway(
             gate, config.mcp, base_dir=config.base_dir, default_agent=config.defaults.agent
         )
@@ -104,7 +118,10 @@ def tools(config_path: str | None, *, agent: str | None, as_json: bool, io: IO) 
             async with gateway.run_upstreams():
                 return await gateway.catalog()
 
-        offers = anyio.run(listing)
+        try:
+            offers = anyio.run(listing)
+        except module.PinsError as exc:
+            return io.fail(str(exc))
         down = {n: u.error for n, u in gateway.upstreams.items() if u.error}
     finally:
         gate.close()
@@ -154,11 +171,24 @@ def accept(config_path: str | None, name: str, *, io: IO) -> int:
         return io.refuse(f"no upstream's tools are named like {inline(name, 200)}")
     key = f"{owner.name}/{name[len(owner.tool_prefix) :]}"
     try:
+        before = pins.all().get(key, {}).get("definition") or {}
         pending = pins.accept(key, dt.datetime.now(dt.timezone.utc))
     except module.PinsError as exc:
         return io.refuse(str(exc))
-    description = (pending.get("definition") or {}).get("description") or ""
-    io.say(f"accepted the new definition of {inline(name, 200)} ({key}); its calls run again")
+    after = pending.get("definition") or {}
+    description = after.get("description") or ""
+    # What changed, line by line, as the upstream wrote it (made visible and bounded).
+    old = pretty_json(before, limit=50_000).splitlines()
+    new = pretty_json(after, limit=50_000).splitlines()
+    diff = list(difflib.unified_diff(old, new, "pinned", "accepted", n=1, lineterm=""))
+    for line in diff[:200]:
+        io.say(inline(line, 300))
+    if len(diff) > 200:
+        io.say(f"... and {len(diff) - 200} more lines of difference")
+    io.say(
+        f"accepted the new definition of {inline(name, 200)} ({key}); its calls run again "
+        "(a running gateway sees this within a second)"
+    )
     io.say(f"description now: {inline(description, 300)}")
     return 0
 

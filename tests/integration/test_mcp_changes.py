@@ -120,26 +120,20 @@ async def test_a_changed_definition_is_held_until_accepted(dep: Deployment) -> N
     assert ("call.executed", "time__convert_time") not in kinds
 
 
-class StillHeld(Exception):
-    """The call waited for a person after its tool was accepted."""
-
-
-@pytest.mark.xfail(
-    raises=StillHeld,
-    strict=True,
-    reason="a running gateway reads the pins only when it lists an upstream's tools again "
-    "(every 60 s): after `gatekeeper mcp accept` its calls stay held until then",
-)
 async def test_an_accept_reaches_a_gateway_that_is_running(dep: Deployment) -> None:
     assert not listed(dep)[TOOL]["changed"]  # `mcp tools` pins what it sees first
     to_paris(dep)
     async with dep.stdio() as agent:
         await agent.list_tools()
         done = await anyio.to_thread.run_sync(lambda: dep.cli("mcp", "accept", TOOL))
-        assert "its calls run again" in done.stdout
+        assert "a running gateway sees this within a second" in done.stdout
+        # The operator is shown what they accepted: the old line and the new one.
+        shown = done.stdout.splitlines()
+        assert any(ln.startswith("-") and "Use 'UTC' as local timezone" in ln for ln in shown)
+        assert any(ln.startswith("+") and "Europe/Paris" in ln for ln in shown)
+        await anyio.sleep(1.1)
         now = None
         with anyio.move_on_after(3):  # the agent gives up on a call that is held
             now = await agent.call_tool(TOOL, {"timezone": "UTC"})
-    if now is None:
-        raise StillHeld("time__get_current_time was still held 3 s after the accept")
+    assert now is not None, "time__get_current_time was still held 3 s after the accept"
     assert not now.is_error, text_of(now)

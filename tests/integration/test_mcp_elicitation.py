@@ -115,20 +115,13 @@ async def test_declined_at_the_mcp_client_it_waits_for_someone_else(dep: Deploym
     assert [(d.approver, d.approve, d.via) for d in final.decisions] == [("bob", False, "cli")]
 
 
-async def test_without_a_signing_key_an_answer_at_the_client_runs_nothing(
+def test_without_a_signing_key_the_gateway_refuses_to_start(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(SIGNING_ENV)  # the gateway (and the test's view of the store) has none
-    person = Person(types.ElicitResult(action="accept", content={"decision": "approve"}))
-    args = {"repo_path": str(dep.repo), "message": "the agent's commit"}
-    async with dep.stdio(elicitation_callback=person) as agent, anyio.create_task_group() as tg:
-        tg.start_soon(agent.call_tool, COMMIT, args)
-        with anyio.fail_after(30):
-            await person.done.wait()
-        req = await dep.wait_pending(COMMIT)
-        await anyio.sleep(1)
-        assert dep.gate.store.get(req.id).status is RequestStatus.PENDING
-        tg.cancel_scope.cancel()  # the agent gives up
-    assert git(dep.repo, "log", "-1", "--format=%s").strip() == "first"
-    assert "the decision given through the MCP client was not recorded" in dep.log()
-    assert "holds no decision signing key" in dep.log()
+    # A person asked at the client whose approval could not be recorded would be misled:
+    # `mcp serve` says so and does not start, rather than ask and drop the answer.
+    monkeypatch.delenv(SIGNING_ENV)
+    done = dep.cli("mcp", "serve", check=False)
+    assert done.returncode == 1
+    assert "mcp.elicit names alice, but this process holds no decision signing key" in done.stderr
+    assert done.stdout == ""
