@@ -39,7 +39,7 @@ __all__ = ["CHANGED_RULE", "Offered", "Pins", "definition", "offer"]
 #: The rule id a held call of a changed tool carries.
 CHANGED_RULE = "mcp-tool-changed"
 #: What MCP allows as a tool name (SEP-986).
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # fullmatch: no "\n" at the end
 
 
 def definition(tool: types.Tool) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def hints(defn: dict[str, Any], trusted: bool) -> tuple[bool, Risk | None]:
 def offer(upstream: McpUpstream, tool: types.Tool) -> Offered | str:
     """The tool as offered, or why it can't be (a name MCP would not accept)."""
     name = upstream.tool_prefix + tool.name
-    if not _TOOL_NAME.match(name):
+    if not _TOOL_NAME.fullmatch(name):
         shown = json.dumps(tool.name[:80])
         return (
             f"upstream {upstream.name} advertises a tool named {shown}, which as {upstream.name}'s "

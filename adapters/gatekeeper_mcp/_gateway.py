@@ -30,8 +30,9 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
 
 from gatekeeper import Gatekeeper
+from gatekeeper._answers import Response
 from gatekeeper._config_mcp import McpConfig
-from gatekeeper._errors import StoreUnavailable, ToolCallBlocked
+from gatekeeper._errors import GatekeeperError, StoreUnavailable, ToolCallBlocked
 from gatekeeper._framework import arefuse_unknown_tool
 from gatekeeper._session import on_held
 from gatekeeper._text import pretty_json
@@ -47,6 +48,7 @@ log = logging.getLogger("gatekeeper.mcp")
 
 _REFRESH_EVERY = 60.0  # seconds an upstream's tool list is trusted before it is read again
 _RETRY_LIST = 10.0  # seconds before an upstream whose tools could not be listed is tried again
+_LIST_PATIENCE = 5.0  # seconds tools/list waits for upstreams not listed yet
 _PINS_EVERY = 1.0  # seconds between looks at the pins file (for `gatekeeper mcp accept`)
 
 
@@ -133,6 +135,7 @@ class Gateway:
         self._pins_stamp: tuple[int, int, int] | None = None  # the pins file as last checked
         self._pins_looked = -1e9
         self._pins_problem: PinsError | None = None
+        self._relisting: set[str] = set()  # upstreams being read in the background
         self._tasks: anyio.abc.TaskGroup | None = None  # for each call's keep-alive
         self.refresh_every = refresh_every
         self.stdio_identity = Identity(
@@ -141,6 +144,9 @@ class Gateway:
             session_id=f"mcp-{secrets.token_hex(8)}",
         )
         self._tokens = {t.token_sha256: t for t in config.http.tokens}
+        self._session_owner: dict[str, str] = {}  # MCP session id -> its agent's token sha256
+        # Whether the HTTP transport opened this MCP session (set by http_app).
+        self.session_known: Any = lambda _session: False
         self._instance = secrets.token_hex(6)
         self._downstream: set[Any] = set()  # server sessions told when the tool list changes
         self.transport = "stdio"
@@ -189,20 +195,43 @@ class Gateway:
             except Exception:  # a client that went away: forget it
                 self._downstream.discard(session)
 
-    async def catalog(self) -> dict[str, Offered]:
-        """Every tool offered now, by the name agents call it; reads stale upstream lists."""
+    async def catalog(
+        self, for_tool: str | None = None, *, patience: float | None = None
+    ) -> dict[str, Offered]:
+        """Every tool offered now, by the name agents call it.
+
+        Only an upstream never listed yet is waited for (for a call, only the one
+        whose prefix the tool has); one that is due to be read again is read in
+        the background meanwhile, so one upstream that is slow, down or restless
+        never holds up calls to the others. ``patience``: at most that long for
+        those never listed (read on in the background; clients are told when
+        their tools arrive).
+        """
         now = time.monotonic()
         if now - self._pins_looked >= _PINS_EVERY:  # an operator's `mcp accept`, or an edit
             self._pins_looked = now
             if self.pins.stamp() != self._pins_stamp:
                 self._merged = None
-        if self._merged is not None and not self._stale():
+        waiting = self._waiting(for_tool)
+        if waiting and patience is not None and self._tasks is not None:
+            for name in waiting:
+                self._relist_soon(name)
+            with anyio.move_on_after(patience):
+                while any(name in self._relisting for name in waiting):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)  # (the relists are tasks of the gateway's group)
+            waiting = []
+        if self._tasks is not None:
+            for name in self._stale():
+                if name not in waiting:
+                    self._relist_soon(name)
+        if self._merged is not None and not waiting:
             return self._merged
         async with self._catalog_lock:
-            stale = self._stale()
-            if stale:  # read them side by side: one slow upstream does not hold up the rest
+            if patience is None:
+                waiting = self._waiting(for_tool) if self._tasks is not None else self._stale()
+            if waiting:  # read them side by side: one slow upstream does not hold up the rest
                 async with anyio.create_task_group() as tg:
-                    for name in stale:
+                    for name in waiting:
                         tg.start_soon(self._relist, name)
             if self._merged is None:
                 # Every list checked against the pins as they are now, then offered.
@@ -215,13 +244,47 @@ class Gateway:
                 self._merged = {k: v for offers in self._offers.values() for k, v in offers.items()}
             return self._merged
 
+    def _waiting(self, for_tool: str | None) -> list[str]:
+        """The upstreams a caller must wait for: never listed, never failed (and own the tool)."""
+        return [
+            name
+            for name, config in self._configs.items()
+            if name not in self._listed
+            and name not in self._failed_at
+            and (for_tool is None or for_tool.startswith(config.tool_prefix))
+        ]
+
+    def _relist_soon(self, name: str) -> None:
+        """Read ``name``'s tools again in the background (once at a time)."""
+        if name in self._relisting or self._tasks is None:
+            return
+        self._relisting.add(name)
+
+        async def relist() -> None:
+            before = {t.name for t in self._listed.get(name, [])}
+            try:
+                await self._relist(name)
+                if name in self._listed and {t.name for t in self._listed[name]} != before:
+                    await self._tools_changed()  # e.g. an upstream that came up late
+            except Exception:
+                log.exception("reading the tools of upstream %s failed", name)
+                self._failed_at[name] = time.monotonic()
+            finally:
+                self._relisting.discard(name)
+
+        self._tasks.start_soon(relist)
+
     def _stale(self) -> list[str]:
         """The upstreams whose tool list is due to be read again."""
         now = time.monotonic()
         return [
             name
             for name, upstream in self.upstreams.items()
-            if (upstream.tools_stale or now - self._listed_at.get(name, -1e9) >= self.refresh_every)
+            if (
+                # told its list changed (at most once a second), or not read for a while
+                (upstream.tools_stale and now - self._listed_at.get(name, -1e9) >= 1.0)
+                or now - self._listed_at.get(name, -1e9) >= self.refresh_every
+            )
             and now - self._failed_at.get(name, -1e9) >= _RETRY_LIST
         ]
 
@@ -306,8 +369,15 @@ class Gateway:
             raise PermissionError("this request carries no known agent token")
         request = ctx.request
         session = request.headers.get("mcp-session-id") if request is not None else None
-        # The 2026 protocol has no sessions: then one per agent per gateway process.
-        sid = f"mcp-{session}" if session else f"mcp-{entry.agent}-{self._instance}"
+        sid = f"mcp-{entry.agent}-{self._instance}"  # no session: one per agent per process
+        if session and self.session_known(session):
+            # A session the SDK opened (and binds to the token that opened it). A header
+            # it does not know (the 2026 protocol has no sessions, and does not check it)
+            # is the agent's own choice, and would let it start afresh at will.
+            owner = self._session_owner.setdefault(session, entry.token_sha256)
+            if owner != entry.token_sha256:
+                raise PermissionError("this MCP session belongs to another agent")
+            sid = f"mcp-{session}"
         return Identity(agent=entry.agent, scopes=tuple(entry.scopes), session_id=sid)
 
     # -- tools/list --------------------------------------------------------------------------
@@ -316,7 +386,7 @@ class Gateway:
     ) -> types.ListToolsResult:
         self._remember(ctx)
         who = self.identity(ctx)
-        offers = await self.catalog()
+        offers = await self.catalog(patience=_LIST_PATIENCE)
         tools = [
             o.as_tool()
             for o in offers.values()
@@ -339,13 +409,17 @@ class Gateway:
         who = self.identity(ctx)
         args = params.arguments if params.arguments is not None else {}
         try:
-            offers = await self.catalog()
+            offers = await self.catalog(for_tool=params.name)
         except PinsError as exc:
             return _error(f"{params.name[:200]} did not run: {exc}")
         found = offers.get(params.name)
         async with self.gate.session(agent=who.agent, scopes=who.scopes, session_id=who.session_id):
             if found is None:
-                refused = await arefuse_unknown_tool(self.gate, params.name, args)
+                name = params.name
+                if len(name) > 200:  # audited and echoed bounded, with what identifies it
+                    whole = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+                    name = f"{name[:120]}…(sha256 {whole[:16]}, {len(params.name)} chars)"
+                refused = await arefuse_unknown_tool(self.gate, name, args)
                 return _error(refused.model_message)
             problem = _invalid(found, args)
             if problem is not None:
@@ -360,13 +434,17 @@ class Gateway:
         limit, excerpt = self.config.max_result_bytes, self.config.audit_excerpt
 
         async def relay(progress: float, total: float | None, message: str | None) -> None:
+            # Said by the upstream, not by gatekeeper: marked so, and bounded.
+            said = f"[{found.upstream}] {message[:1000]}" if message else f"[{found.upstream}]"
             with contextlib.suppress(Exception):
-                await ctx.session.report_progress(progress, total, message)
+                await ctx.session.report_progress(progress, total, said)
 
         async def forward(**approved: Any) -> Passed:
             result = await upstream.call(found.original, approved, progress=relay)
-            if result.meta:  # the upstream's own serverInfo stamp is not ours to pass on
+            if result.meta:  # its serverInfo stamp, and anything in gatekeeper's name, dropped
                 result.meta.pop(types.SERVER_INFO_META_KEY, None)
+                for k in [k for k in result.meta if k.lower().startswith("gatekeeper")]:
+                    del result.meta[k]
             body = result.model_dump_json(by_alias=True, exclude_none=True)
             size = len(body.encode())
             if size > limit:
@@ -413,9 +491,17 @@ class Gateway:
                 f"{found.name} did not run: gatekeeper can't reach its store ({exc}); "
                 "nothing is run unchecked"
             )
+        except GatekeeperError as exc:  # e.g. a store user that may not act for this agent
+            log.warning("%s did not run: %s", found.name, exc)
+            return _error(f"{found.name} did not run: {exc}")
         finally:
             for scope in state.scopes:
                 scope.cancel()
+        if isinstance(ran.result, Response):  # a person wrote the result instead of running it
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=str(ran.result))],
+                meta={"gatekeeper/approval": ran.note} if ran.note else None,
+            )
         result: types.CallToolResult = ran.result.result
         note = ran.note
         if note:  # unchanged content; what the approvers did goes alongside

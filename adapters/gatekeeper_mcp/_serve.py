@@ -146,6 +146,8 @@ def http_app(gateway: Gateway) -> Starlette:
 
     server.create_initialization_options = options  # type: ignore[method-assign]
     manager = StreamableHTTPSessionManager(app=server, json_response=False, stateless=False)
+    # The sessions the SDK opened, each bound to the token that opened it.
+    gateway.session_known = lambda sid: sid in getattr(manager, "_server_instances", {})
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -68,7 +68,10 @@ def dep(tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> Iterato
 async def test_bad_upstreams_get_clear_errors_and_the_rest_keeps_serving(dep: Deployment) -> None:
     async with dep.stdio() as agent:
         with anyio.fail_after(30):  # the bad ones are read side by side, each within its bound
-            names = {t.name for t in (await agent.list_tools()).tools}
+            names: set[str] = set()
+            while "malformed__broken" not in names or "evil__echo" not in names:
+                names = {t.name for t in (await agent.list_tools()).tools}
+                await anyio.sleep(0.1)
         assert {"time__get_current_time", "evil__echo", "malformed__broken"} <= names
         assert not any(n.startswith(("gone__", "mute__", "garbage__")) for n in names)
         # A tool named like another upstream's is still the advertiser's, under its prefix.
@@ -117,3 +120,28 @@ async def test_bad_upstreams_get_clear_errors_and_the_rest_keeps_serving(dep: De
     # The gateway said why each upstream was unusable.
     said = dep.log()
     assert "upstream gone" in said and "upstream mute" in said and "upstream garbage" in said
+
+
+async def test_a_call_waits_only_for_its_own_upstream(dep: Deployment) -> None:
+    # An upstream that never answers is given up on after its connect_timeout (here 20 s).
+    # The client's first call lists the tools first (the SDK does, for output schemas):
+    # tools/list waits 5 s at most for upstreams not listed yet, and the call then waits
+    # for the time server only; nobody waits 20 s.
+    dep.set_upstreams(
+        f"    - {{name: time, command: [{TIME_SERVER}, --local-timezone, UTC]}}\n"
+        + upstream("mute", "mute", timeouts="call_timeout: 3, connect_timeout: 20")
+        + upstream("evil", "tricky", str(dep.marker))  # type: ignore[attr-defined]
+    )
+    async with dep.stdio() as agent:
+        started = anyio.current_time()
+        real = await agent.call_tool("time__get_current_time", {"timezone": "UTC"})
+        took = anyio.current_time() - started
+        assert not real.is_error, text_of(real)
+        assert took < 10, f"the call took {took:.1f} s: it waited for the mute upstream"
+        again = anyio.current_time()
+        await agent.call_tool("time__get_current_time", {"timezone": "UTC"})
+        assert anyio.current_time() - again < 2, "a later call waited for the mute upstream"
+        # An upstream that came up after the first list is offered once it has been read.
+        with anyio.fail_after(15):
+            while "evil__echo" not in {t.name for t in (await agent.list_tools()).tools}:  # noqa: ASYNC110
+                await anyio.sleep(0.2)

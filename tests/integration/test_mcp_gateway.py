@@ -21,7 +21,7 @@ from mcp import ClientSession, types
 
 from gatekeeper.models import ApprovalRequest, RequestStatus
 from tests.conftest import RedisServer
-from tests.mcpkit import Deployment, git, http_client, text_of
+from tests.mcpkit import AGENT_TOKEN, Deployment, git, http_client, text_of
 
 pytestmark = pytest.mark.redis
 
@@ -239,3 +239,41 @@ async def test_over_http_each_agent_is_its_token(dep: Deployment) -> None:
     assert git(dep.repo, "diff", "--cached", "--name-only").split() == ["notes.txt"]
     agents = {e.agent for e in dep.audit() if e.tool}
     assert agents == {"remote-bot"}
+
+
+def _modern_call(url: str, tool: str, session: str, rid: int) -> httpx2.Response:
+    """A tools/call on the 2026 protocol (no sessions), carrying a session id of its choosing."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "authorization": f"Bearer {AGENT_TOKEN}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": tool,
+        "mcp-session-id": session,
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": {"timezone": "UTC"}, "_meta": meta},
+    }
+    return httpx2.post(url, json=body, headers=headers, timeout=30)
+
+
+def test_over_http_an_agent_cannot_choose_its_gatekeeper_session(dep: Deployment) -> None:
+    # Per-session sequences, limits and halts hold only if the agent can't start afresh by
+    # naming a new session: a session id the SDK did not open is not taken from the agent.
+    with dep.http_gateway() as url:
+        for rid, session in enumerate(["fresh-1", "fresh-2", "agent-b-\x1b[31m"]):
+            answer = _modern_call(url, "time__get_current_time", session, rid)
+            assert answer.status_code == 200, answer.text
+            assert '"isError":true' not in answer.text.replace(" ", ""), answer.text
+    sessions = {
+        e.session_id for e in dep.audit() if e.kind == "call.executed" and e.agent == "remote-bot"
+    }
+    assert len(sessions) == 1, sessions
+    assert next(iter(sessions)).startswith("mcp-remote-bot-")
