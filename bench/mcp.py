@@ -193,12 +193,12 @@ def run_proxy(transport: str, port: int) -> None:
     no audit, no schema check, no catalog, no auth.
     """
     import anyio
-    from gatekeeper_mcp._upstream import Upstream
     from mcp import types
     from mcp.server import Server
     from mcp.server.stdio import stdio_server
 
     from gatekeeper._config_mcp import McpUpstream
+    from gatekeeper_mcp._upstream import Upstream
 
     async def nothing() -> None:
         return None

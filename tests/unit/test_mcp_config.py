@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatekeeper_mcp import Pins, PinsError
-from gatekeeper_mcp._catalog import hints, offer
 from mcp import types
 
 from gatekeeper import ConfigError
@@ -29,6 +27,8 @@ from gatekeeper._config_mcp import McpUpstream
 from gatekeeper.cli import main
 from gatekeeper.models import Risk, ToolCall, Verdict
 from gatekeeper.policy import Policy
+from gatekeeper_mcp import Pins, PinsError
+from gatekeeper_mcp._catalog import hints, offer
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 LATER = NOW + dt.timedelta(days=2)

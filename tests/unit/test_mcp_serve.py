@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-pytest.importorskip("mcp", reason="the MCP gateway needs the 'mcp' extra")
-
-from gatekeeper_mcp._serve import _Lines  # noqa: E402
+from gatekeeper_mcp._serve import _Lines
 
 
 async def _read_all(data: bytes, limit: int) -> list[str]:
