@@ -186,6 +186,15 @@ def test_a_name_mcp_would_not_accept_is_not_offered() -> None:
     assert isinstance(said, str) and "would not be a valid MCP tool name" in said
 
 
+@pytest.mark.parametrize("name", ["wipe\n", "wipe\r\n", "\nwipe", "wi\npe", "wipe "])
+def test_a_name_with_a_newline_or_space_is_not_offered(name: str) -> None:
+    # "wipe\n" would pass a $-anchored pattern; offered, it would be shown as "git__wipe".
+    said = offer(GIT, tool(name=name))
+    assert isinstance(said, str) and "would not be a valid MCP tool name" in said
+    assert json.dumps(name) in said  # named escaped, so the newline shows
+    assert not isinstance(offer(GIT, tool(name="wipe")), str)
+
+
 POLICY = Policy.from_mapping(
     {
         "version": 1,
