@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,14 @@ from typing import Any
 
 import pytest
 
-from gatekeeper import Gatekeeper, Policy, RedisStore, RequestStatus, ToolCallBlocked
+from gatekeeper import (
+    Gatekeeper,
+    Policy,
+    RedisStore,
+    RequestStatus,
+    StoreUnavailable,
+    ToolCallBlocked,
+)
 from gatekeeper._flow import LATE_APPROVAL
 from gatekeeper.store._redis import RetryPolicy
 from tests.faultkit import ReplyDropper
@@ -133,13 +141,21 @@ def test_lost_replies_neither_delay_a_waiter_nor_start_a_tool_late_or_twice(
         assert req.status is RequestStatus.EXECUTED, req  # approved, claimed, finished
         started_late.append(at - req.expires_at.timestamp())
         assert at <= req.expires_at.timestamp() + LATE_APPROVAL  # never past expiry + grace
-    waited_late, refused_late = [], 0
+    waited_late, refused_late, gave_up = [], 0, []
     for outcome in outcomes:
         if outcome.error is None:
             assert outcome.result == outcome.n and ran[outcome.n] == 1
             continue
-        assert isinstance(outcome.error, ToolCallBlocked), repr(outcome.error)
         assert ran[outcome.n] == 0  # what raised, did not run
+        if isinstance(outcome.error, StoreUnavailable):
+            # Rare: one step's every try lost its reply (five in a row, or a claim's
+            # within its bound). The documented fail-closed error; the request is
+            # closed or lapses (assert_settled below), and nothing ran.
+            gave_up.append("".join(traceback.format_exception(outcome.error)))
+            continue
+        assert isinstance(outcome.error, ToolCallBlocked), "".join(
+            traceback.format_exception(outcome.error)
+        )
         req = by_n[outcome.n]
         if "could start it only" in str(outcome.error) or "did not confirm its release" in str(
             outcome.error
@@ -168,8 +184,11 @@ def test_lost_replies_neither_delay_a_waiter_nor_start_a_tool_late_or_twice(
         f"{sum(x > 0 for x in started_late)} of them after expiry "
         f"(latest {max(started_late, default=0):+.2f} s); {refused_late} approved but "
         f"refused to start late; {len(waited_late)} timed out, back "
-        f"{max(waited_late, default=0):+.2f} s from expiry at the latest"
+        f"{max(waited_late, default=0):+.2f} s from expiry at the latest; "
+        f"{len(gave_up)} gave up on the store"
     )
+    for where in gave_up:
+        print(where)
     assert dropper.dropped > 0
     assert all(late <= 1.0 for late in waited_late)  # no waiter overslept its expiry
     assert len(starts) > CALLS  # most were approved and ran: the run tested something
