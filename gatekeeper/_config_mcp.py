@@ -42,7 +42,8 @@ class McpUpstream(_Model):
     env: dict[str, str] = Field(
         default_factory=dict,
         description="environment of the command (its secrets: the agent never sees them); "
-        "added to a minimal environment (PATH, HOME, LANG), not the gateway's own",
+        "added to the MCP SDK's minimal environment (HOME, LOGNAME, PATH, SHELL, TERM, USER), "
+        "not the gateway's own",
     )
     cwd: str | None = Field(default=None, description="working directory of the command")
     url: str | None = Field(

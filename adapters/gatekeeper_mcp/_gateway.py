@@ -293,7 +293,8 @@ class Gateway:
             tools = await self.upstreams[name].list_tools()
         except UpstreamDown as exc:
             # Its tools stay as last seen (calls of them get the error); tried again later.
-            log.warning("%s", exc)
+            if str(exc) != self.upstreams[name].error:  # the supervisor has said that one
+                log.warning("%s", exc)
             self._failed_at[name] = time.monotonic()
             return
         self._listed_at[name] = time.monotonic()

@@ -73,6 +73,8 @@ class Upstream:
         self.error: str | None = None
         self.tools_stale = True
         self._last_attempt = 0.0
+        self._failures = 0  # connection attempts that failed, ever
+        self._failed_at = -1e9  # when the last one did (time.monotonic())
 
     # -- the supervisor -----------------------------------------------------------------
     async def supervise(self) -> None:
@@ -85,6 +87,8 @@ class Upstream:
                 raise
             except Exception as exc:  # every failure is reported, then retried
                 self.error = f"upstream {self.name}: {_describe(exc)}"
+                self._failures += 1
+                self._failed_at = time.monotonic()
                 log.warning("%s", self.error)
             finally:
                 self._session = None
@@ -144,9 +148,18 @@ class Upstream:
 
     # -- what the gateway uses -------------------------------------------------------------
     async def session(self) -> ClientSession:
-        """The live session, connecting first if needed; UpstreamDown when it can't be had."""
+        """The live session, connecting first if needed; UpstreamDown when it can't be had.
+
+        Waits for one connection attempt at most: a failed one is the answer,
+        not a reason to keep the caller waiting for more. Within the pause
+        between attempts, the last attempt's failure is the answer at once.
+        """
+        if self._session is None and time.monotonic() - self._failed_at < _RETRY_AFTER:
+            self._wanted.set()  # the next attempt is made when the pause is over
+            raise UpstreamDown(self.error or f"upstream {self.name} is not connected")
         deadline = time.monotonic() + self.config.connect_timeout + _RETRY_AFTER
-        while self._session is None and time.monotonic() < deadline:
+        failures = self._failures
+        while self._session is None and self._failures == failures and time.monotonic() < deadline:
             # The supervisor swaps its events when a connection ends: ask again each turn.
             self._wanted.set()
             ready = self._ready

@@ -116,12 +116,14 @@ def tools(config_path: str | None, *, agent: str | None, as_json: bool, io: IO) 
 
         async def listing() -> Any:
             async with gateway.run_upstreams():
-                return await gateway.catalog()
+                try:
+                    return await gateway.catalog()
+                except module.PinsError as exc:  # returned: raised, the task group wraps it
+                    return exc
 
-        try:
-            offers = anyio.run(listing)
-        except module.PinsError as exc:
-            return io.fail(str(exc))
+        offers = anyio.run(listing)
+        if isinstance(offers, module.PinsError):
+            return io.fail(str(offers))
         down = {n: u.error for n, u in gateway.upstreams.items() if u.error}
     finally:
         gate.close()

@@ -15,6 +15,8 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +405,43 @@ def test_accept_with_a_corrupt_pins_file_says_so(tmp_path: Path) -> None:
     assert (
         code == 1 and f"refused: can't read the MCP tool pins {tmp_path / 'mcp-pins.json'}" in err
     )
+
+
+def test_pins_that_can_not_be_written_are_an_error_and_nothing_is_offered(tmp_path: Path) -> None:
+    nowhere = "/proc/gatekeeper-pins/pins.json"  # no folder can be made in /proc, even by root
+    pins = Pins(Path(nowhere))
+    with pytest.raises(PinsError, match=f"can't write the MCP tool pins {nowhere}"):
+        pins.check(offered(), NOW)
+
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(
+        f"version: 1\nstore: {{url: 'memory://'}}\nmcp:\n  pins: {nowhere}\n"
+        f"  upstreams:\n    - {{name: time, command: [{sys.executable}, -m, mcp_server_time]}}\n"
+    )
+    code, out, err = gatekeeper("mcp", "tools", "--config", str(path))
+    assert code == 1 and out == ""  # no tool listed as offered
+    assert "error: the MCP gateway can't check its tools against their pins" in err
+    assert "can't write the MCP tool pins" in err and "Traceback" not in err
+
+
+def test_mcp_tools_with_an_upstream_that_will_not_start_says_so_and_lists_the_rest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(
+        "version: 1\nstore: {url: 'memory://'}\nmcp:\n  upstreams:\n"
+        "    - {name: gone, command: [no-such-mcp-server-here]}\n"
+        f"    - {{name: time, command: [{sys.executable}, -m, mcp_server_time]}}\n"
+    )
+    started = time.monotonic()
+    code, out, err = gatekeeper("mcp", "tools", "--config", str(path))
+    took = time.monotonic() - started
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == [
+        "time__convert_time",
+        "time__get_current_time",
+    ]
+    said = "warning: upstream gone: FileNotFoundError: [Errno 2] No such file or directory"
+    assert err.count(said) == 1
+    # One failed start is the answer: not one attempt after another until connect_timeout (30 s).
+    assert took < 15, took
