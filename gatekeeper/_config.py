@@ -59,13 +59,50 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_STORE_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "memory://",
+)
+
+
+class RetryConfig(_Model):
+    """How long the store keeps trying a Redis that is down or failing over."""
+
+    attempts: int = Field(default=5, ge=1, le=1000, description="tries of one command at most")
+    within: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="seconds after which a command is not tried again (set it above your "
+        "failover time: a Sentinel's down-after plus its election, a cluster's node-timeout)",
+    )
+    max_wait: float = Field(
+        default=0.5, gt=0, le=60, description="seconds between two tries at most (backing off)"
+    )
+
+    @field_validator("within", "max_wait", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class StoreConfig(_Model):
     """Where requests and the audit log live."""
 
     url: str = Field(
         default="memory://",
-        description="redis://host:6379/0, rediss://..., unix:///path, or memory:// (embedded)",
+        description="redis://host:6379/0, rediss://..., unix:///path, "
+        "redis+cluster://host:port[,host:port] (a Redis Cluster's seed nodes), "
+        "redis+sentinel://host:port[,host:port]/SERVICE (a Sentinel-monitored primary), "
+        "or memory:// (embedded)",
     )
+    retry: RetryConfig = Field(default_factory=RetryConfig)
     prefix: str = Field(default="gatekeeper", pattern=r"^[^{}\s]+$")
     max_connections: int = Field(
         default=32,
@@ -96,8 +133,13 @@ class StoreConfig(_Model):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if not url.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+        if url.startswith("memory://"):
+            return url
+        from .store._endpoints import parse_endpoint
+
+        if not url.startswith(_STORE_SCHEMES):
+            raise ValueError(f"must start with {', '.join(_STORE_SCHEMES[:-1])} or memory://")
+        parse_endpoint(url)  # its ValueError says what is wrong
         return url
 
 
@@ -181,6 +223,7 @@ class Config(_Model):
 
     def build_store(self) -> Store:
         from .store import MemoryStore, RedisStore
+        from .store._redis import RetryPolicy
 
         url = self.store_url
         if url.startswith("memory://"):
@@ -192,6 +235,11 @@ class Config(_Model):
             max_connections=self.store.max_connections,
             lease=self.store.lease,
             retention=self.store.retention,
+            retry=RetryPolicy(
+                attempts=self.store.retry.attempts,
+                within=self.store.retry.within,
+                max_wait=self.store.retry.max_wait,
+            ),
         )
 
     def decision_keys(self) -> DecisionKeys:

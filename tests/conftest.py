@@ -88,6 +88,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis Cluster of this session: 3 masters, 3 replicas (tests/clusterkit.py)."""
+    from tests.clusterkit import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Sentinel set-up of this session: primary, replica, 3 sentinels."""
+    from tests.clusterkit import Sentinels
+
+    sentinels = Sentinels(tmp_path_factory.mktemp("sentinel"))
+    yield sentinels
+    sentinels.stop()
+
+
 @pytest.fixture
 def redis_prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""

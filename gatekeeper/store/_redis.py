@@ -14,13 +14,13 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
-import redis
 import redis.exceptions as rexc
 from tenacity import (
     Retrying,
@@ -46,6 +46,7 @@ from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
 from ._bounded import READ_FLOOR, Backoff, within
+from ._endpoints import disconnect, parse_endpoint
 from ._halts import ms, read_halt
 from ._leases import LeaseKeeper
 from ._sealer import Sealer
@@ -60,7 +61,34 @@ log = logging.getLogger("gatekeeper.store")
 GLOBAL_HALTS_EVERY = 1.0
 
 #: redis-py errors worth another try: the server may be back in a moment.
-RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
+#: Beyond a lost connection or a timeout: a cluster that is down or being
+#: resharded (``CLUSTERDOWN``, ``MASTERDOWN``, ``TRYAGAIN``, a slot no node
+#: covers yet, no node reachable) and a node that is a replica now
+#: (``READONLY``, after a failover).
+RETRYABLE = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,
+    rexc.ClusterError,
+    rexc.SlotNotCoveredError,
+    rexc.RedisClusterUnreachableError,
+)
+
+#: What redis-py raises: its errors, and its cluster client's own (not RedisErrors).
+REDIS_ERRORS = (rexc.RedisError, rexc.RedisClusterException)
+
+#: Refusals: Redis (or the cluster client) did not run the command.
+_REFUSED = (
+    rexc.BusyLoadingError,
+    rexc.AuthenticationError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,
+    rexc.SlotNotCoveredError,
+    rexc.RedisClusterUnreachableError,
+)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -73,10 +101,12 @@ def _unsent(exc: BaseException) -> bool:
     redis-py says so only in words: a connection that could not be made
     ("Error 111 connecting to...", "Timeout connecting to server"), none free
     in the pool, or a server still loading its data (it refuses every
-    command). Anything else — above all a read that timed out — may have
-    come after Redis received the command, and ran it.
+    command), or one of the refusals of :data:`_REFUSED` (a cluster that is
+    down, a replica that refuses writes). Anything else — above all a read
+    that timed out — may have come after Redis received the command, and ran
+    it. (The cluster client is made to try once, so its error is the try's.)
     """
-    if isinstance(exc, (rexc.BusyLoadingError, rexc.AuthenticationError)):
+    if isinstance(exc, _REFUSED):
         return True
     said = str(exc)
     return any(
@@ -88,6 +118,17 @@ def _unsent(exc: BaseException) -> bool:
             "Too many connections",
         )
     )
+
+
+#: redis-py's repr of a client, as a Sentinel error names each sentinel it asked.
+_CLIENT_REPR = re.compile(
+    r"<redis\.(?:asyncio\.)?client\.Redis\(.*?host=([^,]*),port=(\d+),.*?\)>\)>\)>"
+)
+
+
+def plain(exc: BaseException) -> str:
+    """What ``exc`` says, with redis-py's long client reprs cut to ``host:port``."""
+    return _CLIENT_REPR.sub(r"sentinel \1:\2", str(exc)) or type(exc).__name__
 
 
 def translate_redis_error(
@@ -103,7 +144,8 @@ def translate_redis_error(
     if isinstance(exc, rexc.AuthenticationError):
         return StoreUnavailable(f"Redis refused the credentials: {exc}", applied="no")
     if isinstance(exc, RETRYABLE):
-        return StoreUnavailable(f"Redis is unavailable: {exc}", applied=applied)
+        said = plain(exc)
+        return StoreUnavailable(f"Redis is unavailable: {said}", applied=applied)
     if isinstance(exc, rexc.OutOfMemoryError):  # full (maxmemory): refused, nothing written
         return StoreUnavailable(f"Redis is out of memory and refuses writes: {exc}", applied="no")
     if isinstance(exc, rexc.ResponseError):
@@ -164,6 +206,8 @@ class RedisStore:
         if retention is not None and not retention > 0:
             raise ValueError(f"retention must be seconds above zero or None, got {retention!r}")
         self.url = url
+        #: Where the Redis is: one node, a cluster or a Sentinel service (see ``_endpoints``).
+        self.endpoint = parse_endpoint(url)
         #: Seconds a waiting or running caller's lease lasts unless renewed.
         self.lease_ttl: float | None = float(lease)
         #: Seconds a request's record is kept after it ends (None: for good).
@@ -186,19 +230,12 @@ class RedisStore:
         self._max_connections = max_connections
         self._socket_timeout = socket_timeout
         # Blocking callers are threads, each holding a connection only while a
-        # command runs (waiting threads hold none: see _wakes.py); past
-        # ``max_connections`` busy at once, a thread waits its turn for one
-        # instead of failing. The async face caps its pool (per event loop) at
-        # the same number.
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=2,
+        # command runs (waiting threads hold none: see _wakes.py). The async
+        # face caps its pool (per event loop) at the same number.
+        self.client: Any = self.endpoint.client(
+            max_connections=max_connections, socket_timeout=socket_timeout
         )
-        self.client = redis.Redis(connection_pool=pool)
-        self._wakes = Wakes(url, self.keys.channel, socket_timeout=socket_timeout)
+        self._wakes = Wakes(self.endpoint, self.keys.channel, socket_timeout=socket_timeout)
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
@@ -226,20 +263,20 @@ class RedisStore:
         def once() -> T:
             try:
                 return fn()
-            except rexc.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 tries.append(exc)
                 raise
 
         try:
             return once()  # the common case, without building a retry loop
-        except rexc.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if not _retryable(exc):
                 raise translate_redis_error(exc, tries) from exc
         try:
             for attempt in Retrying(**self.retry.tenacity_kwargs()):
                 with attempt:
                     return once()
-        except rexc.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, tries) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -260,6 +297,8 @@ class RedisStore:
         """
 
         def load() -> Any:
+            if self.endpoint.kind == "cluster":  # each to every master (no pipelines of these)
+                return [self.client.script_load(source) for source in ops.SCRIPTS.values()]
             pipe = self.client.pipeline(transaction=False)
             for source in ops.SCRIPTS.values():
                 pipe.script_load(source)
@@ -287,7 +326,7 @@ class RedisStore:
         def execute(batch: list[queries.Command]) -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for command in batch:
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                pipe.execute_command(*command)
             replies: list[Any] = pipe.execute()
             return replies
 
@@ -1006,7 +1045,7 @@ class RedisStore:
             self._leases.close()
             self._sealer.stop()
         finally:
-            self.client.connection_pool.disconnect()
+            disconnect(self.client)
             self._wakes.close()
             _OPEN.discard(self)
 

@@ -18,10 +18,6 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import redis.asyncio as aredis
-import redis.exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying
 
 from .._errors import (
@@ -39,7 +35,8 @@ from . import _redis_queries as queries
 from ._base import Draft
 from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
-from ._redis import GLOBAL_HALTS_EVERY
+from ._endpoints import Endpoint, adisconnect
+from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS
 from ._wakes import KEEPALIVE, LISTEN_STEP, RECHECK, Heartbeat, SubscriptionLost
 
 if TYPE_CHECKING:
@@ -53,18 +50,11 @@ log = logging.getLogger("gatekeeper.store")
 
 class _LoopState:
     def __init__(self, store: RedisStore) -> None:
-        pool = aredis.BlockingConnectionPool.from_url(
-            store.url,
-            max_connections=store._max_connections,
-            # None: under a burst (10,000 waiters woken at once) a command
-            # waits its turn for a connection instead of failing.
-            timeout=None,
-            socket_timeout=store._socket_timeout,
-            socket_connect_timeout=2,
+        self.client = store.endpoint.aclient(
+            max_connections=store._max_connections, socket_timeout=store._socket_timeout
         )
-        self.client = aredis.Redis(connection_pool=pool)
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
-        self.dispatcher = _Dispatcher(store.url, store.keys.channel, store._socket_timeout)
+        self.dispatcher = _Dispatcher(store.endpoint, store.keys.channel, store._socket_timeout)
 
         # Closes this loop's connections when the loop shuts down (asyncio.run
         # and test runners cancel every task at the end): one asyncio.run after
@@ -82,7 +72,7 @@ class _LoopState:
         with contextlib.suppress(Exception):  # shutting down: close what can be closed
             await self.dispatcher.close()
         with contextlib.suppress(Exception):
-            await self.client.connection_pool.disconnect()
+            await adisconnect(self.client)
 
     async def close(self) -> None:
         self._closer.cancel()
@@ -120,20 +110,20 @@ class AsyncRedisStore:
         async def once() -> T:
             try:
                 return await fn()
-            except rexc.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 tries.append(exc)
                 raise
 
         try:
             return await once()
-        except rexc.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if not _retryable(exc):
                 raise translate_redis_error(exc, tries) from exc
         try:
             async for attempt in AsyncRetrying(**self._store.retry.tenacity_kwargs()):
                 with attempt:
                     return await once()
-        except rexc.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, tries) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -556,15 +546,15 @@ class _Dispatcher:
     held (see :func:`~gatekeeper.store._changes.offer_change`).
     """
 
-    def __init__(self, url: str, channel: str, socket_timeout: float = KEEPALIVE) -> None:
-        self._url = url
+    def __init__(self, endpoint: Endpoint, channel: str, socket_timeout: float = KEEPALIVE) -> None:
+        self._endpoint = endpoint
         self._channel = channel
         self._socket_timeout = min(socket_timeout, KEEPALIVE)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listeners: set[asyncio.Queue[str]] = set()
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: aredis.Redis | None = None
+        self._client: Any = None
         self.reconnects = 0
 
     def watch(self, request_id: str) -> asyncio.Event:
@@ -597,14 +587,7 @@ class _Dispatcher:
         if self._task is None or self._task.done():
             # No silent reconnects inside redis-py: a lost subscription must
             # reach _listen, which re-subscribes and wakes every waiter.
-            self._client = aredis.Redis.from_url(
-                self._url,
-                socket_connect_timeout=2,
-                # Reads of the channel are bounded by LISTEN_STEP; this bounds
-                # the rest (the connection's handshake, as the store's commands).
-                socket_timeout=self._socket_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            self._client = self._endpoint.asubscriber(socket_timeout=self._socket_timeout)
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
     def unwatch(self, request_id: str, event: asyncio.Event) -> None:
@@ -676,4 +659,4 @@ class _Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._client is not None:
-            await self._client.aclose()
+            await adisconnect(self._client)

@@ -27,9 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from ._endpoints import Endpoint, disconnect
 
 __all__ = ["KEEPALIVE", "RECHECK", "Heartbeat", "Wakes"]
 
@@ -80,8 +78,10 @@ class SubscriptionLost(Exception):
 class Wakes:
     """The waiting threads of one store, woken by one pub/sub subscription."""
 
-    def __init__(self, url: str, channel: str, *, socket_timeout: float = KEEPALIVE) -> None:
-        self._url = url
+    def __init__(
+        self, endpoint: Endpoint, channel: str, *, socket_timeout: float = KEEPALIVE
+    ) -> None:
+        self._endpoint = endpoint
         self._channel = channel
         self._socket_timeout = min(socket_timeout, KEEPALIVE)
         self._lock = threading.Lock()
@@ -124,15 +124,7 @@ class Wakes:
     def _listen(self) -> None:
         # No silent reconnects inside redis-py: a lost subscription must come
         # back here, which subscribes again and wakes every waiter.
-        client = redis.Redis.from_url(
-            self._url,
-            socket_connect_timeout=2,
-            # Reads of the channel are bounded by LISTEN_STEP; this bounds the
-            # rest (the connection's handshake, as the store's commands).
-            socket_timeout=self._socket_timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-        )
+        client = self._endpoint.subscriber(socket_timeout=self._socket_timeout)
         backoff = 0.05
         try:
             while not self._closed.is_set():
@@ -174,7 +166,7 @@ class Wakes:
                         pubsub.close()
         finally:
             with contextlib.suppress(Exception):
-                client.close()
+                disconnect(client)
 
     def close(self) -> None:
         """Stop listening (the waiting threads fall back to re-reading every RECHECK s)."""

@@ -23,30 +23,61 @@ ON_BOTH_FACES = {
 }
 
 
+#: Modules whose store tests also run on a Redis Cluster and a Sentinel-watched primary.
+ON_EVERY_REDIS = {
+    "test_store_contract.py",
+    "test_store_queries.py",
+    "test_store_leases.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The ``-aio`` stores run only in :data:`ON_BOTH_FACES` (the contract, not every user)."""
+    """The ``-aio`` stores run only in :data:`ON_BOTH_FACES` (the contract, not every user);
+    the cluster and Sentinel ones only in :data:`ON_EVERY_REDIS`."""
     keep, drop = [], []
     for item in items:
         on_aio = "-aio]" in item.nodeid or "-aio-" in item.nodeid
-        (drop if on_aio and item.path.name not in ON_BOTH_FACES else keep).append(item)
+        distributed = "redis-cluster" in item.nodeid or "redis-sentinel" in item.nodeid
+        out = (on_aio and item.path.name not in ON_BOTH_FACES) or (
+            distributed and item.path.name not in ON_EVERY_REDIS
+        )
+        (drop if out else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
-@pytest.fixture(params=["memory", "redis", "redis-acl", "memory-aio", "redis-aio"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "redis",
+        "redis-acl",
+        "memory-aio",
+        "redis-aio",
+        "redis-cluster",
+        "redis-cluster-aio",
+        "redis-sentinel",
+        "redis-sentinel-aio",
+    ]
+)
 def clock_and_store(
     request: pytest.FixtureRequest, redis_prefix: str
 ) -> Iterator[tuple[ManualClock, Store]]:
     """Each test runs on a MemoryStore, a RedisStore, and a RedisStore split by role under
     the shipped ACL users (see tests/aclkit.py), with a ManualClock; in the contract
     modules (:data:`ON_BOTH_FACES`), also on the async faces of the first two
-    (tests/aiokit.py)."""
+    (tests/aiokit.py); in :data:`ON_EVERY_REDIS`, also on a RedisStore on a real
+    Redis Cluster and on a Sentinel-watched primary, each on both faces."""
     clock = ManualClock()
     store: Store
     kind = str(request.param)
     if kind.startswith("memory"):
         store = MemoryStore(clock=clock)
+    elif kind.startswith(("redis-cluster", "redis-sentinel")):
+        where = request.getfixturevalue(
+            "redis_cluster" if kind.startswith("redis-cluster") else "redis_sentinel"
+        )
+        store = RedisStore(where.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
     elif kind.startswith("redis") and kind != "redis-acl":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = RedisStore(server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)

@@ -68,7 +68,7 @@ def test_missing_env_var_names_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
         ("version: 2\n", "g.yaml:1: version"),
         (
             "version: 1\nstore: {url: 'http://x'}\n",
-            "g.yaml:2: store.url: must start with memory://",
+            "g.yaml:2: store.url: must start with redis://, rediss://, unix://, redis+cluster://",
         ),
         ("version: 1\napprovers: [{name: alice, group: [x]}]\n", "approvers[0].group: unknown key"),
         ("version: 1\nchannels: [{type: carrier-pigeon}]\n", "channels[0]"),

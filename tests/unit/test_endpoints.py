@@ -1,0 +1,100 @@
+"""store.url: one node, a Redis Cluster's seed nodes, a Sentinel service; and store.retry."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gatekeeper import ConfigError, StoreUnavailable
+from gatekeeper._config import parse_config
+from gatekeeper.store._endpoints import parse_endpoint
+
+
+def test_one_node_urls_are_redis_pys_own() -> None:
+    for url, tls in [
+        ("redis://localhost:6379/0", False),
+        ("rediss://u:p@h:6380/2", True),
+        ("unix:///run/redis.sock", False),
+    ]:
+        endpoint = parse_endpoint(url)
+        assert (endpoint.kind, endpoint.tls, endpoint.url) == ("node", tls, url)
+
+
+def test_a_cluster_url_names_seed_nodes_and_credentials() -> None:
+    endpoint = parse_endpoint(
+        "rediss+cluster://gk-agent:s%40cret@10.0.0.1:7000,10.0.0.2,[::1]:7002"
+    )
+    assert endpoint.kind == "cluster" and endpoint.tls
+    assert endpoint.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert (endpoint.username, endpoint.password) == ("gk-agent", "s@cret")
+    assert "s%40cret" not in endpoint.shown and ":***@" in endpoint.shown
+    assert "s@cret" not in repr(endpoint)
+
+
+def test_a_sentinel_url_names_sentinels_service_and_database() -> None:
+    endpoint = parse_endpoint("redis+sentinel://:pw@s1:26380,s2/mymaster/3?sentinel_password=spw")
+    assert endpoint.kind == "sentinel" and not endpoint.tls
+    assert endpoint.nodes == (("s1", 26380), ("s2", 26379))  # a sentinel's own default port
+    assert (endpoint.service, endpoint.db, endpoint.password) == ("mymaster", 3, "pw")
+    assert endpoint.options == {"sentinel_password": "spw"}
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://x", "unknown Redis URL scheme 'http://'"),
+        ("redis+mesh://h:1", "unknown Redis URL scheme 'redis+mesh://'"),
+        ("redis+cluster://", "name at least one host:port"),
+        ("redis+cluster://h:1/0", "a cluster URL has no path"),
+        ("redis+cluster://h:99999", "'h:99999' is not host:port"),
+        ("redis+sentinel://s1:26379", "a sentinel URL ends with /SERVICE"),
+        ("redis+sentinel://s1/svc/x", "the database must be a number"),
+        ("redis+cluster://u:topsecret@h:1?timeout=3", "unknown option 'timeout'"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong_without_the_password(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)) as info:
+        parse_endpoint(url)
+    assert said in str(info.value)
+    assert "topsecret" not in str(info.value)
+
+
+def test_the_config_takes_cluster_and_sentinel_urls_and_a_retry_bound() -> None:
+    config = parse_config(
+        "version: 1\nstore:\n  url: redis+sentinel://s1,s2,s3/gk\n"
+        "  retry: {attempts: 40, within: 30s, max_wait: 1}\n",
+        source="g.yaml",
+    )
+    assert config.store.url == "redis+sentinel://s1,s2,s3/gk"
+    retry = config.store.retry
+    assert (retry.attempts, retry.within, retry.max_wait) == (40, 30.0, 1.0)
+    quick = parse_config(
+        "version: 1\nstore:\n  url: redis+sentinel://127.0.0.1:9/gk\n"
+        "  retry: {attempts: 40, within: 0.2s, max_wait: 0.1}\n",
+        source="g.yaml",
+    )
+    store = quick.build_store()  # makes clients; connects at its first command
+    try:
+        assert store.endpoint.kind == "sentinel"  # type: ignore[attr-defined]
+        built = store.retry  # type: ignore[attr-defined]
+        assert (built.attempts, built.within, built.max_wait) == (40, 0.2, 0.1)
+    finally:
+        # Its last flush finds no sentinel at port 9: given up within 0.2 s, and said plainly.
+        with pytest.raises(StoreUnavailable) as info:
+            store.close()
+    said = str(info.value)
+    assert "No master found for 'gk'" in said and "sentinel 127.0.0.1:9 - " in said
+    assert "ConnectionPool" not in said and len(said) < 300
+    defaults = parse_config("version: 1\n", source="g.yaml").store.retry
+    assert (defaults.attempts, defaults.within, defaults.max_wait) == (5, 2.0, 0.5)
+
+
+def test_the_config_refuses_a_bad_url_or_retry_by_line_and_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nstore:\n  url: redis+cluster://h:1/0\n", source="g.yaml")
+    assert str(info.value).startswith("g.yaml:3: store.url:")
+    assert "a cluster URL has no path" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nstore:\n  retry: {within: 0}\n", source="g.yaml")
+    assert "store.retry.within" in str(info.value)
