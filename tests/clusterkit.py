@@ -113,6 +113,10 @@ class Cluster:
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 "1500",
+                "--logfile",
+                "redis.log",
+                "--repl-diskless-sync-delay",
+                "0",
                 "--save",
                 "",
                 "--appendonly",
@@ -135,6 +139,7 @@ class Cluster:
             timeout=60,
         )
         _until("the cluster to be ok on every node", self.ok)
+        _until("every replica to be in sync", self._replicas_in_sync)
         self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
 
     def ok(self) -> bool:
@@ -146,6 +151,14 @@ class Cluster:
                 if "cluster_state:ok" not in info:
                     return False
         return True
+
+    def _replicas_in_sync(self) -> bool:
+        synced = 0
+        for node in self.nodes:
+            with node.client() as c:
+                info = c.info("replication")
+                synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return synced == 3
 
     def masters(self) -> list[Node]:
         """The nodes that are masters now (a failover changes which)."""
@@ -183,7 +196,7 @@ class Sentinels:
     """One primary, one replica, and three sentinels that fail it over."""
 
     def __init__(self, workdir: Path) -> None:
-        plain = ["--save", "", "--appendonly", "no"]
+        plain = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         primary_port = _free_port()
         self.primary = Node(plain, workdir / "primary", primary_port)
         replica_port = _free_port()

@@ -1,0 +1,89 @@
+"""A deployment spread over a real Redis Cluster: 500 held calls of 20 agents on all three masters.
+
+Each agent's keys share its own hash tag, so agents land on different
+masters; the console's queue and the deciding side read and decide across
+every shard as they do on one node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from gatekeeper import AgentHalted, Gatekeeper, Policy, RedisStore, RequestStatus
+from gatekeeper.models import HaltScope
+from gatekeeper.testing import ManualClock
+from tests.storekit import MANUAL_LEASE, held_event, make_request
+
+pytestmark = pytest.mark.redis
+
+AGENTS = [f"agent-{n:02d}" for n in range(20)]
+CALLS = 500
+
+
+def test_500_held_calls_of_20_agents_spread_over_every_master_and_are_decided(
+    redis_cluster: Any, redis_prefix: str
+) -> None:
+    clock = ManualClock()
+    store = RedisStore(redis_cluster.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
+    gate = Gatekeeper(policy=Policy.empty(), store=store, clock=clock)
+    try:
+        held = []
+        for n in range(CALLS):
+            req = make_request(clock, agent=AGENTS[n % len(AGENTS)], args={"n": n}, timeout=600)
+            held.append(store.hold(req, held_event(req)).id)
+
+        # Where the requests are: every master holds some agents' requests, none holds all.
+        per_master: Counter[int] = Counter()
+        for node in redis_cluster.masters():
+            with node.client() as client:
+                for key in client.scan_iter(match=f"{{{redis_prefix}:*}}:req:*", count=1000):
+                    if not key.endswith((b":wake",)):
+                        per_master[node.port] += 1
+        assert len(per_master) == 3, per_master
+        assert sum(per_master.values()) == CALLS
+        assert max(per_master.values()) < CALLS
+
+        # The console's queue reads every shard: all 500, in pages, each once.
+        seen: list[str] = []
+        for offset in range(0, CALLS, 100):
+            page, total = store.queue(limit=100, offset=offset)
+            assert total == CALLS
+            seen += [r.id for r in page]
+        assert sorted(seen) == sorted(held)
+        assert {r.call.agent for r in store.queue(limit=CALLS)[0]} == set(AGENTS)
+
+        # Decided across the shards: every other one approved, the rest denied.
+        for n, rid in enumerate(held):
+            if n % 2:
+                gate.deny(rid, approver="alice", comment="no")
+            else:
+                gate.approve(rid, approver="alice")
+        ended = Counter(store.get(rid).status for rid in held)
+        assert ended == {RequestStatus.APPROVED: CALLS // 2, RequestStatus.DENIED: CALLS // 2}
+        assert store.queue(limit=10)[1] == 0
+    finally:
+        gate.close()
+
+
+def test_a_global_halt_reaches_the_agents_of_every_master(
+    redis_cluster: Any, redis_prefix: str
+) -> None:
+    clock = ManualClock()
+    store = RedisStore(redis_cluster.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
+    try:
+        held = []
+        for n in range(60):
+            req = make_request(clock, agent=AGENTS[n % len(AGENTS)], args={"n": n}, timeout=600)
+            held.append(store.hold(req, held_event(req)).id)
+        cancelled = store.halt(HaltScope.ALL, "*", by="ops", reason="drill")
+        assert sorted(cancelled) == sorted(held)  # every shard's pending requests
+        assert {store.get(rid).status for rid in held} == {RequestStatus.CANCELLED}
+        for agent in AGENTS:  # and every agent, wherever its keys live, is refused at once
+            req = make_request(clock, agent=agent, args={"after": True})
+            with pytest.raises(AgentHalted):
+                store.hold(req, held_event(req))
+    finally:
+        store.close()
