@@ -68,9 +68,7 @@ class Endpoint:
     @property
     def shown(self) -> str:
         """The URL with any password replaced by ``***`` (for messages and logs)."""
-        if self.password is None:
-            return self.url
-        return self.url.replace(f":{_quoted_password(self.url)}@", ":***@", 1)
+        return _redacted(self.url)
 
     # -- clients ---------------------------------------------------------------------------
     def _common(self, socket_timeout: float) -> dict[str, Any]:

@@ -91,8 +91,21 @@ _REFUSED = (
 )
 
 
+def _unreachable_cluster(exc: BaseException) -> bool:
+    """The cluster client could reach no seed node as it was made (a plain cluster exception)."""
+    return isinstance(exc, rexc.RedisClusterException) and "cannot be connected" in str(exc)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error under a cluster client's "cannot be connected" (the last node's), else ``exc``."""
+    inner = exc.__cause__ or exc.__context__
+    return inner if _unreachable_cluster(exc) and inner is not None else exc
+
+
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, rexc.AuthenticationError)
+    if isinstance(_cause(exc), rexc.AuthenticationError):
+        return False
+    return isinstance(exc, RETRYABLE) or _unreachable_cluster(exc)
 
 
 def _unsent(exc: BaseException) -> bool:
@@ -106,7 +119,7 @@ def _unsent(exc: BaseException) -> bool:
     that timed out — may have come after Redis received the command, and ran
     it. (The cluster client is made to try once, so its error is the try's.)
     """
-    if isinstance(exc, _REFUSED):
+    if isinstance(exc, _REFUSED) or _unreachable_cluster(exc):
         return True
     said = str(exc)
     return any(
@@ -141,8 +154,10 @@ def translate_redis_error(
     else ``exc`` alone) can have reached Redis, ``"unknown"`` otherwise.
     """
     applied = "no" if all(_unsent(e) for e in (tries or [exc])) else "unknown"
-    if isinstance(exc, rexc.AuthenticationError):
-        return StoreUnavailable(f"Redis refused the credentials: {exc}", applied="no")
+    if isinstance(_cause(exc), rexc.AuthenticationError):
+        return StoreUnavailable(f"Redis refused the credentials: {_cause(exc)}", applied="no")
+    if _unreachable_cluster(exc):
+        return StoreUnavailable(f"Redis is unavailable: {plain(exc)}", applied="no")
     if isinstance(exc, RETRYABLE):
         said = plain(exc)
         return StoreUnavailable(f"Redis is unavailable: {said}", applied=applied)
@@ -232,9 +247,16 @@ class RedisStore:
         # Blocking callers are threads, each holding a connection only while a
         # command runs (waiting threads hold none: see _wakes.py). The async
         # face caps its pool (per event loop) at the same number.
-        self.client: Any = self.endpoint.client(
-            max_connections=max_connections, socket_timeout=socket_timeout
-        )
+        # A cluster client asks the seed nodes for the cluster's layout as it is
+        # made; a cluster that is down or failing over is tried within the bound.
+        try:
+            for attempt in Retrying(**self.retry.tenacity_kwargs()):
+                with attempt:
+                    self.client: Any = self.endpoint.client(
+                        max_connections=max_connections, socket_timeout=socket_timeout
+                    )
+        except REDIS_ERRORS as exc:
+            raise translate_redis_error(exc) from exc
         self._wakes = Wakes(self.endpoint, self.keys.channel, socket_timeout=socket_timeout)
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
@@ -246,7 +268,7 @@ class RedisStore:
         _OPEN.add(self)
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.url!r}, prefix={self.keys.prefix!r})"
+        return f"RedisStore({self.endpoint.shown!r}, prefix={self.keys.prefix!r})"  # no password
 
     @property
     def aio(self) -> AsyncStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,33 @@ def test_the_config_refuses_a_bad_url_or_retry_by_line_and_field() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("version: 1\nstore:\n  retry: {within: 0}\n", source="g.yaml")
     assert "store.retry.within" in str(info.value)
+
+
+def test_a_stores_repr_never_shows_the_password(redis_cluster: Any) -> None:
+    from gatekeeper import RedisStore
+
+    store = RedisStore("redis://gk:hunter2@127.0.0.1:9/0", prefix="p")  # connects on first use
+    assert "hunter2" not in repr(store) and "gk:***@127.0.0.1:9" in repr(store)
+    with pytest.raises(StoreUnavailable) as info:  # its last flush finds no Redis there
+        store.close()
+    assert "hunter2" not in str(info.value)
+
+    seeds = redis_cluster.url.removeprefix("redis+cluster://")
+    with pytest.raises(StoreUnavailable) as info:  # a cluster client connects as it is made
+        RedisStore(f"redis+cluster://gk:hunter2@{seeds}", prefix="p")
+    assert str(info.value).startswith("Redis refused the credentials")
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_cluster_that_can_not_be_reached_is_a_clear_error_at_once() -> None:
+    from gatekeeper import RedisStore
+    from gatekeeper.store import RetryPolicy
+
+    with pytest.raises(StoreUnavailable) as info:
+        RedisStore(
+            "redis+cluster://gk:hunter2@127.0.0.1:9",
+            retry=RetryPolicy(attempts=2, within=0.2),
+        )
+    said = str(info.value)
+    assert said.startswith("Redis is unavailable: ") and "127.0.0.1:9" in said
+    assert "hunter2" not in said
