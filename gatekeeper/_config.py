@@ -228,6 +228,13 @@ class Config(_Model):
         url = self.store_url
         if url.startswith("memory://"):
             return MemoryStore()
+        from .store._endpoints import parse_endpoint
+
+        try:
+            parse_endpoint(url)
+        except ValueError as exc:  # from the environment: the file's URL was checked on loading
+            where = f"${ENV_REDIS_URL}" if os.environ.get(ENV_REDIS_URL) else "store.url"
+            raise ConfigError(f"{where}: {exc}", source=self.source, field="store.url") from None
         return RedisStore(
             url,
             prefix=self.store.prefix,

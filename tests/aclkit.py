@@ -16,12 +16,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from gatekeeper._clock import Clock
 from gatekeeper._signing import DecisionKeys, SigningKey, TrustedKeys
 from gatekeeper.models import ApprovalRequest
 from gatekeeper.store import RedisStore
 from gatekeeper.store._acl import acl_rules, acl_user
+from gatekeeper.store._endpoints import parse_endpoint
 from tests.storekit import MANUAL_LEASE
 
 Draft = Mapping[str, Any]
@@ -32,12 +34,17 @@ class RoleSplitStore:
 
     def __init__(self, url: str, prefix: str, clock: Clock) -> None:
         self._url, self._prefix, self.clock = url, prefix, clock
-        self._admin = redis.Redis.from_url(url)
+        self._cluster = url.startswith("redis+cluster://")
+        self._admin: Any = (
+            parse_endpoint(url).client(max_connections=4, socket_timeout=10)
+            if self._cluster
+            else redis.Redis.from_url(url)
+        )
         key = SigningKey.generate()
         self._trusted = {key.key_id: key.public_text}
         self._passwords: dict[str, str] = {}
         for argv in acl_rules(prefix, passwords=self._passwords, roles=("decider",)):
-            self._admin.execute_command(*argv)
+            self._acl(argv)
         self.decider = RedisStore(
             self._login(acl_user(prefix, "decider")),
             prefix=prefix,
@@ -51,15 +58,23 @@ class RoleSplitStore:
         self._agents: dict[str, RedisStore] = {}
         self.aio = _AsyncSplit(self)
 
+    def _acl(self, argv: list[str]) -> None:
+        """``ACL SETUSER ...`` on the server, or on every node of a cluster (replicas too)."""
+        if self._cluster:
+            self._admin.execute_command(*argv, target_nodes=RedisCluster.ALL_NODES)
+        else:
+            self._admin.execute_command(*argv)
+
     def _login(self, user: str) -> str:
-        return self._url.replace("redis://", f"redis://{user}:{self._passwords[user]}@")
+        scheme = "redis+cluster://" if self._cluster else "redis://"
+        return self._url.replace(scheme, f"{scheme}{user}:{self._passwords[user]}@", 1)
 
     def agent(self, name: str) -> RedisStore:
         """The store of agent ``name``'s processes: its own ACL user, public keys only."""
         store = self._agents.get(name)
         if store is None:
             for argv in acl_rules(self._prefix, agents=[name], passwords=self._passwords, roles=()):
-                self._admin.execute_command(*argv)
+                self._acl(argv)
             store = RedisStore(
                 self._login(acl_user(self._prefix, "agent", name)),
                 prefix=self._prefix,
@@ -203,7 +218,7 @@ class RoleSplitStore:
             self.decider.close()
         finally:
             for user in self._passwords:
-                self._admin.execute_command("ACL", "DELUSER", user)
+                self._acl(["ACL", "DELUSER", user])
             self._admin.close()
 
 

@@ -29,6 +29,9 @@ from ._redis_ops import AgentKeys, Keys
 __all__ = ["acl_rules", "acl_user"]
 
 _CONNECT = ["+ping", "+hello", "+auth", "+echo", "+client|setname"]
+# What redis-py's cluster client reads as it starts and when the cluster changes:
+# the slots' layout and the commands' key positions. Read-only, about the server.
+_CLUSTER_LAYOUT = ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command"]
 _READS = [
     "+hget",
     "+hgetall",
@@ -80,6 +83,7 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
     return [
         "-@all",
         *_CONNECT,
+        *_CLUSTER_LAYOUT,
         *_READS,
         *_SCRIPTS,
         *_PUBSUB,
@@ -119,6 +123,7 @@ def _auditor_rule(k: Keys) -> list[str]:
     return [
         "-@all",
         *_CONNECT,
+        *_CLUSTER_LAYOUT,
         "+@read",
         "-@dangerous",
         "+subscribe",

@@ -21,9 +21,11 @@ Nothing here talks to Redis: it only builds redis-py's clients.
 
 from __future__ import annotations
 
+import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import redis
 import redis.asyncio as aredis
@@ -160,15 +162,13 @@ class Endpoint:
         """A blocking client for one pub/sub subscription, which never reconnects by itself.
 
         On a cluster, a plain ``PUBLISH`` reaches the subscribers of every
-        node, so the subscription is made on one node the cluster names.
+        node, so the subscription is made on one seed node, a different one
+        (at random) each time it is made again: no cluster client is needed.
         """
         once: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_keepalive": True}
         if self.kind == "cluster":
-            return RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in self.nodes],  # type: ignore[no-untyped-call]
-                **once,
-                **self._common(socket_timeout),
-            )
+            host, port = random.choice(self.nodes)  # noqa: S311  (spreading, not secrecy)
+            return redis.Redis(host=host, port=port, **once, **self._common(socket_timeout))
         if self.kind == "sentinel":
             assert self.service is not None
             sentinel = Sentinel(
@@ -186,11 +186,8 @@ class Endpoint:
         """The asyncio :meth:`subscriber`."""
         once: dict[str, Any] = {"retry": AsyncRetry(NoBackoff(), 0)}
         if self.kind == "cluster":
-            return AsyncRedisCluster(
-                startup_nodes=[AsyncClusterNode(h, p) for h, p in self.nodes],
-                **once,
-                **self._common(socket_timeout),
-            )
+            host, port = random.choice(self.nodes)  # noqa: S311  (spreading, not secrecy)
+            return aredis.Redis(host=host, port=port, **once, **self._common(socket_timeout))
         if self.kind == "sentinel":
             assert self.service is not None
             sentinel = AsyncSentinel(
@@ -205,17 +202,14 @@ class Endpoint:
         )
 
 
-def _quoted_password(url: str) -> str:
-    rest = url.split("://", 1)[1]
-    creds = rest.rsplit("@", 1)[0] if "@" in rest.split("/", 1)[0] else ""
-    return creds.split(":", 1)[1] if ":" in creds else ""
-
-
 def parse_endpoint(url: str) -> Endpoint:
     """``url`` as an :class:`Endpoint`; ValueError saying what is wrong with it."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"{url!r} is not a Redis URL (redis://, redis+cluster://, ...)")
+        raise ValueError(
+            "the store URL has no scheme:// (redis://, rediss://, unix://, redis+cluster://, "
+            "redis+sentinel://, ...); it is not shown, as it may hold a password"
+        )
     scheme = scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
         return Endpoint("node", url, tls=scheme == "rediss")
@@ -225,24 +219,31 @@ def parse_endpoint(url: str) -> Endpoint:
             f"unknown Redis URL scheme {scheme + '://'!r}: use redis://, rediss://, unix://, "
             "redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
         )
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
     username = password = None
-    if "@" in netloc:
-        creds, netloc = netloc.rsplit("@", 1)
+    at = rest.rfind("@", 0, len(rest.partition("?")[0]))
+    if at != -1:  # the user part: up to the last "@" before the query (a password may hold "/")
+        creds, rest = rest[:at], rest[at + 1 :]
         user, colon, secret = creds.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
     default_port = 26379 if kind == "sentinel" else 6379
     nodes = tuple(_node(part, url, default_port) for part in netloc.split(",") if part)
     if not nodes:
         raise ValueError(f"{_redacted(url)}: name at least one host:port")
     options: dict[str, Any] = {}
-    for key, values in parse_qs(query, keep_blank_values=True).items():
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        key, value = unquote(key), unquote(value)  # "+" is a plus, as in the user part
         if key in _TLS_OPTIONS:
-            options[key] = _TLS_OPTIONS[key](values[-1])  # type: ignore[operator]
+            if base != "rediss":
+                raise ValueError(
+                    f"{_redacted(url)}: {key} is a TLS option; use {base}s+{kind}:// for TLS"
+                )
+            options[key] = _TLS_OPTIONS[key](value)  # type: ignore[operator]
         elif key in _SENTINEL_OPTIONS and kind == "sentinel":
-            options[key] = values[-1]
+            options[key] = value
         else:
             raise ValueError(f"{_redacted(url)}: unknown option {key!r}")
     parts = [p for p in path.split("/") if p]
@@ -261,7 +262,7 @@ def parse_endpoint(url: str) -> Endpoint:
         )
     db = 0
     if len(parts) == 2:
-        if not parts[1].isdigit():
+        if not re.fullmatch(r"[0-9]+", parts[1]):
             raise ValueError(f"{_redacted(url)}: the database must be a number, not {parts[1]!r}")
         db = int(parts[1])
     return Endpoint(
@@ -269,19 +270,42 @@ def parse_endpoint(url: str) -> Endpoint:
     )
 
 
+_HOST_PORT = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::([0-9]{1,5}))?")
+
+
 def _node(part: str, url: str, default_port: int) -> tuple[str, int]:
-    host, colon, port = part.rpartition(":")
-    if not colon:
-        host, port = part, str(default_port)
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{_redacted(url)}: {part!r} is not host:port")
-    return host, int(port)
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    found = _HOST_PORT.fullmatch(part)
+    port = int(found.group(3) or default_port) if found else 0
+    if found is None or not 0 < port < 65536:
+        raise ValueError(
+            f"{_redacted(url)}: {part!r} is not host:port (an IPv6 address goes in [brackets])"
+        )
+    return found.group(1) or found.group(2), port
 
 
 def _redacted(url: str) -> str:
-    secret = _quoted_password(url)
-    return url.replace(f":{secret}@", ":***@", 1) if secret else url
+    """``url`` with the password of its user part and every ``*password*`` option as ``***``.
+
+    The user part ends at the last ``@`` before the query (a password may hold
+    ``@`` or ``/`` unencoded; ``?`` must be written ``%3F``): everything after
+    its first ``:`` is hidden.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(a URL without scheme://, not shown: it may hold a password)"
+    at = rest.rfind("@", 0, len(rest.partition("?")[0]))
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else user) + rest[at:]
+    if "?" in rest:
+        head, _, query = rest.partition("?")
+        parts = []
+        for item in query.split("&"):
+            key, eq, _value = item.partition("=")
+            parts.append(f"{key}=***" if eq and "password" in key.lower() else item)
+        rest = f"{head}?{'&'.join(parts)}"
+    return f"{scheme}://{rest}"
 
 
 def _keeping(sentinel: Any, client: Any) -> Any:

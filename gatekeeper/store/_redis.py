@@ -87,7 +87,6 @@ _REFUSED = (
     rexc.TryAgainError,
     rexc.ReadOnlyError,
     rexc.SlotNotCoveredError,
-    rexc.RedisClusterUnreachableError,
 )
 
 
@@ -103,7 +102,7 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(_cause(exc), rexc.AuthenticationError):
+    if isinstance(_cause(exc), (rexc.AuthenticationError, rexc.NoPermissionError)):
         return False
     return isinstance(exc, RETRYABLE) or _unreachable_cluster(exc)
 
@@ -119,7 +118,12 @@ def _unsent(exc: BaseException) -> bool:
     that timed out — may have come after Redis received the command, and ran
     it. (The cluster client is made to try once, so its error is the try's.)
     """
-    if isinstance(exc, _REFUSED) or _unreachable_cluster(exc):
+    if isinstance(exc, rexc.RedisClusterException):
+        # The cluster client's own: it may wrap the try's error (a read that timed
+        # out after the command ran, re-raised as "unreachable"): judged by that.
+        cause = exc.__cause__
+        return _unsent(cause) if cause is not None else _unreachable_cluster(exc)
+    if isinstance(exc, _REFUSED):
         return True
     said = str(exc)
     return any(
@@ -156,8 +160,10 @@ def translate_redis_error(
     applied = "no" if all(_unsent(e) for e in (tries or [exc])) else "unknown"
     if isinstance(_cause(exc), rexc.AuthenticationError):
         return StoreUnavailable(f"Redis refused the credentials: {_cause(exc)}", applied="no")
+    if _unreachable_cluster(exc) and isinstance(_cause(exc), rexc.NoPermissionError):
+        return StoreError(f"Redis refused this user the cluster's layout: {_cause(exc)}")
     if _unreachable_cluster(exc):
-        return StoreUnavailable(f"Redis is unavailable: {plain(exc)}", applied="no")
+        return StoreUnavailable(f"Redis is unavailable: {plain(exc)}", applied=applied)
     if isinstance(exc, RETRYABLE):
         said = plain(exc)
         return StoreUnavailable(f"Redis is unavailable: {said}", applied=applied)
@@ -330,8 +336,9 @@ class RedisStore:
         self._scripts_checked = time.monotonic()
 
     def keep_scripts_loaded(self) -> None:
-        """Reload the scripts if Redis lost them (a restart); checked at most every 5 s."""
-        if time.monotonic() - self._scripts_checked < 5.0:
+        """Reload the scripts if Redis lost them (a restart, a promoted replica); checked at
+        most every second."""
+        if time.monotonic() - self._scripts_checked < 1.0:
             return
         shas = [script.sha for script in self._scripts.values()]
         present = self._call(lambda: self.client.script_exists(*shas))
@@ -1115,9 +1122,10 @@ def _scripts_missing(exc: StoreError) -> StoreError:
     said = str(exc).lower()
     if ("noperm" in said or "no permissions" in said) and "script" in said:
         return StoreError(
-            "the store's scripts are not loaded on this Redis, and this process's Redis user "
-            "may not load them: start a deciding process (`gatekeeper serve`) first, which "
-            "loads them and keeps them loaded"
+            "the store's scripts are not loaded on this Redis (a restart, or a replica "
+            "promoted since they were loaded), and this process's Redis user may not load "
+            "them: a deciding process (`gatekeeper serve`) loads them, checking every second; "
+            "if none is running, start one"
         )
     return exc
 

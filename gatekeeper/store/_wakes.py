@@ -121,13 +121,28 @@ class Wakes:
         for event in events:
             event.set()
 
+    def _subscriber(self) -> Any:
+        """The subscription's client, or None (logged, waiters woken) when it can't be made."""
+        try:
+            return self._endpoint.subscriber(socket_timeout=self._socket_timeout)
+        except Exception as exc:
+            self.reconnects += 1
+            log.warning("decision subscription can't be made, retrying: %s", exc)
+            self._wake(None)  # re-read now: a wake may be missed meanwhile
+            self._closed.wait(0.5)
+            return None
+
     def _listen(self) -> None:
         # No silent reconnects inside redis-py: a lost subscription must come
         # back here, which subscribes again and wakes every waiter.
-        client = self._endpoint.subscriber(socket_timeout=self._socket_timeout)
+        client: Any = None
         backoff = 0.05
         try:
             while not self._closed.is_set():
+                if client is None:  # a cluster client connects as it is made: in the loop
+                    client = self._subscriber()
+                    if client is None:
+                        continue
                 pubsub = client.pubsub()
                 self._pubsub = pubsub
                 beat = Heartbeat()
@@ -165,8 +180,9 @@ class Wakes:
                     with contextlib.suppress(Exception):  # it is gone either way
                         pubsub.close()
         finally:
-            with contextlib.suppress(Exception):
-                disconnect(client)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    disconnect(client)
 
     def close(self) -> None:
         """Stop listening (the waiting threads fall back to re-reading every RECHECK s)."""

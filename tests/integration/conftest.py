@@ -55,6 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "memory-aio",
         "redis-aio",
         "redis-cluster",
+        "redis-cluster-acl",
         "redis-cluster-aio",
         "redis-sentinel",
         "redis-sentinel-aio",
@@ -67,12 +68,16 @@ def clock_and_store(
     the shipped ACL users (see tests/aclkit.py), with a ManualClock; in the contract
     modules (:data:`ON_BOTH_FACES`), also on the async faces of the first two
     (tests/aiokit.py); in :data:`ON_EVERY_REDIS`, also on a RedisStore on a real
-    Redis Cluster and on a Sentinel-watched primary, each on both faces."""
+    Redis Cluster (both faces, and split by role under the ACL users) and on a
+    Sentinel-watched primary (both faces)."""
     clock = ManualClock()
     store: Store
     kind = str(request.param)
     if kind.startswith("memory"):
         store = MemoryStore(clock=clock)
+    elif kind == "redis-cluster-acl":
+        cluster = request.getfixturevalue("redis_cluster")
+        store = RoleSplitStore(cluster.url, redis_prefix, clock)  # type: ignore[assignment]
     elif kind.startswith(("redis-cluster", "redis-sentinel")):
         where = request.getfixturevalue(
             "redis_cluster" if kind.startswith("redis-cluster") else "redis_sentinel"

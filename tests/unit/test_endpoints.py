@@ -129,3 +129,96 @@ def test_a_cluster_that_can_not_be_reached_is_a_clear_error_at_once() -> None:
     said = str(info.value)
     assert said.startswith("Redis is unavailable: ") and "127.0.0.1:9" in said
     assert "hunter2" not in said
+
+
+def test_a_cluster_error_over_a_read_that_timed_out_may_have_been_applied() -> None:
+    import redis.exceptions as rexc
+
+    from gatekeeper.store._redis import translate_redis_error
+
+    # redis-py re-raises a try's error as "unreachable" when its topology refresh failed;
+    # the try's read timed out after the command was sent: it may have run.
+    try:
+        try:
+            raise rexc.TimeoutError("Timeout reading from 127.0.0.1:7000")
+        except rexc.TimeoutError as timeout:
+            raise rexc.RedisClusterUnreachableError(
+                "Redis Cluster cannot be connected. Please provide at least one reachable node"
+            ) from timeout
+    except rexc.RedisClusterUnreachableError as exc:
+        said = translate_redis_error(exc)
+    assert isinstance(said, StoreUnavailable)
+    assert said.context["applied"] == "unknown"
+    try:
+        try:
+            raise rexc.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Refused.")
+        except rexc.ConnectionError as refused:
+            raise rexc.RedisClusterException("Redis Cluster cannot be connected.") from refused
+    except rexc.RedisClusterException as exc:
+        never_sent = translate_redis_error(exc)
+    assert never_sent.context["applied"] == "no"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("redis+sentinel://u:pw@s1/svc?sentinel_password=hunter2", "hunter2"),
+        ("redis://h:6379/0?password=hunter2", "hunter2"),
+        ("redis+cluster://u:hun/ter2@h:1", "hun/ter2"),
+        ("redis+cluster://u:hunter2@h:1/0", "hunter2"),  # refused (a path), still hidden
+        ("u:hunter2@127.0.0.1:6390/0", "hunter2"),  # no scheme at all: not echoed
+    ],
+)
+def test_passwords_are_hidden_in_every_url_form(url: str, secret: str) -> None:
+    try:
+        shown = parse_endpoint(url).shown
+    except ValueError as exc:
+        shown = str(exc)
+    assert secret not in shown
+    assert "pw" not in shown.replace("password", "")
+
+
+def test_hosts_tls_options_plus_signs_and_digits_are_read_strictly() -> None:
+    assert parse_endpoint("redis+cluster://[::1]").nodes == (("::1", 6379),)
+    assert parse_endpoint("redis+cluster://[::1]:7000,h").nodes == (("::1", 7000), ("h", 6379))
+    ep = parse_endpoint("redis+sentinel://s/svc?sentinel_password=a+b%21")
+    assert ep.options == {"sentinel_password": "a+b!"}  # "+" is a plus, as in the user part
+    for bad, said in [
+        ("redis+cluster://::1", "is not host:port (an IPv6 address goes in [brackets])"),
+        ("redis+cluster://h:1?ssl_ca_certs=/ca.pem", "use rediss+cluster:// for TLS"),
+        ("redis+sentinel://s/svc/\u0661", "the database must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(said)):
+            parse_endpoint(bad)
+    assert parse_endpoint("rediss+cluster://h:1?ssl_ca_certs=/ca.pem").options == {
+        "ssl_ca_certs": "/ca.pem"
+    }
+
+
+def test_a_bad_url_in_the_environment_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = parse_config("version: 1\nstore: {url: 'redis://localhost:6379/0'}\n", source="g")
+    monkeypatch.setenv("GATEKEEPER_REDIS_URL", "redis+cluster://gk:hunter2@h:1/0")
+    with pytest.raises(ConfigError) as info:
+        config.build_store()
+    assert str(info.value).startswith("$GATEKEEPER_REDIS_URL: redis+cluster://gk:***@h:1/0: ")
+    assert "a cluster URL has no path" in str(info.value)
+
+
+def test_the_wake_up_thread_outlives_a_cluster_it_can_not_reach_yet() -> None:
+    import time
+
+    from gatekeeper.store._wakes import Wakes
+
+    wakes = Wakes(parse_endpoint("redis+cluster://127.0.0.1:9"), "{p}:decided", socket_timeout=1)
+    try:
+        woken = wakes.watch("r1")
+        deadline = time.monotonic() + 5
+        while wakes.reconnects < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert wakes.reconnects >= 2  # it kept trying, each time waking the waiters to re-read
+        assert woken.is_set()
+        assert wakes._thread is not None and wakes._thread.is_alive()
+    finally:
+        wakes.close()
