@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -125,6 +126,13 @@ class Cluster:
 
     def __init__(self, workdir: Path) -> None:
         self.nodes: list[Node] = []
+        try:
+            self._make(workdir)
+        except BaseException:  # no server of a half-made cluster is left running
+            self.stop()
+            raise
+
+    def _make(self, workdir: Path) -> None:
         for n in range(6):
             port = _cluster_port()
             args = [
@@ -217,6 +225,16 @@ class Sentinels:
     """One primary, one replica, and three sentinels that fail it over."""
 
     def __init__(self, workdir: Path) -> None:
+        self.sentinels: list[Node] = []
+        self.primary: Any = None
+        self.replica: Any = None
+        try:
+            self._make(workdir)
+        except BaseException:  # no server of a half-made set-up is left running
+            self.stop()
+            raise
+
+    def _make(self, workdir: Path) -> None:
         plain = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         primary_port = _free_port()
         self.primary = Node(plain, workdir / "primary", primary_port)
@@ -226,7 +244,6 @@ class Sentinels:
             workdir / "replica",
             replica_port,
         )
-        self.sentinels: list[Node] = []
         for n in range(3):
             port = _free_port()
             folder = workdir / f"sentinel{n}"
@@ -266,7 +283,8 @@ class Sentinels:
 
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.primary]:
-            node.stop()
+            if node is not None:
+                node.stop()
 
 
 class _SentinelNode(Node):
