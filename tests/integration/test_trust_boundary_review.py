@@ -50,7 +50,7 @@ def test_an_agent_user_cannot_send_a_script_of_its_own(dep: Deployment) -> None:
 def test_scripts_lost_by_a_redis_restart_come_back_through_the_deciders(dep: Deployment) -> None:
     event = held_event(make_request(ManualClock(), agent="billing-bot"))
     dep.admin.script_flush()
-    with pytest.raises(Exception, match="a deciding process .* loads them"):
+    with pytest.raises(Exception, match=r"a deciding process .* loads them"):
         dep.agent.admit(event, agent="billing-bot", session_id="s1")
     dep.decider._scripts_checked = -1e9
     dep.decider.flush()  # the sealer of a deciding process loads them again
