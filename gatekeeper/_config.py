@@ -242,11 +242,7 @@ class Config(_Model):
             max_connections=self.store.max_connections,
             lease=self.store.lease,
             retention=self.store.retention,
-            retry=RetryPolicy(
-                attempts=self.store.retry.attempts,
-                within=self.store.retry.within,
-                max_wait=self.store.retry.max_wait,
-            ),
+            retry=RetryPolicy(**self.store.retry.model_dump()),
         )
 
     def decision_keys(self) -> DecisionKeys:

@@ -71,7 +71,6 @@ class Node:
 
     def __init__(self, args: list[str], workdir: Path, port: int) -> None:
         self.port = port
-        self.args = args
         self.workdir = workdir
         self.proc = _start(["--port", str(port), "--bind", "127.0.0.1", *args], workdir)
         _until(f"redis-server on {port}", self.ping)
@@ -108,12 +107,6 @@ class Node:
 
             _until("the replicas to have every acknowledged write", caught_up, timeout=5)
         self.kill()
-
-    def restart(self) -> None:
-        self.proc = _start(
-            ["--port", str(self.port), "--bind", "127.0.0.1", *self.args], self.workdir
-        )
-        _until(f"redis-server on {self.port} again", self.ping)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -291,7 +284,6 @@ class _SentinelNode(Node):
     def __init__(self, conf: Path, workdir: Path, port: int) -> None:
         self.port = port
         self.workdir = workdir
-        self.args = []
         self.proc = subprocess.Popen(
             [_binary("redis-server"), str(conf), "--sentinel"],
             cwd=workdir,

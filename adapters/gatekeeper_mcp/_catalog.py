@@ -176,19 +176,20 @@ class Pins:
 
     def _write(self, data: dict[str, Any]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self.path.parent)
+            self._replace(data)
         except OSError as exc:
             raise PinsError(f"can't write the MCP tool pins {self.path}: {exc}") from exc
+
+    def _replace(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(data, out, indent=1, sort_keys=True, ensure_ascii=True)
             os.replace(tmp, self.path)
-        except BaseException as exc:
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise PinsError(f"can't write the MCP tool pins {self.path}: {exc}") from exc
             raise
 
     def check(self, offered: Offered, now: dt.datetime) -> Offered:

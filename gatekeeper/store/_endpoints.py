@@ -49,7 +49,7 @@ _TLS_OPTIONS = {
     "ssl_cert_reqs": str,
     "ssl_check_hostname": lambda v: v.lower() in ("1", "true", "yes"),
 }
-_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+_SENTINEL = ("sentinel_username", "sentinel_password")
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection (a dead node is given up on quickly)
 
 
@@ -73,27 +73,36 @@ class Endpoint:
         return _redacted(self.url)
 
     # -- clients ---------------------------------------------------------------------------
+    def _tls(self) -> dict[str, Any]:
+        if not self.tls:
+            return {}
+        return {"ssl": True, **{k: v for k, v in self.options.items() if k in _TLS_OPTIONS}}
+
     def _common(self, socket_timeout: float) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "username": self.username,
             "password": self.password,
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": CONNECT_TIMEOUT,
+            **self._tls(),
         }
-        if self.tls:
-            out["ssl"] = True
-            out.update({k: v for k, v in self.options.items() if k in _TLS_OPTIONS})
-        return out
 
-    def _sentinel_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT}
-        for key in _SENTINEL_OPTIONS:
-            if key in self.options:
-                kwargs[key.removeprefix("sentinel_")] = self.options[key]
-        if self.tls:
-            kwargs["ssl"] = True
-            kwargs.update({k: v for k, v in self.options.items() if k in _TLS_OPTIONS})
-        return kwargs
+    def _primary(self, sentinel_class: Any, socket_timeout: float, **kwargs: Any) -> Any:
+        """A client of the primary the sentinels name (blocking or asyncio, by the class)."""
+        assert self.service is not None
+        own = {k.removeprefix("sentinel_"): v for k, v in self.options.items() if k in _SENTINEL}
+        sentinel = sentinel_class(
+            list(self.nodes),
+            sentinel_kwargs={
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+                **own,
+                **self._tls(),
+            },
+            db=self.db,
+            **self._common(socket_timeout),
+        )
+        return _keeping(sentinel, sentinel.master_for(self.service, **kwargs))
 
     def client(self, *, max_connections: int, socket_timeout: float) -> Any:
         """The blocking client the store's commands go through."""
@@ -105,16 +114,7 @@ class Endpoint:
                 **self._common(socket_timeout),
             )
         if self.kind == "sentinel":
-            assert self.service is not None
-            sentinel = Sentinel(
-                list(self.nodes),
-                sentinel_kwargs={**self._sentinel_kwargs(), "socket_timeout": socket_timeout},
-                db=self.db,
-                **self._common(socket_timeout),
-            )
-            return _keeping(
-                sentinel, sentinel.master_for(self.service, max_connections=max_connections)
-            )
+            return self._primary(Sentinel, socket_timeout, max_connections=max_connections)
         # Blocking callers are threads, each holding a connection only while a
         # command runs; past max_connections busy at once, a thread waits its
         # turn for one instead of failing.
@@ -137,16 +137,7 @@ class Endpoint:
                 **self._common(socket_timeout),
             )
         if self.kind == "sentinel":
-            assert self.service is not None
-            sentinel = AsyncSentinel(
-                list(self.nodes),
-                sentinel_kwargs={**self._sentinel_kwargs(), "socket_timeout": socket_timeout},
-                db=self.db,
-                **self._common(socket_timeout),
-            )
-            return _keeping(
-                sentinel, sentinel.master_for(self.service, max_connections=max_connections)
-            )
+            return self._primary(AsyncSentinel, socket_timeout, max_connections=max_connections)
         pool = aredis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=max_connections,
@@ -170,14 +161,7 @@ class Endpoint:
             host, port = random.choice(self.nodes)  # noqa: S311  (spreading, not secrecy)
             return redis.Redis(host=host, port=port, **once, **self._common(socket_timeout))
         if self.kind == "sentinel":
-            assert self.service is not None
-            sentinel = Sentinel(
-                list(self.nodes),
-                sentinel_kwargs={**self._sentinel_kwargs(), "socket_timeout": socket_timeout},
-                db=self.db,
-                **self._common(socket_timeout),
-            )
-            return _keeping(sentinel, sentinel.master_for(self.service, **once))
+            return self._primary(Sentinel, socket_timeout, **once)
         return redis.Redis.from_url(
             self.url, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT, **once
         )
@@ -189,14 +173,7 @@ class Endpoint:
             host, port = random.choice(self.nodes)  # noqa: S311  (spreading, not secrecy)
             return aredis.Redis(host=host, port=port, **once, **self._common(socket_timeout))
         if self.kind == "sentinel":
-            assert self.service is not None
-            sentinel = AsyncSentinel(
-                list(self.nodes),
-                sentinel_kwargs={**self._sentinel_kwargs(), "socket_timeout": socket_timeout},
-                db=self.db,
-                **self._common(socket_timeout),
-            )
-            return _keeping(sentinel, sentinel.master_for(self.service, **once))
+            return self._primary(AsyncSentinel, socket_timeout, **once)
         return aredis.Redis.from_url(
             self.url, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT, **once
         )
@@ -242,7 +219,7 @@ def parse_endpoint(url: str) -> Endpoint:
                     f"{_redacted(url)}: {key} is a TLS option; use {base}s+{kind}:// for TLS"
                 )
             options[key] = _TLS_OPTIONS[key](value)  # type: ignore[operator]
-        elif key in _SENTINEL_OPTIONS and kind == "sentinel":
+        elif key in _SENTINEL and kind == "sentinel":
             options[key] = value
         else:
             raise ValueError(f"{_redacted(url)}: unknown option {key!r}")

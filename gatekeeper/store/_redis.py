@@ -62,13 +62,12 @@ GLOBAL_HALTS_EVERY = 1.0
 
 #: redis-py errors worth another try: the server may be back in a moment.
 #: Beyond a lost connection or a timeout: a cluster that is down or being
-#: resharded (``CLUSTERDOWN``, ``MASTERDOWN``, ``TRYAGAIN``, a slot no node
-#: covers yet, no node reachable) and a node that is a replica now
-#: (``READONLY``, after a failover).
+#: resharded (``ClusterError``: ``CLUSTERDOWN``, ``MASTERDOWN``, too many
+#: redirects; ``TRYAGAIN``, a slot no node covers yet, no node reachable) and
+#: a node that is a replica now (``READONLY``, after a failover).
 RETRYABLE = (
     rexc.ConnectionError,
     rexc.TimeoutError,
-    rexc.ClusterDownError,
     rexc.TryAgainError,
     rexc.ReadOnlyError,
     rexc.ClusterError,
