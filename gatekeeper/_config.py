@@ -143,6 +143,38 @@ class StoreConfig(_Model):
         return url
 
 
+class AuditConfig(_Model):
+    """Where the audit log goes once it is old: archived to files, trimmed from the store."""
+
+    archive: str | None = Field(
+        default=None,
+        description="a directory (relative to this file) for archived audit events; "
+        "`gatekeeper serve` and `gatekeeper audit archive` move events older than `keep` "
+        "there and trim them from Redis (null: never trimmed)",
+    )
+    keep: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="seconds of the newest history kept in the store when archiving",
+    )
+    every: float = Field(
+        default=3600.0,
+        ge=1,
+        description="seconds between archiving runs of `gatekeeper serve`",
+    )
+    max_events: int | None = Field(
+        default=100_000,
+        ge=10,
+        description="the embedded store (memory://) keeps this many sealed events at most: "
+        "the oldest tenth goes to `archive` when set, else is dropped (null: no bound)",
+    )
+
+    @field_validator("keep", "every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class DecisionsConfig(_Model):
     """The keys that sign and check decisions (see docs/security.md)."""
 
@@ -202,6 +234,7 @@ class Config(_Model):
         default=None,
         description="the MCP gateway (`gatekeeper mcp`): upstream servers, agents, limits",
     )
+    audit: AuditConfig = AuditConfig()
 
     # Set by load_config, not read from the file.
     source: str = Field(default="<config>", exclude=True)
@@ -227,7 +260,7 @@ class Config(_Model):
 
         url = self.store_url
         if url.startswith("memory://"):
-            return MemoryStore()
+            return MemoryStore(max_events=self.audit.max_events, archive=self.audit_archive)
         from .store._endpoints import parse_endpoint
 
         try:
@@ -244,6 +277,13 @@ class Config(_Model):
             retention=self.store.retention,
             retry=RetryPolicy(**self.store.retry.model_dump()),
         )
+
+    @property
+    def audit_archive(self) -> str | None:
+        """``audit.archive`` as a path (relative to this file's directory), or None."""
+        if self.audit.archive is None:
+            return None
+        return str(Path(self.base_dir, self.audit.archive))
 
     def decision_keys(self) -> DecisionKeys:
         """The keys this config names, else those of the environment."""

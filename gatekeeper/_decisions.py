@@ -7,10 +7,13 @@ a configured approver, of the rule's group, for the arguments they reviewed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ._archive import whole_chain
 from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
 from ._errors import (
@@ -365,10 +368,23 @@ class Decisions:
             self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="resume")
         return resumed
 
-    def verify_audit(self) -> ChainReport:
-        """Check the audit chain from its first event to the store's head."""
-        head = self.store.audit_head()  # first: events sealed during the walk aren't judged
-        return verify_chain(self.store.audit_entries(), head=head)
+    def verify_audit(self, *, archive: str | os.PathLike[str] | None = None) -> ChainReport:
+        """Check the audit chain up to the store's head: from its first event with the
+        ``archive`` directory, else from the last event archived and trimmed."""
+        for _ in range(3):  # again if an archiving run trimmed during the walk
+            base = self.store.audit_base()
+            head = self.store.audit_head()  # first: events sealed during the walk aren't judged
+            if archive is not None:
+                report = verify_chain(whole_chain(self.store, archive), head=head)
+            else:
+                report = verify_chain(
+                    self.store.audit_entries(), head=head, base=(base.seq, base.hash)
+                )
+                if base.seq:
+                    report = dataclasses.replace(report, trimmed=base)
+            if report.ok or self.store.audit_base() == base:
+                return report
+        return report
 
 
 def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tuple[HaltScope, str]:

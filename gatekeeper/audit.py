@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ __all__ = [
     "GENESIS",
     "ChainReport",
     "StoredEvent",
+    "Trimmed",
     "check_event_ids",
     "draft",
     "encode_draft",
@@ -70,6 +72,17 @@ class StoredEvent(NamedTuple):
     hash: str
 
 
+class Trimmed(NamedTuple):
+    """The last event archived and trimmed from a store: the base the rest chains from.
+
+    ``(0, GENESIS, None)`` while nothing was trimmed. ``at`` is that event's time.
+    """
+
+    seq: int
+    hash: str
+    at: dt.datetime | None
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """What :func:`verify_chain` found. ``problem`` is None when the chain is whole."""
@@ -79,6 +92,9 @@ class ChainReport:
     problem: str | None = None
     entry_id: str | None = None
     seq: int | None = None
+    #: Where the check began when the oldest events were archived and trimmed
+    #: and not checked with it (``count`` counts from there); None: from #1.
+    trimmed: Trimmed | None = None
 
     @property
     def ok(self) -> bool:
@@ -219,7 +235,10 @@ def parse_event(body: bytes, hash_: str) -> AuditEvent:
 
 
 def verify_chain(
-    entries: Iterable[StoredEvent], *, head: tuple[int, str] | None = None
+    entries: Iterable[StoredEvent],
+    *,
+    head: tuple[int, str] | None = None,
+    base: tuple[int, str] = (0, GENESIS),
 ) -> ChainReport:
     """Walk the chain from its start; report the first entry that breaks it.
 
@@ -227,9 +246,13 @@ def verify_chain(
     the check began; when given, the walk stops there (events sealed while
     it runs are not judged), and a chain that ends early (deleted tail) or
     whose last event is not the head is reported too.
+
+    ``base`` is the ``(seq, hash)`` of the last event before ``entries``
+    begin: events archived and trimmed from the store (see
+    :mod:`gatekeeper.audit_archive`). ``count`` then counts from there.
     """
-    prev = GENESIS
-    expected_seq = 1
+    prev = base[1]
+    expected_seq = base[0] + 1
     count = 0
     for entry in entries:
         if head is not None and expected_seq > head[0]:
@@ -260,11 +283,11 @@ def verify_chain(
         prev = entry.hash
         expected_seq += 1
         count += 1
-    if head is not None and count < head[0]:
+    if head is not None and base[0] + count < head[0]:
         return ChainReport(
             count,
             prev,
-            f"the log ends at event {count} but the store's head says {head[0]}: "
+            f"the log ends at event {base[0] + count} but the store's head says {head[0]}: "
             "events were removed from the end",
             None,
             head[0],

@@ -220,9 +220,24 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--json", action="store_true")
     p = audit.add_parser("verify", help="check the hash chain from the first event to the head")
     p.add_argument("--anchor", help="also check the log still holds this signed anchor's head")
+    p.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="check the archived events in DIR too, from event #1 (see `audit archive`)",
+    )
     audit.add_parser("anchor", help="print a signed statement of the chain's head (keep it)")
     p = audit.add_parser("export", help="write every event as JSON lines")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
+    p.add_argument("--archive", metavar="DIR", help="the archived events in DIR first")
+    p = audit.add_parser(
+        "archive",
+        help="move sealed events older than --keep to JSON-lines files in DIR, then trim them "
+        "from the store",
+    )
+    p.add_argument("directory", metavar="DIR", nargs="?", help="default: audit.archive")
+    p.add_argument(
+        "--keep", help="keep this much of the newest history in the store (default: audit.keep)"
+    )
 
     p = sub.add_parser(
         "report", help="a transparency report: calls, decisions, halts, hits, policy versions"
@@ -505,12 +520,14 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             if args.audit_command == "tail":
                 return cmd.audit_tail(gate, args.n, as_json=args.json, io=io)
             if args.audit_command == "verify" and args.anchor:
-                return trust.audit_verify_anchored(gate, args.anchor, io)
+                return trust.audit_verify_anchored(gate, args.anchor, io, archive=args.archive)
             if args.audit_command == "verify":
-                return cmd.audit_verify(gate, io)
+                return cmd.audit_verify(gate, io, archive=args.archive)
             if args.audit_command == "anchor":
                 return trust.audit_anchor(gate, io)
-            return cmd.audit_export(gate, args.output, io)
+            if args.audit_command == "archive":
+                return cmd.audit_archive(gate, args.config, args.directory, args.keep, io)
+            return cmd.audit_export(gate, args.output, io, archive=args.archive)
     finally:
         gate.close()
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from .._archive import ArchiveError, archive_audit, archive_files, whole_chain
 from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._errors import (
@@ -37,13 +38,14 @@ from .._report import (
     window_start,
 )
 from .._report._format import window as report_window
+from .._retention import Keeping
 from .._sweep import advice
 from .._sweep import sweep as run_sweep
 from .._text import inline, quoted_block
 from .._usage import amount as _amount
 from .._usage import limit_usage
 from .._usage import span as _span
-from ..audit import draft, parse_event
+from ..audit import Trimmed, draft, parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
 from ..policy import Policy, parse_duration
@@ -653,10 +655,17 @@ def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
     return 0
 
 
-def audit_verify(gate: Gatekeeper, io: IO) -> int:
-    report = gate.verify_audit()
+def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int:
+    try:
+        report = gate.verify_audit(archive=archive)
+    except ArchiveError as exc:
+        return io.fail(str(exc))
     if report.ok:
         io.say(f"ok: {report.count} events, chain intact, head {report.head_hash[:16]}")
+        if report.trimmed is not None:
+            io.say(trimmed_note(report.trimmed))
+        elif archive is not None:
+            io.say(f"  (from event #1: {len(archive_files(archive))} archive files in {archive})")
         return 0
     where = f"entry {report.entry_id}" if report.entry_id else "the end of the log"
     seq = f" (event #{report.seq})" if report.seq is not None else ""
@@ -666,18 +675,64 @@ def audit_verify(gate: Gatekeeper, io: IO) -> int:
     return 1
 
 
-def audit_export(gate: Gatekeeper, output: str | None, io: IO) -> int:
+def audit_export(
+    gate: Gatekeeper, output: str | None, io: IO, *, archive: str | None = None
+) -> int:
+    base = gate.store.audit_base()
+    if archive is None and base.seq:
+        io.err.write(trimmed_note(base).strip() + "\n")
+    entries = whole_chain(gate.store, archive) if archive else gate.store.audit_entries()
     target = open(output, "w", encoding="utf-8") if output else io.out  # noqa: SIM115
     count = 0
     try:
-        for entry in gate.store.audit_entries():
-            target.write(parse_event(entry.body, entry.hash).model_dump_json() + "\n")
+        for entry in entries:
+            try:
+                event = parse_event(entry.body, entry.hash)
+            except (ValueError, KeyError, TypeError):
+                return io.fail(f"audit entry {entry.entry_id} is not a readable event")
+            target.write(event.model_dump_json() + "\n")
             count += 1
+    except ArchiveError as exc:
+        return io.fail(str(exc))
     finally:
         if output:
             target.close()
     if output:
         io.say(f"wrote {count} events to {output}")
+    return 0
+
+
+def trimmed_note(base: Trimmed) -> str:
+    """What a reader of the store alone does not see: the events archived and trimmed."""
+    when = f" (up to {base.at:%Y-%m-%d %H:%M:%S} UTC)" if base.at else ""
+    return (
+        f"  events #1-#{base.seq}{when} were archived and trimmed from the store: "
+        "`gatekeeper audit verify --archive DIR` checks them too"
+    )
+
+
+def audit_archive(
+    gate: Gatekeeper, config_path: str | None, directory: str | None, keep: str | None, io: IO
+) -> int:
+    config = load_config(config_path)
+    target = directory or config.audit_archive
+    if not target:
+        return io.fail("where to? give a directory, or set audit.archive in the config")
+    try:
+        seconds = parse_duration(keep) if keep else config.audit.keep
+    except ValueError as exc:
+        return io.fail(f"--keep: {exc}")
+    cutoff = gate.clock.now() - dt.timedelta(seconds=seconds)
+    try:
+        result = archive_audit(gate.store, target, older_than=cutoff)
+    except ArchiveError as exc:
+        return io.fail(str(exc))
+    names = ", ".join(p.name for p in result.files) or "no new file"
+    io.say(
+        f"archived {result.archived} events older than {cutoff:%Y-%m-%d %H:%M:%S} UTC to "
+        f"{target} ({names}); trimmed {result.trimmed} from the store; the archive ends at "
+        f"event #{result.through}"
+    )
     return 0
 
 
@@ -875,7 +930,12 @@ def serve(config_path: str | None, *, host: str, port: int, demo: bool, io: IO) 
         slack = config.slack_service(gate)
         alerts = config.alerter(gate)
         app = create_app(
-            gate, config.web, slack=slack, webhooks=config.webhook_channels(), alerts=alerts
+            gate,
+            config.web,
+            slack=slack,
+            webhooks=config.webhook_channels(),
+            alerts=alerts,
+            keeping=Keeping(config.audit_archive, config.audit.keep, config.audit.every),
         )
         io.say(f"gatekeeper console on http://{host}:{port} (public URL {config.web.base_url})")
         if slack is not None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .._archive import ArchiveError, whole_chain
 from .._config import ENV_CONFIG, find_config, load_config
 from .._errors import ConfigError, TamperingDetected
 from .._gate import Gatekeeper
 from .._signing import ANCHOR, SigningKey
 from .._text import inline
-from ..audit import verify_chain
 from ..store._acl import acl_rules, acl_user
 from ._commands import IO
 
@@ -115,7 +115,9 @@ def audit_anchor(gate: Gatekeeper, io: IO) -> int:
     return 0
 
 
-def audit_verify_anchored(gate: Gatekeeper, anchor_file: str, io: IO) -> int:
+def audit_verify_anchored(
+    gate: Gatekeeper, anchor_file: str, io: IO, *, archive: str | None = None
+) -> int:
     """Check the chain, and that it still holds the anchored head (not truncated or emptied)."""
     try:
         text = Path(anchor_file).read_text(encoding="utf-8").strip()
@@ -127,19 +129,34 @@ def audit_verify_anchored(gate: Gatekeeper, anchor_file: str, io: IO) -> int:
     except (TamperingDetected, KeyError, TypeError, ValueError) as exc:
         io.say(f"BAD ANCHOR: {exc}")
         return 1
-    report = verify_chain(gate.store.audit_entries(), head=gate.store.audit_head())
+    try:
+        report = gate.verify_audit(archive=archive)
+    except ArchiveError as exc:
+        return io.fail(str(exc))
     if not report.ok:
         io.say(f"BROKEN: {report.problem}")
         return 1
-    if report.count < seq:
+    first = report.trimmed.seq if report.trimmed is not None else 0
+    total = first + report.count
+    if total < seq:
         io.say(
             f"TRUNCATED: the anchor says {seq} events (head {want[:16]}), the log holds "
-            f"{report.count}: events were removed"
+            f"{total}: events were removed"
         )
         return 1
-    found = next((e.hash for i, e in enumerate(gate.store.audit_entries(), 1) if i == seq), None)
+    if seq and seq < first:
+        io.say(
+            f"event {seq} was archived and trimmed from the store: give --archive DIR to "
+            "check the anchor"
+        )
+        return 1
+    if seq and seq == first and report.trimmed is not None:
+        found: str | None = report.trimmed.hash
+    else:
+        entries = whole_chain(gate.store, archive) if archive else gate.store.audit_entries()
+        found = next((e.hash for i, e in enumerate(entries, first + 1) if i == seq), None)
     if seq and found != want:
         io.say(f"REWRITTEN: event {seq} is not the one anchored (head {want[:16]})")
         return 1
-    io.say(f"ok: {report.count} events, chain intact, and it extends the anchor at event {seq}")
+    io.say(f"ok: {total} events, chain intact, and it extends the anchor at event {seq}")
     return 0

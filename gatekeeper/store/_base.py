@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._errors import TransitionRefused
 from .._signing import DecisionKeys
-from ..audit import StoredEvent
+from ..audit import StoredEvent, Trimmed
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 
 __all__ = [
@@ -378,6 +378,29 @@ class Store(Protocol):
 
     def audit_head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the newest sealed event; ``(0, GENESIS)`` when empty."""
+        ...
+
+    def prune(self, *, batch: int = 500) -> int:
+        """Drop what is left of requests whose record expired (votes, marks, index
+        entries); how many requests. The embedded store keeps its requests: 0."""
+        ...
+
+    def audit_base(self) -> Trimmed:
+        """The last event archived and trimmed from this store (``seq`` 0 when none was).
+
+        The entries left chain from it: :func:`~gatekeeper.audit.verify_chain`
+        takes it as ``base``.
+        """
+        ...
+
+    def audit_trim(self, through: StoredEvent, *, at: dt.datetime) -> int:
+        """Drop the sealed entries up to and including ``through`` (archived first!).
+
+        ``through`` must be an entry of this store as read, ``at`` its event's
+        time; the store keeps both as its :meth:`audit_base`. Answers how many
+        entries were dropped; a StoreError if ``through`` is not in the log as
+        given. See :func:`gatekeeper._archive.archive_audit`.
+        """
         ...
 
     def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:

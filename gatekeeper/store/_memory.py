@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock, SystemClock
-from .._errors import AgentHalted, RequestNotFound, TransitionRefused
+from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from .._signing import DecisionKeys
 from .._votes import sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, check_event_ids, draft, seal
+from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
@@ -29,12 +32,23 @@ __all__ = ["MemoryStore"]
 #: How many sealed event ids a MemoryStore remembers, to chain a repeated draft once.
 _IDS_KEPT = 100_000
 
+#: Sealed audit events a MemoryStore keeps by default (see ``max_events``).
+MAX_EVENTS = 100_000
+
+log = logging.getLogger("gatekeeper.store")
+
 
 class MemoryStore:
     """Everything in this process's memory, guarded by one lock.
 
     Same state machine and audit chain as :class:`~gatekeeper.store.RedisStore`;
     nothing survives the process, and other processes can't see it.
+
+    Its audit log is bounded: past ``max_events`` sealed events (``None``: no
+    bound), the oldest tenth is written to the ``archive`` directory, when
+    one is given (the files ``gatekeeper audit verify --archive`` checks),
+    and dropped from memory either way; the chain left verifies from the
+    last event dropped (:meth:`audit_base`).
 
     Example::
 
@@ -43,8 +57,19 @@ class MemoryStore:
     """
 
     def __init__(
-        self, *, clock: Clock | None = None, decision_keys: DecisionKeys | None = None
+        self,
+        *,
+        clock: Clock | None = None,
+        decision_keys: DecisionKeys | None = None,
+        max_events: int | None = MAX_EVENTS,
+        archive: str | os.PathLike[str] | None = None,
     ) -> None:
+        if max_events is not None and max_events < 10:
+            raise ValueError(f"max_events must be at least 10 or None, got {max_events!r}")
+        self.max_events = max_events
+        self.archive = archive
+        self._base = Trimmed(0, GENESIS, None)
+        self._dropped_told = False
         self.clock = clock or SystemClock()
         #: Votes and resumes are signed and checked here too (a key of this
         #: process's own by default), so both stores run one release path.
@@ -98,6 +123,57 @@ class MemoryStore:
             seq += 1
             self._entries.append(StoredEvent(str(seq), raw, hash_))
         self._head = (seq, sealed[-1][1])
+        if self.max_events is not None and len(self._entries) > self.max_events:
+            self._shed_locked(len(self._entries) - self.max_events + self.max_events // 10)
+
+    def _shed_locked(self, count: int) -> None:
+        """Archive (when an archive is set) and drop the oldest ``count`` sealed events."""
+        gone = self._entries[:count]
+        if self.archive is not None:
+            from .._archive import ArchiveError, write_archive
+
+            try:
+                write_archive(self.archive, gone)
+            except ArchiveError as exc:  # keep them: memory grows rather than history lost
+                log.error("audit: %s; keeping the events in memory", exc)
+                return
+        elif not self._dropped_told:
+            self._dropped_told = True
+            log.warning(
+                "audit: the embedded store keeps %d events at most and dropped the oldest %d "
+                "(give MemoryStore an archive directory, or use Redis, to keep them)",
+                self.max_events,
+                count,
+            )
+        last = gone[-1]
+        at = dt.datetime.fromtimestamp(json.loads(last.body)["event"]["at"] / 1000, dt.timezone.utc)
+        self._base = Trimmed(int(last.entry_id), last.hash, at)
+        del self._entries[:count]
+
+    def prune(self, *, batch: int = 500) -> int:
+        return 0  # requests live as long as the process; nothing expires here
+
+    def audit_base(self) -> Trimmed:
+        with self._lock:
+            return self._base
+
+    def audit_trim(self, through: StoredEvent, *, at: dt.datetime) -> int:
+        with self._lock:
+            self._seal_locked()
+            first = self._base.seq + 1
+            if not re.fullmatch(r"\d+", through.entry_id):
+                raise StoreError(f"not an audit entry id of this store: {through.entry_id!r}")
+            seq = int(through.entry_id)
+            if seq < first:
+                return 0
+            index = seq - first
+            if index >= len(self._entries) or self._entries[index].hash != through.hash:
+                raise StoreError(
+                    f"audit entry {through.entry_id} is not in the log as archived: nothing trimmed"
+                )
+            del self._entries[: index + 1]
+            self._base = Trimmed(seq, through.hash, at)
+            return index + 1
 
     def record(self, events: Sequence[Draft]) -> None:
         check_event_ids(events)
@@ -114,7 +190,8 @@ class MemoryStore:
         with self._lock:
             self._seal_locked()
             entries = list(self._entries)
-        start = int(after) if after else 0
+            first = self._base.seq + 1
+        start = max(int(after) + 1 - first, 0) if after else 0
         return iter(entries[start:])
 
     def audit_head(self) -> tuple[int, str]:
@@ -128,7 +205,10 @@ class MemoryStore:
             raise ValueError(f"not an audit entry id: {before!r}")
         with self._lock:
             self._seal_locked()
-            end = len(self._entries) if before is None else min(int(before) - 1, len(self._entries))
+            first = self._base.seq + 1
+            end = len(self._entries)
+            if before is not None:
+                end = min(int(before) - first, end)
             start = max(end - max(limit, 0), 0)
             page = self._entries[start:end] if end > 0 else []
         return page[::-1]

@@ -40,8 +40,17 @@ from .._errors import (
 )
 from .._signing import DecisionKeys, SigningKey
 from .._votes import check_resume, sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, check_event_ids, draft
-from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
+from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft
+from ..models import (
+    ApprovalRequest,
+    Decision,
+    Halt,
+    HaltScope,
+    RequestStatus,
+    Risk,
+    halt_key,
+    utc,
+)
 from . import _redis_ops as ops
 from . import _redis_queries as queries
 from ._base import AsyncStore, Draft
@@ -700,6 +709,32 @@ class RedisStore:
             self._sealer.kick()
         return changed
 
+    def prune(self, *, batch: int = 500) -> int:
+        """Drop what is left of requests whose record expired; how many were dropped.
+
+        A request's record expires ``retention`` after it ends; its signed
+        votes, its claim mark, its index entry and its ``where`` entry stay
+        until this runs (``gatekeeper serve`` does, every ``audit.every``;
+        ``gatekeeper sweep --prune`` once). Looks only at requests created
+        more than ``retention`` ago; does nothing when retention is None.
+        """
+        if self.retention is None:
+            return 0
+        before = ms(self.clock.now()) - int(self.retention * 1000)
+        dropped = 0
+        for agent in self._agents():
+            a = self.keys.of(agent)
+            offset = 0
+            while True:
+                seen, gone = self._run(ops.prune(a, before, offset, batch))
+                if gone:
+                    self._call(functools.partial(self.client.hdel, self.keys.where, *gone))
+                    dropped += len(gone)
+                offset += seen - len(gone)  # past the ones still there
+                if seen < batch:
+                    break
+        return dropped
+
     def resolve(
         self, request_id: str, *, by: str, ran: bool, comment: str | None = None
     ) -> ApprovalRequest:
@@ -1067,6 +1102,26 @@ class RedisStore:
         head: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, "seq", "hash"))
         seq, hash_ = head
         return (int(seq), hash_.decode()) if seq else (0, GENESIS)
+
+    def audit_base(self) -> Trimmed:
+        fields = ("base_seq", "base_hash", "base_at")
+        found: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, *fields))
+        seq, hash_, at = found
+        if not seq:
+            return Trimmed(0, GENESIS, None)
+        return Trimmed(int(seq), hash_.decode(), utc(int(at)) if at else None)
+
+    def audit_trim(self, through: StoredEvent, *, at: dt.datetime) -> int:
+        seq = int(json.loads(through.body)["seq"])
+        argv = [through.entry_id, seq, through.hash, ms(at)]
+        script = self._scripts["audittrim"]
+        dropped = int(self._call(lambda: script(keys=[self.keys.audit, self.keys.head], args=argv)))
+        if dropped < 0:
+            raise StoreError(
+                f"audit entry {through.entry_id} (event #{seq}) is not in the log as archived: "
+                "nothing trimmed"
+            )
+        return dropped
 
     def close(self) -> None:
         try:

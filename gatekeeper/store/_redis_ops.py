@@ -51,6 +51,8 @@ _SCRIPT_NAMES = (
     "renew",
     "sweep",
     "resolve",
+    "audittrim",
+    "prune",
 )
 
 
@@ -423,6 +425,15 @@ def sweep(k: Keys, a: AgentKeys, now_ms: int | str, limit: int) -> Op[dict[str, 
 
     keys = [a.pending, a.owners, a.dec_journal, a.live]
     return Op("sweep", keys, [a.req_prefix(), k.channel, now_ms, limit], parse)
+
+
+def prune(a: AgentKeys, before_ms: int, offset: int, count: int) -> Op[tuple[int, list[str]]]:
+    """Drop the leftovers of one agent's requests whose record expired; (looked at, ids gone)."""
+
+    def parse(reply: Any) -> tuple[int, list[str]]:
+        return int(reply[0]), [_text(v) for v in reply[1]]
+
+    return Op("prune", [a.requests], [before_ms, offset, count], parse)
 
 
 def resolve(

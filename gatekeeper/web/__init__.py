@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from .._gate import Gatekeeper
+    from .._retention import Keeping
     from ..alerts import Alerter
     from ..channels.slack import SlackService
     from ..channels.webhook import WebhookChannel
@@ -34,6 +35,7 @@ def create_app(
     slack: SlackService | None = None,
     webhooks: Iterable[WebhookChannel] | None = None,
     alerts: Alerter | None = None,
+    keeping: Keeping | None = None,
 ) -> FastAPI:
     """The console's ASGI app for ``gate``; every console process on one store acts as one.
 
@@ -44,9 +46,11 @@ def create_app(
     channels in ``gate.channels``; ``gatekeeper serve`` passes the config's).
     With ``alerts``, the app runs that :class:`~gatekeeper.alerts.Alerter`
     while it serves (``gatekeeper serve`` passes the config's ``alerts:``).
+    With ``keeping``, it prunes expired requests and archives old audit
+    events as the config's ``store.retention`` and ``audit:`` say.
     Importing :mod:`gatekeeper.web` needs no web framework; this does (the
     ``web`` extra).
     """
     from ._app import build_app
 
-    return build_app(gate, settings, slack=slack, webhooks=webhooks, alerts=alerts)
+    return build_app(gate, settings, slack=slack, webhooks=webhooks, alerts=alerts, keeping=keeping)

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from .._gate import Gatekeeper
+from .._retention import Keeping
+from .._retention import keeping as keeping_task
 from .._sweep import SWEEP_EVERY, sweeping
 from .._version import __version__
 from ..channels.webhook import WebhookChannel
@@ -36,12 +38,15 @@ def build_app(
     webhooks: Iterable[WebhookChannel] | None = None,
     sweep_every: float | None = SWEEP_EVERY,
     alerts: Alerter | None = None,
+    keeping: Keeping | None = None,
 ) -> FastAPI:
     """The console's ASGI app for ``gate`` (and, with ``slack``, Slack's request URL).
 
     ``sweep_every``: seconds between sweeps for requests whose caller is gone
     (see :mod:`gatekeeper._sweep`); None: no sweeping here. ``alerts``: an
-    alerter run while the app serves (closed when it stops).
+    alerter run while the app serves (closed when it stops). ``keeping``:
+    prune expired requests' leftovers and archive old audit events, every
+    ``keeping.every`` seconds (see :mod:`gatekeeper._retention`).
     """
 
     @contextlib.asynccontextmanager
@@ -53,6 +58,9 @@ def build_app(
             tasks.append(asyncio.create_task(sweeping(gate, sweep_every), name="gatekeeper-sweep"))
         if alerts is not None:
             tasks.append(asyncio.create_task(alerts.run(), name="gatekeeper-alerts"))
+        if keeping is not None:
+            job = keeping_task(gate, keeping)
+            tasks.append(asyncio.create_task(job, name="gatekeeper-retention"))
         try:
             yield
         finally:

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from .._errors import GatekeeperError
 from .._gate import Gatekeeper
-from ..audit import StoredEvent, parse_event
+from ..audit import StoredEvent, Trimmed, parse_event
 from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus, halt_key
 from ._access import halter, resumer
 from ._agents import SCAN, VerdictCounts, recent_agents
@@ -118,7 +118,24 @@ def history(
         now=gate.clock.now(),
         prev_url=prev_url,
         next_url=page_url("/history", filters, start + PAGE_SIZE) if more else None,
+        retention=_span_of(getattr(gate.store, "retention", None)),
+        trimmed=_trimmed(gate),
     )
+
+
+def _span_of(seconds: float | None) -> str | None:
+    if not seconds:
+        return None
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def _trimmed(gate: Gatekeeper) -> Trimmed | None:
+    base = gate.store.audit_base()
+    return base if base.seq else None
 
 
 # -- audit ---------------------------------------------------------------------------------------

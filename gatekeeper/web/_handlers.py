@@ -150,7 +150,13 @@ def install_error_handlers(app: FastAPI) -> None:
         elif isinstance(exc, StoreUnavailable):
             log.error("store unavailable: %s", exc)
             status, code = 503, "store_unavailable"
-        return error_response(request, status, code, exc.message)
+        message = exc.message
+        if isinstance(exc, RequestNotFound):
+            message += (
+                "; a request that ended longer ago than the store keeps requests "
+                "(store.retention) is gone from it, and its events stay in the audit log"
+            )
+        return error_response(request, status, code, message)
 
     async def validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

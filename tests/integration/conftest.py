@@ -28,6 +28,7 @@ ON_EVERY_REDIS = {
     "test_store_contract.py",
     "test_store_queries.py",
     "test_store_leases.py",
+    "test_audit_archive.py",
 }
 
 

@@ -1,0 +1,284 @@
+"""The audit archive: sealed events moved out of the store into JSON-lines files.
+
+Redis memory is bounded by retention, not by history: ``gatekeeper audit
+archive`` (and ``gatekeeper serve`` with ``audit.archive`` set) writes the
+sealed events older than ``audit.keep`` to files in a directory, then trims
+them from the store. The store keeps the last trimmed event's ``seq`` and
+hash as the base the rest of the chain starts from, so the events left in
+the store still verify alone, and ``gatekeeper audit verify --archive DIR``
+walks the whole chain from the first event ever: the files, then the store.
+
+Each file is ``audit-<first seq>-<last seq>.jsonl`` (12 digits each), one
+event per line as ``{"body": {...}, "hash": "..."}``: ``body`` is the event
+exactly as it was chained (``{"event": ..., "prev_hash": ..., "seq": ...}``,
+whose canonical JSON the hash covers), so each file is readable with ``jq``
+and checkable without gatekeeper. A file is written whole (to a temporary
+name, flushed to disk, then renamed) before anything is trimmed: a crash
+leaves the events in the store, or in the archive and still in the store
+(the next run trims them), never in neither.
+
+Example::
+
+    result = archive_audit(store, "/var/lib/gatekeeper/audit", older_than=cutoff)
+    print(result.archived, "events archived to", result.files)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._canonical import canonical_json
+from ._errors import GatekeeperError
+from .audit import GENESIS, StoredEvent
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveResult",
+    "archive_audit",
+    "archive_files",
+    "archive_tail",
+    "read_archive",
+    "whole_chain",
+    "write_archive",
+]
+
+#: Events per archive file at most (about 1 MB of typical events).
+PER_FILE = 10_000
+
+_NAME = re.compile(r"audit-(\d{12})-(\d{12})\.jsonl")
+
+
+class ArchiveError(GatekeeperError):
+    """The archive can't be read or written as it must be; nothing was trimmed."""
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """What one archiving pass did."""
+
+    archived: int = 0
+    trimmed: int = 0
+    files: list[Path] = field(default_factory=list)
+    through: int = 0  # seq of the last event archived so far (0: none ever)
+
+
+def archive_files(directory: str | os.PathLike[str]) -> list[tuple[int, int, Path]]:
+    """The archive files of ``directory`` as ``(first seq, last seq, path)``, in order."""
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = _NAME.fullmatch(path.name)
+        if m:
+            found.append((int(m.group(1)), int(m.group(2)), path))
+    return sorted(found)
+
+
+def read_archive(directory: str | os.PathLike[str]) -> Iterator[StoredEvent]:
+    """Every archived event in chain order, as the store held it.
+
+    A line that is not an archived event comes back as an entry whose body
+    is that line, which :func:`~gatekeeper.audit.verify_chain` reports as
+    unreadable; the entry id names the file and line.
+    """
+    for _, _, path in archive_files(directory):
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise ArchiveError(f"can't read {path}: {exc}") from exc
+        with handle:
+            for number, line in enumerate(handle, 1):
+                where = f"{path.name}:{number}"
+                try:
+                    item = json.loads(line)
+                    body, hash_ = canonical_json(item["body"]), item["hash"]
+                    if not isinstance(hash_, str):
+                        raise TypeError("hash is not text")
+                except (ValueError, KeyError, TypeError):
+                    yield StoredEvent(where, line.rstrip(b"\n"), "")
+                    continue
+                yield StoredEvent(where, body, hash_)
+
+
+def archive_tail(directory: str | os.PathLike[str]) -> tuple[int, str]:
+    """``(seq, hash)`` of the newest archived event; ``(0, GENESIS)`` for an empty archive."""
+    files = archive_files(directory)
+    if not files:
+        return 0, GENESIS
+    _, last, path = files[-1]
+    try:
+        lines = path.read_bytes().splitlines()
+        item = json.loads(lines[-1])
+        seq, hash_ = int(item["body"]["seq"]), str(item["hash"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ArchiveError(f"can't read the last event of {path}: {exc}") from exc
+    if seq != last:
+        raise ArchiveError(f"{path} ends at event #{seq}, not #{last} as its name says")
+    return seq, hash_
+
+
+def write_archive(directory: str | os.PathLike[str], entries: Sequence[StoredEvent]) -> Path:
+    """Write ``entries`` (consecutive sealed events) as one archive file, durably."""
+    root = Path(directory)
+    first, last = _seq(entries[0]), _seq(entries[-1])
+    target = root / f"audit-{first:012d}-{last:012d}.jsonl"
+    part = root / f".{target.name}.part"
+    if target.exists():
+        raise ArchiveError(
+            f"{target} exists already: this directory holds another chain's archive "
+            "(give each deployment, and each embedded store, a directory of its own)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with part.open("wb") as out:
+            for entry in entries:
+                out.write(b'{"body":' + entry.body + b',"hash":"' + entry.hash.encode() + b'"}\n')
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, target)
+        _sync_directory(root)
+    except OSError as exc:
+        raise ArchiveError(f"can't write the audit archive {target}: {exc}") from exc
+    return target
+
+
+def archive_audit(
+    store: Store,
+    directory: str | os.PathLike[str],
+    *,
+    older_than: dt.datetime,
+    per_file: int = PER_FILE,
+) -> ArchiveResult:
+    """Archive the store's sealed events from before ``older_than``, then trim them.
+
+    Each event is checked against the one before it first: a broken chain is
+    an :class:`ArchiveError` and nothing past the break is archived or
+    trimmed. ``directory`` must be this store's archive (its newest event is
+    the last the store trimmed), or empty.
+    """
+    root = Path(directory)
+    tail_seq, tail_hash = archive_tail(root)
+    base = store.audit_base()
+    if tail_seq < base.seq:
+        raise ArchiveError(
+            f"the archive {root} ends at event #{tail_seq} but this store trimmed up to "
+            f"#{base.seq}: it is not this store's archive, or files are missing"
+        )
+    if tail_seq == base.seq and tail_hash != base.hash:
+        raise ArchiveError(
+            f"event #{tail_seq} in the archive {root} is not the one this store trimmed: "
+            "another deployment's archive?"
+        )
+    cutoff = int(older_than.timestamp() * 1000)
+    prev_seq, prev_hash = base.seq, base.hash
+    batch: list[StoredEvent] = []
+    done: StoredEvent | None = None  # newest event safely in the archive
+    files: list[Path] = []
+    archived = trimmed = 0
+    through = tail_seq
+
+    def trim(entry: StoredEvent) -> int:
+        at = dt.datetime.fromtimestamp(_event_ms(entry) / 1000, tz=dt.timezone.utc)
+        return store.audit_trim(entry, at=at)
+
+    for entry in store.audit_entries():
+        seq = _check_link(entry, prev_seq, prev_hash)
+        prev_seq, prev_hash = seq, entry.hash
+        if seq <= tail_seq:  # archived by a run that stopped before trimming
+            if seq == tail_seq and entry.hash != tail_hash:
+                raise ArchiveError(
+                    f"event #{seq} in the store differs from the archive {root}'s: "
+                    "another deployment's archive?"
+                )
+            done = entry
+            continue
+        if _event_ms(entry) >= cutoff:
+            break
+        batch.append(entry)
+        if len(batch) >= per_file:
+            files.append(write_archive(root, batch))
+            archived, through = archived + len(batch), seq
+            trimmed += trim(batch[-1])
+            done, batch = None, []
+    if batch:
+        files.append(write_archive(root, batch))
+        archived, through = archived + len(batch), _seq(batch[-1])
+        done = batch[-1]
+    if done is not None:
+        trimmed += trim(done)
+    return ArchiveResult(archived, trimmed, files, through)
+
+
+def whole_chain(store: Store, directory: str | os.PathLike[str]) -> Iterator[StoredEvent]:
+    """The archive's events, then the store's that follow them: the chain from event #1.
+
+    Events a crashed archiving run wrote to the archive but did not trim are
+    read once (the archive's copy; the store's must be the same, or it is
+    passed on for the check to report).
+    """
+    tail_seq, tail_hash = 0, GENESIS
+    for entry in read_archive(directory):
+        yield entry
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: reported
+            tail_seq, tail_hash = _seq(entry), entry.hash
+    for entry in store.audit_entries():
+        try:
+            seq = _seq(entry)
+        except (ValueError, KeyError, TypeError):
+            seq = tail_seq + 1
+        if seq < tail_seq or (seq == tail_seq and entry.hash == tail_hash):
+            continue
+        yield entry
+
+
+def _check_link(entry: StoredEvent, prev_seq: int, prev_hash: str) -> int:
+    try:
+        body: Any = json.loads(entry.body)
+        seq = int(body["seq"])
+        linked = body["prev_hash"] == prev_hash
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(
+            f"audit entry {entry.entry_id} is not a readable event: nothing past event "
+            f"#{prev_seq} archived (run `gatekeeper audit verify`)"
+        ) from exc
+    whole = hashlib.sha256(prev_hash.encode("ascii") + entry.body).hexdigest() == entry.hash
+    if seq != prev_seq + 1 or not linked or not whole:
+        raise ArchiveError(
+            f"the audit chain is broken at entry {entry.entry_id} (event #{seq}): nothing past "
+            f"event #{prev_seq} archived (run `gatekeeper audit verify`)"
+        )
+    return seq
+
+
+def _seq(entry: StoredEvent) -> int:
+    return int(json.loads(entry.body)["seq"])
+
+
+def _event_ms(entry: StoredEvent) -> int:
+    return int(json.loads(entry.body)["event"]["at"])
+
+
+def _sync_directory(root: Path) -> None:
+    try:
+        fd = os.open(root, os.O_RDONLY)
+    except OSError:
+        return  # not every system can open a directory; the rename is done
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
