@@ -18,6 +18,7 @@ from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
 from ._errors import (
     GatekeeperError,
+    HaltIncomplete,
     InvalidToolCall,
     NotAuthorized,
     StoreUnavailable,
@@ -331,11 +332,15 @@ class Decisions:
         """Pull the kill switch for one agent, one session or everything; returns cancelled ids."""
         scope, target = _halt_scope(agent, session, everything)
         reason = without_surrogates(reason) if reason else reason
-        cancelled: list[str] = recorded_or_not(
-            f"the halt of {_scope_name(scope, target)}",
-            "gatekeeper halts",
-            lambda: self.store.halt(scope, target, by=without_surrogates(by), reason=reason),
-        )
+        try:
+            cancelled: list[str] = recorded_or_not(
+                f"the halt of {_scope_name(scope, target)}",
+                "gatekeeper halts",
+                lambda: self.store.halt(scope, target, by=without_surrogates(by), reason=reason),
+            )
+        except HaltIncomplete:  # recorded: the grants go too, and the person is told
+            self._halt_revokes(None, by=by, what="halt")
+            raise
         self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="halt")
         return cancelled
 

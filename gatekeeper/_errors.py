@@ -264,6 +264,22 @@ class StoreUnavailable(StoreError):
     """The store could not be reached within the retry bound; nothing ran."""
 
 
+class HaltIncomplete(StoreError):
+    """A halt of everything (or of a session) is recorded, but not on every agent's keys.
+
+    ``unreached`` names the agents whose keys could not be written (their
+    Redis shard down, their keys damaged); ``cancelled`` the pending
+    requests that were cancelled elsewhere. Those agents stop at their next
+    call that reads the deployment's halts, or fail closed while their shard
+    is down; their pending requests stay pending until the halt is repeated.
+    """
+
+    def __init__(self, message: str, *, cancelled: list[str], unreached: list[str]) -> None:
+        super().__init__(message, unreached=unreached)
+        self.cancelled = cancelled
+        self.unreached = unreached
+
+
 class RequestNotFound(StoreError):
     """No approval request has this id."""
 

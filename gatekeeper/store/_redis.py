@@ -34,6 +34,7 @@ from .._clock import Clock, SystemClock
 from .._errors import (
     AgentHalted,
     GatekeeperError,
+    HaltIncomplete,
     StoreError,
     StoreUnavailable,
     TransitionRefused,
@@ -979,16 +980,40 @@ class RedisStore:
         agents: list[str] = self._run(ops.halt_global(self.keys, record))
         self.record([event])
         cancelled: list[str] = []
-        for name in sorted(agents):
-            a = self.keys.of(name)
-            op = ops.halt(self.keys, a, record, None, now, self.journal_of(a))
-            try:
-                ids: list[str] = self._run(op)
-            except GatekeeperError as exc:  # one agent's keys must not stop the rest
-                log.error("halt %s could not reach agent %r: %s", record.key, name, exc)
-                continue
-            cancelled.extend(ids)
-        return self._changed(sorted(cancelled))
+        unreached: dict[str, GatekeeperError] = {}
+        # Each agent's keys may sit on another shard: one that fails must not
+        # stop the rest, and is tried once more after them.
+        left = sorted(agents)
+        for _ in range(2):
+            unreached = {}
+            for name in left:
+                a = self.keys.of(name)
+                op = ops.halt(self.keys, a, record, None, now, self.journal_of(a))
+                try:
+                    ids: list[str] = self._run(op)
+                except GatekeeperError as exc:
+                    unreached[name] = exc
+                    continue
+                cancelled.extend(ids)
+            left = sorted(unreached)
+            if not left:
+                break
+        self._changed(sorted(cancelled))
+        if unreached:
+            names = sorted(unreached)
+            for name in names:
+                log.error("halt %s could not reach agent %r: %s", record.key, name, unreached[name])
+            shown = ", ".join(repr(n) for n in names[:10]) + (" ..." if len(names) > 10 else "")
+            what = "everything" if scope is HaltScope.ALL else f"session {target!r}"
+            raise HaltIncomplete(
+                f"the halt of {what} is recorded, but could not be written to the keys of "
+                f"{len(names)} agent(s) ({shown}; first error: {unreached[names[0]]}); "
+                "they stop at their next call, or fail closed while their Redis shard is down, "
+                "and their pending requests were not cancelled: halt again once it answers",
+                cancelled=sorted(cancelled),
+                unreached=names,
+            )
+        return sorted(cancelled)
 
     def resume(self, scope: HaltScope, target: str, *, by: str) -> bool:
         target = "*" if scope is HaltScope.ALL else target

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper import AgentHalted, Gatekeeper, Policy, RedisStore, RequestStatus
+from gatekeeper import AgentHalted, Gatekeeper, HaltIncomplete, Policy, RedisStore, RequestStatus
 from gatekeeper.models import HaltScope
 from gatekeeper.testing import ManualClock
 from tests.storekit import MANUAL_LEASE, held_event, make_request
@@ -87,3 +87,39 @@ def test_a_global_halt_reaches_the_agents_of_every_master(
                 store.hold(req, held_event(req))
     finally:
         store.close()
+
+
+def test_a_global_halt_that_cannot_reach_an_agent_says_so_and_is_finished_by_halting_again(
+    redis_cluster: Any, redis_prefix: str
+) -> None:
+    """One agent's keys can't be written (damaged here; a shard down in life): the halt is
+    recorded and reaches the others, the caller is told which agent it did not reach and
+    that its pending requests were not cancelled, and halting again finishes the job."""
+    clock = ManualClock()
+    store = RedisStore(redis_cluster.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
+    gate = Gatekeeper(policy=Policy.empty(), store=store, clock=clock)
+    try:
+        held: dict[str, list[str]] = {}
+        for n in range(30):
+            agent = AGENTS[n % 6]
+            req = make_request(clock, agent=agent, args={"n": n}, timeout=600)
+            held.setdefault(agent, []).append(store.hold(req, held_event(req)).id)
+        broken = store.keys.of(AGENTS[3])
+        admin: Any = store.client
+        admin.delete(broken.halts)
+        admin.set(broken.halts, "not a hash")  # every halt script on this agent now fails
+        with pytest.raises(HaltIncomplete) as caught:
+            gate.halt(everything=True, by="ops", reason="drill")
+        err = caught.value
+        assert err.unreached == [AGENTS[3]]
+        assert "agent-03" in str(err) and "not cancelled" in str(err) and "halt again" in str(err)
+        reached = sorted(rid for a, ids in held.items() if a != AGENTS[3] for rid in ids)
+        assert sorted(err.cancelled) == reached
+        assert {store.get(rid).status for rid in held[AGENTS[3]]} == {RequestStatus.PENDING}
+        assert admin.hkeys(store.keys.halts) == [b"all"]  # recorded all the same
+
+        admin.delete(broken.halts)  # the shard answers again
+        assert sorted(gate.halt(everything=True, by="ops")) == sorted(held[AGENTS[3]])
+        assert {store.get(rid).status for rid in held[AGENTS[3]]} == {RequestStatus.CANCELLED}
+    finally:
+        gate.close()
