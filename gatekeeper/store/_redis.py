@@ -70,12 +70,25 @@ log = logging.getLogger("gatekeeper.store")
 #: Seconds between an agent process's reads of the deployment-wide halts.
 GLOBAL_HALTS_EVERY = 1.0
 
+
 #: redis-py errors worth another try: the server may be back in a moment.
 #: Beyond a lost connection or a timeout: a cluster that is down or being
 #: resharded (``ClusterError``: ``CLUSTERDOWN``, ``MASTERDOWN``, too many
 #: redirects; ``TRYAGAIN``, a slot no node covers yet, no node reachable) and
 #: a node that is a replica now (``READONLY``, after a failover).
+class ScriptsNotLoaded(rexc.RedisError):
+    """The store's scripts are not on this Redis (a restart, a promoted replica) and this
+    user may not load them: the deciding side reloads them within a second, so the call
+    is tried again within the retry bound. The script did not run."""
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    """A script run refused because the script is missing and this user can't load it."""
+    return isinstance(exc, rexc.NoPermissionError) and "script" in str(exc).lower()
+
+
 RETRYABLE = (
+    ScriptsNotLoaded,
     rexc.ConnectionError,
     rexc.TimeoutError,
     rexc.TryAgainError,
@@ -90,6 +103,7 @@ REDIS_ERRORS = (rexc.RedisError, rexc.RedisClusterException)
 
 #: Refusals: Redis (or the cluster client) did not run the command.
 _REFUSED = (
+    ScriptsNotLoaded,
     rexc.BusyLoadingError,
     rexc.AuthenticationError,
     rexc.ClusterDownError,
@@ -319,8 +333,17 @@ class RedisStore:
 
     def _run(self, op: ops.Op[T]) -> T:
         script = self._scripts[op.script]
+
+        def run() -> Any:
+            try:
+                return script(keys=op.keys, args=op.args)
+            except rexc.NoPermissionError as exc:
+                if _not_loaded(exc):  # tried again: the deciders reload them
+                    raise ScriptsNotLoaded(str(exc)) from exc
+                raise
+
         try:
-            reply = self._call(lambda: script(keys=op.keys, args=op.args))
+            reply = self._call(run)
         except StoreError as exc:
             raise _scripts_missing(exc) from exc.__cause__
         return op.parse(reply)
@@ -1197,15 +1220,19 @@ def _resume_event(
 
 
 def _scripts_missing(exc: StoreError) -> StoreError:
-    """A clear error when an agent's user finds the store's scripts not loaded."""
+    """A clear error when an agent's user finds the store's scripts not loaded (and they
+    did not come back within the retry bound)."""
     said = str(exc).lower()
     if ("noperm" in said or "no permissions" in said) and "script" in said:
-        return StoreError(
+        message = (
             "the store's scripts are not loaded on this Redis (a restart, or a replica "
             "promoted since they were loaded), and this process's Redis user may not load "
             "them: a deciding process (`gatekeeper serve`) loads them, checking every second; "
             "if none is running, start one"
         )
+        if isinstance(exc, StoreUnavailable):
+            return StoreUnavailable(message, applied="no")
+        return StoreError(message)
     return exc
 
 

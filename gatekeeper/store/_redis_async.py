@@ -18,6 +18,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import redis.exceptions as rexc
 from tenacity import AsyncRetrying
 
 from .._errors import (
@@ -128,11 +129,20 @@ class AsyncRedisStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, op: ops.Op[T]) -> T:
-        from ._redis import _scripts_missing
+        from ._redis import ScriptsNotLoaded, _not_loaded, _scripts_missing
 
         script = self._state().scripts[op.script]
+
+        async def run() -> Any:
+            try:
+                return await script(keys=op.keys, args=op.args)
+            except rexc.NoPermissionError as exc:
+                if _not_loaded(exc):  # tried again: the deciders reload them
+                    raise ScriptsNotLoaded(str(exc)) from exc
+                raise
+
         try:
-            reply = await self._call(lambda: script(keys=op.keys, args=op.args))
+            reply = await self._call(run)
         except StoreError as exc:
             raise _scripts_missing(exc) from exc.__cause__
         return op.parse(reply)

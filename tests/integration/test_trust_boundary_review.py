@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -55,6 +56,29 @@ def test_scripts_lost_by_a_redis_restart_come_back_through_the_deciders(dep: Dep
     dep.decider._scripts_checked = -1e9
     dep.decider.flush()  # the sealer of a deciding process loads them again
     dep.agent.admit(event, agent="billing-bot", session_id="s1")
+
+
+def test_an_agent_waits_within_its_retry_bound_for_the_deciders_to_reload_the_scripts(
+    dep: Deployment,
+) -> None:
+    """A failover to a replica without the scripts costs the agent a moment, not the call:
+    it tries again (the script never ran) while a deciding process reloads them."""
+    event = held_event(make_request(ManualClock(), agent="billing-bot"))
+    dep.admin.script_flush()
+
+    def reload_soon() -> None:
+        time.sleep(0.4)
+        dep.decider._scripts_checked = -1e9
+        dep.decider.keep_scripts_loaded()
+
+    helper = threading.Thread(target=reload_soon)
+    started = time.monotonic()
+    helper.start()
+    try:
+        dep.agent.admit(event, agent="billing-bot", session_id="s1")
+    finally:
+        helper.join()
+    assert 0.35 < time.monotonic() - started < 2.0
 
 
 def test_an_unreadable_agent_name_does_not_stop_the_kill_switch_or_the_sealer(
