@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArchiveError",
     "ArchiveResult",
+    "archive_anchors",
     "archive_audit",
     "archive_files",
     "archive_tail",
@@ -219,6 +220,7 @@ def archive_audit(
         done = batch[-1]
     if done is not None:
         trimmed += trim(done)
+    _keep_anchors(store, root)
     return ArchiveResult(archived, trimmed, files, through)
 
 
@@ -242,6 +244,54 @@ def whole_chain(store: Store, directory: str | os.PathLike[str]) -> Iterator[Sto
         if seq < tail_seq or (seq == tail_seq and entry.hash == tail_hash):
             continue
         yield entry
+
+
+ANCHORS = "anchors.jsonl"
+
+
+def archive_anchors(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The signed anchors archived in ``directory``, oldest first, as ``(id, signed text)``."""
+    path = Path(directory) / ANCHORS
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ArchiveError(f"can't read {path}: {exc}") from exc
+    found = []
+    for number, line in enumerate(lines, 1):
+        try:
+            item = json.loads(line)
+            found.append((str(item["id"]), str(item["a"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"{path}:{number} is not an archived anchor") from exc
+    return found
+
+
+def _keep_anchors(store: Store, root: Path) -> None:
+    """Append the store's anchors the archive does not hold yet (the store keeps a week's)."""
+    have = archive_anchors(root)
+    last = have[-1][0] if have else None
+    new = [(i, a) for i, a in store.audit_anchors() if last is None or _id_key(i) > _id_key(last)]
+    if not new:
+        return
+    path = root / ANCHORS
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as out:
+            for anchor_id, signed in new:
+                out.write(json.dumps({"id": anchor_id, "a": signed}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise ArchiveError(f"can't write {path}: {exc}") from exc
+
+
+def _id_key(entry_id: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in entry_id.split("-"))
+    except ValueError:
+        return (-1,)
 
 
 def _check_link(entry: StoredEvent, prev_seq: int, prev_hash: str) -> int:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ._archive import whole_chain
+from ._archive import archive_anchors, whole_chain
 from ._canonical import canonical_json, digest, to_json_safe, without_surrogates
 from ._clock import Clock
 from ._errors import (
@@ -22,10 +22,12 @@ from ._errors import (
     InvalidToolCall,
     NotAuthorized,
     StoreUnavailable,
+    TamperingDetected,
     TransitionRefused,
 )
+from ._signing import ANCHOR
 from ._votes import trust_problem
-from .audit import ChainReport, verify_chain
+from .audit import GENESIS, AnchorWatch, ChainReport, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
@@ -375,21 +377,49 @@ class Decisions:
 
     def verify_audit(self, *, archive: str | os.PathLike[str] | None = None) -> ChainReport:
         """Check the audit chain up to the store's head: from its first event with the
-        ``archive`` directory, else from the last event archived and trimmed."""
+        ``archive`` directory, else from the last event archived and trimmed; and that it
+        still holds every signed anchor of its head (the store's, and the archive's)."""
         for _ in range(3):  # again if an archiving run trimmed during the walk
             base = self.store.audit_base()
+            anchors, unreadable = self._anchor_bodies(archive)
             head = self.store.audit_head()  # first: events sealed during the walk aren't judged
+            watch = AnchorWatch(anchors)
             if archive is not None:
-                report = verify_chain(whole_chain(self.store, archive), head=head)
+                entries = watch.wrap(whole_chain(self.store, archive))
+                report = verify_chain(entries, head=head)
+                start: tuple[int, str] = (0, GENESIS)
             else:
-                report = verify_chain(
-                    self.store.audit_entries(), head=head, base=(base.seq, base.hash)
-                )
+                start = (base.seq, base.hash)
+                report = verify_chain(watch.wrap(self.store.audit_entries()), head=head, base=start)
                 if base.seq:
                     report = dataclasses.replace(report, trimmed=base)
+            if report.ok:
+                held, problem = watch.problem(report, base=start)
+                problem = problem or unreadable
+                report = dataclasses.replace(report, anchors=held, problem=problem)
             if report.ok or self.store.audit_base() == base:
                 return report
         return report
+
+    def _anchor_bodies(
+        self, archive: str | os.PathLike[str] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The anchors' bodies whose signatures hold, and a problem if one does not."""
+        signed = [text for _, text in self.store.audit_anchors()]
+        if archive is not None:
+            signed = [text for _, text in archive_anchors(archive)] + signed
+        bodies: list[dict[str, Any]] = []
+        trusted = self.store.decision_keys.trusted
+        if not len(trusted):
+            return bodies, None  # no key to check them with: the chain alone is checked
+        for text in signed:
+            try:
+                body = trusted.verify(ANCHOR, text)
+                int(body["seq"]), str(body["hash"])
+            except (TamperingDetected, KeyError, TypeError, ValueError) as exc:
+                return bodies, f"an anchor of the chain is not signed by a trusted key: {exc}"
+            bodies.append(body)
+        return bodies, None
 
 
 def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tuple[HaltScope, str]:

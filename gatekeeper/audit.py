@@ -95,6 +95,8 @@ class ChainReport:
     #: Where the check began when the oldest events were archived and trimmed
     #: and not checked with it (``count`` counts from there); None: from #1.
     trimmed: Trimmed | None = None
+    #: Signed anchors of the head the chain was found to hold (see AnchorWatch).
+    anchors: int = 0
 
     @property
     def ok(self) -> bool:
@@ -297,3 +299,64 @@ def verify_chain(
             count, prev, "the newest event does not match the head the store keeps", None, head[0]
         )
     return ChainReport(count, prev)
+
+
+class AnchorWatch:
+    """Checks a chain against signed anchors of its head while it is walked.
+
+    An anchor (``gatekeeper audit anchor``, and the deciding side's sealer
+    once a minute) is ``{"seq": N, "hash": H, "at": ms}`` signed with the
+    deciders' key: the chain must still hold event N with hash H. A log cut
+    short or rewritten after an anchor fails the check even if whoever did it
+    rewrote the head the store keeps to match.
+
+    Example::
+
+        watch = AnchorWatch(bodies)
+        report = verify_chain(watch.wrap(store.audit_entries()), head=head)
+        problem = watch.problem(report, base=store.audit_base())
+    """
+
+    def __init__(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        self._want: dict[int, set[str]] = {}
+        for body in bodies:
+            self._want.setdefault(int(body["seq"]), set()).add(str(body["hash"]))
+        self._seen: dict[int, str] = {}
+
+    def wrap(self, entries: Iterable[StoredEvent]) -> Iterable[StoredEvent]:
+        for entry in entries:
+            try:
+                seq = int(json.loads(entry.body)["seq"])
+            except (ValueError, KeyError, TypeError):
+                seq = -1  # unreadable: verify_chain reports it
+            if seq in self._want:
+                self._seen[seq] = entry.hash
+            yield entry
+
+    def problem(
+        self, report: ChainReport, *, base: tuple[int, str] = (0, GENESIS)
+    ) -> tuple[int, str | None]:
+        """``(anchors that hold, problem)`` once the walk is over; problem None when all hold.
+
+        Anchors of events before ``base`` (archived, not walked) are checked
+        only where they name the base itself.
+        """
+        last = base[0] + report.count
+        held = 0
+        for seq in sorted(self._want):
+            hashes = self._want[seq]
+            if seq > last:
+                return held, (
+                    f"TRUNCATED: a signed anchor says the log held {seq} events, it holds "
+                    f"{last}: events were removed from the end"
+                )
+            if seq < base[0]:
+                continue  # archived: checked with --archive
+            found = base[1] if seq == base[0] else self._seen.get(seq)
+            if found is None or hashes != {found}:
+                return held, (
+                    f"REWRITTEN: event #{seq} is not the one a signed anchor names "
+                    f"(head {sorted(hashes)[0][:16]}): the log was rewritten after it"
+                )
+            held += 1
+        return held, None

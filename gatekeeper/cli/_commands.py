@@ -661,7 +661,11 @@ def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int
     except ArchiveError as exc:
         return io.fail(str(exc))
     if report.ok:
-        io.say(f"ok: {report.count} events, chain intact, head {report.head_hash[:16]}")
+        n = report.anchors
+        held = (
+            f"; {n} signed anchor{'s' if n != 1 else ''} hold{'s' if n == 1 else ''}" if n else ""
+        )
+        io.say(f"ok: {report.count} events, chain intact, head {report.head_hash[:16]}{held}")
         if report.trimmed is not None:
             io.say(trimmed_note(report.trimmed))
         elif archive is not None:

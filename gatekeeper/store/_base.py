@@ -385,6 +385,12 @@ class Store(Protocol):
         entries); how many requests. The embedded store keeps its requests: 0."""
         ...
 
+    def audit_anchors(self) -> list[tuple[str, str]]:
+        """The signed anchors of the chain's head the store keeps, oldest first, as
+        ``(id, signed text)`` (the deciding side adds one a minute at most while the
+        chain grows). The embedded store keeps none."""
+        ...
+
     def audit_base(self) -> Trimmed:
         """The last event archived and trimmed from this store (``seq`` 0 when none was).
 

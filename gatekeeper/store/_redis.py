@@ -1151,6 +1151,10 @@ class RedisStore:
         seq, hash_ = head
         return (int(seq), hash_.decode()) if seq else (0, GENESIS)
 
+    def audit_anchors(self) -> list[tuple[str, str]]:
+        found: list[Any] = self._call(lambda: self.client.xrange(self.keys.anchors, "-", "+"))
+        return [(ops.text(eid), ops.text(fields.get(b"a", b""))) for eid, fields in found]
+
     def audit_base(self) -> Trimmed:
         fields = ("base_seq", "base_hash", "base_at")
         found: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, *fields))

@@ -164,6 +164,7 @@ class Keys:
         self.audit = f"{tag}:audit"
         self.head = f"{tag}:head"
         self.event_ids = f"{tag}:eids"  # ids of the events sealed lately (zset, by time)
+        self.anchors = f"{tag}:anchors"  # signed statements of the head, one a minute at most
         self.channel = f"{tag}:decided"
         self._agents: dict[str, AgentKeys] = {}
 

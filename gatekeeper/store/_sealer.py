@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import GatekeeperError, TamperingDetected
-from .._signing import RESUME, VOTE, TrustedKeys
+from .._signing import ANCHOR, RESUME, VOTE, TrustedKeys
 from ..audit import (
     EVENT_ID_WINDOW,
     GENESIS,
@@ -47,6 +47,27 @@ if TYPE_CHECKING:
 __all__ = ["Sealer"]
 
 log = logging.getLogger("gatekeeper.store")
+
+
+#: Seconds between two signed anchors of the chain's head (when it moved).
+ANCHOR_EVERY = 60.0
+
+#: Anchors kept in Redis (about a week at one a minute); archived with the log.
+ANCHORS_KEPT = 10_080
+
+
+def _head_and_last_anchor(client: Any, k: ops.Keys) -> tuple[list[Any], dict[str, Any] | None]:
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(k.head, "seq", "hash")
+    pipe.xrevrange(k.anchors, "+", "-", count=1)
+    head, newest = pipe.execute()
+    if not newest:
+        return head, None
+    try:
+        last: dict[str, Any] = json.loads(newest[0][1][b"a"])["body"]
+    except (ValueError, KeyError, TypeError):
+        return head, None
+    return head, last
 
 
 class Sealer:
@@ -68,6 +89,7 @@ class Sealer:
         self._start = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._next_anchor = 0.0
 
     def kick(self) -> None:
         if self._thread is None:
@@ -132,6 +154,38 @@ class Sealer:
                 failed = exc
         if failed is not None:
             raise failed
+        self._anchor()
+
+    def _anchor(self) -> None:
+        """Add a signed statement of the chain's head, if it moved, at most every ANCHOR_EVERY s.
+
+        ``audit verify`` checks the chain still holds every anchored head: a
+        log cut short or rewritten after an anchor fails even where the head
+        the store keeps was rewritten with it. Needs the signing key.
+        """
+        store = self._store
+        if not store.decision_keys.can_decide or time.monotonic() < self._next_anchor:
+            return
+        self._next_anchor = time.monotonic() + ANCHOR_EVERY
+        k = store.keys
+        head, last = store._call(lambda: _head_and_last_anchor(store.client, k))
+        seq, hash_ = head
+        if not seq or (last is not None and last.get("seq") == int(seq)):
+            return
+        now = store.clock.now().timestamp()
+        if last is not None and isinstance(last.get("at"), int):
+            # One a minute for the deployment, however many processes seal.
+            wait = last["at"] / 1000 + ANCHOR_EVERY - now
+            if wait > 0:
+                self._next_anchor = time.monotonic() + wait
+                return
+        body = {"seq": int(seq), "hash": ops.text(hash_), "at": int(now * 1000)}
+        signed = store.decision_keys.signer().sign(ANCHOR, body)
+        store._call(
+            lambda: store.client.xadd(
+                k.anchors, {"a": signed}, maxlen=ANCHORS_KEPT, approximate=True
+            )
+        )
 
     def _journals(self) -> list[list[Journal]]:
         """The journals that hold drafts, grouped: the deciders', then each agent's two.

@@ -347,6 +347,10 @@ class ChainOut(BaseModel):
     problem: str | None = None
     entry_id: str | None = Field(default=None, description="the entry that breaks the chain")
     seq: int | None = None
+    trimmed_through: int = Field(
+        default=0, description="events up to this one were archived and not checked here"
+    )
+    anchors: int = Field(default=0, description="signed anchors of the head the chain holds")
 
 
 @router.get("/audit/verify", response_model=ChainOut, summary="Check the audit hash chain")
@@ -359,6 +363,8 @@ def audit_verify(gate: Gate, who: Reader) -> ChainOut:
         problem=report.problem,
         entry_id=report.entry_id,
         seq=report.seq,
+        trimmed_through=report.trimmed.seq if report.trimmed is not None else 0,
+        anchors=report.anchors,
     )
 
 

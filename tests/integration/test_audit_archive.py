@@ -11,20 +11,26 @@ a broken chain and an edited archive are each caught, and nothing is lost.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from gatekeeper import audit
+from gatekeeper import Gatekeeper, Policy, RedisStore, audit
 from gatekeeper._archive import (
     ArchiveError,
+    archive_anchors,
     archive_audit,
     archive_files,
     read_archive,
     whole_chain,
     write_archive,
 )
+from gatekeeper._signing import ANCHOR
 from gatekeeper.store import MemoryStore, Store
 from gatekeeper.testing import ManualClock
 from tests.storekit import held_event, make_request, vote
@@ -197,3 +203,100 @@ def test_an_agent_cannot_trim_the_audit_log(
         assert len(list(split.audit_entries())) == 6
     finally:
         split.close()
+
+
+@pytest.fixture
+def anchored(
+    redis_server: object, redis_prefix: str
+) -> Iterator[tuple[Gatekeeper, Any, ManualClock]]:
+    """A deciding store on a real Redis, and a client with full access to it (the attacker)."""
+    clock = ManualClock()
+    url = redis_server.url  # type: ignore[attr-defined]
+    store = RedisStore(url, prefix=redis_prefix, clock=clock)
+    gate = Gatekeeper(policy=Policy.empty(), store=store, clock=clock)
+    admin = redis.Redis.from_url(url)
+    yield gate, admin, clock
+    admin.close()
+    gate.close()
+
+
+def anchor_now(gate: Gatekeeper) -> None:
+    gate.store._sealer._next_anchor = 0.0  # type: ignore[attr-defined]
+    gate.store.flush()
+
+
+def test_the_deciding_side_anchors_the_head_and_verify_holds_the_chain_to_it(
+    anchored: tuple[Gatekeeper, Any, ManualClock],
+) -> None:
+    gate, admin, clock = anchored
+    hold_and_decide(clock, gate.store, 3)
+    anchor_now(gate)
+    anchors = gate.store.audit_anchors()
+    assert len(anchors) == 1
+    body = gate.store.decision_keys.trusted.verify(ANCHOR, anchors[0][1])
+    assert (body["seq"], body["hash"]) == gate.store.audit_head()
+    anchor_now(gate)  # the head did not move: no new anchor
+    assert len(gate.store.audit_anchors()) == 1
+    report = gate.verify_audit()
+    assert report.ok and report.anchors == 1
+
+    # Someone with Redis access cuts the last two events and rewrites the head to match:
+    # the chain and head agree, the signed anchor does not.
+    k = gate.store.keys
+    last_two = admin.xrevrange(k.audit, "+", "-", count=3)
+    admin.xdel(k.audit, last_two[0][0], last_two[1][0])
+    kept = json.loads(last_two[2][1][b"b"])
+    admin.hset(k.head, mapping={"seq": kept["seq"], "hash": last_two[2][1][b"h"]})
+    assert audit.verify_chain(gate.store.audit_entries(), head=gate.store.audit_head()).ok
+    report = gate.verify_audit()
+    assert not report.ok and (report.problem or "").startswith("TRUNCATED")
+
+
+def test_a_rewritten_or_forged_anchor_is_reported(
+    anchored: tuple[Gatekeeper, Any, ManualClock],
+) -> None:
+    gate, admin, clock = anchored
+    hold_and_decide(clock, gate.store, 2)
+    anchor_now(gate)
+    k = gate.store.keys
+    # The newest event rewritten and re-chained, head and all: only the anchor tells.
+    newest = admin.xrevrange(k.audit, "+", "-", count=1)[0]
+    body = json.loads(newest[1][b"b"])
+    body["event"]["actor"] = "approver:mallory"
+    raw = audit.canonical_json(body)
+    digest = hashlib.sha256(body["prev_hash"].encode() + raw).hexdigest()
+    admin.xdel(k.audit, newest[0])
+    admin.xadd(k.audit, {"b": raw, "h": digest})
+    admin.hset(k.head, "hash", digest)
+    report = gate.verify_audit()
+    assert not report.ok and (report.problem or "").startswith("REWRITTEN")
+
+    admin.xadd(k.anchors, {"a": '{"body":{"seq":1,"hash":"x"},"key_id":"k","sig":"AA=="}'})
+    admin.xdel(k.anchors, admin.xrange(k.anchors)[0][0])  # leave only the forged one
+    report = gate.verify_audit()
+    assert not report.ok and "not signed by a trusted key" in (report.problem or "")
+
+
+def test_archived_anchors_check_the_archive_too(
+    anchored: tuple[Gatekeeper, Any, ManualClock], tmp_path: Path
+) -> None:
+    gate, admin, clock = anchored
+    hold_and_decide(clock, gate.store, 2)
+    anchor_now(gate)
+    clock.advance(7200)
+    hold_and_decide(clock, gate.store, 2)
+    anchor_now(gate)
+    archive_audit(gate.store, tmp_path, older_than=clock.now() - HOUR)
+    assert len(archive_anchors(tmp_path)) == 2
+    archive_audit(gate.store, tmp_path, older_than=clock.now() - HOUR)  # appends nothing new
+    assert len(archive_anchors(tmp_path)) == 2
+    report = gate.verify_audit(archive=tmp_path)
+    assert report.ok and report.anchors == 2
+    # An archive file cut short and its name changed to match: the anchor at #4 says no.
+    path = archive_files(tmp_path)[0][2]
+    lines = path.read_text().splitlines()
+    path.unlink()
+    (tmp_path / "audit-000000000001-000000000003.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    admin.delete(gate.store.keys.anchors)
+    report = gate.verify_audit(archive=tmp_path)
+    assert not report.ok

@@ -176,7 +176,10 @@ def test_archive_verify_export_and_the_console_after_trimming(
     assert code == 0, err
     assert "archived 6 events" in out and "trimmed 6" in out and "ends at event #6" in out
     archive = tmp_path / "archive"
-    assert [p.name for p in archive.iterdir()] == ["audit-000000000001-000000000006.jsonl"]
+    assert sorted(p.name for p in archive.iterdir()) == [
+        "anchors.jsonl",  # the signed anchors of the head, kept beside the events
+        "audit-000000000001-000000000006.jsonl",
+    ]
     assert [json.loads(e.body)["seq"] for e in store.audit_entries()] == [7]
 
     code, out, _ = run("--config", str(config), "audit", "verify")
