@@ -106,8 +106,9 @@ class DurabilityConfig(_Model):
     timeout: float = Field(
         default=1.0,
         gt=0,
-        le=60,
-        description="seconds one wait for the replicas lasts at most; past it the approver is "
+        lt=10,
+        description="seconds one wait for the replicas lasts at most (below the store's 10 s "
+        "socket timeout); past it the approver is "
         "told the decision is not yet durable, and an approved call waits on until it is",
     )
 

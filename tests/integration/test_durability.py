@@ -278,3 +278,42 @@ def test_the_agents_acl_user_may_confirm_its_approval_but_not_approve(
         assert claimed.awaiting_replicas == 0
     finally:
         split.close()
+
+
+def test_an_async_agent_waits_for_the_replica_too(
+    deployment: tuple[str, Any, RedisStore],
+) -> None:
+    """The async face: the held-back approval is confirmed by the waiting agent's own check."""
+    import asyncio
+
+    where, fixture, store = deployment
+    gate = Gatekeeper(policy=Policy.empty(), store=store, default_timeout=30)
+    ran = threading.Event()
+    outcome: list[Any] = []
+
+    @gate.guard
+    async def deploy(version: str) -> str:
+        ran.set()
+        return f"deployed {version}"
+
+    async def call() -> None:
+        try:
+            with gate.session(agent=AGENT):
+                outcome.append(await deploy("v3"))
+        except Exception as exc:
+            outcome.append(exc)
+        await store.aio.aclose()
+
+    thread = threading.Thread(target=lambda: asyncio.run(call()), daemon=True)
+    thread.start()
+    wait_until("the call to be held", lambda: bool(store.pending()))
+    rid = store.pending()[0].id
+    master, replica = _replica_of(where, fixture, store.keys.of(AGENT).tag)
+    with _cut_off(master, replica):
+        after = gate.approve(rid, approver="alice")
+        assert (after.durable, after.awaiting_replicas) == (False, 1)
+        assert not ran.wait(0.8)
+    thread.join(15)
+    assert outcome == ["deployed v3"]
+    assert store.get(rid).status is RequestStatus.EXECUTED
+    gate.close()
