@@ -679,7 +679,10 @@ def request_from_hash(
         finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
         tampering=_text(flag) if flag is not None else f.get("tampering"),
         lease_until=utc(int(f["lease"])) if f.get("lease") else None,
-        awaiting_replicas=replicas_awaited(f.get("awaiting_replicas")),
+        # Held back only while approved: what ended (or ran) waits for nothing.
+        awaiting_replicas=replicas_awaited(f.get("awaiting_replicas"))
+        if f["status"] == "approved"
+        else 0,
     )
     return ApprovalRequest.model_validate(doc)
 
