@@ -92,6 +92,32 @@ class RetryConfig(_Model):
         return parse_duration(value) if isinstance(value, str) else value
 
 
+class DurabilityConfig(_Model):
+    """How many Redis replicas must hold a decision before it counts (see docs/deployment.md)."""
+
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="replicas of the agent's master that must acknowledge a decision (WAIT) "
+        "before the approver is told it is durable and an approved call may run; 0 waits for "
+        "none (a single node); 1 is the recommendation for a cluster or a Sentinel set-up",
+    )
+    timeout: float = Field(
+        default=1.0,
+        gt=0,
+        lt=10,
+        description="seconds one wait for the replicas lasts at most (below the store's 10 s "
+        "socket timeout); past it the approver is "
+        "told the decision is not yet durable, and an approved call waits on until it is",
+    )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class StoreConfig(_Model):
     """Where requests and the audit log live."""
 
@@ -103,6 +129,7 @@ class StoreConfig(_Model):
         "or memory:// (embedded)",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    durability: DurabilityConfig = Field(default_factory=DurabilityConfig)
     prefix: str = Field(default="gatekeeper", pattern=r"^[^{}\s]+$")
     max_connections: int = Field(
         default=32,
@@ -256,7 +283,7 @@ class Config(_Model):
 
     def build_store(self) -> Store:
         from .store import MemoryStore, RedisStore
-        from .store._redis import RetryPolicy
+        from .store._redis import Durability, RetryPolicy
 
         url = self.store_url
         if url.startswith("memory://"):
@@ -276,6 +303,7 @@ class Config(_Model):
             lease=self.store.lease,
             retention=self.store.retention,
             retry=RetryPolicy(**self.store.retry.model_dump()),
+            durability=Durability(**self.store.durability.model_dump()),
         )
 
     @property

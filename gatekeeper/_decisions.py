@@ -32,7 +32,7 @@ from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatu
 from .policy import Policy
 from .store import Store
 
-__all__ = ["MAX_RESPONSE_CHARS", "Decisions", "recorded_or_not"]
+__all__ = ["MAX_RESPONSE_CHARS", "Decisions", "durability_note", "recorded_or_not"]
 
 #: The longest answer a person may write in place of a tool's result.
 MAX_RESPONSE_CHARS = 8000
@@ -64,6 +64,28 @@ def recorded_or_not(what: str, check: str, step: Callable[[], T]) -> T:
             f"check with `{check}` before trying again",
             applied="unknown",
         ) from exc
+
+
+def durability_note(req: ApprovalRequest) -> str | None:
+    """What an approver must be told when their decision is not yet durable; None when it is.
+
+    ``req`` as a decision returned it: ``durable`` is False when the store
+    was asked for replicas (``store.durability``) and they did not have the
+    decision in time. Every surface (CLI, console, Slack) says this sentence.
+    """
+    if req.durable is not False:
+        return None
+    if req.awaiting_replicas:
+        return (
+            f"Not yet durable: the approval of {req.id} is on the Redis primary but not yet "
+            f"on {req.awaiting_replicas} replica(s), so a failover now could lose it. "
+            "The call runs only once a replica has it."
+        )
+    return (
+        f"Not yet durable: the decision on {req.id} is on the Redis primary but not yet on "
+        "its replicas, so a failover now could lose it; after a failover, check it with "
+        f"`gatekeeper show {req.id}`."
+    )
 
 
 class Decisions:

@@ -338,6 +338,19 @@ class ApprovalRequest(_Model):
         description="the call's idempotency key (a framework's tool-call id): the same "
         "call, made again after a restart, re-attaches to this request",
     )
+    awaiting_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="approved, and not yet known to be on this many Redis replicas "
+        "(store.durability): the agent runs it only once it is; 0 = nothing awaited",
+    )
+    durable: bool | None = Field(
+        default=None,
+        description="on the deciding side, as a decision returns: whether it was on the "
+        "replicas store.durability asks for (False: recorded on the primary only, so a "
+        "failover now could lose it); None when not checked (no replicas asked for, "
+        "or an embedded store)",
+    )
 
     @property
     def question(self) -> str | None:

@@ -94,7 +94,8 @@ class Node:
         unexecuted), the replicas catch up, then the process is killed. Redis
         replication is asynchronous: a write acknowledged in the last
         milliseconds before a crash can be lost with the master, which no
-        client can prevent without ``WAIT`` (not yet used by the store).
+        client can prevent without ``WAIT`` (``store.durability``; its fault
+        test, ``tests/faults/test_failover_durable.py``, cuts the link instead).
         """
         with self.client() as c:
             c.execute_command("CLIENT", "PAUSE", "5000", "WRITE")

@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, TextIO
 
+from .._decisions import durability_note
 from .._errors import ConfigError, GatekeeperError
 from .._text import (
     TERMINAL_WIDTH,
@@ -254,20 +255,25 @@ class ConsoleChannel:
             self._write(f"Not recorded: {inline(str(exc), 1000)}\n")
 
     def _record(self, current: ApprovalRequest, choice: str) -> None:
+        after = self._decide(current, choice)
+        note = durability_note(after) if after is not None else None
+        if note:
+            self._write(f"Warning: {note}\n")
+
+    def _decide(self, current: ApprovalRequest, choice: str) -> ApprovalRequest | None:
         gate = self._gate
         assert gate is not None
         if choice == "approve":
             comment = self._answer("Comment (optional): ")
             if comment is None:
-                return
-            gate.approve(
+                return None
+            return gate.approve(
                 current.id,
                 approver=self.approver,
                 comment=comment or None,
                 via="console",
                 expect_digest=current.args_digest,
             )
-            return
         if choice == "respond":
             ask = (
                 "Your answer (the agent reads it): "
@@ -275,13 +281,14 @@ class ConsoleChannel:
                 else "The result the agent gets instead (the tool won't run): "
             )
             text = self._required(ask)
-            if text is not None:
-                gate.respond(current.id, approver=self.approver, response=text, via="console")
-            return
+            if text is None:
+                return None
+            return gate.respond(current.id, approver=self.approver, response=text, via="console")
         why = "Why decline? " if current.is_question else "Why deny? "
         reason = self._required(why + "(required: the agent reads it) ")
-        if reason is not None:
-            gate.deny(current.id, approver=self.approver, comment=reason, via="console")
+        if reason is None:
+            return None
+        return gate.deny(current.id, approver=self.approver, comment=reason, via="console")
 
     def _required(self, prompt: str) -> str | None:
         """A non-blank line typed after ``prompt`` (asked again when blank); None if ended."""

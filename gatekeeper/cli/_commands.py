@@ -20,6 +20,7 @@ import yaml
 from .._archive import ArchiveError, archive_audit, archive_files, whole_chain
 from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
+from .._decisions import durability_note
 from .._errors import (
     ConfigError,
     GatekeeperError,
@@ -470,6 +471,9 @@ def decide(
     if after.status is RequestStatus.PENDING and len(after.decisions) == len(req.decisions):
         return _already_voted(after, approver, io)  # the store found the same vote there
     io.say(_decided(after, approver))
+    note = durability_note(after)
+    if note:
+        io.say(f"warning: {note}")
     if seconds is not None:
         made = [g for g in gate.grants(after.call.agent) if g.request_id == after.id]
         for grant in made:
@@ -556,6 +560,9 @@ def respond(
     except ValueError as exc:  # too long: say so, record nothing
         return io.refuse(f"{exc}; nothing recorded")
     io.say(_decided(after, approver))
+    note = durability_note(after)
+    if note:
+        io.say(f"warning: {note}")
     return 0
 
 
@@ -588,6 +595,8 @@ def _decided(req: ApprovalRequest, approver: str) -> str:
                 f"{who}; it runs when the agent's run resumes "
                 f"(until {req.lease_until:%Y-%m-%d %H:%M} UTC)"
             )
+        if req.awaiting_replicas:
+            return f"{who}; the agent's call runs once a Redis replica has the approval"
         return f"{who}; the agent's call runs now"
     if req.status is RequestStatus.DENIED:
         what = "question declined" if req.is_question else "denied"

@@ -6,6 +6,6 @@ agent and console process. Both pass one contract test suite.
 
 from ._base import AsyncStore, Store
 from ._memory import MemoryStore
-from ._redis import RedisStore, RetryPolicy
+from ._redis import Durability, RedisStore, RetryPolicy
 
-__all__ = ["AsyncStore", "MemoryStore", "RedisStore", "RetryPolicy", "Store"]
+__all__ = ["AsyncStore", "Durability", "MemoryStore", "RedisStore", "RetryPolicy", "Store"]

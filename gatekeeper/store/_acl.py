@@ -56,6 +56,9 @@ _READS = [
 # its own could busy-loop the server, where no SCRIPT KILL can stop it.
 _SCRIPTS = ["+evalsha", "+script|exists"]
 _PUBSUB = ["+subscribe", "+unsubscribe", "+publish"]
+# WAIT: a waiting agent checks that the replicas have its approval before it runs it
+# (store.durability); it blocks the agent's own connection and writes nothing.
+_REPLICAS = ["+wait"]
 _REQUEST_WRITES = "+hset +hdel +hsetnx +zadd +zrem +rpush +lpush +ltrim +pexpire +persist +incr"
 
 
@@ -87,6 +90,7 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         *_READS,
         *_SCRIPTS,
         *_PUBSUB,
+        *_REPLICAS,
         # Reading (and naming in a script) its own keys and the two shared ones
         # it registers with; writes are only what the selectors below allow.
         f"~{t}:*",

@@ -62,7 +62,7 @@ from ._leases import LeaseKeeper
 from ._sealer import Sealer
 from ._wakes import RECHECK, Wakes
 
-__all__ = ["RedisStore", "translate_redis_error"]
+__all__ = ["Durability", "RedisStore", "translate_redis_error"]
 
 T = TypeVar("T")
 log = logging.getLogger("gatekeeper.store")
@@ -214,6 +214,32 @@ class RetryPolicy:
         }
 
 
+class Durability:
+    """How many Redis replicas must hold a decision before it counts (``store.durability``).
+
+    With ``replicas`` above 0 the deciding side, after each decision, waits
+    (``WAIT``, at most ``timeout`` seconds) until that many replicas of the
+    agent's master acknowledge it, and says so in the request it returns
+    (``durable``); an approval is held back from the claim until then — or
+    until the waiting agent sees the replicas have it, checking in the same
+    way — so a failover can't lose an approval whose call ran. ``0`` (the
+    default) waits for none, as a single node must.
+
+    Example: ``RedisStore(url, durability=Durability(replicas=1, timeout=1.0))``.
+    """
+
+    def __init__(self, *, replicas: int = 0, timeout: float = 1.0) -> None:
+        if not 0 <= replicas <= 16:
+            raise ValueError(f"durability replicas must be 0 to 16, got {replicas!r}")
+        if not 0 < timeout <= 60:
+            raise ValueError(f"durability timeout must be above 0 s, at most 60 s, got {timeout!r}")
+        self.replicas = replicas
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Durability(replicas={self.replicas}, timeout={self.timeout})"
+
+
 class RedisStore:
     """The store on Redis (or Redis Cluster): requests, halts, audit chain.
 
@@ -244,7 +270,14 @@ class RedisStore:
         seal: bool | None = None,
         lease: float = 60.0,
         retention: float | None = 7 * 86400.0,
+        durability: Durability | None = None,
     ) -> None:
+        durability = durability or Durability()
+        if durability.replicas and not durability.timeout < socket_timeout:
+            raise ValueError(
+                f"durability timeout ({durability.timeout} s) must be below the socket "
+                f"timeout ({socket_timeout} s)"
+            )
         if not lease > 0:
             raise ValueError(f"lease must be a number of seconds above zero, got {lease!r}")
         if retention is not None and not retention > 0:
@@ -257,6 +290,8 @@ class RedisStore:
         #: Seconds a request's record is kept after it ends (None: for good).
         self.retention = retention
         self.keys = ops.Keys(prefix)
+        #: How many replicas must hold a decision before it counts (see :class:`Durability`).
+        self.durability = durability
         #: The signing key (deciding side only) and the trusted public keys.
         self.decision_keys = decision_keys or DecisionKeys.from_env()
         # Only the deciding side seals (agents can't write the chain); by
@@ -880,7 +915,57 @@ class RedisStore:
         req = _read_before_writing(self.get, request_id)
         a = self.keys.of(req.call.agent)
         signed = sign_vote(signer, req, decision, args)
-        return self._after(ops.decide(self.keys, a, request_id, signed, self._now_ms(), args))
+        replicas = self.durability.replicas
+        op = ops.decide(self.keys, a, request_id, signed, self._now_ms(), args, replicas)
+        after = self._after(op)
+        if not replicas:
+            return after
+        durable = self.replicated(a, replicas, self.durability.timeout) >= replicas
+        if durable and after.awaiting_replicas:
+            try:  # it may run now; else the waiting agent confirms it (it checks too)
+                after = self._after(ops.confirm(self.keys, a, request_id))
+            except GatekeeperError as exc:
+                log.warning("approval of request %s not confirmed here: %s", request_id, exc)
+        return after.model_copy(update={"durable": durable})
+
+    def replicated(self, a: ops.AgentKeys, replicas: int, timeout: float) -> int:
+        """How many replicas of agent ``a``'s master have every write made there so far.
+
+        ``WAIT`` counts the replicas that acknowledged the writes of the
+        connection it is sent on, so it goes on one connection to the master
+        of the agent's slot, right after a write of its own there (``INCR`` of
+        ``idx:sync``): a replica has a master's writes in order, so one that
+        has this write has every decision the master ran before it. Blocks at
+        most ``timeout`` seconds; 0 when the master can't be asked (a failover
+        under way): nothing is known to be on a replica then.
+        """
+        key = f"{a.tag}:idx:sync"
+        wait_ms = max(int(timeout * 1000), 1)
+        try:
+            node: Any = self.client
+            if self.endpoint.kind == "cluster":
+                node = self.client.get_redis_connection(self.client.get_node_from_key(key))
+            pipe = node.pipeline(transaction=False)
+            pipe.execute_command("INCR", key)  # not incr(): redis-py sends INCRBY
+            pipe.pexpire(key, 86_400_000)
+            pipe.execute_command("WAIT", replicas, wait_ms)
+            return int(pipe.execute()[-1])
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "could not ask Redis which replicas have agent %r's writes: %s", a.agent, exc
+            )
+            return 0
+
+    def _confirm(self, a: ops.AgentKeys, request_id: str, replicas: int, timeout: float) -> bool:
+        """Let an approval waiting for ``replicas`` run once they have it; False if not yet."""
+        if self.replicated(a, replicas, timeout) < replicas:
+            return False
+        try:
+            self._after(ops.confirm(self.keys, a, request_id))
+        except GatekeeperError as exc:  # not confirmed: it does not run yet
+            log.warning("approval of request %s not confirmed: %s", request_id, exc)
+            return False
+        return True
 
     def _after(self, op: ops.Op[ApprovalRequest]) -> ApprovalRequest:
         try:
@@ -929,6 +1014,13 @@ class RedisStore:
         except AgentHalted as exc:
             self._halted_here(a.agent, exc)
             raise
+        except TransitionRefused as exc:
+            # Approved, not yet known to be on the replicas asked for: checked now
+            # (the decider that would have may be gone), and claimed only once it is.
+            replicas = getattr(exc, "awaiting_replicas", 0)
+            if not replicas or not self._confirm(a, request_id, replicas, self.durability.timeout):
+                raise
+        return self._after(op)
 
     def finish(
         self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
@@ -969,6 +1061,14 @@ class RedisStore:
                     continue
                 backoff.reset()
                 remaining = deadline - time.monotonic()
+                if req.awaiting_replicas and remaining > 0:
+                    # Approved, held until the replicas have it: look, then run it or wait on.
+                    a = self.keys.of(req.call.agent)
+                    timeout = min(self.durability.timeout, remaining)
+                    if self._confirm(a, request_id, req.awaiting_replicas, timeout):
+                        continue
+                    woken.wait(min(deadline - time.monotonic(), RECHECK, 0.5))
+                    continue
                 if req.status.decided or remaining <= 0:
                     return req
                 woken.wait(min(remaining, RECHECK))

@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying
 
 from .._errors import (
     AgentHalted,
+    GatekeeperError,
     RequestNotFound,
     StoreError,
     StoreUnavailable,
@@ -429,7 +430,34 @@ class AsyncRedisStore:
         a = self.keys.of(req.call.agent)
         signed = sign_vote(signer, req, decision, args)
         now = self._now_ms()
-        return await self._after(ops.decide(self.keys, a, request_id, signed, now, args))
+        replicas = self._store.durability.replicas
+        after = await self._after(ops.decide(self.keys, a, request_id, signed, now, args, replicas))
+        if not replicas:
+            return after
+        timeout = self._store.durability.timeout
+        # WAIT blocks its connection: the blocking client's, off the loop (see replicated).
+        acked = await asyncio.to_thread(self._store.replicated, a, replicas, timeout)
+        durable = acked >= replicas
+        if durable and after.awaiting_replicas:
+            try:  # it may run now; else the waiting agent confirms it (it checks too)
+                after = await self._after(ops.confirm(self.keys, a, request_id))
+            except GatekeeperError as exc:
+                log.warning("approval of request %s not confirmed here: %s", request_id, exc)
+        return after.model_copy(update={"durable": durable})
+
+    async def _confirm(
+        self, a: ops.AgentKeys, request_id: str, replicas: int, timeout: float
+    ) -> bool:
+        """As :meth:`RedisStore._confirm`, on this loop."""
+        acked = await asyncio.to_thread(self._store.replicated, a, replicas, timeout)
+        if acked < replicas:
+            return False
+        try:
+            await self._after(ops.confirm(self.keys, a, request_id))
+        except GatekeeperError as exc:  # not confirmed: it does not run yet
+            log.warning("approval of request %s not confirmed: %s", request_id, exc)
+            return False
+        return True
 
     async def expire(self, request_id: str) -> ApprovalRequest:
         a = await self._agent_keys(request_id)
@@ -465,6 +493,12 @@ class AsyncRedisStore:
         except AgentHalted as exc:
             self._store._halted_here(a.agent, exc)
             raise
+        except TransitionRefused as exc:  # as RedisStore.claim: checked now, claimed once it is
+            replicas = getattr(exc, "awaiting_replicas", 0)
+            timeout = self._store.durability.timeout
+            if not replicas or not await self._confirm(a, request_id, replicas, timeout):
+                raise
+        return await self._after(op)
 
     async def finish(
         self, request_id: str, *, ok: bool, outcome: str | None, token: str | None = None
@@ -505,9 +539,17 @@ class AsyncRedisStore:
                 else:
                     backoff.reset()
                     remaining = deadline - loop.time()
-                    if req.status.decided or remaining <= 0:
+                    if req.awaiting_replicas and remaining > 0:
+                        # Approved, held until the replicas have it: look, then run it or wait on.
+                        a = self.keys.of(req.call.agent)
+                        timeout = min(self._store.durability.timeout, remaining)
+                        if await self._confirm(a, request_id, req.awaiting_replicas, timeout):
+                            continue
+                        pause = min(deadline - loop.time(), 0.5)
+                    elif req.status.decided or remaining <= 0:
                         return req
-                    pause = min(remaining, RECHECK)
+                    else:
+                        pause = min(remaining, RECHECK)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(woken.wait(), max(pause, 0.0))
         finally:

@@ -53,6 +53,7 @@ _SCRIPT_NAMES = (
     "resolve",
     "audittrim",
     "prune",
+    "confirm",
 )
 
 
@@ -243,6 +244,16 @@ def _check(reply: Any, rid: str | None = None, tool: str | None = None) -> list[
         )
     if tag == "missing" and rid is not None:
         raise RequestNotFound(rid)
+    if tag == "unconfirmed" and rid is not None:
+        held_back = TransitionRefused(
+            f"can't release request {rid}: its approval is not yet known to be on "
+            f"{parts[1]} Redis replica(s) (store.durability); a failover could lose it",
+            request_id=rid,
+            status="approved",
+            action="release",
+        )
+        held_back.awaiting_replicas = replicas_awaited(parts[1])  # type: ignore[attr-defined]
+        raise held_back
     if tag == "refused" and rid is not None:
         status, action, why = parts[1], parts[2], parts[3]
         raise TransitionRefused(
@@ -460,7 +471,9 @@ def decide(
     decision: Decision,
     now_ms: int | str,
     args: Mapping[str, Any] | None,
+    replicas: int = 0,
 ) -> Op[ApprovalRequest]:
+    """Record a vote; an approval that reaches the quorum waits for ``replicas`` (confirm)."""
     keys = [
         a.req(rid),
         a.voters(rid),
@@ -479,8 +492,15 @@ def decide(
         decision.args_digest,
         _decision_json(decision),
         _json(args) if args is not None else "",
+        replicas,
     ]
     return Op("decide", keys, argv, _transition(rid, a.agent))
+
+
+def confirm(k: Keys, a: AgentKeys, rid: str) -> Op[ApprovalRequest]:
+    """The approval is on the replicas it waited for: it may run (wakes its waiter)."""
+    keys = [a.req(rid), a.wake(rid), a.votes(rid)]
+    return Op("confirm", keys, [k.channel], _transition(rid, a.agent))
 
 
 def _decision_json(decision: Decision) -> str:
@@ -671,5 +691,19 @@ def request_from_hash(
         finished_at=utc(int(f["finished_at"])) if "finished_at" in f else None,
         tampering=_text(flag) if flag is not None else f.get("tampering"),
         lease_until=utc(int(f["lease"])) if f.get("lease") else None,
+        # Held back only while approved: what ended (or ran) waits for nothing.
+        awaiting_replicas=replicas_awaited(f.get("awaiting_replicas"))
+        if f["status"] == "approved"
+        else 0,
     )
     return ApprovalRequest.model_validate(doc)
+
+
+def replicas_awaited(raw: str | None) -> int:
+    """The replicas an approval waits for, as its hash says (the agent's to write: any
+    value but a small number reads as one awaited, so it still does not run unchecked)."""
+    if raw is None:
+        return 0
+    if raw.isascii() and raw.isdigit() and 0 < len(raw) <= 2:
+        return max(int(raw), 1)
+    return 1

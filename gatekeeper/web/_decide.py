@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from .._decisions import durability_note
 from .._errors import (
     GatekeeperError,
     InvalidToolCall,
@@ -60,7 +61,8 @@ def _digest_or_refuse(digest: str) -> str:
 
 def _decided(request: Request, req: ApprovalRequest, message: str) -> Response:
     response = RedirectResponse(f"/requests/{urllib.parse.quote(req.id)}", status_code=303)
-    flash(response, request, message)
+    note = durability_note(req)
+    flash(response, request, f"{message} {note}" if note else message)
     return response
 
 
@@ -71,6 +73,8 @@ def _outcome(req: ApprovalRequest, edited: bool = False) -> str:
             f"Your approval {what}is recorded: {len(req.approvals)} of {req.quorum} approvals; "
             "waiting for more."
         )
+    if req.awaiting_replicas:
+        return f"Approved {what}— {req.call.tool} runs once a Redis replica has the approval."
     return f"Approved {what}— {req.call.tool} may run now."
 
 

@@ -222,3 +222,31 @@ def test_the_wake_up_thread_outlives_a_cluster_it_can_not_reach_yet() -> None:
         assert wakes._thread is not None and wakes._thread.is_alive()
     finally:
         wakes.close()
+
+
+def test_the_config_takes_a_durability_and_refuses_a_bad_one_by_field() -> None:
+    """``store.durability`` reaches the store; a timeout the socket can't outlast is refused."""
+    config = parse_config(
+        "version: 1\nstore:\n  url: redis+sentinel://127.0.0.1:9/gk\n"
+        "  durability: {replicas: 1, timeout: 250ms}\n",
+        source="g.yaml",
+    )
+    assert (config.store.durability.replicas, config.store.durability.timeout) == (1, 0.25)
+    defaults = parse_config("version: 1\n", source="g.yaml").store.durability
+    assert (defaults.replicas, defaults.timeout) == (0, 1.0)
+    for bad, field in (
+        ("{replicas: -1}", "store.durability.replicas"),
+        ("{replicas: 1, timeout: 10s}", "store.durability.timeout"),
+        ("{replicas: 1, timeout: 0}", "store.durability.timeout"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"version: 1\nstore:\n  durability: {bad}\n", source="g.yaml")
+        assert field in str(info.value)
+    from gatekeeper.store import Durability, RedisStore
+
+    with pytest.raises(ValueError, match="below the socket timeout"):
+        RedisStore(
+            "redis://127.0.0.1:9/0",
+            durability=Durability(replicas=1, timeout=5.0),
+            socket_timeout=2.0,
+        )

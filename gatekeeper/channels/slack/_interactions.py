@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..._decisions import MAX_RESPONSE_CHARS
+from ..._decisions import MAX_RESPONSE_CHARS, durability_note
 from ..._errors import GatekeeperError, RequestNotFound, StoreUnavailable
 from ...models import ApprovalRequest
 from ._blocks import (
@@ -235,6 +235,9 @@ class SlackInteractions:
                 self._repaint(self.gate.get(req.id), ref, force=True)
                 return
             self._repaint(after, ref, force=force)
+            note = durability_note(after)
+            if note:  # recorded, but a failover now could lose it: the approver is told
+                self._tell(click, note)
 
         return step
 

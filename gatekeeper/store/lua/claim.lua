@@ -33,6 +33,11 @@ if f.status ~= 'approved' then
   end
   return {'refused', f.status, 'release', why}
 end
+-- An approval not yet known to be on the replicas store.durability asked for
+-- runs only once it is (the store checks with WAIT, then confirm.lua): one a
+-- failover then loses never ran.
+local awaiting = redis.call('HGET', KEYS[1], 'awaiting_replicas')
+if awaiting then return {'unconfirmed', awaiting} end
 local h, hf = halted(KEYS[2], f.agent, f.session)
 if h then return {'halted', h, hf} end
 -- A request that was already waiting when a halt of its scope was pulled should

@@ -1,5 +1,6 @@
 -- KEYS: req, voters, votes, seen, wake, pending, owners, journal
--- ARGV: channel, now, approver, approve (1|0|r: respond), digest, decision, edited args ('' if none)
+-- ARGV: channel, now, approver, approve (1|0|r: respond), digest, decision, edited args ('' if none),
+--       replicas an approval must reach before it runs ('' or '0': none; see confirm.lua)
 -- Deciding is the deciding side's alone: refuse before writing anything.
 if not redis.acl_check_cmd('SADD', KEYS[4], 'x') then return {'forbidden'} end
 local now = clock(ARGV[2])
@@ -79,6 +80,14 @@ if n >= f.quorum then
   redis.call('HSET', KEYS[1], 'status', 'approved', 'decided_at', now, 'decided_by', ARGV[3])
   if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment)
   else redis.call('HDEL', KEYS[1], 'comment') end
+  -- Held back from the claim until it is known to be on that many replicas
+  -- (store.durability): a failover must not lose an approval whose call ran.
+  local replicas = tonumber(ARGV[8] or '')
+  if replicas and replicas > 0 then
+    redis.call('HSET', KEYS[1], 'awaiting_replicas', replicas)
+  else
+    redis.call('HDEL', KEYS[1], 'awaiting_replicas')
+  end
   settle(KEYS[1], KEYS[6], KEYS[7], f.id)
 end
 journal_push(KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
