@@ -156,6 +156,12 @@ def write_archive(directory: str | os.PathLike[str], entries: Sequence[StoredEve
     return target
 
 
+def chain_directory(directory: str | os.PathLike[str], chain: int) -> Path:
+    """Where chain ``chain``'s files go: the directory itself for chain 0, else
+    ``chain-N`` in it."""
+    return Path(directory) if chain == 0 else Path(directory) / f"chain-{chain}"
+
+
 def archive_audit(
     store: Store,
     directory: str | os.PathLike[str],
@@ -168,11 +174,28 @@ def archive_audit(
     Each event is checked against the one before it first: a broken chain is
     an :class:`ArchiveError` and nothing past the break is archived or
     trimmed. ``directory`` must be this store's archive (its newest event is
-    the last the store trimmed), or empty.
+    the last the store trimmed), or empty. With several audit chains, chain
+    0 goes to ``directory`` and chain N to ``directory/chain-N``; the result
+    adds them up (``through`` is chain 0's).
     """
-    root = Path(directory)
+    results = [
+        _archive_chain(store, chain_directory(directory, c), c, older_than, per_file)
+        for c in range(getattr(store, "audit_chains", 1))
+    ]
+    _keep_anchors(store, Path(directory))
+    return ArchiveResult(
+        sum(r.archived for r in results),
+        sum(r.trimmed for r in results),
+        [f for r in results for f in r.files],
+        results[0].through,
+    )
+
+
+def _archive_chain(
+    store: Store, root: Path, chain: int, older_than: dt.datetime, per_file: int
+) -> ArchiveResult:
     tail_seq, tail_hash = archive_tail(root)
-    base = store.audit_base()
+    base = store.audit_base(chain)
     if tail_seq < base.seq:
         raise ArchiveError(
             f"the archive {root} ends at event #{tail_seq} but this store trimmed up to "
@@ -195,7 +218,7 @@ def archive_audit(
         at = dt.datetime.fromtimestamp(_event_ms(entry) / 1000, tz=dt.timezone.utc)
         return store.audit_trim(entry, at=at)
 
-    for entry in store.audit_entries():
+    for entry in store.audit_entries(chain=chain):
         seq = _check_link(entry, prev_seq, prev_hash)
         prev_seq, prev_hash = seq, entry.hash
         if seq <= tail_seq:  # archived by a run that stopped before trimming
@@ -220,23 +243,24 @@ def archive_audit(
         done = batch[-1]
     if done is not None:
         trimmed += trim(done)
-    _keep_anchors(store, root)
     return ArchiveResult(archived, trimmed, files, through)
 
 
-def whole_chain(store: Store, directory: str | os.PathLike[str]) -> Iterator[StoredEvent]:
-    """The archive's events, then the store's that follow them: the chain from event #1.
+def whole_chain(
+    store: Store, directory: str | os.PathLike[str], chain: int = 0
+) -> Iterator[StoredEvent]:
+    """The archive's events, then the store's that follow them: ``chain`` from event #1.
 
     Events a crashed archiving run wrote to the archive but did not trim are
     read once (the archive's copy; the store's must be the same, or it is
     passed on for the check to report).
     """
     tail_seq, tail_hash = 0, GENESIS
-    for entry in read_archive(directory):
+    for entry in read_archive(chain_directory(directory, chain)):
         yield entry
         with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: reported
             tail_seq, tail_hash = _seq(entry), entry.hash
-    for entry in store.audit_entries():
+    for entry in store.audit_entries(chain=chain):
         try:
             seq = _seq(entry)
         except (ValueError, KeyError, TypeError):

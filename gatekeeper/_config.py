@@ -131,6 +131,14 @@ class StoreConfig(_Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     durability: DurabilityConfig = Field(default_factory=DurabilityConfig)
     prefix: str = Field(default="gatekeeper", pattern=r"^[^{}\s]+$")
+    audit_chains: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="hash chains the audit log is sealed into, each agent's events in one, "
+        "each verifiable alone; on a Redis Cluster, a few per master spreads the log over "
+        "them. Fixed for a deployment once used (it may go from 1 to more)",
+    )
     max_connections: int = Field(
         default=32,
         ge=1,
@@ -303,6 +311,7 @@ class Config(_Model):
             lease=self.store.lease,
             retention=self.store.retention,
             retry=RetryPolicy(**self.store.retry.model_dump()),
+            audit_chains=self.store.audit_chains,
             durability=Durability(**self.store.durability.model_dump()),
         )
 

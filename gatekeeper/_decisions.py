@@ -8,6 +8,7 @@ a configured approver, of the rule's group, for the arguments they reviewed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -27,10 +28,11 @@ from ._errors import (
 )
 from ._signing import ANCHOR
 from ._votes import trust_problem
-from .audit import GENESIS, AnchorWatch, ChainReport, verify_chain
+from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
+from .store._sealer import anchor_heads
 
 __all__ = ["MAX_RESPONSE_CHARS", "Decisions", "durability_note", "recorded_or_not"]
 
@@ -398,35 +400,63 @@ class Decisions:
         return resumed
 
     def verify_audit(self, *, archive: str | os.PathLike[str] | None = None) -> ChainReport:
-        """Check the audit chain up to the store's head: from its first event with the
-        ``archive`` directory, else from the last event archived and trimmed; and that it
-        still holds every signed anchor of its head (the store's, and the archive's)."""
+        """Check every audit chain up to its head: from its first event with the
+        ``archive`` directory, else from its last event archived and trimmed; and that
+        each still holds every signed anchor of its head (the store's, the archive's).
+
+        With several chains (``store.audit_chains``) each is checked alone; the
+        report is the first broken one's (its problem names the chain), else their
+        sum, with each chain's own report in ``chains``.
+        """
+        n = getattr(self.store, "audit_chains", 1)
+        report = ChainReport(0, GENESIS)
         for _ in range(3):  # again if an archiving run trimmed during the walk
-            base = self.store.audit_base()
-            anchors, unreadable = self._anchor_bodies(archive)
-            head = self.store.audit_head()  # first: events sealed during the walk aren't judged
-            watch = AnchorWatch(anchors)
-            if archive is not None:
-                entries = watch.wrap(whole_chain(self.store, archive))
-                report = verify_chain(entries, head=head)
-                start: tuple[int, str] = (0, GENESIS)
-            else:
-                start = (base.seq, base.hash)
-                report = verify_chain(watch.wrap(self.store.audit_entries()), head=head, base=start)
-                if base.seq:
-                    report = dataclasses.replace(report, trimmed=base)
-            if report.ok:
-                held, problem = watch.problem(report, base=start)
-                problem = problem or unreadable
-                report = dataclasses.replace(report, anchors=held, problem=problem)
-            if report.ok or self.store.audit_base() == base:
+            bases = [self.store.audit_base(c) for c in range(n)]
+            bodies, unreadable = self._anchor_bodies(archive)
+            reports = [self._verify_chain(c, bases[c], bodies, archive) for c in range(n)]
+            report = _combined(reports, unreadable, len(bodies))
+            if report.ok or [self.store.audit_base(c) for c in range(n)] == bases:
                 return report
+        return report
+
+    def _verify_chain(
+        self,
+        chain: int,
+        base: Trimmed,
+        bodies: list[dict[str, Any]],
+        archive: str | os.PathLike[str] | None,
+    ) -> ChainReport:
+        anchored = []
+        for body in bodies:
+            heads = anchor_heads(body)
+            if chain < len(heads):
+                anchored.append({"seq": heads[chain][0], "hash": heads[chain][1]})
+        watch = AnchorWatch(anchored)
+        head = self.store.audit_head(chain)  # first: events sealed during the walk aren't judged
+        start: tuple[int, str] = (0, GENESIS)
+        if archive is not None:
+            report = verify_chain(watch.wrap(whole_chain(self.store, archive, chain)), head=head)
+        else:
+            start = (base.seq, base.hash)
+            entries = watch.wrap(self.store.audit_entries(chain=chain))
+            report = verify_chain(entries, head=head, base=start)
+            if base.seq:
+                report = dataclasses.replace(report, trimmed=base)
+        if report.ok:
+            held, problem = watch.problem(report, base=start)
+            report = dataclasses.replace(report, anchors=held, problem=problem)
         return report
 
     def _anchor_bodies(
         self, archive: str | os.PathLike[str] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The anchors' bodies whose signatures hold, and a problem if one does not."""
+        """The anchors' bodies whose signatures hold, and a problem if one is forged.
+
+        An anchor signed with a key this process does not trust (another
+        deployment's, a retired key, junk) is passed over: it can't vouch for
+        the chain, and leaving it out lets nothing tampered pass. One that names
+        a trusted key and whose signature is wrong is a forgery: the problem.
+        """
         signed = [text for _, text in self.store.audit_anchors()]
         if archive is not None:
             signed = [text for _, text in archive_anchors(archive)] + signed
@@ -437,11 +467,33 @@ class Decisions:
         for text in signed:
             try:
                 body = trusted.verify(ANCHOR, text)
-                int(body["seq"]), str(body["hash"])
-            except (TamperingDetected, KeyError, TypeError, ValueError) as exc:
-                return bodies, f"an anchor of the chain is not signed by a trusted key: {exc}"
+                anchor_heads(body)
+            except TamperingDetected as exc:
+                if "is wrong" in str(exc):
+                    return bodies, f"an anchor of the audit chain is forged: {exc}"
+                continue  # not ours to check
+            except (KeyError, TypeError, ValueError):
+                continue
             bodies.append(body)
         return bodies, None
+
+
+def _combined(reports: list[ChainReport], unreadable: str | None, anchors: int) -> ChainReport:
+    """One report of every chain's: the first broken one (naming its chain), else the sum."""
+    if len(reports) == 1:
+        only = reports[0]
+        return dataclasses.replace(only, problem=unreadable) if only.ok and unreadable else only
+    for c, r in enumerate(reports):
+        if not r.ok:
+            return dataclasses.replace(r, problem=f"chain {c}: {r.problem}", chains=tuple(reports))
+    heads = hashlib.sha256("".join(r.head_hash for r in reports).encode()).hexdigest()
+    return ChainReport(
+        sum(r.count for r in reports),
+        heads,
+        unreadable,
+        anchors=anchors if all(r.anchors or not r.count for r in reports) else 0,
+        chains=tuple(reports),
+    )
 
 
 def _halt_scope(agent: str | None, session: str | None, everything: bool) -> tuple[HaltScope, str]:

@@ -97,6 +97,8 @@ class ChainReport:
     trimmed: Trimmed | None = None
     #: Signed anchors of the head the chain was found to hold (see AnchorWatch).
     anchors: int = 0
+    #: With several audit chains, each one's own report (chain 0 first).
+    chains: tuple[ChainReport, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -360,3 +362,73 @@ class AnchorWatch:
                 )
             held += 1
         return held, None
+
+
+# -- entries of several chains ------------------------------------------------------------------
+# A deployment may seal into several chains (``store.audit_chains``), one per
+# group of agents, each verifiable alone. An entry of chain 0 keeps its
+# stream id as its entry id (``1717171717171-0``); one of chain c > 0 is
+# ``c/1717171717171-0``. Readers merge the chains by when each event was
+# sealed (stream id), then chain number.
+
+_CHAINED = re.compile(r"(?:(\d{1,3})/)?(\d+)(?:-(\d+))?")
+
+
+def entry_chain(entry_id: str) -> tuple[int, str]:
+    """``(chain, stream id)`` of an entry id (a ValueError if it is not one)."""
+    m = _CHAINED.fullmatch(entry_id)
+    if not m:
+        raise ValueError(f"not an audit entry id: {entry_id!r}")
+    return int(m.group(1) or 0), entry_id.rpartition("/")[2]
+
+
+def chained_id(chain: int, stream_id: str) -> str:
+    """The entry id of stream entry ``stream_id`` of ``chain``."""
+    return stream_id if chain == 0 else f"{chain}/{stream_id}"
+
+
+def entry_order(entry_id: str) -> tuple[int, int, int]:
+    """Where an entry falls among every chain's: (sealed ms, sequence, chain)."""
+    chain, sid = entry_chain(entry_id)
+    ms_, _, seq = sid.partition("-")
+    return int(ms_), int(seq or 0), chain
+
+
+def sealed_ms(entry_id: str) -> int | None:
+    """When a Redis entry was sealed (ms), from its id; None for ids that don't say."""
+    try:
+        _, sid = entry_chain(entry_id)
+    except ValueError:
+        return None
+    ms_, sep, _ = sid.partition("-")
+    return int(ms_) if sep else None
+
+
+def advance_cursor(cursor: str | None, entry_id: str) -> str:
+    """The cursor for ``audit_entries(after=...)`` once ``entry_id`` was read after
+    ``cursor``: each chain's last entry read (clocks of a cluster's masters differ, so
+    one entry id can't say where every chain was), with the entry id it began after."""
+    floor, positions = parse_cursor(cursor)
+    chain, sid = entry_chain(entry_id)
+    positions[chain] = sid
+    return (floor or "") + ";" + ",".join(f"{c}:{positions[c]}" for c in sorted(positions))
+
+
+def parse_cursor(cursor: str | None) -> tuple[str | None, dict[int, str]]:
+    """``(entry id read after first, each chain's last stream id read)`` of a cursor: an
+    entry id, or one :func:`advance_cursor` made. A ValueError if it is neither."""
+    if not cursor:
+        return None, {}
+    if ";" not in cursor:
+        entry_chain(cursor)
+        return cursor, {}
+    floor, _, rest = cursor.partition(";")
+    if floor:
+        entry_chain(floor)
+    out: dict[int, str] = {}
+    for part in rest.split(",") if rest else []:
+        c, _, sid = part.partition(":")
+        if not c.isdigit() or "/" in sid or not _CHAINED.fullmatch(sid):
+            raise ValueError(f"not an audit cursor: {cursor!r}")
+        out[int(c)] = sid
+    return floor or None, out

@@ -32,7 +32,7 @@ Draft = Mapping[str, Any]
 class RoleSplitStore:
     """Agent-side operations as the agent's ACL user, the rest as the decider's."""
 
-    def __init__(self, url: str, prefix: str, clock: Clock) -> None:
+    def __init__(self, url: str, prefix: str, clock: Clock, *, audit_chains: int = 1) -> None:
         self._url, self._prefix, self.clock = url, prefix, clock
         self._cluster = url.startswith("redis+cluster://")
         self._admin: Any = (
@@ -51,6 +51,7 @@ class RoleSplitStore:
             clock=clock,
             decision_keys=DecisionKeys(key),
             lease=MANUAL_LEASE,
+            audit_chains=audit_chains,
         )
         self.decider.load_scripts()  # agents may only run them
         self.decision_keys = self.decider.decision_keys
@@ -199,13 +200,13 @@ class RoleSplitStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.decider, name)
 
-    def audit_entries(self, *, after: str | None = None) -> Any:
+    def audit_entries(self, *, after: str | None = None, chain: int | None = None) -> Any:
         self.flush()
-        return self.decider.audit_entries(after=after)
+        return self.decider.audit_entries(after=after, chain=chain)
 
-    def audit_head(self) -> tuple[int, str]:
+    def audit_head(self, chain: int = 0) -> tuple[int, str]:
         self.flush()
-        return self.decider.audit_head()
+        return self.decider.audit_head(chain)
 
     def audit_page(self, *, before: str | None = None, limit: int = 50) -> Any:
         self.flush()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._canonical import truncate
-from ..audit import StoredEvent
+from ..audit import StoredEvent, sealed_ms
 from ..models import utc
 from ..policy import Policy
 from ._model import (
@@ -181,10 +181,7 @@ class _Policy:
 
 def _recorded_ms(entry: StoredEvent) -> int | None:
     """When the store recorded ``entry``: a Redis stream id's milliseconds, else None."""
-    ms, sep, seq = entry.entry_id.partition("-")
-    if sep and ms.isdigit() and seq.isdigit():
-        return int(ms)
-    return None
+    return sealed_ms(entry.entry_id)
 
 
 _decode = json.JSONDecoder().decode

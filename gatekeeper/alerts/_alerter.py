@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from .._clock import Clock, SystemClock
 from .._errors import GatekeeperError
+from ..audit import advance_cursor
 from ..models import Risk
 from ._alert import KINDS, Alert, AlertKind
 from ._outbox import AlertTarget, Outbox
@@ -147,7 +148,8 @@ class Alerter:
             self._started = True
         oldest = now - self.window
         for entry in self.store.audit_entries(after=self._cursor):
-            self._cursor = entry.entry_id
+            # Each chain's place: the masters of a cluster don't share a clock.
+            self._cursor = advance_cursor(self._cursor, entry.entry_id)
             for alert in self._watch.read(entry, now):
                 at = min(max(alert.at.timestamp(), oldest), now)
                 found.extend(self._offered(alert, at))

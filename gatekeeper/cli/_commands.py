@@ -46,7 +46,7 @@ from .._text import inline, quoted_block
 from .._usage import amount as _amount
 from .._usage import limit_usage
 from .._usage import span as _span
-from ..audit import Trimmed, draft, parse_event
+from ..audit import Trimmed, draft, entry_chain, parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
 from ..policy import Policy, parse_duration
@@ -657,8 +657,10 @@ def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
             io.say(_ascii_json(event.model_dump(mode="json")))
             continue
         subject = " ".join(inline(x, 60) for x in (event.tool, event.request_id) if x)
+        chain = entry_chain(entry.entry_id)[0] if "/" in entry.entry_id else 0
+        place = f"{chain}/{event.seq}" if chain else str(event.seq)
         io.say(
-            f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
+            f"#{place:<6} {event.at:%Y-%m-%d %H:%M:%S}  {event.kind:<18} "
             f"{inline(event.actor, 40):<24} {subject}"
         )
     return 0
@@ -674,6 +676,12 @@ def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int
         held = (
             f"; {n} signed anchor{'s' if n != 1 else ''} hold{'s' if n == 1 else ''}" if n else ""
         )
+        if report.chains:
+            io.say(f"ok: {report.count} events in {len(report.chains)} chains, all intact{held}")
+            for c, part in enumerate(report.chains):
+                cut = f" after {part.trimmed.seq} archived" if part.trimmed is not None else ""
+                io.say(f"  chain {c}: {part.count} events{cut}, head {part.head_hash[:16]}")
+            return 0
         io.say(f"ok: {report.count} events, chain intact, head {report.head_hash[:16]}{held}")
         if report.trimmed is not None:
             io.say(trimmed_note(report.trimmed))
@@ -703,7 +711,11 @@ def audit_export(
                 event = parse_event(entry.body, entry.hash)
             except (ValueError, KeyError, TypeError):
                 return io.fail(f"audit entry {entry.entry_id} is not a readable event")
-            target.write(event.model_dump_json() + "\n")
+            if "/" in entry.entry_id:  # of an audit chain other than 0: said in the line
+                line = {**event.model_dump(mode="json"), "chain": entry_chain(entry.entry_id)[0]}
+                target.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+            else:
+                target.write(event.model_dump_json() + "\n")
             count += 1
     except ArchiveError as exc:
         return io.fail(str(exc))

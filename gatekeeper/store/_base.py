@@ -372,12 +372,22 @@ class Store(Protocol):
         ...
 
     # -- audit ----------------------------------------------------------------
-    def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
-        """Sealed entries in chain order, after entry id ``after`` (from the start if None)."""
+    #: How many hash chains the audit log is sealed into (1 unless configured).
+    audit_chains: int
+
+    def audit_entries(
+        self, *, after: str | None = None, chain: int | None = None
+    ) -> Iterator[StoredEvent]:
+        """Sealed entries after ``after`` (from the start if None): every chain's, merged
+        by when they were sealed, or ``chain``'s alone in chain order.
+
+        ``after`` is an entry id, or a cursor :func:`~gatekeeper.audit.advance_cursor`
+        made (each chain's last entry read: what a reader that follows the log keeps).
+        """
         ...
 
-    def audit_head(self) -> tuple[int, str]:
-        """``(seq, hash)`` of the newest sealed event; ``(0, GENESIS)`` when empty."""
+    def audit_head(self, chain: int = 0) -> tuple[int, str]:
+        """``(seq, hash)`` of ``chain``'s newest sealed event; ``(0, GENESIS)`` when empty."""
         ...
 
     def prune(self, *, batch: int = 500) -> int:
@@ -391,8 +401,8 @@ class Store(Protocol):
         chain grows). The embedded store keeps none."""
         ...
 
-    def audit_base(self) -> Trimmed:
-        """The last event archived and trimmed from this store (``seq`` 0 when none was).
+    def audit_base(self, chain: int = 0) -> Trimmed:
+        """The last event of ``chain`` archived and trimmed (``seq`` 0 when none was).
 
         The entries left chain from it: :func:`~gatekeeper.audit.verify_chain`
         takes it as ``base``.

@@ -16,7 +16,7 @@ from .._clock import Clock, SystemClock
 from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefused
 from .._signing import DecisionKeys
 from .._votes import sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft, seal
+from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft, parse_cursor, seal
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
@@ -156,7 +156,7 @@ class MemoryStore:
     def audit_anchors(self) -> list[tuple[str, str]]:
         return []  # the chain and whoever could rewrite it live in this one process
 
-    def audit_base(self) -> Trimmed:
+    def audit_base(self, chain: int = 0) -> Trimmed:
         with self._lock:
             return self._base
 
@@ -189,7 +189,16 @@ class MemoryStore:
         with self._lock:
             self._seal_locked()
 
-    def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
+    #: The embedded store seals into one chain.
+    audit_chains = 1
+
+    def audit_entries(
+        self, *, after: str | None = None, chain: int | None = None
+    ) -> Iterator[StoredEvent]:
+        if chain not in (None, 0):
+            raise ValueError(f"no audit chain {chain} (this store has 1)")
+        floor, positions = parse_cursor(after)
+        after = positions.get(0, floor)
         with self._lock:
             self._seal_locked()
             entries = list(self._entries)
@@ -197,7 +206,7 @@ class MemoryStore:
         start = max(int(after) + 1 - first, 0) if after else 0
         return iter(entries[start:])
 
-    def audit_head(self) -> tuple[int, str]:
+    def audit_head(self, chain: int = 0) -> tuple[int, str]:
         with self._lock:
             self._seal_locked()
             return self._head

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import functools
+import heapq
 import json
 import logging
 import re
@@ -41,7 +42,17 @@ from .._errors import (
 )
 from .._signing import DecisionKeys, SigningKey
 from .._votes import check_resume, sign_resume, sign_vote
-from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft
+from ..audit import (
+    GENESIS,
+    StoredEvent,
+    Trimmed,
+    chained_id,
+    check_event_ids,
+    draft,
+    entry_chain,
+    entry_order,
+    parse_cursor,
+)
 from ..models import (
     ApprovalRequest,
     Decision,
@@ -271,7 +282,10 @@ class RedisStore:
         lease: float = 60.0,
         retention: float | None = 7 * 86400.0,
         durability: Durability | None = None,
+        audit_chains: int = 1,
     ) -> None:
+        if not 1 <= audit_chains <= MAX_CHAINS:
+            raise ValueError(f"audit_chains must be 1 to {MAX_CHAINS}, got {audit_chains!r}")
         durability = durability or Durability()
         if durability.replicas and not durability.timeout < socket_timeout:
             raise ValueError(
@@ -290,6 +304,10 @@ class RedisStore:
         #: Seconds a request's record is kept after it ends (None: for good).
         self.retention = retention
         self.keys = ops.Keys(prefix)
+        #: How many hash chains the audit log is sealed into: agents' events go to
+        #: the chain :func:`~._redis_ops.chain_of` names, the deciders' own to chain 0.
+        self.audit_chains = audit_chains
+        self._chains_checked = False
         #: How many replicas must hold a decision before it counts (see :class:`Durability`).
         self.durability = durability
         #: The signing key (deciding side only) and the trusted public keys.
@@ -1224,17 +1242,35 @@ class RedisStore:
         return list(found.values())
 
     # -- audit ---------------------------------------------------------------------------
-    def audit_entries(self, *, after: str | None = None) -> Iterator[StoredEvent]:
+    def audit_entries(
+        self, *, after: str | None = None, chain: int | None = None
+    ) -> Iterator[StoredEvent]:
+        """Sealed entries: every chain's, merged by when they were sealed, or ``chain``'s
+        alone, after ``after`` (an entry id, or a cursor of :func:`~..audit.advance_cursor`)."""
         self.flush()
-        start = f"({after}" if after else "-"
+        self.check_chains()
+        floor, positions = parse_cursor(after)
+        chains = [chain] if chain is not None else list(range(self.audit_chains))
+        if chain is not None and not 0 <= chain < self.audit_chains:
+            raise ValueError(f"no audit chain {chain} (this store has {self.audit_chains})")
+        starts = {c: _start_after(c, floor, positions) for c in chains}
+        if len(chains) == 1:
+            return self._chain_entries(chains[0], starts[chains[0]])
+        return heapq.merge(
+            *(self._chain_entries(c, starts[c]) for c in chains),
+            key=lambda e: entry_order(e.entry_id),
+        )
+
+    def _chain_entries(self, c: int, start: str) -> Iterator[StoredEvent]:
+        key = self.keys.chain(c).audit
         while True:
 
             def read(since: str = start) -> Any:
-                return self.client.xrange(self.keys.audit, min=since, max="+", count=500)
+                return self.client.xrange(key, min=since, max="+", count=500)
 
             batch: list[Any] = self._call(read)
             for entry_id, fields in batch:
-                eid = entry_id.decode()
+                eid = chained_id(c, entry_id.decode())
                 yield StoredEvent(eid, fields.get(b"b", b""), fields.get(b"h", b"").decode())
             if len(batch) < 500:
                 return
@@ -1243,11 +1279,14 @@ class RedisStore:
     def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
         """Sealed entries newest first, strictly older than entry id ``before``."""
         self.flush()
-        return self._read(queries.audit_page(self.keys, before=before, limit=limit))
+        self.check_chains()
+        flow = queries.audit_page(self.keys, before=before, limit=limit, chains=self.audit_chains)
+        return self._read(flow)
 
-    def audit_head(self) -> tuple[int, str]:
+    def audit_head(self, chain: int = 0) -> tuple[int, str]:
         self.flush()
-        head: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, "seq", "hash"))
+        key = self.keys.chain(chain).head
+        head: list[Any] = self._call(lambda: self.client.hmget(key, "seq", "hash"))
         seq, hash_ = head
         return (int(seq), hash_.decode()) if seq else (0, GENESIS)
 
@@ -1255,25 +1294,52 @@ class RedisStore:
         found: list[Any] = self._call(lambda: self.client.xrange(self.keys.anchors, "-", "+"))
         return [(ops.text(eid), ops.text(fields.get(b"a", b""))) for eid, fields in found]
 
-    def audit_base(self) -> Trimmed:
+    def audit_base(self, chain: int = 0) -> Trimmed:
         fields = ("base_seq", "base_hash", "base_at")
-        found: list[Any] = self._call(lambda: self.client.hmget(self.keys.head, *fields))
+        key = self.keys.chain(chain).head
+        found: list[Any] = self._call(lambda: self.client.hmget(key, *fields))
         seq, hash_, at = found
         if not seq:
             return Trimmed(0, GENESIS, None)
         return Trimmed(int(seq), hash_.decode(), utc(int(at)) if at else None)
 
     def audit_trim(self, through: StoredEvent, *, at: dt.datetime) -> int:
+        chain, stream_id = entry_chain(through.entry_id)
         seq = int(json.loads(through.body)["seq"])
-        argv = [through.entry_id, seq, through.hash, ms(at)]
+        argv = [stream_id, seq, through.hash, ms(at)]
         script = self._scripts["audittrim"]
-        dropped = int(self._call(lambda: script(keys=[self.keys.audit, self.keys.head], args=argv)))
+        ck = self.keys.chain(chain)
+        dropped = int(self._call(lambda: script(keys=[ck.audit, ck.head], args=argv)))
         if dropped < 0:
             raise StoreError(
                 f"audit entry {through.entry_id} (event #{seq}) is not in the log as archived: "
                 "nothing trimmed"
             )
         return dropped
+
+    def check_chains(self) -> None:
+        """The deployment's number of audit chains is this store's (set on first use).
+
+        Going from one chain to several keeps the history in chain 0; any
+        other change would scatter the journals' places among the chains, and
+        is refused: a StoreError saying what the deployment has.
+        """
+        if self._chains_checked:
+            return
+        found = self._call(lambda: self.client.get(self.keys.chains))
+        if found is None and self.seals:  # the first to seal sets it
+            self._call(lambda: self.client.set(self.keys.chains, self.audit_chains, nx=True))
+            found = self._call(lambda: self.client.get(self.keys.chains))
+        if found is not None and int(found) != self.audit_chains:
+            if int(found) == 1 and self.audit_chains > 1 and self.seals:
+                self._call(lambda: self.client.set(self.keys.chains, self.audit_chains))
+            else:
+                raise StoreError(
+                    f"this deployment's audit log has {int(found)} chains, and this process "
+                    f"was set up with {self.audit_chains} (store.audit_chains): they must be "
+                    "the same everywhere; a deployment may go from 1 to more, never otherwise"
+                )
+        self._chains_checked = True
 
     def close(self) -> None:
         try:
@@ -1321,6 +1387,24 @@ def _resume_event(
         session_id=target if scope is HaltScope.SESSION else None,
         data={"scope": scope.value, "target": target, "signed": signed},
     )
+
+
+#: The most audit chains a deployment may have.
+MAX_CHAINS = 64
+
+
+def _start_after(chain: int, floor: str | None, positions: Mapping[int, str]) -> str:
+    """Where to start reading ``chain`` (an XRANGE min) after a cursor.
+
+    Its own position when the cursor has one; else after ``floor`` in the order
+    of every chain's entries (sealed ms, sequence, chain); else its start.
+    """
+    if chain in positions:
+        return f"({positions[chain]}"
+    if floor is None:
+        return "-"
+    floor_chain, sid = entry_chain(floor)
+    return sid if chain > floor_chain else f"({sid}"
 
 
 def _scripts_missing(exc: StoreError) -> StoreError:

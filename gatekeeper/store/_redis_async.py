@@ -222,7 +222,10 @@ class AsyncRedisStore:
     async def audit_page(self, *, before: str | None = None, limit: int = 50) -> list[StoredEvent]:
         # The sealer is blocking; run it off the loop.
         await asyncio.to_thread(self._store.flush)
-        return await self._read(queries.audit_page(self.keys, before=before, limit=limit))
+        chains = self._store.audit_chains
+        return await self._read(
+            queries.audit_page(self.keys, before=before, limit=limit, chains=chains)
+        )
 
     async def use_once(self, key: str, ttl: float) -> bool:
         return await self._run(ops.use_once(self.keys, key, ttl))

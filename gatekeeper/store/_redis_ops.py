@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -140,6 +141,20 @@ class AgentKeys:
         return f"{self.pending}:{Risk(risk).value}"
 
 
+@dataclass(frozen=True)
+class ChainKeys:
+    """The keys of one audit chain: its stream, its head and the ids it sealed lately."""
+
+    audit: str
+    head: str
+    event_ids: str
+
+
+def chain_of(agent: str, chains: int) -> int:
+    """The audit chain an agent's events are sealed into (chain 0 with one chain)."""
+    return zlib.crc32(agent.encode("utf-8", "surrogatepass")) % chains if chains > 1 else 0
+
+
 class Keys:
     """The key layout of one deployment.
 
@@ -167,7 +182,17 @@ class Keys:
         self.event_ids = f"{tag}:eids"  # ids of the events sealed lately (zset, by time)
         self.anchors = f"{tag}:anchors"  # signed statements of the head, one a minute at most
         self.channel = f"{tag}:decided"
+        self.chains = f"{tag}:chains"  # how many audit chains the deployment has
         self._agents: dict[str, AgentKeys] = {}
+
+    def chain(self, c: int) -> ChainKeys:
+        """Audit chain ``c``'s keys: chain 0 under ``{prefix}``, chain c under its own tag
+        ``{prefix:%chC}`` (no agent's tag can be that: ``%`` in a name is escaped as
+        ``%XX`` in hex capitals), so chains spread over a cluster's masters."""
+        if c == 0:
+            return ChainKeys(self.audit, self.head, self.event_ids)
+        tag = f"{{{self.prefix}:%ch{c}}}"
+        return ChainKeys(f"{tag}:audit", f"{tag}:head", f"{tag}:eids")
 
     def of(self, agent: str) -> AgentKeys:
         found = self._agents.get(agent)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
-from ..audit import StoredEvent
+from ..audit import StoredEvent, chained_id, entry_chain, entry_order
 from ..models import ApprovalRequest, RequestStatus, Risk
 from ._halts import ms
 from ._redis_ops import Keys, agent_names, request_from_hash
@@ -320,20 +320,43 @@ def _history_match(
 
 
 def check_entry_id(before: str) -> None:
-    """Refuse what is not a stream entry id (``ms`` or ``ms-seq``) with a ValueError."""
-    if not _STREAM_ID.fullmatch(before):
+    """Refuse what is not an audit entry id (``ms-seq``, ``c/ms-seq``) with a ValueError."""
+    _, sid = entry_chain(before)
+    if not _STREAM_ID.fullmatch(sid):
         raise ValueError(f"not an audit entry id: {before!r}")
 
 
-def audit_page(k: Keys, *, before: str | None, limit: int) -> Flow[list[StoredEvent]]:
-    """Sealed entries newest first, strictly older than entry ``before`` (the caller flushes)."""
+def audit_page(
+    k: Keys, *, before: str | None, limit: int, chains: int = 1
+) -> Flow[list[StoredEvent]]:
+    """Sealed entries of every chain newest first, strictly older than entry ``before``
+    in their order (sealed ms, sequence, chain); the caller flushes."""
+    top_chain, sid = (0, "+") if before is None else entry_chain(before)
     if before is not None:
         check_entry_id(before)
-    if limit <= 0 or (before is not None and not before.strip("0-")):
+    if limit <= 0 or (before is not None and chains == 1 and not sid.strip("0-")):
         return []  # nothing is older than the first possible id (and "(0-0" is refused)
-    top = f"({before}" if before is not None else "+"
-    (raw,) = yield [("XREVRANGE", k.audit, top, "-", "COUNT", limit)]
-    return [
-        StoredEvent(_text(eid), fields.get(b"b", b""), _text(fields.get(b"h", b"")))
-        for eid, fields in raw
-    ]
+    cmds: list[Command] = []
+    for c in range(chains):
+        if before is None:
+            top = "+"
+        elif c < top_chain:
+            top = sid  # the same id in an earlier chain comes before
+        else:
+            top = f"({sid}" if sid.strip("0-") else None  # type: ignore[assignment]
+        if top is not None:
+            cmds.append(("XREVRANGE", k.chain(c).audit, top, "-", "COUNT", limit))
+    if not cmds:
+        return []
+    replies = yield cmds
+    found = []
+    chain_ids = [c for c in range(chains) if before is None or c < top_chain or sid.strip("0-")]
+    for c, raw in zip(chain_ids, replies, strict=True):
+        for eid, fields in raw:
+            found.append(
+                StoredEvent(
+                    chained_id(c, _text(eid)), fields.get(b"b", b""), _text(fields.get(b"h", b""))
+                )
+            )
+    found.sort(key=lambda e: entry_order(e.entry_id), reverse=True)
+    return found[:limit]

@@ -56,18 +56,28 @@ ANCHOR_EVERY = 60.0
 ANCHORS_KEPT = 10_080
 
 
-def _head_and_last_anchor(client: Any, k: ops.Keys) -> tuple[list[Any], dict[str, Any] | None]:
+def _heads_and_last_anchor(
+    client: Any, k: ops.Keys, chains: int
+) -> tuple[list[list[Any]], dict[str, Any] | None]:
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(k.head, "seq", "hash")
+    for c in range(chains):
+        pipe.hmget(k.chain(c).head, "seq", "hash")
     pipe.xrevrange(k.anchors, "+", "-", count=1)
-    head, newest = pipe.execute()
+    *heads, newest = pipe.execute()
     if not newest:
-        return head, None
+        return heads, None
     try:
         last: dict[str, Any] = json.loads(newest[0][1][b"a"])["body"]
     except (ValueError, KeyError, TypeError):
-        return head, None
-    return head, last
+        return heads, None
+    return heads, last
+
+
+def anchor_heads(body: dict[str, Any]) -> list[tuple[int, str]]:
+    """The ``(seq, hash)`` of each chain an anchor's body names (one chain: its own)."""
+    if "chains" in body:
+        return [(int(seq), str(h)) for seq, h in body["chains"]]
+    return [(int(body["seq"]), str(body["hash"]))]
 
 
 class Sealer:
@@ -90,6 +100,7 @@ class Sealer:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._next_anchor = 0.0
+        self._placed: set[str] = set()  # agents whose journals were placed in their chain
 
     def kick(self) -> None:
         if self._thread is None:
@@ -144,6 +155,7 @@ class Sealer:
         if not self._store.seals:
             return
         self._store.keep_scripts_loaded()  # for the agents, who may not load them
+        self._store.check_chains()
         failed: Exception | None = None
         for group in self._journals():
             try:
@@ -167,11 +179,16 @@ class Sealer:
         if not store.decision_keys.can_decide or time.monotonic() < self._next_anchor:
             return
         self._next_anchor = time.monotonic() + ANCHOR_EVERY
-        k = store.keys
-        head, last = store._call(lambda: _head_and_last_anchor(store.client, k))
-        seq, hash_ = head
-        if not seq or (last is not None and last.get("seq") == int(seq)):
+        k, n = store.keys, store.audit_chains
+        found, last = store._call(lambda: _heads_and_last_anchor(store.client, k, n))
+        heads = [(int(seq) if seq else 0, ops.text(h) if h else GENESIS) for seq, h in found]
+        if not any(seq for seq, _ in heads):
             return
+        try:
+            if last is not None and anchor_heads(last) == heads:
+                return  # nothing moved
+        except (KeyError, TypeError, ValueError):
+            pass  # a newest anchor that can't be read: a new one is due
         now = store.clock.now().timestamp()
         if last is not None and isinstance(last.get("at"), int):
             # One a minute for the deployment, however many processes seal.
@@ -179,7 +196,12 @@ class Sealer:
             if wait > 0:
                 self._next_anchor = time.monotonic() + wait
                 return
-        body = {"seq": int(seq), "hash": ops.text(hash_), "at": int(now * 1000)}
+        at = int(now * 1000)
+        body: dict[str, Any]
+        if n == 1:
+            body = {"seq": heads[0][0], "hash": heads[0][1], "at": at}
+        else:
+            body = {"chains": [list(h) for h in heads], "at": at}
         signed = store.decision_keys.signer().sign(ANCHOR, body)
         store._call(
             lambda: store.client.xadd(
@@ -220,10 +242,20 @@ class Sealer:
         return [g for g in groups if any(j.key in busy for j in g)]
 
     def _seal_batch(self, group: list[Journal]) -> bool:
-        """Seal up to BATCH drafts of one group of journals; True if there may be more."""
-        store, k = self._store, self._store.keys
+        """Seal up to BATCH drafts of one group of journals; True if there may be more.
+
+        An agent's journals go to its own chain (:func:`~._redis_ops.chain_of`),
+        the deciders' deployment journal to chain 0.
+        """
+        store = self._store
+        agent = group[0].agent
+        c = 0 if agent is None else ops.chain_of(agent, store.audit_chains)
+        ck = store.keys.chain(c)
         fields = [j.cursor for j in group]
-        head = store._call(lambda: store.client.hmget(k.head, "seq", "hash", *fields))
+        if agent is not None and c and agent not in self._placed:
+            self._place(ck, fields)
+            self._placed.add(agent)
+        head = store._call(lambda: store.client.hmget(ck.head, "seq", "hash", *fields))
         seq, hash_, cursors = head[0], head[1], [int(c) if c else 0 for c in head[2:]]
         taken: list[tuple[Journal, list[Entry]]] = []
         for journal, c in zip(group, cursors, strict=True):
@@ -231,7 +263,6 @@ class Sealer:
             taken.append((journal, [read_entry(r) for r in raw]))
         if not any(entries for _, entries in taken):
             return False
-        agent = group[0].agent
         everything = [e.draft for _, entries in taken for e in entries]
         owners = self._owners(everything) if agent is not None else {}
         trusted = store.decision_keys.trusted
@@ -244,7 +275,7 @@ class Sealer:
                 place = entry.number if entry.number is not None else last
                 merged.append((place, order * 10**9 + i, checked, journal))
         merged.sort(key=lambda m: (m[0], m[1]))
-        merged, ids = self._first_writes(merged)
+        merged, ids = self._first_writes(merged, ck.event_ids)
         head_seq = int(seq) if seq else 0
         head_hash = ops.text(hash_) if hash_ else GENESIS
         encoded = [encode_draft(d) for _, _, d, _ in merged]
@@ -256,7 +287,7 @@ class Sealer:
             argv += [body, h]
         argv += [int(time.time() * 1000), EVENT_ID_WINDOW * 1000, *ids]
         script = store._scripts["seal"]
-        keys = [k.audit, k.head, k.event_ids]
+        keys = [ck.audit, ck.head, ck.event_ids]
         sealed_now = store._call(lambda: script(keys=keys, args=argv))
         if sealed_now and agent is not None:
             mine = [d for _, _, d, j in merged if j.source == "agent"]
@@ -264,8 +295,27 @@ class Sealer:
         # Sealed or not (another process sealed first), read again.
         return True
 
+    def _place(self, ck: ops.ChainKeys, fields: list[str]) -> None:
+        """Start an agent's journals in a chain other than 0 where chain 0 left off.
+
+        A deployment that had one chain kept every journal's sealed cursor in
+        chain 0's head; going to several chains, an agent's journals carry
+        on from there in their new chain (never sealed twice, none skipped).
+        """
+        store = self._store
+        old = store._call(lambda: store.client.hmget(store.keys.head, *fields))
+
+        def place() -> Any:
+            pipe = store.client.pipeline(transaction=False)
+            for field, value in zip(fields, old, strict=True):
+                if value is not None:
+                    pipe.hsetnx(ck.head, field, value)
+            return pipe.execute()
+
+        store._call(place)
+
     def _first_writes(
-        self, merged: list[tuple[int, int, dict[str, Any], Journal]]
+        self, merged: list[tuple[int, int, dict[str, Any], Journal]], event_ids: str
     ) -> tuple[list[tuple[int, int, dict[str, Any], Journal]], list[str]]:
         """``merged`` without drafts whose id was sealed already (or earlier in the batch).
 
@@ -284,7 +334,7 @@ class Sealer:
         named = [i for i in wanted if isinstance(i, str)]
         if not named:
             return merged, []
-        scores = store._call(lambda: store.client.zmscore(store.keys.event_ids, named))
+        scores = store._call(lambda: store.client.zmscore(event_ids, named))
         seen = {i for i, score in zip(named, scores, strict=True) if score is not None}
         kept, ids = [], []
         for item, event_id in zip(merged, wanted, strict=True):

@@ -322,7 +322,9 @@ class AuditPage(BaseModel):
 def audit(
     gate: Gate,
     who: Reader,
-    before: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9]+(-[0-9]+)?$")] = None,
+    before: Annotated[
+        str | None, Query(max_length=64, pattern=r"^([0-9]{1,2}/)?[0-9]+(-[0-9]+)?$")
+    ] = None,
     limit: Limit = 50,
 ) -> AuditPage:
     try:

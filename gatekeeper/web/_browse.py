@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from .._errors import GatekeeperError
 from .._gate import Gatekeeper
-from ..audit import StoredEvent, Trimmed, parse_event
+from ..audit import StoredEvent, Trimmed, entry_chain, parse_event
 from ..models import AuditEvent, Classification, Halt, HaltScope, RequestStatus, halt_key
 from ._access import halter, resumer
 from ._agents import SCAN, VerdictCounts, recent_agents
@@ -42,7 +42,7 @@ __all__ = ["PAGE_SIZE", "Csrf", "Gate", "Signed", "newest_entries", "router"]
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
-_ENTRY_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+_ENTRY_ID = re.compile(r"^([0-9]{1,2}/)?[0-9]{1,20}(-[0-9]{1,20})?$")
 
 Gate = Annotated[Gatekeeper, Depends(get_gate)]
 Signed = Annotated[Viewer, Depends(require_page("read"))]
@@ -147,6 +147,7 @@ class AuditRow:
     more: int  # data keys past AUDIT_FIELDS
     json: str  # the whole data as indented JSON, bounded; one click away on the page
     broken: bool
+    chain: int = 0  # which audit chain (0 unless the deployment has several)
 
 
 AUDIT_FIELDS = 12
@@ -180,6 +181,7 @@ def _audit_row(entry: StoredEvent, broken_id: str | None) -> AuditRow:
         max(len(keys) - AUDIT_FIELDS, 0),
         shown(text, AUDIT_JSON),
         entry.entry_id == broken_id,
+        entry_chain(entry.entry_id)[0] if "/" in entry.entry_id else 0,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._canonical import truncate
 from .._text import _hidden, prose_inline, prose_lines, visible
-from ..audit import StoredEvent, parse_event
+from ..audit import StoredEvent, parse_event, sealed_ms
 from ..models import ApprovalRequest, AuditEvent
 
 __all__ = [
@@ -264,8 +264,8 @@ def request_events(entries: Iterable[StoredEvent], request: ApprovalRequest) -> 
     oldest_ms = int(request.created_at.timestamp() * 1000) - 5000
     found: list[AuditEvent] = []
     for entry in entries:
-        sealed_ms, sep, _ = entry.entry_id.partition("-")
-        at = int(sealed_ms) if sep and sealed_ms.isdigit() else _at_ms(entry.body)
+        recorded = sealed_ms(entry.entry_id)
+        at = recorded if recorded is not None else _at_ms(entry.body)
         if at is not None and at < oldest_ms:
             break
         if needle not in entry.body and call_needle not in entry.body:
