@@ -147,7 +147,7 @@ def wake(dep: Deployment, rid: str) -> None:
     """Wake the waiting agent as a transition would (the agent's user may do this)."""
     a = dep.agent.keys.of("billing-bot")
     dep.attacker.lpush(a.wake(rid), "1")
-    dep.attacker.publish(dep.agent.keys.channel, rid)
+    dep.attacker.publish(a.channel, rid)  # its own channel: the only one it may publish on
 
 
 def chain(dep: Deployment) -> list[Any]:

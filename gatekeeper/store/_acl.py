@@ -97,7 +97,8 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         f"~{k.agents}",
         f"~{k.halts}",
         f"~{k.tag}:bhv:*",
-        f"&{k.channel}",
+        # Its own channel only: it hears no other agent's wake-ups and can't fake them.
+        f"&{a.channel}",
         f"({_REQUEST_WRITES} ~{t}:req:* ~{t}:idx:*)",
         f"(+rpush ~{a.journal})",
         # Which of its requests were released or closed: written once, never unwritten.
@@ -120,6 +121,9 @@ def _decider_rule(k: Keys) -> list[str]:
         f"~{{{k.prefix}}}:*",
         f"~{{{k.prefix}:*",
         f"&{{{k.prefix}}}:*",
+        # The change feed's pattern, as PSUBSCRIBE names it (Redis matches a
+        # pattern against these rules literally, not as a glob).
+        f"&{k.changes}",
     ]
 
 
@@ -132,9 +136,12 @@ def _auditor_rule(k: Keys) -> list[str]:
         "-@dangerous",
         "+subscribe",
         "+unsubscribe",
+        "+psubscribe",
+        "+punsubscribe",
         f"%R~{{{k.prefix}}}:*",
         f"%R~{{{k.prefix}:*",
         f"&{{{k.prefix}}}:*",
+        f"&{k.changes}",
     ]
 
 

@@ -16,6 +16,7 @@ import heapq
 import json
 import logging
 import re
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -339,7 +340,7 @@ class RedisStore:
                     )
         except REDIS_ERRORS as exc:
             raise translate_redis_error(exc) from exc
-        self._wakes = Wakes(self.endpoint, self.keys.channel, socket_timeout=socket_timeout)
+        self._wakes = Wakes(self.endpoint, socket_timeout=socket_timeout)
         self._scripts = {
             name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()
         }
@@ -1063,7 +1064,11 @@ class RedisStore:
         has succeeded by the deadline.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        woken = self._wakes.watch(request_id)
+        # Wake-ups come on the request's agent's channel: known here for a
+        # request held by this process, else learnt from the first read.
+        agent = self._where.get(request_id)
+        woken = threading.Event() if agent is None else self._watch(request_id, agent)
+        watching = agent is not None
         backoff = Backoff()
         try:
             while True:
@@ -1089,9 +1094,17 @@ class RedisStore:
                     continue
                 if req.status.decided or remaining <= 0:
                     return req
+                if not watching:  # watch first, then read again: nothing slips in between
+                    woken = self._watch(request_id, self._where.get(request_id, req.call.agent))
+                    watching = True
+                    continue
                 woken.wait(min(remaining, RECHECK))
         finally:
-            self._wakes.unwatch(request_id, woken)
+            if watching:
+                self._wakes.unwatch(request_id, woken)
+
+    def _watch(self, request_id: str, agent: str) -> threading.Event:
+        return self._wakes.watch(request_id, self.keys.of(agent).channel)
 
     # -- kill switch -------------------------------------------------------------------
     def _agents(self) -> list[str]:

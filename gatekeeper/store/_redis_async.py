@@ -39,7 +39,16 @@ from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._endpoints import Endpoint, adisconnect
 from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS
-from ._wakes import KEEPALIVE, LISTEN_STEP, RECHECK, Heartbeat, SubscriptionLost
+from ._wakes import (
+    KEEPALIVE,
+    LINGER,
+    LISTEN_STEP,
+    RECHECK,
+    Heartbeat,
+    Interest,
+    SubscriptionLost,
+    text,
+)
 
 if TYPE_CHECKING:
     from ._redis import RedisStore
@@ -56,7 +65,7 @@ class _LoopState:
             max_connections=store._max_connections, socket_timeout=store._socket_timeout
         )
         self.scripts = {name: self.client.register_script(src) for name, src in ops.SCRIPTS.items()}
-        self.dispatcher = _Dispatcher(store.endpoint, store.keys.channel, store._socket_timeout)
+        self.dispatcher = _Dispatcher(store.endpoint, store.keys.changes, store._socket_timeout)
 
         # Closes this loop's connections when the loop shuts down (asyncio.run
         # and test runners cancel every task at the end): one asyncio.run after
@@ -526,8 +535,13 @@ class AsyncRedisStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         dispatcher = self._state().dispatcher
-        # Watch before the first read, so no decision can slip in between.
-        woken = dispatcher.watch(request_id)
+        where = self._store._where
+        # Watch before the read, so no decision can slip in between: on the
+        # agent's channel, known here for a request this process held, else
+        # learnt from a first read (then watched, and read again).
+        agent = where.get(request_id)
+        watching = agent is not None
+        woken = dispatcher.watch(request_id, self._channel(agent)) if agent else asyncio.Event()
         backoff = Backoff()
         try:
             while True:
@@ -552,11 +566,20 @@ class AsyncRedisStore:
                     elif req.status.decided or remaining <= 0:
                         return req
                     else:
+                        if not watching:
+                            agent = where.get(request_id, req.call.agent)
+                            woken = dispatcher.watch(request_id, self._channel(agent))
+                            watching = True
+                            continue
                         pause = min(remaining, RECHECK)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(woken.wait(), max(pause, 0.0))
         finally:
-            dispatcher.unwatch(request_id, woken)
+            if watching:
+                dispatcher.unwatch(request_id, woken)
+
+    def _channel(self, agent: str) -> str:
+        return self.keys.of(agent).channel
 
     # The kill switch is rare and touches every agent: the blocking face, off the loop.
     async def halt(
@@ -590,38 +613,61 @@ class AsyncRedisStore:
 class _Dispatcher:
     """One pub/sub subscription per event loop, fanned out to that loop's waiters.
 
-    After every (re)subscription all waiters are woken to re-read their
-    request: a decision published while the connection was down is not lost.
-    A quiet subscription is pinged, and one that does not answer is made
-    again (see :class:`~._wakes.Heartbeat`).
+    As :class:`~._wakes.Wakes` does for threads: the subscription holds the
+    channels of the agents this loop's tasks wait for (asked for at once,
+    through a nudge, and kept :data:`~._wakes.LINGER` seconds after their
+    last waiter), each channel's confirmation wakes its waiters to re-read,
+    and after every lost subscription all of them are woken. A quiet
+    subscription is pinged, and one that does not answer is made again (see
+    :class:`~._wakes.Heartbeat`).
 
-    Listeners (``changes()``) get every published id in a bounded queue of
-    their own. After every (re)subscription they get :data:`RESYNC` (``""``)
-    too; a listener whose queue is full finds ``RESYNC`` in place of what it
-    held (see :func:`~gatekeeper.store._changes.offer_change`).
+    Listeners (``changes()``) hear every agent's channel through one pattern
+    subscription (:attr:`Keys.changes <._redis_ops.Keys.changes>`), made while
+    there are any; each gets every published id in a bounded queue of its
+    own. After every (re)subscription of the pattern they get :data:`RESYNC`
+    (``""``) too; a listener whose queue is full finds ``RESYNC`` in place of
+    what it held (see :func:`~gatekeeper.store._changes.offer_change`).
     """
 
-    def __init__(self, endpoint: Endpoint, channel: str, socket_timeout: float = KEEPALIVE) -> None:
+    def __init__(self, endpoint: Endpoint, pattern: str, socket_timeout: float = KEEPALIVE) -> None:
         self._endpoint = endpoint
-        self._channel = channel
+        self._pattern = pattern
         self._socket_timeout = min(socket_timeout, KEEPALIVE)
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._channel_of: dict[str, str] = {}  # request id -> its agent's channel
+        self._interest = Interest(LINGER)
         self._listeners: set[asyncio.Queue[str]] = set()
-        self._subscribed = asyncio.Event()
+        self._pattern_live = False  # the listeners' subscription is confirmed
+        self._nudge = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
         self.reconnects = 0
 
-    def watch(self, request_id: str) -> asyncio.Event:
+    def watch(self, request_id: str, channel: str) -> asyncio.Event:
         """An event set whenever ``request_id`` may have changed.
 
-        No need to wait for the subscription: every (re)subscription wakes all
-        waiters, so a decision published before it is still seen on re-read.
+        ``channel`` is its agent's. No need to wait for the subscription: its
+        confirmation (and every re-subscription) wakes the waiters, so a
+        decision published before it is still seen on re-read.
         """
         self._start()
         event = asyncio.Event()
         self._waiters.setdefault(request_id, set()).add(event)
+        self._channel_of[request_id] = channel
+        if self._interest.add(channel):
+            self._nudge.set()  # subscribe now, not after the listener's current read
         return event
+
+    def unwatch(self, request_id: str, event: asyncio.Event) -> None:
+        waiters = self._waiters.get(request_id)
+        if waiters is None or event not in waiters:
+            return
+        waiters.discard(event)
+        channel = self._channel_of[request_id]
+        if not waiters:
+            del self._waiters[request_id]
+            del self._channel_of[request_id]
+        self._interest.remove(channel)
 
     def listen(self) -> asyncio.Queue[str]:
         """A queue that receives every published id, and RESYNC (see the class doc).
@@ -631,12 +677,16 @@ class _Dispatcher:
         self._start()
         queue: asyncio.Queue[str] = asyncio.Queue(FEED_QUEUE)
         self._listeners.add(queue)
-        if self._subscribed.is_set():
+        if self._pattern_live:
             offer_change(queue, RESYNC)
+        else:
+            self._nudge.set()
         return queue
 
     def unlisten(self, queue: asyncio.Queue[str]) -> None:
         self._listeners.discard(queue)
+        if not self._listeners:
+            self._nudge.set()
 
     def _start(self) -> None:
         if self._task is None or self._task.done():
@@ -645,68 +695,118 @@ class _Dispatcher:
             self._client = self._endpoint.asubscriber(socket_timeout=self._socket_timeout)
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
-    def unwatch(self, request_id: str, event: asyncio.Event) -> None:
-        waiters = self._waiters.get(request_id)
-        if waiters is not None:
-            waiters.discard(event)
-            if not waiters:
-                del self._waiters[request_id]
-
-    def _wake_waiters(self) -> None:
-        for events in self._waiters.values():
-            for event in events:
-                event.set()
-
-    def _wake_all(self) -> None:
-        self._wake_waiters()
-        for queue in self._listeners:
-            offer_change(queue, RESYNC)
+    def _wake_waiters(self, channel: str | None = None) -> None:
+        """Wake the waiters of one channel, or of all."""
+        for rid, events in self._waiters.items():
+            if channel is None or self._channel_of.get(rid) == channel:
+                for event in events:
+                    event.set()
 
     async def _listen(self) -> None:
         assert self._client is not None
         backoff = 0.05
         while True:
             pubsub = self._client.pubsub()
-            beat = Heartbeat()
             try:
-                await asyncio.wait_for(pubsub.subscribe(self._channel), self._socket_timeout)
-                while True:
-                    message = await pubsub.get_message(timeout=LISTEN_STEP)
-                    if message is None:
-                        if beat.lost():
-                            raise SubscriptionLost(f"no answer for {2 * KEEPALIVE:.0f} s")
-                        if beat.due():
-                            await asyncio.wait_for(pubsub.ping(), self._socket_timeout)
-                            beat.pinged()
-                        continue
-                    beat.heard()
-                    if message["type"] == "subscribe":
-                        # Live only once Redis confirms: anything published
-                        # before then is caught by the re-read this triggers.
-                        self._subscribed.set()
-                        self._wake_all()
-                        backoff = 0.05
-                        continue
-                    if message["type"] != "message":
-                        continue
-                    rid = message["data"]
-                    rid = rid.decode() if isinstance(rid, bytes) else str(rid)
-                    for event in self._waiters.get(rid, ()):
-                        event.set()
-                    for queue in self._listeners:
-                        offer_change(queue, rid)
+                await self._serve(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke it, the subscription is made again
-                self._subscribed.clear()
+                self._pattern_live = False
                 self.reconnects += 1
                 log.warning("decision subscription lost, reconnecting: %s", exc)
                 self._wake_waiters()  # re-read now: a wake may have been missed
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            else:
+                backoff = 0.05
             finally:
                 with contextlib.suppress(Exception):  # it is gone either way
                     await pubsub.aclose()
+
+    async def _subscribe(self, pubsub: Any, held: set[str], pattern: bool) -> bool:
+        """Bring the connection's subscriptions in line with what is wanted; the pattern's now."""
+        self._nudge.clear()
+        timeout = self._socket_timeout
+        add, drop = self._interest.plan(held)
+        if add:
+            await asyncio.wait_for(pubsub.subscribe(*add), timeout)
+            held.update(add)
+        if drop:
+            await asyncio.wait_for(pubsub.unsubscribe(*drop), timeout)
+            held.difference_update(drop)
+        if self._listeners and not pattern:
+            await asyncio.wait_for(pubsub.psubscribe(self._pattern), timeout)
+        elif pattern and not self._listeners:
+            await asyncio.wait_for(pubsub.punsubscribe(self._pattern), timeout)
+            self._pattern_live = False
+        return bool(self._listeners)
+
+    async def _serve(self, pubsub: Any) -> None:
+        """Keep one connection's subscriptions to what is waited on; wake on what it hears.
+
+        The read runs in a task of its own that is never cancelled midway (a
+        read cut short would cost the connection): a nudge is served between
+        its steps, the read left running meanwhile.
+        """
+        held: set[str] = set()  # the channels asked for on this connection
+        pattern = False
+        beat = Heartbeat()
+        reader: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                pattern = await self._subscribe(pubsub, held, pattern)
+                if reader is None:
+                    if not held and not pattern:  # nothing to hear: wait to be asked
+                        beat.heard()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._nudge.wait(), LISTEN_STEP)
+                        continue
+                    reader = asyncio.ensure_future(pubsub.get_message(timeout=LISTEN_STEP))
+                nudged = asyncio.ensure_future(self._nudge.wait())
+                await asyncio.wait({reader, nudged}, return_when=asyncio.FIRST_COMPLETED)
+                nudged.cancel()
+                if not reader.done():
+                    continue
+                message, reader = reader.result(), None
+                if message is None:
+                    if not held and not pattern:
+                        beat.heard()  # nothing to hear: nothing is late
+                    elif beat.lost():
+                        raise SubscriptionLost(f"no answer for {2 * KEEPALIVE:.0f} s")
+                    elif beat.due():
+                        await asyncio.wait_for(pubsub.ping(), self._socket_timeout)
+                        beat.pinged()
+                    continue
+                beat.heard()
+                self._heard(message, held)
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+
+    def _heard(self, message: dict[str, Any], held: set[str]) -> None:
+        kind = message["type"]
+        if kind == "psubscribe" and self._listeners:
+            # Live only once Redis confirms: anything published before then
+            # is caught by the re-read this asks for.
+            self._pattern_live = True
+            for queue in self._listeners:
+                offer_change(queue, RESYNC)
+        elif kind == "subscribe":
+            channel = text(message["channel"])
+            if channel in held:
+                self._wake_waiters(channel)  # published before? caught on re-read
+        elif kind == "message":
+            rid, channel = text(message["data"]), text(message["channel"])
+            if self._channel_of.get(rid) == channel:  # another agent's id wakes nobody
+                for event in self._waiters.get(rid, ()):
+                    event.set()
+        elif kind == "pmessage":
+            rid = text(message["data"])
+            for queue in self._listeners:
+                offer_change(queue, rid)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -113,6 +113,10 @@ class AgentKeys:
         self.live = f"{tag}:idx:live"
         self._req = f"{tag}:req:"
         self._dec = f"{tag}:dec:"
+        # Where a change of one of this agent's requests is published (its id):
+        # an agent process subscribes to the agents it waits for, and hears
+        # nothing of the others' (see gatekeeper/store/_wakes.py).
+        self.channel = f"{tag}:decided"
 
     def req(self, rid: str) -> str:
         return self._req + rid
@@ -181,8 +185,10 @@ class Keys:
         self.head = f"{tag}:head"
         self.event_ids = f"{tag}:eids"  # ids of the events sealed lately (zset, by time)
         self.anchors = f"{tag}:anchors"  # signed statements of the head, one a minute at most
-        self.channel = f"{tag}:decided"
         self.chains = f"{tag}:chains"  # how many audit chains the deployment has
+        # Every agent's channel, as one pattern: the consoles' change feed
+        # (``store.aio.changes()``) subscribes to it; agent processes don't.
+        self.changes = f"{{{prefix}:*}}:decided"
         self._agents: dict[str, AgentKeys] = {}
 
     def chain(self, c: int) -> ChainKeys:
@@ -417,7 +423,7 @@ def hold(
         ms(request.created_at),
         journal_entry(event),
         request.classification.risk.value,
-        k.channel,
+        a.channel,
         now_ms,
         "" if lease is None else max(ms(lease) - ms(request.created_at), 0),
         retain_ms or "",
@@ -450,7 +456,7 @@ def renew(
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     keys = [a.pending, a.owners, a.journal, a.live]
-    return Op("renew", keys, [a.req_prefix(), k.channel, now_ms, lease_ms, *ids], parse)
+    return Op("renew", keys, [a.req_prefix(), a.channel, now_ms, lease_ms, *ids], parse)
 
 
 def sweep(k: Keys, a: AgentKeys, now_ms: int | str, limit: int) -> Op[dict[str, str]]:
@@ -461,7 +467,7 @@ def sweep(k: Keys, a: AgentKeys, now_ms: int | str, limit: int) -> Op[dict[str, 
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     keys = [a.pending, a.owners, a.dec_journal, a.live]
-    return Op("sweep", keys, [a.req_prefix(), k.channel, now_ms, limit], parse)
+    return Op("sweep", keys, [a.req_prefix(), a.channel, now_ms, limit], parse)
 
 
 def prune(a: AgentKeys, before_ms: int, offset: int, count: int) -> Op[tuple[int, list[str]]]:
@@ -477,7 +483,7 @@ def resolve(
     k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, ran: bool, comment: str | None
 ) -> Op[ApprovalRequest]:
     keys = [a.req(rid), a.wake(rid), a.dec_journal, a.votes(rid), a.seen(rid)]
-    argv = [k.channel, now_ms, by, "1" if ran else "0", comment or ""]
+    argv = [a.channel, now_ms, by, "1" if ran else "0", comment or ""]
     return Op("resolve", keys, argv, _transition(rid, a.agent))
 
 
@@ -510,7 +516,7 @@ def decide(
         a.dec_journal,
     ]
     argv = [
-        k.channel,
+        a.channel,
         now_ms,
         decision.approver,
         "r" if decision.response is not None else "1" if decision.approve else "0",
@@ -525,7 +531,7 @@ def decide(
 def confirm(k: Keys, a: AgentKeys, rid: str) -> Op[ApprovalRequest]:
     """The approval is on the replicas it waited for: it may run (wakes its waiter)."""
     keys = [a.req(rid), a.wake(rid), a.votes(rid)]
-    return Op("confirm", keys, [k.channel], _transition(rid, a.agent))
+    return Op("confirm", keys, [a.channel], _transition(rid, a.agent))
 
 
 def _decision_json(decision: Decision) -> str:
@@ -536,14 +542,14 @@ def _decision_json(decision: Decision) -> str:
 
 def expire(k: Keys, a: AgentKeys, rid: str, now_ms: int | str, journal: str) -> Op[ApprovalRequest]:
     keys = [a.req(rid), a.wake(rid), a.pending, a.owners, journal, a.votes(rid)]
-    return Op("expire", keys, [k.channel, now_ms], _transition(rid, a.agent))
+    return Op("expire", keys, [a.channel, now_ms], _transition(rid, a.agent))
 
 
 def cancel(
     k: Keys, a: AgentKeys, rid: str, now_ms: int | str, by: str, reason: str | None, journal: str
 ) -> Op[ApprovalRequest]:
     keys = [a.req(rid), a.wake(rid), a.pending, a.owners, journal, a.votes(rid)]
-    return Op("cancel", keys, [k.channel, now_ms, by, reason or ""], _transition(rid, a.agent))
+    return Op("cancel", keys, [a.channel, now_ms, by, reason or ""], _transition(rid, a.agent))
 
 
 def claim(
@@ -560,7 +566,7 @@ def claim(
     (the approver edited the arguments: what runs is what counts)."""
     keys = [a.req(rid), a.halts, a.wake(rid), a.journal, a.votes(rid), a.resumes]
     created = "" if created_ms is None else created_ms
-    argv = [k.channel, now_ms, args_digest, token or "", created, plan_json(k, plan)]
+    argv = [a.channel, now_ms, args_digest, token or "", created, plan_json(k, plan)]
     return Op("claim", keys, argv, _transition(rid, a.agent))
 
 
@@ -574,20 +580,20 @@ def finish(
     token: str | None = None,
 ) -> Op[ApprovalRequest]:
     keys = [a.req(rid), a.wake(rid), a.journal, a.votes(rid)]
-    argv = [k.channel, now_ms, "1" if ok else "0", outcome or "", token or ""]
+    argv = [a.channel, now_ms, "1" if ok else "0", outcome or "", token or ""]
     return Op("finish", keys, argv, _transition(rid, a.agent))
 
 
 def refuse(k: Keys, a: AgentKeys, rid: str, now_ms: int | str, why: str) -> Op[ApprovalRequest]:
     """approved -> failed without running: the release was refused (tampering)."""
     keys = [a.req(rid), a.wake(rid), a.journal, a.votes(rid)]
-    return Op("refuse", keys, [k.channel, now_ms, why], _transition(rid, a.agent))
+    return Op("refuse", keys, [a.channel, now_ms, why], _transition(rid, a.agent))
 
 
 def flag(k: Keys, a: AgentKeys, rid: str, why: str, event: Mapping[str, Any]) -> Op[None]:
     """Mark a request as the target of tampering (the console shows it) and audit it."""
     keys = [a.req(rid), a.wake(rid), a.journal]
-    return Op("flag", keys, [k.channel, why, journal_entry(event)], lambda reply: None)
+    return Op("flag", keys, [a.channel, why, journal_entry(event)], lambda reply: None)
 
 
 def halt_global(k: Keys, record: Halt) -> Op[list[str]]:
@@ -616,7 +622,7 @@ def halt(
         record.target,
         json.dumps(event) if event is not None else "",
         a.req(""),
-        k.channel,
+        a.channel,
         now_ms,
         record.by,
         f"halted: {record.reason or 'kill switch'}",

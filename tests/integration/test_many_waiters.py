@@ -52,7 +52,7 @@ def test_a_thousand_sync_waiters_in_one_process_share_one_subscription(
     assert len(pending) == WAITERS, errors[:3]
     # Everyone is waiting: the agent's process holds its capped pool and one subscription.
     admin = redis.Redis.from_url(redis_server.url)
-    subscribers = admin.pubsub_numsub(agent_store.keys.channel)[0][1]
+    subscribers = admin.pubsub_numsub(agent_store.keys.of(pending[0].call.agent).channel)[0][1]
     assert subscribers == 1
     made = [c for c in agent_store.client.connection_pool._connections if c is not None]  # type: ignore[attr-defined]
     assert len(made) <= 8

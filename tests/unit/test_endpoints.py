@@ -211,9 +211,9 @@ def test_the_wake_up_thread_outlives_a_cluster_it_can_not_reach_yet() -> None:
 
     from gatekeeper.store._wakes import Wakes
 
-    wakes = Wakes(parse_endpoint("redis+cluster://127.0.0.1:9"), "{p}:decided", socket_timeout=1)
+    wakes = Wakes(parse_endpoint("redis+cluster://127.0.0.1:9"), socket_timeout=1)
     try:
-        woken = wakes.watch("r1")
+        woken = wakes.watch("r1", "{p:a}:decided")
         deadline = time.monotonic() + 5
         while wakes.reconnects < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

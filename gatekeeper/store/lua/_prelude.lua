@@ -95,9 +95,12 @@ local function ended(req_key, f)
 end
 
 -- Something about this request changed: tell its waiters and the consoles.
--- Every waiting process listens on the channel (one subscription each) and
--- re-reads the request; wake_key stays in the scripts' KEYS but is no longer
--- written (waiting threads used to BLPOP it, one connection each).
+-- `channel` is the agent's own, {prefix:agent}:decided: a process waiting on
+-- this agent's requests subscribes to it and re-reads the request; processes
+-- waiting on other agents hear nothing of it; the consoles hear every agent's
+-- through one pattern subscription. A plain PUBLISH, not SPUBLISH: see
+-- gatekeeper/store/_wakes.py for why. wake_key stays in the scripts' KEYS but
+-- is no longer written (waiting threads used to BLPOP it, one connection each).
 local function wake(wake_key, channel, id)
   redis.call('PUBLISH', channel, id)
 end
