@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import heapq
 import json
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._canonical import canonical_json
 from ._errors import GatekeeperError
@@ -52,6 +53,7 @@ __all__ = [
     "archive_tail",
     "read_archive",
     "whole_chain",
+    "whole_log",
     "write_archive",
 ]
 
@@ -59,6 +61,35 @@ __all__ = [
 PER_FILE = 10_000
 
 _NAME = re.compile(r"audit-(\d{12})-(\d{12})\.jsonl")
+
+
+#: What a line of an archive may not exceed (an event is bounded far below it).
+MAX_LINE = 64 * 1024 * 1024
+
+#: What a crafted line can make the JSON reader raise.
+_UNREADABLE = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_plain(path: Path) -> BinaryIO:
+    """``path`` for reading, refusing a symbolic link (an archive holds plain files)."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    return os.fdopen(fd, "rb")
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``handle``, each cut at :data:`MAX_LINE` + 1 bytes (never read whole)."""
+    while True:
+        line = handle.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            while True:  # skip the rest of that line
+                rest = handle.readline(MAX_LINE)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line
 
 
 class ArchiveError(GatekeeperError):
@@ -97,19 +128,22 @@ def read_archive(directory: str | os.PathLike[str]) -> Iterator[StoredEvent]:
     """
     for _, _, path in archive_files(directory):
         try:
-            handle = path.open("rb")
+            handle = _open_plain(path)
         except OSError as exc:
             raise ArchiveError(f"can't read {path}: {exc}") from exc
         with handle:
-            for number, line in enumerate(handle, 1):
+            for number, line in enumerate(_lines(handle), 1):
                 where = f"{path.name}:{number}"
+                if len(line) > MAX_LINE:
+                    yield StoredEvent(where, b"(a line over the size limit)", "")
+                    continue
                 try:
                     item = json.loads(line)
                     body, hash_ = canonical_json(item["body"]), item["hash"]
                     if not isinstance(hash_, str):
                         raise TypeError("hash is not text")
-                except (ValueError, KeyError, TypeError):
-                    yield StoredEvent(where, line.rstrip(b"\n"), "")
+                except _UNREADABLE:
+                    yield StoredEvent(where, b"(not an archived event)", "")
                     continue
                 yield StoredEvent(where, body, hash_)
 
@@ -121,10 +155,13 @@ def archive_tail(directory: str | os.PathLike[str]) -> tuple[int, str]:
         return 0, GENESIS
     _, last, path = files[-1]
     try:
-        lines = path.read_bytes().splitlines()
-        item = json.loads(lines[-1])
+        with _open_plain(path) as handle:
+            final = b""
+            for line in _lines(handle):
+                final = line
+        item = json.loads(final)
         seq, hash_ = int(item["body"]["seq"]), str(item["hash"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, IndexError, *_UNREADABLE) as exc:
         raise ArchiveError(f"can't read the last event of {path}: {exc}") from exc
     if seq != last:
         raise ArchiveError(f"{path} ends at event #{seq}, not #{last} as its name says")
@@ -137,20 +174,31 @@ def write_archive(directory: str | os.PathLike[str], entries: Sequence[StoredEve
     first, last = _seq(entries[0]), _seq(entries[-1])
     target = root / f"audit-{first:012d}-{last:012d}.jsonl"
     part = root / f".{target.name}.part"
-    if target.exists():
+    if os.path.lexists(target):
         raise ArchiveError(
             f"{target} exists already: this directory holds another chain's archive "
             "(give each deployment, and each embedded store, a directory of its own)"
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with part.open("wb") as out:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)  # a crashed run's (never followed if it is a link)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o640)
+        with os.fdopen(fd, "wb") as out:
             for entry in entries:
                 out.write(b'{"body":' + entry.body + b',"hash":"' + entry.hash.encode() + b'"}\n')
             out.flush()
             os.fsync(out.fileno())
-        os.replace(part, target)
+        try:
+            os.link(part, target)  # never replaces a file another run put there
+        finally:
+            os.unlink(part)
         _sync_directory(root)
+    except FileExistsError as exc:
+        raise ArchiveError(
+            f"{target} appeared while it was written: another archiving run on {root}? "
+            "nothing trimmed"
+        ) from exc
     except OSError as exc:
         raise ArchiveError(f"can't write the audit archive {target}: {exc}") from exc
     return target
@@ -178,17 +226,41 @@ def archive_audit(
     0 goes to ``directory`` and chain N to ``directory/chain-N``; the result
     adds them up (``through`` is chain 0's).
     """
-    results = [
-        _archive_chain(store, chain_directory(directory, c), c, older_than, per_file)
-        for c in range(getattr(store, "audit_chains", 1))
-    ]
-    _keep_anchors(store, Path(directory))
+    root = Path(directory)
+    with _only_run(root):
+        results = [
+            _archive_chain(store, chain_directory(root, c), c, older_than, per_file)
+            for c in range(getattr(store, "audit_chains", 1))
+        ]
+        _keep_anchors(store, root)
     return ArchiveResult(
         sum(r.archived for r in results),
         sum(r.trimmed for r in results),
         [f for r in results for f in r.files],
         results[0].through,
     )
+
+
+@contextlib.contextmanager
+def _only_run(root: Path) -> Iterator[None]:
+    """Hold ``root/.lock`` for one archiving run: a second run on this host waits for it,
+    then reads where the first left off (two runs at once would each write the same
+    events). Runs on different hosts need to be kept apart by their operator."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o640)
+    except OSError as exc:
+        raise ArchiveError(f"can't use the audit archive {root}: {exc}") from exc
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock, the O_EXCL writes remain
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _archive_chain(
@@ -258,16 +330,32 @@ def whole_chain(
     tail_seq, tail_hash = 0, GENESIS
     for entry in read_archive(chain_directory(directory, chain)):
         yield entry
-        with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: reported
+        with contextlib.suppress(*_UNREADABLE):  # unreadable: the check reports it
             tail_seq, tail_hash = _seq(entry), entry.hash
     for entry in store.audit_entries(chain=chain):
         try:
             seq = _seq(entry)
-        except (ValueError, KeyError, TypeError):
+        except _UNREADABLE:
             seq = tail_seq + 1
         if seq < tail_seq or (seq == tail_seq and entry.hash == tail_hash):
             continue
         yield entry
+
+
+def whole_log(store: Store, directory: str | os.PathLike[str]) -> Iterator[tuple[int, StoredEvent]]:
+    """Every chain from event #1 (archive, then store), merged by event time: ``(chain, entry)``."""
+
+    def tagged(c: int) -> Iterator[tuple[int, int, StoredEvent]]:
+        for entry in whole_chain(store, directory, c):
+            try:
+                at = int(json.loads(entry.body)["event"]["at"])
+            except _UNREADABLE:
+                at = 0
+            yield at, c, entry
+
+    chains = range(getattr(store, "audit_chains", 1))
+    for _, c, entry in heapq.merge(*(tagged(c) for c in chains), key=lambda t: (t[0], t[1])):
+        yield c, entry
 
 
 ANCHORS = "anchors.jsonl"
@@ -277,18 +365,19 @@ def archive_anchors(directory: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """The signed anchors archived in ``directory``, oldest first, as ``(id, signed text)``."""
     path = Path(directory) / ANCHORS
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        handle = _open_plain(path)
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise ArchiveError(f"can't read {path}: {exc}") from exc
     found = []
-    for number, line in enumerate(lines, 1):
-        try:
-            item = json.loads(line)
-            found.append((str(item["id"]), str(item["a"])))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArchiveError(f"{path}:{number} is not an archived anchor") from exc
+    with handle:
+        for number, line in enumerate(_lines(handle), 1):
+            try:
+                item = json.loads(line)
+                found.append((str(item["id"]), str(item["a"])))
+            except _UNREADABLE as exc:
+                raise ArchiveError(f"{path}:{number} is not an archived anchor") from exc
     return found
 
 
@@ -302,7 +391,8 @@ def _keep_anchors(store: Store, root: Path) -> None:
     path = root / ANCHORS
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o640)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
             for anchor_id, signed in new:
                 out.write(json.dumps({"id": anchor_id, "a": signed}) + "\n")
             out.flush()

@@ -487,10 +487,16 @@ def _combined(reports: list[ChainReport], unreadable: str | None, anchors: int) 
         if not r.ok:
             return dataclasses.replace(r, problem=f"chain {c}: {r.problem}", chains=tuple(reports))
     heads = hashlib.sha256("".join(r.head_hash for r in reports).encode()).hexdigest()
+    cut = [r.trimmed for r in reports if r.trimmed is not None]
+    trimmed = None
+    if cut:  # how many were archived in all, up to when
+        times = [t.at for t in cut if t.at is not None]
+        trimmed = Trimmed(sum(t.seq for t in cut), "", max(times) if times else None)
     return ChainReport(
         sum(r.count for r in reports),
         heads,
         unreadable,
+        trimmed=trimmed,
         anchors=anchors if all(r.anchors or not r.count for r in reports) else 0,
         chains=tuple(reports),
     )

@@ -265,7 +265,7 @@ def verify_chain(
             body = json.loads(entry.body)
             seq = body["seq"]
             claimed_prev = body["prev_hash"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return ChainReport(count, prev, "entry is not a readable event", entry.entry_id)
         if hashlib.sha256(prev.encode("ascii") + entry.body).hexdigest() != entry.hash:
             if claimed_prev != prev or seq != expected_seq:
@@ -329,7 +329,7 @@ class AnchorWatch:
         for entry in entries:
             try:
                 seq = int(json.loads(entry.body)["seq"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                 seq = -1  # unreadable: verify_chain reports it
             if seq in self._want:
                 self._seen[seq] = entry.hash

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from .._archive import ArchiveError, archive_audit, archive_files, whole_chain
+from .._archive import ArchiveError, archive_audit, archive_files, whole_log
 from .._canonical import digest, to_json_safe
 from .._config import load_config, starter_config
 from .._decisions import durability_note
@@ -290,8 +290,12 @@ def forget(
 
 
 def sweep(gate: Gatekeeper, *, io: IO) -> int:
-    """Sweep once: requests whose caller is gone become abandoned or of unknown outcome."""
+    """Sweep once: requests whose caller is gone become abandoned or of unknown outcome;
+    and what requests past their retention left behind is dropped."""
     moved = run_sweep(gate)
+    pruned = gate.store.prune()
+    if pruned:
+        io.say(f"dropped what {pruned} request(s) past store.retention left behind")
     if not moved:
         io.say("nothing to sweep: every live request has its caller")
         return 0
@@ -699,20 +703,28 @@ def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int
 def audit_export(
     gate: Gatekeeper, output: str | None, io: IO, *, archive: str | None = None
 ) -> int:
-    base = gate.store.audit_base()
-    if archive is None and base.seq:
-        io.err.write(trimmed_note(base).strip() + "\n")
-    entries = whole_chain(gate.store, archive) if archive else gate.store.audit_entries()
+    chains = gate.store.audit_chains
+    if archive is None:
+        for c in range(chains):
+            base = gate.store.audit_base(c)
+            if base.seq:
+                where = f" of chain {c}" if chains > 1 else ""
+                io.err.write(trimmed_note(base).strip().replace(" were", f"{where} were") + "\n")
+    entries = (
+        whole_log(gate.store, archive)
+        if archive
+        else ((entry_chain(e.entry_id)[0], e) for e in gate.store.audit_entries())
+    )
     target = open(output, "w", encoding="utf-8") if output else io.out  # noqa: SIM115
     count = 0
     try:
-        for entry in entries:
+        for chain, entry in entries:
             try:
                 event = parse_event(entry.body, entry.hash)
             except (ValueError, KeyError, TypeError):
                 return io.fail(f"audit entry {entry.entry_id} is not a readable event")
-            if "/" in entry.entry_id:  # of an audit chain other than 0: said in the line
-                line = {**event.model_dump(mode="json"), "chain": entry_chain(entry.entry_id)[0]}
+            if chain:  # of an audit chain other than 0: said in the line
+                line = {**event.model_dump(mode="json"), "chain": chain}
                 target.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             else:
                 target.write(event.model_dump_json() + "\n")
@@ -748,6 +760,9 @@ def audit_archive(
     except ValueError as exc:
         return io.fail(f"--keep: {exc}")
     cutoff = gate.clock.now() - dt.timedelta(seconds=seconds)
+    pruned = gate.store.prune()
+    if pruned:
+        io.say(f"dropped what {pruned} request(s) past store.retention left behind")
     try:
         result = archive_audit(gate.store, target, older_than=cutoff)
     except ArchiveError as exc:

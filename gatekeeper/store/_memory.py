@@ -46,9 +46,11 @@ class MemoryStore:
 
     Its audit log is bounded: past ``max_events`` sealed events (``None``: no
     bound), the oldest tenth is written to the ``archive`` directory, when
-    one is given (the files ``gatekeeper audit verify --archive`` checks),
-    and dropped from memory either way; the chain left verifies from the
-    last event dropped (:meth:`audit_base`).
+    one is given (an empty directory of its own: the files ``gatekeeper
+    audit verify --archive`` checks), then dropped from memory; without an
+    archive they are dropped (logged once). If the archive can't be written
+    they stay in memory (logged) until it can. The chain left verifies from
+    the last event dropped (:meth:`audit_base`).
 
     Example::
 
@@ -68,6 +70,15 @@ class MemoryStore:
             raise ValueError(f"max_events must be at least 10 or None, got {max_events!r}")
         self.max_events = max_events
         self.archive = archive
+        if archive is not None:
+            from .._archive import archive_files
+
+            if archive_files(archive):
+                raise ValueError(
+                    f"the audit archive {os.fspath(archive)!r} already holds a chain: each "
+                    "embedded store starts a chain of its own, so give it an empty directory "
+                    "(one per process and run)"
+                )
         self._base = Trimmed(0, GENESIS, None)
         self._dropped_told = False
         self.clock = clock or SystemClock()

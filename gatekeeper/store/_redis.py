@@ -793,7 +793,8 @@ class RedisStore:
         A request's record expires ``retention`` after it ends; its signed
         votes, its claim mark, its index entry and its ``where`` entry stay
         until this runs (``gatekeeper serve`` does, every ``audit.every``;
-        ``gatekeeper sweep --prune`` once). Looks only at requests created
+        ``gatekeeper sweep`` and ``gatekeeper audit archive`` once each). Looks only
+        at requests created
         more than ``retention`` ago; does nothing when retention is None.
         """
         if self.retention is None:

@@ -350,7 +350,9 @@ class ChainOut(BaseModel):
     entry_id: str | None = Field(default=None, description="the entry that breaks the chain")
     seq: int | None = None
     trimmed_through: int = Field(
-        default=0, description="events up to this one were archived and not checked here"
+        default=0,
+        description="how many of the oldest events were archived and not checked here (with "
+        "one audit chain: the events up to this one)",
     )
     anchors: int = Field(default=0, description="signed anchors of the head the chain holds")
 

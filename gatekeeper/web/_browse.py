@@ -134,8 +134,12 @@ def _span_of(seconds: float | None) -> str | None:
 
 
 def _trimmed(gate: Gatekeeper) -> Trimmed | None:
-    base = gate.store.audit_base()
-    return base if base.seq else None
+    """The newest last-archived event of every chain (None when nothing was archived)."""
+    bases = [gate.store.audit_base(c) for c in range(gate.store.audit_chains)]
+    cut = [b for b in bases if b.seq]
+    if not cut:
+        return None
+    return max(cut, key=lambda b: b.at.timestamp() if b.at is not None else 0.0)
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -177,6 +177,7 @@ def test_archive_verify_export_and_the_console_after_trimming(
     assert "archived 6 events" in out and "trimmed 6" in out and "ends at event #6" in out
     archive = tmp_path / "archive"
     assert sorted(p.name for p in archive.iterdir()) == [
+        ".lock",  # held by one archiving run at a time
         "anchors.jsonl",  # the signed anchors of the head, kept beside the events
         "audit-000000000001-000000000006.jsonl",
     ]
