@@ -21,6 +21,7 @@ from ._errors import (
     AgentHalted,
     ArgumentsChanged,
     InvalidToolCall,
+    PolicyError,
     TamperingDetected,
     ToolCallBlocked,
     ToolCallDenied,
@@ -41,6 +42,7 @@ from .models import (
 )
 from .policy import Policy
 from .store import MemoryStore, Store
+from .store._redis_ops import CLUSTER_GLOBAL_LIMIT
 
 if TYPE_CHECKING:
     from .channels import Channel
@@ -91,6 +93,12 @@ class Gatekeeper(Decisions, GrantDecisions):
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
         self.policy = policy or Policy.empty()
         self.store: Store = store if store is not None else MemoryStore(clock=self.clock)
+        keys = getattr(self.store, "keys", None)
+        for rule in self.policy.limits:
+            if rule.per == "global" and getattr(keys, "cluster", False):
+                raise PolicyError(
+                    f"limit {rule.id!r}: {CLUSTER_GLOBAL_LIMIT}", rule=rule.id, field="per"
+                )
         self.approvers = None if approvers is None else {a.name: a for a in approvers}
         self.default_timeout = default_timeout
         self.max_args_bytes = max_args_bytes

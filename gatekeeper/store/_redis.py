@@ -305,6 +305,7 @@ class RedisStore:
         #: Seconds a request's record is kept after it ends (None: for good).
         self.retention = retention
         self.keys = ops.Keys(prefix)
+        self.keys.cluster = self.endpoint.kind == "cluster"
         #: How many hash chains the audit log is sealed into: agents' events go to
         #: the chain :func:`~._redis_ops.chain_of` names, the deciders' own to chain 0.
         self.audit_chains = audit_chains

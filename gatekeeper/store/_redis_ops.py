@@ -186,6 +186,8 @@ class Keys:
         self.event_ids = f"{tag}:eids"  # ids of the events sealed lately (zset, by time)
         self.anchors = f"{tag}:anchors"  # signed statements of the head, one a minute at most
         self.chains = f"{tag}:chains"  # how many audit chains the deployment has
+        #: On a Redis Cluster (set by the store): no step may touch two tags.
+        self.cluster = False
         # Every agent's channel, as one pattern: the consoles' change feed
         # (``store.aio.changes()``) subscribes to it; agent processes don't.
         self.changes = f"{{{prefix}:*}}:decided"
@@ -309,8 +311,18 @@ def _json(value: Any) -> str:
 
 def plan_json(k: Keys, plan: Mapping[str, Any] | None) -> str:
     """A behaviour plan for the scripts, with the deployment's tag for shared limits."""
+    if plan is not None and k.cluster and any(lim.get("g") == 1 for lim in plan.get("l", ())):
+        raise StoreError(CLUSTER_GLOBAL_LIMIT)
     # Plain json.dumps: the scripts decode it, nothing hashes it.
     return "" if plan is None else json.dumps({**plan, "d": k.tag}, separators=(",", ":"))
+
+
+#: Why a ``per: global`` limit can't be counted on a Redis Cluster.
+CLUSTER_GLOBAL_LIMIT = (
+    "a `per: global` limit counts every agent together under the deployment's hash tag, "
+    "and on a Redis Cluster one step can't touch that and an agent's keys (another slot): "
+    "count it `per: agent` (or session, tool, args.X), or run on one Redis node"
+)
 
 
 def _hits(raw: Any) -> list[dict[str, Any]]:

@@ -123,3 +123,31 @@ def test_a_global_halt_that_cannot_reach_an_agent_says_so_and_is_finished_by_hal
         assert {store.get(rid).status for rid in held[AGENTS[3]]} == {RequestStatus.CANCELLED}
     finally:
         gate.close()
+
+
+def test_a_global_limit_is_refused_on_a_cluster_at_once_and_says_why(
+    redis_cluster: Any, redis_prefix: str
+) -> None:
+    """`per: global` counts every agent under the deployment's tag: on a cluster no step
+    may touch that and an agent's slot, so the gate refuses the policy when it is made,
+    and a plan that slips through later is refused before Redis sees it."""
+    from gatekeeper import PolicyError, StoreError
+    from gatekeeper.store._redis_ops import plan_json
+
+    policy = Policy.from_yaml(
+        """
+version: 1
+default: allow
+limits:
+  - {id: all-refunds, match: {tool: refund}, rate: 5/hour, per: global}
+"""
+    )
+    store = RedisStore(redis_cluster.url, prefix=redis_prefix, lease=MANUAL_LEASE)
+    try:
+        with pytest.raises(PolicyError, match=r"limit 'all-refunds'.*per: agent"):
+            Gatekeeper(policy=policy, store=store)
+        with pytest.raises(StoreError, match="Redis Cluster"):
+            plan_json(store.keys, {"s": [], "l": [{"g": 1, "k": "lim:x:g"}], "c": "c1"})
+        Gatekeeper(policy=Policy.empty(), store=store)  # without one, fine
+    finally:
+        store.close()
