@@ -12,8 +12,8 @@ audit chain verifies.
 The kill comes once the replica has every write the master acknowledged
 (writes paused, replica caught up: see ``Node.kill_once_replicated``); the
 commands under way then fail with the master. A crash that loses writes the
-replica never got is the part of #14 still to come (decisions acknowledged
-only once a replica has them).
+replica never got is tests/faults/test_failover_durable.py's (decisions
+acknowledged only once a replica has them: ``store.durability``).
 """
 
 from __future__ import annotations
