@@ -227,7 +227,8 @@ def archive_audit(
     adds them up (``through`` is chain 0's).
     """
     root = Path(directory)
-    with _only_run(root):
+    lock = getattr(store, "archive_lock", None)  # across hosts; the embedded store has none
+    with _only_run(root), lock() if lock is not None else contextlib.nullcontext():
         results = [
             _archive_chain(store, chain_directory(root, c), c, older_than, per_file)
             for c in range(getattr(store, "audit_chains", 1))

@@ -10,6 +10,7 @@ subscription (:mod:`._wakes`), the async ones of each event loop another.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import functools
 import heapq
@@ -1331,6 +1332,30 @@ class RedisStore:
                 "nothing trimmed"
             )
         return dropped
+
+    @contextlib.contextmanager
+    def archive_lock(self, *, hold: float = 3600.0, wait: float = 60.0) -> Iterator[None]:
+        """Hold the deployment's archiving lock (``{prefix}:archiving``) for one run.
+
+        Two archiving runs at once, on hosts sharing one archive directory,
+        would write the same events twice; this keeps them apart where a file
+        lock can't (redis-py's :class:`~redis.lock.Lock`: a token, released only
+        by its holder, gone after ``hold`` seconds if the holder dies). Waits
+        ``wait`` seconds for another run, then raises a StoreError.
+        """
+        lock = self.client.lock(
+            f"{self.keys.tag}:archiving", timeout=hold, blocking_timeout=wait, thread_local=False
+        )
+        if not self._call(lock.acquire):
+            raise StoreError(
+                f"another audit archiving run of this deployment has held its lock for over "
+                f"{wait:g} s (it lasts at most {hold:g} s): try again later"
+            )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*REDIS_ERRORS):
+                lock.release()
 
     def check_chains(self) -> None:
         """The deployment's number of audit chains is this store's (set on first use).
