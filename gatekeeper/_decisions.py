@@ -205,7 +205,7 @@ class Decisions:
             # Every refusal (can't carry one, a bound raised, a duration out of range)
             # before the approval is recorded: nothing at all changes.
             self.grant_terms(req, seconds=grant_for, bounds=bounds)  # type: ignore[attr-defined]
-        after = self._decide(request_id, "your approval", decision, edited)
+        after = self._decide(request_id, "your approval", decision, edited, read=req)
         if grant_for is not None and after.status in (
             RequestStatus.APPROVED,
             RequestStatus.EXECUTING,
@@ -248,7 +248,7 @@ class Decisions:
             )
         req = self._read_to_decide(request_id, "your denial")
         decision, _ = self._decision(req, approver, False, comment, via, None, None)
-        after = self._decide(request_id, "your denial", decision)
+        after = self._decide(request_id, "your denial", decision, read=req)
         self._after_decision(after, approve=False, by=approver)
         return after
 
@@ -291,7 +291,7 @@ class Decisions:
                 action="respond",
             )
         decision, _ = self._decision(req, approver, False, comment, via, None, None, text)
-        return self._decide(request_id, "your response", decision)
+        return self._decide(request_id, "your response", decision, read=req)
 
     def _read_to_decide(self, request_id: str, what: str) -> ApprovalRequest:
         """The request about to be decided; a store unavailable now has recorded nothing."""
@@ -310,11 +310,12 @@ class Decisions:
         what: str,
         decision: Decision,
         edited: Mapping[str, Any] | None = None,
+        read: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
         return recorded_or_not(
             f"{what} of request {request_id}",
             f"gatekeeper show {request_id}",
-            lambda: self.store.decide(request_id, decision, args=edited),
+            lambda: self.store.decide(request_id, decision, args=edited, request=read),
         )
 
     def _may_respond(self, req: ApprovalRequest) -> bool:

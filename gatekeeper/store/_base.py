@@ -284,9 +284,20 @@ class Store(Protocol):
         ...
 
     def decide(
-        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        decision: Decision,
+        *,
+        args: Mapping[str, Any] | None = None,
+        request: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
-        """Record one approver's vote; with ``args``, the approver edited the arguments."""
+        """Record one approver's vote; with ``args``, the approver edited the arguments.
+
+        ``request``: the request as the caller has just read it, to sign the vote
+        with instead of reading it again (the vote signs only what a request never
+        changes: its id, agent, session, tool, call id and quorum). The step itself
+        judges the request as Redis holds it.
+        """
         ...
 
     def expire(self, request_id: str) -> ApprovalRequest:

@@ -643,9 +643,14 @@ class MemoryStore:
         return step.request
 
     def decide(
-        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        decision: Decision,
+        *,
+        args: Mapping[str, Any] | None = None,
+        request: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
-        now = self.clock.now()
+        now = self.clock.now()  # the request is read under the lock: ``request`` isn't needed
         signer = self.decision_keys.signer()
 
         def step(req: ApprovalRequest) -> _machine.Step:

@@ -931,10 +931,18 @@ class RedisStore:
         return ops.note_value(self._call(lambda: self.client.get(name)))
 
     def decide(
-        self, request_id: str, decision: Decision, *, args: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        decision: Decision,
+        *,
+        args: Mapping[str, Any] | None = None,
+        request: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
         signer = self.decision_keys.signer()
-        req = _read_before_writing(self.get, request_id)
+        if request is not None and request.id == request_id:
+            req = request  # read by the caller just now: one round trip fewer
+        else:
+            req = _read_before_writing(self.get, request_id)
         a = self.keys.of(req.call.agent)
         signed = sign_vote(signer, req, decision, args)
         replicas = self.durability.replicas
