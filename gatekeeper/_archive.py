@@ -282,17 +282,16 @@ def _archive_chain(
     cutoff = int(older_than.timestamp() * 1000)
     prev_seq, prev_hash = base.seq, base.hash
     batch: list[StoredEvent] = []
-    done: StoredEvent | None = None  # newest event safely in the archive
+    done: tuple[StoredEvent, int] | None = None  # newest event safely in the archive, its ms
     files: list[Path] = []
     archived = trimmed = 0
     through = tail_seq
 
-    def trim(entry: StoredEvent) -> int:
-        at = dt.datetime.fromtimestamp(_event_ms(entry) / 1000, tz=dt.timezone.utc)
-        return store.audit_trim(entry, at=at)
+    def trim(entry: StoredEvent, at_ms: int) -> int:
+        return store.audit_trim(entry, at=dt.datetime.fromtimestamp(at_ms / 1000, dt.timezone.utc))
 
     for entry in store.audit_entries(chain=chain):
-        seq = _check_link(entry, prev_seq, prev_hash)
+        seq, at_ms = _check_link(entry, prev_seq, prev_hash)
         prev_seq, prev_hash = seq, entry.hash
         if seq <= tail_seq:  # archived by a run that stopped before trimming
             if seq == tail_seq and entry.hash != tail_hash:
@@ -300,22 +299,23 @@ def _archive_chain(
                     f"event #{seq} in the store differs from the archive {root}'s: "
                     "another deployment's archive?"
                 )
-            done = entry
+            done = entry, at_ms
             continue
-        if _event_ms(entry) >= cutoff:
+        if at_ms >= cutoff:
             break
         batch.append(entry)
+        done = entry, at_ms
+        through = seq
         if len(batch) >= per_file:
             files.append(write_archive(root, batch))
-            archived, through = archived + len(batch), seq
-            trimmed += trim(batch[-1])
+            archived += len(batch)
+            trimmed += trim(*done)
             done, batch = None, []
     if batch:
         files.append(write_archive(root, batch))
-        archived, through = archived + len(batch), _seq(batch[-1])
-        done = batch[-1]
+        archived += len(batch)
     if done is not None:
-        trimmed += trim(done)
+        trimmed += trim(*done)
     return ArchiveResult(archived, trimmed, files, through)
 
 
@@ -409,12 +409,13 @@ def _id_key(entry_id: str) -> tuple[int, ...]:
         return (-1,)
 
 
-def _check_link(entry: StoredEvent, prev_seq: int, prev_hash: str) -> int:
+def _check_link(entry: StoredEvent, prev_seq: int, prev_hash: str) -> tuple[int, int]:
+    """``(seq, event time in ms)`` of ``entry``, once it is shown to follow ``prev_hash``."""
     try:
         body: Any = json.loads(entry.body)
-        seq = int(body["seq"])
+        seq, at_ms = int(body["seq"]), int(body["event"]["at"])
         linked = body["prev_hash"] == prev_hash
-    except (ValueError, KeyError, TypeError) as exc:
+    except _UNREADABLE as exc:
         raise ArchiveError(
             f"audit entry {entry.entry_id} is not a readable event: nothing past event "
             f"#{prev_seq} archived (run `gatekeeper audit verify`)"
@@ -425,15 +426,11 @@ def _check_link(entry: StoredEvent, prev_seq: int, prev_hash: str) -> int:
             f"the audit chain is broken at entry {entry.entry_id} (event #{seq}): nothing past "
             f"event #{prev_seq} archived (run `gatekeeper audit verify`)"
         )
-    return seq
+    return seq, at_ms
 
 
 def _seq(entry: StoredEvent) -> int:
     return int(json.loads(entry.body)["seq"])
-
-
-def _event_ms(entry: StoredEvent) -> int:
-    return int(json.loads(entry.body)["event"]["at"])
 
 
 def _sync_directory(root: Path) -> None:

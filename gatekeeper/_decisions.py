@@ -28,11 +28,10 @@ from ._errors import (
 )
 from ._signing import ANCHOR
 from ._votes import trust_problem
-from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, verify_chain
+from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, anchor_heads, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
-from .store._sealer import anchor_heads
 
 __all__ = ["MAX_RESPONSE_CHARS", "Decisions", "durability_note", "recorded_or_not"]
 

@@ -303,6 +303,13 @@ def verify_chain(
     return ChainReport(count, prev)
 
 
+def anchor_heads(body: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """The ``(seq, hash)`` of each chain an anchor's body names (one chain: its own)."""
+    if "chains" in body:
+        return [(int(seq), str(h)) for seq, h in body["chains"]]
+    return [(int(body["seq"]), str(body["hash"]))]
+
+
 class AnchorWatch:
     """Checks a chain against signed anchors of its head while it is walked.
 

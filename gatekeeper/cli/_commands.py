@@ -708,8 +708,7 @@ def audit_export(
         for c in range(chains):
             base = gate.store.audit_base(c)
             if base.seq:
-                where = f" of chain {c}" if chains > 1 else ""
-                io.err.write(trimmed_note(base).strip().replace(" were", f"{where} were") + "\n")
+                io.err.write(trimmed_note(base, chain=c if chains > 1 else None).strip() + "\n")
     entries = (
         whole_log(gate.store, archive)
         if archive
@@ -739,11 +738,12 @@ def audit_export(
     return 0
 
 
-def trimmed_note(base: Trimmed) -> str:
+def trimmed_note(base: Trimmed, *, chain: int | None = None) -> str:
     """What a reader of the store alone does not see: the events archived and trimmed."""
     when = f" (up to {base.at:%Y-%m-%d %H:%M:%S} UTC)" if base.at else ""
+    of = f" of chain {chain}" if chain is not None else ""
     return (
-        f"  events #1-#{base.seq}{when} were archived and trimmed from the store: "
+        f"  events #1-#{base.seq}{of}{when} were archived and trimmed from the store: "
         "`gatekeeper audit verify --archive DIR` checks them too"
     )
 

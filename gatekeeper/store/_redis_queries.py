@@ -336,27 +336,26 @@ def audit_page(
         check_entry_id(before)
     if limit <= 0 or (before is not None and chains == 1 and not sid.strip("0-")):
         return []  # nothing is older than the first possible id (and "(0-0" is refused)
+    read: list[int] = []  # the chains asked, in the order of the commands
     cmds: list[Command] = []
     for c in range(chains):
         if before is None:
             top = "+"
         elif c < top_chain:
             top = sid  # the same id in an earlier chain comes before
+        elif sid.strip("0-"):
+            top = f"({sid}"
         else:
-            top = f"({sid}" if sid.strip("0-") else None  # type: ignore[assignment]
-        if top is not None:
-            cmds.append(("XREVRANGE", k.chain(c).audit, top, "-", "COUNT", limit))
+            continue  # nothing of this chain is older than its first possible id
+        read.append(c)
+        cmds.append(("XREVRANGE", k.chain(c).audit, top, "-", "COUNT", limit))
     if not cmds:
         return []
     replies = yield cmds
-    found = []
-    chain_ids = [c for c in range(chains) if before is None or c < top_chain or sid.strip("0-")]
-    for c, raw in zip(chain_ids, replies, strict=True):
-        for eid, fields in raw:
-            found.append(
-                StoredEvent(
-                    chained_id(c, _text(eid)), fields.get(b"b", b""), _text(fields.get(b"h", b""))
-                )
-            )
+    found = [
+        StoredEvent(chained_id(c, _text(eid)), fields.get(b"b", b""), _text(fields.get(b"h", b"")))
+        for c, raw in zip(read, replies, strict=True)
+        for eid, fields in raw
+    ]
     found.sort(key=lambda e: entry_order(e.entry_id), reverse=True)
     return found[:limit]

@@ -32,6 +32,7 @@ from .._signing import ANCHOR, RESUME, VOTE, TrustedKeys
 from ..audit import (
     EVENT_ID_WINDOW,
     GENESIS,
+    anchor_heads,
     draft,
     encode_draft,
     event_id_problem,
@@ -71,13 +72,6 @@ def _heads_and_last_anchor(
     except (ValueError, KeyError, TypeError):
         return heads, None
     return heads, last
-
-
-def anchor_heads(body: dict[str, Any]) -> list[tuple[int, str]]:
-    """The ``(seq, hash)`` of each chain an anchor's body names (one chain: its own)."""
-    if "chains" in body:
-        return [(int(seq), str(h)) for seq, h in body["chains"]]
-    return [(int(body["seq"]), str(body["hash"]))]
 
 
 class Sealer:

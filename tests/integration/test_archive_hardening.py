@@ -256,11 +256,22 @@ def test_the_embedded_store_refuses_an_archive_that_holds_a_chain_already(tmp_pa
     assert audit.verify_chain(read_archive(tmp_path)).ok
 
 
+@pytest.mark.parametrize("hosts", ["one host", "two hosts"])
 def test_two_archiving_runs_take_turns_and_the_archive_verifies(
-    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+    hosts: str,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two processes archiving one directory (two consoles with the same audit.archive):
-    the second waits for the first, then carries on from where it ended."""
+    the second waits for the first, then carries on from where it ended. On one host the
+    file lock keeps them apart; hosts sharing the directory (NFS) don't share it, and the
+    deployment's lock in Redis does."""
+    import contextlib
+
+    if hosts == "two hosts":
+        monkeypatch.setattr(archive_mod, "_only_run", lambda root: contextlib.nullcontext())
     clock = ManualClock()
     a = RedisStore(redis_server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
     b = RedisStore(redis_server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
@@ -281,79 +292,24 @@ def test_two_archiving_runs_take_turns_and_the_archive_verifies(
     monkeypatch.setattr(archive_mod, "write_archive", slow_write)
     results: dict[str, Any] = {}
 
-    def archiver(store: RedisStore, cutoff: dt.datetime, name: str) -> None:
+    def archiver(store: RedisStore, cutoff: dt.datetime) -> None:
+        name = threading.current_thread().name
         results[name] = archive_audit(store, tmp_path, older_than=cutoff)
 
-    first = threading.Thread(
-        target=archiver,
-        args=(a, clock.now() - dt.timedelta(hours=2, minutes=5), "first"),
-        name="first",
-    )
-    second = threading.Thread(
-        target=archiver, args=(b, clock.now() - dt.timedelta(hours=1), "second"), name="second"
-    )
+    early = clock.now() - dt.timedelta(hours=2, minutes=5)
+    first = threading.Thread(target=archiver, args=(a, early), name="first")
+    late = clock.now() - dt.timedelta(hours=1)
+    second = threading.Thread(target=archiver, args=(b, late), name="second")
     first.start()
     assert writing.wait(10)
     second.start()
     time.sleep(0.3)
-    assert second.is_alive()  # waiting for the first run's lock
+    assert second.is_alive()  # waiting for the first run
     go_on.set()
     first.join(10)
     second.join(10)
     assert (results["first"].archived, results["second"].archived) == (10, 2)
     assert [(x, y) for x, y, _ in archive_files(tmp_path)] == [(1, 10), (11, 12)]
-    report = audit.verify_chain(whole_chain(a, tmp_path), head=a.audit_head())
-    a.close()
-    b.close()
-    assert report.ok and report.count == 14
-
-
-def test_archivers_on_two_hosts_take_turns_through_the_deployments_lock(
-    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Hosts sharing one archive directory (NFS) don't share a file lock: the lock in
-    Redis keeps their runs apart all the same."""
-    import contextlib
-
-    monkeypatch.setattr(archive_mod, "_only_run", lambda root: contextlib.nullcontext())
-    clock = ManualClock()
-    a = RedisStore(redis_server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
-    b = RedisStore(redis_server.url, prefix=redis_prefix, clock=clock, lease=MANUAL_LEASE)
-    fill(a, clock, 5)
-    clock.advance(600)
-    fill(a, clock, 1)
-    clock.advance(7200)
-    fill(a, clock, 1)
-    real_write = archive_mod.write_archive
-    writing, go_on = threading.Event(), threading.Event()
-
-    def slow_write(directory: Any, entries: Any) -> Path:
-        if threading.current_thread().name == "host-a":
-            writing.set()
-            go_on.wait(10)
-        return real_write(directory, entries)
-
-    monkeypatch.setattr(archive_mod, "write_archive", slow_write)
-    results: dict[str, Any] = {}
-
-    def archiver(store: RedisStore, cutoff: dt.datetime) -> None:
-        results[threading.current_thread().name] = archive_audit(store, tmp_path, older_than=cutoff)
-
-    first = threading.Thread(
-        target=archiver, args=(a, clock.now() - dt.timedelta(hours=2, minutes=5)), name="host-a"
-    )
-    second = threading.Thread(
-        target=archiver, args=(b, clock.now() - dt.timedelta(hours=1)), name="host-b"
-    )
-    first.start()
-    assert writing.wait(10)
-    second.start()
-    time.sleep(0.3)
-    assert second.is_alive()  # waiting for host a's run
-    go_on.set()
-    first.join(10)
-    second.join(10)
-    assert (results["host-a"].archived, results["host-b"].archived) == (10, 2)
     report = audit.verify_chain(whole_chain(a, tmp_path), head=a.audit_head())
     assert not redis.Redis.from_url(redis_server.url).exists(f"{{{redis_prefix}}}:archiving")
     a.close()
