@@ -109,6 +109,9 @@ def _agent_rule(k: Keys, a: AgentKeys) -> list[str]:
         f"(+hset ~{a.halts})",
         f"(+sadd ~{k.agents})",
         f"(+hget +hsetnx ~{k.where})",
+        # On one node the hold script claims the request's id in `where` itself
+        # (one round trip): it may name that key there, among its own.
+        f"(+evalsha ~{t}:* ~{k.where})",
     ]
 
 

@@ -126,6 +126,13 @@ _REFUSED = (
 )
 
 
+def _taken(rid: str) -> TransitionRefused:
+    """Another agent's request has this id (claimed in ``where``)."""
+    return TransitionRefused(
+        f"request {rid} already exists", request_id=rid, status="", action="hold"
+    )
+
+
 def _unreachable_cluster(exc: BaseException) -> bool:
     """The cluster client could reach no seed node as it was made (a plain cluster exception)."""
     return isinstance(exc, rexc.RedisClusterException) and "cannot be connected" in str(exc)
@@ -675,14 +682,12 @@ class RedisStore:
         a = self._ensure(agent)
         self._check_lifted(a, request.call.session_id)
         rid = request.id
-        taken = self._call(lambda: self.client.hsetnx(self.keys.where, rid, agent))
-        if not taken:
-            owner = self._call(lambda: self.client.hget(self.keys.where, rid))
-            if owner is None or ops.text(owner) != agent:
-                raise TransitionRefused(
-                    f"request {rid} already exists", request_id=rid, status="", action="hold"
-                )
-        self._remember_where(rid, agent)
+        if self.keys.cluster:  # `where` is in another slot; on one node the script claims it
+            taken = self._call(lambda: self.client.hsetnx(self.keys.where, rid, agent))
+            if not taken:
+                owner = self._call(lambda: self.client.hget(self.keys.where, rid))
+                if owner is None or ops.text(owner) != agent:
+                    raise _taken(rid)
         try:
             held = self._changed(
                 self._run(
@@ -692,9 +697,9 @@ class RedisStore:
         except AgentHalted as exc:
             self._halted_here(agent, exc)
             raise
+        self._remember_where(held, agent)  # only now: the script may refuse the id
         if held == rid:
             return request
-        self._remember_where(held, agent)
         return self.get(held)  # re-attached to the request this call made before
 
     @property

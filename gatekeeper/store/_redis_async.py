@@ -38,7 +38,7 @@ from ._base import Draft
 from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._endpoints import Endpoint, adisconnect
-from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS
+from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS, _taken
 from ._wakes import (
     KEEPALIVE,
     LINGER,
@@ -361,14 +361,12 @@ class AsyncRedisStore:
         await self._check_lifted(a, request.call.session_id)
         client = self._state().client
         rid = request.id
-        taken = await self._call(lambda: client.hsetnx(self.keys.where, rid, agent))
-        if not taken:
-            owner = await self._call(lambda: client.hget(self.keys.where, rid))
-            if owner is None or ops.text(owner) != agent:
-                raise TransitionRefused(
-                    f"request {rid} already exists", request_id=rid, status="", action="hold"
-                )
-        self._store._remember_where(rid, agent)
+        if self.keys.cluster:  # `where` is in another slot; on one node the script claims it
+            taken = await self._call(lambda: client.hsetnx(self.keys.where, rid, agent))
+            if not taken:
+                owner = await self._call(lambda: client.hget(self.keys.where, rid))
+                if owner is None or ops.text(owner) != agent:
+                    raise _taken(rid)
         store = self._store
         try:
             held = await self._run(
@@ -378,9 +376,9 @@ class AsyncRedisStore:
             store._halted_here(agent, exc)
             raise
         store._sealer.kick()
+        store._remember_where(held, agent)  # only now: the script may refuse the id
         if held == rid:
             return request
-        store._remember_where(held, agent)
         return await self.get(held)  # re-attached to the request this call made before
 
     # Leases are renewed by the store's one lease thread; sweeping and

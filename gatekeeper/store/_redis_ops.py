@@ -455,6 +455,8 @@ def hold(
         a.live,
         a.call_key(request.key) if request.key else a.req(rid) + ":key",
     ]
+    if not k.cluster:  # one node: the id is claimed in the same script, one round trip
+        keys.append(k.where)
     return Op("hold", keys, args, parse)
 
 

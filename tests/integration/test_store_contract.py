@@ -41,6 +41,18 @@ def test_holding_is_idempotent_for_the_same_call_only(clock: ManualClock, store:
         store.hold(other, held_event(other))
 
 
+def test_another_agent_cannot_take_a_held_requests_id(clock: ManualClock, store: Store) -> None:
+    """An id names one request of the deployment: a second agent holding it is refused."""
+    req = make_request(clock, agent="billing-bot")
+    store.hold(req, held_event(req))
+    theirs = make_request(clock, agent="ops-bot").model_copy(update={"id": req.id})
+    with pytest.raises(TransitionRefused, match="already exists"):
+        store.hold(theirs, held_event(theirs))
+    assert store.get(req.id) == req
+    assert [r.call.agent for r in store.pending()] == ["billing-bot"]
+    assert kinds(store) == ["call.held"]
+
+
 def test_unknown_request_is_not_found(store: Store) -> None:
     with pytest.raises(RequestNotFound):
         store.get("nope")

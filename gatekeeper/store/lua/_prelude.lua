@@ -53,11 +53,14 @@ end
 
 local function fields(req_key)
   local v = redis.call('HMGET', req_key, 'id', 'status', 'expires', 'quorum', 'digest',
-    'agent', 'session', 'tool', 'call_id', 'lease', 'retain', 'cdigest')
+    'agent', 'session', 'tool', 'call_id', 'lease', 'retain', 'cdigest', 'risk', 'kmap')
   if not v[1] then return nil end
+  -- risk and kmap never change after the hold: read here, not again by settle and ended
+  -- (false when the request has none).
   return { id = v[1], status = v[2], expires = tonumber(v[3]), quorum = tonumber(v[4]),
     digest = v[5], agent = v[6], session = v[7], tool = v[8], call_id = v[9],
-    lease = tonumber(v[10]), retain = tonumber(v[11]), cdigest = v[12] }
+    lease = tonumber(v[10]), retain = tonumber(v[11]), cdigest = v[12], risk = v[13],
+    kmap = v[14] }
 end
 
 -- The index of an agent's live requests with a lease (scored by when it runs
@@ -87,7 +90,8 @@ local function ended(req_key, f)
   redis.call('ZREM', live_key(req_key), f.id)
   if f.retain and f.retain > 0 then
     redis.call('PEXPIRE', req_key, f.retain)
-    local kmap = redis.call('HGET', req_key, 'kmap')
+    local kmap = f.kmap
+    if kmap == nil then kmap = redis.call('HGET', req_key, 'kmap') end
     if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
       redis.call('PEXPIRE', kmap, f.retain)
     end
@@ -108,11 +112,11 @@ end
 -- The request left pending: drop it from the pending indexes. Its per-risk
 -- index `{prefix}:pending:<risk>` is named from the pending key rather than
 -- passed in KEYS, so every caller stays as it is; it shares the hash tag, so
--- it lives in the same slot.
-local function settle(req_key, pending_key, owners_key, id)
+-- it lives in the same slot. `risk`: the request's, when the caller read it (nil: read here).
+local function settle(req_key, pending_key, owners_key, id, risk)
   redis.call('ZREM', pending_key, id)
   redis.call('HDEL', owners_key, id)
-  local risk = redis.call('HGET', req_key, 'risk')
+  if risk == nil then risk = redis.call('HGET', req_key, 'risk') end
   if risk then redis.call('ZREM', pending_key .. ':' .. risk, id) end
 end
 
@@ -168,12 +172,13 @@ local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake
   if to ~= 'expired' then data = { was = f.status, lease_until = f.lease } end
   if f.status == 'pending' then
     redis.call('HSET', req_key, 'decided_at', now)
-    settle(req_key, pending_key, owners_key, f.id)
+    settle(req_key, pending_key, owners_key, f.id, f.risk)
   end
   if to == 'abandoned' then mark(req_key, f.id, 'abandoned') end
   if to ~= 'outcome_unknown' then ended(req_key, f) end
   if to == 'outcome_unknown' then  -- a person must look: its call key stays until resolved
-    local kmap = redis.call('HGET', req_key, 'kmap')
+    local kmap = f.kmap
+    if kmap == nil then kmap = redis.call('HGET', req_key, 'kmap') end
     if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
       redis.call('PERSIST', kmap)
     end

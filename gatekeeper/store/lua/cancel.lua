@@ -10,7 +10,7 @@ local reason = nil
 if ARGV[4] ~= '' then reason = ARGV[4] end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'decided_at', now, 'decided_by', ARGV[3])
 if reason then redis.call('HSET', KEYS[1], 'comment', reason) end
-settle(KEYS[1], KEYS[3], KEYS[4], f.id)
+settle(KEYS[1], KEYS[3], KEYS[4], f.id, f.risk)
 ended(KEYS[1], f)
 journal_push(KEYS[5], event_json('request.cancelled', now, ARGV[3], f, { reason = reason }))
 wake(KEYS[2], ARGV[1], f.id)

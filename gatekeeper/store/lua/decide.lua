@@ -30,7 +30,7 @@ if respond then
   if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment) end
   redis.call('RPUSH', KEYS[3], ARGV[6])
   redis.call('SADD', KEYS[4], mark)
-  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id, f.risk)
   ended(KEYS[1], f)
   journal_push(KEYS[8], event_json('request.responded', now, actor, f,
     { response = d.response, comment = opt(d.comment), via = opt(d.via),
@@ -43,7 +43,7 @@ if not approve then
   if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment) end
   redis.call('RPUSH', KEYS[3], ARGV[6])
   redis.call('SADD', KEYS[4], mark)
-  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id, f.risk)
   ended(KEYS[1], f)
   journal_push(KEYS[8], event_json('request.denied', now, actor, f,
     { comment = opt(d.comment), via = opt(d.via), signed = opt(d.signed) }))
@@ -77,18 +77,21 @@ local n = redis.call('SCARD', KEYS[2])
 local kind = 'request.vote'
 if n >= f.quorum then
   kind = 'request.approved'
-  redis.call('HSET', KEYS[1], 'status', 'approved', 'decided_at', now, 'decided_by', ARGV[3])
-  if opt(d.comment) then redis.call('HSET', KEYS[1], 'comment', d.comment)
-  else redis.call('HDEL', KEYS[1], 'comment') end
   -- Held back from the claim until it is known to be on that many replicas
   -- (store.durability): a failover must not lose an approval whose call ran.
   local replicas = tonumber(ARGV[8] or '')
+  local set = {'status', 'approved', 'decided_at', now, 'decided_by', ARGV[3]}
+  local unset = {}
+  if opt(d.comment) then table.insert(set, 'comment'); table.insert(set, d.comment)
+  else table.insert(unset, 'comment') end
   if replicas and replicas > 0 then
-    redis.call('HSET', KEYS[1], 'awaiting_replicas', replicas)
+    table.insert(set, 'awaiting_replicas'); table.insert(set, replicas)
   else
-    redis.call('HDEL', KEYS[1], 'awaiting_replicas')
+    table.insert(unset, 'awaiting_replicas')
   end
-  settle(KEYS[1], KEYS[6], KEYS[7], f.id)
+  redis.call('HSET', KEYS[1], unpack(set))
+  if #unset > 0 then redis.call('HDEL', KEYS[1], unpack(unset)) end
+  settle(KEYS[1], KEYS[6], KEYS[7], f.id, f.risk)
 end
 journal_push(KEYS[8], event_json(kind, now, actor, f, { comment = opt(d.comment),
   via = opt(d.via), args_digest = ARGV[5], approvals = n, quorum = f.quorum,

@@ -40,7 +40,7 @@ for _, id in ipairs(ids) do
     if not lapse(f, now, req_key, KEYS[4], KEYS[2], KEYS[3], wake_key, ARGV[7]) then
       redis.call('HSET', req_key, 'status', 'cancelled', 'decided_at', now,
         'decided_by', ARGV[9], 'comment', ARGV[10])
-      settle(req_key, KEYS[4], KEYS[2], id)
+      settle(req_key, KEYS[4], KEYS[2], id, f.risk)
       ended(req_key, f)
       journal_push(KEYS[3], event_json('request.cancelled', now, ARGV[9], f,
         { reason = ARGV[10] }))

@@ -1,9 +1,15 @@
--- KEYS: req, halts, pending, owners, journal, requests, pending by risk, live, call key
+-- KEYS: req, halts, pending, owners, journal, requests, pending by risk, live, call key,
+--       where (optional: the deployment-wide id -> agent map, passed where it shares a
+--       node with the agent's keys, i.e. not on a cluster, where the client claims it first)
 -- ARGV: id, agent, session, tool, call_id, doc, expires, quorum, args, digest, created, event,
 --       risk, channel, now, lease (ms from now, '' = none), retain (ms, '' = keep), call digest,
 --       has key (1|0), key ttl (ms), behaviour plan ('' = none; applied at the claim)
 local h, hf = halted(KEYS[2], ARGV[2], ARGV[3])
 if h then return {'halted', h, hf} end
+if KEYS[10] and redis.call('HSETNX', KEYS[10], ARGV[1], ARGV[2]) == 0
+    and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
+  return {'exists', ''}  -- another agent's request has this id
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call retried after a lost reply is already held: nothing to do.
   if redis.call('HGET', KEYS[1], 'call_id') == ARGV[5] then return {'attached', ARGV[1]} end
