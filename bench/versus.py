@@ -168,8 +168,9 @@ def main() -> None:
         return statistics.median(r[what] / r["set"] for r in runs[which])
 
     print(
-        f"`bench/versus.py {opts.commit}` — {rounds} round(s) of {n:,} holds and decisions "
-        f"each, one node, {time.strftime('%Y-%m-%d')}\n"
+        f"`bench/versus.py {opts.commit}` — {rounds} round{'s' * (rounds != 1)} of {n:,} holds "
+        f"and decisions"
+        f" each, one node, {time.strftime('%Y-%m-%d')}\n"
     )
     print(
         "| tree | SETs per Redis CPU-s | holds per Redis CPU-s | decisions per Redis CPU-s "
