@@ -126,6 +126,23 @@ _REFUSED = (
 )
 
 
+def _hold_refused(exc: StoreError, keys: ops.Keys, a: ops.AgentKeys) -> StoreError:
+    """A clear error when an agent's ACL user, made by an earlier release, may not name
+    ``where`` in the hold script (one node: the script claims the id there)."""
+    if keys.cluster or "no permissions to access one of the keys" not in str(exc):
+        return exc
+    from ._acl import acl_user
+
+    user = acl_user(keys.prefix, "agent", a.agent)
+    return StoreError(
+        f"Redis refused agent {a.agent!r}'s user the hold script with the shared key "
+        f"{keys.where!r}: the user's rules predate this release, which claims a request's id "
+        f"in that key within the hold. Add the rule without changing the password: "
+        f'ACL SETUSER {user} "(+evalsha ~{a.tag}:* ~{keys.where})" '
+        f"(or re-run `gatekeeper acl`, which also sets new passwords); redis said: {exc}"
+    )
+
+
 def _taken(rid: str) -> TransitionRefused:
     """Another agent's request has this id (claimed in ``where``)."""
     return TransitionRefused(
@@ -697,6 +714,11 @@ class RedisStore:
         except AgentHalted as exc:
             self._halted_here(agent, exc)
             raise
+        except StoreError as exc:
+            told = _hold_refused(exc, self.keys, a)
+            if told is exc:
+                raise
+            raise told from exc
         self._remember_where(held, agent)  # only now: the script may refuse the id
         if held == rid:
             return request

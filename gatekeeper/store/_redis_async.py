@@ -38,7 +38,7 @@ from ._base import Draft
 from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._endpoints import Endpoint, adisconnect
-from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS, _taken
+from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS, _hold_refused, _taken
 from ._wakes import (
     KEEPALIVE,
     LINGER,
@@ -375,6 +375,11 @@ class AsyncRedisStore:
         except AgentHalted as exc:
             store._halted_here(agent, exc)
             raise
+        except StoreError as exc:
+            told = _hold_refused(exc, self.keys, a)
+            if told is exc:
+                raise
+            raise told from exc
         store._sealer.kick()
         store._remember_where(held, agent)  # only now: the script may refuse the id
         if held == rid:

@@ -103,6 +103,21 @@ def test_after_retention_an_ended_request_leaves_nothing_in_redis(store: RedisSt
     assert store.prune() == 0
 
 
+def test_a_keyed_calls_call_key_expires_with_its_request(store: RedisStore) -> None:
+    """The pointer from a call key to its request goes with the request (the scripts accept
+    only a real call key of the request's agent there: see test_trust_boundary_where)."""
+    clock = SystemClock()
+    req = make_request(clock, key="refund:42")
+    store.hold(req, held_event(req))
+    pointer = store.keys.of("billing-bot").call_key("refund:42")
+    client: Any = store.client
+    assert client.exists(pointer)
+    store.decide(req.id, vote(clock, req, "alice", approve=False))
+    assert 0 < client.pttl(pointer) <= RETAIN * 1000
+    time.sleep(RETAIN + 0.5)
+    assert not client.exists(pointer)
+
+
 def test_an_agent_cannot_prune_what_the_deciders_signed(
     redis_server: Any, redis_prefix: str
 ) -> None:

@@ -83,6 +83,24 @@ local function mark(req_key, id, what)
   redis.call('HSETNX', claims_key(req_key), id, what)
 end
 
+-- The request's call key (where its idempotency key names it), or nil. The
+-- field is in the request's hash, which the agent may rewrite, and deciders'
+-- scripts expire or persist the key it names: only a call key of this
+-- request's own agent counts (`{tag}:req:key:` and 32 hex digits, as
+-- AgentKeys.call_key makes it), never its halts, claims or the deciders'
+-- journal about it. Compared as text: tags may hold pattern characters.
+local function call_key(req_key, f)
+  local kmap = f.kmap
+  if not kmap then return nil end
+  local prefix = string.sub(req_key, 1, #req_key - #f.id) .. 'key:'
+  if string.sub(req_key, -#f.id) ~= f.id or #kmap ~= #prefix + 32
+      or string.sub(kmap, 1, #prefix) ~= prefix
+      or not string.match(string.sub(kmap, #prefix + 1), '^%x+$') then
+    return nil
+  end
+  return kmap
+end
+
 -- The request ended: it leaves the live index, and its record (and its call
 -- key's pointer to it) expires after the retention it was held with (the
 -- audit log is the permanent record).
@@ -90,11 +108,8 @@ local function ended(req_key, f)
   redis.call('ZREM', live_key(req_key), f.id)
   if f.retain and f.retain > 0 then
     redis.call('PEXPIRE', req_key, f.retain)
-    local kmap = f.kmap
-    if kmap == nil then kmap = redis.call('HGET', req_key, 'kmap') end
-    if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
-      redis.call('PEXPIRE', kmap, f.retain)
-    end
+    local kmap = call_key(req_key, f)
+    if kmap then redis.call('PEXPIRE', kmap, f.retain) end
   end
 end
 
@@ -116,7 +131,7 @@ end
 local function settle(req_key, pending_key, owners_key, id, risk)
   redis.call('ZREM', pending_key, id)
   redis.call('HDEL', owners_key, id)
-  if risk == nil then risk = redis.call('HGET', req_key, 'risk') end
+  if risk == nil then risk = redis.call('HGET', req_key, 'risk') end  -- halt.lua's callers
   if risk then redis.call('ZREM', pending_key .. ':' .. risk, id) end
 end
 
@@ -177,11 +192,8 @@ local function lapse(f, now, req_key, pending_key, owners_key, journal_key, wake
   if to == 'abandoned' then mark(req_key, f.id, 'abandoned') end
   if to ~= 'outcome_unknown' then ended(req_key, f) end
   if to == 'outcome_unknown' then  -- a person must look: its call key stays until resolved
-    local kmap = f.kmap
-    if kmap == nil then kmap = redis.call('HGET', req_key, 'kmap') end
-    if kmap and string.match(kmap, '^(%b{})') == string.match(req_key, '^(%b{})') then
-      redis.call('PERSIST', kmap)
-    end
+    local kmap = call_key(req_key, f)
+    if kmap then redis.call('PERSIST', kmap) end
   end
   journal_push(journal_key, event_json(LAPSE_EVENTS[to], now, 'system', f, data))
   wake(wake_key, channel, f.id)

@@ -6,10 +6,6 @@
 --       has key (1|0), key ttl (ms), behaviour plan ('' = none; applied at the claim)
 local h, hf = halted(KEYS[2], ARGV[2], ARGV[3])
 if h then return {'halted', h, hf} end
-if KEYS[10] and redis.call('HSETNX', KEYS[10], ARGV[1], ARGV[2]) == 0
-    and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
-  return {'exists', ''}  -- another agent's request has this id
-end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call retried after a lost reply is already held: nothing to do.
   if redis.call('HGET', KEYS[1], 'call_id') == ARGV[5] then return {'attached', ARGV[1]} end
@@ -44,6 +40,11 @@ if ARGV[19] == '1' then
       end
     end
   end
+end
+-- The id is claimed only for a request made here (not one re-attached to).
+if KEYS[10] and redis.call('HSETNX', KEYS[10], ARGV[1], ARGV[2]) == 0
+    and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
+  return {'exists', ''}  -- another agent's request has this id
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'pending', 'agent', ARGV[2], 'session', ARGV[3],
   'tool', ARGV[4], 'call_id', ARGV[5], 'doc', ARGV[6], 'expires', ARGV[7], 'quorum', ARGV[8],
