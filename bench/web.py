@@ -3,6 +3,7 @@
     .venv/bin/python bench/web.py              # the full run (10,000 pending, 100 SSE clients)
     .venv/bin/python bench/web.py --quick      # a smoke test, under 30 s
     .venv/bin/python bench/web.py --write-docs # also update docs/performance.md
+    .venv/bin/python bench/web.py --cluster    # W1 on one node, then on a 3-master cluster
 
 Like ``bench/run.py`` (whose helpers it uses), it starts a redis-server of its
 own on a free port (no persistence, temp dir), never talks to any other Redis,
@@ -223,12 +224,19 @@ def timed_get(http: httpx.Client, path: str, **kw: Any) -> tuple[float, httpx.Re
     return elapsed, reply
 
 
-def bench_listing(report: Report, server: Server, url: str, n: int, quick: bool) -> None:
+def bench_listing(
+    report: Report,
+    server: Server,
+    ping: redis.Redis,
+    n: int,
+    quick: bool,
+    title: str = "W1. Listing",
+    where: str = "",
+) -> None:
     samples = 200 if quick else 1_000
     edge = 50 if quick else 200
     pages = (n + 49) // 50
     rng = random.Random(11)
-    ping = redis.Redis.from_url(url)
     api = httpx.Client(base_url=server.url, headers=bearer(), timeout=30)
     browser = httpx.Client(base_url=server.url, timeout=30)
     sign_in(browser)
@@ -314,10 +322,11 @@ def bench_listing(report: Report, server: Server, url: str, n: int, quick: bool)
         ],
     ]
     report.table(
-        f"W1. Listing {n:,} pending requests, 50 per page",
+        f"{title} {n:,} pending requests, 50 per page",
         ["request", "p50", "p99", "p50 vs baseline", "target", ""],
         rows,
         [
+            *([where] if where else []),
             f"{n:,} pending requests held with `RedisStore.hold` (5 tools over 4 risks, "
             f"{len(AGENTS)} agents, 24 h timeouts); the console (`create_app`) is served by "
             "uvicorn in a thread of this process; one keep-alive httpx client sends requests "
@@ -497,6 +506,41 @@ def write_docs(markdown: str) -> None:
     DOCS.write_text(text, encoding="utf-8")
 
 
+def listing_on_a_cluster(report: Report, n: int, quick: bool) -> None:
+    """W1 again, with the same requests and console, on 3 masters with a replica each."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    from tests.clusterkit import Cluster
+
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="gk-bench-web-cluster-")))
+    try:
+        pfx = prefix()
+        seed_store = RedisStore(cluster.url, prefix=pfx)
+        t = perf()
+        hold_requests(seed_store, n)
+        print(f"(held {n:,} pending requests on the cluster in {perf() - t:.1f} s)", flush=True)
+        seed_store.close()
+        server = Server(cluster.url, pfx)
+        try:
+            with cluster.masters()[0].client() as ping:
+                bench_listing(
+                    report,
+                    server,
+                    ping,
+                    n,
+                    quick,
+                    title="W1 on a 3-master Redis Cluster. Listing",
+                    where="the same as above on a Redis Cluster of 3 masters with a replica "
+                    "each (`tests/clusterkit.py`), started by this run; the PING goes to one "
+                    "master.",
+                )
+        finally:
+            server.stop()
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     use_run_keys()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -506,7 +550,14 @@ def main() -> None:
         action="store_true",
         help=f"replace the bench-web section of {DOCS.relative_to(ROOT)}",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="W1 on one node and then on a 3-master Redis Cluster (no W2, no --write-docs)",
+    )
     opts = parser.parse_args()
+    if opts.cluster and opts.write_docs:
+        parser.error("--cluster prints its tables only (docs/performance.md, C3, quotes them)")
     import fastapi
     import uvicorn
 
@@ -529,10 +580,13 @@ def main() -> None:
         seed_store.close()
         server = Server(url, pfx)
         try:
-            bench_listing(report, server, url, n, opts.quick)
-            bench_fanout(report, server, url, pfx, ids, opts.quick)
+            bench_listing(report, server, redis.Redis.from_url(url), n, opts.quick)
+            if not opts.cluster:
+                bench_fanout(report, server, url, pfx, ids, opts.quick)
         finally:
             server.stop()
+    if opts.cluster:
+        listing_on_a_cluster(report, n, opts.quick)
     print(f"(total {perf() - started:.0f} s)")
     if opts.write_docs:
         write_docs(report.markdown(header))
