@@ -54,6 +54,7 @@ from ._errors import (
 from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
+from ._telemetry_flow import watched
 from ._tool import ToolSpec
 from .models import (
     ApprovalRequest,
@@ -362,7 +363,10 @@ def guarded_call(
     key = key if key is not None else current_call_key()
     token = _CALL_KEY.set(None)
     try:
-        return (yield from _guarded(gate, spec, args, kwargs, reason, decided, key, wait))
+        flow = _guarded(gate, spec, args, kwargs, reason, decided, key, wait)
+        if gate.telemetry.active:  # otherwise not even a wrapper: nothing to pay
+            flow = watched(gate.telemetry, spec.name, key, flow)
+        return (yield from flow)
     finally:
         with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
             _CALL_KEY.reset(token)
