@@ -54,7 +54,6 @@ from ._errors import (
 from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
-from ._telemetry_flow import watched
 from ._tool import ToolSpec
 from .models import (
     ApprovalRequest,
@@ -364,8 +363,9 @@ def guarded_call(
     token = _CALL_KEY.set(None)
     try:
         flow = _guarded(gate, spec, args, kwargs, reason, decided, key, wait)
-        if gate.telemetry.active:  # otherwise not even a wrapper: nothing to pay
-            flow = watched(gate.telemetry, spec.name, key, flow)
+        telemetry = gate.telemetry
+        if telemetry.active:  # otherwise not even a wrapper: nothing to pay
+            flow = telemetry.watch(telemetry, spec.name, key, flow)
         return (yield from flow)
     finally:
         with contextlib.suppress(ValueError):  # closed from another context: nothing to undo

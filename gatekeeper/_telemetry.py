@@ -222,6 +222,20 @@ def store_error(error: BaseException) -> None:
         _PROCESS[0].store_errors.labels(type(error).__name__).inc()
 
 
+def _unwrapped(_tel: Telemetry, _tool: str, _key: str | None, flow: Any) -> Any:
+    return flow
+
+
+class _Otel:
+    """The OpenTelemetry API modules, imported once when traces are turned on."""
+
+    __slots__ = ("context", "trace")
+
+    def __init__(self, trace: Any, context: Any) -> None:
+        self.trace = trace
+        self.context = context
+
+
 class Telemetry:
     """Which traces and metrics a gate records; by default none, at no cost.
 
@@ -255,6 +269,7 @@ class Telemetry:
         self.trace_arguments = trace_arguments
         self.metrics_public = metrics_public
         self.tracer: Tracer | None = None
+        self.otel = _Otel(None, None)
         self.metrics: _Metrics | None = None
         if traces:
             from ._extras import needs_extra
@@ -263,7 +278,10 @@ class Telemetry:
             with needs_extra("telemetry traces", "otel", "the OpenTelemetry API", _OTEL):
                 from opentelemetry import trace
 
+            from opentelemetry import context
+
             self.tracer = trace.get_tracer("gatekeeper", __version__, tracer_provider)
+            self.otel = _Otel(trace, context)
         if metrics:
             from ._extras import needs_extra
 
@@ -272,6 +290,12 @@ class Telemetry:
             self.metrics = _metrics_for(registry, max_label_values)
         #: Whether anything is recorded at all (the flow is wrapped only then).
         self.active = self.tracer is not None or self.metrics is not None
+        #: What wraps a guarded call's flow (:func:`gatekeeper._telemetry_flow.watched`).
+        self.watch: Callable[..., Any] = _unwrapped
+        if self.active:
+            from ._telemetry_flow import watched
+
+            self.watch = watched
 
     def __repr__(self) -> str:
         return (
@@ -308,8 +332,7 @@ class Telemetry:
         decision: Decision,
         step: Callable[[], ApprovalRequest],
     ) -> ApprovalRequest:
-        from opentelemetry import trace
-
+        trace = self.otel.trace
         assert self.tracer is not None
         links = []
         parsed = parse_traceparent(request.trace) if request is not None else None

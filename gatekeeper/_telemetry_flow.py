@@ -3,7 +3,8 @@
 :func:`watched` passes the flow's commands and their results through and
 makes of them the call's span, the wait's span and the call counters; the
 flow itself knows nothing of it, and a gate whose telemetry is off does not
-wrap its flow at all (see :func:`gatekeeper._flow.guarded_call`).
+wrap its flow at all (see :func:`gatekeeper._flow.guarded_call`, which
+imports this module only then).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._errors import AgentHalted, ApprovalTimeout, TamperingDetected
+from ._flow import Run, StoreOp
 from ._telemetry import MAX_TRACED_ARGS, Telemetry, format_traceparent
 
 if TYPE_CHECKING:
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["watched"]
 
 _READS = frozenset({"wait", "expire", "get"})  # store steps that answer the request as it is now
+_AFTER = _READS | {"hold", "halt"}  # the steps whose result is looked at
 
 
 def watched(
@@ -34,8 +38,6 @@ def watched(
     makes are its children); it is started here, under whatever span is
     current when the call is made.
     """
-    from ._flow import Run, StoreOp
-
     watch = _Watch(tel, tool, key)
     sent: Any = None
     error: BaseException | None = None
@@ -51,9 +53,10 @@ def watched(
                 raise
             sent, error = None, None
             token = None
-            if isinstance(command, StoreOp):
+            kind = type(command)
+            if kind is StoreOp:
                 command = watch.before(command)
-            elif isinstance(command, Run):
+            elif kind is Run and watch.span is not None:
                 token = watch.running()
             try:
                 sent = yield command
@@ -64,8 +67,8 @@ def watched(
             finally:
                 if token is not None:
                     watch.ran(token)
-            if isinstance(command, StoreOp):
-                watch.after(command, sent, error)
+            if kind is StoreOp and error is None and command.method in _AFTER:
+                watch.after(command, sent)
     except GeneratorExit:
         watch.end(None, closed=True)
         raise
@@ -81,8 +84,6 @@ class _Watch:
         "counted",
         "held",
         "key",
-        "risk",
-        "rules",
         "span",
         "tampered",
         "tel",
@@ -94,8 +95,6 @@ class _Watch:
     def __init__(self, tel: Telemetry, tool: str, key: str | None) -> None:
         self.tel, self.tool, self.key = tel, tool, key
         self.verdict: str | None = None
-        self.risk: str | None = None
-        self.rules: tuple[str, ...] = ()
         self.held: ApprovalRequest | None = None
         self.counted = False
         self.tampered = False
@@ -140,10 +139,8 @@ class _Watch:
             self._tampering()
         return command
 
-    def after(self, command: Any, result: Any, error: BaseException | None) -> None:
+    def after(self, command: Any, result: Any) -> None:
         method = command.method
-        if error is not None:
-            return
         if method == "hold":
             self.held = result
             self._count()
@@ -157,25 +154,26 @@ class _Watch:
             self._end_wait(result)
 
     def _classified(self, event: Mapping[str, Any]) -> None:
-        data = event.get("data") or {}
-        self.agent = str(event.get("agent") or self.agent)
-        self.risk = data.get("risk", self.risk)
-        self.rules = tuple(data.get("rules", self.rules))
+        """What the audit draft of the call says of it: the agent, and for the span the rest."""
+        self.agent = event["agent"]
         if self.span is None:
             return
-        self.span.set_attribute("gatekeeper.verdict", data.get("verdict", ""))
-        self.span.set_attribute("gatekeeper.risk", self.risk or "")
-        self.span.set_attribute("gatekeeper.rules", list(self.rules))
-        self.span.set_attribute("gatekeeper.agent", str(event.get("agent") or ""))
-        self.span.set_attribute("gatekeeper.session.id", str(event.get("session_id") or ""))
-        self.span.set_attribute("gatekeeper.call.id", str(event.get("call_id") or ""))
+        data = event["data"]
+        attributes = {
+            "gatekeeper.verdict": data["verdict"],
+            "gatekeeper.risk": data["risk"],
+            "gatekeeper.rules": list(data["rules"]),
+            "gatekeeper.agent": self.agent,
+            "gatekeeper.session.id": event["session_id"],
+            "gatekeeper.call.id": event["call_id"],
+        }
         if self.tel.trace_arguments:
             args = json.dumps(data.get("args"), ensure_ascii=True, sort_keys=True)
-            self.span.set_attribute("gen_ai.tool.call.arguments", args[:MAX_TRACED_ARGS])
+            attributes["gen_ai.tool.call.arguments"] = args[:MAX_TRACED_ARGS]
+        self.span.set_attributes(attributes)
 
     def _start_wait(self, held: ApprovalRequest) -> None:
-        from opentelemetry import trace
-
+        trace = self.tel.otel.trace
         assert self.tel.tracer is not None
         assert self.span is not None
         self.wait = self.tel.tracer.start_span(
@@ -206,20 +204,17 @@ class _Watch:
         wait.end()
 
     # -- the tool runs: the call's span is current ---------------------------------------------
-    def running(self) -> object | None:
+    def running(self) -> Any:
         if self.span is None:
             return None
-        from opentelemetry import context, trace
-
+        otel = self.tel.otel
         if self.wait is not None:  # approved: the wait ended when the approval came
             self._end_wait(None, "approved")
-        return context.attach(trace.set_span_in_context(self.span))
+        return otel.context.attach(otel.trace.set_span_in_context(self.span))
 
-    def ran(self, token: object) -> None:
-        from opentelemetry import context
-
+    def ran(self, token: Any) -> None:
         with contextlib.suppress(Exception):  # detached in another context: nothing to undo
-            context.detach(token)  # type: ignore[arg-type]
+            self.tel.otel.context.detach(token)
 
     # -- the end -----------------------------------------------------------------------------
     def _count(self) -> None:
@@ -234,21 +229,17 @@ class _Watch:
             self.tel.metrics.tampering.inc()
 
     def end(self, exc: BaseException | None, *, closed: bool = False) -> None:
-        from ._errors import AgentHalted, ApprovalTimeout, TamperingDetected
-
-        if isinstance(exc, AgentHalted):
-            self.verdict = "halt"
         metrics = self.tel.metrics
-        if metrics is not None:
-            if isinstance(exc, ApprovalTimeout) and self.held is not None:
+        if exc is not None:
+            if isinstance(exc, AgentHalted):
+                self.verdict = "halt"
+            elif isinstance(exc, ApprovalTimeout) and self.held is not None and metrics is not None:
                 metrics.expired.inc()
-            if isinstance(exc, TamperingDetected):
+            elif isinstance(exc, TamperingDetected):
                 self._tampering()
         self._count()
         if self.span is None:
             return
-        from opentelemetry.trace import Status, StatusCode
-
         why = "closed" if closed else (type(exc).__name__ if exc is not None else None)
         self._end_wait(None, why or "ended")
         span = self.span
@@ -256,5 +247,6 @@ class _Watch:
             span.set_attribute("gatekeeper.verdict", self.verdict)
         if exc is not None:
             span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(exc)[:256]))
+            trace = self.tel.otel.trace
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:256]))
         span.end()

@@ -256,21 +256,24 @@ def test_a_hostile_trace_context_in_a_request_is_dropped_as_it_is_read() -> None
 
 
 def test_no_telemetry_means_no_wrapper_around_the_flow(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatekeeper._flow as flow
+    import gatekeeper._telemetry_flow as flow
+    from gatekeeper._telemetry import _unwrapped
 
     def refuse(*_: Any) -> Any:
         raise AssertionError("the flow was wrapped")
 
     monkeypatch.setattr(flow, "watched", refuse)
-    gate = Gatekeeper(policy=Policy.from_yaml(POLICY), store=MemoryStore())
-    assert not gate.telemetry.active
+    for telemetry in (None, Telemetry()):  # the default, and one that turns nothing on
+        gate = Gatekeeper(policy=Policy.from_yaml(POLICY), store=MemoryStore(), telemetry=telemetry)
+        assert not gate.telemetry.active
+        assert gate.telemetry.watch is _unwrapped
 
-    @gate.guard
-    def lookup_order(order_id: str) -> str:
-        return order_id
+        @gate.guard
+        def lookup_order(order_id: str) -> str:
+            return order_id
 
-    assert lookup_order("A-1") == "A-1"
-    gate.close()
+        assert lookup_order("A-1") == "A-1"
+        gate.close()
 
 
 def _request_doc() -> dict[str, Any]:
