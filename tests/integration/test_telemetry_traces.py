@@ -298,3 +298,35 @@ def _request_doc() -> dict[str, Any]:
     assert done.is_set()
     gate.close()
     return seen[0].model_dump(mode="json")
+
+
+async def test_the_async_face_traces_alike(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A coroutine tool: the call's span under the caller's, current while the tool runs."""
+    provider, exported = exporter
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY),
+        store=MemoryStore(),
+        channels=[AutoDecider(approver="alice")],
+        telemetry=Telemetry(traces=True, tracer_provider=provider),
+    )
+    inner = provider.get_tracer("billing-backend")
+
+    @gate.guard
+    async def refund(order_id: str, amount: float) -> str:
+        with inner.start_as_current_span("billing.refund"):
+            return "ok"
+
+    with provider.get_tracer("agent-stand-in").start_as_current_span("invoke_agent") as outer:
+        assert await refund("A-1", 5.0) == "ok"
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    call, wait = spans["execute_tool refund"], spans["gatekeeper.wait_for_approval"]
+    assert call.parent is not None and call.parent.span_id == outer.get_span_context().span_id
+    assert wait.parent is not None and wait.parent.span_id == call.context.span_id
+    assert wait.attributes["gatekeeper.decision.by"] == "alice"
+    backend = spans["billing.refund"]
+    assert backend.parent is not None and backend.parent.span_id == call.context.span_id
+    (link,) = spans["gatekeeper.decide"].links
+    assert link.context.span_id == call.context.span_id
+    gate.close()
