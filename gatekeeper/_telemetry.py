@@ -69,6 +69,10 @@ LATENCY_BUCKETS = (0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 #: The most characters of the arguments a span carries when ``trace_arguments`` is on.
 MAX_TRACED_ARGS = 4096
 
+#: Label sets of the call counter looked up without a lock, at most (the rest the slow way).
+_CACHED_CHILDREN = 10_000
+
+_CALLER_GONE = frozenset({"abandoned", "outcome_unknown"})
 _OTEL = ("opentelemetry",)
 _PROM = ("prometheus_client",)
 _CHANNELS = frozenset({"web", "api", "api-token", "cli", "console", "slack", "webhook", "test"})
@@ -186,7 +190,8 @@ class _Metrics:
         child = self._calls.get(key)
         if child is None:
             child = self.calls.labels(verdict, self.tools(tool), self.agents(agent))
-            self._calls[key] = child
+            if len(self._calls) < _CACHED_CHILDREN:  # raw names are the agent's: bounded too
+                self._calls[key] = child
         child.inc()
 
 
@@ -247,8 +252,9 @@ class Telemetry:
     Prometheus metrics (the ``metrics`` extra) in ``registry`` (default: the
     ``prometheus_client`` global one). ``max_label_values``: distinct tool
     names, and agent names, a metric keeps before counting the rest as
-    ``other``. ``metrics_public``: ``gatekeeper serve`` serves ``/metrics``
-    without a bearer token.
+    ``other`` (the first gate to use a registry sets it for that registry).
+    ``metrics_public``: ``gatekeeper serve`` serves ``/metrics`` without a
+    bearer token.
 
     Example::
 
@@ -380,8 +386,9 @@ class Telemetry:
     def swept(self, moved: list[ApprovalRequest]) -> None:
         """The sweep moved these requests (abandoned, or outcome unknown)."""
         if self.metrics is not None:
-            for req in moved:
-                self.metrics.abandoned.labels(req.status.value).inc()
+            for req in moved:  # a parked request it expired is no caller's loss: not counted
+                if req.status.value in _CALLER_GONE:
+                    self.metrics.abandoned.labels(req.status.value).inc()
 
 
 #: The telemetry of a gate that was given none: records nothing, wraps nothing.

@@ -72,14 +72,16 @@ def test_the_sweep_counts_requests_whose_caller_is_gone() -> None:
     store = MemoryStore(clock=clock)
     gate = Gatekeeper(store=store, telemetry=Telemetry(metrics=True, registry=registry))
     waiting, running = (make_request(clock, lease=30, timeout=600) for _ in "12")
-    for req in (waiting, running):
+    expiring = make_request(clock, lease=30, timeout=10)
+    for req in (waiting, running, expiring):
         store.hold(req, held_event(req))
     store.decide(running.id, vote(clock, running, "alice"))
     store.claim(running.id, args_digest=running.args_digest, token="t1")
     clock.advance(31)
-    assert len(sweep(gate)) == 2
+    assert len(sweep(gate)) == 3
     assert sample(registry, "gatekeeper_abandoned_total", status="abandoned") == 1
     assert sample(registry, "gatekeeper_abandoned_total", status="outcome_unknown") == 1
+    assert sample(registry, "gatekeeper_abandoned_total", status="expired") == 0  # not a loss
     gate.close()
 
 
