@@ -198,3 +198,107 @@ def test_metrics_off_means_no_metrics_endpoint(
     app = create_app(console.gate, console.settings)
     assert "/metrics" not in {getattr(r, "path", None) for r in app.routes}
     console.gate.close()
+
+
+SERVE_CONFIG = """\
+version: 1
+store: {{url: "{url}", prefix: "{prefix}"}}
+approvers:
+  - {{name: bob}}
+policy:
+  version: 1
+  default: allow
+  rules:
+    - {{id: refunds, match: {{tool: refund}}, verdict: require_approval}}
+web:
+  secret_key: "{secret}"
+  api_tokens:
+    - {{name: prometheus, token_sha256: "{prometheus}", scopes: [read]}}
+    - {{name: bob-bot, token_sha256: "{bob}", scopes: [read, decide], approver: bob}}
+telemetry: {{metrics: true, traces: true}}
+"""
+
+
+def test_a_real_gatekeeper_serve_serves_metrics_from_its_config(
+    tmp_path: Any, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """``gatekeeper serve`` in a process of its own: /metrics as its gatekeeper.yaml says."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from gatekeeper import Gatekeeper
+    from tests.conftest import _free_port
+
+    def sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        SERVE_CONFIG.format(
+            url=redis_server.url,
+            prefix=redis_prefix,
+            secret="w" * 40,
+            prometheus=sha("prom-token"),
+            bob=sha("bob-token"),
+        )
+    )
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "gatekeeper.cli", "serve", "--config", str(config)]
+    with subprocess.Popen(
+        [*argv, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as serve:
+        try:
+            assert serve.stdout is not None
+            assert serve.stdout.readline().startswith("gatekeeper console on")
+            base = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+            prometheus = bearer("prom-token")
+
+            def read() -> Samples:
+                response = httpx.get(f"{base}/metrics", headers=prometheus, timeout=10)
+                assert response.status_code == 200, response.text
+                return {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(response.text)
+                    for s in family.samples
+                }
+
+            gate = Gatekeeper.from_config(config)  # the agent, in this process
+
+            @gate.guard
+            def refund(order_id: str) -> str:
+                return f"refunded {order_id}"
+
+            outcome: list[str] = []
+            agent = threading.Thread(target=lambda: outcome.append(refund("A-1")))
+            agent.start()
+            for _ in range(500):
+                if gate.pending():
+                    break
+                threading.Event().wait(0.01)
+            (held,) = gate.pending()
+            assert value(read(), "gatekeeper_pending_requests") == 1
+            approve = f"{base}/api/v1/requests/{held.id}/approve"
+            r = httpx.post(approve, json={}, headers=bearer("bob-token"), timeout=10)
+            assert r.status_code == 200, r.text
+            agent.join(10)
+            assert outcome == ["refunded A-1"]
+            after = read()
+            labels = {"outcome": "approved", "channel": "api-token"}
+            assert value(after, "gatekeeper_decisions_total", **labels) == 1
+            assert (
+                value(after, "gatekeeper_approval_latency_seconds_count", outcome="approved") == 1
+            )
+            assert value(after, "gatekeeper_pending_requests") == 0
+            gate.close()
+        finally:
+            serve.terminate()
+            serve.wait(15)
