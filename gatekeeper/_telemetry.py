@@ -358,9 +358,18 @@ class Telemetry:
             attributes["gen_ai.tool.name"] = request.call.tool
             attributes["gatekeeper.agent"] = request.call.agent
         with self.tracer.start_as_current_span(
-            "gatekeeper.decide", links=links, attributes=attributes
+            "gatekeeper.decide",
+            links=links,
+            attributes=attributes,
+            record_exception=False,  # its message can quote an edit's values: the class only
+            set_status_on_exception=False,
         ) as span:
-            after = step()
+            try:
+                after = step()
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                raise
             span.set_attribute("gatekeeper.request.status", after.status.value)
             return after
 

@@ -247,6 +247,8 @@ class _Watch:
             span.set_attribute("gatekeeper.verdict", self.verdict)
         if exc is not None:
             span.set_attribute("error.type", type(exc).__qualname__)
+            # The message only where arguments may show: a tool's own error can quote them.
+            why = str(exc)[:256] if self.tel.trace_arguments else type(exc).__name__
             trace = self.tel.otel.trace
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:256]))
+            span.set_status(trace.Status(trace.StatusCode.ERROR, why))
         span.end()

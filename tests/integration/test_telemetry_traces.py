@@ -202,8 +202,9 @@ def test_a_langchain_run_traces_each_call_inside_the_frameworks_tool_span(
     (backend,) = by_scope(spans, "billing-backend")
     assert backend.parent is not None and backend.parent.span_id == approved.context.span_id
 
-    # No argument value in any attribute (the arguments can be secrets).
-    text = attribute_text(spans)
+    # No argument value in any attribute or status (the arguments can be secrets).
+    assert denied.status.description == "ApprovalDenied"
+    text = attribute_text(spans) + json.dumps([s.status.description for s in spans])
     for secret in ("A-1", "B-2", "amount", "order_id"):
         assert secret not in text
 
@@ -329,4 +330,34 @@ async def test_the_async_face_traces_alike(
     assert backend.parent is not None and backend.parent.span_id == call.context.span_id
     (link,) = spans["gatekeeper.decide"].links
     assert link.context.span_id == call.context.span_id
+    gate.close()
+
+
+def test_a_refused_decision_is_an_error_span_naming_only_the_errors_class(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    from gatekeeper import TransitionRefused
+
+    provider, exported = exporter
+    gate = Gatekeeper(
+        policy=Policy.from_yaml(POLICY),
+        store=MemoryStore(),
+        channels=[AutoDecider(approver="alice")],
+        telemetry=Telemetry(traces=True, tracer_provider=provider),
+    )
+
+    @gate.guard
+    def refund(order_id: str, amount: float) -> str:
+        return "ok"
+
+    refund("A-1", 5.0)
+    (done,) = [s for s in exported.get_finished_spans() if s.name == "gatekeeper.decide"]
+    rid = done.attributes["gatekeeper.request.id"]
+    exported.clear()
+    with pytest.raises(TransitionRefused):
+        gate.deny(str(rid), approver="bob", comment="too late for A-1")
+    (refused,) = exported.get_finished_spans()
+    assert refused.attributes["error.type"] == "TransitionRefused"
+    assert refused.status.description == "TransitionRefused"
+    assert refused.events == ()  # no exception event carrying the message
     gate.close()
