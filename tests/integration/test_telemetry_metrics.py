@@ -200,6 +200,22 @@ def test_metrics_off_means_no_metrics_endpoint(
     console.gate.close()
 
 
+def listening(port: int, within: float = 15.0) -> None:
+    """Return once something accepts connections on ``port`` (uvicorn offers no event)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 SERVE_CONFIG = """\
 version: 1
 store: {{url: "{url}", prefix: "{prefix}"}}
@@ -259,6 +275,7 @@ def test_a_real_gatekeeper_serve_serves_metrics_from_its_config(
             assert serve.stdout is not None
             assert serve.stdout.readline().startswith("gatekeeper console on")
             base = f"http://127.0.0.1:{port}"
+            listening(port)  # the line comes as uvicorn starts, before it listens
             assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
             prometheus = bearer("prom-token")
 

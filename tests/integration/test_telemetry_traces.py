@@ -361,3 +361,31 @@ def test_a_refused_decision_is_an_error_span_naming_only_the_errors_class(
     assert refused.status.description == "TransitionRefused"
     assert refused.events == ()  # no exception event carrying the message
     gate.close()
+
+
+@pytest.mark.redis
+def test_a_request_held_without_tracing_is_stored_as_before_and_with_it_carries_its_context(
+    redis_server: RedisServer, redis_prefix: str, exporter: tuple[TracerProvider, Any]
+) -> None:
+    """Deciders of an earlier release read requests of agents that don't trace."""
+    docs = []
+    for telemetry in (None, Telemetry(traces=True, tracer_provider=exporter[0])):
+        store = RedisStore(redis_server.url, prefix=redis_prefix)
+        decider = AutoDecider(approver="alice", approve=False)
+        gate = Gatekeeper(
+            policy=Policy.from_yaml(POLICY), store=store, channels=[decider], telemetry=telemetry
+        )
+
+        @gate.guard
+        def refund(order_id: str, amount: float) -> str:
+            return "ok"
+
+        with pytest.raises(Exception, match="denied"):
+            refund("A-1", 5.0)
+        (done,) = decider.decided
+        raw = store.client.hget(store.keys.of(done.call.agent).req(done.id), "doc")
+        docs.append(json.loads(raw))
+        gate.close()
+    untraced, traced = docs
+    assert "trace" not in untraced
+    assert traced["trace"].startswith("00-") and len(traced["trace"]) == 55
