@@ -43,6 +43,7 @@ from ._framework import GuardedTool, Ran
 from ._gate import Gatekeeper
 from ._session import Session, call_key, current_session, on_held
 from ._signing import DecisionKeys, SigningKey, TrustedKeys
+from ._telemetry import Telemetry
 from ._version import __version__
 from .models import (
     ApprovalRequest,
@@ -102,6 +103,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TamperingDetected",
+    "Telemetry",
     "ToolCall",
     "ToolCallBlocked",
     "ToolCallDenied",

@@ -224,6 +224,36 @@ class DecisionsConfig(_Model):
     )
 
 
+class TelemetryConfig(_Model):
+    """Traces and metrics (docs/observability.md); everything off by default."""
+
+    traces: bool = Field(
+        default=False,
+        description="a span per guarded call and per decision, through the OpenTelemetry "
+        "API (the `otel` extra; the SDK and exporter are the application's)",
+    )
+    metrics: bool = Field(
+        default=False,
+        description="Prometheus metrics (the `metrics` extra); `gatekeeper serve` serves "
+        "them at /metrics",
+    )
+    trace_arguments: bool = Field(
+        default=False,
+        description="put the call's arguments on its span (they can be secrets)",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="serve /metrics without a bearer token (default: an api token with scope read)",
+    )
+    max_label_values: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="distinct tool names, and agent names, a metric keeps; the rest "
+        "are counted as `other`",
+    )
+
+
 class Defaults(_Model):
     timeout: float = Field(default=900.0, gt=0, description="seconds a held call waits")
     agent: str = Field(default="default", min_length=1)
@@ -270,6 +300,7 @@ class Config(_Model):
         description="the MCP gateway (`gatekeeper mcp`): upstream servers, agents, limits",
     )
     audit: AuditConfig = AuditConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     # Set by load_config, not read from the file.
     source: str = Field(default="<config>", exclude=True)
@@ -523,6 +554,17 @@ class Config(_Model):
             "max_args_bytes": self.defaults.max_args_bytes,
             "resume_within": self.defaults.resume_within,
         }
+        t = self.telemetry
+        if t.traces or t.metrics:
+            from ._telemetry import Telemetry
+
+            options["telemetry"] = Telemetry(
+                traces=t.traces,
+                metrics=t.metrics,
+                trace_arguments=t.trace_arguments,
+                metrics_public=t.metrics_public,
+                max_label_values=t.max_label_values,
+            )
         options.update(overrides)
         if "store" not in options:
             options["store"] = self.build_store()

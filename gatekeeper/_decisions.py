@@ -27,6 +27,7 @@ from ._errors import (
     TransitionRefused,
 )
 from ._signing import ANCHOR
+from ._telemetry import Telemetry
 from ._votes import trust_problem
 from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, anchor_heads, verify_chain
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
@@ -97,6 +98,7 @@ class Decisions:
     policy: Policy
     approvers: dict[str, Approver] | None
     max_args_bytes: int
+    telemetry: Telemetry
 
     def approver(self, name: str, request: ApprovalRequest | None = None) -> Approver:
         """The configured approver ``name``, checked against ``request``'s group."""
@@ -311,11 +313,16 @@ class Decisions:
         edited: Mapping[str, Any] | None = None,
         read: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
-        return recorded_or_not(
-            f"{what} of request {request_id}",
-            f"gatekeeper show {request_id}",
-            lambda: self.store.decide(request_id, decision, args=edited, request=read),
-        )
+        def step() -> ApprovalRequest:
+            return recorded_or_not(
+                f"{what} of request {request_id}",
+                f"gatekeeper show {request_id}",
+                lambda: self.store.decide(request_id, decision, args=edited, request=read),
+            )
+
+        if not self.telemetry.active:
+            return step()
+        return self.telemetry.deciding(read, decision, step)  # a span linked to the call's
 
     def _may_respond(self, req: ApprovalRequest) -> bool:
         """Whether a person may answer ``req``, by this process's own policy where it can say."""
@@ -366,7 +373,9 @@ class Decisions:
             )
         except HaltIncomplete:  # recorded: the grants go too, and the person is told
             self._halt_revokes(None, by=by, what="halt")
+            self.telemetry.halted(scope.value, "person")
             raise
+        self.telemetry.halted(scope.value, "person")
         self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="halt")
         return cancelled
 

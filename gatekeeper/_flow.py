@@ -362,7 +362,11 @@ def guarded_call(
     key = key if key is not None else current_call_key()
     token = _CALL_KEY.set(None)
     try:
-        return (yield from _guarded(gate, spec, args, kwargs, reason, decided, key, wait))
+        flow = _guarded(gate, spec, args, kwargs, reason, decided, key, wait)
+        telemetry = gate.telemetry
+        if telemetry.active:  # otherwise not even a wrapper: nothing to pay
+            flow = telemetry.watch(telemetry, spec.name, key, flow)
+        return (yield from flow)
     finally:
         with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
             _CALL_KEY.reset(token)

@@ -30,6 +30,7 @@ from ._flow import APPROVED_QUESTION, adrive, drive, guarded_call
 from ._framework import GuardedTool, arefuse_unknown_tool, make_tool, refuse_unknown_tool
 from ._grant_decisions import GrantDecisions
 from ._session import Session, check_call_key, current_call_key, current_session
+from ._telemetry import OFF, Telemetry
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
@@ -89,6 +90,7 @@ class Gatekeeper(Decisions, GrantDecisions):
         default_timeout: float = 900.0,
         max_args_bytes: int = 2 * 1024 * 1024,
         resume_within: float = 86400.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
         self.policy = policy or Policy.empty()
@@ -106,6 +108,8 @@ class Gatekeeper(Decisions, GrantDecisions):
         #: to be resumed later) may still be run when the run resumes.
         self.resume_within = resume_within
         self._ids = ids
+        #: Traces and metrics (docs/observability.md); by default none, at no cost.
+        self.telemetry = telemetry if telemetry is not None else OFF
         self._default_session = Session.create(default_agent)
         self._demoted: set[str] = set()  # autonomy grants this process saw end (said once)
         self._questions: set[str] = set()  # names of this gate's ask-a-person tools
@@ -195,6 +199,7 @@ class Gatekeeper(Decisions, GrantDecisions):
                     "give the tool another name"
                 )
             self._guarded.add(spec.name)
+            self.telemetry.know_tool(spec.name)
             wrapper.__dict__["__gatekeeper_tool__"] = spec  # adapters find the spec here
             return wrapper
 
@@ -221,6 +226,7 @@ class Gatekeeper(Decisions, GrantDecisions):
         This is what the framework adapters build on; see
         :class:`~gatekeeper.GuardedTool`.
         """
+        self.telemetry.know_tool(name)
         return make_tool(
             self,
             name,

@@ -56,6 +56,7 @@ def advice(req: ApprovalRequest) -> str:
 def sweep(gate: Gatekeeper) -> list[ApprovalRequest]:
     """Sweep ``gate``'s store once; tell the channels and log each request it moved."""
     moved = gate.store.sweep()
+    gate.telemetry.swept(moved)
     for req in moved:
         gate._tell("update", req)
         level = logging.ERROR if req.status is RequestStatus.OUTCOME_UNKNOWN else logging.WARNING

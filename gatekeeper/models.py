@@ -16,8 +16,11 @@ from pydantic import (
     Field,
     JsonValue,
     SerializerFunctionWrapHandler,
+    field_validator,
     model_serializer,
 )
+
+from ._telemetry import parse_traceparent
 
 __all__ = [
     "ApprovalRequest",
@@ -351,6 +354,18 @@ class ApprovalRequest(_Model):
         "failover now could lose it); None when not checked (no replicas asked for, "
         "or an embedded store)",
     )
+    trace: str | None = Field(
+        default=None,
+        description="the W3C traceparent of the call's span, when the agent traces "
+        "(docs/observability.md): the deciding side links its span to it; anything "
+        "but a well-formed traceparent is dropped as it is read",
+    )
+
+    @field_validator("trace", mode="before")
+    @classmethod
+    def _traceparent(cls, value: Any) -> str | None:
+        # Written by the agent: kept only as exactly a traceparent, never an error.
+        return value if parse_traceparent(value) is not None else None
 
     @property
     def question(self) -> str | None:

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from gatekeeper import Gatekeeper, Policy
+from gatekeeper import Gatekeeper, Policy, Telemetry
 from gatekeeper.models import Approver
 from gatekeeper.store import Store
 from gatekeeper.testing import RecordingChannel
@@ -90,13 +90,14 @@ def bearer(token: str) -> dict[str, str]:
 class Console:
     """A gate with tools, a recording channel and the console app built on it."""
 
-    def __init__(self, store: Store, **settings: Any) -> None:
+    def __init__(self, store: Store, telemetry: Telemetry | None = None, **settings: Any) -> None:
         self.channel = RecordingChannel()
         self.gate = Gatekeeper(
             policy=Policy.from_yaml(POLICY),
             store=store,
             approvers=APPROVERS,
             channels=[self.channel],
+            telemetry=telemetry,
         )
         self.settings = WebSettings(
             secret_key=SECRET_KEY, api_tokens=tuple(TOKENS.values()), **settings

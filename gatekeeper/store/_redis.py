@@ -43,6 +43,7 @@ from .._errors import (
     TransitionRefused,
 )
 from .._signing import DecisionKeys, SigningKey
+from .._telemetry import store_error, store_retry
 from .._votes import check_resume, sign_resume, sign_vote
 from ..audit import (
     GENESIS,
@@ -78,6 +79,7 @@ from ._wakes import RECHECK, Wakes
 __all__ = ["Durability", "RedisStore", "translate_redis_error"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 log = logging.getLogger("gatekeeper.store")
 
 #: Seconds between an agent process's reads of the deployment-wide halts.
@@ -232,6 +234,12 @@ def translate_redis_error(
     if isinstance(exc, rexc.ResponseError):
         return StoreError(f"Redis refused a command: {exc}")
     return StoreError(f"Redis error: {exc}")
+
+
+def _failed(error: E) -> E:
+    """``error``, counted as a store command that failed for good (when metrics are on)."""
+    store_error(error)
+    return error
 
 
 class RetryPolicy:
@@ -402,13 +410,14 @@ class RedisStore:
             return once()  # the common case, without building a retry loop
         except REDIS_ERRORS as exc:
             if not _retryable(exc):
-                raise translate_redis_error(exc, tries) from exc
+                raise _failed(translate_redis_error(exc, tries)) from exc
         try:
             for attempt in Retrying(**self.retry.tenacity_kwargs()):
                 with attempt:
+                    store_retry()
                     return once()
         except REDIS_ERRORS as exc:
-            raise translate_redis_error(exc, tries) from exc
+            raise _failed(translate_redis_error(exc, tries)) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, op: ops.Op[T]) -> T:
@@ -1145,6 +1154,31 @@ class RedisStore:
         return self._wakes.watch(request_id, self.keys.of(agent).channel)
 
     # -- kill switch -------------------------------------------------------------------
+    def sealer_backlog(self) -> int:
+        """Audit drafts not yet sealed: queued in this process, and in every journal.
+
+        One pipelined round trip of ``LLEN`` per 1,000 journals (the deciders'
+        and two per agent): what a scrape of ``/metrics`` costs.
+        """
+        k = self.keys
+        journals = [k.journal]
+        for name in self._agents():
+            a = k.of(name)
+            journals += [a.journal, a.dec_journal]
+        total = len(self._sealer._queue)
+        for start in range(0, len(journals), 1000):
+            chunk = journals[start : start + 1000]
+
+            def lengths(chunk: list[str] = chunk) -> list[Any]:
+                pipe = self.client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.llen(key)
+                replies: list[Any] = pipe.execute()
+                return replies
+
+            total += sum(int(n) for n in self._call(lengths))
+        return total
+
     def _agents(self) -> list[str]:
         return ops.agent_names(self._call(lambda: self.client.smembers(self.keys.agents)))
 

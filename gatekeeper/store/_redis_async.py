@@ -29,6 +29,7 @@ from .._errors import (
     StoreUnavailable,
     TransitionRefused,
 )
+from .._telemetry import store_retry
 from .._votes import sign_vote
 from ..audit import StoredEvent, check_event_ids
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
@@ -38,7 +39,7 @@ from ._base import Draft
 from ._bounded import READ_FLOOR, Backoff, awithin
 from ._changes import FEED_QUEUE, RESYNC, offer_change
 from ._endpoints import Endpoint, adisconnect
-from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS, _hold_refused, _taken
+from ._redis import GLOBAL_HALTS_EVERY, REDIS_ERRORS, _failed, _hold_refused, _taken
 from ._wakes import (
     KEEPALIVE,
     LINGER,
@@ -129,13 +130,14 @@ class AsyncRedisStore:
             return await once()
         except REDIS_ERRORS as exc:
             if not _retryable(exc):
-                raise translate_redis_error(exc, tries) from exc
+                raise _failed(translate_redis_error(exc, tries)) from exc
         try:
             async for attempt in AsyncRetrying(**self._store.retry.tenacity_kwargs()):
                 with attempt:
+                    store_retry()
                     return await once()
         except REDIS_ERRORS as exc:
-            raise translate_redis_error(exc, tries) from exc
+            raise _failed(translate_redis_error(exc, tries)) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, op: ops.Op[T]) -> T:

@@ -427,7 +427,9 @@ def hold(
         call.session_id,
         call.tool,
         call.id,
-        request.model_dump_json(),
+        # Without a trace context, the record is what it was before there was one
+        # (a decider of an earlier release reads it).
+        request.model_dump_json(exclude=None if request.trace else {"trace"}),
         ms(request.expires_at),
         request.quorum,
         _json(request.args),

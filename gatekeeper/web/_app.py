@@ -16,6 +16,7 @@ from .._gate import Gatekeeper
 from .._retention import Keeping
 from .._retention import keeping as keeping_task
 from .._sweep import SWEEP_EVERY, sweeping
+from .._telemetry_queue import serve_metrics
 from .._version import __version__
 from ..channels.webhook import WebhookChannel
 from . import _api, _events, _session_routes, _webhooks
@@ -95,6 +96,11 @@ def build_app(
     app.include_router(_api.router)
     app.include_router(_events.router)
     app.include_router(_webhooks.router)
+    if gate.telemetry.registry is not None:  # the queue's gauges are read when scraped
+        from . import _metrics
+
+        serve_metrics(gate.telemetry, gate)
+        app.include_router(_metrics.router)
     if slack is not None:
         from . import _slack
 
