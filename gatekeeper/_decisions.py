@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from ._errors import (
 from ._signing import ANCHOR
 from ._votes import trust_problem
 from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, anchor_heads, verify_chain
+from .logs import get_logger
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
@@ -38,7 +38,7 @@ __all__ = ["MAX_RESPONSE_CHARS", "Decisions", "durability_note", "recorded_or_no
 #: The longest answer a person may write in place of a tool's result.
 MAX_RESPONSE_CHARS = 8000
 
-log = logging.getLogger("gatekeeper.decisions")
+log = get_logger("gatekeeper.decisions")
 
 T = TypeVar("T")
 

@@ -34,7 +34,6 @@ import contextlib
 import functools
 import hashlib
 import inspect
-import logging
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
 from ._tool import ToolSpec
+from .logs import get_logger
 from .models import (
     ApprovalRequest,
     BehaviourHit,
@@ -84,7 +84,7 @@ __all__ = [
     "withdraw_unattended",
 ]
 
-log = logging.getLogger("gatekeeper")
+log = get_logger("gatekeeper.calls")
 
 _EXPIRED_HERE = "expired by the agent's own clock"
 APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"

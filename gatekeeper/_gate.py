@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from ._session import Session, check_call_key, current_call_key, current_session
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
+from .logs import get_logger
 from .models import (
     ApprovalRequest,
     Approver,
@@ -51,7 +51,7 @@ __all__ = ["Gatekeeper"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-log = logging.getLogger("gatekeeper")
+log = get_logger("gatekeeper.calls")
 
 #: Seconds the clocks of the agent, the deciders and Redis may disagree by: a
 #: vote signed later than the request's expiry plus this does not count. (The

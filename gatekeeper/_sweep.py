@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._text import inline
+from .logs import get_logger
 from .models import ApprovalRequest, RequestStatus
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SWEEP_EVERY", "advice", "sweep", "sweeping"]
 
-log = logging.getLogger("gatekeeper.sweep")
+log = get_logger("gatekeeper.sweep")
 
 #: Seconds between two sweeps of ``gatekeeper serve``.
 SWEEP_EVERY = 5.0

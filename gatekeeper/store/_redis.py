@@ -15,7 +15,6 @@ import datetime as dt
 import functools
 import heapq
 import json
-import logging
 import re
 import threading
 import time
@@ -55,6 +54,7 @@ from ..audit import (
     entry_order,
     parse_cursor,
 )
+from ..logs import get_logger
 from ..models import (
     ApprovalRequest,
     Decision,
@@ -78,7 +78,7 @@ from ._wakes import RECHECK, Wakes
 __all__ = ["Durability", "RedisStore", "translate_redis_error"]
 
 T = TypeVar("T")
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 #: Seconds between an agent process's reads of the deployment-wide halts.
 GLOBAL_HALTS_EVERY = 1.0
