@@ -729,9 +729,12 @@ def audit_export(
     count = 0
     try:
         with progress_bar(io.err, "exporting", no_progress=no_progress) as bar:
-            if bar is not None:
-                entries = Tally(bar, audit_total(gate, whole=archive is not None)).over(entries)
-            count = _export(entries, target)
+            if bar is None:
+                count = _export(entries, target)
+            else:
+                tally = Tally(bar, audit_total(gate, whole=archive is not None))
+                count = _export(tally.over(entries), target)
+                tally.end()
     except _Unreadable as exc:
         return io.fail(f"audit entry {exc.args[0]} is not a readable event")
     except ArchiveError as exc:
