@@ -30,6 +30,7 @@ from ._signing import ANCHOR
 from ._votes import trust_problem
 from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, anchor_heads, verify_chain
 from .logs import get_logger, log_context
+from .logs import request_fields as _fields
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
@@ -42,11 +43,6 @@ MAX_RESPONSE_CHARS = 8000
 log = get_logger("gatekeeper.decisions")
 
 T = TypeVar("T")
-
-
-def _fields(req: ApprovalRequest) -> dict[str, str]:
-    """``extra=`` for a record about ``req``: its id, agent and session."""
-    return {"request_id": req.id, "agent": req.call.agent, "session": req.call.session_id}
 
 
 def _about(req: ApprovalRequest | None, request_id: str | None = None) -> log_context:

@@ -32,7 +32,7 @@ from ._session import Session, check_call_key, current_call_key, current_session
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
-from .logs import get_logger
+from .logs import get_logger, request_fields
 from .models import (
     ApprovalRequest,
     Approver,
@@ -490,7 +490,7 @@ class Gatekeeper(Decisions, GrantDecisions):
         return bound, run_digest
 
     def _tampering_event(self, held: ApprovalRequest, exc: TamperingDetected) -> dict[str, Any]:
-        log.error("refused to release request %s: %s", held.id, exc)
+        log.error("refused to release request %s: %s", held.id, exc, extra=request_fields(held))
         call = held.call
         return draft(
             "request.tampering",
@@ -518,7 +518,13 @@ class Gatekeeper(Decisions, GrantDecisions):
         self, channel: object, req: ApprovalRequest, exc: BaseException, *, now: bool = False
     ) -> None:
         """Audit a channel failure (``now``: durably before returning, for long-lived servers)."""
-        log.warning("channel %s failed for request %s: %s", type(channel).__name__, req.id, exc)
+        log.warning(
+            "channel %s failed for request %s: %s",
+            type(channel).__name__,
+            req.id,
+            exc,
+            extra=request_fields(req),
+        )
         event = draft(
             "channel.failed",
             at_ms=int(self.clock.now().timestamp() * 1000),

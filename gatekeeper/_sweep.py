@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._text import inline
-from .logs import get_logger
+from .logs import get_logger, request_fields
 from .models import ApprovalRequest, RequestStatus
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def sweep(gate: Gatekeeper) -> list[ApprovalRequest]:
             inline(req.call.agent, 60),
             req.status.value,
             advice(req),
+            extra=request_fields(req),
         )
     return moved
 

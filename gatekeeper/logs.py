@@ -53,6 +53,7 @@ __all__ = [
     "escape",
     "get_logger",
     "log_context",
+    "request_fields",
 ]
 
 #: The attributes every record of a gatekeeper logger carries (``None`` when unknown).
@@ -131,6 +132,13 @@ class ContextFilter(logging.Filter):
 
 
 _FILTER = ContextFilter()
+
+
+def request_fields(request: Any) -> dict[str, str]:
+    """``extra=`` for a record about an :class:`~gatekeeper.ApprovalRequest`: its id,
+    its call's agent and session."""
+    call = request.call
+    return {"request_id": request.id, "agent": call.agent, "session": call.session_id}
 
 
 def get_logger(name: str) -> logging.Logger:
