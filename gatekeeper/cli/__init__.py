@@ -57,7 +57,7 @@ def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
         choices=logs.LEVELS,
         default=argparse.SUPPRESS if suppress else None,
         help="least level of gatekeeper's log records (default: $GATEKEEPER_LOG_LEVEL, else "
-        "info for serve, mcp serve and alerts, warning for the others)",
+        "info for serve, mcp serve and alerts (not --once), warning for the others)",
     )
     return options
 
@@ -387,7 +387,7 @@ def main(
     io = cmd.IO(out=out, err=err, inp=stdin or sys.stdin)
     try:
         try:
-            default = logs.default_level(args.command, getattr(args, "mcp_command", None))
+            default = logs.default_level(args)
             with logs.configured(err, fmt=args.log_format, level=args.log_level, default=default):
                 code = _dispatch(args, io)
             out.flush()  # a closed pipe shows here, not at exit after main returned

@@ -6,13 +6,14 @@ the command's stderr with :class:`~gatekeeper.logs.TextFormatter` or
 :class:`~gatekeeper.logs.JSONFormatter`. ``--log-format`` (else
 ``$GATEKEEPER_LOG_FORMAT``, else ``text``) picks the format; ``--log-level``
 (else ``$GATEKEEPER_LOG_LEVEL``) the level of gatekeeper's loggers, by default
-``info`` for the long-running services (``serve``, ``mcp serve``, ``alerts``)
-and ``warning`` for every other command. Other libraries' records show from
+``info`` for the long-running services (``serve``, ``mcp serve``, ``alerts``
+without ``--once``) and ``warning`` for every other command. Other libraries' records show from
 ``warning`` up (uvicorn's, under ``serve``, from ``info``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -27,14 +28,16 @@ __all__ = ["FORMATS", "LEVELS", "configured", "default_level"]
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
-_SERVICES = frozenset({"serve", "mcp", "alerts"})
 
-
-def default_level(command: str | None, subcommand: str | None = None) -> str:
-    """``info`` for a command that runs as a service, else ``warning``."""
-    if command == "mcp":
-        return "info" if subcommand == "serve" else "warning"
-    return "info" if command in _SERVICES else "warning"
+def default_level(args: argparse.Namespace) -> str:
+    """``info`` for a command that runs as a service until stopped, else ``warning``."""
+    command = args.command
+    service = (
+        command == "serve"
+        or (command == "mcp" and args.mcp_command == "serve")
+        or (command == "alerts" and not args.once)
+    )
+    return "info" if service else "warning"
 
 
 def _choice(given: str | None, variable: str, allowed: tuple[str, ...], default: str) -> str:

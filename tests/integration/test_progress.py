@@ -47,9 +47,7 @@ GATEKEEPER = str(Path(sys.executable).with_name("gatekeeper"))
 
 
 @pytest.fixture(scope="module")
-def logged(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> tuple[Path, int]:
+def logged(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> tuple[Path, int]:
     """A config whose store holds the audit log of CALLS allowed calls; and its event count."""
     root = tmp_path_factory.mktemp("progress")
     config = root / "gatekeeper.yaml"
