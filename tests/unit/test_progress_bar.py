@@ -85,12 +85,17 @@ def test_the_bar_is_cleared_when_the_work_fails(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("NO_PROGRESS", raising=False)
     monkeypatch.setenv("TERM", "xterm")
     stream = Terminal()
-    with pytest.raises(RuntimeError), progress_bar(stream, "verifying") as bar:
-        assert bar is not None
-        tally = Tally(bar, 10, every=1)
-        for _ in tally.over(range(3)):
-            pass
-        raise RuntimeError("the store went away")
+
+    def verify() -> None:
+        with progress_bar(stream, "verifying") as bar:
+            assert bar is not None
+            tally = Tally(bar, 10, every=1)
+            for _ in tally.over(range(3)):
+                pass
+            raise RuntimeError("the store went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        verify()
     assert stream.getvalue().endswith(" \r")
     assert "3/10 events" in stream.getvalue()
 
