@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import _free_port
 from tests.integration.test_cli import Agent, agent, config, run  # noqa: F401 (fixtures)
 
 
@@ -78,3 +82,36 @@ def test_the_environment_picks_the_format_and_a_bad_one_is_named(
         f"INFO gatekeeper.decisions: request {req.id}: denial by alice via cli; now denied "
         f"[request_id={req.id} agent=billing-bot session={req.call.session_id}]"
     )
+
+
+def test_serve_logs_uvicorns_records_as_json_too(tmp_path: Path) -> None:
+    """``serve --log-format json``: uvicorn's startup lines are JSON lines on stderr."""
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(
+        "version: 1\nstore: {url: 'memory://'}\napprovers: [{name: alice}]\n"
+        "web: {secret_key: '" + "s" * 40 + "', base_url: 'http://127.0.0.1'}\n",
+        encoding="utf-8",
+    )
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("GATEKEEPER_REDIS_URL", None)
+    argv = ["--log-format", "json", "serve", "--config", str(path), "--demo"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper.cli", *argv, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            seen = []
+            for line in proc.stderr:  # until uvicorn says it listens
+                seen.append(json.loads(line))
+                if "Uvicorn running on" in seen[-1]["message"]:
+                    break
+        finally:
+            proc.terminate()
+    assert seen[-1]["logger"] == "uvicorn.error"
+    assert seen[-1]["level"] == "INFO"
+    assert {"time", "request_id", "agent", "session"} <= set(seen[-1])
