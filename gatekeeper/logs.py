@@ -34,14 +34,12 @@ object per line, ASCII only.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 
 __all__ = [
@@ -59,15 +57,18 @@ __all__ = [
 #: The attributes every record of a gatekeeper logger carries (``None`` when unknown).
 CONTEXT_FIELDS = ("request_id", "agent", "session")
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-_CONTEXT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "gatekeeper_log_context", default=_EMPTY
+# (request_id, agent, session): a tuple, so that entering a block costs little on
+# the allowed path (every guarded call enters one).
+_Fields = tuple[str | None, str | None, str | None]
+_NONE: _Fields = (None, None, None)
+_CONTEXT: contextvars.ContextVar[_Fields] = contextvars.ContextVar(
+    "gatekeeper_log_context", default=_NONE
 )
 
 
 def current_context() -> dict[str, str]:
     """The request, agent and session set around the code running now (only those set)."""
-    return dict(_CONTEXT.get())
+    return {k: v for k, v in zip(CONTEXT_FIELDS, _CONTEXT.get(), strict=True) if v is not None}
 
 
 class log_context:
@@ -83,7 +84,7 @@ class log_context:
     'billing-bot'
     """
 
-    __slots__ = ("_fields", "_token")
+    __slots__ = ("_agent", "_request_id", "_session", "_token")
 
     def __init__(
         self,
@@ -92,12 +93,20 @@ class log_context:
         agent: str | None = None,
         session: str | None = None,
     ) -> None:
-        given = {"request_id": request_id, "agent": agent, "session": session}
-        self._fields = {k: v for k, v in given.items() if v is not None}
-        self._token: contextvars.Token[Mapping[str, str]] | None = None
+        self._request_id = request_id
+        self._agent = agent
+        self._session = session
+        self._token: contextvars.Token[_Fields] | None = None
 
     def __enter__(self) -> log_context:
-        self._token = _CONTEXT.set(MappingProxyType({**_CONTEXT.get(), **self._fields}))
+        r, a, s = _CONTEXT.get()
+        self._token = _CONTEXT.set(
+            (
+                r if self._request_id is None else self._request_id,
+                a if self._agent is None else self._agent,
+                s if self._session is None else self._session,
+            )
+        )
         return self
 
     def __exit__(
@@ -107,9 +116,10 @@ class log_context:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            # Left from another context: nothing of this one to undo.
-            with contextlib.suppress(ValueError):
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the rest of the block
                 _CONTEXT.reset(self._token)
+            except ValueError:  # left from another context: nothing of this one to undo
+                pass
             self._token = None
 
 
@@ -125,9 +135,9 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = _CONTEXT.get()
-        for field in CONTEXT_FIELDS:
+        for field, value in zip(CONTEXT_FIELDS, context, strict=True):
             if getattr(record, field, None) is None:
-                setattr(record, field, context.get(field))
+                setattr(record, field, value)
         return True
 
 
