@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -26,10 +25,13 @@ from ._errors import (
     TamperingDetected,
     TransitionRefused,
 )
+from ._progress import Progress, Tally
 from ._signing import ANCHOR
 from ._telemetry import Telemetry
 from ._votes import trust_problem
 from .audit import GENESIS, AnchorWatch, ChainReport, Trimmed, anchor_heads, verify_chain
+from .logs import get_logger, log_context
+from .logs import request_fields as _fields
 from .models import ApprovalRequest, Approver, Decision, HaltScope, RequestStatus
 from .policy import Policy
 from .store import Store
@@ -39,9 +41,16 @@ __all__ = ["MAX_RESPONSE_CHARS", "Decisions", "durability_note", "recorded_or_no
 #: The longest answer a person may write in place of a tool's result.
 MAX_RESPONSE_CHARS = 8000
 
-log = logging.getLogger("gatekeeper.decisions")
+log = get_logger("gatekeeper.decisions")
 
 T = TypeVar("T")
+
+
+def _about(req: ApprovalRequest | None, request_id: str | None = None) -> log_context:
+    """Records made within carry ``req``'s id, agent and session (or just ``request_id``)."""
+    if req is None:
+        return log_context(request_id=request_id)
+    return log_context(request_id=req.id, agent=req.call.agent, session=req.call.session_id)
 
 
 def recorded_or_not(what: str, check: str, step: Callable[[], T]) -> T:
@@ -221,12 +230,15 @@ class Decisions:
     def _after_decision(self, req: ApprovalRequest, *, approve: bool, by: str) -> None:
         """Earned autonomy follows each decision; its failure never undoes the decision."""
         try:
-            if approve:
-                self.after_approval(req)  # type: ignore[attr-defined]
-            else:
-                self.after_denial(req, by=by)  # type: ignore[attr-defined]
+            with _about(req):
+                if approve:
+                    self.after_approval(req)  # type: ignore[attr-defined]
+                else:
+                    self.after_denial(req, by=by)  # type: ignore[attr-defined]
         except GatekeeperError as exc:
-            log.warning("autonomy not updated after request %s: %s", req.id, exc)
+            log.warning(
+                "autonomy not updated after request %s: %s", req.id, exc, extra=_fields(req)
+            )
 
     def deny(
         self,
@@ -314,11 +326,24 @@ class Decisions:
         read: ApprovalRequest | None = None,
     ) -> ApprovalRequest:
         def step() -> ApprovalRequest:
-            return recorded_or_not(
-                f"{what} of request {request_id}",
-                f"gatekeeper show {request_id}",
-                lambda: self.store.decide(request_id, decision, args=edited, request=read),
-            )
+            with _about(read, request_id):
+                after = recorded_or_not(
+                    f"{what} of request {request_id}",
+                    f"gatekeeper show {request_id}",
+                    lambda: self.store.decide(request_id, decision, args=edited, request=read),
+                )
+                # Who decided, how and where: never the comment, the answer or an argument.
+                log.info(
+                    "request %s: %s by %s via %s%s; now %s",
+                    request_id,
+                    what.removeprefix("your "),
+                    decision.approver,
+                    decision.via,
+                    " (arguments edited)" if decision.edited else "",
+                    after.status.value,
+                    extra=_fields(after),
+                )
+            return after
 
         if not self.telemetry.active:
             return step()
@@ -408,7 +433,9 @@ class Decisions:
             self._halt_revokes(agent if scope is HaltScope.AGENT else None, by=by, what="resume")
         return resumed
 
-    def verify_audit(self, *, archive: str | os.PathLike[str] | None = None) -> ChainReport:
+    def verify_audit(
+        self, *, archive: str | os.PathLike[str] | None = None, progress: Progress | None = None
+    ) -> ChainReport:
         """Check every audit chain up to its head: from its first event with the
         ``archive`` directory, else from its last event archived and trimmed; and that
         each still holds every signed anchor of its head (the store's, the archive's).
@@ -416,13 +443,21 @@ class Decisions:
         With several chains (``store.audit_chains``) each is checked alone; the
         report is the first broken one's (its problem names the chain), else their
         sum, with each chain's own report in ``chains``.
+
+        ``progress``, when given, is called with ``(events checked, events to check)``
+        as the walk goes (see :mod:`gatekeeper._progress`); nothing is printed.
         """
         n = getattr(self.store, "audit_chains", 1)
         report = ChainReport(0, GENESIS)
         for _ in range(3):  # again if an archiving run trimmed during the walk
             bases = [self.store.audit_base(c) for c in range(n)]
             bodies, unreadable = self._anchor_bodies(archive)
-            reports = [self._verify_chain(c, bases[c], bodies, archive) for c in range(n)]
+            tally = None
+            if progress is not None:
+                tally = Tally(progress, self._audit_total(bases, archive))
+            reports = [self._verify_chain(c, bases[c], bodies, archive, tally) for c in range(n)]
+            if tally is not None:
+                tally.end()
             report = _combined(reports, unreadable, len(bodies))
             if report.ok or [self.store.audit_base(c) for c in range(n)] == bases:
                 return report
@@ -434,6 +469,7 @@ class Decisions:
         base: Trimmed,
         bodies: list[dict[str, Any]],
         archive: str | os.PathLike[str] | None,
+        tally: Tally | None = None,
     ) -> ChainReport:
         anchored = []
         for body in bodies:
@@ -444,10 +480,12 @@ class Decisions:
         head = self.store.audit_head(chain)  # first: events sealed during the walk aren't judged
         start: tuple[int, str] = (0, GENESIS)
         if archive is not None:
-            report = verify_chain(watch.wrap(whole_chain(self.store, archive, chain)), head=head)
+            whole = whole_chain(self.store, archive, chain)
+            report = verify_chain(watch.wrap(tally.over(whole) if tally else whole), head=head)
         else:
             start = (base.seq, base.hash)
-            entries = watch.wrap(self.store.audit_entries(chain=chain))
+            kept = self.store.audit_entries(chain=chain)
+            entries = watch.wrap(tally.over(kept) if tally else kept)
             report = verify_chain(entries, head=head, base=start)
             if base.seq:
                 report = dataclasses.replace(report, trimmed=base)
@@ -455,6 +493,13 @@ class Decisions:
             held, problem = watch.problem(report, base=start)
             report = dataclasses.replace(report, anchors=held, problem=problem)
         return report
+
+    def _audit_total(self, bases: list[Trimmed], archive: str | os.PathLike[str] | None) -> int:
+        """How many events a check walks: every chain's from #1 (archive) or its base."""
+        total = 0
+        for c, base in enumerate(bases):
+            total += self.store.audit_head(c)[0] - (0 if archive is not None else base.seq)
+        return total
 
     def _anchor_bodies(
         self, archive: str | os.PathLike[str] | None

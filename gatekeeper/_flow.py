@@ -34,7 +34,6 @@ import contextlib
 import functools
 import hashlib
 import inspect
-import logging
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
 from ._tool import ToolSpec
+from .logs import get_logger, log_context
 from .models import (
     ApprovalRequest,
     BehaviourHit,
@@ -84,7 +84,7 @@ __all__ = [
     "withdraw_unattended",
 ]
 
-log = logging.getLogger("gatekeeper")
+log = get_logger("gatekeeper.calls")
 
 _EXPIRED_HERE = "expired by the agent's own clock"
 APPROVED_QUESTION = "a question is answered (respond) or declined (deny), never approved"
@@ -383,6 +383,22 @@ def _guarded(
     wait: bool,
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
+    # Every record made while this call is on its way (the store's, the channels',
+    # the tool's own) names its agent and session; a held call's, its request too.
+    with log_context(agent=call.agent, session=call.session_id):
+        return (yield from _classified(gate, spec, call, bound, cls, decided, key, wait))
+
+
+def _classified(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    call: ToolCall,
+    bound: inspect.BoundArguments,
+    cls: Classification,
+    decided: list[ApprovalRequest] | None,
+    key: str | None,
+    wait: bool,
+) -> Flow:
     plan = None if spec.question else _plan(gate, call, key, cls.verdict)
     shadows: tuple[BehaviourHit, ...] = ()
     verdict = cls.verdict
@@ -454,8 +470,53 @@ def _guarded(
             reason="; ".join(cls.reasons),
             agent=call.agent,
         )
-        raise gate._halt_for(call, cls, cancelled)
-    raise pipe.denied_error(call, cls)
+        raise _halting(gate, call, cls, cancelled)
+    raise _refusing(call, cls)
+
+
+def _rules(cls: Classification) -> str:
+    return ", ".join(cls.rules) or "none"
+
+
+def _halting(gate: Gatekeeper, call: ToolCall, cls: Classification, cancelled: Any) -> Exception:
+    log.warning("call to %s halts the %s (rules: %s)", call.tool, cls.halt_scope.value, _rules(cls))
+    return gate._halt_for(call, cls, cancelled)
+
+
+def _refusing(call: ToolCall, cls: Classification) -> Exception:
+    log.info("call to %s refused by the policy (rules: %s)", call.tool, _rules(cls))
+    return pipe.denied_error(call, cls)
+
+
+def _held_news(
+    call: ToolCall, cls: Classification, req: ApprovalRequest, held: ApprovalRequest
+) -> bool:
+    """Say that ``call`` is held; whether it re-attached to an earlier request of the same call."""
+    if held.id != req.id:
+        log.info(
+            "call to %s is the one request %s holds (%s)",
+            call.tool,
+            held.id,
+            held.status.value,
+            extra={"request_id": held.id},
+        )
+        return True
+    log.info(
+        "call to %s held for approval (%s risk; rules: %s)", call.tool, cls.risk.value, _rules(cls)
+    )
+    return False
+
+
+def _decided_news(held: ApprovalRequest, final: ApprovalRequest) -> ApprovalRequest:
+    """Say how ``held`` ended (approvers' names, never a comment or an argument)."""
+    log.info(
+        "request %s %s (by %s)",
+        held.id,
+        final.status.value,
+        ", ".join(d.approver for d in final.decisions) or "no one",
+        extra={"request_id": held.id},
+    )
+    return final
 
 
 def _plan(
@@ -613,6 +674,20 @@ def _held(
     wait: bool = True,
     plan: Mapping[str, Any] | None = None,
 ) -> Flow:
+    with log_context(request_id=req.id):
+        return (yield from _held_request(gate, spec, bound, req, cls, decided, wait, plan))
+
+
+def _held_request(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    bound: inspect.BoundArguments,
+    req: ApprovalRequest,
+    cls: Classification,
+    decided: list[ApprovalRequest] | None,
+    wait: bool,
+    plan: Mapping[str, Any] | None,
+) -> Flow:
     call = req.call
     by, gone = f"agent:{call.agent}", "the caller stopped waiting"
     try:
@@ -627,7 +702,7 @@ def _held(
         with contextlib.suppress(GatekeeperError):  # no such request: nothing to withdraw
             yield op("cancel", req.id, by=by, reason=gone, shield=True)
         raise
-    attached = held.id != req.id  # the same call made before under its key: that request
+    attached = _held_news(call, cls, req, held)  # the same call made before under its key
     if attached:
         held = yield from _trusted_attach(gate, req, held)
     if attached and held.status.ended:
@@ -648,7 +723,7 @@ def _held(
                 if not attached:
                     yield Tell("notify", held)
                 tell_held(held)  # the framework's stream shows it waits (see on_held)
-                final = yield from _decision(gate, held)
+                final = _decided_news(held, (yield from _decision(gate, held)))
             except GeneratorExit:  # closed, not driven: withdrawn without a command
                 withdraw_unattended(gate, held.id, by=by, reason=gone)
                 raise
@@ -911,4 +986,10 @@ def _finish(gate: Gatekeeper, req: ApprovalRequest, *, ok: bool, outcome: str, t
         else:
             log.error("could not record the outcome of request %s: %s", req.id, exc)
         return
+    log.info(
+        "request %s %s",
+        req.id,
+        "executed" if ok else "failed",
+        extra={"request_id": req.id},
+    )
     yield Tell("update", done)

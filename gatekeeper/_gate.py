@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from ._telemetry import OFF, Telemetry
 from ._tool import ToolSpec
 from ._votes import answered_by, approved_run, denied_by
 from .audit import draft
+from .logs import get_logger, request_fields
 from .models import (
     ApprovalRequest,
     Approver,
@@ -52,7 +52,7 @@ __all__ = ["Gatekeeper"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-log = logging.getLogger("gatekeeper")
+log = get_logger("gatekeeper.calls")
 
 #: Seconds the clocks of the agent, the deciders and Redis may disagree by: a
 #: vote signed later than the request's expiry plus this does not count. (The
@@ -496,7 +496,7 @@ class Gatekeeper(Decisions, GrantDecisions):
         return bound, run_digest
 
     def _tampering_event(self, held: ApprovalRequest, exc: TamperingDetected) -> dict[str, Any]:
-        log.error("refused to release request %s: %s", held.id, exc)
+        log.error("refused to release request %s: %s", held.id, exc, extra=request_fields(held))
         call = held.call
         return draft(
             "request.tampering",
@@ -524,7 +524,13 @@ class Gatekeeper(Decisions, GrantDecisions):
         self, channel: object, req: ApprovalRequest, exc: BaseException, *, now: bool = False
     ) -> None:
         """Audit a channel failure (``now``: durably before returning, for long-lived servers)."""
-        log.warning("channel %s failed for request %s: %s", type(channel).__name__, req.id, exc)
+        log.warning(
+            "channel %s failed for request %s: %s",
+            type(channel).__name__,
+            req.id,
+            exc,
+            extra=request_fields(req),
+        )
         event = draft(
             "channel.failed",
             at_ms=int(self.clock.now().timestamp() * 1000),

@@ -9,18 +9,18 @@ deciders write): ``grant.created``, ``grant.revoked``, ``autonomy.promoted``,
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from ._errors import GatekeeperError, TransitionRefused
 from ._grants import Grant, conditions_for, narrowed, new_grant, read_grant, sign_grant
 from .audit import draft
+from .logs import get_logger
 from .models import ApprovalRequest, RequestStatus
 
 __all__ = ["MAX_GRANT_SECONDS", "GrantDecisions"]
 
-log = logging.getLogger("gatekeeper.grants")
+log = get_logger("gatekeeper.grants")
 
 #: The longest a person's standing approval may last.
 MAX_GRANT_SECONDS = 7 * 86400.0

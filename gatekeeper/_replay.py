@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ._progress import Progress, Tally
 from .models import Risk, ToolCall, Verdict
 from .policy import Policy
 from .store._behaviour import BehaviourState
@@ -126,9 +127,30 @@ def events_from_export(lines: Iterable[str]) -> Iterator[Mapping[str, Any]]:
 
 
 def replay(
-    policy: Policy, events: Iterable[Mapping[str, Any]], *, since: dt.datetime | None = None
+    policy: Policy,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    since: dt.datetime | None = None,
+    progress: Progress | None = None,
+    total: int | None = None,
 ) -> ReplayReport:
-    """Replay ``events`` (in log order) under ``policy``; see the module docs."""
+    """Replay ``events`` (in log order) under ``policy``; see the module docs.
+
+    ``progress``, when given, is called with ``(events read, total)`` as the
+    replay goes (``total``: how many ``events`` holds, if known); nothing is
+    printed.
+    """
+    if progress is None:
+        return _replayed(policy, events, since)
+    tally = Tally(progress, total)
+    report = _replayed(policy, tally.over(events), since)
+    tally.end()
+    return report
+
+
+def _replayed(
+    policy: Policy, events: Iterable[Mapping[str, Any]], since: dt.datetime | None
+) -> ReplayReport:
     report = ReplayReport()
     state = BehaviourState()
     waiting: dict[str, tuple[str, dict[str, Any]]] = {}  # request id -> (agent, plan)

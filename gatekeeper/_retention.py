@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._archive import ArchiveResult, archive_audit
+from .logs import get_logger
 
 if TYPE_CHECKING:
     from ._gate import Gatekeeper
 
 __all__ = ["Keeping", "keep_once", "keeping"]
 
-log = logging.getLogger("gatekeeper.retention")
+log = get_logger("gatekeeper.retention")
 
 
 @dataclass(frozen=True)

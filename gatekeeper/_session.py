@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from ._canonical import first_surrogate
 from ._clock import new_id
 from ._errors import InvalidToolCall
+from .logs import get_logger
 
 __all__ = [
     "Session",
@@ -206,4 +206,4 @@ def tell_held(request: Any) -> None:
     try:
         callback(request)
     except Exception:  # a UI hook must not break the call it reports on
-        logging.getLogger("gatekeeper").exception("on_held callback failed")
+        get_logger("gatekeeper.calls").exception("on_held callback failed")

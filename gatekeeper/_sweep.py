@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._text import inline
+from .logs import get_logger, request_fields
 from .models import ApprovalRequest, RequestStatus
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SWEEP_EVERY", "advice", "sweep", "sweeping"]
 
-log = logging.getLogger("gatekeeper.sweep")
+log = get_logger("gatekeeper.sweep")
 
 #: Seconds between two sweeps of ``gatekeeper serve``.
 SWEEP_EVERY = 5.0
@@ -68,6 +69,7 @@ def sweep(gate: Gatekeeper) -> list[ApprovalRequest]:
             inline(req.call.agent, 60),
             req.status.value,
             advice(req),
+            extra=request_fields(req),
         )
     return moved
 

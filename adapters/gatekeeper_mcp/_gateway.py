@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -37,6 +36,7 @@ from gatekeeper._framework import arefuse_unknown_tool
 from gatekeeper._session import on_held
 from gatekeeper._text import pretty_json
 from gatekeeper._version import __version__
+from gatekeeper.logs import get_logger
 from gatekeeper.models import ApprovalRequest
 
 from ._catalog import CHANGED_RULE, Offered, Pins, PinsError, offer
@@ -44,7 +44,7 @@ from ._upstream import Upstream, UpstreamDown, UpstreamFailed
 
 __all__ = ["Gateway", "Identity"]
 
-log = logging.getLogger("gatekeeper.mcp")
+log = get_logger("gatekeeper.mcp")
 
 _REFRESH_EVERY = 60.0  # seconds an upstream's tool list is trusted before it is read again
 _RETRY_LIST = 10.0  # seconds before an upstream whose tools could not be listed is tried again

@@ -13,7 +13,6 @@ never stops the gateway serving the others.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,10 +26,11 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 
 from gatekeeper._config_mcp import McpUpstream
+from gatekeeper.logs import get_logger
 
 __all__ = ["Upstream", "UpstreamDown", "UpstreamFailed"]
 
-log = logging.getLogger("gatekeeper.mcp")
+log = get_logger("gatekeeper.mcp")
 
 _RETRY_AFTER = 3.0  # seconds between connection attempts to a failing upstream
 _MAX_PAGES = 100  # tools/list pages read from one upstream

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 from .._clock import Clock, SystemClock
 from .._errors import GatekeeperError
 from ..audit import advance_cursor
+from ..logs import get_logger
 from ..models import Risk
 from ._alert import KINDS, Alert, AlertKind
 from ._outbox import AlertTarget, Outbox
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Alerter"]
 
-log = logging.getLogger("gatekeeper.alerts")
+log = get_logger("gatekeeper.alerts")
 
 _PAGE = 500
 _CATCH_UP_PAGES = 20  # at most 10,000 events read back on the first check

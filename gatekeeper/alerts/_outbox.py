@@ -10,17 +10,17 @@ target that is down for long can't grow memory without end.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from typing import Protocol, runtime_checkable
 
+from ..logs import get_logger
 from ._alert import Alert
 
 __all__ = ["AlertTarget", "Outbox"]
 
-log = logging.getLogger("gatekeeper.alerts")
+log = get_logger("gatekeeper.alerts")
 
 
 @runtime_checkable

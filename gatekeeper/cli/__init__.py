@@ -20,6 +20,7 @@ from .._errors import ConfigError, GatekeeperError, NotAuthorized
 from .._version import __version__
 from . import _alerting as alerting
 from . import _commands as cmd
+from . import _logging as logs
 from . import _mcp as mcp_cli
 from . import _trust as trust
 
@@ -44,7 +45,30 @@ def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS if suppress else None,
         help=_CONFIG_HELP,
     )
+    options.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=argparse.SUPPRESS if suppress else None,
+        help="log records on stderr as text or JSON lines (default: $GATEKEEPER_LOG_FORMAT "
+        "or text)",
+    )
+    options.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=argparse.SUPPRESS if suppress else None,
+        help="least level of gatekeeper's log records (default: $GATEKEEPER_LOG_LEVEL, else "
+        "info for serve, mcp serve and alerts (not --once), warning for the others)",
+    )
     return options
+
+
+def _no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (there is none unless stderr is a terminal; "
+        "$NO_PROGRESS or TERM=dumb turn it off too)",
+    )
 
 
 class _Commands:
@@ -219,6 +243,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p = audit.add_parser("verify", help="check the hash chain from the first event to the head")
+    _no_progress(p)
     p.add_argument("--anchor", help="also check the log still holds this signed anchor's head")
     p.add_argument(
         "--archive",
@@ -229,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p = audit.add_parser("export", help="write every event as JSON lines")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
     p.add_argument("--archive", metavar="DIR", help="the archived events in DIR first")
+    _no_progress(p)
     p = audit.add_parser(
         "archive",
         help="move sealed events older than --keep to JSON-lines files in DIR, then trim them "
@@ -272,6 +298,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one declaration per
     p.add_argument("--since", help="only calls since this long ago, e.g. 7d (default: all)")
     p.add_argument("--from", dest="source", help="an `audit export` file instead of the store")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    _no_progress(p)
 
     keys = sub.group("keys", "keys_command", help="decision signing keys")
     p = keys.add_parser("generate", help="write decider.pem and print the public key to trust")
@@ -360,7 +387,9 @@ def main(
     io = cmd.IO(out=out, err=err, inp=stdin or sys.stdin)
     try:
         try:
-            code = _dispatch(args, io)
+            default = logs.default_level(args)
+            with logs.configured(err, fmt=args.log_format, level=args.log_level, default=default):
+                code = _dispatch(args, io)
             out.flush()  # a closed pipe shows here, not at exit after main returned
             return code
         except NotAuthorized as exc:
@@ -411,6 +440,7 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
                 source=args.source,
                 as_json=args.json,
                 io=io,
+                no_progress=args.no_progress,
             )
         return cmd.policy_explain(
             args.file,
@@ -520,14 +550,20 @@ def _dispatch(args: argparse.Namespace, io: cmd.IO) -> int:
             if args.audit_command == "tail":
                 return cmd.audit_tail(gate, args.n, as_json=args.json, io=io)
             if args.audit_command == "verify" and args.anchor:
-                return trust.audit_verify_anchored(gate, args.anchor, io, archive=args.archive)
+                return trust.audit_verify_anchored(
+                    gate, args.anchor, io, archive=args.archive, no_progress=args.no_progress
+                )
             if args.audit_command == "verify":
-                return cmd.audit_verify(gate, io, archive=args.archive)
+                return cmd.audit_verify(
+                    gate, io, archive=args.archive, no_progress=args.no_progress
+                )
             if args.audit_command == "anchor":
                 return trust.audit_anchor(gate, io)
             if args.audit_command == "archive":
                 return cmd.audit_archive(gate, args.config, args.directory, args.keep, io)
-            return cmd.audit_export(gate, args.output, io, archive=args.archive)
+            return cmd.audit_export(
+                gate, args.output, io, archive=args.archive, no_progress=args.no_progress
+            )
     finally:
         gate.close()
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +30,7 @@ from .._errors import (
     TransitionRefused,
 )
 from .._gate import Gatekeeper
+from .._progress import Tally
 from .._replay import events_from_export, events_from_store, replay
 from .._report import (
     gate_report,
@@ -46,12 +48,13 @@ from .._text import inline, quoted_block
 from .._usage import amount as _amount
 from .._usage import limit_usage
 from .._usage import span as _span
-from ..audit import Trimmed, draft, entry_chain, parse_event
+from ..audit import StoredEvent, Trimmed, draft, entry_chain, parse_event
 from ..channels.console import describe_request
 from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
 from ..policy import Policy, parse_duration
 from ..web._present import ARGS_LIMIT, args_view, shown_in_full
 from . import _alerting as alerting
+from ._progress import progress_bar
 
 __all__ = ["IO", "shared_gate"]
 
@@ -670,9 +673,12 @@ def audit_tail(gate: Gatekeeper, n: int, *, as_json: bool, io: IO) -> int:
     return 0
 
 
-def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int:
+def audit_verify(
+    gate: Gatekeeper, io: IO, *, archive: str | None = None, no_progress: bool = False
+) -> int:
     try:
-        report = gate.verify_audit(archive=archive)
+        with progress_bar(io.err, "verifying", no_progress=no_progress) as bar:
+            report = gate.verify_audit(archive=archive, progress=bar)
     except ArchiveError as exc:
         return io.fail(str(exc))
     if report.ok:
@@ -701,7 +707,12 @@ def audit_verify(gate: Gatekeeper, io: IO, *, archive: str | None = None) -> int
 
 
 def audit_export(
-    gate: Gatekeeper, output: str | None, io: IO, *, archive: str | None = None
+    gate: Gatekeeper,
+    output: str | None,
+    io: IO,
+    *,
+    archive: str | None = None,
+    no_progress: bool = False,
 ) -> int:
     chains = gate.store.audit_chains
     if archive is None:
@@ -717,17 +728,15 @@ def audit_export(
     target = open(output, "w", encoding="utf-8") if output else io.out  # noqa: SIM115
     count = 0
     try:
-        for chain, entry in entries:
-            try:
-                event = parse_event(entry.body, entry.hash)
-            except (ValueError, KeyError, TypeError):
-                return io.fail(f"audit entry {entry.entry_id} is not a readable event")
-            if chain:  # of an audit chain other than 0: said in the line
-                line = {**event.model_dump(mode="json"), "chain": chain}
-                target.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+        with progress_bar(io.err, "exporting", no_progress=no_progress) as bar:
+            if bar is None:
+                count = _export(entries, target)
             else:
-                target.write(event.model_dump_json() + "\n")
-            count += 1
+                tally = Tally(bar, audit_total(gate, whole=archive is not None))
+                count = _export(tally.over(entries), target)
+                tally.end()
+    except _Unreadable as exc:
+        return io.fail(f"audit entry {exc.args[0]} is not a readable event")
     except ArchiveError as exc:
         return io.fail(str(exc))
     finally:
@@ -736,6 +745,35 @@ def audit_export(
     if output:
         io.say(f"wrote {count} events to {output}")
     return 0
+
+
+class _Unreadable(Exception):
+    """An entry of the log that is not an event: ``args[0]`` is its id."""
+
+
+def _export(entries: Iterable[tuple[int, StoredEvent]], target: TextIO) -> int:
+    count = 0
+    for chain, entry in entries:
+        try:
+            event = parse_event(entry.body, entry.hash)
+        except (ValueError, KeyError, TypeError):
+            raise _Unreadable(entry.entry_id) from None
+        if chain:  # of an audit chain other than 0: said in the line
+            line = {**event.model_dump(mode="json"), "chain": chain}
+            target.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+        else:
+            target.write(event.model_dump_json() + "\n")
+        count += 1
+    return count
+
+
+def audit_total(gate: Gatekeeper, *, whole: bool) -> int:
+    """How many events the store's chains hold (``whole``: from event #1, archived ones too)."""
+    store = gate.store
+    total = 0
+    for c in range(store.audit_chains):
+        total += store.audit_head(c)[0] - (0 if whole else store.audit_base(c).seq)
+    return total
 
 
 def trimmed_note(base: Trimmed, *, chain: int | None = None) -> str:
@@ -845,18 +883,23 @@ def policy_replay(
     source: str | None,
     as_json: bool,
     io: IO,
+    no_progress: bool = False,
 ) -> int:
     """Run the candidate policy in ``file`` over the recorded log; print what would change."""
     candidate = load_config(file).load_policy() if _is_config(file) else Policy.from_file(file)
     start = None
     if since:
         start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=parse_duration(since))
-    if source:
-        with open(source, encoding="utf-8") as lines:
-            report = replay(candidate, events_from_export(lines), since=start)
-    else:
-        gate = shared_gate(config_path)
-        report = replay(candidate, events_from_store(gate.store.audit_entries()), since=start)
+    with progress_bar(io.err, "replaying", no_progress=no_progress) as bar:
+        if source:
+            with open(source, encoding="utf-8") as lines:
+                events = events_from_export(lines)
+                report = replay(candidate, events, since=start, progress=bar)
+        else:
+            gate = shared_gate(config_path)
+            total = audit_total(gate, whole=False) if bar is not None else None
+            events = events_from_store(gate.store.audit_entries())
+            report = replay(candidate, events, since=start, progress=bar, total=total)
     if as_json:
         io.say(_ascii_json(report.as_json()))
         return 0
@@ -985,7 +1028,11 @@ def serve(config_path: str | None, *, host: str, port: int, demo: bool, io: IO) 
             io.say(alerting.describe(alerts))
         # The console reads X-Forwarded-For itself, from web.trusted_proxies only;
         # uvicorn's proxy_headers would believe anyone connecting from 127.0.0.1.
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+        # log_config=None: uvicorn's records go to the handler main() set up, in
+        # the format chosen there (--log-format), not to handlers of its own.
+        uvicorn.run(
+            app, host=host, port=port, log_level="info", log_config=None, proxy_headers=False
+        )
     finally:
         gate.close()
     return 0

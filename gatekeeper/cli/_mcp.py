@@ -5,9 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import logging
 import secrets
-import sys
 from typing import TYPE_CHECKING, Any
 
 from .._config import Config, load_config
@@ -51,7 +49,6 @@ def serve(
 
     config = _mcp_config(config_path)
     assert config.mcp is not None
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
     channels = config.build_channels()
     if not http and any(isinstance(c, ConsoleChannel) for c in channels):
         # Over stdio, stdin and stdout are the MCP client's: nobody could answer there.

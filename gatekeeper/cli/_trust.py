@@ -16,6 +16,7 @@ from .._signing import ANCHOR, SigningKey
 from .._text import inline
 from ..store._acl import acl_rules, acl_user
 from ._commands import IO
+from ._progress import progress_bar
 
 __all__ = ["ROLES", "acl", "acl_prefix", "audit_anchor", "audit_verify_anchored", "keys_generate"]
 
@@ -116,7 +117,12 @@ def audit_anchor(gate: Gatekeeper, io: IO) -> int:
 
 
 def audit_verify_anchored(
-    gate: Gatekeeper, anchor_file: str, io: IO, *, archive: str | None = None
+    gate: Gatekeeper,
+    anchor_file: str,
+    io: IO,
+    *,
+    archive: str | None = None,
+    no_progress: bool = False,
 ) -> int:
     """Check the chain, and that it still holds the anchored head (not truncated or emptied)."""
     try:
@@ -130,7 +136,8 @@ def audit_verify_anchored(
         io.say(f"BAD ANCHOR: {exc}")
         return 1
     try:
-        report = gate.verify_audit(archive=archive)
+        with progress_bar(io.err, "verifying", no_progress=no_progress) as bar:
+            report = gate.verify_audit(archive=archive, progress=bar)
     except ArchiveError as exc:
         return io.fail(str(exc))
     if not report.ok:

@@ -16,16 +16,17 @@ beat; a lease outlives two missed beats.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from ..logs import get_logger
+
 __all__ = ["LeaseKeeper"]
 
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 
 class LeaseKeeper:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import logging
 import os
 import re
 import threading
@@ -17,6 +16,7 @@ from .._errors import AgentHalted, RequestNotFound, StoreError, TransitionRefuse
 from .._signing import DecisionKeys
 from .._votes import sign_resume, sign_vote
 from ..audit import GENESIS, StoredEvent, Trimmed, check_event_ids, draft, parse_cursor, seal
+from ..logs import get_logger
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk, halt_key
 from . import _machine
 from . import _memory_queries as queries
@@ -35,7 +35,7 @@ _IDS_KEPT = 100_000
 #: Sealed audit events a MemoryStore keeps by default (see ``max_events``).
 MAX_EVENTS = 100_000
 
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 
 class MemoryStore:

@@ -15,7 +15,6 @@ import datetime as dt
 import functools
 import heapq
 import json
-import logging
 import re
 import threading
 import time
@@ -56,6 +55,7 @@ from ..audit import (
     entry_order,
     parse_cursor,
 )
+from ..logs import get_logger
 from ..models import (
     ApprovalRequest,
     Decision,
@@ -80,7 +80,7 @@ __all__ = ["Durability", "RedisStore", "translate_redis_error"]
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 #: Seconds between an agent process's reads of the deployment-wide halts.
 GLOBAL_HALTS_EVERY = 1.0

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from .._errors import (
 from .._telemetry import store_retry
 from .._votes import sign_vote
 from ..audit import StoredEvent, check_event_ids
+from ..logs import get_logger
 from ..models import ApprovalRequest, Decision, Halt, HaltScope, RequestStatus, Risk
 from . import _redis_ops as ops
 from . import _redis_queries as queries
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisStore"]
 
 T = TypeVar("T")
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 
 class _LoopState:

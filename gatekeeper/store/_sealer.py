@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from ..audit import (
     event_id_problem,
     seal_encoded,
 )
+from ..logs import get_logger
 from ..models import HaltScope
 from . import _redis_ops as ops
 from ._base import Draft
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Sealer"]
 
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 
 #: Seconds between two signed anchors of the chain's head (when it moved).

@@ -48,7 +48,6 @@ nodes, not with the processes listening (``bench/cluster.py``, C4).
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import socket
 import threading
@@ -56,11 +55,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..logs import get_logger
 from ._endpoints import Endpoint, disconnect
 
 __all__ = ["KEEPALIVE", "LINGER", "RECHECK", "Heartbeat", "Interest", "Wakes"]
 
-log = logging.getLogger("gatekeeper.store")
+log = get_logger("gatekeeper.store")
 
 #: Longest a waiter goes without re-reading its request, even if it hears nothing.
 RECHECK = 5.0

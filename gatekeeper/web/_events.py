@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -19,11 +18,12 @@ from starlette.responses import StreamingResponse
 
 from .._errors import GatekeeperError
 from .._gate import Gatekeeper
+from ..logs import get_logger
 from ._deps import Viewer, require
 
 __all__ = ["EventHub", "router"]
 
-log = logging.getLogger("gatekeeper.web")
+log = get_logger("gatekeeper.web")
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 

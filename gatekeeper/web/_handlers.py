@@ -8,7 +8,6 @@ TransitionRefused 409, InvalidToolCall 422, StoreUnavailable 503.
 
 from __future__ import annotations
 
-import logging
 import urllib.parse
 from typing import Any
 
@@ -27,12 +26,13 @@ from .._errors import (
     StoreUnavailable,
     TransitionRefused,
 )
+from ..logs import get_logger
 from ._deps import PageLoginRequired, Refused, render
 from ._throttle import TooManyAttempts
 
 __all__ = ["CSP", "SecurityHeaders", "install_error_handlers"]
 
-log = logging.getLogger("gatekeeper.web")
+log = get_logger("gatekeeper.web")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -10,7 +10,6 @@ The answer goes back at once; deciding and updating the message run after it.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.parse
 from typing import Any
@@ -19,11 +18,12 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import GatekeeperError
+from ..logs import get_logger
 from ._deps import read_bounded
 
 __all__ = ["router"]
 
-log = logging.getLogger("gatekeeper.web")
+log = get_logger("gatekeeper.web")
 
 router = APIRouter(tags=["slack"], include_in_schema=False)
 

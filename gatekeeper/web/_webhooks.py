@@ -29,7 +29,6 @@ nothing:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -56,12 +55,13 @@ from ..channels.webhook import (
     WebhookChannel,
     signature_matches,
 )
+from ..logs import get_logger
 from ..models import ApprovalRequest, RequestStatus
 from ._deps import get_gate, read_bounded
 
 __all__ = ["DecisionIn", "DecisionOut", "accepting", "router"]
 
-log = logging.getLogger("gatekeeper.web")
+log = get_logger("gatekeeper.web")
 
 MAX_BODY = 64 * 1024
 #: How long a used signature is remembered: longer than the whole window it is valid in

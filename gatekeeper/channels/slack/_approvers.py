@@ -9,7 +9,6 @@ quorum (list people one by one when a rule needs two of them).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,12 +16,13 @@ from collections.abc import Callable, Iterable
 from slack_sdk import WebClient
 
 from ..._errors import ChannelError
+from ...logs import get_logger
 from ...models import ApprovalRequest, Approver
 from ._retry import SlackCaller
 
 __all__ = ["SlackApprovers"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 
 class SlackApprovers:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from slack_sdk import WebClient
 
 from ..._errors import ChannelError, GatekeeperError, TransitionRefused
 from ..._grants import Grant, read_grant
+from ...logs import get_logger
 from ...models import ApprovalRequest, Approver, RequestStatus
 from ._approvers import SlackApprovers
 from ._blocks import reminder, request_message
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MessageRef", "SlackChannel"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 MessageRef = tuple[str, str]  # (channel id, message ts)
 _KEEP = 7 * 86400.0  # how long after expiry a message reference is kept

@@ -16,13 +16,13 @@ first; what is typed there arrives as a ``view_submission``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._decisions import MAX_RESPONSE_CHARS, durability_note
 from ..._errors import GatekeeperError, RequestNotFound, StoreUnavailable
+from ...logs import get_logger
 from ...models import ApprovalRequest
 from ._blocks import (
     ACTION_APPROVE,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Reply", "SlackInteractions"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 _INPUT_BLOCK = {DENY_MODAL: COMMENT_BLOCK, RESPOND_MODAL: RESPONSE_BLOCK}
 _DECIDING = (ACTION_APPROVE, ACTION_APPROVE_GRANT, ACTION_DENY, ACTION_DENY_COMMENT, ACTION_RESPOND)

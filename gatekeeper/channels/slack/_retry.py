@@ -10,7 +10,6 @@ at once. After ``attempts`` tries, or once the next wait would pass
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -21,10 +20,11 @@ from slack_sdk.web import SlackResponse
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from ..._errors import ChannelError
+from ...logs import get_logger
 
 __all__ = ["SlackCaller", "retry_after"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from slack_sdk.signature import SignatureVerifier
 
 from ..._errors import GatekeeperError
+from ...logs import get_logger
 from ...models import ApprovalRequest, RequestStatus
 from ._channel import SlackChannel
 from ._interactions import SlackInteractions
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SlackService"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 _SWEEP_WINDOW = dt.timedelta(days=1)  # how far back a resync repaints decided requests
 _EXPIRY_WINDOW = dt.timedelta(days=30)  # how far back the expiry sweep looks

@@ -8,7 +8,6 @@ it takes to parse the payload.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,11 +18,12 @@ from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from ...logs import get_logger
 from ._interactions import SlackInteractions
 
 __all__ = ["SlackSocketMode"]
 
-log = logging.getLogger("gatekeeper.slack")
+log = get_logger("gatekeeper.slack")
 
 
 class SlackSocketMode:

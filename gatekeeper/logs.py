@@ -1,0 +1,257 @@
+"""gatekeeper's logs: one logger hierarchy, the request on every record, text or JSON lines.
+
+Every logger of gatekeeper is a child of ``gatekeeper`` (see docs/logging.md for
+the names). Each record they make carries three attributes, ``None`` where
+they do not apply:
+
+- ``request_id``: the approval request the record is about;
+- ``agent``: the agent whose call it is;
+- ``session``: that call's session id.
+
+They come from ``extra=`` where a line names its request, else from the
+context the call flow (and the deciding side) sets around its work
+(:func:`log_context`), so a line logged by the store or a channel while a call
+waits carries the call's request too.
+
+The library configures no handler and never touches the root logger; the
+``gatekeeper`` command does, for its own process (``--log-format``). An
+application attaches a formatter of its choice::
+
+    import logging
+
+    from gatekeeper.logs import JSONFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONFormatter())
+    logging.getLogger("gatekeeper").addHandler(handler)
+
+Tool arguments are never logged at INFO or above (they can be secrets).
+Text that an agent controls (tool and agent names, reasons, error messages
+quoting them) can't forge a line: :class:`TextFormatter` escapes line breaks
+and other control characters, and :class:`JSONFormatter` writes one JSON
+object per line, ASCII only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "CONTEXT_FIELDS",
+    "ContextFilter",
+    "JSONFormatter",
+    "TextFormatter",
+    "current_context",
+    "escape",
+    "get_logger",
+    "log_context",
+    "request_fields",
+]
+
+#: The attributes every record of a gatekeeper logger carries (``None`` when unknown).
+CONTEXT_FIELDS = ("request_id", "agent", "session")
+
+# (request_id, agent, session): a tuple, so that entering a block costs little on
+# the allowed path (every guarded call enters one).
+_Fields = tuple[str | None, str | None, str | None]
+_NONE: _Fields = (None, None, None)
+_CONTEXT: contextvars.ContextVar[_Fields] = contextvars.ContextVar(
+    "gatekeeper_log_context", default=_NONE
+)
+
+
+def current_context() -> dict[str, str]:
+    """The request, agent and session set around the code running now (only those set)."""
+    return {k: v for k, v in zip(CONTEXT_FIELDS, _CONTEXT.get(), strict=True) if v is not None}
+
+
+class log_context:
+    """Within the block, records of gatekeeper's loggers carry these fields.
+
+    Fields given as ``None`` keep the value of an enclosing block; the
+    previous values come back at the end of the block. Safe to use in a
+    generator or a coroutine: leaving the block from another context (a
+    generator closed by the garbage collector) leaves that context alone.
+
+    >>> with log_context(request_id="r-1", agent="billing-bot"):
+    ...     current_context()["agent"]
+    'billing-bot'
+    """
+
+    __slots__ = ("_agent", "_request_id", "_session", "_token")
+
+    def __init__(
+        self,
+        *,
+        request_id: str | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+    ) -> None:
+        self._request_id = request_id
+        self._agent = agent
+        self._session = session
+        self._token: contextvars.Token[_Fields] | None = None
+
+    def __enter__(self) -> log_context:
+        r, a, s = _CONTEXT.get()
+        self._token = _CONTEXT.set(
+            (
+                r if self._request_id is None else self._request_id,
+                a if self._agent is None else self._agent,
+                s if self._session is None else self._session,
+            )
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the rest of the block
+                _CONTEXT.reset(self._token)
+            except ValueError:  # left from another context: nothing of this one to undo
+                pass
+            self._token = None
+
+
+class ContextFilter(logging.Filter):
+    """Puts ``request_id``, ``agent`` and ``session`` on every record it sees.
+
+    A value given with ``extra=`` is kept; else the one :func:`log_context`
+    set; else ``None``. gatekeeper's loggers carry this filter already
+    (:func:`get_logger`); add it to a handler to give other libraries'
+    records the same attributes (a format string that names them then works
+    for every record).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _CONTEXT.get()
+        for field, value in zip(CONTEXT_FIELDS, context, strict=True):
+            if getattr(record, field, None) is None:
+                setattr(record, field, value)
+        return True
+
+
+_FILTER = ContextFilter()
+
+
+def request_fields(request: Any) -> dict[str, str]:
+    """``extra=`` for a record about an :class:`~gatekeeper.ApprovalRequest`: its id,
+    its call's agent and session."""
+    call = request.call
+    return {"request_id": request.id, "agent": call.agent, "session": call.session_id}
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger ``name`` (under ``gatekeeper``), with the :class:`ContextFilter` on it."""
+    if name != "gatekeeper" and not name.startswith("gatekeeper."):
+        raise ValueError(f"gatekeeper's loggers are named gatekeeper.*, not {name!r}")
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, ContextFilter) for f in logger.filters):
+        logger.addFilter(_FILTER)
+    return logger
+
+
+# Line breaks (every kind), other control characters, and bidirectional controls.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: line breaks and control characters as ``\\n``, ``\\x1b``..."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _utc(created: float) -> str:
+    at = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: ``TIME LEVEL LOGGER: MESSAGE [request_id=… agent=… session=…]``.
+
+    The message and the fields are escaped (:func:`escape`), so text an agent
+    wrote can't start a line of its own. A traceback follows on lines that
+    each begin with two spaces (a record's own line begins with its time).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{_utc(record.created)} {record.levelname} {record.name}: "
+            f"{escape(record.getMessage())}"
+        )
+        fields = [
+            f"{field}={_field_text(value)}"
+            for field in CONTEXT_FIELDS
+            if (value := getattr(record, field, None)) is not None
+        ]
+        if fields:
+            line += f" [{' '.join(fields)}]"
+        extra = _traceback(self, record)
+        if extra:
+            line += "".join(f"\n  {escape(part)}" for part in extra.splitlines())
+        return line
+
+
+def _field_text(value: object) -> str:
+    text = escape(str(value))
+    if not text or any(ch in text for ch in " =[]\"'"):
+        return json.dumps(text, ensure_ascii=True)
+    return text
+
+
+def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    parts = []
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    if record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (ASCII only: any text is safe in it).
+
+    Keys: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``,
+    ``message``, ``request_id``, ``agent``, ``session`` (``null`` when
+    unknown), and ``exc_info`` (the formatted traceback) and ``stack_info``
+    when the record has them.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            entry[field] = None if value is None else str(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=True, default=str)
