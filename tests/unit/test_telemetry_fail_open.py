@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry
 
 from gatekeeper import Gatekeeper, Policy, Telemetry
 
@@ -80,5 +81,38 @@ def test_a_broken_span_processor_leaves_the_async_call_as_it_was(where: str) -> 
     try:
         assert asyncio.run(search_docs("refund policy")) == "found"
         assert ran == ["refund policy"]
+    finally:
+        gate.close()
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_a_held_call_approved_runs_once_and_the_decision_counts_with_a_broken_processor(
+    where: str,
+) -> None:
+    """The wait span ends as the approved call starts, and the decide span wraps the
+    decision: neither may leave the approval unrecorded or the approved call unrun."""
+    from gatekeeper.testing import AutoDecider
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken(where))
+    gate = Gatekeeper(
+        policy=Policy.from_yaml("version: 1\ndefault: require_approval\n"),
+        channels=[AutoDecider(approver="alice")],
+        telemetry=Telemetry(
+            traces=True, metrics=True, tracer_provider=provider, registry=CollectorRegistry()
+        ),
+    )
+    ran: list[str] = []
+
+    @gate.guard
+    def refund(order_id: str) -> str:
+        ran.append(order_id)
+        return "refunded"
+
+    try:
+        assert refund("A-1") == "refunded"
+        assert ran == ["A-1"]
+        (req,) = gate.store.history(limit=10)
+        assert req.status.value == "executed"
     finally:
         gate.close()
