@@ -64,6 +64,8 @@ METRIC_NAMES = (
     "gatekeeper_pending_requests",
     "gatekeeper_oldest_pending_age_seconds",
     "gatekeeper_audit_sealer_backlog",
+    "gatekeeper_registered_agents",
+    "gatekeeper_store_up",
 )
 
 #: The approval latency's buckets (seconds): from a person at their desk to an overnight queue.
