@@ -15,10 +15,18 @@ so load on the machine falls on all of them alike):
 - both.
 
 Prints the median per-call time of each and what each adds over the gate
-without telemetry, in µs. The targets (issue #15): under 5 µs with metrics
-only, and nothing added when neither is configured — a gate without
-telemetry runs its flow unwrapped, so only the "off" row against an earlier
-revision (``bench/compare.py``) can show a difference there.
+without telemetry, in µs, three ways: the difference of the medians; the
+median of the *paired* differences (each round's time minus the same round's
+"off" time: the rounds are seconds apart and the machine's load drifts, so
+pairing takes most of that drift out), with their spread; and the
+difference of the fastest rounds (min-of-rounds: the least disturbed run of
+each). It says whether the metrics-only target is shown — every paired
+difference under 5 µs — or only the median is (within the noise).
+
+The targets (issue #15): under 5 µs with metrics only, and nothing added
+when neither is configured — a gate without telemetry runs its flow
+unwrapped, so only the "off" row against an earlier revision
+(``bench/compare.py``) can show a difference there.
 """
 
 from __future__ import annotations
@@ -115,15 +123,42 @@ def main() -> None:
 
     medians = {name: statistics.median(xs) for name, xs in times.items()}
     off = medians["off"]
-    print(f"allowed call on MemoryStore, {rounds} rounds of {n:,} calls, medians")
-    print(f"{'':16} {'µs/call':>8} {'added vs off':>13} {'spread':>16}")
+    print(f"allowed call on MemoryStore, {rounds} rounds of {n:,} calls")
+    head = ("median", "added", "paired added", "paired spread", "min added", "spread")
+    print(
+        f"{'':16} {head[0]:>8} {head[1]:>8} {head[2]:>13} {head[3]:>15} {head[4]:>10} {head[5]:>14}"
+    )
+    paired: dict[str, list[float]] = {}
     for name, xs in times.items():
-        added = "" if name in ("bare", "off") else f"{medians[name] - off:+.2f}"
+        if name in ("bare", "off"):
+            cols = ["", "", "", ""]
+        else:
+            paired[name] = [x - o for x, o in zip(xs, times["off"], strict=True)]
+            p = paired[name]
+            cols = [
+                f"{medians[name] - off:+.2f}",
+                f"{statistics.median(p):+.2f}",
+                f"{min(p):+.2f}..{max(p):+.2f}",
+                f"{min(xs) - min(times['off']):+.2f}",
+            ]
         spread = f"{min(xs):.2f}-{max(xs):.2f}"
-        print(f"{name:16} {medians[name]:8.2f} {added:>13} {spread:>16}")
-    metrics_added = medians["metrics"] - off
-    verdict = "PASS" if metrics_added < 5 else "MISS"
-    print(f"metrics only adds {metrics_added:.2f} µs per call: {verdict} (target < 5 µs)")
+        print(
+            f"{name:16} {medians[name]:8.2f} {cols[0]:>8} {cols[1]:>13} {cols[2]:>15} "
+            f"{cols[3]:>10} {spread:>14}"
+        )
+    m = paired["metrics"]
+    median_added = statistics.median(m)
+    if max(m) < 5:
+        verdict = "PASS: every paired round under 5 µs"
+    elif median_added < 5:
+        verdict = "PASS on the median only: some rounds are above 5 µs (within the noise)"
+    else:
+        verdict = "MISS"
+    print(
+        f"metrics only adds {median_added:.2f} µs per call (paired median; "
+        f"min-of-rounds {min(times['metrics']) - min(times['off']):+.2f}): {verdict} "
+        "(target < 5 µs)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ scrapes (:mod:`gatekeeper._telemetry_queue`), a bounded number of reads.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +64,8 @@ METRIC_NAMES = (
     "gatekeeper_pending_requests",
     "gatekeeper_oldest_pending_age_seconds",
     "gatekeeper_audit_sealer_backlog",
+    "gatekeeper_registered_agents",
+    "gatekeeper_store_up",
 )
 
 #: The approval latency's buckets (seconds): from a person at their desk to an overnight queue.
@@ -73,6 +78,40 @@ MAX_TRACED_ARGS = 4096
 _CACHED_CHILDREN = 10_000
 
 _CALLER_GONE = frozenset({"abandoned", "outcome_unknown"})
+#: The store errors counted (the classes ``store_error`` is given), exported at 0 from the start.
+_STORE_ERRORS = ("StoreUnavailable", "StoreError")
+
+#: At most one warning of broken telemetry per this many seconds (per process).
+BROKEN_LOG_EVERY = 60.0
+
+log = logging.getLogger("gatekeeper.telemetry")
+_broken_state = {"logged": -1e9, "dropped": 0}
+_broken_lock = threading.Lock()
+
+
+def broken(where: str, exc: BaseException) -> None:
+    """Telemetry failed at ``where`` (a span processor, an exporter, a metric): the call goes
+    on without it. Logged at most once every :data:`BROKEN_LOG_EVERY` seconds per process."""
+    try:
+        with _broken_lock:
+            _broken_state["dropped"] += 1
+            now = time.monotonic()
+            if now - _broken_state["logged"] < BROKEN_LOG_EVERY:
+                return
+            _broken_state["logged"] = now
+            dropped, _broken_state["dropped"] = _broken_state["dropped"], 0
+        log.warning(
+            "telemetry failed (%s: %s) and was dropped for the call; the call went on "
+            "unchanged (%d failure(s) since the last warning)",
+            where,
+            type(exc).__name__,
+            dropped,
+            exc_info=exc,
+        )
+    except Exception:  # noqa: S110 - not even the warning may change the call
+        pass
+
+
 _OTEL = ("opentelemetry",)
 _PROM = ("prometheus_client",)
 _CHANNELS = frozenset({"web", "api", "api-token", "cli", "console", "slack", "webhook", "test"})
@@ -184,6 +223,12 @@ class _Metrics:
             "gatekeeper_store_retries", "Store commands tried again after a failure", registry=r
         )
         self._calls: dict[tuple[str, str, str], Any] = {}  # children, found without a lock
+        # The series the example alert rules read exist at 0 from the start: increase()
+        # and rate() need two samples, so a child born at 1 would hide the first event.
+        for status in sorted(_CALLER_GONE):
+            self.abandoned.labels(status)
+        for error in _STORE_ERRORS:
+            self.store_errors.labels(error)
 
     def call(self, verdict: str, tool: str, agent: str) -> None:
         key = (verdict, tool, agent)
@@ -218,13 +263,19 @@ def _metrics_for(registry: CollectorRegistry | None, cap: int) -> _Metrics:
 def store_retry() -> None:
     """A store command is tried again (counted when metrics are on in this process)."""
     if _PROCESS:
-        _PROCESS[0].store_retries.inc()
+        try:
+            _PROCESS[0].store_retries.inc()
+        except Exception as exc:
+            broken("store_retries", exc)
 
 
 def store_error(error: BaseException) -> None:
     """A store command failed for good with ``error`` (a gatekeeper error class)."""
     if _PROCESS:
-        _PROCESS[0].store_errors.labels(type(error).__name__).inc()
+        try:
+            _PROCESS[0].store_errors.labels(type(error).__name__).inc()
+        except Exception as exc:
+            broken("store_errors", exc)
 
 
 def _unwrapped(_tel: Telemetry, _tool: str, _key: str | None, flow: Any) -> Any:
@@ -326,21 +377,42 @@ class Telemetry:
         decision: Decision,
         step: Callable[[], ApprovalRequest],
     ) -> ApprovalRequest:
-        """Record ``decision`` by ``step()``, in a span linked to the request's, and count it."""
-        after = step() if self.tracer is None else self._traced_decision(request, decision, step)
+        """Record ``decision`` by ``step()``, in a span linked to the request's, and count it.
+
+        ``step`` runs exactly once whatever the telemetry does: a span or a
+        metric that fails is dropped (see :func:`broken`), never the decision.
+        """
+        if self.tracer is None:
+            after = step()
+        else:
+            span = token = None
+            try:
+                span, token = self._start_decide(request, decision)
+            except Exception as exc:
+                broken("the decide span", exc)
+            try:
+                after = step()
+            except BaseException as exc:
+                if span is not None:
+                    self._end_decide(span, token, None, exc)
+                raise
+            if span is not None:
+                self._end_decide(span, token, after, None)
         if self.metrics is not None:
-            self._count_decision(decision, after)
+            try:
+                self._count_decision(decision, after)
+            except Exception as exc:
+                broken("the decision counters", exc)
         return after
 
-    def _traced_decision(
-        self,
-        request: ApprovalRequest | None,
-        decision: Decision,
-        step: Callable[[], ApprovalRequest],
-    ) -> ApprovalRequest:
+    def _start_decide(
+        self, request: ApprovalRequest | None, decision: Decision
+    ) -> tuple[Span, object]:
         trace = self.otel.trace
         assert self.tracer is not None
         links = []
+        # Agent-asserted: the request's trace context is what the agent wrote (checked,
+        # never trusted), so the link says which call span the agent claims it held.
         parsed = parse_traceparent(request.trace) if request is not None else None
         if parsed is not None:
             ctx = trace.SpanContext(
@@ -349,29 +421,42 @@ class Telemetry:
             links.append(trace.Link(ctx))
         attributes: dict[str, Any] = {
             "gatekeeper.decision.approve": decision.approve,
-            "gatekeeper.decision.by": decision.approver,
+            "gatekeeper.decision.by": decision.approver[:128],
             "gatekeeper.decision.channel": _channel(decision.via),
             "gatekeeper.decision.edited": decision.edited,
         }
-        if request is not None:
-            attributes["gatekeeper.request.id"] = request.id
-            attributes["gen_ai.tool.name"] = request.call.tool
-            attributes["gatekeeper.agent"] = request.call.agent
-        with self.tracer.start_as_current_span(
-            "gatekeeper.decide",
-            links=links,
-            attributes=attributes,
-            record_exception=False,  # its message can quote an edit's values: the class only
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                after = step()
-            except BaseException as exc:
+        if request is not None:  # agent-written: cut as the wait span cuts them
+            attributes["gatekeeper.request.id"] = request.id[:128]
+            attributes["gen_ai.tool.name"] = request.call.tool[:128]
+            attributes["gatekeeper.agent"] = request.call.agent[:128]
+        span = self.tracer.start_span("gatekeeper.decide", links=links, attributes=attributes)
+        try:
+            token = self.otel.context.attach(trace.set_span_in_context(span))
+        except Exception:
+            span.end()
+            raise
+        return span, token
+
+    def _end_decide(
+        self,
+        span: Span,
+        token: object,
+        after: ApprovalRequest | None,
+        exc: BaseException | None,
+    ) -> None:
+        with contextlib.suppress(Exception):  # detached in another context: nothing to undo
+            self.otel.context.detach(token)
+        try:
+            if exc is not None:
+                # The class only: its message can quote an edit's values.
+                trace = self.otel.trace
                 span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                raise
-            span.set_attribute("gatekeeper.request.status", after.status.value)
-            return after
+            elif after is not None:
+                span.set_attribute("gatekeeper.request.status", after.status.value)
+            span.end()
+        except Exception as failed:
+            broken("the decide span", failed)
 
     def _count_decision(self, decision: Decision, after: ApprovalRequest) -> None:
         assert self.metrics is not None
@@ -390,14 +475,20 @@ class Telemetry:
     def halted(self, scope: str, source: str) -> None:
         """A halt of ``scope`` was pulled (``source``: ``person`` or ``policy``)."""
         if self.metrics is not None:
-            self.metrics.halts.labels(scope, source).inc()
+            try:
+                self.metrics.halts.labels(scope, source).inc()
+            except Exception as exc:
+                broken("the halt counter", exc)
 
     def swept(self, moved: list[ApprovalRequest]) -> None:
         """The sweep moved these requests (abandoned, or outcome unknown)."""
         if self.metrics is not None:
-            for req in moved:  # a parked request it expired is no caller's loss: not counted
-                if req.status.value in _CALLER_GONE:
-                    self.metrics.abandoned.labels(req.status.value).inc()
+            try:
+                for req in moved:  # a parked request it expired is no caller's loss: not counted
+                    if req.status.value in _CALLER_GONE:
+                        self.metrics.abandoned.labels(req.status.value).inc()
+            except Exception as exc:
+                broken("the abandoned counter", exc)
 
 
 #: The telemetry of a gate that was given none: records nothing, wraps nothing.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import AgentHalted, ApprovalTimeout, TamperingDetected
 from ._flow import Run, StoreOp
-from ._telemetry import MAX_TRACED_ARGS, Telemetry, format_traceparent
+from ._telemetry import MAX_TRACED_ARGS, Telemetry, broken, format_traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -29,7 +29,7 @@ _READS = frozenset({"wait", "expire", "get"})  # store steps that answer the req
 _AFTER = _READS | {"hold", "halt"}  # the steps whose result is looked at
 
 
-def watched(
+def watched(  # noqa: PLR0915 - one loop, its hooks inline: it runs on every call
     tel: Telemetry, tool: str, key: str | None, flow: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     """``flow``, passing its commands and their results through, while ``tel`` records them.
@@ -37,8 +37,18 @@ def watched(
     The call's span is current only while the tool runs (so spans the tool
     makes are its children); it is started here, under whatever span is
     current when the call is made.
+
+    Telemetry never changes what the call does: a hook that raises (a span
+    processor, an exporter, a metric) is logged (:func:`~gatekeeper._telemetry.broken`)
+    and the rest of this call's telemetry is dropped; the flow goes on as if
+    there were none.
     """
-    watch = _Watch(tel, tool, key)
+    watch: _Watch | None
+    try:
+        watch = _Watch(tel, tool, key)
+    except Exception as exc:
+        broken("the call span", exc)
+        watch = None
     sent: Any = None
     error: BaseException | None = None
     try:
@@ -46,18 +56,25 @@ def watched(
             try:
                 command = flow.send(sent) if error is None else flow.throw(error)
             except StopIteration as stop:
-                watch.end(None)
+                if watch is not None:
+                    _end(watch, None)
                 return stop.value
             except BaseException as exc:
-                watch.end(exc)
+                if watch is not None:
+                    _end(watch, exc)
                 raise
             sent, error = None, None
             token = None
             kind = type(command)
-            if kind is StoreOp:
-                command = watch.before(command)
-            elif kind is Run and watch.span is not None:
-                token = watch.running()
+            if watch is not None:
+                try:
+                    if kind is StoreOp:
+                        command = watch.before(command)
+                    elif kind is Run and watch.span is not None:
+                        token = watch.running()
+                except Exception as exc:
+                    broken("a call's telemetry", exc)
+                    watch = None
             try:
                 sent = yield command
             except GeneratorExit:
@@ -66,14 +83,31 @@ def watched(
                 error = exc
             finally:
                 if token is not None:
-                    watch.ran(token)
-            if kind is StoreOp and error is None and command.method in _AFTER:
-                watch.after(command, sent)
+                    _detach(tel, token)
+            if watch is not None and kind is StoreOp and error is None and command.method in _AFTER:
+                try:
+                    watch.after(command, sent)
+                except Exception as exc:
+                    broken("a call's telemetry", exc)
+                    watch = None
     except GeneratorExit:
-        watch.end(None, closed=True)
+        if watch is not None:
+            _end(watch, None, closed=True)
         raise
     finally:
         flow.close()
+
+
+def _end(watch: _Watch, exc: BaseException | None, *, closed: bool = False) -> None:
+    try:
+        watch.end(exc, closed=closed)
+    except Exception as failed:
+        broken("a call's telemetry", failed)
+
+
+def _detach(tel: Telemetry, token: Any) -> None:
+    with contextlib.suppress(Exception):  # detached in another context: nothing to undo
+        tel.otel.context.detach(token)
 
 
 class _Watch:
@@ -83,6 +117,7 @@ class _Watch:
         "agent",
         "counted",
         "held",
+        "holding",
         "key",
         "span",
         "tampered",
@@ -96,6 +131,7 @@ class _Watch:
         self.tel, self.tool, self.key = tel, tool, key
         self.verdict: str | None = None
         self.held: ApprovalRequest | None = None
+        self.holding: str | None = None  # the id of the request this call's hold would store
         self.counted = False
         self.tampered = False
         self.agent = "default"
@@ -119,6 +155,7 @@ class _Watch:
             self.verdict = command.kwargs.get("verdict", self.verdict)
         elif method == "hold":
             req = command.args[0]
+            self.holding = req.id
             self._classified(command.args[1])
             self.verdict = "require_approval"
             if self.span is not None:
@@ -142,8 +179,11 @@ class _Watch:
     def after(self, command: Any, result: Any) -> None:
         method = command.method
         if method == "hold":
-            self.held = result
-            self._count()
+            if result.id == self.holding:  # stored now: a held call (once per request)
+                self.held = result
+                self._count()
+            else:  # re-attached by its key to the request an earlier run stored
+                self.counted = True
             if self.span is not None:
                 self.span.set_attribute("gatekeeper.request.id", result.id)
                 self._start_wait(result)
@@ -211,10 +251,6 @@ class _Watch:
         if self.wait is not None:  # approved: the wait ended when the approval came
             self._end_wait(None, "approved")
         return otel.context.attach(otel.trace.set_span_in_context(self.span))
-
-    def ran(self, token: Any) -> None:
-        with contextlib.suppress(Exception):  # detached in another context: nothing to undo
-            self.tel.otel.context.detach(token)
 
     # -- the end -----------------------------------------------------------------------------
     def _count(self) -> None:

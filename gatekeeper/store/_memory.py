@@ -545,6 +545,11 @@ class MemoryStore:
         except KeyError:
             raise RequestNotFound(request_id) from None
 
+    def registered_agents(self) -> int:
+        """How many agents have made requests here (``gatekeeper_registered_agents``)."""
+        with self._lock:
+            return len({r.call.agent for r in self._requests.values()})
+
     def pending(self, *, limit: int = 100, offset: int = 0) -> list[ApprovalRequest]:
         now = self.clock.now()
         with self._lock:

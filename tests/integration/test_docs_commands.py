@@ -31,6 +31,7 @@ from gatekeeper.cli import _commands, main
 from gatekeeper.testing import RecordingChannel
 from tests.conftest import RedisServer, _free_port
 from tests.docskit import ROOT, Matcher, Shown, shown_commands
+from tests.integration.test_telemetry_metrics import listening
 
 NOT_RUN = {
     "gatekeeper demo": "serves a console until interrupted; test_config_and_cli runs its "
@@ -320,6 +321,56 @@ def test_console_page_commands(
 
     done = replay(ROOT / "docs" / "console.md", Matcher(), run=run)
     assert any(s.argv[0] == "serve" for s in done)
+
+
+def test_observability_page_serves_metrics_to_a_read_token(
+    page_env: Path, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/observability.md: its config starts `gatekeeper serve`, whose /metrics answers
+    the `test` token the config's `api_tokens` entry hashes, and only it."""
+    import urllib.error
+    import urllib.request
+
+    (config_text,) = [b for b in yaml_blocks("observability.md") if "web:" in b]
+    (page_env / "gatekeeper.yaml").write_text(
+        config_text.replace("prefix: acme-billing", f"prefix: {redis_prefix}")
+    )
+    monkeypatch.setenv("GATEKEEPER_WEB_SECRET", SECRET)
+    port = _free_port()
+    (shown,) = [
+        s for s in shown_commands(ROOT / "docs" / "observability.md") if s.argv[0] == "serve"
+    ]
+    argv = [str(port) if a == "8000" else a for a in shown.argv]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def get(token: str | None) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert "gatekeeper console on" in proc.stdout.readline()
+            listening(port)  # the line comes as uvicorn starts, before it listens
+            status, text = get("test")
+            assert status == 200
+            assert "gatekeeper_store_up 1.0" in text
+            assert "gatekeeper_pending_requests 0.0" in text
+            assert get(None)[0] == 401
+            assert get("not-the-token")[0] == 401
+        finally:
+            proc.terminate()
 
 
 def test_mcp_page_commands(

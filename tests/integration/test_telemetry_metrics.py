@@ -122,6 +122,11 @@ def expected(times: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
         key("gatekeeper_expired_total"): times,
         key("gatekeeper_tampering_refusals_total"): 0,
         key("gatekeeper_store_retries_total"): 0,
+        # The series the example alert rules read, there at 0 from the start.
+        key("gatekeeper_abandoned_total", status="abandoned"): 0,
+        key("gatekeeper_abandoned_total", status="outcome_unknown"): 0,
+        key("gatekeeper_store_errors_total", error="StoreError"): 0,
+        key("gatekeeper_store_errors_total", error="StoreUnavailable"): 0,
         key("gatekeeper_pending_requests"): 0,
         key("gatekeeper_oldest_pending_age_seconds"): 0,
     }
