@@ -11,6 +11,7 @@ up with its new status, or drop out of a page, as in any paginated listing.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import re
@@ -157,16 +158,19 @@ def queue(
         flat = [key for per_risk in keys for key in per_risk]
         counts = [int(c) for c in (yield [("ZCOUNT", key, live, "+inf") for key in flat])]
         total = sum(counts)
-        want = offset + limit
-        cmds: list[Command] = [
-            ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, want) for key in flat
-        ]
-        replies = (yield cmds) if want else [[] for _ in flat]
-        ordered: list[str] = []
         n = len(agents)
+        ids: list[str] = []
+        skip = offset  # a risk wholly before the page is skipped by its count alone
         for i in range(len(risks)):
-            ordered += [rid for _, rid in _merged(replies[i * n : (i + 1) * n])]
-        ids = ordered[offset : offset + limit]
+            in_risk = counts[i * n : (i + 1) * n]
+            if skip >= sum(in_risk):
+                skip -= sum(in_risk)
+                continue
+            room = limit - len(ids)
+            if room <= 0:
+                break
+            ids += yield from _page_of(keys[i], in_risk, live, skip, room)
+            skip = 0
     else:
         flat = [key for per_risk in keys for key in per_risk]
         replies = yield [("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES") for key in flat]
@@ -192,6 +196,100 @@ def queue(
         ids = matching[offset : offset + limit]
     requests = yield from get_many(k, ids)
     return [r for r in requests if r.status is RequestStatus.PENDING], total
+
+
+#: Below this offset into one risk, a page is read by merging every agent's first
+#: ``offset + limit`` entries; from it on, by a pivot found from samples (:func:`_page_of`).
+DEEP_OFFSET = 400
+#: An agent's index up to this long is read whole to find a deep page's pivot; a longer
+#: one is sampled at ``SAMPLES`` evenly spaced ranks.
+READ_WHOLE = 256
+SAMPLES = 32
+
+
+def _page_of(
+    keys: list[str], counts: list[int], live: str, offset: int, limit: int
+) -> Flow[list[str]]:
+    """Ids ``offset`` to ``offset + limit`` of the agents' indexes ``keys`` merged by (score, id).
+
+    Near the front, each agent's first ``offset + limit`` entries are merged.
+    Deeper in, that would make a page cost its offset (every agent's index read
+    up to it), so instead: each agent's index is sampled (read whole when
+    short), the highest sampled score with at most ``offset`` entries of all
+    agents surely before it is the pivot, the entries before the pivot are
+    counted (``ZCOUNT``), and only entries from the pivot on are read — about
+    one sampling interval plus ``limit`` of each agent. Four round trips,
+    whatever the offset; the same order as the full merge (equal scores by id,
+    as Redis orders them within an index). ``counts``: each index's live
+    entries (``score > now``, as ``live`` bounds them).
+    """
+    want = offset + limit
+
+    def merged_from_the_front() -> Flow[list[str]]:
+        replies = yield [
+            ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, want) for key in keys
+        ]
+        return [rid for _, rid in _merged(replies)][offset:want]
+
+    if offset < DEEP_OFFSET:
+        return (yield from merged_from_the_front())
+    # (rank, score) samples of each agent; whole indexes when short.
+    plans: list[tuple[int, list[int] | None]] = []  # (count, ranks sampled; None: whole)
+    cmds: list[Command] = []
+    for key, c in zip(keys, counts, strict=True):
+        if c <= READ_WHOLE:
+            plans.append((c, None))
+            cmds.append(("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, c))
+        else:
+            ranks = sorted({c * j // SAMPLES for j in range(SAMPLES)})
+            plans.append((c, ranks))
+            cmds += [
+                ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", r, 1) for r in ranks
+            ]
+    replies = yield cmds
+    samples: list[tuple[list[float], list[int], int]] = []  # per agent: scores, ranks, count
+    at = 0
+    for c, sampled in plans:
+        if sampled is None:
+            scores = [float(sc) for _, sc in _pairs(replies[at])]
+            samples.append((scores, list(range(len(scores))), len(scores)))
+            at += 1
+            continue
+        got = [(r, _pairs(replies[at + i])) for i, r in enumerate(sampled)]
+        at += len(sampled)
+        pairs = [(r, float(p[0][1])) for r, p in got if p]
+        samples.append(([sc for _, sc in pairs], [r for r, _ in pairs], c))
+
+    def most_before(pivot: float) -> int:
+        """At most how many entries of all agents score below ``pivot``: each agent's
+        first sample at or above it has its rank's worth before it (all, if none)."""
+        total = 0
+        for scores, ranks, c in samples:
+            j = bisect.bisect_left(scores, pivot)
+            total += ranks[j] if j < len(ranks) else c
+        return total
+
+    candidates = sorted({sc for scores, _, _ in samples for sc in scores})
+    pivot = None
+    lo, hi = 0, len(candidates) - 1
+    while lo <= hi:  # most_before grows with the pivot: the highest one within the offset
+        mid = (lo + hi) // 2
+        if most_before(candidates[mid]) <= offset:
+            pivot, lo = candidates[mid], mid + 1
+        else:
+            hi = mid - 1
+    if pivot is None:
+        return (yield from merged_from_the_front())
+    at_pivot = format(pivot, ".17g")
+    before = [int(c) for c in (yield [("ZCOUNT", key, live, f"({at_pivot}") for key in keys])]
+    skip = offset - sum(before)
+    if skip < 0:  # the indexes changed since they were sampled: the plain way
+        return (yield from merged_from_the_front())
+    replies = yield [
+        ("ZRANGEBYSCORE", key, at_pivot, "+inf", "WITHSCORES", "LIMIT", 0, skip + limit)
+        for key in keys
+    ]
+    return [rid for _, rid in _merged(replies)][skip : skip + limit]
 
 
 def history(

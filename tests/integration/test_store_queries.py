@@ -99,6 +99,32 @@ def test_queue_pages_keep_the_total(store: Store, mixed: dict[str, ApprovalReque
     assert store.queue(limit=0) == ([], 6)
 
 
+def test_deep_pages_of_a_long_queue_are_its_merged_order(clock: ManualClock, store: Store) -> None:
+    """Pages far into a queue of several agents (one with a long index, sampled to find
+    the page; others short, read whole) are exactly the order of all of it merged: risk,
+    then expiry, then id, with many expiries shared across agents."""
+    lengths = {"billing-bot": 700, "search-bot": 120, "ops-bot": 40}
+    made = []
+    n = 0
+    for agent, count in lengths.items():
+        for _ in range(count):
+            risk = (Risk.HIGH, Risk.LOW)[n % 5 == 0]
+            req = make_request(clock, agent=agent, risk=risk, timeout=100 + (n * 7) % 37)
+            made.append(named(req, f"d{(n * 7919) % 100_003:06d}"))
+            n += 1
+    for req in made:
+        hold(store, req)
+    urgency = {Risk.HIGH: 0, Risk.LOW: 1}
+    order = [
+        r.id
+        for r in sorted(made, key=lambda r: (urgency[r.classification.risk], r.expires_at, r.id))
+    ]
+    for offset in (0, 399, 400, 401, 512, 689, 690, 691, 777, 810, 859, 860):
+        page, total = store.queue(limit=50, offset=offset)
+        assert total == len(made)
+        assert ids(page) == order[offset : offset + 50], offset
+
+
 def test_queue_filters_by_risk_agent_and_tool(
     store: Store, mixed: dict[str, ApprovalRequest]
 ) -> None:
