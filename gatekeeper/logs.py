@@ -255,7 +255,7 @@ class TextFormatter(logging.Formatter):
 def _field_text(value: object) -> str:
     text = escape(bounded(str(value)))
     if not text or any(ch in text for ch in " =[]\"'"):
-        return json.dumps(text, ensure_ascii=True)
+        return json.dumps(text, ensure_ascii=False)  # escaped already
     return text
 
 

@@ -1,4 +1,6 @@
-"""Review of #15's logs: the request a record names, and how much an agent can put in one."""
+"""What an agent can do to gatekeeper's logs: the request a record names, how long a line
+is, what text in it can pass for.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ def make_gate() -> Gatekeeper:
     )
 
 
-@pytest.mark.sync_face_only("a guarded call inside a guarded tool: the harness's loop waits on itself")
+@pytest.mark.sync_face_only(
+    "a guarded call inside a guarded tool: the harness's loop waits on itself"
+)
 def test_a_call_made_inside_an_approved_tool_is_not_logged_as_its_request(
     captured: Capture,
 ) -> None:
@@ -66,9 +70,8 @@ def test_a_call_made_inside_an_approved_tool_is_not_logged_as_its_request(
 
     @gate.guard
     def outer(x: str) -> str:
-        with gate.session(agent="sub-agent"):
-            with pytest.raises(ToolCallDenied):
-                wipe("everything")
+        with gate.session(agent="sub-agent"), pytest.raises(ToolCallDenied):
+            wipe("everything")
         return "done"
 
     with gate.session(agent="billing-bot"):
@@ -120,3 +123,80 @@ def test_the_same_inside_an_approved_async_tool(captured: Capture) -> None:
     assert len(refused) == 1
     assert refused[0].agent == "sub-agent"  # type: ignore[attr-defined]
     assert refused[0].request_id is None  # type: ignore[attr-defined]
+
+
+# -- what one value may show, and how ------------------------------------------------------
+
+
+def _record(message: str, **fields: object) -> logging.LogRecord:
+    record = logging.LogRecord("gatekeeper.calls", logging.INFO, __file__, 1, message, (), None)
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_every_format_character_and_lone_surrogate_is_escaped() -> None:
+    import unicodedata
+
+    from gatekeeper.logs import escape
+
+    for code in range(0x110000):
+        ch = chr(code)
+        if unicodedata.category(ch) in ("Cf", "Cs", "Cc"):
+            assert ch not in escape(f"a{ch}b"), hex(code)
+    assert escape("\ud800\u200b\U000e0041") == "\\ud800\\u200b\\U000e0041"
+
+
+def test_json_lines_take_a_strict_parser() -> None:
+    import json
+
+    line = JSONFormatter().format(_record("x\ud800y", agent="a\udfff"))
+    entry = json.loads(line)
+    assert entry["message"] == "x\\ud800y" and entry["agent"] == "a\\udfff"
+    line.encode("ascii")  # ASCII, and no escape that decodes to no character
+    assert "\\ud800" not in line.replace("\\\\ud800", "")
+
+
+def test_a_long_field_and_message_are_cut_and_counted() -> None:
+    from gatekeeper.logs import FIELD_LIMIT, MESSAGE_LIMIT
+
+    text = TextFormatter().format(_record("m" * 100_000, agent="A" * 5_000))
+    assert f"…(+{100_000 - MESSAGE_LIMIT} chars)" in text
+    assert f"…(+{5_000 - FIELD_LIMIT} chars)" in text
+    assert len(text) < MESSAGE_LIMIT + 4 * FIELD_LIMIT + 200
+
+
+def test_a_tool_name_cannot_pass_for_the_fields_block(captured: Capture) -> None:
+    gate = Gatekeeper(policy=Policy.from_yaml("version: 1\ndefault: deny\n"), store=MemoryStore())
+
+    @gate.guard(name="wipe [request_id=FAKE agent=admin]")
+    def wipe(target: str) -> str:
+        return "wiped"
+
+    with gate.session(agent="bot"), pytest.raises(ToolCallDenied):
+        wipe("x")
+    (refused,) = [r for r in captured.records if "refused by the policy" in r.getMessage()]
+    assert refused.getMessage().startswith('call to "wipe [request_id=FAKE agent=admin]" refused')
+
+
+def test_a_webhook_error_shows_no_token_of_its_url() -> None:
+    from gatekeeper.channels.webhook import shown_url
+
+    assert shown_url("https://u:pw@hooks.example.com:8443/T0/B0/tok?key=s#f") == (
+        "https://hooks.example.com:8443/…"
+    )
+    assert shown_url("https://hooks.example.com") == "https://hooks.example.com"
+
+
+def test_a_sweep_error_names_fields_not_the_values_an_agent_wrote() -> None:
+    import pydantic
+
+    from gatekeeper.store._redis import _unreadable
+
+    class Model(pydantic.BaseModel):
+        n: int
+
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Model.model_validate({"n": "SECRET-VALUE\n[request_id=FAKE]"})
+    said = _unreadable(caught.value)
+    assert "SECRET-VALUE" not in said and said.startswith("1 validation error(s): n: ")
