@@ -363,6 +363,14 @@ def guarded_call(
     token = _CALL_KEY.set(None)
     try:
         flow = _guarded(gate, spec, args, kwargs, reason, decided, key, wait)
+        # A held call sets its request, agent and session around everything made
+        # while it waits and runs (see _held). A call that runs at once sets no
+        # log context: the allowed path pays nothing for logs (its few lines pass
+        # agent and session with extra=). Made inside another call's block (a tool
+        # that calls a guarded tool), it first clears that block: the enclosing
+        # request and agent are not this call's.
+        if _CONTEXT.get() is not _NONE:
+            flow = _cleared(flow)
         telemetry = gate.telemetry
         if telemetry.active:  # otherwise not even a wrapper: nothing to pay
             flow = telemetry.watch(telemetry, spec.name, key, flow)
@@ -383,37 +391,6 @@ def _guarded(
     wait: bool,
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
-    # A call held sets its request, agent and session around everything that is
-    # made while it waits and runs (see _held). A call that runs at once sets
-    # nothing (the allowed path pays nothing for logs); its few lines pass their
-    # agent and session with extra=. Made inside another call's block (a tool
-    # that calls a guarded tool), it clears that block: the enclosing request is
-    # not this call's.
-    if _CONTEXT.get() is _NONE:
-        return (yield from _classified(gate, spec, call, bound, cls, decided, key, wait))
-    token = _CONTEXT.set(_NONE)
-    try:
-        return (yield from _classified(gate, spec, call, bound, cls, decided, key, wait))
-    finally:
-        with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
-            _CONTEXT.reset(token)
-
-
-def _of(call: ToolCall) -> dict[str, Any]:
-    """``extra=`` for a line about ``call`` made outside a held call's block."""
-    return {"agent": call.agent, "session": call.session_id}
-
-
-def _classified(
-    gate: Gatekeeper,
-    spec: ToolSpec,
-    call: ToolCall,
-    bound: inspect.BoundArguments,
-    cls: Classification,
-    decided: list[ApprovalRequest] | None,
-    key: str | None,
-    wait: bool,
-) -> Flow:
     plan = None if spec.question else _plan(gate, call, key, cls.verdict)
     shadows: tuple[BehaviourHit, ...] = ()
     verdict = cls.verdict
@@ -494,6 +471,21 @@ def _classified(
         )
         raise _halting(gate, call, cls, cancelled)
     raise _refusing(call, cls)
+
+
+def _cleared(flow: Flow) -> Flow:
+    """``flow`` run with no log context (not the enclosing call's)."""
+    token = _CONTEXT.set(_NONE)
+    try:
+        return (yield from flow)
+    finally:
+        with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
+            _CONTEXT.reset(token)
+
+
+def _of(call: ToolCall) -> dict[str, Any]:
+    """``extra=`` for a line about ``call`` made outside a held call's block."""
+    return {"agent": call.agent, "session": call.session_id}
 
 
 def _rules(cls: Classification) -> str:
