@@ -562,7 +562,9 @@ class RedisStore:
             if why is None:
                 del seen[field]
                 continue
-            log.error("halt %s of agent %r lifted without a valid resume: %s", field, a.agent, why)
+            log.error(
+                "halt %s of agent %s lifted without a valid resume: %s", field, quoted(a.agent), why
+            )
             self.record_soon(
                 [
                     draft(
@@ -1026,7 +1028,9 @@ class RedisStore:
             return int(pipe.execute()[-1])
         except REDIS_ERRORS as exc:
             log.warning(
-                "could not ask Redis which replicas have agent %r's writes: %s", a.agent, exc
+                "could not ask Redis which replicas have agent %s's writes: %s",
+                quoted(a.agent),
+                exc,
             )
             return 0
 
@@ -1236,7 +1240,12 @@ class RedisStore:
         if unreached:
             names = sorted(unreached)
             for name in names:
-                log.error("halt %s could not reach agent %r: %s", record.key, name, unreached[name])
+                log.error(
+                    "halt %s could not reach agent %s: %s",
+                    record.key,
+                    quoted(name),
+                    unreached[name],
+                )
             shown = ", ".join(repr(n) for n in names[:10]) + (" ..." if len(names) > 10 else "")
             what = "everything" if scope is HaltScope.ALL else f"session {target!r}"
             raise HaltIncomplete(
