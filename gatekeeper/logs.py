@@ -26,10 +26,14 @@ application attaches a formatter of its choice::
     logging.getLogger("gatekeeper").addHandler(handler)
 
 Tool arguments are never logged at INFO or above (they can be secrets).
-Text that an agent controls (tool and agent names, reasons, error messages
-quoting them) can't forge a line: :class:`TextFormatter` escapes line breaks
-and other control characters, and :class:`JSONFormatter` writes one JSON
-object per line, ASCII only.
+Text that an agent controls (tool and agent names, session ids, reasons,
+error messages quoting them) can't forge a line or grow it without bound:
+both formatters cut each field to :data:`FIELD_LIMIT` characters and the
+message to :data:`MESSAGE_LIMIT` (:func:`bounded`); :class:`TextFormatter`
+escapes line breaks, control and format (Cf) characters and lone
+surrogates, and :class:`JSONFormatter` writes one JSON object per line,
+ASCII only, that strict parsers take. Names inside messages are
+:func:`quoted`.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def current_context() -> dict[str, str]:
 class log_context:
     """Within the block, records of gatekeeper's loggers carry these fields.
 
-    Fields given as ``None`` keep the value of an enclosing block; the
+    Fields given as ``None`` keep the value of an enclosing block, fields
+    given as :data:`CLEAR` have none in the block; the
     previous values come back at the end of the block. Safe to use in a
     generator or a coroutine: leaving the block from another context (a
     generator closed by the garbage collector) leaves that context alone.
