@@ -200,3 +200,12 @@ def test_a_sweep_error_names_fields_not_the_values_an_agent_wrote() -> None:
         Model.model_validate({"n": "SECRET-VALUE\n[request_id=FAKE]"})
     said = _unreadable(caught.value)
     assert "SECRET-VALUE" not in said and said.startswith("1 validation error(s): n: ")
+
+
+def test_clear_gives_a_field_no_value_in_the_block() -> None:
+    from gatekeeper.logs import CLEAR, current_context, log_context
+
+    with log_context(request_id="r-1", agent="outer"):
+        with log_context(request_id=CLEAR, agent="inner"):
+            assert current_context() == {"agent": "inner"}
+        assert current_context() == {"request_id": "r-1", "agent": "outer"}
