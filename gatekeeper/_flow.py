@@ -54,7 +54,7 @@ from ._grants import Grant, usable_grant
 from ._session import _call_key as _CALL_KEY
 from ._session import current_call_key, tell_held
 from ._tool import ToolSpec
-from .logs import get_logger, log_context
+from .logs import _CONTEXT, _NONE, bounded, get_logger, log_context, quoted
 from .models import (
     ApprovalRequest,
     BehaviourHit,
@@ -363,6 +363,14 @@ def guarded_call(
     token = _CALL_KEY.set(None)
     try:
         flow = _guarded(gate, spec, args, kwargs, reason, decided, key, wait)
+        # A held call sets its request, agent and session around everything made
+        # while it waits and runs (see _held). A call that runs at once sets no
+        # log context: the allowed path pays nothing for logs (its few lines pass
+        # agent and session with extra=). Made inside another call's block (a tool
+        # that calls a guarded tool), it first clears that block: the enclosing
+        # request and agent are not this call's.
+        if _CONTEXT.get() is not _NONE:
+            flow = _cleared(flow)
         telemetry = gate.telemetry
         if telemetry.active:  # otherwise not even a wrapper: nothing to pay
             flow = telemetry.watch(telemetry, spec.name, key, flow)
@@ -383,22 +391,6 @@ def _guarded(
     wait: bool,
 ) -> Flow:
     call, bound, cls = gate._prepare(spec, args, kwargs, reason)
-    # Every record made while this call is on its way (the store's, the channels',
-    # the tool's own) names its agent and session; a held call's, its request too.
-    with log_context(agent=call.agent, session=call.session_id):
-        return (yield from _classified(gate, spec, call, bound, cls, decided, key, wait))
-
-
-def _classified(
-    gate: Gatekeeper,
-    spec: ToolSpec,
-    call: ToolCall,
-    bound: inspect.BoundArguments,
-    cls: Classification,
-    decided: list[ApprovalRequest] | None,
-    key: str | None,
-    wait: bool,
-) -> Flow:
     plan = None if spec.question else _plan(gate, call, key, cls.verdict)
     shadows: tuple[BehaviourHit, ...] = ()
     verdict = cls.verdict
@@ -454,10 +446,17 @@ def _classified(
         if verdict is Verdict.ALLOW:
             if gate.policy.on_store_error != "allow":
                 raise
-            log.warning("store unavailable; running allowed call %s unaudited", call.tool)
+            log.warning(
+                "store unavailable; running allowed call %s unaudited",
+                quoted(call.tool),
+                extra=_of(call),
+            )
         else:
             log.warning(
-                "store unavailable; refusing %s without an audit record: %s", call.tool, exc
+                "store unavailable; refusing %s without an audit record: %s",
+                quoted(call.tool),
+                exc,
+                extra=_of(call),
             )
     if verdict is Verdict.ALLOW:
         slots = plan if plan is not None and _takes_slot(plan) else None
@@ -474,17 +473,43 @@ def _classified(
     raise _refusing(call, cls)
 
 
+def _cleared(flow: Flow) -> Flow:
+    """``flow`` run with no log context (not the enclosing call's)."""
+    token = _CONTEXT.set(_NONE)
+    try:
+        return (yield from flow)
+    finally:
+        with contextlib.suppress(ValueError):  # closed from another context: nothing to undo
+            _CONTEXT.reset(token)
+
+
+def _of(call: ToolCall) -> dict[str, Any]:
+    """``extra=`` for a line about ``call`` made outside a held call's block."""
+    return {"agent": call.agent, "session": call.session_id}
+
+
 def _rules(cls: Classification) -> str:
     return ", ".join(cls.rules) or "none"
 
 
 def _halting(gate: Gatekeeper, call: ToolCall, cls: Classification, cancelled: Any) -> Exception:
-    log.warning("call to %s halts the %s (rules: %s)", call.tool, cls.halt_scope.value, _rules(cls))
+    log.warning(
+        "call to %s halts the %s (rules: %s)",
+        quoted(call.tool),
+        cls.halt_scope.value,
+        _rules(cls),
+        extra=_of(call),
+    )
     return gate._halt_for(call, cls, cancelled)
 
 
 def _refusing(call: ToolCall, cls: Classification) -> Exception:
-    log.info("call to %s refused by the policy (rules: %s)", call.tool, _rules(cls))
+    log.info(
+        "call to %s refused by the policy (rules: %s)",
+        quoted(call.tool),
+        _rules(cls),
+        extra=_of(call),
+    )
     return pipe.denied_error(call, cls)
 
 
@@ -495,28 +520,54 @@ def _held_news(
     if held.id != req.id:
         log.info(
             "call to %s is the one request %s holds (%s)",
-            call.tool,
+            quoted(call.tool),
             held.id,
             held.status.value,
             extra={"request_id": held.id},
         )
         return True
     log.info(
-        "call to %s held for approval (%s risk; rules: %s)", call.tool, cls.risk.value, _rules(cls)
+        "call to %s held for approval (%s risk; rules: %s)",
+        quoted(call.tool),
+        cls.risk.value,
+        _rules(cls),
     )
     return False
 
 
 def _decided_news(held: ApprovalRequest, final: ApprovalRequest) -> ApprovalRequest:
-    """Say how ``held`` ended (approvers' names, never a comment or an argument)."""
-    log.info(
-        "request %s %s (by %s)",
-        held.id,
-        final.status.value,
-        ", ".join(d.approver for d in final.decisions) or "no one",
-        extra={"request_id": held.id},
-    )
+    """Say how ``held`` ended, when not approved (approvers' names, never a comment or an
+    argument). An approval is told by :func:`_approved_news`, once its signed votes are
+    checked: until then it is only what the store (the agent's to write) says."""
+    if final.status is not RequestStatus.APPROVED:
+        log.info(
+            "request %s %s (by %s)",
+            held.id,
+            final.status.value,
+            ", ".join(quoted(d.approver) for d in final.decisions) or "no one",
+            extra={"request_id": held.id},
+        )
     return final
+
+
+def _released_args(
+    gate: Gatekeeper,
+    spec: ToolSpec,
+    bound: inspect.BoundArguments,
+    held: ApprovalRequest,
+    final: ApprovalRequest,
+) -> tuple[inspect.BoundArguments, str]:
+    """:meth:`Gatekeeper._release_args`, then the line that says ``held`` was approved."""
+    released = gate._release_args(spec, bound, held, final)
+    _approved_news(held, final)
+    return released
+
+
+def _approved_news(held: ApprovalRequest, final: ApprovalRequest) -> None:
+    """Say that ``held`` was approved: its votes were verified (every decision it carries
+    is signed by a trusted key), so the names are the approvers'."""
+    names = ", ".join(bounded(d.approver) for d in final.decisions)
+    log.info("request %s approved (by %s)", held.id, names or "no one")
 
 
 def _plan(
@@ -557,7 +608,7 @@ def _usable_grant(
         (cls.rules, cls.approval.group),
     )
     for problem in problems:  # never used; said loudly: someone wrote the agent's grants
-        log.error("grants of agent %s: %s", call.agent, problem)
+        log.error("grants of agent %s: %s", quoted(call.agent), problem, extra=_of(call))
     for lost in voided:  # a sequence or limit fired since it was earned: said once here
         if lost.id not in gate._demoted:
             gate._demoted.add(lost.id)
@@ -661,7 +712,9 @@ def _free_slots(call: ToolCall, slots: Mapping[str, Any] | None) -> Flow:
     try:
         yield op("observe", slots, agent=call.agent, mode="done", shield=True)
     except GatekeeperError as exc:  # the slot lapses by itself (docs/policy.md)
-        log.warning("could not free the concurrency slot of %s: %s", call.tool, exc)
+        log.warning(
+            "could not free the concurrency slot of %s: %s", quoted(call.tool), exc, extra=_of(call)
+        )
 
 
 def _held(
@@ -674,7 +727,8 @@ def _held(
     wait: bool = True,
     plan: Mapping[str, Any] | None = None,
 ) -> Flow:
-    with log_context(request_id=req.id):
+    call = req.call
+    with log_context(request_id=req.id, agent=call.agent, session=call.session_id):
         return (yield from _held_request(gate, spec, bound, req, cls, decided, wait, plan))
 
 
@@ -913,7 +967,7 @@ def _release(
     (what runs is what counts: its values become known, its amount is spent).
     """
     try:
-        run_args, run_digest = gate._release_args(spec, bound, held, final)
+        run_args, run_digest = _released_args(gate, spec, bound, held, final)
     except TamperingDetected as exc:
         with contextlib.suppress(GatekeeperError):  # recorded first; closing is best effort
             yield op("flag_tampering", held.id, exc.message, gate._tampering_event(held, exc))

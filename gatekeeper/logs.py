@@ -26,10 +26,14 @@ application attaches a formatter of its choice::
     logging.getLogger("gatekeeper").addHandler(handler)
 
 Tool arguments are never logged at INFO or above (they can be secrets).
-Text that an agent controls (tool and agent names, reasons, error messages
-quoting them) can't forge a line: :class:`TextFormatter` escapes line breaks
-and other control characters, and :class:`JSONFormatter` writes one JSON
-object per line, ASCII only.
+Text that an agent controls (tool and agent names, session ids, reasons,
+error messages quoting them) can't forge a line or grow it without bound:
+both formatters cut each field to :data:`FIELD_LIMIT` characters and the
+message to :data:`MESSAGE_LIMIT` (:func:`bounded`); :class:`TextFormatter`
+escapes line breaks, control and format (Cf) characters and lone
+surrogates, and :class:`JSONFormatter` writes one JSON object per line,
+ASCII only, that strict parsers take. Names inside messages are
+:func:`quoted`.
 """
 
 from __future__ import annotations
@@ -43,14 +47,19 @@ from types import TracebackType
 from typing import Any
 
 __all__ = [
+    "CLEAR",
     "CONTEXT_FIELDS",
+    "FIELD_LIMIT",
+    "MESSAGE_LIMIT",
     "ContextFilter",
     "JSONFormatter",
     "TextFormatter",
+    "bounded",
     "current_context",
     "escape",
     "get_logger",
     "log_context",
+    "quoted",
     "request_fields",
 ]
 
@@ -61,6 +70,8 @@ CONTEXT_FIELDS = ("request_id", "agent", "session")
 # the allowed path (every guarded call enters one).
 _Fields = tuple[str | None, str | None, str | None]
 _NONE: _Fields = (None, None, None)
+#: Given to :class:`log_context` for a field: no value in the block (not the enclosing one's).
+CLEAR: Any = object()
 _CONTEXT: contextvars.ContextVar[_Fields] = contextvars.ContextVar(
     "gatekeeper_log_context", default=_NONE
 )
@@ -74,7 +85,8 @@ def current_context() -> dict[str, str]:
 class log_context:
     """Within the block, records of gatekeeper's loggers carry these fields.
 
-    Fields given as ``None`` keep the value of an enclosing block; the
+    Fields given as ``None`` keep the value of an enclosing block, fields
+    given as :data:`CLEAR` have none in the block; the
     previous values come back at the end of the block. Safe to use in a
     generator or a coroutine: leaving the block from another context (a
     generator closed by the garbage collector) leaves that context alone.
@@ -102,9 +114,9 @@ class log_context:
         r, a, s = _CONTEXT.get()
         self._token = _CONTEXT.set(
             (
-                r if self._request_id is None else self._request_id,
-                a if self._agent is None else self._agent,
-                s if self._session is None else self._session,
+                r if self._request_id is None else _given(self._request_id),
+                a if self._agent is None else _given(self._agent),
+                s if self._session is None else _given(self._session),
             )
         )
         return self
@@ -121,6 +133,10 @@ class log_context:
             except ValueError:  # left from another context: nothing of this one to undo
                 pass
             self._token = None
+
+
+def _given(value: Any) -> str | None:
+    return None if value is CLEAR else value
 
 
 class ContextFilter(logging.Filter):
@@ -161,8 +177,37 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
-# Line breaks (every kind), other control characters, and bidirectional controls.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Line breaks (every kind), other control characters, lone surrogates, and every
+# format character (Unicode category Cf: bidirectional controls, zero-width
+# characters, soft hyphens, tags...), which can make text read as other text.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+    # Cf, as of Unicode 14 (unicodedata.category(ch) == "Cf"; a test checks it still is)
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
+
+#: Most characters one field (request id, agent, session) shows; the rest is counted.
+FIELD_LIMIT = 200
+#: Most characters of a record's message (before escaping); the rest is counted.
+MESSAGE_LIMIT = 8192
+
+
+def bounded(text: str, limit: int = FIELD_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out: ``…(+N chars)``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit} chars)"
+
+
+def quoted(value: object) -> str:
+    """An agent-written name in a message: :func:`bounded`, in double quotes (JSON), so
+    it reads as one value and can't pass for the ``[request_id=… agent=…]`` block."""
+    return json.dumps(bounded(str(value)), ensure_ascii=False)
+
+
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -172,7 +217,9 @@ def _escaped(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape(text: str) -> str:
@@ -195,8 +242,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = (
-            f"{_utc(record.created)} {record.levelname} {record.name}: "
-            f"{escape(record.getMessage())}"
+            f"{_utc(record.created)} {record.levelname} {record.name}: {escape(_message(record))}"
         )
         fields = [
             f"{field}={_field_text(value)}"
@@ -212,10 +258,23 @@ class TextFormatter(logging.Formatter):
 
 
 def _field_text(value: object) -> str:
-    text = escape(str(value))
+    text = escape(bounded(str(value)))
     if not text or any(ch in text for ch in " =[]\"'"):
-        return json.dumps(text, ensure_ascii=True)
+        return json.dumps(text, ensure_ascii=False)  # escaped already
     return text
+
+
+def _message(record: logging.LogRecord) -> str:
+    return bounded(record.getMessage(), MESSAGE_LIMIT)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_safe(text: str) -> str:
+    """``text`` that every strict JSON parser takes: a lone surrogate as the text ``\\udXXX``
+    (``json.dumps`` would write it as an escape that decodes to no character)."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str:
@@ -243,15 +302,15 @@ class JSONFormatter(logging.Formatter):
             "time": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _json_safe(_message(record)),
         }
         for field in CONTEXT_FIELDS:
             value = getattr(record, field, None)
-            entry[field] = None if value is None else str(value)
+            entry[field] = None if value is None else _json_safe(bounded(str(value)))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            entry["exc_info"] = record.exc_text
+            entry["exc_info"] = _json_safe(record.exc_text)
         if record.stack_info:
-            entry["stack_info"] = self.formatStack(record.stack_info)
+            entry["stack_info"] = _json_safe(self.formatStack(record.stack_info))
         return json.dumps(entry, ensure_ascii=True, default=str)

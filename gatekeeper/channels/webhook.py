@@ -31,6 +31,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,18 @@ def signature_matches(secret: str, timestamp: str, body: bytes, signature: str) 
     """Whether ``signature`` is ``sign(secret, timestamp, body)``, compared in constant time."""
     expected = sign(secret, timestamp, body)
     return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
+
+
+def shown_url(url: str) -> str:
+    """``url`` without what may be a secret: ``https://hooks.example.com/…``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<a malformed URL>"
+    rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def _retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -318,6 +331,16 @@ class WebhookChannel:
             "reraise": True,
         }
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as errors and logs show it: scheme, host and port only (a webhook URL
+        may carry a token in its path, query or user info)."""
+        return shown_url(self.url)
+
+    def _unquoted(self, exc: BaseException) -> str:
+        """``exc``'s text without the URL, should it quote it."""
+        return str(exc).replace(self.url, self.shown_url)
+
     def _judge(self, response: httpx.Response) -> None:
         status = response.status_code
         if 200 <= status < 300:
@@ -326,21 +349,23 @@ class WebhookChannel:
             wait = _retry_after(response.headers.get("retry-after"))
             raise _Transient(f"HTTP {status}", status=status, retry_after=wait)
         raise ChannelError(
-            f"webhook {self.name}: {self.url} answered HTTP {status}; not retried",
+            f"webhook {self.name}: {self.shown_url} answered HTTP {status}; not retried",
             channel=self.name,
             status=status,
         )
 
     def _gave_up(self, exc: _Transient, tries: int) -> ChannelError:
         return ChannelError(
-            f"webhook {self.name}: {self.url} still failing after {tries} attempt(s): {exc}",
+            f"webhook {self.name}: {self.shown_url} still failing after {tries} attempt(s): "
+            f"{self._unquoted(exc)}",
             channel=self.name,
             status=exc.status,
         )
 
     def _broken(self, exc: httpx.HTTPError) -> ChannelError:
         return ChannelError(
-            f"webhook {self.name}: can't deliver to {self.url}: {type(exc).__name__}: {exc}",
+            f"webhook {self.name}: can't deliver to {self.shown_url}: "
+            f"{type(exc).__name__}: {self._unquoted(exc)}",
             channel=self.name,
         )
 

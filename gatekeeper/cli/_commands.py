@@ -54,7 +54,7 @@ from ..models import ApprovalRequest, HaltScope, RequestStatus, ToolCall, utc
 from ..policy import Policy, parse_duration
 from ..web._present import ARGS_LIMIT, args_view, shown_in_full
 from . import _alerting as alerting
-from ._progress import progress_bar
+from ._progress import progress_bar, wanted
 
 __all__ = ["IO", "shared_gate"]
 
@@ -728,7 +728,10 @@ def audit_export(
     target = open(output, "w", encoding="utf-8") if output else io.out  # noqa: SIM115
     count = 0
     try:
-        with progress_bar(io.err, "exporting", no_progress=no_progress) as bar:
+        # The events on a terminal are their own progress; a bar on the same
+        # screen (stderr is the terminal too) would be drawn among them.
+        on_screen = not output and wanted(io.out)
+        with progress_bar(io.err, "exporting", no_progress=no_progress or on_screen) as bar:
             if bar is None:
                 count = _export(entries, target)
             else:

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from .._errors import GatekeeperError
 from ..logs import ContextFilter, JSONFormatter, TextFormatter
+from . import _progress
 
 __all__ = ["FORMATS", "LEVELS", "configured", "default_level"]
 
@@ -48,6 +49,16 @@ def _choice(given: str | None, variable: str, allowed: tuple[str, ...], default:
     return value
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes records to the stream; first clears a progress bar drawn on it, so a record
+    never lands on the bar's line (the bar redraws at its next tick)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with _progress.LOCK:
+            _progress.clear_bars(self.stream)
+            super().emit(record)
+
+
 @contextlib.contextmanager
 def configured(
     stream: TextIO, *, fmt: str | None, level: str | None, default: str = "warning"
@@ -55,7 +66,7 @@ def configured(
     """While the block runs, records go to ``stream`` as ``fmt``; put back as it was after."""
     fmt = _choice(fmt, "GATEKEEPER_LOG_FORMAT", FORMATS, "text")
     level = _choice(level, "GATEKEEPER_LOG_LEVEL", LEVELS, default)
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())  # other libraries' records get the fields too (None)
     root, ours = logging.getLogger(), logging.getLogger("gatekeeper")

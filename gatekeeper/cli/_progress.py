@@ -7,6 +7,10 @@ second, shows the count, the total and the share done when the total is
 known, and the rate; at the end it draws the final count once and clears
 its line, so what stays on the terminal is the command's own output.
 
+A record logged while a bar is drawn (the command's log handler,
+:func:`~gatekeeper.cli._logging.configured`) first clears the bar's line, so
+the record is a line of its own; the bar comes back at its next redraw.
+
 There is no bar when stderr is not a terminal (a pipe, a file, a log
 collector), with ``--no-progress``, when ``$NO_PROGRESS`` is set to anything
 but the empty string, or when ``$TERM`` is ``dumb``.
@@ -16,15 +20,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["HZ", "Bar", "progress_bar", "wanted"]
+__all__ = ["HZ", "Bar", "clear_bars", "progress_bar", "wanted"]
 
 #: Most redraws a second.
 HZ = 10
 _WIDTH = 20  # columns of the bar itself
+
+#: Held while a bar draws, and while the log handler clears bars and writes a record.
+LOCK = threading.RLock()
+_DRAWN: list[Bar] = []  # bars open now (a command draws one at a time)
+
+
+def clear_bars(stream: object) -> None:
+    """Clear the line of every bar drawn on ``stream`` (they redraw at their next tick)."""
+    for bar in _DRAWN:
+        if bar.stream is stream:
+            bar.clear()
 
 
 def wanted(stream: TextIO, *, no_progress: bool = False) -> bool:
@@ -66,12 +82,19 @@ class Bar:
 
     def close(self) -> None:
         """Draw the last count, then clear the line."""
-        if self._latest is not None:
-            self._draw(*self._latest, self.clock())
-        if self._shown:
-            self.stream.write("\r" + " " * self._shown + "\r")
-            self.stream.flush()
-            self._shown = 0
+        with LOCK:
+            if self._latest is not None:
+                self._draw(*self._latest, self.clock())
+            self.clear()
+
+    def clear(self) -> None:
+        """Blank the bar's line (cursor at its start); the next call draws it again."""
+        with LOCK:
+            if self._shown:
+                self.stream.write("\r" + " " * self._shown + "\r")
+                self.stream.flush()
+                self._shown = 0
+                self._drawn_at = None  # not shown now: the next count draws at once
 
     def line(self, done: int, total: int | None, now: float) -> str:
         elapsed = now - self.started
@@ -87,9 +110,10 @@ class Bar:
     def _draw(self, done: int, total: int | None, now: float) -> None:
         text = self.line(done, total, now)[: self._columns() - 1]
         pad = " " * max(self._shown - len(text), 0)  # what is left of a longer line before
-        self.stream.write("\r" + text + pad)
-        self.stream.flush()
-        self._shown = len(text)
+        with LOCK:
+            self.stream.write("\r" + text + pad)
+            self.stream.flush()
+            self._shown = len(text)
         self._drawn_at = now
         self._latest = None
 
@@ -109,7 +133,9 @@ def progress_bar(
         yield None
         return
     bar = Bar(stream, label, unit)
+    _DRAWN.append(bar)
     try:
         yield bar
     finally:
+        _DRAWN.remove(bar)
         bar.close()

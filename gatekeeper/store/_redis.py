@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
+import pydantic
 import redis.exceptions as rexc
 from tenacity import (
     Retrying,
@@ -55,7 +56,7 @@ from ..audit import (
     entry_order,
     parse_cursor,
 )
-from ..logs import get_logger
+from ..logs import bounded, get_logger, quoted
 from ..models import (
     ApprovalRequest,
     Decision,
@@ -561,7 +562,9 @@ class RedisStore:
             if why is None:
                 del seen[field]
                 continue
-            log.error("halt %s of agent %r lifted without a valid resume: %s", field, a.agent, why)
+            log.error(
+                "halt %s of agent %s lifted without a valid resume: %s", field, quoted(a.agent), why
+            )
             self.record_soon(
                 [
                     draft(
@@ -813,14 +816,21 @@ class RedisStore:
             except StoreUnavailable:
                 raise
             except GatekeeperError as exc:
-                log.error("sweep: skipped agent %r, whose records can't be swept: %s", agent, exc)
+                log.error(
+                    "sweep: skipped agent %s, whose records can't be swept: %s", quoted(agent), exc
+                )
                 continue
             for rid in found:
                 self._remember_where(rid, agent)
                 try:
                     changed.append(self.get(rid))
                 except (GatekeeperError, ValueError, KeyError, TypeError) as exc:
-                    log.error("sweep: request %s of agent %r is unreadable: %r", rid, agent, exc)
+                    log.error(
+                        "sweep: request %s of agent %s is unreadable: %s",
+                        bounded(rid),
+                        quoted(agent),
+                        _unreadable(exc),
+                    )
         if changed:
             self._sealer.kick()
         return changed
@@ -1018,7 +1028,9 @@ class RedisStore:
             return int(pipe.execute()[-1])
         except REDIS_ERRORS as exc:
             log.warning(
-                "could not ask Redis which replicas have agent %r's writes: %s", a.agent, exc
+                "could not ask Redis which replicas have agent %s's writes: %s",
+                quoted(a.agent),
+                exc,
             )
             return 0
 
@@ -1228,7 +1240,12 @@ class RedisStore:
         if unreached:
             names = sorted(unreached)
             for name in names:
-                log.error("halt %s could not reach agent %r: %s", record.key, name, unreached[name])
+                log.error(
+                    "halt %s could not reach agent %s: %s",
+                    record.key,
+                    quoted(name),
+                    unreached[name],
+                )
             shown = ", ".join(repr(n) for n in names[:10]) + (" ..." if len(names) > 10 else "")
             what = "everything" if scope is HaltScope.ALL else f"session {target!r}"
             raise HaltIncomplete(
@@ -1552,3 +1569,17 @@ def _flush_open_stores() -> None:
             store._sealer.stop()
         except Exception as exc:
             log.warning("could not flush the audit log of %r at exit: %s", store, exc)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why a stored record could not be read, without the record's (agent-written) values:
+    a validation error's count and the fields it names, else the error's type."""
+    if isinstance(exc, pydantic.ValidationError):
+        where = "; ".join(
+            bounded(".".join(str(part) for part in e["loc"]) or "(the record)") + f": {e['type']}"
+            for e in exc.errors()[:5]
+        )
+        return f"{exc.error_count()} validation error(s): {where}"
+    if isinstance(exc, GatekeeperError):
+        return bounded(str(exc))
+    return type(exc).__name__

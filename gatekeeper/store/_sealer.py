@@ -37,7 +37,7 @@ from ..audit import (
     event_id_problem,
     seal_encoded,
 )
-from ..logs import get_logger
+from ..logs import get_logger, quoted
 from ..models import HaltScope
 from . import _redis_ops as ops
 from ._base import Draft
@@ -377,7 +377,7 @@ class Sealer:
 
                     store._call(flag)
             except GatekeeperError as exc:
-                log.error("audit: could not act on %s of agent %r: %s", kind, agent, exc)
+                log.error("audit: could not act on %s of agent %s: %s", kind, quoted(agent), exc)
 
     def stop(self) -> None:
         try:
@@ -529,7 +529,7 @@ def check_draft(
     if why is None:
         return value
     who = journal.agent if journal.agent is not None else "the deciders"
-    log.error("audit: refused a journal entry of %r: %s", who, why)
+    log.error("audit: refused a journal entry of %s: %s", quoted(who), why)
     claimed = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     rid = value.get("request_id")
     return draft(

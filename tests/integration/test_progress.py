@@ -49,9 +49,16 @@ GATEKEEPER = str(Path(sys.executable).with_name("gatekeeper"))
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> tuple[Path, int]:
     """A config whose store holds the audit log of CALLS allowed calls; and its event count."""
-    root = tmp_path_factory.mktemp("progress")
+    return make_log(tmp_path_factory, redis_server, "progress")
+
+
+def make_log(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, prefix: str
+) -> tuple[Path, int]:
+    """``logged``'s config and count, under its own key ``prefix`` (one per test module)."""
+    root = tmp_path_factory.mktemp(prefix)
     config = root / "gatekeeper.yaml"
-    config.write_text(CONFIG.format(url=redis_server.url, prefix="progress"), encoding="utf-8")
+    config.write_text(CONFIG.format(url=redis_server.url, prefix=prefix), encoding="utf-8")
     gate = Gatekeeper.from_config(config, channels=[])
 
     @gate.guard

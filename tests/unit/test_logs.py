@@ -132,7 +132,7 @@ def test_held_call_and_its_decision_carry_request_agent_and_session(
         return {k: getattr(r, k) for k in want}
 
     by_message = {r.getMessage(): r for r in captured.records}
-    held = by_message["call to refund held for approval (medium risk; rules: none)"]
+    held = by_message['call to "refund" held for approval (medium risk; rules: none)']
     decided = by_message[f"request {req.id}: approval by alice via cli; now approved"]
     learned = by_message[f"request {req.id} approved (by alice)"]
     ran = by_message["the tool runs"]
@@ -184,7 +184,7 @@ def test_json_lines_parse_and_name_the_request(captured: Capture) -> None:
     about = [e for e in lines if e["request_id"] == req.id]
     assert {e["logger"] for e in about} == {"gatekeeper.calls", "gatekeeper.decisions"}
     assert {(e["agent"], e["session"]) for e in about} == {("billing-bot", req.call.session_id)}
-    assert any(e["message"] == f"request {req.id} denied (by alice)" for e in about)
+    assert any(e["message"] == f'request {req.id} denied (by "alice")' for e in about)
 
 
 def test_no_argument_reaches_info_in_a_whole_flow(captured: Capture) -> None:
@@ -253,7 +253,7 @@ def test_a_hostile_tool_name_cannot_forge_a_line(captured: Capture) -> None:
     assert len(lines) == len(captured.records) >= 4
     assert all(RECORD_START.match(line) for line in lines)
     assert sum("all clear" in line for line in lines) == 1  # inside the held line, escaped
-    assert "call to refund\\n2026-01-01T00:00:00.000Z CRITICAL" in text
+    assert 'call to "refund\\n2026-01-01T00:00:00.000Z CRITICAL' in text  # quoted, escaped
     assert "\x1b" not in text and "\r" not in text
     assert "agent=bot\\r\\nforged session=" in text
 

@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 
 from ..._errors import ChannelError, GatekeeperError, TransitionRefused
 from ..._grants import Grant, read_grant
-from ...logs import get_logger
+from ...logs import get_logger, quoted
 from ...models import ApprovalRequest, Approver, RequestStatus
 from ._approvers import SlackApprovers
 from ._blocks import reminder, request_message
@@ -160,7 +160,7 @@ class SlackChannel:
         try:
             stored, _ = self.store.grants_for(request.call.agent)
         except GatekeeperError as exc:
-            log.warning("slack: grants of %s not read: %s", request.call.agent, exc)
+            log.warning("slack: grants of %s not read: %s", quoted(request.call.agent), exc)
             return None
         for signed in stored.values():
             try:
