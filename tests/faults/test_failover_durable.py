@@ -44,8 +44,8 @@ def sentinels(tmp_path: Path) -> Iterator[Sentinels]:
     made.stop()
 
 
-def _store(url: str, prefix: str, replicas: int) -> RedisStore:
-    durability = Durability(replicas=replicas, timeout=0.3)
+def _store(url: str, prefix: str, replicas: int, timeout: float = 0.3) -> RedisStore:
+    durability = Durability(replicas=replicas, timeout=timeout)
     return RedisStore(url, prefix=prefix, retry=RETRY, durability=durability)
 
 
@@ -60,6 +60,11 @@ def _scenario(sentinels: Sentinels, prefix: str, replicas: int) -> dict[str, Any
     agents_store = _store(sentinels.url, prefix, replicas)
     gate = Gatekeeper(policy=Policy.empty(), store=agents_store, default_timeout=EXPIRY)
     decider = Gatekeeper(policy=Policy.empty(), store=_store(sentinels.url, prefix, replicas))
+    # Round one's approver waits up to 5 s for the replica (WAIT answers as soon as it has
+    # the write): on a loaded machine 0.3 s can pass before a healthy replica acknowledges.
+    patient = Gatekeeper(
+        policy=Policy.empty(), store=_store(sentinels.url, prefix, replicas, timeout=5.0)
+    )
     ran: list[tuple[str, int]] = []
     outcomes: dict[tuple[str, int], Any] = {}
     lock = threading.Lock()
@@ -89,7 +94,7 @@ def _scenario(sentinels: Sentinels, prefix: str, replicas: int) -> dict[str, Any
         # Round one: approved with the replica in step; each runs.
         wait_until("round one held", lambda: len(held(0)) == len(AGENTS), timeout=20)
         for req in held(0):
-            told[req.id] = decider.approve(req.id, approver="alice").durable
+            told[req.id] = patient.approve(req.id, approver="alice").durable
         wait_until("round one run", lambda: len(ran) == len(AGENTS), timeout=20)
         wait_until("round two held", lambda: len(held(1)) == len(AGENTS), timeout=20)
         _until("the replica to have every write so far", lambda: _in_sync(sentinels))
@@ -139,6 +144,7 @@ def _scenario(sentinels: Sentinels, prefix: str, replicas: int) -> dict[str, Any
     finally:
         gate.close()
         decider.close()
+        patient.close()
 
 
 def _pending_again(store: RedisStore, second: list[Any]) -> list[str]:
