@@ -200,3 +200,27 @@ def both_faces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
+
+
+@pytest.fixture(params=["metrics", "traces+metrics"])
+def counting(request: pytest.FixtureRequest) -> Any:
+    """Makes a counting :class:`~gatekeeper.Telemetry` for a registry, both ways a gate counts.
+
+    With metrics only, a guarded call's flow is wrapped by ``counted``; with
+    traces too, by ``watched`` (spans go to an SDK provider whose spans are
+    dropped): the counts must be the same.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gatekeeper import Telemetry
+
+    def make(registry: CollectorRegistry) -> Telemetry:
+        if request.param == "metrics":
+            return Telemetry(metrics=True, registry=registry)
+        from opentelemetry.sdk.trace import TracerProvider
+
+        return Telemetry(
+            traces=True, tracer_provider=TracerProvider(), metrics=True, registry=registry
+        )
+
+    return make

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -37,7 +38,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def test_halts_are_counted_by_scope_and_by_whom() -> None:
+def test_halts_are_counted_by_scope_and_by_whom(counting: Any) -> None:
     registry = CollectorRegistry()
     gate = Gatekeeper(
         policy=Policy.from_yaml(
@@ -45,7 +46,7 @@ def test_halts_are_counted_by_scope_and_by_whom() -> None:
             "  - {id: tripwire, match: {tool: open_tunnel}, verdict: halt}\n"
         ),
         store=MemoryStore(),
-        telemetry=Telemetry(metrics=True, registry=registry),
+        telemetry=counting(registry),
     )
 
     @gate.guard
@@ -87,10 +88,10 @@ def test_the_sweep_counts_requests_whose_caller_is_gone() -> None:
 
 @pytest.mark.redis
 def test_a_forged_approval_is_one_tampering_refusal(
-    dep: Deployment, monkeypatch: pytest.MonkeyPatch
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch, counting: Any
 ) -> None:
     registry = CollectorRegistry()
-    telemetry = Telemetry(metrics=True, registry=registry)
+    telemetry = counting(registry)
     monkeypatch.setattr(trustkit, "Gatekeeper", functools.partial(Gatekeeper, telemetry=telemetry))
     call = HeldCall(dep)
     dep.attacker.hset(dep.agent.keys.of("billing-bot").req(call.id), "status", "approved")

@@ -32,8 +32,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
-def served(redis_server: RedisServer, redis_prefix: str) -> Iterator[tuple[Console, LiveServer]]:
-    telemetry = Telemetry(metrics=True, registry=CollectorRegistry())
+def served(
+    redis_server: RedisServer, redis_prefix: str, counting: Any
+) -> Iterator[tuple[Console, LiveServer]]:
+    telemetry = counting(CollectorRegistry())
     console = Console(RedisStore(redis_server.url, prefix=redis_prefix), telemetry=telemetry)
     gate = console.gate
 

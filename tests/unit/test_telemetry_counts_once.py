@@ -8,11 +8,12 @@ request it made; it stores nothing new.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gatekeeper import ApprovalPending, Gatekeeper, Policy, Telemetry
+from gatekeeper import ApprovalPending, Gatekeeper, Policy
 
 HOLD_ALL = Policy.from_yaml("version: 1\ndefault: require_approval\n")
 
@@ -22,9 +23,9 @@ def calls(registry: CollectorRegistry, verdict: str) -> float:
     return registry.get_sample_value("gatekeeper_calls_total", labels) or 0.0
 
 
-def test_a_resumed_run_counts_its_held_call_once() -> None:
+def test_a_resumed_run_counts_its_held_call_once(counting: Any) -> None:
     registry = CollectorRegistry()
-    gate = Gatekeeper(policy=HOLD_ALL, telemetry=Telemetry(metrics=True, registry=registry))
+    gate = Gatekeeper(policy=HOLD_ALL, telemetry=counting(registry))
     refund = gate.tool("refund", lambda order_id: "refunded")
     with pytest.raises(ApprovalPending) as first:
         refund.run({"order_id": "A-1"}, key="call_1", wait=False)
@@ -37,10 +38,10 @@ def test_a_resumed_run_counts_its_held_call_once() -> None:
     gate.close()
 
 
-def test_the_async_face_counts_alike() -> None:
+def test_the_async_face_counts_alike(counting: Any) -> None:
     registry = CollectorRegistry()
     allow = Policy.from_yaml("version: 1\ndefault: allow\n")
-    gate = Gatekeeper(policy=allow, telemetry=Telemetry(metrics=True, registry=registry))
+    gate = Gatekeeper(policy=allow, telemetry=counting(registry))
 
     @gate.guard
     async def refund(order_id: str) -> str:
