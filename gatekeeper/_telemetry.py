@@ -22,14 +22,11 @@ scrapes (:mod:`gatekeeper._telemetry_queue`), a bounded number of reads.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import re
 import threading
 import time
-from collections import Counter as Tally
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,14 +76,6 @@ MAX_TRACED_ARGS = 4096
 
 #: Label sets of the call counter looked up without a lock, at most (the rest the slow way).
 _CACHED_CHILDREN = 10_000
-
-#: Calls tallied before the tally is folded into the call counter by the call that tips it
-#: (a scrape folds it too, first): the memory it takes is bounded without a scrape.
-_FOLD_AT = 1_024
-#: Seconds after which the next call folds the tally however short it is (and exit folds
-#: it), for readers that do not collect through this process (prometheus-client's
-#: multiprocess mode reads the counter's files).
-_FOLD_AFTER = 1.0
 
 _CALLER_GONE = frozenset({"abandoned", "outcome_unknown"})
 #: The store errors counted (the classes ``store_error`` is given), exported at 0 from the start.
@@ -234,13 +223,6 @@ class _Metrics:
             "gatekeeper_store_retries", "Store commands tried again after a failure", registry=r
         )
         self._calls: dict[tuple[str, str, str], Any] = {}  # children, found without a lock
-        self._tally: deque[tuple[str, str, str]] = deque()
-        self._folding = threading.Lock()
-        self._fold_by = time.monotonic() + _FOLD_AFTER
-        atexit.register(self.fold)
-        # Whatever reads the call counter (a scrape, get_sample_value) folds the tally first.
-        self._collect_counter = self.calls.collect
-        self.calls.collect = self._collect_calls  # type: ignore[method-assign]
         # The series the example alert rules read exist at 0 from the start: increase()
         # and rate() need two samples, so a child born at 1 would hide the first event.
         for status in sorted(_CALLER_GONE):
@@ -249,39 +231,13 @@ class _Metrics:
             self.store_errors.labels(error)
 
     def call(self, verdict: str, tool: str, agent: str) -> None:
-        """Count one call: appended to a tally (no lock, no label lookup), folded in later.
-
-        ``deque.append`` is atomic, so no count is lost between threads; the
-        counter reads the tally first whenever it is collected (a scrape, or
-        ``get_sample_value``), so what is read is exact. The call that makes
-        the tally ``_FOLD_AT`` long, or comes ``_FOLD_AFTER`` seconds after the
-        last fold, folds it, and so does exit: readers that do not collect in
-        this process (multiprocess mode) see every call within a second.
-        """
-        tally = self._tally
-        tally.append((verdict, tool, agent))
-        if len(tally) >= _FOLD_AT or time.monotonic() >= self._fold_by:
-            self.fold()
-
-    def fold(self) -> None:
-        """Add the calls tallied so far to the call counter."""
-        tally = self._tally
-        with self._folding:
-            self._fold_by = time.monotonic() + _FOLD_AFTER
-            pop = tally.popleft
-            drained = [pop() for _ in range(len(tally))]  # the calls after len(): next time
-            for (verdict, tool, agent), n in Tally(drained).items():
-                key = (verdict, tool, agent)
-                child = self._calls.get(key)
-                if child is None:
-                    child = self.calls.labels(verdict, self.tools(tool), self.agents(agent))
-                    if len(self._calls) < _CACHED_CHILDREN:  # raw names are the agent's
-                        self._calls[key] = child
-                child.inc(n)
-
-    def _collect_calls(self) -> Any:
-        self.fold()
-        return self._collect_counter()
+        key = (verdict, tool, agent)
+        child = self._calls.get(key)
+        if child is None:
+            child = self.calls.labels(verdict, self.tools(tool), self.agents(agent))
+            if len(self._calls) < _CACHED_CHILDREN:  # raw names are the agent's: bounded too
+                self._calls[key] = child
+        child.inc()
 
 
 _REGISTRIES: dict[int, _Metrics] = {}

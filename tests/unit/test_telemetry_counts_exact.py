@@ -1,9 +1,9 @@
-"""The call counter's tally (#15, metrics-only cost): exact across threads, bounded in memory.
+"""The call counter with metrics only (the lighter ``counted`` wrapper): exact across
+threads, and in prometheus-client's multiprocess mode.
 
-``gatekeeper_calls_total`` is not incremented by each call: the call appends
-to a tally that is folded into the counter when it reaches ``_FOLD_AT``
-calls, when ``_FOLD_AFTER`` seconds have passed, at exit, and whenever the
-counter is collected. These tests hold it to what a reader sees.
+An earlier attempt at a cheaper counter (a tally folded in batches) lost and
+double-counted calls across fork and in idle multiprocess workers; these hold
+whatever counts the calls to what a reader sees.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gatekeeper import Gatekeeper, Policy, Telemetry
-from gatekeeper._telemetry import _FOLD_AT
 
 ALLOW = Policy.from_yaml(
     "version: 1\ndefault: require_approval\nrules:\n"
@@ -35,7 +34,7 @@ def test_calls_from_many_threads_are_counted_exactly() -> None:
     registry = CollectorRegistry()
     gate = Gatekeeper(policy=ALLOW, telemetry=Telemetry(metrics=True, registry=registry))
     lookup = gate.guard(lambda key: key, name="lookup")
-    threads, each = 4, 1_500  # 6,000 calls: several folds, made while others append
+    threads, each = 4, 1_500  # 6,000 calls, two agents, made at once
     start = threading.Barrier(threads)
 
     def run(agent: str) -> None:
@@ -54,39 +53,6 @@ def test_calls_from_many_threads_are_counted_exactly() -> None:
     gate.close()
 
 
-def test_the_tally_stays_bounded_without_a_scrape() -> None:
-    registry = CollectorRegistry()
-    telemetry = Telemetry(metrics=True, registry=registry)
-    gate = Gatekeeper(policy=ALLOW, telemetry=telemetry)
-    lookup = gate.guard(lambda key: key, name="lookup")
-    with gate.session(agent="a"):
-        for i in range(3 * _FOLD_AT + 7):
-            lookup(f"k{i}")
-            assert telemetry.metrics is not None
-            assert len(telemetry.metrics._tally) < _FOLD_AT
-    assert allowed(registry, "a") == 3 * _FOLD_AT + 7
-    gate.close()
-
-
-def test_a_quiet_tally_reaches_the_counter_without_a_collect() -> None:
-    """What multiprocess mode reads is the counter's value, not a collect in this process."""
-    registry = CollectorRegistry()
-    telemetry = Telemetry(metrics=True, registry=registry)
-    metrics = telemetry.metrics
-    assert metrics is not None
-    gate = Gatekeeper(policy=ALLOW, telemetry=telemetry)
-    lookup = gate.guard(lambda key: key, name="lookup")
-    child = metrics.calls.labels("allow", "lookup", "q")
-    with gate.session(agent="q"):
-        metrics.fold()
-        lookup("one")  # within _FOLD_AFTER of the fold: tallied only
-        assert child._value.get() == 0
-        metrics._fold_by = 0.0  # as if _FOLD_AFTER had passed
-        lookup("two")
-        assert child._value.get() == 2
-    gate.close()
-
-
 CHILD = """
 from gatekeeper import Gatekeeper, Policy, Telemetry
 policy = Policy.from_yaml(
@@ -102,10 +68,42 @@ gate.close()
 """
 
 
-def test_an_exiting_process_leaves_its_count_for_multiprocess_mode(tmp_path: Path) -> None:
-    """prometheus-client's multiprocess mode: the worker's last calls are in its files."""
+def test_a_worker_process_counts_into_the_multiprocess_files(tmp_path: Path) -> None:
+    """prometheus-client's multiprocess mode: every call of a worker is in its files."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", CHILD], env=env, check=True, timeout=60)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path))
     assert allowed(registry, "worker") == 5
+
+
+FORKING = """
+import os
+from gatekeeper import Gatekeeper, Policy, Telemetry
+policy = Policy.from_yaml(
+    "version: 1\\ndefault: require_approval\\nrules:\\n"
+    "  - {id: r, match: {tool: lookup}, verdict: allow}\\n"
+)
+gate = Gatekeeper(policy=policy, telemetry=Telemetry(metrics=True))
+lookup = gate.guard(lambda key: key, name="lookup")
+with gate.session(agent="worker"):
+    for i in range(9):
+        lookup(i)
+    child = os.fork()
+    if child == 0:
+        for i in range(5):
+            lookup(i)
+        os._exit(0)  # as a multiprocessing child or a killed worker ends: no atexit
+    os.waitpid(child, 0)
+    lookup("last")
+os._exit(0)
+"""
+
+
+def test_forked_workers_count_each_call_once_in_multiprocess_mode(tmp_path: Path) -> None:
+    """A fork neither loses the child's calls nor counts the parent's twice."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", FORKING], env=env, check=True, timeout=60)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert allowed(registry, "worker") == 9 + 5 + 1
