@@ -185,6 +185,7 @@ class Server:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
+        gc.freeze()  # as `gatekeeper serve` does once the console is built
 
     @property
     def hub(self) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import math
 import re
 from collections import deque
 from collections.abc import Generator, Sequence
@@ -202,9 +203,20 @@ def queue(
 #: ``offset + limit`` entries; from it on, by a pivot found from samples (:func:`_page_of`).
 DEEP_OFFSET = 400
 #: An agent's index up to this long is read whole to find a deep page's pivot; a longer
-#: one is sampled at ``SAMPLES`` evenly spaced ranks.
+#: one is sampled at :func:`samples_for` evenly spaced ranks.
 READ_WHOLE = 256
-SAMPLES = 32
+
+
+def samples_for(count: int) -> int:
+    """How many ranks of an index of ``count`` live entries to sample for a deep page.
+
+    Each sample is one command and costs the client about as much as reading
+    30 entries (on a cluster pipeline more: a slot lookup per command); the
+    final read takes about ``count / samples`` entries of the index. The two
+    balance near ``sqrt(count / 30)``: 5 samples for 1,000 entries, 8 for
+    2,000, and at most 32 (from about 31,000).
+    """
+    return max(4, min(32, math.isqrt(count // 30)))
 
 
 def _page_of(
@@ -241,7 +253,8 @@ def _page_of(
             plans.append((c, None))
             cmds.append(("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, c))
         else:
-            ranks = sorted({c * j // SAMPLES for j in range(SAMPLES)})
+            n = samples_for(c)
+            ranks = sorted({c * j // n for j in range(n)})
             plans.append((c, ranks))
             cmds += [
                 ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", r, 1) for r in ranks
