@@ -21,6 +21,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
 from ..audit import StoredEvent, chained_id, entry_chain, entry_order
+from ..logs import get_logger, quoted
 from ..models import ApprovalRequest, RequestStatus, Risk
 from ._halts import ms
 from ._redis_ops import Keys, agent_names, request_from_hash
@@ -47,6 +48,8 @@ Flow = Generator[list[Command], list[Any], T]
 RISKS_MOST_URGENT_FIRST = (Risk.CRITICAL, Risk.HIGH, Risk.MEDIUM, Risk.LOW)
 
 #: ``history`` looks at no more than this many requests per call.
+_log = get_logger("gatekeeper.store")
+
 HISTORY_SCAN = 10_000
 _HISTORY_BATCH = 500
 
@@ -54,7 +57,9 @@ _STREAM_ID = re.compile(r"\d+(-\d+)?")
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """A reply as str. An agent's user may write its own keys: bytes that are not
+    UTF-8 read as U+FFFD (an id that names no request), never as an error."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def owner_fields(value: str) -> tuple[str, str, str]:
@@ -87,6 +92,32 @@ def get_many(k: Keys, ids: Sequence[str]) -> Flow[list[ApprovalRequest]]:
         return []
     (owners,) = yield [("HMGET", k.where, *ids)]
     found = [(rid, _text(o)) for rid, o in zip(ids, owners, strict=True) if o is not None]
+    return (yield from _fetch(k, found))
+
+
+def _listed(k: Keys, listed: Sequence[tuple[str, str]]) -> Flow[list[ApprovalRequest]]:
+    """The requests of ``(id, agent)`` pairs read from agents' indexes, in order.
+
+    An agent's user may write its own indexes: an id it lists that ``where``
+    gives to another agent (or to none), or lists twice, is skipped, so it
+    can't put another agent's request in its place in the queue or under its
+    name.
+    """
+    if not listed:
+        return []
+    (owners,) = yield [("HMGET", k.where, *(rid for rid, _ in listed))]
+    seen: set[str] = set()
+    found = []
+    for (rid, agent), owner in zip(listed, owners, strict=True):
+        if owner is not None and _text(owner) == agent and rid not in seen:
+            seen.add(rid)
+            found.append((rid, agent))
+    return (yield from _fetch(k, found))
+
+
+def _fetch(k: Keys, found: list[tuple[str, str]]) -> Flow[list[ApprovalRequest]]:
+    """Whole requests of ``(id, agent)`` pairs; one its agent's user garbled is skipped
+    (and logged): a list shows every other request, ``get`` of it still fails."""
     if not found:
         return []
     cmds: list[Command] = []
@@ -95,18 +126,29 @@ def get_many(k: Keys, ids: Sequence[str]) -> Flow[list[ApprovalRequest]]:
         cmds += [("HGETALL", a.req(rid)), ("LRANGE", a.votes(rid), 0, -1), ("HGET", a.flags, rid)]
     replies = yield cmds
     triples = zip(found, replies[::3], replies[1::3], replies[2::3], strict=True)
-    return [
-        request_from_hash(fields, votes, agent, flag)
-        for (_, agent), fields, votes, flag in triples
-        if fields
-    ]
+    out = []
+    for (rid, agent), fields, votes, flag in triples:
+        if not fields:
+            continue
+        try:
+            out.append(request_from_hash(fields, votes, agent, flag))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            _log.warning(
+                "request %s of agent %s could not be read (%s): left out of the list; its "
+                "agent's Redis user can write it, so treat it as tampering",
+                quoted(rid),
+                quoted(agent),
+                type(exc).__name__,
+            )
+    return out
 
 
-def _merged(replies: list[Any]) -> list[tuple[float, str]]:
-    """``ZRANGE ... WITHSCORES`` replies of several agents as one (score, id) list, sorted."""
-    out: list[tuple[float, str]] = []
-    for reply in replies:
-        out += [(float(score), _text(member)) for member, score in _pairs(reply)]
+def _merged(replies: list[Any], agents: Sequence[str]) -> list[tuple[float, str, str]]:
+    """``ZRANGE ... WITHSCORES`` replies of ``agents`` (one each) as one sorted list of
+    (score, id, agent)."""
+    out: list[tuple[float, str, str]] = []
+    for reply, agent in zip(replies, agents, strict=True):
+        out += [(float(score), _text(member), agent) for member, score in _pairs(reply)]
     out.sort()
     return out
 
@@ -126,8 +168,8 @@ def pending(k: Keys, now: dt.datetime, *, limit: int, offset: int) -> Flow[list[
     replies = yield [
         ("ZRANGE", k.of(a).pending, 0, offset + limit - 1, "WITHSCORES") for a in agents
     ]
-    ids = [rid for _, rid in _merged(replies)][offset : offset + limit]
-    requests = yield from get_many(k, ids)
+    page = [(rid, a) for _, rid, a in _merged(replies, agents)][offset : offset + limit]
+    requests = yield from _listed(k, page)
     return [r for r in requests if r.effective_status(now) is RequestStatus.PENDING]
 
 
@@ -160,7 +202,7 @@ def queue(
         counts = [int(c) for c in (yield [("ZCOUNT", key, live, "+inf") for key in flat])]
         total = sum(counts)
         n = len(agents)
-        ids: list[str] = []
+        ids: list[tuple[str, str]] = []
         skip = offset  # a risk wholly before the page is skipped by its count alone
         for i in range(len(risks)):
             in_risk = counts[i * n : (i + 1) * n]
@@ -170,7 +212,7 @@ def queue(
             room = limit - len(ids)
             if room <= 0:
                 break
-            ids += yield from _page_of(keys[i], in_risk, live, skip, room)
+            ids += yield from _page_of(keys[i], agents, in_risk, live, skip, room)
             skip = 0
     else:
         flat = [key for per_risk in keys for key in per_risk]
@@ -187,15 +229,15 @@ def queue(
         cmds = [("HGET", k.of(a).owners, rid) for a, rid in ordered_pairs]
         owners = (yield cmds) if cmds else []
         matching = []
-        for (_, rid), value in zip(ordered_pairs, owners, strict=True):
+        for (a, rid), value in zip(ordered_pairs, owners, strict=True):
             if value is None:
                 continue  # settled since the index was read
             _, _, t = owner_fields(_text(value))
             if t == tool:
-                matching.append(rid)
+                matching.append((rid, a))
         total = len(matching)
         ids = matching[offset : offset + limit]
-    requests = yield from get_many(k, ids)
+    requests = yield from _listed(k, ids)
     return [r for r in requests if r.status is RequestStatus.PENDING], total
 
 
@@ -220,9 +262,10 @@ def samples_for(count: int) -> int:
 
 
 def _page_of(
-    keys: list[str], counts: list[int], live: str, offset: int, limit: int
-) -> Flow[list[str]]:
-    """Ids ``offset`` to ``offset + limit`` of the agents' indexes ``keys`` merged by (score, id).
+    keys: list[str], agents: list[str], counts: list[int], live: str, offset: int, limit: int
+) -> Flow[list[tuple[str, str]]]:
+    """``(id, agent)`` ``offset`` to ``offset + limit`` of the agents' indexes ``keys`` (one
+    per agent of ``agents``) merged by (score, id).
 
     Near the front, each agent's first ``offset + limit`` entries are merged.
     Deeper in, that would make a page cost its offset (every agent's index read
@@ -237,11 +280,11 @@ def _page_of(
     """
     want = offset + limit
 
-    def merged_from_the_front() -> Flow[list[str]]:
+    def merged_from_the_front() -> Flow[list[tuple[str, str]]]:
         replies = yield [
             ("ZRANGEBYSCORE", key, live, "+inf", "WITHSCORES", "LIMIT", 0, want) for key in keys
         ]
-        return [rid for _, rid in _merged(replies)][offset:want]
+        return [(rid, a) for _, rid, a in _merged(replies, agents)][offset:want]
 
     if offset < DEEP_OFFSET:
         return (yield from merged_from_the_front())
@@ -302,7 +345,7 @@ def _page_of(
         ("ZRANGEBYSCORE", key, at_pivot, "+inf", "WITHSCORES", "LIMIT", 0, skip + limit)
         for key in keys
     ]
-    return [rid for _, rid in _merged(replies)][skip : skip + limit]
+    return [(rid, a) for _, rid, a in _merged(replies, agents)][skip : skip + limit]
 
 
 def history(
@@ -334,7 +377,7 @@ def history(
     if not agents or not limit:
         return []
     newest = _Newest(k, agents, top, bottom)
-    page: list[str] = []
+    page: list[tuple[str, str]] = []
     matched = scanned = 0
     while scanned < HISTORY_SCAN and len(page) < limit:
         chunk = yield from newest.take(min(_HISTORY_BATCH, HISTORY_SCAN - scanned))
@@ -354,9 +397,9 @@ def history(
             if not _history_match(fields, cast, now_ms, agent, tool, wanted, approver):
                 continue
             if matched >= offset and len(page) < limit:
-                page.append(rid)
+                page.append((rid, a))
             matched += 1
-    return (yield from get_many(k, page))
+    return (yield from _listed(k, page))
 
 
 class _Newest:
@@ -416,8 +459,8 @@ def _history_match(
     approver: str | None,
 ) -> bool:
     a, t, s, expires = (None if v is None else _text(v) for v in fields)
-    if s is None or expires is None:
-        return False  # indexed but gone
+    if s is None or expires is None or not expires.isdigit():
+        return False  # indexed but gone (or garbled by its agent's user)
     if (agent is not None and a != agent) or (tool is not None and t != tool):
         return False
     if status is not None:
@@ -426,8 +469,17 @@ def _history_match(
         if s != status.value:
             return False
     if approver is not None:
-        return any(json.loads(v).get("approver") == approver for v in votes or ())
+        return any(_vote_by(v) == approver for v in votes or ())
     return True
+
+
+def _vote_by(raw: bytes) -> Any:
+    """Who cast a stored vote; None for one that is not a vote."""
+    try:
+        vote = json.loads(raw)
+    except ValueError:
+        return None
+    return vote.get("approver") if isinstance(vote, dict) else None
 
 
 def check_entry_id(before: str) -> None:
