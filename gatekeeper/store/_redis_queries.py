@@ -47,9 +47,9 @@ Flow = Generator[list[Command], list[Any], T]
 
 RISKS_MOST_URGENT_FIRST = (Risk.CRITICAL, Risk.HIGH, Risk.MEDIUM, Risk.LOW)
 
-#: ``history`` looks at no more than this many requests per call.
 _log = get_logger("gatekeeper.store")
 
+#: ``history`` looks at no more than this many requests per call.
 HISTORY_SCAN = 10_000
 _HISTORY_BATCH = 500
 
