@@ -1,6 +1,6 @@
 """What traces and metrics add to the allowed path, against the same path without them.
 
-    .venv/bin/python bench/observability.py            # 3 rounds of 10,000, about a minute
+    .venv/bin/python bench/observability.py            # 3 rounds of 10,000, about 30 s
     .venv/bin/python bench/observability.py --quick    # 1 round of 2,000, a few seconds
 
 An allowed call through ``@gate.guard`` on a ``MemoryStore``, five ways, in
@@ -102,8 +102,9 @@ def main() -> None:
         calls[name] = lambda guarded=guarded: guarded("k")
     names = list(calls)
     # Every rotation of the order, in turn: each way is first (and last) as often as any.
-    orders = [[calls[n] for n in names[i:] + names[:i]] for i in range(len(names))]
-    slots = [[names.index(n) for n in names[i:] + names[:i]] for i in range(len(names))]
+    ways = len(names)
+    slots = [[(i + j) % ways for j in range(ways)] for i in range(ways)]
+    orders = [[calls[names[j]] for j in slot] for slot in slots]
     times: dict[str, list[float]] = {name: [] for name in names}
     round_paired: list[float] = []
     sessions = [gate.session(agent="bench") for gate in gates.values()]

@@ -129,10 +129,7 @@ def counted(  # noqa: PLR0915 - one loop, its hooks inline: it runs on every cal
                 command = flow.send(sent) if error is None else flow.throw(error)
             except StopIteration as stop:
                 if on and verdict is not None and not done:
-                    try:
-                        metrics.call(verdict, tool, agent)
-                    except Exception as exc:
-                        broken("a call's telemetry", exc)
+                    _count_call(metrics, verdict, tool, agent)
                 return stop.value
             except BaseException as exc:
                 if on:
@@ -189,13 +186,18 @@ def counted(  # noqa: PLR0915 - one loop, its hooks inline: it runs on every cal
                     on = False
     except GeneratorExit:
         if on and verdict is not None and not done:
-            try:
-                metrics.call(verdict, tool, agent)
-            except Exception as exc:
-                broken("a call's telemetry", exc)
+            _count_call(metrics, verdict, tool, agent)
         raise
     finally:
         flow.close()
+
+
+def _count_call(metrics: Any, verdict: str, tool: str, agent: str) -> None:
+    """A call counted as it ends (:func:`counted`); a counter that raises is logged."""
+    try:
+        metrics.call(verdict, tool, agent)
+    except Exception as exc:
+        broken("a call's telemetry", exc)
 
 
 def _end(watch: _Watch, exc: BaseException | None, *, closed: bool = False) -> None:

@@ -1031,11 +1031,11 @@ def serve(config_path: str | None, *, host: str, port: int, demo: bool, io: IO) 
         if alerts is not None:
             io.say(alerting.describe(alerts))
         # Everything built so far (the app, the store's clients, a cluster's slot
-        # table) lives as long as the process: out of the collector's sight, a full
-        # collection walks only what requests made since, not all of it (on a
-        # cluster it lifted the queue page's p99 from about 35 to 95 ms;
-        # docs/performance.md, "Web console"). Garbage of the start-up is collected
-        # first, as frozen objects are never freed.
+        # table) lives as long as the process: frozen, it is out of the collector's
+        # sight, and a full collection walks only what requests made since (on a
+        # cluster this took the queue's p99 from about 95 to 35 ms; docs/performance.md,
+        # "W1 on a 3-master Redis Cluster"). Start-up garbage is collected first, as
+        # frozen objects are never freed.
         gc.collect()
         gc.freeze()
         # The console reads X-Forwarded-For itself, from web.trusted_proxies only;

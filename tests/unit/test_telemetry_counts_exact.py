@@ -53,7 +53,8 @@ def test_calls_from_many_threads_are_counted_exactly() -> None:
     gate.close()
 
 
-CHILD = """
+# A worker process with a gate whose lookups are allowed; each test adds what it does.
+WORKER = """
 from gatekeeper import Gatekeeper, Policy, Telemetry
 policy = Policy.from_yaml(
     "version: 1\\ndefault: require_approval\\nrules:\\n"
@@ -61,31 +62,38 @@ policy = Policy.from_yaml(
 )
 gate = Gatekeeper(policy=policy, telemetry=Telemetry(metrics=True))
 lookup = gate.guard(lambda key: key, name="lookup")
+"""
+
+
+def multiprocess_count(script: str, files: Path) -> float:
+    """Run ``script`` in multiprocess mode with its files in ``files``; the worker's calls."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(files)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(files))
+    return allowed(registry, "worker")
+
+
+CHILD = (
+    WORKER
+    + """
 with gate.session(agent="worker"):
     for i in range(5):
         lookup(i)
 gate.close()
 """
+)
 
 
 def test_a_worker_process_counts_into_the_multiprocess_files(tmp_path: Path) -> None:
     """prometheus-client's multiprocess mode: every call of a worker is in its files."""
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", CHILD], env=env, check=True, timeout=60)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    assert allowed(registry, "worker") == 5
+    assert multiprocess_count(CHILD, tmp_path) == 5
 
 
-FORKING = """
+FORKING = (
+    WORKER
+    + """
 import os
-from gatekeeper import Gatekeeper, Policy, Telemetry
-policy = Policy.from_yaml(
-    "version: 1\\ndefault: require_approval\\nrules:\\n"
-    "  - {id: r, match: {tool: lookup}, verdict: allow}\\n"
-)
-gate = Gatekeeper(policy=policy, telemetry=Telemetry(metrics=True))
-lookup = gate.guard(lambda key: key, name="lookup")
 with gate.session(agent="worker"):
     for i in range(9):
         lookup(i)
@@ -98,12 +106,9 @@ with gate.session(agent="worker"):
     lookup("last")
 os._exit(0)
 """
+)
 
 
 def test_forked_workers_count_each_call_once_in_multiprocess_mode(tmp_path: Path) -> None:
     """A fork neither loses the child's calls nor counts the parent's twice."""
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", FORKING], env=env, check=True, timeout=60)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    assert allowed(registry, "worker") == 9 + 5 + 1
+    assert multiprocess_count(FORKING, tmp_path) == 9 + 5 + 1
